@@ -1,0 +1,50 @@
+"""Shared fixtures: one SparkSession per test session, small real lakes in tmp_path."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+# Never let a test talk to a developer's own lake or token.
+for var in ("WEAVER_LAKE", "WEAVER_WOVEN_ROOT", "WEAVER_API_TOKEN", "WEAVER_SPARK_MASTER"):
+    os.environ.pop(var, None)
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """The one SparkSession of the test session: local[2], UI off, few shuffle partitions."""
+    from weaver.settings import load_settings
+    from weaver.spark import get_spark
+
+    s = load_settings(spark_master="local[2]", spark_shuffle_partitions=2)
+    session = get_spark(s, app_name="weaver-tests")
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def small_lake(tmp_path_factory):
+    """A simulated lake (2 days, 3 partitions) shared read-only by tests; copy it before writing."""
+    from weaver.simulate import SimConfig, simulate
+
+    root = tmp_path_factory.mktemp("small_lake") / "lake"
+    simulate(str(root), SimConfig(seed=11, partitions=3, days=2, base_rate=60.0,
+                                  size_threshold_bytes=400_000, write_threshold_per_s=0.5))
+    return root
+
+
+@pytest.fixture()
+def lake_copy(small_lake, tmp_path):
+    """A private, writable copy of `small_lake`."""
+    import shutil
+
+    dst = tmp_path / "lake"
+    shutil.copytree(small_lake, dst)
+    return dst

@@ -1,0 +1,66 @@
+"""Shared pieces of the `weaver` CLI: the Typer app, common options, output and error mapping."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime, timedelta
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+
+from weaver.errors import WeaverError
+from weaver.settings import Settings, load_settings, parse_timepoint
+
+app = typer.Typer(name="weaver", help="Temporal Weaver: forecast partition splits and weave shadow snapshots.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+console = Console(stderr=True)
+out = Console()
+
+LakeOpt = typer.Option(None, "--lake", envvar="WEAVER_LAKE", help="Lake root (default $WEAVER_LAKE or ./lake).")
+JsonOpt = typer.Option(False, "--json", help="Print one machine-readable JSON object.")
+
+
+def settings_for(lake: Optional[str], **overrides: Any) -> Settings:
+    """Settings read once from the environment, with this command's flags on top."""
+    return load_settings(lake=lake or None, **overrides)
+
+
+def timepoint(value: str, name: str = "--at") -> datetime:
+    try:
+        return parse_timepoint(value)
+    except WeaverError as exc:
+        raise typer.BadParameter(str(exc), param_hint=name) from exc
+
+
+def _default(o: Any) -> Any:
+    if isinstance(o, datetime):
+        return o.isoformat()
+    if isinstance(o, timedelta):
+        return o.total_seconds()
+    if isinstance(o, bytes):
+        return o.decode("utf-8", "replace")
+    return str(o)
+
+
+def emit(obj: dict, as_json: bool, human: Any = None) -> None:
+    """Print `obj` as one JSON object (``--json``) or `human` (a Rich renderable or text)."""
+    if as_json:
+        sys.stdout.write(json.dumps(obj, default=_default, sort_keys=True) + "\n")
+    else:
+        out.print(human if human is not None else obj)
+
+
+def fail(exc: Exception, as_json: bool = False) -> "typer.Exit":
+    """Report a user error in one line (or JSON) and return the exit to raise."""
+    name = type(exc).__name__
+    if as_json:
+        sys.stdout.write(json.dumps({"error": name, "message": str(exc)}) + "\n")
+    console.print(f"[bold red]error[/] ({name}): {exc}")
+    return typer.Exit(code=2)
+
+
+@app.callback()
+def _root() -> None:
+    """Temporal Weaver: forecast partition splits and weave shadow snapshots."""

@@ -1,0 +1,5 @@
+"""CLI commands: predict, backtest."""
+
+from __future__ import annotations
+
+from weaver.cli._app import app  # noqa: F401

@@ -1,0 +1,62 @@
+"""The one SparkSession factory, configured for Delta and bound to loopback."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from weaver.jars import check_java, delta_jars
+from weaver.settings import Settings
+
+_LOOPBACK = "127.0.0.1"
+
+
+def spark_conf(settings: Settings, app_name: str = "temporal-weaver") -> dict[str, str]:
+    """Spark configuration shared by the session factory and spark-submit (SparkSubmitOperator)."""
+    return {
+        "spark.app.name": app_name,
+        "spark.jars": ",".join(delta_jars(settings.delta_jars)),
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        "spark.driver.host": _LOOPBACK,
+        "spark.driver.bindAddress": _LOOPBACK,
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.shuffle.partitions": str(settings.spark_shuffle_partitions),
+        "spark.default.parallelism": str(max(2, settings.spark_shuffle_partitions)),
+        "spark.sql.session.timeZone": "UTC",
+        # delta-rs reads what Spark writes: plain microsecond timestamps, protocol (1, 2).
+        "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+        "spark.databricks.delta.properties.defaults.minReaderVersion": "1",
+        "spark.databricks.delta.properties.defaults.minWriterVersion": "2",
+        "spark.databricks.delta.properties.defaults.enableDeletionVectors": "false",
+        "spark.databricks.delta.snapshotPartitions": "2",
+        "spark.sql.adaptive.enabled": "true",
+        "spark.driver.extraJavaOptions": "-Djava.net.preferIPv4Stack=true",
+        "spark.executor.extraJavaOptions": "-Djava.net.preferIPv4Stack=true",
+    }
+
+
+def get_spark(settings: Settings, app_name: str = "temporal-weaver"):
+    """Get or create the process' SparkSession (master from settings, Delta jars on the classpath)."""
+    check_java()
+    os.environ.setdefault("SPARK_LOCAL_IP", _LOOPBACK)
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.master(settings.spark_master)
+    for k, v in spark_conf(settings, app_name).items():
+        builder = builder.config(k, v)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
+
+
+def spark_schema(name: str):
+    """The Spark StructType of a contract table (derived from the Arrow schema, one source)."""
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    from weaver.storage import SCHEMAS
+
+    return from_arrow_schema(SCHEMAS[name])

@@ -1,0 +1,382 @@
+"""Table names, contract schemas (DESIGN §3) and paths; delta-rs reads and small-table writes.
+
+Spark writes the heavy tables (snapshots, woven snapshots, whole-table restores) through
+delta-spark; small control tables (partition metrics, predictions, catalogs, backtests) are
+MERGEd through delta-rs. Both speak Delta protocol (1, 2), and every read for low latency goes
+through delta-rs + Arrow here, without a JVM.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from weaver.errors import CorruptTableError, SchemaMismatchError, TableNotFoundError
+
+TS = pa.timestamp("us", tz="UTC")
+
+# --- table names ---------------------------------------------------------------------------------
+CHANGELOG = "changelog"
+PARTITIONS = "partitions"
+SPLITS = "splits"
+PARTITION_METRICS = "partition_metrics"
+ACCESS_LOG = "access_log"
+SNAPSHOTS = "snapshots"
+SNAPSHOT_CATALOG = "snapshot_catalog"
+PREDICTIONS = "predictions"
+BACKTEST_RESULTS = "backtest_results"
+WOVEN_CATALOG = "woven_catalog"
+WOVEN_SNAPSHOTS = "woven_snapshots"
+
+WOVEN_TABLES = frozenset({WOVEN_CATALOG, WOVEN_SNAPSHOTS})
+
+SCHEMAS: dict[str, pa.Schema] = {
+    CHANGELOG: pa.schema(
+        [
+            pa.field("seq", pa.int64(), nullable=False),
+            pa.field("ts", TS, nullable=False),
+            pa.field("partition_id", pa.string(), nullable=False),
+            pa.field("key", pa.string(), nullable=False),
+            pa.field("op", pa.string(), nullable=False),
+            pa.field("value", pa.binary()),
+            pa.field("value_bytes", pa.int64()),
+        ]
+    ),
+    PARTITIONS: pa.schema(
+        [
+            pa.field("partition_id", pa.string(), nullable=False),
+            pa.field("key_lo", pa.string(), nullable=False),
+            pa.field("key_hi", pa.string()),
+            pa.field("parent_id", pa.string()),
+            pa.field("created_seq", pa.int64(), nullable=False),
+            pa.field("created_ts", TS, nullable=False),
+            pa.field("retired_seq", pa.int64()),
+            pa.field("retired_ts", TS),
+        ]
+    ),
+    SPLITS: pa.schema(
+        [
+            pa.field("parent_id", pa.string(), nullable=False),
+            pa.field("split_seq", pa.int64(), nullable=False),
+            pa.field("split_ts", TS, nullable=False),
+            pa.field("split_key", pa.string(), nullable=False),
+            pa.field("left_id", pa.string(), nullable=False),
+            pa.field("right_id", pa.string(), nullable=False),
+            pa.field("reason", pa.string(), nullable=False),
+        ]
+    ),
+    PARTITION_METRICS: pa.schema(
+        [
+            pa.field("partition_id", pa.string(), nullable=False),
+            pa.field("bucket_start", TS, nullable=False),
+            pa.field("size_bytes", pa.int64(), nullable=False),
+            pa.field("item_count", pa.int64(), nullable=False),
+            pa.field("writes", pa.int64(), nullable=False),
+            pa.field("write_bytes", pa.int64(), nullable=False),
+            pa.field("reads", pa.int64(), nullable=False),
+        ]
+    ),
+    ACCESS_LOG: pa.schema(
+        [
+            pa.field("ts", TS, nullable=False),
+            pa.field("partition_id", pa.string(), nullable=False),
+            pa.field("key", pa.string(), nullable=False),
+        ]
+    ),
+    SNAPSHOTS: pa.schema(
+        [
+            pa.field("snapshot_id", pa.string(), nullable=False),
+            pa.field("partition_id", pa.string(), nullable=False),
+            pa.field("as_of_seq", pa.int64(), nullable=False),
+            pa.field("as_of_ts", TS, nullable=False),
+            pa.field("key", pa.string(), nullable=False),
+            pa.field("value", pa.binary()),
+        ]
+    ),
+    SNAPSHOT_CATALOG: pa.schema(
+        [
+            pa.field("snapshot_id", pa.string(), nullable=False),
+            pa.field("partition_id", pa.string(), nullable=False),
+            pa.field("as_of_seq", pa.int64(), nullable=False),
+            pa.field("as_of_ts", TS, nullable=False),
+            pa.field("rows", pa.int64(), nullable=False),
+            pa.field("bytes", pa.int64(), nullable=False),
+            pa.field("created_at", TS, nullable=False),
+        ]
+    ),
+    PREDICTIONS: pa.schema(
+        [
+            pa.field("prediction_id", pa.string(), nullable=False),
+            pa.field("run_ts", TS, nullable=False),
+            pa.field("partition_id", pa.string(), nullable=False),
+            pa.field("model", pa.string(), nullable=False),
+            pa.field("window_start", TS, nullable=False),
+            pa.field("window_end", TS, nullable=False),
+            pa.field("probability", pa.float64(), nullable=False),
+            pa.field("reason", pa.string()),  # 'size' | 'throughput' | null when no crossing
+            pa.field("predicted_split_ts", TS),
+            pa.field("split_ts_p10", TS),
+            pa.field("split_ts_p90", TS),
+            pa.field("split_key", pa.string()),
+            pa.field("threshold", pa.float64(), nullable=False),
+            pa.field("skip_reason", pa.string()),  # why no forecast was made (too little history, ...)
+        ]
+    ),
+    BACKTEST_RESULTS: pa.schema(
+        [
+            pa.field("backtest_id", pa.string(), nullable=False),
+            pa.field("prediction_id", pa.string(), nullable=False),
+            pa.field("run_ts", TS, nullable=False),
+            pa.field("partition_id", pa.string(), nullable=False),
+            pa.field("model", pa.string(), nullable=False),
+            pa.field("probability", pa.float64(), nullable=False),
+            pa.field("predicted_split_ts", TS),
+            pa.field("actual_split", pa.bool_(), nullable=False),
+            pa.field("actual_split_ts", TS),
+            pa.field("actual_split_key", pa.string()),
+            pa.field("timing_error_s", pa.float64()),
+        ]
+    ),
+    WOVEN_CATALOG: pa.schema(
+        [
+            pa.field("weave_id", pa.string(), nullable=False),
+            pa.field("prediction_id", pa.string(), nullable=False),
+            pa.field("source_partition_id", pa.string(), nullable=False),
+            pa.field("split_key", pa.string(), nullable=False),
+            pa.field("split_ts", TS, nullable=False),
+            pa.field("confidence", pa.float64(), nullable=False),
+            pa.field("window_start", TS, nullable=False),
+            pa.field("window_end", TS, nullable=False),
+            pa.field("child_ids", pa.list_(pa.string()), nullable=False),
+            pa.field("status", pa.string(), nullable=False),
+            pa.field("created_at", TS, nullable=False),
+            # Lifecycle bookkeeping (beyond DESIGN §3's list; see docs/design.md):
+            pa.field("last_timepoint", TS),
+            pa.field("last_seq", pa.int64()),
+            pa.field("actual_split_key", pa.string()),
+            pa.field("actual_split_ts", TS),
+            pa.field("updated_at", TS),
+        ]
+    ),
+    WOVEN_SNAPSHOTS: pa.schema(
+        [
+            pa.field("weave_id", pa.string(), nullable=False),
+            pa.field("woven_partition_id", pa.string(), nullable=False),
+            pa.field("source_partition_id", pa.string(), nullable=False),
+            pa.field("timepoint", TS, nullable=False),
+            pa.field("as_of_seq", pa.int64(), nullable=False),
+            pa.field("key", pa.string(), nullable=False),
+            pa.field("value", pa.binary()),
+        ]
+    ),
+}
+
+OPS = ("PUT", "DELETE")
+STATE_SCHEMA = pa.schema([pa.field("key", pa.string(), nullable=False), pa.field("value", pa.binary())])
+
+
+# --- paths ---------------------------------------------------------------------------------------
+def table_uri(root: str, name: str) -> str:
+    """URI of table `name` under a root (a local folder or an object-store URI)."""
+    if "://" in root:
+        return root.rstrip("/") + "/" + name
+    return str(Path(root).resolve() / name)
+
+
+def uri_for(settings, name: str) -> str:  # settings: weaver.settings.Settings
+    """URI of a contract table, choosing the woven tier's root for woven tables."""
+    return table_uri(settings.woven if name in WOVEN_TABLES else settings.lake, name)
+
+
+# --- schema checks -------------------------------------------------------------------------------
+def empty(name: str) -> pa.Table:
+    return SCHEMAS[name].empty_table()
+
+
+def conform(table: pa.Table, name: str, *, where: str = "") -> pa.Table:
+    """Check `table` carries every contract column with a compatible type; return it cast.
+
+    Extra columns are dropped (a user's change log may carry more). A missing column or an
+    incompatible type raises SchemaMismatchError naming both.
+    """
+    schema = SCHEMAS[name]
+    cols = []
+    for f in schema:
+        if f.name not in table.column_names:
+            raise SchemaMismatchError(
+                f"table {name!r}{where} lacks column {f.name!r} ({f.type}); found {table.column_names}"
+            )
+        col = table.column(f.name)
+        if not col.type.equals(f.type):
+            try:
+                col = _cast(col, f.type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise SchemaMismatchError(
+                    f"table {name!r}{where}: column {f.name!r} is {col.type}, the contract says {f.type}"
+                ) from exc
+        if not f.nullable and col.null_count:
+            raise SchemaMismatchError(f"table {name!r}{where}: column {f.name!r} has nulls")
+        cols.append(col)
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+def _cast(col: pa.ChunkedArray, target: pa.DataType) -> pa.ChunkedArray:
+    src = col.type
+    if pa.types.is_timestamp(target):
+        if not pa.types.is_timestamp(src) or src.tz is None:
+            # A naive timestamp in a contract table would be an hours-wide silent error.
+            raise pa.ArrowInvalid(f"{src} is not a timezone-aware timestamp")
+        return pc.cast(col, target)
+    if pa.types.is_string(target) and (pa.types.is_large_string(src) or pa.types.is_string_view(src)):
+        return pc.cast(col, target)
+    if pa.types.is_binary(target) and (pa.types.is_large_binary(src) or pa.types.is_binary_view(src)):
+        return pc.cast(col, target)
+    if pa.types.is_integer(target) and pa.types.is_integer(src):
+        return pc.cast(col, target)
+    if pa.types.is_floating(target) and (pa.types.is_floating(src) or pa.types.is_integer(src)):
+        return pc.cast(col, target)
+    if pa.types.is_list(target) and (pa.types.is_list(src) or pa.types.is_large_list(src)):
+        return pc.cast(col, target)
+    raise pa.ArrowInvalid(f"cannot use {src} as {target}")
+
+
+# --- delta-rs I/O --------------------------------------------------------------------------------
+def is_table(uri: str) -> bool:
+    from deltalake import DeltaTable
+
+    try:
+        return DeltaTable.is_deltatable(uri)
+    except Exception:  # noqa: BLE001 - an unreadable location is simply not a table
+        return False
+
+
+def open_table(uri: str, name: str = "", version: int | None = None):
+    """Open a Delta table with delta-rs, mapping failures to named errors."""
+    from deltalake import DeltaTable
+
+    if not is_table(uri):
+        raise TableNotFoundError(f"no Delta table {name or ''} at {uri}; run the stage that writes it")
+    try:
+        return DeltaTable(uri, version=version) if version is not None else DeltaTable(uri)
+    except Exception as exc:  # noqa: BLE001 - delta-rs raises several types for a broken log
+        raise CorruptTableError(f"Delta table {name or uri} at {uri} cannot be opened: {exc}") from exc
+
+
+def read(
+    uri: str,
+    name: str,
+    *,
+    filters: list | None = None,
+    columns: Sequence[str] | None = None,
+    version: int | None = None,
+    missing_ok: bool = False,
+) -> pa.Table:
+    """Read (part of) a contract table through delta-rs as Arrow, conformed to the contract.
+
+    `filters` are DNF tuples as in pyarrow (`[("partition_id", "=", "p1")]`), pushed down to
+    file skipping and row filtering.
+    """
+    if missing_ok and not is_table(uri):
+        t = empty(name)
+        return t.select(list(columns)) if columns else t
+    dt = open_table(uri, name, version)
+    try:
+        ds = dt.to_pyarrow_dataset()
+        expr = _filters_to_expression(filters) if filters else None
+        table = ds.to_table(filter=expr)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise CorruptTableError(f"Delta table {name} at {uri} cannot be read: {exc}") from exc
+    table = conform(table, name, where=f" at {uri}")
+    return table.select(list(columns)) if columns else table
+
+
+def _filters_to_expression(filters: Iterable) -> pc.Expression:
+    expr = None
+    for col, op, val in filters:
+        field = pc.field(col)
+        if op in ("=", "=="):
+            e = field == val
+        elif op == "!=":
+            e = field != val
+        elif op == "<":
+            e = field < val
+        elif op == "<=":
+            e = field <= val
+        elif op == ">":
+            e = field > val
+        elif op == ">=":
+            e = field >= val
+        elif op == "in":
+            e = field.isin(list(val))
+        else:
+            raise ValueError(f"unsupported filter operator {op!r}")
+        expr = e if expr is None else expr & e
+    return expr
+
+
+def version_of(uri: str) -> int | None:
+    """Current Delta version of a table, None when absent."""
+    if not is_table(uri):
+        return None
+    return open_table(uri).version()
+
+
+_WRITER_PROPS = None
+
+
+def _writer_properties(compression: str = "SNAPPY"):
+    from deltalake import WriterProperties
+
+    return WriterProperties(compression=compression)
+
+
+def merge(
+    uri: str,
+    name: str,
+    rows: pa.Table,
+    keys: Sequence[str],
+    *,
+    partition_by: Sequence[str] | None = None,
+    compression: str = "SNAPPY",
+) -> dict:
+    """Idempotent upsert of `rows` into a contract table keyed on deterministic `keys`.
+
+    Creates the table (protocol 1,2) on first write. Rerunning with the same rows leaves the
+    same rows once. Returns delta-rs' metrics.
+    """
+    from deltalake import DeltaTable, write_deltalake
+
+    rows = conform(rows, name)
+    if not is_table(uri):
+        if rows.num_rows == 0:
+            write_deltalake(uri, rows, mode="overwrite", partition_by=list(partition_by or []) or None,
+                            writer_properties=_writer_properties(compression))
+            return {"num_target_rows_inserted": 0}
+        # Dedupe defensively: a MERGE source must have one row per key.
+        write_deltalake(uri, rows, mode="overwrite", partition_by=list(partition_by or []) or None,
+                        writer_properties=_writer_properties(compression))
+        return {"num_target_rows_inserted": rows.num_rows}
+    if rows.num_rows == 0:
+        return {"num_target_rows_inserted": 0}
+    dt = DeltaTable(uri)
+    predicate = " AND ".join(f"t.{k} = s.{k}" for k in keys)
+    return (
+        dt.merge(source=rows, predicate=predicate, source_alias="s", target_alias="t",
+                 writer_properties=_writer_properties(compression))
+        .when_matched_update_all()
+        .when_not_matched_insert_all()
+        .execute()
+    )
+
+
+def overwrite(uri: str, name: str, rows: pa.Table, *, predicate: str | None = None,
+              compression: str = "SNAPPY") -> None:
+    """Replace a table (or, with `predicate`, the rows matching it: replaceWhere) in one commit."""
+    from deltalake import write_deltalake
+
+    rows = conform(rows, name)
+    write_deltalake(uri, rows, mode="overwrite", predicate=predicate if is_table(uri) else None,
+                    writer_properties=_writer_properties(compression))
