@@ -1,0 +1,359 @@
+"""Recovery (DESIGN §4.3): woven and standard paths return the oracle's rows; low confidence is never read.
+
+The lakes here are hand-built: woven rows are computed from the oracle fold (tests/oracle.py) and
+MERGEd with storage.merge, so these tests are independent of the weaving engine. The helpers
+below are shared with tests/test_api*.py and tests/test_cli_recover.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+import pyarrow as pa
+
+from tests.oracle import fold
+from weaver import storage
+from weaver.settings import Settings
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+KEYS = [f"k{d}{x}" for d in range(10) for x in "abc"]
+
+# P0 ["", "k4"), P1 ["k4", +inf) split at seq SPLIT_SEQ into P2 ["k4", "k7") and P3 ["k7", +inf).
+PARTS = [
+    ("P0", "", "k4", None),
+    ("P1", "k4", None, None),
+    ("P2", "k4", "k7", "P1"),
+    ("P3", "k7", None, "P1"),
+]
+
+
+def weave_id_of(prediction_id: str) -> str:
+    return hashlib.sha1(prediction_id.encode()).hexdigest()[:16]
+
+
+@dataclass
+class Lake:
+    """A small lake: its settings, its raw changes (for the oracle) and its partitions."""
+
+    settings: Settings
+    changes: list[dict]
+    ranges: dict[str, tuple[str, str | None]]
+    weaves: dict[str, dict] = field(default_factory=dict)
+
+    def ts_of(self, seq: int) -> datetime:
+        return self.changes[seq - 1]["ts"]
+
+    def seq_at(self, at: datetime) -> int:
+        return max((c["seq"] for c in self.changes if c["ts"] <= at), default=0)
+
+    def expected(self, partition_id: str, at: datetime) -> dict[str, bytes]:
+        lo, hi = self.ranges[partition_id]
+        return fold(self.changes, key_lo=lo, key_hi=hi, at=at)
+
+
+def random_changes(rng: random.Random, n: int, split_seq: int | None) -> list[dict]:
+    """`n` changes, seq 1..n, ts non-decreasing (ties happen), owned by the right partition."""
+    out, ts, live = [], T0, set()
+    for seq in range(1, n + 1):
+        ts = ts + timedelta(minutes=rng.choice([0, 1, 1, 2, 5]))
+        key = rng.choice(KEYS)
+        op = "DELETE" if key in live and rng.random() < 0.25 else "PUT"
+        value = None if op == "DELETE" else f"{key}@{seq}".encode()
+        (live.discard if op == "DELETE" else live.add)(key)
+        out.append({"seq": seq, "ts": ts, "partition_id": owner(key, seq, split_seq), "key": key, "op": op,
+                    "value": value, "value_bytes": None if value is None else len(value)})
+    return out
+
+
+def owner(key: str, seq: int, split_seq: int | None) -> str:
+    if key < "k4":
+        return "P0"
+    if split_seq is None or seq <= split_seq:
+        return "P1"
+    return "P2" if key < "k7" else "P3"
+
+
+def build_lake(root, changes: list[dict], split_seq: int | None, *, api_token: str | None = None) -> Lake:
+    """Write changelog, partitions and splits under `root` (woven tier at root/woven)."""
+    s = Settings(lake=str(root), api_token=api_token)
+    storage.overwrite(storage.uri_for(s, storage.CHANGELOG), storage.CHANGELOG,
+                      pa.Table.from_pylist(changes, schema=storage.SCHEMAS[storage.CHANGELOG]))
+    rows = []
+    for pid, lo, hi, parent in PARTS:
+        if split_seq is None and pid in ("P2", "P3"):
+            continue
+        split_ts = changes[split_seq - 1]["ts"] if split_seq else None
+        rows.append({"partition_id": pid, "key_lo": lo, "key_hi": hi, "parent_id": parent,
+                     "created_seq": split_seq if parent else 0, "created_ts": split_ts if parent else T0,
+                     "retired_seq": split_seq if (pid == "P1" and split_seq) else None,
+                     "retired_ts": split_ts if (pid == "P1" and split_seq) else None})
+    storage.overwrite(storage.uri_for(s, storage.PARTITIONS), storage.PARTITIONS,
+                      pa.Table.from_pylist(rows, schema=storage.SCHEMAS[storage.PARTITIONS]))
+    splits = []
+    if split_seq:
+        splits.append({"parent_id": "P1", "split_seq": split_seq, "split_ts": changes[split_seq - 1]["ts"],
+                       "split_key": "k7", "left_id": "P2", "right_id": "P3", "reason": "size"})
+    storage.overwrite(storage.uri_for(s, storage.SPLITS), storage.SPLITS,
+                      pa.Table.from_pylist(splits, schema=storage.SCHEMAS[storage.SPLITS]))
+    ranges = {pid: (lo, hi) for pid, lo, hi, parent in PARTS if split_seq or pid in ("P0", "P1")}
+    return Lake(s, changes, ranges)
+
+
+def add_weave(lake: Lake, source: str, split_key: str, confidence: float, timepoints: list[datetime], *,
+              prediction_id: str | None = None, status: str = "active", corrupt: bool = False) -> dict:
+    """Catalog a weave of `source` at `split_key` and write its snapshots from the oracle fold.
+
+    `corrupt=True` writes wrong values, so a test can tell whether these rows were read.
+    Returns the weave's catalog row (plus 'left'/'right' child ranges registered in lake.ranges).
+    """
+    pid = prediction_id or f"pred-{source}-{split_key}-{confidence}"
+    wid = weave_id_of(pid)
+    lo, hi = lake.ranges[source]
+    left, right = f"{source}~{wid[:8]}~L", f"{source}~{wid[:8]}~R"
+    split_ts = min(timepoints)
+    row = {"weave_id": wid, "prediction_id": pid, "source_partition_id": source, "split_key": split_key,
+           "split_ts": split_ts, "confidence": confidence, "window_start": split_ts,
+           "window_end": max(timepoints) + timedelta(hours=1), "child_ids": [left, right], "status": status,
+           "created_at": T0, "last_timepoint": max(timepoints), "last_seq": lake.seq_at(max(timepoints)),
+           "actual_split_key": None, "actual_split_ts": None, "updated_at": T0}
+    s = lake.settings
+    storage.merge(storage.uri_for(s, storage.WOVEN_CATALOG), storage.WOVEN_CATALOG,
+                  pa.Table.from_pylist([row], schema=storage.SCHEMAS[storage.WOVEN_CATALOG]), ["weave_id"])
+    snap_rows = []
+    for tp in timepoints:
+        seq = lake.seq_at(tp)
+        for child, (clo, chi) in ((left, (lo, split_key)), (right, (split_key, hi))):
+            for k, v in fold(lake.changes, key_lo=clo, key_hi=chi, at=tp).items():
+                snap_rows.append({"weave_id": wid, "woven_partition_id": child, "source_partition_id": source,
+                                  "timepoint": tp, "as_of_seq": seq, "key": k,
+                                  "value": b"WRONG" if corrupt else v})
+    if snap_rows:
+        storage.merge(storage.uri_for(s, storage.WOVEN_SNAPSHOTS), storage.WOVEN_SNAPSHOTS,
+                      pa.Table.from_pylist(snap_rows, schema=storage.SCHEMAS[storage.WOVEN_SNAPSHOTS]),
+                      ["weave_id", "woven_partition_id", "timepoint", "key"])
+    lake.ranges[left] = (lo, split_key)
+    lake.ranges[right] = (split_key, hi)
+    row["left"], row["right"] = left, right
+    lake.weaves[wid] = row
+    return row
+
+
+def add_base_snapshot(lake: Lake, partition_id: str, seq: int) -> str:
+    """A base snapshot of `partition_id` at `seq` (rows from the oracle fold), cataloged."""
+    s = lake.settings
+    lo, hi = lake.ranges[partition_id]
+    ts = lake.ts_of(seq)
+    sid = f"snap-{partition_id}-{seq}"
+    state = fold(lake.changes, key_lo=lo, key_hi=hi, upto_seq=seq)
+    rows = [{"snapshot_id": sid, "partition_id": partition_id, "as_of_seq": seq, "as_of_ts": ts, "key": k, "value": v}
+            for k, v in state.items()]
+    if rows:
+        storage.merge(storage.uri_for(s, storage.SNAPSHOTS), storage.SNAPSHOTS,
+                      pa.Table.from_pylist(rows, schema=storage.SCHEMAS[storage.SNAPSHOTS]), ["snapshot_id", "key"])
+    cat = [{"snapshot_id": sid, "partition_id": partition_id, "as_of_seq": seq, "as_of_ts": ts, "rows": len(rows),
+            "bytes": sum(len(r["value"]) for r in rows), "created_at": T0}]
+    storage.merge(storage.uri_for(s, storage.SNAPSHOT_CATALOG), storage.SNAPSHOT_CATALOG,
+                  pa.Table.from_pylist(cat, schema=storage.SCHEMAS[storage.SNAPSHOT_CATALOG]), ["snapshot_id"])
+    return sid
+
+
+def oracle_rows(table) -> dict[str, bytes]:
+    return rows_to_dict(table)
+
+
+def standard_lake(root, *, n: int = 120, seed: int = 3, api_token: str | None = None) -> Lake:
+    """A deterministic lake with a real split of P1 at seq n//2 and a weave of P0 (conf 0.9) and P2 (conf 0.5)."""
+    rng = random.Random(seed)
+    split_seq = n // 2
+    lake = build_lake(root, random_changes(rng, n, split_seq), split_seq, api_token=api_token)
+    t = [lake.ts_of(s) for s in (n // 4, n // 2, 3 * n // 4)]
+    add_weave(lake, "P0", "k2", 0.9, t, prediction_id="pred-P0")
+    add_weave(lake, "P2", "k5", 0.5, [lake.ts_of(3 * n // 4)], prediction_id="pred-P2")
+    return lake
+
+
+# --- tests ---------------------------------------------------------------------------------------
+import pytest  # noqa: E402
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st  # noqa: E402
+
+from tests.oracle import rows_to_dict  # noqa: E402
+from weaver.errors import (  # noqa: E402
+    InvalidConfidenceError,
+    InvalidParameterError,
+    InvalidTimepointError,
+    UnknownPartitionError,
+    UnknownWeaveError,
+)
+from weaver.recovery import recover  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory) -> Lake:
+    return standard_lake(tmp_path_factory.mktemp("recovery") / "lake")
+
+
+def test_woven_path_used_and_equals_oracle(lake):
+    w = next(iter(lake.weaves.values()))
+    tps = sorted({lake.ts_of(30), lake.ts_of(60), lake.ts_of(90)})
+    at = lake.ts_of(75)
+    r = recover(lake.settings, "P0", at)
+    assert r.path == "woven"
+    assert r.weave_id == w["weave_id"]
+    assert r.timepoint == tps[1]  # nearest timepoint <= T
+    assert r.changes_replayed == sum(1 for c in lake.changes if lake.seq_at(tps[1]) < c["seq"] <= lake.seq_at(at)
+                                     and c["key"] < "k4")
+    assert oracle_rows(r.table) == lake.expected("P0", at)
+    assert r.rows == len(lake.expected("P0", at))
+    assert r.source.startswith(w["weave_id"])
+    s = recover(lake.settings, "P0", at, prefer="standard")
+    assert s.path == "standard"
+    assert oracle_rows(s.table) == oracle_rows(r.table)
+
+
+def test_woven_children_recover_their_half(lake):
+    w = lake.weaves[weave_id_of("pred-P0")]
+    at = lake.ts_of(100)
+    for child in (w["left"], w["right"]):
+        r = recover(lake.settings, child, at)
+        assert r.path == "woven" and r.timepoint == lake.ts_of(90)
+        assert oracle_rows(r.table) == lake.expected(child, at)
+        s = recover(lake.settings, child, at, prefer="standard")
+        assert oracle_rows(s.table) == lake.expected(child, at)
+    assert set(lake.expected(w["left"], at)) | set(lake.expected(w["right"], at)) == set(lake.expected("P0", at))
+
+
+def test_woven_child_before_its_split_is_refused(lake):
+    w = lake.weaves[weave_id_of("pred-P0")]
+    with pytest.raises(InvalidTimepointError, match="exists only from its split"):
+        recover(lake.settings, w["left"], lake.ts_of(10))
+
+
+def test_before_first_timepoint_takes_standard_path(lake):
+    at = lake.ts_of(20)
+    r = recover(lake.settings, "P0", at)
+    assert r.path == "standard" and r.weave_id is None
+    assert oracle_rows(r.table) == lake.expected("P0", at)
+
+
+def test_below_confidence_is_never_used(tmp_path):
+    rng = random.Random(5)
+    lake = build_lake(tmp_path / "lake", random_changes(rng, 80, 40), 40)
+    # Poisoned rows: if a recovery read them, its values would be b"WRONG".
+    w = add_weave(lake, "P0", "k2", 0.6, [lake.ts_of(50)], corrupt=True)
+    at = lake.ts_of(70)
+    for pid in ("P0", w["left"], w["right"]):
+        for c in (0.61, 0.75, 1.0):
+            r = recover(lake.settings, pid, at, confidence_threshold=c)
+            assert r.path == "standard"
+            assert oracle_rows(r.table) == lake.expected(pid, at)
+    # The same rows at or under the threshold are read (so the poison is observable).
+    r = recover(lake.settings, "P0", at, confidence_threshold=0.6)
+    assert r.path == "woven" and b"WRONG" in r.table.column("value").to_pylist()
+
+
+def test_expired_weave_is_not_used(tmp_path):
+    lake = build_lake(tmp_path / "lake", random_changes(random.Random(9), 60, None), None)
+    add_weave(lake, "P0", "k2", 0.99, [lake.ts_of(30)], status="expired", corrupt=True)
+    r = recover(lake.settings, "P0", lake.ts_of(50), confidence_threshold=0.5)
+    assert r.path == "standard" and oracle_rows(r.table) == lake.expected("P0", lake.ts_of(50))
+
+
+def test_weave_of_ancestor_serves_real_descendant(tmp_path):
+    """A woven snapshot of P1 covers P2's range after P1 really split: P2 may be served from it."""
+    lake = build_lake(tmp_path / "lake", random_changes(random.Random(2), 100, 40), 40)
+    add_weave(lake, "P1", "k6", 0.8, [lake.ts_of(60), lake.ts_of(80)])
+    at = lake.ts_of(95)
+    for pid in ("P1", "P2", "P3"):
+        r = recover(lake.settings, pid, at)
+        assert r.path == "woven" and r.timepoint == lake.ts_of(80)
+        assert oracle_rows(r.table) == lake.expected(pid, at)
+
+
+def test_standard_path_uses_base_snapshot(tmp_path):
+    lake = build_lake(tmp_path / "lake", random_changes(random.Random(4), 90, None), None)
+    sid = add_base_snapshot(lake, "P0", 50)
+    at = lake.ts_of(80)
+    r = recover(lake.settings, "P0", at)
+    assert r.path == "standard" and r.source == sid
+    assert oracle_rows(r.table) == lake.expected("P0", at)
+
+
+def test_rollback_writes_new_table_and_leaves_sources(tmp_path, lake):
+    from deltalake import DeltaTable
+
+    from weaver import storage
+
+    s = lake.settings
+    names = list(storage.SCHEMAS)
+    before = {n: storage.version_of(storage.uri_for(s, n)) for n in names}
+    at = lake.ts_of(70)
+    out = str(tmp_path / "rolled")
+    r = recover(s, "P0", at, mode="rollback", out=out)
+    assert r.output == out and r.mode == "rollback"
+    assert rows_to_dict(DeltaTable(out).to_pyarrow_table()) == lake.expected("P0", at)
+    r2 = recover(s, "P0", at, mode="rollback", out=out)  # rerun: same rows once
+    assert DeltaTable(out).to_pyarrow_table().num_rows == len(lake.expected("P0", at)) == r2.rows
+    assert {n: storage.version_of(storage.uri_for(s, n)) for n in names} == before
+    with pytest.raises(InvalidParameterError, match="never touches the source"):
+        recover(s, "P0", at, mode="rollback", out=storage.uri_for(s, storage.CHANGELOG))
+    with pytest.raises(InvalidParameterError):
+        recover(s, "P0", at, mode="rollback", out=storage.uri_for(s, storage.WOVEN_SNAPSHOTS) + "/x")
+    assert {n: storage.version_of(storage.uri_for(s, n)) for n in names} == before
+
+
+def test_point_in_time_out_parquet(tmp_path, lake):
+    import pyarrow.parquet as pq
+
+    at = lake.ts_of(110)
+    r = recover(lake.settings, "P0", at, out=str(tmp_path / "o.parquet"))
+    t = pq.read_table(r.output)
+    assert t.column_names == ["key", "value"] and rows_to_dict(t) == lake.expected("P0", at)
+
+
+@pytest.mark.parametrize("bad, err", [
+    ({"partition_id": "nope"}, UnknownPartitionError),
+    ({"partition_id": "../etc"}, UnknownPartitionError),
+    ({"partition_id": "P0~deadbeef~L"}, UnknownWeaveError),
+    ({"at": "2026-01-01T12:00:00"}, InvalidTimepointError),
+    ({"confidence_threshold": 1.5}, InvalidConfidenceError),
+    ({"confidence_threshold": -0.1}, InvalidConfidenceError),
+    ({"mode": "truncate"}, InvalidParameterError),
+])
+def test_bad_input_gets_named_error(lake, bad, err):
+    kw = {"partition_id": "P0", "at": lake.ts_of(50), **bad}
+    with pytest.raises(err):
+        recover(lake.settings, kw.pop("partition_id"), kw.pop("at"), **kw)
+
+
+@hsettings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), seed=st.integers(0, 10_000), n=st.integers(5, 80), split=st.booleans(),
+       conf=st.floats(0.0, 1.0), c=st.floats(0.0, 1.0))
+def test_property_woven_equals_standard_equals_oracle(tmp_path_factory, data, seed, n, split, conf, c):
+    rng = random.Random(seed)
+    split_seq = max(1, n // 2) if split else None
+    lake = build_lake(tmp_path_factory.mktemp("prop") / "lake", random_changes(rng, n, split_seq), split_seq)
+    source = data.draw(st.sampled_from(["P0", "P1"]))
+    split_key = data.draw(st.sampled_from(["k1", "k2b", "k3"] if source == "P0" else ["k5", "k7", "k8c"]))
+    seqs = sorted(set(data.draw(st.lists(st.integers(1, n), min_size=1, max_size=3))))
+    w = add_weave(lake, source, split_key, conf, [lake.ts_of(s) for s in seqs])
+    at = lake.ts_of(data.draw(st.integers(1, n))) + timedelta(seconds=data.draw(st.sampled_from([0, 0, 30])))
+    targets = [source] + ([w["left"], w["right"]] if at >= w["split_ts"] else [])
+    if split and source == "P1":
+        targets += ["P2", "P3"]
+    for pid in targets:
+        want = lake.expected(pid, at)
+        r = recover(lake.settings, pid, at, confidence_threshold=c)
+        s = recover(lake.settings, pid, at, confidence_threshold=c, prefer="standard")
+        assert oracle_rows(r.table) == want == oracle_rows(s.table)
+        assert r.rows == len(want)
+        # A timepoint at which the whole source range is empty leaves no woven row to find.
+        lo, hi = lake.ranges[source]
+        visible = [lake.ts_of(q) for q in seqs
+                   if lake.ts_of(q) <= at and fold(lake.changes, key_lo=lo, key_hi=hi, at=lake.ts_of(q))]
+        usable = conf >= c and bool(visible)
+        assert r.path == ("woven" if usable else "standard"), (pid, conf, c)
+        if r.path == "woven":
+            assert r.timepoint == max(visible)
