@@ -128,6 +128,29 @@ def check_contiguous(settings, after_seq: int, upto_seq: int) -> None:
                       seq=last + 1, partition_id=None)
 
 
+def validate_segment(settings, lineage: Lineage | None, after_seq: int, upto_seq: int) -> int:
+    """Validate the change-log segment (after_seq, upto_seq] a write will depend on; return its size.
+
+    Raises the named errors of validate_changes (gap, duplicate, ts order, op, key range, schema)
+    before anything is written; a segment vacuum already cut is an InvalidTimepointError.
+    """
+    if upto_seq <= after_seq:
+        return 0
+    start = log_start_seq(settings)
+    if start is not None and after_seq + 1 < start:
+        raise InvalidTimepointError(
+            f"this run needs changes from seq {after_seq + 1}, but vacuum removed the change log before seq "
+            f"{start} (outside the recovery window); pick a later timepoint")
+    seg = read_changes(settings, after_seq=after_seq, upto_seq=upto_seq)
+    # A log never vacuumed may start at any seq; otherwise the segment must start right after the base.
+    expected = after_seq + 1 if (after_seq > 0 or start is not None) else None
+    n = validate_changes(seg, lineage, expected_first_seq=expected)
+    if n == 0 or int(pc.max(seg.column("seq")).as_py()) != upto_seq:
+        raise SeqGapError(f"change log lacks seq {upto_seq} although a change was found at it; re-extract it",
+                          seq=upto_seq, partition_id=None)
+    return n
+
+
 # --- snapshot catalog and planning ---------------------------------------------------------------
 def read_catalog(settings) -> pa.Table:
     """The whole snapshot catalog (small: one row per snapshot), empty if none was taken."""
@@ -291,7 +314,7 @@ def restore_table(spark, settings, at: datetime, out_uri: str) -> dict:
     partition_id, key, value. Source tables are only read; rerunning overwrites `out_uri` with
     the same rows.
     """
-    from weaver.snapshots import materialize_with_spark, validate_segment
+    from weaver.snapshots import materialize_with_spark
 
     t0 = time.perf_counter()
     at = check_at(at)

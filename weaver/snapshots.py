@@ -1,0 +1,211 @@
+"""Base snapshots (the PITR framework's own, DESIGN §3 `snapshots` + `snapshot_catalog`), with Spark.
+
+A run at T snapshots every partition alive at ``seq_at(T)`` as ``snapshot_id = "{pid}@{seq}"``.
+Each snapshot is LOG-APPLIED: the partition's previous snapshot (or, just after a real split,
+its parent's last snapshot cut at the split key) plus the changes of its key range since that
+snapshot's ``as_of_seq``; the first snapshot of a lineage comes from the log alone. History is
+never rescanned.
+
+Writes are idempotent and atomic for readers: snapshot ids already in the catalog are skipped
+(a rerun adds no data files); the data rows go in one Delta commit with ``replaceWhere`` on the
+run's snapshot ids (so a retry after a failure replaces, never duplicates); the catalog row is
+MERGEd only after that commit succeeded. Every reader goes through the catalog, so a snapshot
+whose data commit failed - or succeeded without its catalog row - is never used.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from typing import Callable, TypeVar
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from weaver import storage
+from weaver.changelog import Lineage
+from weaver.errors import WeaverError
+from weaver.pitr import (
+    Piece,
+    catalog_index,
+    check_at,
+    plan_restore,
+    read_catalog,
+    seq_at_fast,
+    validate_segment,
+)
+
+T = TypeVar("T")
+
+
+def snapshot_id(partition_id: str, as_of_seq: int) -> str:
+    """The deterministic id of a partition's snapshot at `as_of_seq`."""
+    return f"{partition_id}@{as_of_seq}"
+
+
+def latest_snapshot(settings, partition_id: str, upto_seq: int) -> dict | None:
+    """The catalog row of `partition_id`'s own latest snapshot with as_of_seq <= upto_seq, or None."""
+    cat = read_catalog(settings)
+    if cat.num_rows == 0:
+        return None
+    mask = pc.and_(pc.equal(cat.column("partition_id"), partition_id), pc.less_equal(cat.column("as_of_seq"), upto_seq))
+    rows = cat.filter(mask)
+    if rows.num_rows == 0:
+        return None
+    i = pc.index(rows.column("as_of_seq"), pc.max(rows.column("as_of_seq"))).as_py()
+    return rows.slice(i, 1).to_pylist()[0]
+
+
+def plan_snapshots(settings, at: datetime, *, lineage: Lineage | None = None) -> dict:
+    """What a snapshot run at `at` would do: as_of_seq, targets (pid -> pieces), already-taken ids."""
+    at = check_at(at)
+    lineage = lineage if lineage is not None else Lineage.load(settings)
+    seq_t = seq_at_fast(settings, at)
+    catalog = read_catalog(settings)
+    idx = catalog_index(catalog)
+    existing = set(catalog.column("snapshot_id").to_pylist()) if catalog.num_rows else set()
+    alive = lineage.active(seq_t) if seq_t > 0 else []
+    todo = {p.partition_id: plan_restore(idx, lineage, p.partition_id, seq_t)
+            for p in alive if snapshot_id(p.partition_id, seq_t) not in existing}
+    base = min((pc_.base_seq for ps in todo.values() for pc_ in ps), default=seq_t)
+    return {"at": at, "as_of_seq": seq_t, "lineage": lineage, "todo": todo, "base_seq": base,
+            "skipped": sorted(snapshot_id(p.partition_id, seq_t) for p in alive
+                              if snapshot_id(p.partition_id, seq_t) in existing)}
+
+
+def validate_for_snapshot(settings, at: datetime) -> dict:
+    """Validate the change-log segment a snapshot run at `at` depends on (no Spark, writes nothing)."""
+    plan = plan_snapshots(settings, at)
+    n = validate_segment(settings, plan["lineage"], plan["base_seq"], plan["as_of_seq"]) if plan["todo"] else 0
+    return {"at": plan["at"].isoformat(), "as_of_seq": plan["as_of_seq"], "from_seq": plan["base_seq"] + 1,
+            "changes_validated": n, "partitions_to_snapshot": sorted(plan["todo"])}
+
+
+def take_snapshots(spark, settings, at: datetime, *, attempts: int = 3) -> dict:
+    """Snapshot every partition alive at seq_at(`at`) (log-apply from the previous snapshots).
+
+    Validates the change-log segment first (nothing is written on a contract violation), skips
+    snapshots already in the catalog, stores data (retried up to `attempts` times) then catalog.
+    Returns a summary: as_of_seq, taken/skipped ids, rows, bytes, changes applied.
+    """
+    t0 = time.perf_counter()
+    plan = plan_snapshots(settings, at)
+    seq_t, todo, lineage = plan["as_of_seq"], plan["todo"], plan["lineage"]
+    summary = {"at": plan["at"].isoformat(), "as_of_seq": seq_t, "taken": [], "skipped": plan["skipped"],
+               "rows": 0, "bytes": 0, "changes_validated": 0}
+    if not todo:
+        summary["elapsed_ms"] = (time.perf_counter() - t0) * 1000.0
+        return summary
+    summary["changes_validated"] = validate_segment(settings, lineage, plan["base_seq"], seq_t)
+    as_of_ts = _ts_of(settings, seq_t)
+    ids = sorted(snapshot_id(pid, seq_t) for pid in todo)
+    df = materialize_with_spark(spark, settings, lineage, todo, seq_t)
+    from pyspark.sql import functions as F
+
+    df = (df.withColumn("snapshot_id", F.concat(F.col("partition_id"), F.lit(f"@{seq_t}")))
+            .withColumn("as_of_seq", F.lit(seq_t).cast("long"))
+            .withColumn("as_of_ts", F.lit(as_of_ts).cast("timestamp"))
+            .select("snapshot_id", "partition_id", "as_of_seq", "as_of_ts", "key", "value"))
+    with_retry(lambda: store_snapshot_data(spark, settings, df, ids), attempts=attempts)
+    stats = _stats(spark, settings, ids)
+    now = datetime.now(timezone.utc)
+    cat_rows = pa.Table.from_pylist([
+        {"snapshot_id": sid, "partition_id": sid.rsplit("@", 1)[0], "as_of_seq": seq_t, "as_of_ts": as_of_ts,
+         "rows": stats.get(sid, (0, 0))[0], "bytes": stats.get(sid, (0, 0))[1], "created_at": now}
+        for sid in ids], schema=storage.SCHEMAS[storage.SNAPSHOT_CATALOG])
+    # Only now, after the data commit, does the snapshot become visible to readers.
+    with_retry(lambda: storage.merge(storage.uri_for(settings, storage.SNAPSHOT_CATALOG), storage.SNAPSHOT_CATALOG,
+                                     cat_rows, ["snapshot_id"]), attempts=attempts)
+    summary.update(taken=ids, rows=int(sum(r for r, _ in stats.values())),
+                   bytes=int(sum(b for _, b in stats.values())),
+                   sources=sorted({p.snapshot_id for ps in todo.values() for p in ps if p.snapshot_id}),
+                   elapsed_ms=(time.perf_counter() - t0) * 1000.0)
+    return summary
+
+
+def store_snapshot_data(spark, settings, df, ids: list[str]) -> None:
+    """One Delta commit replacing the rows of snapshot `ids` (replaceWhere): rerunnable, never partial."""
+    uri = storage.uri_for(settings, storage.SNAPSHOTS)
+    writer = df.write.format("delta").partitionBy("partition_id")
+    if storage.is_table(uri):
+        quoted = ", ".join("'" + i.replace("'", "''") + "'" for i in ids)
+        writer = writer.mode("overwrite").option("replaceWhere", f"snapshot_id IN ({quoted})")
+    else:
+        writer = writer.mode("append")
+    writer.save(uri)
+
+
+def with_retry(fn: Callable[[], T], *, attempts: int = 3, delay_s: float = 0.5) -> T:
+    """Call `fn`, retrying on infrastructure failures (not on WeaverError) with backoff."""
+    for i in range(attempts):
+        try:
+            return fn()
+        except WeaverError:
+            raise
+        except Exception:  # noqa: BLE001 - a store may fail transiently (I/O, concurrent commit)
+            if i == attempts - 1:
+                raise
+            time.sleep(delay_s * (2**i))
+    raise AssertionError("unreachable")
+
+
+def _ts_of(settings, seq: int) -> datetime:
+    ds = storage.open_table(storage.uri_for(settings, storage.CHANGELOG)).to_pyarrow_dataset()
+    t = ds.to_table(columns=["ts"], filter=pc.field("seq") == seq)
+    return t.column("ts")[0].as_py()
+
+
+def _stats(spark, settings, ids: list[str]) -> dict[str, tuple[int, int]]:
+    from pyspark.sql import functions as F
+
+    uri = storage.uri_for(settings, storage.SNAPSHOTS)
+    rows = (spark.read.format("delta").load(uri).where(F.col("snapshot_id").isin(ids))
+            .groupBy("snapshot_id")
+            .agg(F.count(F.lit(1)).alias("rows"),
+                 F.sum(F.length("key") + F.coalesce(F.length("value"), F.lit(0))).alias("bytes"))
+            .collect())
+    return {r["snapshot_id"]: (int(r["rows"]), int(r["bytes"] or 0)) for r in rows}
+
+
+def materialize_with_spark(spark, settings, lineage: Lineage, plans: dict[str, list[Piece]], seq_t: int):
+    """DataFrame (partition_id, key, value): each target's state at `seq_t` from its planned bases.
+
+    Every piece is replayed from its own base seq, so targets whose bases were taken at
+    different times all come out at the same seq (the whole-table restore's coalescing).
+    """
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import LongType, StringType, StructField, StructType
+
+    rows = []
+    for pid, pieces in plans.items():
+        p = lineage.get(pid)
+        for piece in pieces:
+            lo = max(piece.key_lo, p.key_lo)
+            hi = piece.key_hi if p.key_hi is None else (p.key_hi if piece.key_hi is None else min(piece.key_hi, p.key_hi))
+            rows.append((pid, lo, hi, piece.snapshot_id, piece.snapshot_partition_id, int(piece.base_seq)))
+    schema = StructType([StructField("target", StringType(), False), StructField("lo", StringType(), False),
+                         StructField("hi", StringType(), True), StructField("snap_id", StringType(), True),
+                         StructField("snap_pid", StringType(), True), StructField("base_seq", LongType(), False)])
+    pieces_df = F.broadcast(spark.createDataFrame(rows, schema))
+    in_piece = (F.col("key") >= F.col("lo")) & (F.col("hi").isNull() | (F.col("key") < F.col("hi")))
+    min_base = min((r[5] for r in rows), default=seq_t)
+
+    changes = (spark.read.format("delta").load(storage.uri_for(settings, storage.CHANGELOG))
+               .where((F.col("seq") > min_base) & (F.col("seq") <= seq_t))
+               .select("seq", "key", "op", "value"))
+    tail = (changes.join(pieces_df, in_piece & (F.col("seq") > F.col("base_seq")))
+            .select(F.col("target").alias("partition_id"), "key", "seq", "op", "value"))
+    snap_ids = sorted({r[3] for r in rows if r[3]})
+    if snap_ids:
+        snap_pids = sorted({r[4] for r in rows if r[4]})
+        base = (spark.read.format("delta").load(storage.uri_for(settings, storage.SNAPSHOTS))
+                .where(F.col("partition_id").isin(snap_pids) & F.col("snapshot_id").isin(snap_ids))
+                .select("snapshot_id", "key", "value"))
+        base = (base.join(pieces_df, (F.col("snapshot_id") == F.col("snap_id")) & in_piece)
+                .select(F.col("target").alias("partition_id"), "key", F.col("base_seq").alias("seq"),
+                        F.lit("PUT").alias("op"), "value"))
+        tail = tail.unionByName(base)
+    last = (tail.groupBy("partition_id", "key")
+            .agg(F.max_by(F.struct("op", "value"), "seq").alias("last")))
+    return (last.where(F.col("last.op") == "PUT")
+            .select("partition_id", "key", F.col("last.value").alias("value")))
