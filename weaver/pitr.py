@@ -90,6 +90,17 @@ def seq_at_fast(settings, at: datetime) -> int:
     return int(pc.max(t.column("seq")).as_py())
 
 
+def resolve_seq(settings, at: datetime) -> int:
+    """seq_at(`at`), refusing an instant before the part of the change log vacuum retained."""
+    seq_t = seq_at_fast(settings, at)
+    start = log_start_seq(settings)
+    if start is not None and seq_t < start:
+        raise InvalidTimepointError(
+            f"{at.isoformat()} is before the retained change log (vacuum kept seq >= {start}, i.e. the "
+            "recovery window); pick a later timepoint")
+    return seq_t
+
+
 def log_start_seq(settings) -> int | None:
     """First seq vacuum kept in the change log (None if vacuum never cut a prefix)."""
     dt = storage.open_table(storage.uri_for(settings, storage.CHANGELOG), storage.CHANGELOG)
@@ -255,7 +266,7 @@ def restore_partition(settings, partition_id: str, at: datetime, *, lineage: Lin
     at = check_at(at)
     lineage = lineage if lineage is not None else Lineage.load(settings)
     part = lineage.get(partition_id)
-    seq_t = seq_at_fast(settings, at)
+    seq_t = resolve_seq(settings, at)
     pieces = plan_restore(read_catalog(settings), lineage, partition_id, seq_t)
     table, replayed = _materialize(settings, lineage, part.key_lo, part.key_hi, pieces, seq_t)
     ids = [p.snapshot_id for p in pieces if p.snapshot_id]
@@ -320,7 +331,7 @@ def restore_table(spark, settings, at: datetime, out_uri: str) -> dict:
     at = check_at(at)
     _refuse_lake_target(settings, out_uri)
     lineage = Lineage.load(settings)
-    seq_t = seq_at_fast(settings, at)
+    seq_t = resolve_seq(settings, at)
     catalog = read_catalog(settings)
     idx = catalog_index(catalog)
     targets = lineage.active(seq_t) if seq_t > 0 else [p for p in lineage if p.created_seq == 0]

@@ -31,7 +31,7 @@ from weaver.pitr import (
     check_at,
     plan_restore,
     read_catalog,
-    seq_at_fast,
+    resolve_seq,
     validate_segment,
 )
 
@@ -60,7 +60,7 @@ def plan_snapshots(settings, at: datetime, *, lineage: Lineage | None = None) ->
     """What a snapshot run at `at` would do: as_of_seq, targets (pid -> pieces), already-taken ids."""
     at = check_at(at)
     lineage = lineage if lineage is not None else Lineage.load(settings)
-    seq_t = seq_at_fast(settings, at)
+    seq_t = resolve_seq(settings, at)
     catalog = read_catalog(settings)
     idx = catalog_index(catalog)
     existing = set(catalog.column("snapshot_id").to_pylist()) if catalog.num_rows else set()
