@@ -1,0 +1,206 @@
+"""Forecast models behind `weaver.forecasting`: sample paths per series, first crossings.
+
+Everything here is a plain function of numpy arrays so it can run in a worker process or a
+Spark Python worker (``applyInPandas``). A job carries one partition's history (size in bytes
+and write rate in writes/s at bucket ends), the future bucket ends of the window and the
+thresholds; the result carries the crossing probability and the first-crossing quantiles.
+
+Models:
+
+- ``prophet`` - Prophet (linear trend, daily seasonality once two days of history exist), fitted
+  by MAP; `predictive_samples` draws paths that include trend-change uncertainty (future
+  changepoints sampled at the historical rate) and observation noise.
+- ``arima``  - statsmodels SARIMAX(1,1,1) with drift (trend 't' on the differenced series) and two
+  daily Fourier pairs as exogenous regressors once two days exist; paths from `simulate` at the
+  series' end (state and measurement shocks; parameters at their MLE).
+
+A constant series needs no model: its paths are the constant itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+MODELS = ("prophet", "arima")
+DAY_US = 86_400 * 1_000_000
+
+
+@dataclass
+class Job:
+    """One partition's forecast problem (picklable, numpy only)."""
+
+    partition_id: str
+    ds: np.ndarray  # int64 us, bucket ends of the history
+    size: np.ndarray  # float, bytes at each bucket end
+    rate: np.ndarray  # float, writes/s over each bucket
+    horizon: np.ndarray  # int64 us, future bucket ends inside the window
+    size_threshold: float
+    write_threshold: float
+    n_samples: int
+    seed: int
+    model: str = "prophet"
+    step: int = 3_600_000_000  # us between buckets
+
+
+@dataclass
+class Result:
+    """Outcome of a Job: probability, dominant reason, first-crossing quantiles (us) or a skip reason."""
+
+    partition_id: str
+    probability: float = 0.0
+    reason: str | None = None
+    p10: int | None = None
+    p50: int | None = None
+    p90: int | None = None
+    skip_reason: str | None = None
+    fit_seconds: float = 0.0
+    size_paths_mean: list = field(default_factory=list)
+
+
+def seed_for(text: str) -> int:
+    """A deterministic 32-bit seed from text (e.g. the prediction id)."""
+    return int(hashlib.sha1(text.encode()).hexdigest()[:8], 16)
+
+
+def quiet() -> None:
+    """Silence Prophet/cmdstanpy/statsmodels chatter (worker initializer, and in-process)."""
+    for name in ("prophet", "cmdstanpy", "prophet.plot", "py.warnings"):
+        lg = logging.getLogger(name)
+        lg.setLevel(logging.ERROR)
+        lg.propagate = False
+        if not lg.handlers:
+            lg.addHandler(logging.NullHandler())
+    warnings.filterwarnings("ignore")
+    os.environ.setdefault("CMDSTANPY_SILENCE", "1")
+
+
+def preload() -> None:
+    """Import the model libraries once (a forked worker then inherits them)."""
+    quiet()
+    import prophet  # noqa: F401
+    from statsmodels.tsa.statespace import sarimax  # noqa: F401
+
+
+def _is_constant(y: np.ndarray) -> bool:
+    return bool(y.size == 0 or np.all(y == y[0]))
+
+
+def sample_paths(ds: np.ndarray, y: np.ndarray, horizon: np.ndarray, *, model: str, n: int, seed: int) -> np.ndarray:
+    """`n` predictive sample paths of series (ds, y) at `horizon` (shape n x len(horizon))."""
+    if _is_constant(y):
+        return np.full((n, len(horizon)), float(y[0]) if y.size else 0.0)
+    if model == "prophet":
+        return _prophet_paths(ds, y, horizon, n, seed)
+    if model == "arima":
+        return _arima_paths(ds, y, horizon, n, seed)
+    raise ValueError(f"unknown model {model!r}")
+
+
+def _naive(us: np.ndarray):
+    import pandas as pd
+
+    return pd.to_datetime(np.asarray(us, dtype="int64"), unit="us")  # Prophet wants tz-naive (UTC)
+
+
+def _prophet_paths(ds, y, horizon, n, seed) -> np.ndarray:
+    import pandas as pd
+
+    quiet()  # before the import: prophet logs an error about plotly when it loads
+    from prophet import Prophet
+
+    span_days = (ds[-1] - ds[0]) / DAY_US
+    m = Prophet(growth="linear", daily_seasonality=bool(span_days >= 2), weekly_seasonality=False,
+                yearly_seasonality=False, uncertainty_samples=n,
+                n_changepoints=int(min(25, max(0, len(y) // 3))))
+    m.fit(pd.DataFrame({"ds": _naive(ds), "y": y.astype(float)}))
+    np.random.seed(seed)  # Prophet draws paths from numpy's global generator
+    draws = m.predictive_samples(pd.DataFrame({"ds": _naive(horizon)}))["yhat"]
+    return np.asarray(draws, dtype=float).T
+
+
+def _fourier(us: np.ndarray, k: int = 2) -> np.ndarray:
+    phase = 2 * np.pi * (np.asarray(us, dtype="int64") % DAY_US) / DAY_US
+    return np.column_stack([f(j * phase) for j in range(1, k + 1) for f in (np.sin, np.cos)])
+
+
+def _arima_paths(ds, y, horizon, n, seed) -> np.ndarray:
+    quiet()
+    from statsmodels.tsa.statespace.sarimax import SARIMAX
+
+    scale = float(np.max(np.abs(y))) or 1.0
+    z = y.astype(float) / scale  # keep the optimiser in a well-conditioned range
+    seasonal = (ds[-1] - ds[0]) / DAY_US >= 2
+    exog = _fourier(ds) if seasonal else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = SARIMAX(z, exog=exog, order=(1, 1, 1), trend="t", enforce_stationarity=False,
+                        enforce_invertibility=False)
+        res = model.fit(disp=False, maxiter=200)
+        sims = res.simulate(len(horizon), anchor="end", repetitions=n,
+                            exog=_fourier(horizon) if seasonal else None, rng=np.random.default_rng(seed))
+    sims = np.asarray(sims, dtype=float).reshape(len(horizon), n)
+    # A step of the simulation is one bucket; the window may start after the last history point.
+    return sims.T * scale
+
+
+def first_crossing(paths: np.ndarray, threshold: float) -> np.ndarray:
+    """Index of the first horizon point where each path exceeds `threshold` (len = no crossing)."""
+    above = paths > threshold
+    idx = np.argmax(above, axis=1)
+    return np.where(above.any(axis=1), idx, paths.shape[1])
+
+
+def _horizon_from(ds: np.ndarray, horizon: np.ndarray, step: int) -> np.ndarray:
+    """Future grid from the last history point to the window's end (models step one bucket)."""
+    return np.arange(int(ds[-1]) + step, int(horizon[-1]) + 1, step, dtype=np.int64)
+
+
+def run_job(job: Job) -> Result:
+    """Sample both series, combine paths pairwise (independent models) and summarise crossings."""
+    t0 = time.perf_counter()
+    res = Result(job.partition_id)
+    try:
+        grid = _horizon_from(job.ds, job.horizon, job.step)  # includes bucket ends between history and window
+        keep = np.isin(grid, job.horizon)
+        size_p = sample_paths(job.ds, job.size, grid, model=job.model, n=job.n_samples, seed=job.seed)[:, keep]
+        rate_p = sample_paths(job.ds, job.rate, grid, model=job.model, n=job.n_samples,
+                              seed=(job.seed + 1) % 2**32)[:, keep]
+    except Exception as exc:  # noqa: BLE001 - a model failing on one series must not stop the run
+        res.skip_reason = f"{job.model} fit failed: {type(exc).__name__}: {str(exc)[:200]}"
+        res.fit_seconds = time.perf_counter() - t0
+        return res
+    h = len(job.horizon)
+    fs = first_crossing(size_p, job.size_threshold)
+    fr = first_crossing(rate_p, job.write_threshold)
+    first = np.minimum(fs, fr)
+    crossed = first < h
+    res.probability = float(np.mean(crossed))
+    if crossed.any():
+        # The data manager checks size first, so a tie is a size split.
+        size_first = (fs <= fr)[crossed]
+        res.reason = "size" if np.mean(size_first) >= 0.5 else "throughput"
+        times = job.horizon[first[crossed]]
+        q = np.quantile(times, [0.1, 0.5, 0.9], method="inverted_cdf")
+        res.p10, res.p50, res.p90 = (int(v) for v in q)
+    res.size_paths_mean = [float(v) for v in size_p.mean(axis=0)]
+    res.fit_seconds = time.perf_counter() - t0
+    return res
+
+
+def spark_fit(pdf):
+    """`applyInPandas` body: one pickled Job per row in, one pickled Result per row out."""
+    import pickle
+
+    import pandas as pd
+
+    quiet()
+    rows = [{"partition_id": pid, "result": pickle.dumps(run_job(pickle.loads(blob)))}
+            for pid, blob in zip(pdf["partition_id"], pdf["job"])]
+    return pd.DataFrame(rows, columns=["partition_id", "result"])

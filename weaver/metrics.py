@@ -1,0 +1,379 @@
+"""Partition metrics per time bucket (DESIGN §3 `partition_metrics`), folded from the change log.
+
+For every partition alive during a bucket ``[bucket_start, bucket_start + settings.bucket)``:
+
+- ``size_bytes``  - key bytes (UTF-8) + value bytes of the live items in the partition's key
+  range at the bucket's end (or at the partition's retirement, when it retires inside the bucket);
+- ``item_count``  - number of those live items;
+- ``writes``      - changes the partition owns (its ``partition_id``) with ``ts`` in the bucket;
+- ``write_bytes`` - key bytes + value bytes of those changes (a DELETE counts its key bytes);
+- ``reads``       - rows of the optional ``access_log`` table in the bucket (0 without one).
+
+Buckets sit on a UTC grid anchored at the Unix epoch, so every run agrees on them. Only complete
+buckets are computed (``bucket_start + bucket <= end``): a bucket is never written from partial
+data, and a bucket's values depend only on changes with ``ts`` before its end, which is what
+makes metrics safe to use for a prediction at any later instant (no look-ahead, DESIGN §4.4).
+
+A run for ``[start, end)`` continues from the state at ``start``: the live-key state is re-derived
+by folding a narrow projection of the log (seq, ts, key, op, value_bytes; never the values) up
+to ``start``, then advanced bucket by bucket with numpy over a sorted key universe. Rows are
+MERGEd on ``(partition_id, bucket_start)``, so reruns of an interval write the same rows once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Iterable, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from weaver import storage
+from weaver.changelog import Lineage, Partition
+from weaver.errors import CorruptTableError, InvalidParameterError, NonMonotonicTimestampError, SchemaMismatchError
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_US = 1_000_000
+
+
+# --- time grid -----------------------------------------------------------------------------------
+def to_us(ts: datetime) -> int:
+    """Microseconds since the epoch of an aware datetime."""
+    if ts.tzinfo is None:
+        raise InvalidParameterError(f"{ts!r} has no timezone; pass UTC instants")
+    d = ts - _EPOCH
+    return (d.days * 86_400 + d.seconds) * _US + d.microseconds
+
+
+def from_us(us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=int(us))
+
+
+def bucket_us(bucket: timedelta) -> int:
+    return int(round(bucket.total_seconds() * _US))
+
+
+def bucket_floor(ts: datetime, bucket: timedelta) -> datetime:
+    """Start of the bucket holding `ts` on the epoch-anchored grid."""
+    b = bucket_us(bucket)
+    return from_us((to_us(ts) // b) * b)
+
+
+def bucket_ceil(ts: datetime, bucket: timedelta) -> datetime:
+    b = bucket_us(bucket)
+    return from_us(-((-to_us(ts)) // b) * b)
+
+
+# --- narrow change log ---------------------------------------------------------------------------
+@dataclass
+class LogView:
+    """A narrow, seq-sorted projection of the change log (no values) with numpy accessors.
+
+    ``item_bytes`` is key bytes + value bytes of a PUT and key bytes of a DELETE.
+    """
+
+    seq: np.ndarray
+    ts: np.ndarray  # int64 microseconds
+    pid: np.ndarray  # object (partition_id)
+    kidx: np.ndarray  # index of the key in `universe`
+    is_put: np.ndarray
+    item_bytes: np.ndarray
+    key_bytes: np.ndarray
+    universe: np.ndarray  # sorted distinct keys (object)
+
+    @property
+    def n(self) -> int:
+        return int(self.seq.shape[0])
+
+    def key_index(self, key: str | None, *, upper: bool = False) -> int:
+        """Position of a range bound in the key universe (None = +inf for an upper bound)."""
+        if key is None:
+            return len(self.universe) if upper else 0
+        return int(np.searchsorted(self.universe, key, side="left"))
+
+    def pos_before_ts(self, ts_us: int) -> int:
+        """Number of changes with ts < ts_us."""
+        return int(np.searchsorted(self.ts, ts_us, side="left"))
+
+    def pos_upto_seq(self, seq: int) -> int:
+        """Number of changes with seq <= `seq`."""
+        return int(np.searchsorted(self.seq, seq, side="right"))
+
+
+def _column(t: pa.Table, name: str, typ: pa.DataType) -> pa.ChunkedArray:
+    if name not in t.column_names:
+        raise SchemaMismatchError(f"table 'changelog' lacks column {name!r}; found {t.column_names}")
+    col = t.column(name)
+    if col.type.equals(typ):
+        return col
+    try:
+        if pa.types.is_timestamp(typ) and (not pa.types.is_timestamp(col.type) or col.type.tz is None):
+            raise pa.ArrowInvalid("not a timezone-aware timestamp")
+        return pc.cast(col, typ)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise SchemaMismatchError(f"table 'changelog': column {name!r} is {col.type}, the contract says {typ}") from exc
+
+
+def read_log(settings, *, before: datetime | None = None, upto: datetime | None = None) -> LogView:
+    """The narrow change log with ``ts < before`` and/or ``ts <= upto`` (both optional)."""
+    uri = storage.uri_for(settings, storage.CHANGELOG)
+    dt = storage.open_table(uri, storage.CHANGELOG)
+    expr = None
+    if before is not None:
+        expr = pc.field("ts") < pa.scalar(before, storage.TS)
+    if upto is not None:
+        e = pc.field("ts") <= pa.scalar(upto, storage.TS)
+        expr = e if expr is None else expr & e
+    ds = dt.to_pyarrow_dataset()
+    cols = ["seq", "ts", "partition_id", "key", "op", "value_bytes"]
+    try:
+        t = ds.to_table(columns=[c for c in cols if c in ds.schema.names], filter=expr)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise CorruptTableError(f"change log at {uri} cannot be read: {exc}") from exc
+    vb = _column(t, "value_bytes", pa.int64()) if "value_bytes" in t.column_names else None
+    op = _column(t, "op", pa.string())
+    if vb is None or vb.null_count:
+        # A user's log may leave value_bytes empty: measure the values themselves, only then.
+        vt = ds.to_table(columns=["seq", "value"], filter=expr)
+        vt = vt.take(pc.sort_indices(vt, [("seq", "ascending")]))
+        t = t.take(pc.sort_indices(t, [("seq", "ascending")]))
+        op = _column(t, "op", pa.string())
+        measured = pc.cast(pc.binary_length(vt.column("value")), pa.int64())
+        vb = measured if vb is None else pc.coalesce(_column(t, "value_bytes", pa.int64()), measured)
+    return _view(_column(t, "seq", pa.int64()), _column(t, "ts", storage.TS), _column(t, "partition_id", pa.string()),
+                 _column(t, "key", pa.string()), op, vb)
+
+
+def log_from_table(changes: pa.Table) -> LogView:
+    """A LogView of an in-memory change table (contract columns)."""
+    vb = changes.column("value_bytes")
+    if vb.null_count:
+        vb = pc.coalesce(vb, pc.cast(pc.binary_length(changes.column("value")), pa.int64()))
+    return _view(changes.column("seq"), pc.cast(changes.column("ts"), storage.TS), changes.column("partition_id"),
+                 changes.column("key"), changes.column("op"), vb)
+
+
+def _view(seq, ts, pid, key, op, vb) -> LogView:
+    seq_np = seq.to_numpy()
+    order = np.argsort(seq_np, kind="stable")
+    seq_np = seq_np[order]
+    ts_np = pc.cast(ts, pa.int64()).to_numpy()[order]
+    if ts_np.shape[0] > 1 and np.any(np.diff(ts_np) < 0):
+        i = int(np.argmax(np.diff(ts_np) < 0)) + 1
+        raise NonMonotonicTimestampError(
+            f"ts goes backwards at seq {int(seq_np[i])}; the change log must be ordered by seq and ts",
+            seq=int(seq_np[i]))
+    key_c = key.combine_chunks() if isinstance(key, pa.ChunkedArray) else key
+    universe = pc.unique(key_c)
+    universe = universe.take(pc.sort_indices(universe))
+    kidx = pc.index_in(key_c, value_set=universe).to_numpy(zero_copy_only=False).astype(np.int64)[order]
+    is_put = pc.equal(op, "PUT").to_numpy(zero_copy_only=False).astype(bool)[order]
+    kb = pc.cast(pc.binary_length(pc.cast(key_c, pa.binary())), pa.int64()).to_numpy()[order]
+    vb_np = pc.fill_null(vb, 0).to_numpy()[order].astype(np.int64)
+    item = np.where(is_put, kb + vb_np, kb).astype(np.int64)
+    return LogView(seq_np, ts_np, pid.to_numpy()[order] if hasattr(pid, "to_numpy") else np.asarray(pid)[order],
+                   kidx, is_put, item, kb.astype(np.int64), universe.to_numpy(zero_copy_only=False))
+
+
+class KeyState:
+    """Live items over a LogView's key universe, advanced by applying changes in seq order."""
+
+    def __init__(self, log: LogView):
+        self.log = log
+        self.bytes = np.zeros(len(log.universe), dtype=np.int64)
+        self.live = np.zeros(len(log.universe), dtype=bool)
+        self.pos = 0  # changes [0, pos) are applied
+        self._cs: tuple[np.ndarray, np.ndarray] | None = None
+
+    def advance(self, to_pos: int) -> None:
+        """Apply changes [pos, to_pos)."""
+        if to_pos <= self.pos:
+            return
+        sl = slice(self.pos, to_pos)
+        idx = self.log.kidx[sl]
+        # Only the last change of each key in the slice matters (PUT sets, DELETE removes).
+        rev_first = np.unique(idx[::-1], return_index=True)[1]
+        last = (to_pos - self.pos - 1) - rev_first
+        put = self.log.is_put[sl][last]
+        keys = idx[last]
+        self.bytes[keys] = np.where(put, self.log.item_bytes[sl][last], 0)
+        self.live[keys] = put
+        self.pos = to_pos
+        self._cs = None
+
+    def totals(self, lo_idx: int, hi_idx: int) -> tuple[int, int]:
+        """(bytes, items) of live keys with universe index in [lo_idx, hi_idx)."""
+        if self._cs is None:
+            self._cs = (np.concatenate([[0], np.cumsum(self.bytes)]),
+                        np.concatenate([[0], np.cumsum(self.live.astype(np.int64))]))
+        b, c = self._cs
+        return int(b[hi_idx] - b[lo_idx]), int(c[hi_idx] - c[lo_idx])
+
+    def items(self, lo_idx: int, hi_idx: int) -> tuple[np.ndarray, np.ndarray]:
+        """(keys, item bytes) of the live keys in [lo_idx, hi_idx), sorted by key."""
+        live = self.live[lo_idx:hi_idx]
+        return self.log.universe[lo_idx:hi_idx][live], self.bytes[lo_idx:hi_idx][live]
+
+
+# --- metric computation --------------------------------------------------------------------------
+def _alive(p: Partition, bs: datetime, be: datetime) -> bool:
+    return p.created_ts < be and (p.retired_ts is None or p.retired_ts > bs) and (
+        p.retired_ts is None or p.retired_ts > p.created_ts)
+
+
+def compute_metrics(log: LogView, lineage: Lineage, *, start: datetime, end: datetime, bucket: timedelta,
+                    access: pa.Table | None = None) -> pa.Table:
+    """Metric rows of the complete buckets with start in [floor(start), end) (no I/O)."""
+    bu = bucket_us(bucket)
+    b_first = to_us(start) // bu
+    b_stop = to_us(end) // bu  # bucket b is complete iff (b + 1) * bu <= end
+    rows: dict[str, list] = {f.name: [] for f in storage.SCHEMAS[storage.PARTITION_METRICS]}
+    if b_stop <= b_first:
+        return storage.empty(storage.PARTITION_METRICS)
+    parts = sorted(lineage, key=lambda p: p.key_lo)
+    bounds = {p.partition_id: (log.key_index(p.key_lo), log.key_index(p.key_hi, upper=True)) for p in parts}
+    state = KeyState(log)
+    state.advance(log.pos_before_ts(b_first * bu))
+    writes = _group_counts(log, log.pos_before_ts(b_first * bu), log.pos_before_ts(b_stop * bu), bu)
+    reads = _group_reads(access, bu) if access is not None else {}
+    for b in range(b_first, b_stop):
+        bs, be = from_us(b * bu), from_us((b + 1) * bu)
+        alive = [p for p in parts if _alive(p, bs, be)]
+        if not alive:
+            state.advance(log.pos_before_ts((b + 1) * bu))
+            continue
+        end_pos = log.pos_before_ts((b + 1) * bu)
+        # A partition retiring inside the bucket is measured at its retirement (seq cut).
+        cuts: dict[int, list[Partition]] = {}
+        for p in alive:
+            cut = end_pos
+            if p.retired_ts is not None and p.retired_ts < be and p.retired_seq is not None:
+                cut = min(end_pos, max(state.pos, log.pos_upto_seq(p.retired_seq)))
+            cuts.setdefault(cut, []).append(p)
+        for cut in sorted(cuts):
+            state.advance(cut)
+            for p in cuts[cut]:
+                size, items = state.totals(*bounds[p.partition_id])
+                w, wb = writes.get((b, p.partition_id), (0, 0))
+                rows["partition_id"].append(p.partition_id)
+                rows["bucket_start"].append(bs)
+                rows["size_bytes"].append(size)
+                rows["item_count"].append(items)
+                rows["writes"].append(w)
+                rows["write_bytes"].append(wb)
+                rows["reads"].append(reads.get((b, p.partition_id), 0))
+        state.advance(end_pos)
+    t = pa.table(rows, schema=storage.SCHEMAS[storage.PARTITION_METRICS])
+    return t.take(pc.sort_indices(t, [("bucket_start", "ascending"), ("partition_id", "ascending")]))
+
+
+def _group_counts(log: LogView, lo: int, hi: int, bu: int) -> dict[tuple[int, str], tuple[int, int]]:
+    if hi <= lo:
+        return {}
+    t = pa.table({"b": log.ts[lo:hi] // bu, "pid": log.pid[lo:hi], "wb": log.item_bytes[lo:hi]})
+    g = t.group_by(["b", "pid"]).aggregate([("wb", "count"), ("wb", "sum")])
+    return {(b, p): (int(c), int(s)) for b, p, c, s in zip(g.column("b").to_pylist(), g.column("pid").to_pylist(),
+                                                         g.column("wb_count").to_pylist(), g.column("wb_sum").to_pylist())}
+
+
+def _group_reads(access: pa.Table, bu: int) -> dict[tuple[int, str], int]:
+    if access.num_rows == 0:
+        return {}
+    b = pc.divide(pc.cast(pc.cast(access.column("ts"), storage.TS), pa.int64()), bu)
+    t = pa.table({"b": b, "pid": access.column("partition_id")})
+    g = t.group_by(["b", "pid"]).aggregate([("pid", "count")])
+    return {(int(b), p): int(c) for b, p, c in zip(g.column("b").to_pylist(), g.column("pid").to_pylist(),
+                                                   g.column("pid_count").to_pylist())}
+
+
+def range_history(log: LogView, ranges: Sequence[tuple[str, str | None]], *, start: datetime, end: datetime,
+                  bucket: timedelta) -> list[dict[str, np.ndarray]]:
+    """Per key range, what a partition holding exactly that range would have measured per bucket.
+
+    Used to give a young partition the history of its key range from before it was born
+    (the keys were in its ancestors then). Returns, per range, arrays ``bucket_start`` (us),
+    ``size_bytes``, ``item_count`` and ``writes`` (changes on keys in the range) over the
+    complete buckets in [floor(start), end).
+    """
+    bu = bucket_us(bucket)
+    b_first, b_stop = to_us(start) // bu, to_us(end) // bu
+    nb = max(0, b_stop - b_first)
+    idx = [(log.key_index(lo), log.key_index(hi, upper=True)) for lo, hi in ranges]
+    out = [{"bucket_start": (np.arange(b_first, b_first + nb, dtype=np.int64) * bu),
+            "size_bytes": np.zeros(nb, np.int64), "item_count": np.zeros(nb, np.int64),
+            "writes": np.zeros(nb, np.int64)} for _ in ranges]
+    if nb == 0:
+        return out
+    state = KeyState(log)
+    state.advance(log.pos_before_ts(b_first * bu))
+    for j, b in enumerate(range(b_first, b_stop)):
+        lo_pos, hi_pos = state.pos, log.pos_before_ts((b + 1) * bu)
+        bucket_keys = np.sort(log.kidx[lo_pos:hi_pos])
+        state.advance(hi_pos)
+        for r, (i0, i1) in enumerate(idx):
+            size, items = state.totals(i0, i1)
+            out[r]["size_bytes"][j] = size
+            out[r]["item_count"][j] = items
+            out[r]["writes"][j] = int(np.searchsorted(bucket_keys, i1) - np.searchsorted(bucket_keys, i0))
+    return out
+
+
+def read_access(settings, *, start: datetime, end: datetime) -> pa.Table | None:
+    """Access-log rows with ts in [start, end), or None when the lake has no access log."""
+    uri = storage.uri_for(settings, storage.ACCESS_LOG)
+    if not storage.is_table(uri):
+        return None
+    return storage.read(uri, storage.ACCESS_LOG, columns=["ts", "partition_id"],
+                        filters=[("ts", ">=", pa.scalar(start, storage.TS)), ("ts", "<", pa.scalar(end, storage.TS))])
+
+
+def build_metrics(settings, *, end: datetime, start: datetime | None = None) -> dict:
+    """Compute and MERGE `partition_metrics` for the complete buckets in [start, end).
+
+    ``start`` None starts at the log's first bucket. The state at ``start`` is re-derived from the
+    change log, so any interval can be (re)built on its own; rerunning writes the same rows once.
+    Returns counts: buckets, rows, partitions, changes (in the span), reads.
+    """
+    for name, v in (("end", end), ("start", start)):
+        if v is not None and (not isinstance(v, datetime) or v.tzinfo is None):
+            raise InvalidParameterError(f"{name}={v!r} must be a timezone-aware datetime (UTC)")
+    if start is not None and start >= end:
+        raise InvalidParameterError(f"start {start.isoformat()} must be before end {end.isoformat()}")
+    log = read_log(settings, before=end)
+    if start is None:
+        if log.n == 0:
+            return {"buckets": 0, "rows": 0, "partitions": 0, "changes": 0, "reads": 0, "start": None,
+                    "end": end}
+        start = from_us(int(log.ts[0]))
+    start = bucket_floor(start, settings.bucket)
+    lineage = Lineage.load(settings)
+    access = read_access(settings, start=start, end=end)
+    table = compute_metrics(log, lineage, start=start, end=end, bucket=settings.bucket, access=access)
+    uri = storage.uri_for(settings, storage.PARTITION_METRICS)
+    if table.num_rows or not storage.is_table(uri):
+        storage.merge(uri, storage.PARTITION_METRICS, table, keys=["partition_id", "bucket_start"])
+    bu = bucket_us(settings.bucket)
+    n_buckets = max(0, to_us(end) // bu - to_us(start) // bu)
+    span = (log.pos_before_ts(to_us(start)), log.pos_before_ts((to_us(end) // bu) * bu))
+    return {"buckets": int(n_buckets), "rows": table.num_rows,
+            "partitions": len(set(table.column("partition_id").to_pylist())),
+            "changes": int(span[1] - span[0]), "reads": int(pc.sum(table.column("reads")).as_py() or 0),
+            "start": start, "end": end}
+
+
+def read_metrics(settings, *, partition_ids: Iterable[str] | None = None, start: datetime | None = None,
+                 end: datetime | None = None) -> pa.Table:
+    """Stored metric rows (optionally of some partitions) with bucket_start in [start, end)."""
+    uri = storage.uri_for(settings, storage.PARTITION_METRICS)
+    filters: list = []
+    if start is not None:
+        filters.append(("bucket_start", ">=", pa.scalar(start, storage.TS)))
+    if end is not None:
+        filters.append(("bucket_start", "<", pa.scalar(end, storage.TS)))
+    t = storage.read(uri, storage.PARTITION_METRICS, filters=filters or None, missing_ok=True)
+    if partition_ids is not None:
+        # In memory: delta-rs MERGE writes string_view columns that pyarrow cannot filter on.
+        t = t.filter(pc.is_in(t.column("partition_id"), value_set=pa.array(list(partition_ids), pa.string())))
+    return t
