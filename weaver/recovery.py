@@ -227,8 +227,8 @@ def find_woven_snapshot(settings: Settings, target: Target, at: datetime, confid
     # Any row of a (weave, timepoint) proves that timepoint was woven (both children in one commit),
     # so the child a target needs may be empty there. A timepoint whose whole source range is empty
     # leaves no row and is not seen: that costs only a longer tail, never wrong rows.
-    expr = pc.field("weave_id").isin(sorted(candidates)) & (pc.field("timepoint") <= pa.scalar(at, storage.TS))
-    meta = _scan(uri, ["weave_id", "timepoint", "as_of_seq"], expr)
+    meta = _scan(uri, ["weave_id", "timepoint", "as_of_seq"], pc.field("timepoint") <= pa.scalar(at, storage.TS))
+    meta = meta.filter(pc.is_in(meta.column("weave_id"), value_set=pa.array(sorted(candidates), pa.string())))
     if meta.num_rows == 0:
         return None
     g = meta.group_by(["weave_id", "timepoint"]).aggregate([("as_of_seq", "max")]).to_pylist()
@@ -245,7 +245,12 @@ def find_woven_snapshot(settings: Settings, target: Target, at: datetime, confid
 
 
 def _scan(uri: str, columns: list[str], expr: pc.Expression) -> pa.Table:
-    """Projected, filtered read of a few columns (file and row-group skipping via Delta stats)."""
+    """Projected, filtered read of a few columns (file and row-group skipping via Delta stats).
+
+    Only non-string predicates are pushed down: files a delta-rs MERGE wrote hold string_view
+    columns, and pyarrow cannot bind a string predicate against their stats guarantee (string vs
+    string_view kernels); string columns are filtered after the read.
+    """
     dt = storage.open_table(uri)
     return dt.to_pyarrow_dataset().to_table(columns=columns, filter=expr)
 
@@ -272,13 +277,11 @@ def check_tail(settings: Settings, after_seq: int, at: datetime) -> int:
 def read_woven_rows(settings: Settings, snap: WovenSnapshot) -> pa.Table:
     """The rows (key, value) of a woven snapshot restricted to the target's range, sorted by key."""
     uri = storage.uri_for(settings, storage.WOVEN_SNAPSHOTS)
-    expr = ((pc.field("weave_id") == snap.weave_id) & (pc.field("timepoint") == pa.scalar(snap.timepoint, storage.TS))
-            & pc.field("woven_partition_id").isin(list(snap.children)))
-    if snap.key_lo:
-        expr = expr & (pc.field("key") >= snap.key_lo)
-    if snap.key_hi is not None:
-        expr = expr & (pc.field("key") < snap.key_hi)
-    t = _scan(uri, ["key", "value"], expr).cast(storage.STATE_SCHEMA)
+    t = _scan(uri, ["weave_id", "woven_partition_id", "key", "value"],
+              pc.field("timepoint") == pa.scalar(snap.timepoint, storage.TS))
+    mask = pc.and_(pc.equal(t.column("weave_id"), snap.weave_id),
+                   pc.is_in(t.column("woven_partition_id"), value_set=pa.array(list(snap.children), pa.string())))
+    t = filter_range(t.filter(mask).select(["key", "value"]).cast(storage.STATE_SCHEMA), snap.key_lo or None, snap.key_hi)
     if t.num_rows > 1:
         t = t.take(pc.sort_indices(t, sort_keys=[("key", "ascending")]))
     return t.combine_chunks()

@@ -1,0 +1,286 @@
+"""The query API through the real FastAPI app (TestClient): rows against the oracle fold, auth, 4xx."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import timedelta
+
+import pyarrow as pa
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.test_recovery import T0, standard_lake, weave_id_of
+from weaver import storage
+from weaver.api import MAX_PAGE, create_app
+from weaver.settings import Settings
+
+TOKEN = "s3cret-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def _predictions(lake) -> list[dict]:
+    rows = []
+    for i, (pid, p) in enumerate([("P0", 0.9), ("P1", 0.2), ("P0", 0.4), ("P2", 0.8)]):
+        run = T0 + timedelta(hours=i)
+        rows.append({"prediction_id": f"pred-{i}", "run_ts": run, "partition_id": pid, "model": "prophet",
+                     "window_start": run, "window_end": run + timedelta(hours=24), "probability": p,
+                     "reason": "size" if p > 0.5 else None, "predicted_split_ts": run + timedelta(hours=3),
+                     "split_ts_p10": None, "split_ts_p90": None, "split_key": "k2", "threshold": 0.75,
+                     "skip_reason": None})
+    storage.merge(storage.uri_for(lake.settings, storage.PREDICTIONS), storage.PREDICTIONS,
+                  pa.Table.from_pylist(rows, schema=storage.SCHEMAS[storage.PREDICTIONS]), ["prediction_id"])
+    return rows
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory):
+    lk = standard_lake(tmp_path_factory.mktemp("api") / "lake", api_token=TOKEN)
+    _predictions(lk)
+    return lk
+
+
+@pytest.fixture(scope="module")
+def client(lake):
+    with TestClient(create_app(lake.settings)) as c:
+        yield c
+
+
+def iso(dt) -> str:
+    return dt.isoformat().replace("+00:00", "Z")
+
+
+def ndjson_rows(resp) -> dict[str, bytes]:
+    out = {}
+    for line in resp.text.splitlines():
+        if line:
+            r = json.loads(line)
+            assert r["key"] not in out
+            out[r["key"]] = base64.b64decode(r["value"])
+    return out
+
+
+def arrow_rows(resp) -> tuple[dict[str, bytes], dict]:
+    t = pa.ipc.open_stream(resp.content).read_all()
+    meta = {k.decode(): v.decode() for k, v in (t.schema.metadata or {}).items()}
+    return dict(zip(t.column("key").to_pylist(), t.column("value").to_pylist())), meta
+
+
+# --- health and auth -----------------------------------------------------------------------------
+def test_healthz_is_open(client):
+    r = client.get("/healthz")
+    assert r.status_code == 200 and r.json()["status"] == "ok" and r.json()["auth"] == "bearer"
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"},
+                                     {"Authorization": TOKEN}])
+@pytest.mark.parametrize("method, url", [("get", "/v1/partitions"), ("get", "/v1/predictions"),
+                                         ("get", "/v1/woven-snapshots?partition_id=P0&timepoint=2026-01-02T00:00:00Z"),
+                                         ("post", "/v1/recoveries")])
+def test_auth_is_required(client, headers, method, url):
+    kw = {"json": {"partition_id": "P0", "timepoint": "2026-01-02T00:00:00Z"}} if method == "post" else {}
+    r = getattr(client, method)(url, headers=headers, **kw)
+    assert r.status_code == 401
+    assert r.json()["error"] == "Unauthorized" and "Bearer" in r.headers["www-authenticate"]
+
+
+def test_no_token_configured_refuses_unless_insecure(lake):
+    s = Settings(lake=lake.settings.lake)
+    with TestClient(create_app(s)) as c:
+        r = c.get("/v1/partitions", headers=AUTH)
+        assert r.status_code == 503 and "WEAVER_API_TOKEN" in r.json()["message"]
+        assert c.get("/healthz").json()["auth"] == "disabled"
+    with TestClient(create_app(s, insecure=True)) as c:
+        assert c.get("/v1/partitions").status_code == 200
+
+
+def test_openapi_is_published(client):
+    spec = client.get("/openapi.json").json()
+    assert {"/v1/woven-snapshots", "/v1/recoveries", "/v1/predictions", "/v1/partitions", "/healthz"} <= set(spec["paths"])
+    assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+
+
+# --- woven snapshots -----------------------------------------------------------------------------
+def test_woven_snapshot_rows_ndjson_equal_oracle(client, lake):
+    at = lake.ts_of(75)
+    tp = lake.ts_of(60)
+    r = client.get("/v1/woven-snapshots", params={"partition_id": "P0", "timepoint": iso(at)}, headers=AUTH)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("application/x-ndjson")
+    # Rows of the woven snapshot itself (as of its timepoint), not a recovery at `at`.
+    assert ndjson_rows(r) == lake.expected("P0", tp)
+    assert r.headers["x-weaver-weave-id"] == weave_id_of("pred-P0")
+    assert r.headers["x-weaver-timepoint"] == tp.isoformat()
+    assert "x-next-cursor" not in r.headers
+
+
+def test_woven_snapshot_arrow_and_json_and_accept(client, lake):
+    w = lake.weaves[weave_id_of("pred-P0")]
+    at = lake.ts_of(100)
+    tp = lake.ts_of(90)
+    q = {"partition_id": w["left"], "timepoint": iso(at)}
+    rows, meta = arrow_rows(client.get("/v1/woven-snapshots", params={**q, "format": "arrow"}, headers=AUTH))
+    assert rows == lake.expected(w["left"], tp) and meta["weave_id"] == w["weave_id"]
+    r = client.get("/v1/woven-snapshots", params=q, headers={**AUTH, "Accept": "application/vnd.apache.arrow.stream"})
+    assert r.headers["content-type"] == "application/vnd.apache.arrow.stream"
+    assert arrow_rows(r)[0] == rows
+    j = client.get("/v1/woven-snapshots", params={**q, "format": "json"}, headers=AUTH).json()
+    assert {x["key"]: base64.b64decode(x["value"]) for x in j["rows"]} == rows
+    assert j["weave_id"] == w["weave_id"] and j["woven_partition_ids"] == [w["left"]] and j["next_cursor"] is None
+
+
+def test_woven_snapshot_pagination(client, lake):
+    at = lake.ts_of(119)
+    want = lake.expected("P0", lake.ts_of(90))
+    got, cursor, pages = {}, None, 0
+    while True:
+        params = {"partition_id": "P0", "timepoint": iso(at), "limit": 2}
+        if cursor:
+            params["cursor"] = cursor
+        r = client.get("/v1/woven-snapshots", params=params, headers=AUTH)
+        assert r.status_code == 200 and int(r.headers["x-row-count"]) <= 2
+        page = ndjson_rows(r)
+        assert not set(page) & set(got)
+        got.update(page)
+        pages += 1
+        cursor = r.headers.get("x-next-cursor")
+        if not cursor:
+            break
+    assert got == want and pages == (len(want) + 1) // 2
+
+
+def test_woven_snapshot_below_threshold_is_404(client, lake):
+    w = lake.weaves[weave_id_of("pred-P2")]  # confidence 0.5
+    q = {"partition_id": "P2", "timepoint": iso(lake.ts_of(119))}
+    assert client.get("/v1/woven-snapshots", params=q, headers=AUTH).status_code == 404
+    r = client.get("/v1/woven-snapshots", params={**q, "confidence_threshold": 0.5}, headers=AUTH)
+    assert r.status_code == 200 and r.headers["x-weaver-weave-id"] == w["weave_id"]
+
+
+@pytest.mark.parametrize("params, status, error", [
+    ({"partition_id": "P0", "timepoint": "2026-01-01T12:00:00"}, 400, "InvalidTimepointError"),
+    ({"partition_id": "P0", "timepoint": "yesterday"}, 400, "InvalidTimepointError"),
+    ({"partition_id": "P0", "timepoint": "2026-01-01T12:00:00Z", "confidence_threshold": 1.5}, 422, None),
+    ({"partition_id": "P0", "timepoint": "2026-01-01T12:00:00Z", "confidence_threshold": -0.1}, 422, None),
+    ({"partition_id": "P9", "timepoint": "2026-01-01T12:00:00Z"}, 404, "UnknownPartitionError"),
+    ({"partition_id": "../../etc/passwd", "timepoint": "2026-01-01T12:00:00Z"}, 422, None),
+    ({"partition_id": "P0~0123abcd~L", "timepoint": "2026-01-01T12:00:00Z"}, 404, "UnknownWeaveError"),
+    ({"partition_id": "P0", "timepoint": "2026-01-02T12:00:00Z", "weave_id": "0123abcd"}, 404, "UnknownWeaveError"),
+    ({"partition_id": "P0", "timepoint": "2026-01-02T12:00:00Z", "limit": MAX_PAGE + 1}, 422, None),
+    ({"partition_id": "P0", "timepoint": "2026-01-02T12:00:00Z", "limit": 0}, 422, None),
+    ({"partition_id": "P0", "timepoint": "2026-01-02T12:00:00Z", "cursor": "!!notacursor"}, 400, "InvalidParameterError"),
+    ({"partition_id": "P0", "timepoint": "2026-01-02T12:00:00Z", "format": "xml"}, 422, None),
+    ({"timepoint": "2026-01-02T12:00:00Z"}, 422, None),
+])
+def test_woven_snapshot_bad_input(client, params, status, error):
+    r = client.get("/v1/woven-snapshots", params=params, headers=AUTH)
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert body["message"]
+    if error:
+        assert body["error"] == error
+
+
+# --- recoveries ----------------------------------------------------------------------------------
+def test_recovery_summary_and_rows(client, lake):
+    at = lake.ts_of(80)
+    body = {"partition_id": "P0", "timepoint": iso(at)}
+    r = client.post("/v1/recoveries", json=body, headers=AUTH)
+    assert r.status_code == 200, r.text
+    s = r.json()
+    assert s["path"] == "woven" and s["weave_id"] == weave_id_of("pred-P0")
+    assert s["rows"] == len(lake.expected("P0", at)) and s["changes_replayed"] >= 0
+    assert {"path", "source", "changes_replayed", "rows", "elapsed_ms"} <= set(s)
+    rows = ndjson_rows(client.post("/v1/recoveries", params={"format": "ndjson"}, json=body, headers=AUTH))
+    assert rows == lake.expected("P0", at)
+    a, meta = arrow_rows(client.post("/v1/recoveries", params={"format": "arrow"}, json=body, headers=AUTH))
+    assert a == rows and meta["path"] == "woven"
+    std = client.post("/v1/recoveries", json={**body, "confidence_threshold": 1.0}, headers=AUTH).json()
+    assert std["path"] == "standard" and std["rows"] == s["rows"]
+
+
+def test_recovery_of_woven_child_and_real_split(client, lake):
+    w = lake.weaves[weave_id_of("pred-P0")]
+    at = lake.ts_of(119)
+    for pid in (w["right"], "P1", "P3"):
+        r = client.post("/v1/recoveries", params={"format": "ndjson"}, json={"partition_id": pid, "timepoint": iso(at)},
+                        headers=AUTH)
+        assert r.status_code == 200 and ndjson_rows(r) == lake.expected(pid, at)
+
+
+def test_recovery_rollback_writes_new_table_only(client, lake):
+    from deltalake import DeltaTable
+
+    from tests.oracle import rows_to_dict
+
+    s = lake.settings
+    before = {n: storage.version_of(storage.uri_for(s, n)) for n in storage.SCHEMAS}
+    at = lake.ts_of(90)
+    r = client.post("/v1/recoveries", json={"partition_id": "P2", "timepoint": iso(at), "mode": "rollback"},
+                    headers=AUTH)
+    assert r.status_code == 200, r.text
+    out = r.json()["output"]
+    assert out.startswith(str(lake.settings.lake)) and "/recoveries/" in out
+    assert rows_to_dict(DeltaTable(out).to_pyarrow_table()) == lake.expected("P2", at)
+    assert {n: storage.version_of(storage.uri_for(s, n)) for n in storage.SCHEMAS} == before
+
+
+@pytest.mark.parametrize("body, status, error", [
+    ({"partition_id": "P0", "timepoint": "2026-01-01T10:00:00"}, 400, "InvalidTimepointError"),
+    ({"partition_id": "P0", "timepoint": "2026-01-01T10:00:00Z", "confidence_threshold": 2}, 422, None),
+    ({"partition_id": "P0", "timepoint": "2026-01-01T10:00:00Z", "mode": "drop"}, 422, None),
+    ({"partition_id": "Q7", "timepoint": "2026-01-01T10:00:00Z"}, 404, "UnknownPartitionError"),
+    ({"partition_id": "P0~ffffffff~R", "timepoint": "2026-01-01T10:00:00Z"}, 404, "UnknownWeaveError"),
+    ({"partition_id": "P0", "timepoint": "2026-01-01T10:00:00Z", "out": "/etc"}, 422, None),
+    ({"partition_id": "P0"}, 422, None),
+])
+def test_recovery_bad_input(client, body, status, error):
+    r = client.post("/v1/recoveries", json=body, headers=AUTH)
+    assert r.status_code == status, r.text
+    assert r.json()["message"]
+    if error:
+        assert r.json()["error"] == error
+
+
+def test_recovery_child_before_split_is_400(client, lake):
+    w = lake.weaves[weave_id_of("pred-P0")]
+    r = client.post("/v1/recoveries", json={"partition_id": w["left"], "timepoint": iso(lake.ts_of(5))}, headers=AUTH)
+    assert r.status_code == 400 and r.json()["error"] == "InvalidTimepointError"
+
+
+# --- predictions and partitions ------------------------------------------------------------------
+def test_predictions_filter_and_pages(client):
+    r = client.get("/v1/predictions", headers=AUTH)
+    assert [i["prediction_id"] for i in r.json()["items"]] == ["pred-0", "pred-1", "pred-2", "pred-3"]
+    r = client.get("/v1/predictions", params={"partition_id": "P0", "min_probability": 0.5}, headers=AUTH)
+    assert [i["prediction_id"] for i in r.json()["items"]] == ["pred-0"]
+    seen, cursor = [], None
+    while True:
+        r = client.get("/v1/predictions", params={"limit": 3, **({"cursor": cursor} if cursor else {})}, headers=AUTH)
+        seen += [i["prediction_id"] for i in r.json()["items"]]
+        cursor = r.json()["next_cursor"]
+        if not cursor:
+            break
+    assert seen == ["pred-0", "pred-1", "pred-2", "pred-3"]
+    r = client.get("/v1/predictions", params={"run_from": "2026-01-01T01:00:00Z", "run_to": "2026-01-01T02:00:00+00:00"},
+                   headers=AUTH)
+    assert [i["prediction_id"] for i in r.json()["items"]] == ["pred-1", "pred-2"]
+    assert client.get("/v1/predictions", params={"partition_id": "nope"}, headers=AUTH).status_code == 404
+    assert client.get("/v1/predictions", params={"run_from": "2026-01-01"}, headers=AUTH).status_code == 400
+    assert client.get("/v1/predictions", params={"limit": 5000}, headers=AUTH).status_code == 422
+
+
+def test_partitions_real_and_woven(client, lake):
+    items = client.get("/v1/partitions", headers=AUTH).json()["items"]
+    real = {i["partition_id"]: i for i in items if i["kind"] == "real"}
+    woven = {i["partition_id"]: i for i in items if i["kind"] == "woven"}
+    assert set(real) == {"P0", "P1", "P2", "P3"} and not real["P1"]["active"]
+    w = lake.weaves[weave_id_of("pred-P0")]
+    assert woven[w["left"]]["key_hi"] == "k2" and woven[w["right"]]["key_lo"] == "k2"
+    assert woven[w["left"]]["parent_id"] == "P0" and woven[w["left"]]["confidence"] == 0.9
+    act = client.get("/v1/partitions", params={"kind": "real", "active_only": True}, headers=AUTH).json()["items"]
+    assert {i["partition_id"] for i in act} == {"P0", "P2", "P3"}
+    page = client.get("/v1/partitions", params={"limit": 3}, headers=AUTH).json()
+    rest = client.get("/v1/partitions", params={"cursor": page["next_cursor"]}, headers=AUTH).json()
+    assert len(page["items"]) == 3 and page["next_cursor"]
+    assert [i["partition_id"] for i in page["items"] + rest["items"]] == sorted(set(real) | set(woven))
