@@ -270,6 +270,18 @@ def _jsonable(d: dict) -> dict:
     return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in d.items()}
 
 
+def serve_host(settings: Settings, host: str, insecure_local: bool) -> str:
+    """The interface `weaver serve` may bind: refuses to run without a token unless
+    `insecure_local`, which forces loopback."""
+    if insecure_local:
+        return "127.0.0.1"
+    if not settings.api_token:
+        raise InvalidParameterError("no API token configured: set WEAVER_API_TOKEN (clients send "
+                                    "`Authorization: Bearer <token>`), or run `weaver serve --insecure-local` "
+                                    "for an unauthenticated server on 127.0.0.1")
+    return host
+
+
 # --- app -----------------------------------------------------------------------------------------
 def create_app(settings: Settings | None = None, *, insecure: bool = False) -> FastAPI:
     """The API app; `settings` are read once here (load_settings() when None).
