@@ -225,8 +225,8 @@ def validate_changes(changes: pa.Table, lineage: Lineage | None = None, *, expec
 def _check_ownership(t: pa.Table, lineage: Lineage) -> None:
     parts = pa.table({
         "partition_id": [p.partition_id for p in lineage],
-        "_lo": [p.key_lo for p in lineage],
-        "_hi": [p.key_hi for p in lineage],
+        "_lo": pa.array([p.key_lo for p in lineage], pa.string()),
+        "_hi": pa.array([p.key_hi for p in lineage], pa.string()),  # typed: all-null (+inf) is not `null`
         "_created": pa.array([p.created_seq for p in lineage], pa.int64()),
         "_retired": pa.array([p.retired_seq for p in lineage], pa.int64()),
     })
