@@ -366,7 +366,7 @@ def read_predictions(settings, *, run_ts: datetime | None = None, model: str | N
 
 
 # --- quality -------------------------------------------------------------------------------------
-def prediction_check_frame(predictions, lineage: Lineage):
+def prediction_check_frame(predictions, lineage: Lineage, *, at: datetime | None = None):
     """A frame of per-row booleans that `expectations/predictions.json` asserts.
 
     One row per prediction, plus one row per (run, model) for every partition active at that
@@ -375,7 +375,8 @@ def prediction_check_frame(predictions, lineage: Lineage):
     quantiles_in_window`` (p10 <= median <= p90, all inside [window_start, window_end], or all
     null), ``split_key_in_range`` (null or strictly inside the partition's key range; a key
     equal to key_lo would leave the left child empty), ``one_row_per_active_partition``,
-    ``skip_has_zero_probability``.
+    ``skip_has_zero_probability``. With ``at``, the run at ``at`` is checked even when it has
+    no rows at all (every partition active then is reported missing).
     """
     import pandas as pd
 
@@ -410,8 +411,10 @@ def prediction_check_frame(predictions, lineage: Lineage):
     out["skip_has_zero_probability"] = (~skipped | ((df["probability"] == 0) & df["predicted_split_ts"].isna()))
     out["skip_has_zero_probability"] = out["skip_has_zero_probability"].astype(bool)
     missing = []
-    for (run_ts, model), g in df.groupby(["run_ts", "model"]):
-        present = set(g["partition_id"])
+    groups = [(run_ts, set(g["partition_id"])) for (run_ts, _), g in df.groupby(["run_ts", "model"])]
+    if at is not None and not any(r.to_pydatetime() == at for r, _ in groups):
+        groups.append((pd.Timestamp(at), set()))
+    for run_ts, present in groups:
         for p in lineage.active_at_ts(run_ts.to_pydatetime()):
             if p.partition_id not in present:
                 missing.append({"prediction_id": None, "run_ts": run_ts, "partition_id": p.partition_id,

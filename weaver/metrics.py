@@ -240,7 +240,9 @@ def compute_metrics(log: LogView, lineage: Lineage, *, start: datetime, end: dat
     reads = _group_reads(access, bu) if access is not None else {}
     for b in range(b_first, b_stop):
         bs, be = from_us(b * bu), from_us((b + 1) * bu)
-        alive = [p for p in parts if _alive(p, bs, be)]
+        # A partition that owns a change in the bucket is in it, whatever the lineage's times say
+        # (every extracted change is accounted for in exactly one metrics row).
+        alive = [p for p in parts if _alive(p, bs, be) or (b, p.partition_id) in writes]
         if not alive:
             state.advance(log.pos_before_ts((b + 1) * bu))
             continue
