@@ -6,18 +6,18 @@ One FastAPI app, built by :func:`create_app` with the settings read once. It run
 token in both places; with no token configured every ``/v1`` request is refused (503) unless the
 app was built with ``insecure=True`` (``weaver serve --insecure-local``, loopback only).
 
-Rows (``key``, ``value``) are paged by key: ``limit`` rows after the opaque ``cursor``; the next
-cursor is in ``X-Next-Cursor`` (and ``next_cursor`` in JSON). Formats: NDJSON (``value`` base64),
+Rows (``key``, ``value``) are paged by key: ``limit`` rows with key > ``cursor``; the next cursor
+(the page's last key) is in ``X-Next-Cursor`` (and ``next_cursor`` in JSON). Formats: NDJSON (``value`` base64),
 Arrow IPC stream, or a JSON page, chosen by ``format`` or the ``Accept`` header.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import hmac
 import json
-from datetime import datetime
+import re
+from datetime import datetime, timezone
 from typing import Any, Iterator, Literal
 
 import pyarrow as pa
@@ -43,6 +43,9 @@ JSON_MEDIA = "application/json"
 FORMATS = {"ndjson": NDJSON_MEDIA, "arrow": ARROW_MEDIA, "json": JSON_MEDIA}
 PARTITION_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}(~[0-9a-f]{8}~[LR])?$"
 TIMEPOINT_EXAMPLE = "2026-01-02T12:00:00Z"
+CURSOR_DOC = ("Exclusive lower bound of the sort key: pass the previous page's X-Next-Cursor / next_cursor "
+              "(omit for the first page).")
+DATE_TIME = {"format": "date-time"}
 
 
 # --- models (OpenAPI) ----------------------------------------------------------------------------
@@ -83,7 +86,7 @@ class RecoveryRequest(BaseModel):
 
     partition_id: str = Field(pattern=PARTITION_PATTERN, max_length=80,
                               description="A real partition id or a woven child id `<P>~<weave8>~L|R`.")
-    timepoint: str = Field(max_length=64, description="ISO-8601 instant with a timezone.",
+    timepoint: str = Field(max_length=64, description="ISO-8601 instant with a timezone.", json_schema_extra=DATE_TIME,
                            examples=[TIMEPOINT_EXAMPLE])
     confidence_threshold: float | None = Field(None, ge=0.0, le=1.0,
                                                description="Woven snapshots below it are never used "
@@ -178,44 +181,43 @@ def _rows_responses(json_model: type[BaseModel]) -> dict:
 
 
 # --- helpers -------------------------------------------------------------------------------------
-def _encode_cursor(payload: Any) -> str:
-    return base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str | None) -> Any:
-    if cursor is None:
-        return None
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        return json.loads(raw)
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        raise InvalidParameterError("cursor is not one this API issued; pass the X-Next-Cursor of the "
-                                    "previous page, or omit it for the first page") from None
-
-
-def _key_cursor(cursor: str | None) -> str | None:
-    c = _decode_cursor(cursor)
-    if c is None:
-        return None
-    if not (isinstance(c, dict) and isinstance(c.get("k"), str)):
-        raise InvalidParameterError("cursor is not a row cursor; pass the X-Next-Cursor of the previous page")
-    return c["k"]
-
-
 def _page_rows(table: pa.Table, cursor: str | None, limit: int) -> tuple[pa.Table, str | None]:
-    """The `limit` rows (sorted by key) after the cursor's key, and the next cursor."""
-    after = _key_cursor(cursor)
-    if after is not None and table.num_rows:
-        table = table.filter(pc.greater(table.column("key"), after))
+    """The `limit` rows (sorted by key) with key > `cursor`, and the next cursor (the page's last key).
+
+    A cursor is an exclusive lower bound, so any string is a valid cursor (no state on the server).
+    """
+    if cursor is not None and table.num_rows:
+        table = table.filter(pc.greater(table.column("key"), cursor))
     page = table.slice(0, limit)
-    nxt = _encode_cursor({"k": page.column("key")[-1].as_py()}) if table.num_rows > limit else None
+    nxt = page.column("key")[-1].as_py() if table.num_rows > limit else None
     return page, nxt
 
 
+_RFC3339 = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+
+
 def _timepoint(value: str | None, name: str = "timepoint") -> datetime:
+    """An RFC 3339 / ISO-8601 instant with a timezone, in UTC (InvalidTimepointError otherwise).
+
+    Instants Python cannot represent (year 0000, or beyond year 9999 once shifted to UTC) are
+    clamped to the earliest/latest representable instant: they lie before/after any data, and a
+    well-formed timepoint should get an answer, not an error. A leap second reads as :59.999999.
+    """
     if value is None:
         raise InvalidParameterError(f"{name} is required (ISO-8601 with a timezone, e.g. {TIMEPOINT_EXAMPLE})")
-    return parse_timepoint(value)
+    m = _RFC3339.match(value)
+    if m:
+        year, sec = int(m.group(1)), int(m.group(6))
+        if year == 0:
+            return datetime.min.replace(tzinfo=timezone.utc)
+        frac = m.group(7) or ""
+        if sec == 60:
+            sec, frac = 59, ".999999"
+        value = f"{m.group(1)}-{m.group(2)}-{m.group(3)}T{m.group(4)}:{m.group(5)}:{sec:02d}{frac[:7]}{m.group(8)}"
+    try:
+        return parse_timepoint(value)
+    except OverflowError:
+        return (datetime.min if value.startswith("0001") else datetime.max).replace(tzinfo=timezone.utc)
 
 
 def _choose_format(request: Request, fmt: str | None, default: str) -> str:
@@ -264,6 +266,11 @@ def _rows_response(fmt: str, page: pa.Table, nxt: str | None, meta: dict[str, An
         return StreamingResponse(_arrow(page, {k: str(v) for k, v in meta.items() if v is not None}),
                                  media_type=ARROW_MEDIA, headers=headers)
     return StreamingResponse(_ndjson(page), media_type=NDJSON_MEDIA, headers=headers)
+
+
+def _prediction_key(r: dict) -> str:
+    # Fixed-width UTC time first, so the string order is the chronological order.
+    return f"{r['run_ts'].strftime('%Y-%m-%dT%H:%M:%S.%fZ')}|{r['partition_id']}|{r['prediction_id']}"
 
 
 def _jsonable(d: dict) -> dict:
@@ -341,13 +348,13 @@ def create_app(settings: Settings | None = None, *, insecure: bool = False) -> F
         request: Request,
         partition_id: str = Query(..., pattern=PARTITION_PATTERN, max_length=80,
                                   description="Real partition id or woven child id `<P>~<weave8>~L|R`."),
-        timepoint: str = Query(..., max_length=64, description="ISO-8601 instant with a timezone; the woven "
+        timepoint: str = Query(..., max_length=64, json_schema_extra=DATE_TIME, description="ISO-8601 instant with a timezone; the woven "
                                "snapshot with the latest timepoint <= it is returned.",
                                examples=[TIMEPOINT_EXAMPLE]),
         confidence_threshold: float | None = Query(None, ge=0.0, le=1.0),
         weave_id: str | None = Query(None, pattern=r"^[0-9a-f]{8,16}$", description="Restrict to one weave."),
         format: Literal["ndjson", "arrow", "json"] | None = Query(None, description="Overrides Accept."),
-        cursor: str | None = Query(None, max_length=512),
+        cursor: str | None = Query(None, max_length=512, description=CURSOR_DOC),
         limit: int = Query(DEFAULT_PAGE, ge=1, le=MAX_PAGE),
     ) -> Response:
         """Rows of one woven snapshot: as of the latest timepoint <= `timepoint` among weaves with
@@ -378,7 +385,7 @@ def create_app(settings: Settings | None = None, *, insecure: bool = False) -> F
         request: Request,
         body: RecoveryRequest = Body(...),
         format: Literal["json", "ndjson", "arrow"] | None = Query(None, description="Overrides Accept."),
-        cursor: str | None = Query(None, max_length=512),
+        cursor: str | None = Query(None, max_length=512, description=CURSOR_DOC),
         limit: int = Query(DEFAULT_PAGE, ge=1, le=MAX_PAGE),
     ) -> Response:
         """Recover a partition at an instant: woven snapshot + short tail when one qualifies, else
@@ -389,7 +396,6 @@ def create_app(settings: Settings | None = None, *, insecure: bool = False) -> F
         at = _timepoint(body.timepoint)
         c = check_confidence(s.confidence_threshold if body.confidence_threshold is None else body.confidence_threshold)
         fmt = _choose_format(request, format, "json")
-        _key_cursor(cursor)  # validate before any work (and before a rollback writes)
         res = recover(s, body.partition_id, at, confidence_threshold=c, mode=body.mode)
         summary = res.summary()
         if fmt == "json" and cursor is None:
@@ -404,43 +410,38 @@ def create_app(settings: Settings | None = None, *, insecure: bool = False) -> F
     def predictions(
         request: Request,
         partition_id: str | None = Query(None, pattern=PARTITION_PATTERN, max_length=80),
-        run_from: str | None = Query(None, max_length=64, description="Only runs at or after (ISO-8601, tz)."),
-        run_to: str | None = Query(None, max_length=64, description="Only runs at or before (ISO-8601, tz)."),
+        run_from: str | None = Query(None, max_length=64, json_schema_extra=DATE_TIME, description="Only runs at or after (ISO-8601, tz)."),
+        run_to: str | None = Query(None, max_length=64, json_schema_extra=DATE_TIME, description="Only runs at or before (ISO-8601, tz)."),
         min_probability: float = Query(0.0, ge=0.0, le=1.0),
-        cursor: str | None = Query(None, max_length=512),
+        cursor: str | None = Query(None, max_length=512, description=CURSOR_DOC),
         limit: int = Query(100, ge=1, le=MAX_LIST_PAGE),
     ) -> dict:
-        """Split predictions, ordered by (run_ts, partition_id, prediction_id)."""
+        """Split predictions, ordered by (run_ts, partition_id, prediction_id).
+
+        The cursor is the sort key of the last item, `<run_ts as %Y-%m-%dT%H:%M:%S.%fZ>|<partition_id>|<prediction_id>`.
+        """
         from weaver.changelog import Lineage
 
         s: Settings = request.app.state.settings
-        after = _decode_cursor(cursor)
-        if after is not None and not (isinstance(after, list) and len(after) == 3 and all(isinstance(x, str) for x in after)):
-            raise InvalidParameterError("cursor is not a predictions cursor; pass next_cursor of the previous page")
         lo = _timepoint(run_from, "run_from") if run_from is not None else None
         hi = _timepoint(run_to, "run_to") if run_to is not None else None
         if partition_id is not None:
             Lineage.load(s).get(partition_id)  # 404 for an unknown partition, not an empty page
+        # Only numeric/time predicates are pushed down (see recovery._scan on string_view files).
         filters: list = [("probability", ">=", min_probability)]
-        if partition_id is not None:
-            filters.append(("partition_id", "=", partition_id))
         if lo is not None:
             filters.append(("run_ts", ">=", pa.scalar(lo, storage.TS)))
         if hi is not None:
             filters.append(("run_ts", "<=", pa.scalar(hi, storage.TS)))
         t = storage.read(storage.uri_for(s, storage.PREDICTIONS), storage.PREDICTIONS, filters=filters,
                          missing_ok=True)
-        if t.num_rows > 1:
-            t = t.take(pc.sort_indices(t, sort_keys=[("run_ts", "ascending"), ("partition_id", "ascending"),
-                                                     ("prediction_id", "ascending")]))
-        rows = t.to_pylist()
-        if after is not None:
-            rows = [r for r in rows if (r["run_ts"].isoformat(), r["partition_id"], r["prediction_id"]) > tuple(after)]
+        if partition_id is not None:
+            t = t.filter(pc.equal(t.column("partition_id"), partition_id))
+        rows = sorted(t.to_pylist(), key=_prediction_key)
+        if cursor is not None:
+            rows = [r for r in rows if _prediction_key(r) > cursor]
         page = rows[:limit]
-        nxt = None
-        if len(rows) > limit:
-            last = page[-1]
-            nxt = _encode_cursor([last["run_ts"].isoformat(), last["partition_id"], last["prediction_id"]])
+        nxt = _prediction_key(page[-1]) if len(rows) > limit else None
         return {"items": [_jsonable(r) for r in page], "next_cursor": nxt}
 
     @app.get("/v1/partitions", dependencies=auth, tags=["partitions"], response_model=PartitionPage,
@@ -449,7 +450,7 @@ def create_app(settings: Settings | None = None, *, insecure: bool = False) -> F
         request: Request,
         kind: Literal["all", "real", "woven"] = Query("all"),
         active_only: bool = Query(False, description="Real: not retired; woven: weave status active/confirmed."),
-        cursor: str | None = Query(None, max_length=512),
+        cursor: str | None = Query(None, max_length=512, description=CURSOR_DOC),
         limit: int = Query(100, ge=1, le=MAX_LIST_PAGE),
     ) -> dict:
         """Real partitions (lineage) and woven children (from the woven catalog), ordered by id."""
@@ -457,9 +458,6 @@ def create_app(settings: Settings | None = None, *, insecure: bool = False) -> F
         from weaver.recovery import load_catalog
 
         s: Settings = request.app.state.settings
-        after = _decode_cursor(cursor)
-        if after is not None and not isinstance(after, str):
-            raise InvalidParameterError("cursor is not a partitions cursor; pass next_cursor of the previous page")
         items: list[dict] = []
         lineage = Lineage.load(s)
         if kind in ("all", "real"):
@@ -483,10 +481,10 @@ def create_app(settings: Settings | None = None, *, insecure: bool = False) -> F
                                   "parent_id": src.partition_id, "active": active, "weave_id": r["weave_id"],
                                   "confidence": r["confidence"], "status": r["status"], "split_ts": r["split_ts"]})
         items.sort(key=lambda i: i["partition_id"])
-        if after is not None:
-            items = [i for i in items if i["partition_id"] > after]
+        if cursor is not None:
+            items = [i for i in items if i["partition_id"] > cursor]
         page = items[:limit]
-        nxt = _encode_cursor(page[-1]["partition_id"]) if len(items) > limit else None
+        nxt = page[-1]["partition_id"] if len(items) > limit else None
         return {"items": [_jsonable(i) for i in page], "next_cursor": nxt}
 
     def openapi() -> dict:
