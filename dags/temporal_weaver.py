@@ -1,0 +1,137 @@
+"""temporal_weaver: the background loop of Temporal Weaver (DESIGN §6).
+
+extract -> check (GX) -> metrics -> forecast -> check (GX) -> weave (spark-submit) -> check (GX)
+-> publish/reconcile. Wiring only: each task calls one function of the `weaver` package, heavy
+imports stay inside the tasks, and each task works on the run's data interval, so a rerun of the
+same interval writes the same rows once.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+from airflow.sdk import Param, dag, task
+
+PROJECT = Path(__file__).resolve().parent.parent
+# Retries are policy (2 in production); the demo and tests set 0 so a failure shows at once.
+RETRIES = int(os.environ.get("WEAVER_TASK_RETRIES", "2"))
+WEAVE_JOB = str(PROJECT / "spark_jobs" / "weave.py")
+
+PARAMS = {
+    "lake": Param(None, type=["null", "string"], description="Lake root; default $WEAVER_LAKE or ./lake"),
+    "window": Param("24h", type="string", pattern=r"^[0-9]+[mhdw]$", description="Prediction window"),
+    "confidence_threshold": Param(0.75, type="number", minimum=0, maximum=1,
+                                  description="Only predictions at or above this are woven"),
+    "model": Param("prophet", type="string", enum=["prophet", "arima"]),
+    "size_threshold": Param(None, type=["null", "integer"], minimum=1, description="Split size threshold (bytes)"),
+    "write_threshold": Param(None, type=["null", "number"], exclusiveMinimum=0,
+                             description="Split write threshold (writes/s)"),
+}
+
+
+def _settings(params: dict):
+    from weaver.settings import load_settings
+
+    return load_settings(lake=params.get("lake"), window=params["window"],
+                         confidence_threshold=params["confidence_threshold"],
+                         size_threshold_bytes=params.get("size_threshold"),
+                         write_threshold_per_s=params.get("write_threshold"))
+
+
+@dag(
+    dag_id="temporal_weaver",
+    schedule="@hourly",
+    start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
+    catchup=False,
+    max_active_runs=1,
+    params=PARAMS,
+    tags=["weaver"],
+    default_args={"retries": RETRIES, "retry_delay": timedelta(minutes=2)},
+    render_template_as_native_obj=True,
+    doc_md=__doc__,
+)
+def temporal_weaver():
+    @task
+    def extract(params=None, data_interval_start=None, data_interval_end=None) -> dict:
+        from weaver.pipeline import extract as run
+
+        return run(_settings(params), start=data_interval_start, end=data_interval_end)
+
+    @task
+    def check_changelog(manifest: dict, params=None) -> dict:
+        from weaver.pipeline import check_changelog as run
+
+        run(_settings(params), manifest)
+        return manifest
+
+    @task
+    def metrics(manifest: dict, params=None) -> dict:
+        from weaver.metrics import build_metrics
+        from weaver.pipeline import account_metrics, resume_point
+
+        s = _settings(params)
+        end = datetime.fromisoformat(manifest["end"])
+        built = build_metrics(s, start=resume_point(s, end), end=end)
+        return {"manifest": manifest, "metrics": built, "accounting": account_metrics(s, manifest)}
+
+    @task
+    def forecast(state: dict, params=None) -> dict:
+        from weaver.forecasting import predict
+
+        s = _settings(params)
+        at = datetime.fromisoformat(state["manifest"]["end"])
+        preds = predict(s, at=at, model=params["model"])
+        return {"at": at.isoformat(), "predictions": preds.num_rows}
+
+    @task
+    def check_predictions(run: dict, params=None) -> dict:
+        from weaver.pipeline import check_predictions as run_check, job_target
+
+        s = _settings(params)
+        run["check"] = run_check(s, at=datetime.fromisoformat(run["at"]))
+        return {**run, **job_target(s)}
+
+    weave = SparkSubmitOperator(
+        task_id="weave",
+        conn_id="spark_default",
+        application=WEAVE_JOB,
+        name="temporal-weaver-weave",
+        conf="{{ ti.xcom_pull(task_ids='check_predictions')['spark_conf'] }}",
+        # `--opt=value` keeps each argument a string under native template rendering.
+        application_args=[
+            "--at={{ ti.xcom_pull(task_ids='check_predictions')['at'] }}",
+            "--confidence-threshold={{ params.confidence_threshold }}",
+            "--lake={{ ti.xcom_pull(task_ids='check_predictions')['lake'] }}",
+            "--woven-root={{ ti.xcom_pull(task_ids='check_predictions')['woven'] }}",
+        ],
+        env_vars={"SPARK_LOCAL_IP": "127.0.0.1"},
+    )
+
+    @task
+    def check_woven(params=None) -> dict:
+        from weaver.pipeline import check_woven as run_check
+
+        return run_check(_settings(params))
+
+    @task
+    def publish(run: dict, check: dict, params=None, run_id=None) -> dict:
+        from weaver.pipeline import run_summary, write_run_record
+        from weaver.weaving import reconcile
+
+        s = _settings(params)
+        at = datetime.fromisoformat(run["at"])
+        lifecycle = reconcile(s, at=at)
+        summary = {**run_summary(s, at=at), "lifecycle": lifecycle, "woven_check": check}
+        write_run_record(s, run_id, summary)
+        return summary
+
+    checked = check_predictions(forecast(metrics(check_changelog(extract()))))
+    woven_ok = check_woven()
+    checked >> weave >> woven_ok
+    publish(checked, woven_ok)
+
+
+temporal_weaver()
