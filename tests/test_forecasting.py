@@ -186,3 +186,137 @@ def test_arima_known_answers(known_lake):
     assert abs(rows["g"]["predicted_split_ts"] - (T0 + 81 * H)) <= 3 * H
     assert rows["f"]["probability"] <= 0.05
     assert rows["b"]["reason"] == "throughput"
+
+
+# --- edge cases ----------------------------------------------------------------------------------
+SPLIT_H = 40
+
+
+@pytest.fixture(scope="module")
+def split_lake(tmp_path_factory) -> Path:
+    """p inserts 10 items an hour, spread over its key range, for 40 h, then splits at 'a00000200'.
+
+    After the split r keeps gaining 5 items an hour (as its range did inside p) and l only gets
+    updates; c is constant (two same-size updates every hour). Size threshold 400 000 B.
+    """
+    root = tmp_path_factory.mktemp("edge") / "lake"
+    split_ts = T0 + SPLIT_H * H
+    ev = []
+    for h in range(SPLIT_H):  # keys a000 .. a399 in a scattered order: both halves grow 5 000 B/h
+        for j, ts in enumerate(spread(h, 10)):
+            ev.append((ts, "p", key("a", ((h * 10 + j) * 7919) % 400), "PUT", VALUE))
+    rng = np.random.default_rng(1)
+    for h in range(SPLIT_H, 60):
+        for j, ts in enumerate(spread(h, 5)):
+            ev.append((ts, "r", key("a", 400 + (h - SPLIT_H) * 5 + j), "PUT", VALUE))
+        for ts in spread(h, 3):
+            ev.append((ts, "l", key("a", int(rng.integers(0, 200))), "PUT", VALUE))
+    ev += [(T0 + timedelta(seconds=5 + j), "c", key("z", j), "PUT", VALUE) for j in range(10)]
+    for h in range(1, 60):
+        ev += [(ts, "c", key("z", h % 10), "PUT", VALUE) for ts in spread(h, 2)]
+    n_before = sum(1 for e in ev if e[0] < split_ts)
+    parts = [part("p", "", "z", retired=split_ts, retired_seq=n_before),
+             part("l", "", "a00000200", created=split_ts, parent="p", created_seq=n_before),
+             part("r", "a00000200", "z", created=split_ts, parent="p", created_seq=n_before),
+             part("c", "z", None)]
+    splits = [{"parent_id": "p", "split_seq": n_before, "split_ts": split_ts, "split_key": "a00000200",
+               "left_id": "l", "right_id": "r", "reason": "size"}]
+    return write_lake(root, parts, ev, splits=splits,
+                      policy={"size_threshold_bytes": 400_000, "write_threshold_per_s": WRITE_T, "bucket": "1h"})
+
+
+def _by_pid(table):
+    return {r["partition_id"]: r for r in table.to_pylist()}
+
+
+def test_partition_retired_later_is_still_forecast_before(split_lake):
+    """At 30 h, p is active (its retirement at 40 h has not happened yet); l and r do not exist."""
+    from weaver.forecasting import predict
+
+    rows = _by_pid(predict(settings_for(split_lake), at=T0 + 30 * H, model="arima", write=False))
+    assert set(rows) == {"p", "c"}
+    # 10 000 B/h: 300 000 B at 30 h, exactly 400 000 at 40 h, more at the end of hour 41
+    assert rows["p"]["probability"] >= 0.8 and rows["p"]["reason"] == "size"
+    assert abs(rows["p"]["predicted_split_ts"] - (T0 + 41 * H)) <= 3 * H
+
+
+def test_born_minutes_ago_is_skipped(split_lake):
+    from weaver.forecasting import predict
+
+    at = T0 + SPLIT_H * H + timedelta(minutes=20)
+    rows = _by_pid(predict(settings_for(split_lake), at=at, model="arima", write=False))
+    assert set(rows) == {"l", "r", "c"}  # p retired at 40 h: no row
+    for pid in ("l", "r"):
+        assert rows[pid]["probability"] == 0.0
+        assert rows[pid]["skip_reason"].startswith("born 20 min before the run")
+        assert rows[pid]["predicted_split_ts"] is None and rows[pid]["split_key"] is None
+
+
+def test_young_child_inherits_its_range_history(split_lake):
+    """r is 5 h old but its key range has 45 h of history: it is forecast, not skipped.
+
+    r's range [a00000200, z) gained 5 000 B/h inside p and keeps doing so: 225 000 B at 45 h,
+    exactly 400 000 at 80 h, more at the end of hour 81 - outside a 24 h window, inside a 40 h
+    one. l's range stays at 200 000 B.
+    """
+    from weaver.forecasting import predict
+
+    s = settings_for(split_lake)
+    rows = _by_pid(predict(s, at=T0 + 45 * H, model="arima", write=False))
+    assert rows["r"]["skip_reason"] is None and rows["l"]["skip_reason"] is None
+    assert rows["r"]["probability"] <= 0.2
+    rows = _by_pid(predict(s, at=T0 + 45 * H, window=timedelta(hours=40), model="arima", write=False))
+    assert rows["r"]["probability"] >= 0.8 and rows["r"]["reason"] == "size"
+    assert abs(rows["r"]["predicted_split_ts"] - (T0 + 81 * H)) <= 4 * H
+    assert rows["l"]["probability"] <= 0.3  # its growth stopped 5 h ago; a 40 h drift still reaches a few paths
+
+
+def test_constant_series_and_too_little_history(split_lake):
+    from weaver.forecasting import predict
+
+    s = settings_for(split_lake).with_overrides(extra={"forecast_history": "24h"})
+    rows = _by_pid(predict(s, at=T0 + 30 * H, write=False))
+    assert rows["c"]["skip_reason"].startswith("constant series")
+    assert rows["c"]["probability"] == 0.0
+    short = settings_for(split_lake)
+    rows = _by_pid(predict(short, at=T0 + 8 * H, write=False))  # 8 buckets < 12 needed
+    assert all(r["skip_reason"].startswith("too little history: 8 complete buckets") for r in rows.values())
+    assert all(r["probability"] == 0.0 for r in rows.values())
+
+
+def test_before_the_log_and_no_partitions(split_lake, tmp_path):
+    from weaver.forecasting import predict
+
+    rows = predict(settings_for(split_lake), at=T0 - 5 * H, write=False)
+    assert rows.num_rows == 0  # nothing was active yet
+
+
+@pytest.mark.parametrize("kw", [
+    {"model": "lstm"}, {"window": "10m"}, {"size_threshold": -1}, {"write_threshold": 0},
+    {"at": datetime(2026, 3, 3)},
+])
+def test_bad_parameters_write_nothing(split_lake, kw):
+    from weaver.forecasting import predict
+
+    args = {"at": T0 + 30 * H, **kw}
+    with pytest.raises(InvalidParameterError):
+        predict(settings_for(split_lake), **args)
+    assert not storage.is_table(storage.table_uri(str(split_lake), storage.PREDICTIONS))
+
+
+def test_write_is_idempotent_and_parallel_equals_inline(split_lake, tmp_path):
+    import shutil
+
+    from weaver.forecasting import predict, read_predictions
+
+    lake = tmp_path / "lake"
+    shutil.copytree(split_lake, lake)
+    at = T0 + 50 * H
+    a = predict(settings_for(lake), at=at, model="arima")
+    b = predict(load_settings(lake=str(lake), forecast_workers=2), at=at, model="arima")
+    assert a.to_pylist() == b.to_pylist()
+    stored = read_predictions(settings_for(lake))
+    assert stored.num_rows == a.num_rows  # MERGE on prediction_id: the rerun wrote the same rows once
+    from weaver.forecasting import check_predictions
+
+    assert check_predictions(stored, Lineage.load(settings_for(lake)), )["success"]

@@ -10,9 +10,9 @@ Models:
 - ``prophet`` - Prophet (linear trend, daily seasonality once two days of history exist), fitted
   by MAP; `predictive_samples` draws paths that include trend-change uncertainty (future
   changepoints sampled at the historical rate) and observation noise.
-- ``arima``  - statsmodels SARIMAX(1,1,1) with drift (trend 't' on the differenced series) and two
-  daily Fourier pairs as exogenous regressors once two days exist; paths from `simulate` at the
-  series' end (state and measurement shocks; parameters at their MLE).
+- ``arima``  - statsmodels ARIMA (state-space SARIMAX underneath): regression with ARIMA(1,1,1)
+  errors on a linear time trend (the drift) and, once two days exist, two daily Fourier pairs;
+  paths from `simulate` at the series' end (state shocks; parameters at their MLE).
 
 A constant series needs no model: its paths are the constant itself.
 """
@@ -89,7 +89,7 @@ def preload() -> None:
     """Import the model libraries once (a forked worker then inherits them)."""
     quiet()
     import prophet  # noqa: F401
-    from statsmodels.tsa.statespace import sarimax  # noqa: F401
+    from statsmodels.tsa.arima import model  # noqa: F401
 
 
 def _is_constant(y: np.ndarray) -> bool:
@@ -141,7 +141,7 @@ def _fourier(us: np.ndarray, k: int = 2) -> np.ndarray:
 
 def _arima_paths(ds, y, horizon, n, seed) -> np.ndarray:
     quiet()
-    from statsmodels.tsa.statespace.sarimax import SARIMAX
+    from statsmodels.tsa.arima.model import ARIMA
 
     scale = float(np.max(np.abs(y))) or 1.0
     z = y.astype(float) / scale  # keep the optimiser in a well-conditioned range
@@ -149,9 +149,14 @@ def _arima_paths(ds, y, horizon, n, seed) -> np.ndarray:
     exog = _fourier(ds) if seasonal else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = SARIMAX(z, exog=exog, order=(1, 1, 1), trend="t", enforce_stationarity=False,
-                        enforce_invertibility=False)
-        res = model.fit(disp=False, maxiter=200)
+        # Regression with ARIMA(1,1,1) errors: y = drift * t + fourier * beta + e. (SARIMAX's own
+        # trend='t' would act on the differenced series: a drift growing in time, quadratic paths.)
+        # Unconstrained first (an order of magnitude faster); refit constrained only when the AR
+        # part is explosive (its paths would blow up). A non-invertible MA simulates fine.
+        res = ARIMA(z, exog=exog, order=(1, 1, 1), trend="t", enforce_stationarity=False,
+                    enforce_invertibility=False).fit()
+        if np.any(np.abs(res.arparams) >= 1):
+            res = ARIMA(z, exog=exog, order=(1, 1, 1), trend="t").fit()
         sims = res.simulate(len(horizon), anchor="end", repetitions=n,
                             exog=_fourier(horizon) if seasonal else None, rng=np.random.default_rng(seed))
     sims = np.asarray(sims, dtype=float).reshape(len(horizon), n)
