@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,11 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+# Airflow reads its configuration at import: give the whole session a private, throw-away home.
+os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="weaver-airflow-"))
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(ROOT / "dags"))
+os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(ROOT / "plugins"))
 # Never let a test talk to a developer's own lake or token.
 for var in ("WEAVER_LAKE", "WEAVER_WOVEN_ROOT", "WEAVER_API_TOKEN", "WEAVER_SPARK_MASTER"):
     os.environ.pop(var, None)

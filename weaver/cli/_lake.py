@@ -30,3 +30,27 @@ def simulate(
            "start": r.start, "end": r.end}
     emit(obj, as_json, f"simulated {r.changes} changes, {r.partitions} partitions, {r.splits} real splits "
                        f"from {r.start.isoformat()} to {r.end.isoformat()} into {s.lake}")
+
+
+@app.command()
+def demo(
+    lake: Optional[str] = LakeOpt,
+    spark_master: str = typer.Option("local[2]", help="Master for the weave job's spark-submit."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Simulate, run the real DAGs on it (Airflow 3 on SQLite), and print a summary."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from weaver.demo import demo as run, render
+
+    s = settings_for(lake)
+    try:
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                      transient=True, disable=as_json) as prog:
+            task = prog.add_task("starting", total=None)
+            res = run(s.lake, spark_master=spark_master, progress=lambda m: prog.update(task, description=m))
+    except WeaverError as exc:
+        raise fail(exc, as_json)
+    emit({"lake": res.lake, "simulation": res.sim, "runs": res.runs, "predictions": len(res.predictions),
+          "weaves": len(res.weaves), "recovery": res.recovery, "elapsed_s": res.elapsed_s},
+         as_json, render(res, settings_for(lake)))
