@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +33,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from weaver import storage
-from weaver.changelog import PARTITION_ID_RE, Lineage, read_changes
+from weaver.changelog import PARTITION_ID_RE, Lineage
 from weaver.errors import (
     InvalidParameterError,
     InvalidTimepointError,
     UnknownWeaveError,
 )
-from weaver.replay import apply_changes, filter_range
+from weaver.replay import apply_changes, filter_range, last_per_key
 from weaver.settings import Settings, check_confidence, parse_timepoint
 
 MODES = ("point_in_time", "rollback")
@@ -141,7 +142,22 @@ class RecoveryResult:
 # --- catalogs ------------------------------------------------------------------------------------
 def load_catalog(settings: Settings) -> pa.Table:
     """The woven catalog (empty when nothing was woven yet)."""
-    return storage.read(storage.uri_for(settings, storage.WOVEN_CATALOG), storage.WOVEN_CATALOG, missing_ok=True)
+    snap = delta_files(storage.uri_for(settings, storage.WOVEN_CATALOG), storage.WOVEN_CATALOG, missing_ok=True)
+    if snap is None:
+        return storage.empty(storage.WOVEN_CATALOG)
+    if "catalog" not in snap.memo:
+        snap.memo["catalog"] = storage.conform(snap.read(None, None, None), storage.WOVEN_CATALOG,
+                                               where=f" at {snap.uri}")
+    return snap.memo["catalog"]
+
+
+def load_lineage(settings: Settings) -> Lineage:
+    """The partition lineage (cached per Delta version of `partitions`)."""
+    snap = delta_files(storage.uri_for(settings, storage.PARTITIONS), storage.PARTITIONS)
+    if "lineage" not in snap.memo:
+        snap.memo["lineage"] = Lineage(storage.conform(snap.read(None, None, None), storage.PARTITIONS,
+                                                       where=f" at {snap.uri}"))
+    return snap.memo["lineage"]
 
 
 def _catalog_rows(catalog: pa.Table) -> list[dict]:
@@ -165,7 +181,7 @@ def find_weave(catalog: pa.Table, weave_id: str) -> dict:
 def resolve(settings: Settings, partition_id: str, *, lineage: Lineage | None = None,
             catalog: pa.Table | None = None) -> Target:
     """Map a partition id (real or woven child) to its key range, validated against the catalogs."""
-    lineage = lineage if lineage is not None else Lineage.load(settings)
+    lineage = lineage if lineage is not None else load_lineage(settings)
     if isinstance(partition_id, str):
         m = WOVEN_CHILD_RE.match(partition_id)
     else:
@@ -197,10 +213,10 @@ def _covers(s_lo: str, s_hi: str | None, lo: str, hi: str | None) -> bool:
 
 
 def find_woven_snapshot(settings: Settings, target: Target, at: datetime, confidence_threshold: float, *,
-                        lineage: Lineage, catalog: pa.Table, weave_id: str | None = None) -> WovenSnapshot | None:
+                        lineage: Lineage, catalog: pa.Table, weave_id: str | None = None,
+                        woven: "WovenTable | None" = None) -> WovenSnapshot | None:
     """The woven snapshot with confidence >= threshold, covering `target`'s range, whose timepoint
     is the latest one <= `at` (ties: the target's own weave, then higher confidence); None if none.
-
     """
     candidates: dict[str, tuple[dict, tuple[str, ...]]] = {}
     for r in _catalog_rows(catalog):
@@ -221,70 +237,392 @@ def find_woven_snapshot(settings: Settings, target: Target, at: datetime, confid
         candidates[r["weave_id"]] = (r, tuple(need))
     if not candidates:
         return None
-    uri = storage.uri_for(settings, storage.WOVEN_SNAPSHOTS)
-    if not storage.is_table(uri):
+    woven = woven if woven is not None else WovenTable.open(settings)
+    if woven is None:
         return None
     # Any row of a (weave, timepoint) proves that timepoint was woven (both children in one commit),
     # so the child a target needs may be empty there. A timepoint whose whole source range is empty
     # leaves no row and is not seen: that costs only a longer tail, never wrong rows.
-    meta = _scan(uri, ["weave_id", "timepoint", "as_of_seq"], pc.field("timepoint") <= pa.scalar(at, storage.TS))
+    meta = woven.timepoints(woven.files_for_lookup(set(candidates), at), at)
     meta = meta.filter(pc.is_in(meta.column("weave_id"), value_set=pa.array(sorted(candidates), pa.string())))
     if meta.num_rows == 0:
         return None
-    g = meta.group_by(["weave_id", "timepoint"]).aggregate([("as_of_seq", "max")]).to_pylist()
+    tp_col = meta.column("timepoint")
+    best_tp = pc.max(tp_col)
+    at_best = meta.filter(pc.equal(tp_col, best_tp))
+    weaves = [w for w in pc.unique(at_best.column("weave_id")).to_pylist()]
 
-    def rank(row: dict) -> tuple:
-        r = candidates[row["weave_id"]][0]
-        return (row["timepoint"], r["weave_id"] == target.weave_id, r["confidence"], r["weave_id"])
+    def rank(w: str) -> tuple:
+        r = candidates[w][0]
+        return (w == target.weave_id, r["confidence"], w)
 
-    best = max(g, key=rank)
-    r, need = candidates[best["weave_id"]]
+    wid = max(weaves, key=rank)
+    seq = pc.max(at_best.filter(pc.equal(at_best.column("weave_id"), wid)).column("as_of_seq")).as_py()
+    r, need = candidates[wid]
     return WovenSnapshot(r["weave_id"], r["prediction_id"], r["source_partition_id"], r["split_key"],
-                         best["timepoint"], int(best["as_of_seq_max"]), float(r["confidence"]), r["status"],
-                         need, target.key_lo, target.key_hi)
+                         best_tp.as_py(), int(seq), float(r["confidence"]), r["status"], need, target.key_lo,
+                         target.key_hi)
 
 
-def _scan(uri: str, columns: list[str], expr: pc.Expression) -> pa.Table:
-    """Projected, filtered read of a few columns (file and row-group skipping via Delta stats).
+_MS = timedelta(milliseconds=1)
 
-    Only non-string predicates are pushed down: files a delta-rs MERGE wrote hold string_view
-    columns, and pyarrow cannot bind a string predicate against their stats guarantee (string vs
-    string_view kernels); string columns are filtered after the read.
+
+def _is_local(uri: str) -> bool:
+    return "://" not in uri or uri.startswith("file://")
+
+
+@dataclass
+class _Handle:
+    dt: Any
+    stamp: tuple
+    lock: Any
+    snap: "DeltaFiles | None" = None
+
+
+_HANDLES: dict[str, _Handle] = {}
+_HANDLES_LOCK = threading.Lock()
+
+
+def _stamp(root: Path) -> tuple | None:
+    """Identity of a local table's log: a table deleted and recreated at the same path differs."""
+    log = root / "_delta_log"
+    try:
+        st = log.stat()
+    except OSError:
+        return None
+    try:
+        first = (log / ("0" * 20 + ".json")).stat()
+        return st.st_ino, first.st_ino, first.st_mtime_ns
+    except OSError:
+        return st.st_ino, None, None
+
+
+def delta_files(uri: str, name: str, *, missing_ok: bool = False) -> "DeltaFiles | None":
+    """The current version of a table as a DeltaFiles snapshot (None if absent and `missing_ok`).
+
+    Opening a Delta log costs milliseconds per commit file; a local table's handle is kept per
+    process and brought up to date with ``update_incremental`` (about a millisecond), and what is
+    derived from a version (file stats, lineage, catalogs) is computed once per version.
     """
-    dt = storage.open_table(uri)
-    return dt.to_pyarrow_dataset().to_table(columns=columns, filter=expr)
+    if not _is_local(uri):
+        if missing_ok and not storage.is_table(uri):
+            return None
+        return DeltaFiles(uri, name, storage.open_table(uri, name))
+    root = Path(uri[len("file://"):] if uri.startswith("file://") else uri)
+    stamp = _stamp(root)
+    if stamp is None:
+        if missing_ok:
+            return None
+        storage.open_table(uri, name)  # raises TableNotFoundError with its message
+    with _HANDLES_LOCK:
+        h = _HANDLES.get(uri)
+        if h is None or h.stamp != stamp:
+            h = _HANDLES[uri] = _Handle(storage.open_table(uri, name), stamp, threading.Lock())
+    with h.lock:
+        try:
+            h.dt.update_incremental()
+        except Exception:  # noqa: BLE001 - a log rewritten under us: open it afresh
+            h.dt = storage.open_table(uri, name)
+            h.snap = None
+        if h.snap is None or h.snap.version != h.dt.version():
+            h.snap = DeltaFiles(uri, name, h.dt)
+        return h.snap
 
 
-def check_tail(settings: Settings, after_seq: int, at: datetime) -> int:
-    """Check the change log holds every seq of the tail (after_seq, seq_at(at)] exactly once.
+class DeltaFiles:
+    """A Delta table's live files with their stats, read with pyarrow directly.
 
-    Reads only `seq` of the tail (file skipping on seq keeps it short); on a hole, the PITR check
-    names the offending seq. Returns the number of changes in the tail (all keys).
+    delta-rs' ``to_pyarrow_dataset`` builds a stats expression for every file in Python (a
+    cost that grows with the number of files, paid on every open); a recovery needs a handful
+    of files chosen by their stats, so it builds fragments for those only. Tables needing
+    reader features (deletion vectors, column mapping) or on remote stores go through delta-rs.
     """
-    uri = storage.uri_for(settings, storage.CHANGELOG)
-    seqs = _scan(uri, ["seq"], (pc.field("seq") > after_seq) & (pc.field("ts") <= pa.scalar(at, storage.TS)))
-    n = seqs.num_rows
-    if n == 0:
-        return 0
-    top = int(pc.max(seqs.column("seq")).as_py())
-    if n != top - after_seq or pc.count_distinct(seqs.column("seq")).as_py() != n:
-        from weaver import pitr
 
-        pitr.check_contiguous(settings, after_seq, top)  # raises the named error
-    return n
+    def __init__(self, uri: str, name: str, dt):
+        self.uri, self.name, self.dt = uri, name, dt
+        self.version = dt.version()
+        self.acts = pa.table(dt.get_add_actions(flatten=True))
+        self.schema = pa.schema(dt.schema().to_arrow())
+        self.partition_columns = list(dt.metadata().partition_columns)
+        self.native = _is_local(uri) and dt.protocol().min_reader_version < 3
+        self.memo: dict[str, Any] = {}  # objects derived from this version (lineage, catalog, ...)
+
+    def local_path(self, path: str) -> str:
+        """Filesystem path of a data file of a local table (add-action paths are URL-escaped)."""
+        from urllib.parse import unquote
+
+        root = self.uri[len("file://"):] if self.uri.startswith("file://") else self.uri
+        return path if path.startswith("/") else str(Path(root) / unquote(path))
+
+    def column(self, name: str) -> list:
+        return self.acts.column(name).to_pylist() if name in self.acts.column_names else [None] * self.acts.num_rows
+
+    def read(self, paths: list[str] | None, columns: list[str] | None, expr: pc.Expression | None) -> pa.Table:
+        """Projected, filtered read of the files `paths` (None: every file)."""
+        import pyarrow.dataset as pds
+
+        try:
+            if self.native:
+                ds = self._native(paths)
+            else:
+                ds = self.dt.to_pyarrow_dataset()
+                if paths is not None:
+                    want = set(paths)
+                    frags = [fr for fr in ds.get_fragments() if fr.path in want]
+                    if len(frags) == len(want):  # else a path spelled differently: read every file
+                        ds = pds.FileSystemDataset(frags, ds.schema, ds.format, ds.filesystem)
+            return ds.to_table(columns=columns, filter=expr)
+        except (OSError, pa.ArrowInvalid) as exc:
+            from weaver.errors import CorruptTableError
+
+            raise CorruptTableError(f"Delta table {self.name} at {self.uri} cannot be read: {exc}") from exc
+
+    def _native(self, paths: list[str] | None):
+        import pyarrow.dataset as pds
+        import pyarrow.fs as pafs
+        from urllib.parse import unquote
+
+        root = self.uri[len("file://"):] if self.uri.startswith("file://") else self.uri
+        fs = pafs.LocalFileSystem()
+        fmt = pds.ParquetFileFormat()
+        want = None if paths is None else set(paths)
+        parts = {c: self.column("partition." + c) for c in self.partition_columns}
+        frags = []
+        for i, p in enumerate(self.column("path")):
+            if want is not None and p not in want:
+                continue
+            expr = None
+            for c, vals in parts.items():
+                v = vals[i]
+                e = pc.field(c).is_null() if v is None else pc.field(c) == pa.scalar(v).cast(self.schema.field(c).type)
+                expr = e if expr is None else expr & e
+            full = self.local_path(p)
+            frags.append(fmt.make_fragment(full, filesystem=fs, partition_expression=expr)
+                         if expr is not None else fmt.make_fragment(full, filesystem=fs))
+        return pds.FileSystemDataset(frags, self.schema, fmt, fs)
 
 
-def read_woven_rows(settings: Settings, snap: WovenSnapshot) -> pa.Table:
-    """The rows (key, value) of a woven snapshot restricted to the target's range, sorted by key."""
-    uri = storage.uri_for(settings, storage.WOVEN_SNAPSHOTS)
-    t = _scan(uri, ["weave_id", "woven_partition_id", "key", "value"],
-              pc.field("timepoint") == pa.scalar(snap.timepoint, storage.TS))
-    mask = pc.and_(pc.equal(t.column("weave_id"), snap.weave_id),
-                   pc.is_in(t.column("woven_partition_id"), value_set=pa.array(list(snap.children), pa.string())))
-    t = filter_range(t.filter(mask).select(["key", "value"]).cast(storage.STATE_SCHEMA), snap.key_lo or None, snap.key_hi)
+@dataclass
+class _File:
+    path: str
+    weave_id: str | None  # None: the file may hold several weaves
+    tp_lo: datetime | None  # Delta stats: millisecond precision, so compared with a 1 ms slack
+    tp_hi: datetime | None
+
+
+class WovenTable:
+    """`woven_snapshots` opened once, with per-file weave ids and timepoint bounds from the Delta log.
+
+    Reads select files by those bounds before touching data, so a lookup reads the timepoint
+    column of the few files that can hold the answer, and a row read reads the files of one
+    (weave, timepoint) - the same Parquet bytes a raw read of that snapshot would.
+    """
+
+    def __init__(self, files: DeltaFiles):
+        self.table = files
+        part, wlo, whi = files.column("partition.weave_id"), files.column("min.weave_id"), files.column("max.weave_id")
+        self.files = [_File(p, pw if pw is not None else (lo if lo is not None and lo == hi else None), tlo, thi)
+                      for p, pw, lo, hi, tlo, thi in zip(files.column("path"), part, wlo, whi,
+                                                         files.column("min.timepoint"), files.column("max.timepoint"))]
+        self._by_path = {f.path: f for f in self.files}
+        self._footers: dict[str, list[tuple] | None] = {}
+
+    @classmethod
+    def open(cls, settings: Settings) -> "WovenTable | None":
+        uri = storage.uri_for(settings, storage.WOVEN_SNAPSHOTS)
+        snap = delta_files(uri, storage.WOVEN_SNAPSHOTS, missing_ok=True)
+        if snap is None:
+            return None
+        if "woven" not in snap.memo:
+            snap.memo["woven"] = cls(snap)
+        return snap.memo["woven"]
+
+    def files_for_lookup(self, weaves: set[str], at: datetime) -> list[str]:
+        """Files that can hold the latest timepoint <= `at` of one of `weaves`.
+
+        Delta keeps timestamp stats at millisecond precision (writers truncate or round), so every
+        bound is widened by a millisecond: a file is never skipped for a rounding.
+        """
+        cand = [f for f in self.files if (f.weave_id is None or f.weave_id in weaves)
+                and (f.tp_lo is None or f.tp_lo - _MS <= at)]
+        # A file whose minimum is surely <= at holds a timepoint >= (its minimum - 1 ms); a file
+        # whose maximum lies below that cannot hold the latest timepoint.
+        sure = [f.tp_lo for f in cand if f.tp_lo is not None and f.tp_lo + _MS <= at]
+        if sure:
+            floor = max(sure) - _MS
+            cand = [f for f in cand if f.tp_hi is None or f.tp_hi + _MS >= floor]
+        return [f.path for f in cand]
+
+    def files_for(self, weave_id: str, tp: datetime) -> list[str]:
+        """Files that can hold rows of (`weave_id`, `tp`) (bounds widened by a millisecond)."""
+        return [f.path for f in self.files if (f.weave_id is None or f.weave_id == weave_id)
+                and (f.tp_lo is None or f.tp_lo - _MS <= tp) and (f.tp_hi is None or tp <= f.tp_hi + _MS)]
+
+    def timepoints(self, paths: list[str], at: datetime) -> pa.Table:
+        """(weave_id, timepoint, as_of_seq) rows with timepoint <= `at` present in `paths`.
+
+        Parquet footers keep exact (microsecond) min/max per row group: a row group of one weave
+        whose timepoint min == max is answered from its footer alone; only files with mixed row
+        groups (or no usable stats) are scanned. Footers are read once per file (files never change).
+        """
+        rows: list[tuple] = []
+        scan: list[str] = []
+        for path in paths:
+            groups = self._footer(path)
+            if groups is None:
+                scan.append(path)
+                continue
+            rows.extend(g for g in groups if g[1] <= at)
+        cols = ["weave_id", "timepoint", "as_of_seq"]
+        out = pa.table({"weave_id": pa.array([r[0] for r in rows], pa.string()),
+                        "timepoint": pa.array([r[1] for r in rows], storage.TS),
+                        "as_of_seq": pa.array([r[2] for r in rows], pa.int64())})
+        if scan:
+            more = self.scan(scan, cols, pc.field("timepoint") <= pa.scalar(at, storage.TS))
+            out = pa.concat_tables([out, more.select(cols).cast(out.schema)])
+        return out
+
+    def _footer(self, path: str) -> list[tuple] | None:
+        if path in self._footers:
+            return self._footers[path]
+        groups = None
+        f = self._by_path.get(path)
+        if f is not None and f.weave_id is not None and self.table.native:
+            groups = _footer_groups(self.table.local_path(path), f.weave_id)
+        self._footers[path] = groups
+        return groups
+
+    def scan(self, paths: list[str], columns: list[str], expr: pc.Expression) -> pa.Table:
+        """Projected read of `paths`; only non-string predicates are pushed down: files a delta-rs
+        MERGE wrote hold string_view columns, and pyarrow cannot bind a string predicate against
+        their stats (no string vs string_view kernel), so strings are filtered after the read."""
+        if not paths:
+            return pa.schema([self.table.schema.field(c) for c in columns]).empty_table()
+        return self.table.read(paths, columns, expr)
+
+
+def _footer_groups(path: str, weave_id: str) -> list[tuple] | None:
+    """[(weave_id, timepoint, as_of_seq)] per row group from a Parquet footer, or None when any
+    row group holds several timepoints or lacks exact stats (the caller then scans the file)."""
+    import pyarrow.parquet as pq
+
+    try:
+        md = pq.read_metadata(path)
+        arrow = md.schema.to_arrow_schema()
+        names = [md.schema.column(i).path for i in range(md.num_columns)]
+        i_tp, i_seq = names.index("timepoint"), names.index("as_of_seq")
+        tp_type = arrow.field("timepoint").type
+    except (OSError, ValueError, KeyError, pa.ArrowInvalid):
+        return None
+    if not pa.types.is_timestamp(tp_type):
+        return None
+    out = []
+    for g in range(md.num_row_groups):
+        rg = md.row_group(g)
+        st_tp, st_seq = rg.column(i_tp).statistics, rg.column(i_seq).statistics
+        if rg.num_rows == 0:
+            continue
+        if (st_tp is None or st_seq is None or not st_tp.has_min_max or not st_seq.has_min_max
+                or st_tp.physical_type != "INT64" or st_tp.min_raw != st_tp.max_raw):
+            return None
+        tp = pa.scalar(st_tp.min_raw, pa.int64()).cast(pa.timestamp(tp_type.unit, tz="UTC")).cast(storage.TS).as_py()
+        out.append((weave_id, tp, int(st_seq.max_raw)))
+    return out
+
+
+def read_tail(settings: Settings, after_seq: int, at: datetime, key_lo: str | None, key_hi: str | None) -> pa.Table:
+    """Changes with seq > `after_seq` and ts <= `at` on keys in [key_lo, key_hi), sorted by seq.
+
+    Only files whose seq/ts stats overlap the tail are read. The whole tail (all keys) is checked
+    to hold every seq once - on a hole the PITR check names the offending seq - and the key range
+    is applied in memory: the tail is short by design.
+    """
+    log = delta_files(storage.uri_for(settings, storage.CHANGELOG), storage.CHANGELOG)
+    hi_seq, lo_ts = log.column("max.seq"), log.column("min.ts")
+    paths = [p for p, mx, t0 in zip(log.column("path"), hi_seq, lo_ts)
+             if (mx is None or mx > after_seq) and (t0 is None or t0 - _MS <= at)]
+    t = log.read(paths, ["seq", "ts", "key", "op", "value"],
+                 (pc.field("seq") > after_seq) & (pc.field("ts") <= pa.scalar(at, storage.TS))) if paths else \
+        storage.empty(storage.CHANGELOG).select(["seq", "ts", "key", "op", "value"])
+    n = t.num_rows
+    if n:
+        seqs = t.column("seq")
+        top = int(pc.max(seqs).as_py())
+        if n != top - after_seq or pc.count_distinct(seqs).as_py() != n:
+            from weaver import pitr
+
+            pitr.check_contiguous(settings, after_seq, top)  # raises the named error
+    t = filter_range(t, key_lo or None, key_hi)
     if t.num_rows > 1:
-        t = t.take(pc.sort_indices(t, sort_keys=[("key", "ascending")]))
-    return t.combine_chunks()
+        t = t.take(pc.sort_indices(t, sort_keys=[("seq", "ascending")]))
+    return t
+
+
+def apply_tail(rows: pa.Table, tail: pa.Table) -> pa.Table:
+    """Fold a short `tail` onto `rows` (key, value sorted by key); the result stays sorted.
+
+    Same semantics as replay.apply_changes (the last op per key wins), but instead of re-sorting
+    every row it binary-searches the few touched keys and splices zero-copy slices: the cost
+    grows with the tail, not with the partition. Long tails go through apply_changes.
+    """
+    import bisect
+
+    import numpy as np
+
+    if tail.num_rows == 0:
+        return rows
+    last = last_per_key(tail.select(["seq", "key", "op", "value"]))  # sorted by key
+    if last.num_rows > 4096:
+        return apply_changes(rows, tail)
+    rows = rows.select(["key", "value"]).cast(storage.STATE_SCHEMA).combine_chunks()
+    keys = rows.column("key").chunk(0) if rows.num_rows else pa.array([], pa.string())
+    n = len(keys)
+    # Arrow compares strings bytewise (UTF-8 order = code point order), and so do Python bytes.
+    offsets = np.frombuffer(keys.buffers()[1], dtype=np.int32, count=n + 1, offset=keys.offset * 4) if n else None
+    data = keys.buffers()[2].to_pybytes() if n else b""
+
+    class _Keys:
+        def __len__(self) -> int:
+            return n
+
+        def __getitem__(self, i: int) -> bytes:
+            return data[offsets[i]:offsets[i + 1]]
+
+    view = _Keys()
+    puts = last.select(["key", "value"]).cast(storage.STATE_SCHEMA)
+    ops = last.column("op").to_pylist()
+    pieces, prev = [], 0
+    for j, k in enumerate(last.column("key").to_pylist()):
+        kb = k.encode()
+        pos = bisect.bisect_left(view, kb)
+        pieces.append(rows.slice(prev, pos - prev))
+        if ops[j] == "PUT":
+            pieces.append(puts.slice(j, 1))
+        prev = pos + 1 if pos < n and view[pos] == kb else pos
+    pieces.append(rows.slice(prev))
+    return pa.concat_tables([p for p in pieces if p.num_rows] or [rows.slice(0, 0)])
+
+
+def read_woven_rows(settings: Settings, snap: WovenSnapshot, woven: WovenTable | None = None) -> pa.Table:
+    """The rows (key, value) of a woven snapshot restricted to the target's range, sorted by key."""
+    woven = woven if woven is not None else WovenTable.open(settings)
+    paths = woven.files_for(snap.weave_id, snap.timepoint)
+    mixed = any(f.weave_id is None for f in woven.files if f.path in set(paths))
+    both = len(snap.children) == 2
+    cols = (["weave_id"] if mixed else []) + ([] if both else ["woven_partition_id"]) + ["key", "value"]
+    t = woven.scan(paths, cols, pc.field("timepoint") == pa.scalar(snap.timepoint, storage.TS))
+    if mixed:
+        t = t.filter(pc.equal(t.column("weave_id"), snap.weave_id))
+    if not both:
+        t = t.filter(pc.equal(t.column("woven_partition_id"), snap.children[0]))
+    t = filter_range(t.select(["key", "value"]).cast(storage.STATE_SCHEMA), snap.key_lo or None, snap.key_hi)
+    t = t.combine_chunks()
+    if t.num_rows > 1:
+        k = t.column("key")
+        # Woven files are usually written in key order: check (cheap) before sorting (not cheap).
+        if not pc.all(pc.less(k.slice(0, t.num_rows - 1), k.slice(1))).as_py():
+            t = t.take(pc.sort_indices(t, sort_keys=[("key", "ascending")]))
+    return t
 
 
 # --- recovery ------------------------------------------------------------------------------------
@@ -335,7 +673,7 @@ def recover(settings: Settings, partition_id: str, at: datetime | str, *, confid
         raise InvalidParameterError(f"mode {mode!r} is not one of {', '.join(MODES)}")
     if prefer not in PATHS:
         raise InvalidParameterError(f"prefer {prefer!r} is not one of {', '.join(PATHS)}")
-    lineage = lineage if lineage is not None else Lineage.load(settings)
+    lineage = lineage if lineage is not None else load_lineage(settings)
     catalog = load_catalog(settings)
     target = resolve(settings, partition_id, lineage=lineage, catalog=catalog)
     if target.is_woven_child and at < target.split_ts:
@@ -346,15 +684,14 @@ def recover(settings: Settings, partition_id: str, at: datetime | str, *, confid
     if mode == "rollback":
         out = _check_rollback_target(settings, out or default_rollback_uri(settings, rid))
 
-    snap = None
+    snap = woven = None
     if prefer == "woven":
-        snap = find_woven_snapshot(settings, target, at, c, lineage=lineage, catalog=catalog)
+        woven = WovenTable.open(settings)
+        snap = find_woven_snapshot(settings, target, at, c, lineage=lineage, catalog=catalog, woven=woven)
     if snap is not None:
-        rows = read_woven_rows(settings, snap)
-        check_tail(settings, snap.as_of_seq, at)
-        tail = read_changes(settings, after_seq=snap.as_of_seq, upto_ts=at, key_lo=target.key_lo or None,
-                            key_hi=target.key_hi)
-        table = apply_changes(rows, tail)
+        rows = read_woven_rows(settings, snap, woven)
+        tail = read_tail(settings, snap.as_of_seq, at, target.key_lo, target.key_hi)
+        table = apply_tail(rows, tail)
         res = RecoveryResult(target.partition_id, at, "woven", snap.source, tail.num_rows, table.num_rows, 0.0,
                              table, snap.weave_id, snap.timepoint, mode, snap.confidence, rid)
     else:
@@ -411,18 +748,19 @@ def woven_snapshot(settings: Settings, partition_id: str, at: datetime | str, *,
 
     at = parse_timepoint(at)
     c = check_confidence(settings.confidence_threshold if confidence_threshold is None else confidence_threshold)
-    lineage = Lineage.load(settings)
+    lineage = load_lineage(settings)
     catalog = load_catalog(settings)
     target = resolve(settings, partition_id, lineage=lineage, catalog=catalog)
     wid = None
     if weave_id is not None:
         wid = find_weave(catalog, weave_id)["weave_id"]
-    snap = find_woven_snapshot(settings, target, at, c, lineage=lineage, catalog=catalog, weave_id=wid)
+    woven = WovenTable.open(settings)
+    snap = find_woven_snapshot(settings, target, at, c, lineage=lineage, catalog=catalog, weave_id=wid, woven=woven)
     if snap is None:
         raise NoDataError(
             f"no woven snapshot covers {partition_id!r} at or before {at.isoformat()} with confidence >= {c}; "
             "lower the confidence threshold, pick a later timepoint, or recover it (POST /v1/recoveries)")
-    return target, snap, read_woven_rows(settings, snap)
+    return target, snap, read_woven_rows(settings, snap, woven)
 
 
 def is_partition_id(text: str) -> bool:
