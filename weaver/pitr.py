@@ -78,7 +78,11 @@ def check_at(at: datetime) -> datetime:
 
 
 def _log_dataset(settings):
-    return storage.open_table(storage.uri_for(settings, storage.CHANGELOG), storage.CHANGELOG).to_pyarrow_dataset()
+    uri = storage.uri_for(settings, storage.CHANGELOG)
+    ds = storage.open_table(uri, storage.CHANGELOG).to_pyarrow_dataset()
+    # Projected reads below bypass storage.read: check the contract on the schema first.
+    storage.conform(ds.schema.empty_table(), storage.CHANGELOG, where=f" at {uri}")
+    return ds
 
 
 def seq_at_fast(settings, at: datetime) -> int:

@@ -27,6 +27,7 @@ from weaver.changelog import Lineage
 from weaver.errors import WeaverError
 from weaver.pitr import (
     Piece,
+    _log_dataset,
     catalog_index,
     check_at,
     plan_restore,
@@ -150,8 +151,7 @@ def with_retry(fn: Callable[[], T], *, attempts: int = 3, delay_s: float = 0.5) 
 
 
 def _ts_of(settings, seq: int) -> datetime:
-    ds = storage.open_table(storage.uri_for(settings, storage.CHANGELOG)).to_pyarrow_dataset()
-    t = ds.to_table(columns=["ts"], filter=pc.field("seq") == seq)
+    t = _log_dataset(settings).to_table(columns=["ts"], filter=pc.field("seq") == seq)
     return t.column("ts")[0].as_py()
 
 

@@ -1,0 +1,159 @@
+"""Every contract violation of the change log gets a named error naming seq and partition, and
+nothing is written (restore output, snapshots, catalog)."""
+
+from __future__ import annotations
+
+import copy
+from datetime import timedelta
+
+import pyarrow as pa
+import pytest
+
+from tests.test_pitr_restore import _split_log, write_lake
+
+
+def _gap(changes):
+    return [c for c in changes if c["seq"] != 8]
+
+
+def _duplicate(changes):
+    extra = dict(changes[4], key="k11", value=b"dup")  # a second seq 5
+    return changes[:5] + [extra] + changes[5:]
+
+
+def _ts_backwards(changes):
+    changes[9]["ts"] = changes[8]["ts"] - timedelta(seconds=5)  # seq 10 before seq 9
+    return changes
+
+
+def _unknown_op(changes):
+    changes[3]["op"] = "UPSERT"  # seq 4
+    return changes
+
+
+def _put_without_value(changes):
+    changes[3]["value"] = None  # seq 4 is a PUT
+    return changes
+
+
+def _key_outside_range(changes):
+    changes[8]["partition_id"] = "p0001"  # seq 9, key k90, but p0001 holds [ , k50)
+    return changes
+
+
+def _partition_not_owning_seq(changes):
+    changes[1]["partition_id"] = "p0002"  # seq 2, key k60 is in p0002's range, but p0002 starts after seq 6
+    return changes
+
+
+CASES = [
+    ("gap", _gap, "SeqGapError", 8, "p0002"),
+    ("duplicate", _duplicate, "DuplicateSeqError", 5, None),
+    ("ts_backwards", _ts_backwards, "NonMonotonicTimestampError", 10, "p0002"),
+    ("unknown_op", _unknown_op, "UnknownOpError", 4, "p0000"),
+    ("put_without_value", _put_without_value, "UnknownOpError", 4, "p0000"),
+    ("key_outside_range", _key_outside_range, "KeyOutOfRangeError", 9, "p0001"),
+    ("partition_not_owning_seq", _partition_not_owning_seq, "KeyOutOfRangeError", 2, "p0002"),
+]
+
+
+def _corrupt(mutate):
+    log, _ = _split_log()
+    log = copy.deepcopy(log)
+    log["changes"] = mutate(log["changes"])
+    return log
+
+
+def _settings(lake):
+    from weaver.settings import load_settings
+
+    return load_settings(lake=str(lake))
+
+
+@pytest.mark.parametrize("name,mutate,error,seq,pid", CASES, ids=[c[0] for c in CASES])
+def test_validate_changes_names_seq_and_partition(name, mutate, error, seq, pid):
+    from weaver import errors, storage
+    from weaver.changelog import Lineage, validate_changes
+
+    log = _corrupt(mutate)
+    table = pa.Table.from_pylist(log["changes"], schema=storage.SCHEMAS[storage.CHANGELOG])
+    lineage = Lineage(pa.Table.from_pylist(log["partitions"], schema=storage.SCHEMAS[storage.PARTITIONS]))
+    with pytest.raises(getattr(errors, error)) as info:
+        validate_changes(table, lineage)
+    assert info.value.seq == seq
+    # A gap is reported by its neighbours ("gap in seq after 7: next is 9").
+    assert (f"after {seq - 1}" if error == "SeqGapError" else f"seq {seq}") in str(info.value)
+    if pid is not None:
+        assert info.value.partition_id == pid and pid in str(info.value)
+
+
+@pytest.mark.parametrize("name,mutate,error,seq,pid", CASES, ids=[c[0] for c in CASES])
+def test_restore_refuses_corrupt_log_and_writes_nothing(tmp_path, name, mutate, error, seq, pid):
+    from typer.testing import CliRunner
+
+    from weaver import errors
+    from weaver.cli import app
+    from weaver.pitr import restore_partition
+
+    log = _corrupt(mutate)
+    lake = write_lake(tmp_path / "lake", log)
+    at = max(c["ts"] for c in log["changes"])
+    target = "p0000"  # its range holds every key, so every bad change is in its tail
+    with pytest.raises(getattr(errors, error)) as info:
+        restore_partition(_settings(lake), target, at)
+    assert info.value.seq == seq
+
+    out = tmp_path / "out" / "restored.parquet"
+    res = CliRunner().invoke(app, ["restore", "--partition", target, "--at", at.isoformat(), "--out", str(out),
+                                   "--lake", lake, "--json"])
+    assert res.exit_code == 2, res.output
+    assert error in res.output
+    assert not out.exists() and not out.parent.exists()
+
+
+@pytest.mark.parametrize("name,mutate,error,seq,pid", CASES, ids=[c[0] for c in CASES])
+def test_snapshot_validation_refuses_corrupt_log(tmp_path, name, mutate, error, seq, pid):
+    from weaver import errors
+    from weaver.snapshots import validate_for_snapshot
+
+    log = _corrupt(mutate)
+    lake = write_lake(tmp_path / "lake", log)
+    with pytest.raises(getattr(errors, error)) as info:
+        validate_for_snapshot(_settings(lake), max(c["ts"] for c in log["changes"]))
+    assert info.value.seq == seq
+
+
+def test_schema_mismatch_is_named(tmp_path):
+    from deltalake import write_deltalake
+
+    from weaver import storage
+    from weaver.errors import SchemaMismatchError
+    from weaver.pitr import restore_partition
+
+    log, _ = _split_log()
+    lake = write_lake(tmp_path / "lake", log)
+    bad = pa.Table.from_pylist(log["changes"], schema=storage.SCHEMAS[storage.CHANGELOG]).drop_columns(["op"])
+    write_deltalake(storage.table_uri(lake, storage.CHANGELOG), bad, mode="overwrite", schema_mode="overwrite")
+    with pytest.raises(SchemaMismatchError, match="'op'"):
+        restore_partition(_settings(lake), "p0000", log["changes"][-1]["ts"])
+
+    typed = pa.Table.from_pylist(log["changes"], schema=storage.SCHEMAS[storage.CHANGELOG])
+    typed = typed.set_column(typed.schema.get_field_index("seq"), "seq", pa.array([str(s) for s in range(1, 13)]))
+    write_deltalake(storage.table_uri(lake, storage.CHANGELOG), typed, mode="overwrite", schema_mode="overwrite")
+    with pytest.raises(SchemaMismatchError, match="seq"):
+        restore_partition(_settings(lake), "p0000", log["changes"][-1]["ts"])
+
+
+@pytest.mark.spark
+def test_snapshot_run_on_corrupt_log_writes_nothing(spark, tmp_path):
+    from weaver import storage
+    from weaver.errors import SeqGapError
+    from weaver.snapshots import take_snapshots
+
+    log = _corrupt(_gap)
+    lake = write_lake(tmp_path / "lake", log)
+    s = _settings(lake)
+    with pytest.raises(SeqGapError, match="after 7"):
+        take_snapshots(spark, s, max(c["ts"] for c in log["changes"]))
+    assert not storage.is_table(storage.uri_for(s, storage.SNAPSHOTS))
+    assert not storage.is_table(storage.uri_for(s, storage.SNAPSHOT_CATALOG))
