@@ -10,9 +10,10 @@ Models:
 - ``prophet`` - Prophet (linear trend, daily seasonality once two days of history exist), fitted
   by MAP; `predictive_samples` draws paths that include trend-change uncertainty (future
   changepoints sampled at the historical rate) and observation noise.
-- ``arima``  - statsmodels ARIMA (state-space SARIMAX underneath): regression with ARIMA(1,1,1)
-  errors on a linear time trend (the drift) and, once two days exist, two daily Fourier pairs;
-  paths from `simulate` at the series' end (state shocks; parameters at their MLE).
+- ``arima``  - statsmodels ARIMA (state-space SARIMAX underneath): regression with ARIMA errors
+  on a linear time trend (the drift) and, once two days exist, two daily Fourier pairs; errors
+  ARI(1,1) for size (smooth, integrated growth) and IMA(1,1) for write rate (a noisy level:
+  exponential smoothing); paths from `simulate` at the series' end (parameters at their MLE).
 
 A constant series needs no model: its paths are the constant itself.
 """
@@ -100,14 +101,15 @@ def sample_paths(ds: np.ndarray, y: np.ndarray, horizon: np.ndarray, *, model: s
                  flexible: bool = False) -> np.ndarray:
     """`n` predictive sample paths of series (ds, y) at `horizon` (shape n x len(horizon)).
 
-    `flexible` lets Prophet's trend bend more (write rates change abruptly; sizes do not).
+    `flexible` marks a write-rate series: Prophet's trend may bend more (rates jump, sizes do not)
+    and ARIMA models it as a noisy level, IMA(1,1), instead of a smooth integrated size, ARI(1,1).
     """
     if _is_constant(y):
         return np.full((n, len(horizon)), float(y[0]) if y.size else 0.0)
     if model == "prophet":
         return _prophet_paths(ds, y, horizon, n, seed, PROPHET_RATE_CPS if flexible else PROPHET_SIZE_CPS)
     if model == "arima":
-        return _arima_paths(ds, y, horizon, n, seed)
+        return _arima_paths(ds, y, horizon, n, seed, (0, 1, 1) if flexible else (1, 1, 0))
     raise ValueError(f"unknown model {model!r}")
 
 
@@ -139,7 +141,7 @@ def _fourier(us: np.ndarray, k: int = 2) -> np.ndarray:
     return np.column_stack([f(j * phase) for j in range(1, k + 1) for f in (np.sin, np.cos)])
 
 
-def _arima_paths(ds, y, horizon, n, seed) -> np.ndarray:
+def _arima_paths(ds, y, horizon, n, seed, order: tuple[int, int, int]) -> np.ndarray:
     quiet()
     from statsmodels.tsa.arima.model import ARIMA
 
@@ -149,14 +151,14 @@ def _arima_paths(ds, y, horizon, n, seed) -> np.ndarray:
     exog = _fourier(ds) if seasonal else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        # Regression with ARIMA(1,1,1) errors: y = drift * t + fourier * beta + e. (SARIMAX's own
-        # trend='t' would act on the differenced series: a drift growing in time, quadratic paths.)
-        # Unconstrained first (an order of magnitude faster); refit constrained only when the AR
-        # part is explosive (its paths would blow up). A non-invertible MA simulates fine.
-        res = ARIMA(z, exog=exog, order=(1, 1, 1), trend="t", enforce_stationarity=False,
+        # Regression with ARIMA errors: y = drift * t + fourier * beta + e. (SARIMAX's own trend='t'
+        # would act on the differenced series: a drift growing in time, quadratic paths.)
+        # Unconstrained first (several times faster); refit constrained only when the AR part is
+        # explosive (its paths would blow up). A non-invertible MA simulates fine.
+        res = ARIMA(z, exog=exog, order=order, trend="t", enforce_stationarity=False,
                     enforce_invertibility=False).fit()
         if np.any(np.abs(res.arparams) >= 1):
-            res = ARIMA(z, exog=exog, order=(1, 1, 1), trend="t").fit()
+            res = ARIMA(z, exog=exog, order=order, trend="t").fit()
         sims = res.simulate(len(horizon), anchor="end", repetitions=n,
                             exog=_fourier(horizon) if seasonal else None, rng=np.random.default_rng(seed))
     sims = np.asarray(sims, dtype=float).reshape(len(horizon), n)
