@@ -4,7 +4,8 @@
 ``io.delta:delta-storage``) at the version matching the pinned delta-spark wheel, using Spark's
 own Ivy resolver against Maven Central, into ``.cache/ivy``; the jar paths are then listed in
 ``.cache/jars/jars.txt``. Set ``WEAVER_DELTA_JARS=/path/a.jar,/path/b.jar`` to use local jars
-instead (air-gapped machines).
+instead (air-gapped machines), or ``WEAVER_IVY_SETTINGS=/path/ivysettings.xml`` to resolve through a
+mirror.
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ def delta_jars(override: str | None = None) -> list[str]:
 
 def fetch() -> list[str]:
     """Resolve the pinned packages with spark-submit's Ivy into the project cache (idempotent)."""
+    if os.environ.get("WEAVER_DELTA_JARS"):
+        return delta_jars()  # the user's local jars: validate them, fetch nothing
     if COMPLETE.exists() and LIST_FILE.exists():
         return delta_jars("")
     check_java()
@@ -81,6 +84,8 @@ def fetch() -> list[str]:
         cmd = [str(submit), "--master", "local[1]", "--conf", f"spark.jars.ivy={IVY_DIR}",
                "--conf", "spark.driver.host=127.0.0.1", "--conf", "spark.driver.bindAddress=127.0.0.1",
                "--packages", ",".join(PACKAGES), str(noop)]
+        if os.environ.get("WEAVER_IVY_SETTINGS"):  # a corporate mirror instead of Maven Central
+            cmd[1:1] = ["--conf", f"spark.jars.ivySettings={os.environ['WEAVER_IVY_SETTINGS']}"]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
         except subprocess.TimeoutExpired as exc:
@@ -88,10 +93,10 @@ def fetch() -> list[str]:
     got = sorted(str(p) for p in (IVY_DIR / "jars").glob("*.jar"))
     names = [Path(p).name for p in got]
     if proc.returncode != 0 or not all(any(n.startswith(pre) for n in names) for pre in REQUIRED_PREFIXES):
-        tail = "\n".join((proc.stderr or "").splitlines()[-5:])
+        tail = " | ".join((proc.stderr or "").strip().splitlines()[-2:])
         raise EnvironmentProblem(
-            f"could not fetch {', '.join(PACKAGES)} from Maven Central; set WEAVER_DELTA_JARS to local "
-            f"copies. spark-submit said:\n{tail}"
+            f"could not fetch {', '.join(PACKAGES)} from Maven Central; set WEAVER_DELTA_JARS=/path/a.jar,/path/b.jar "
+            f"to local copies (spark-submit said: {tail[-300:]})"
         )
     LIST_FILE.write_text("\n".join(got) + "\n")
     COMPLETE.touch()
