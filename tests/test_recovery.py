@@ -357,3 +357,37 @@ def test_property_woven_equals_standard_equals_oracle(tmp_path_factory, data, se
         assert r.path == ("woven" if usable else "standard"), (pid, conf, c)
         if r.path == "woven":
             assert r.timepoint == max(visible)
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_real_weave_serves_recovery(spark, tmp_path):
+    """Woven rows written by the real weaving engine (Spark) serve recovery with the oracle's rows."""
+    from weaver import storage
+    from weaver.weaving import weave
+
+    lake = build_lake(tmp_path / "lake", random_changes(random.Random(8), 150, 75), 75)
+    s = lake.settings.with_overrides(woven_cadence="20m")
+    lake.settings = s
+    split_ts, run_ts, end = lake.ts_of(30), lake.ts_of(10), lake.ts_of(150)
+    pred = {"prediction_id": "pred-real-P0", "run_ts": run_ts, "partition_id": "P0", "model": "prophet",
+            "window_start": run_ts, "window_end": end, "probability": 0.8, "reason": "size",
+            "predicted_split_ts": split_ts, "split_ts_p10": None, "split_ts_p90": None, "split_key": "k2",
+            "threshold": 1000.0, "skip_reason": None}
+    storage.merge(storage.uri_for(s, storage.PREDICTIONS), storage.PREDICTIONS,
+                  pa.Table.from_pylist([pred], schema=storage.SCHEMAS[storage.PREDICTIONS]), ["prediction_id"])
+    weave(spark, s, at=end)
+    wid = weave_id_of("pred-real-P0")
+    left, right = f"P0~{wid[:8]}~L", f"P0~{wid[:8]}~R"
+    lake.ranges[left], lake.ranges[right] = ("", "k2"), ("k2", "k4")
+    woven_tps = sorted(set(storage.read(storage.uri_for(s, storage.WOVEN_SNAPSHOTS), storage.WOVEN_SNAPSHOTS)
+                           .column("timepoint").to_pylist()))
+    assert len(woven_tps) >= 3
+    for at in (woven_tps[0], woven_tps[1] + timedelta(minutes=7), lake.ts_of(149)):
+        for pid in ("P0", left, right):
+            r = recover(s, pid, at)
+            assert r.path == "woven" and r.weave_id == wid
+            assert r.timepoint == max(t for t in woven_tps if t <= at)
+            assert oracle_rows(r.table) == lake.expected(pid, at)
+    r = recover(s, "P0", lake.ts_of(149), confidence_threshold=0.81)
+    assert r.path == "standard" and oracle_rows(r.table) == lake.expected("P0", lake.ts_of(149))
