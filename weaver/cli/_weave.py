@@ -1,5 +1,80 @@
-"""CLI commands: weave."""
+"""CLI commands: weave, woven-vacuum (the woven tier)."""
 
 from __future__ import annotations
 
-from weaver.cli._app import app  # noqa: F401
+from datetime import datetime, timezone
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from weaver.cli._app import JsonOpt, LakeOpt, app, console, emit, fail, settings_for, timepoint
+from weaver.errors import WeaverError
+from weaver.settings import check_confidence
+
+
+def _confidence(value: Optional[float]) -> Optional[float]:
+    if value is None:
+        return None
+    try:
+        return check_confidence(value)
+    except WeaverError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--confidence-threshold") from exc
+
+
+@app.command("weave")
+def weave_cmd(
+    at: str = typer.Option(..., "--at", help="Run instant (ISO-8601 with timezone): weave what the log holds up to it."),
+    confidence_threshold: Optional[float] = typer.Option(
+        None, "--confidence-threshold", help="Weave predictions with probability >= this (default 0.75)."),
+    run_ts: Optional[str] = typer.Option(None, "--run-ts", help="Weave this prediction run (default: latest <= --at)."),
+    cadence: Optional[str] = typer.Option(None, "--cadence", help="Timepoint spacing, e.g. 1h or 30m (default 1h)."),
+    woven_root: Optional[str] = typer.Option(None, "--woven-root", help="Root URI of the woven tier (default <lake>/woven)."),
+    reconcile_after: bool = typer.Option(True, "--reconcile/--no-reconcile",
+                                         help="Then move sequences to confirmed/refuted/expired as of --at."),
+    lake: Optional[str] = LakeOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Weave shadow snapshot sequences for the predicted splits (Spark), then reconcile their lifecycle."""
+    t = timepoint(at)
+    rt = timepoint(run_ts, "--run-ts") if run_ts else None
+    c = _confidence(confidence_threshold)
+    try:
+        from weaver.spark import get_spark
+        from weaver.weaving import reconcile, weave
+
+        s = settings_for(lake, woven_root=woven_root, woven_cadence=cadence)
+        with console.status("weaving with Spark..."):
+            r = weave(get_spark(s, "weaver-weave"), s, at=t, confidence_threshold=c, run_ts=rt)
+        if reconcile_after:
+            r["reconcile"] = reconcile(s, at=t)
+    except WeaverError as exc:
+        raise fail(exc, as_json)
+    human = Table(title=f"weave at {t.isoformat()}", show_header=False)
+    for k in ("run_ts", "confidence_threshold", "new_sequences", "below_threshold", "sequences",
+              "timepoints_written", "rows_written", "version", "elapsed_s"):
+        human.add_row(k, str(r.get(k)))
+    if "reconcile" in r:
+        rec = r["reconcile"]
+        human.add_row("lifecycle", ", ".join(f"{k}={v}" for k, v in sorted(rec["statuses"].items())) or "-")
+    emit(r, as_json, human)
+
+
+@app.command("woven-vacuum")
+def woven_vacuum_cmd(
+    now: Optional[str] = typer.Option(None, "--now", help="Instant the retention is measured to (default: now)."),
+    woven_root: Optional[str] = typer.Option(None, "--woven-root", help="Root URI of the woven tier (default <lake>/woven)."),
+    lake: Optional[str] = LakeOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Expire sequences past the woven tier's retention, delete their rows, vacuum unreferenced files."""
+    t = timepoint(now, "--now") if now else datetime.now(timezone.utc)
+    try:
+        from weaver.weaving import vacuum_woven
+
+        s = settings_for(lake, woven_root=woven_root)
+        r = vacuum_woven(s, now=t)
+    except WeaverError as exc:
+        raise fail(exc, as_json)
+    emit(r, as_json, f"{r['expired_sequences']} expired sequence(s) ({r['newly_expired']} newly): "
+                     f"{r['rows_deleted']} rows deleted, {r['files_removed']} files removed")
