@@ -153,11 +153,14 @@ def _arima_paths(ds, y, horizon, n, seed, order: tuple[int, int, int]) -> np.nda
         warnings.simplefilter("ignore")
         # Regression with ARIMA errors: y = drift * t + fourier * beta + e. (SARIMAX's own trend='t'
         # would act on the differenced series: a drift growing in time, quadratic paths.)
-        # Unconstrained first (several times faster); refit constrained only when the AR part is
-        # explosive (its paths would blow up). A non-invertible MA simulates fine.
+        # Unconstrained first (several times faster); refit constrained only when the estimate
+        # is explosive (AR >= 1) or degenerate (MA far outside the unit circle, e.g. on a series
+        # that is constant but for one point). An MA at -1 (an over-differenced noisy level) is
+        # common and simulates fine.
         res = ARIMA(z, exog=exog, order=order, trend="t", enforce_stationarity=False,
                     enforce_invertibility=False).fit()
-        if np.any(np.abs(res.arparams) >= 1):
+        if (not np.all(np.isfinite(res.params)) or np.any(np.abs(res.arparams) >= 1)
+                or np.any(np.abs(res.maparams) > 1.05)):
             res = ARIMA(z, exog=exog, order=order, trend="t").fit()
         sims = res.simulate(len(horizon), anchor="end", repetitions=n,
                             exog=_fourier(horizon) if seasonal else None, rng=np.random.default_rng(seed))
@@ -190,6 +193,10 @@ def run_job(job: Job) -> Result:
                               seed=(job.seed + 1) % 2**32, flexible=True)[:, keep]
     except Exception as exc:  # noqa: BLE001 - a model failing on one series must not stop the run
         res.skip_reason = f"{job.model} fit failed: {type(exc).__name__}: {str(exc)[:200]}"
+        res.fit_seconds = time.perf_counter() - t0
+        return res
+    if not (np.all(np.isfinite(size_p)) and np.all(np.isfinite(rate_p))):
+        res.skip_reason = f"{job.model} produced non-finite sample paths (degenerate fit)"
         res.fit_seconds = time.perf_counter() - t0
         return res
     h = len(job.horizon)

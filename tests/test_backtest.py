@@ -1,0 +1,178 @@
+"""Backtest: no look-ahead, scores with known answers on a hand-built lake, report, CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.test_forecasting import (  # noqa: F401 - split_lake is a fixture used below
+    H, T0, VALUE, flat, growing, key, part, settings_for, split_lake, spread, write_lake,
+)
+from weaver import storage
+from weaver.errors import InvalidParameterError
+
+
+# --- no look-ahead -------------------------------------------------------------------------------
+def _lakes(tmp_path: Path) -> tuple[Path, Path]:
+    """Lake A holds 48 h of history; lake B the same 48 h plus 24 h more and a later split of g."""
+    policy = {"size_threshold_bytes": 600_000, "write_threshold_per_s": 100 / 3600.0, "bucket": "1h"}
+    past = growing("g", "a", 48) + flat("f", "f", 48)
+    a = write_lake(tmp_path / "a", [part("g", "", "f"), part("f", "f", None)], past, policy=policy)
+    future = [(ts, "g", key("a", 480 + 10 * (h - 48) + j), "PUT", VALUE)
+              for h in range(48, 60) for j, ts in enumerate(spread(h, 10))]
+    future += [(ts, "r", key("b", 10 * (h - 60) + j), "PUT", VALUE)
+               for h in range(60, 72) for j, ts in enumerate(spread(h, 10))]
+    future += [(ts, "f", key("f", 0), "PUT", VALUE) for h in range(48, 72) for ts in spread(h, 4)]
+    n = len(past) + 120  # g's last change before its split at 60 h
+    split_ts = T0 + 60 * H
+    parts = [part("g", "", "f", retired=split_ts, retired_seq=n), part("f", "f", None),
+             part("l", "", "a00000300", created=split_ts, parent="g", created_seq=n),
+             part("r", "a00000300", "f", created=split_ts, parent="g", created_seq=n)]
+    splits = [{"parent_id": "g", "split_seq": n, "split_ts": split_ts, "split_key": "a00000300",
+               "left_id": "l", "right_id": "r", "reason": "size"}]
+    # B's seq numbers for the first 48 h equal A's: the future is appended after them
+    b = write_lake(tmp_path / "b", parts, past + future, splits=splits,
+                   policy=policy)
+    return a, b
+
+
+def test_appending_future_changes_does_not_change_a_past_run(tmp_path):
+    from weaver.forecasting import predict
+    from weaver.metrics import build_metrics
+
+    a, b = _lakes(tmp_path)
+    at = T0 + 40 * H
+    build_metrics(settings_for(b), end=T0 + 72 * H)  # B's metrics table already holds the future
+    pa_ = predict(settings_for(a), at=at, write=False).to_pylist()
+    pb_ = predict(settings_for(b), at=at, write=False).to_pylist()
+    assert [r["partition_id"] for r in pa_] == ["g", "f"]
+    assert pa_ == pb_
+    assert pa_[0]["probability"] > 0.5  # g: 400 000 B growing 10 000 B/h, exceeds 600 000 B at 61 h
+
+
+def test_backtest_predictions_are_what_live_runs_wrote(tmp_path):
+    """A backtest over [30 h, 40 h) on the longer lake writes the rows live runs on A would have."""
+    from weaver.backtest import backtest
+    from weaver.forecasting import predict, read_predictions
+
+    a, b = _lakes(tmp_path)
+    live = []
+    for h in (30, 35):
+        live += predict(settings_for(a), at=T0 + h * H, model="arima").to_pylist()
+    backtest(settings_for(b), start=T0 + 30 * H, end=T0 + 40 * H, every="5h", model="arima", out_dir=tmp_path / "r")
+    back = {r["prediction_id"]: r for r in read_predictions(settings_for(b)).to_pylist()}
+    assert len(back) == len(live) == 4
+    for r in live:
+        assert back[r["prediction_id"]] == r
+
+
+# --- scores with known answers -------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def scored(split_lake, tmp_path_factory):
+    """Backtest of the edge lake: p (10 000 B/h, threshold 400 000 B) really splits at 40 h.
+
+    Runs at 30, 32, 34, 36, 38 h with a 24 h window. p's split lies in every window. c never
+    splits; its windows from 36 h on end after the known history (~60 h): censored.
+    """
+    from weaver.backtest import backtest
+
+    lake = tmp_path_factory.mktemp("bt") / "lake"
+    shutil.copytree(split_lake, lake)
+    out = tmp_path_factory.mktemp("report")
+    r = backtest(settings_for(lake), start=T0 + 30 * H, end=T0 + 40 * H, every="2h", model="arima", out_dir=out)
+    return lake, r
+
+
+def test_rows_and_truth(scored):
+    from weaver.backtest import read_results
+
+    lake, r = scored
+    rows = read_results(settings_for(lake), r["backtest_id"]).to_pylist()
+    assert r["runs"] == 5
+    assert r["censored"] == {"arima": 2, "baseline_linear": 2, "baseline_near": 2}
+    assert len(rows) == 3 * (5 + 3)
+    for row in rows:
+        if row["partition_id"] == "p":
+            assert row["actual_split"] and row["actual_split_ts"] == T0 + 40 * H
+            assert row["actual_split_key"] == "a00000200"
+        else:
+            assert row["partition_id"] == "c" and not row["actual_split"] and row["actual_split_ts"] is None
+            assert row["run_ts"] <= T0 + 34 * H
+
+
+def test_scores_known(scored):
+    _, r = scored
+    s = r["scores"]
+    # the model: p predicted at every run (exceeds 400 000 B at 41 h), c never
+    assert s["arima"]["precision"] == 1.0 and s["arima"]["recall"] == 1.0
+    assert s["arima"]["brier"] < 0.05
+    assert abs(s["arima"]["median_timing_error_h"] - 1.0) <= 2.0
+    # a straight line through exact points reaches exactly 400 000 B at 40 h (the real split):
+    # it is "above" at 40 h or 41 h depending on the last bit of the least-squares fit
+    assert s["baseline_linear"]["precision"] == 1.0 and s["baseline_linear"]["recall"] == 1.0
+    assert s["baseline_linear"]["median_timing_error_h"] in (0.0, 1.0)
+    # within 10 %: only from 36 h (360 000 B) on -> 2 of 5 of p's runs; 3 misses at probability 0
+    assert s["baseline_near"]["true_positives"] == 2 and s["baseline_near"]["recall"] == pytest.approx(0.4)
+    assert s["baseline_near"]["brier"] == pytest.approx(3 / 8)
+    assert r["splits"][0]["parent_id"] == "p" and r["splits"][0]["lead_time_h"] == pytest.approx(10.0)
+
+
+def test_report_files(scored):
+    _, r = scored
+    page = Path(r["report"]["html"]).read_text()
+    assert "Brier" in page and "baseline_near" in page and "backtest.png" in page
+    assert Path(r["report"]["png"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads(Path(r["report"]["json"]).read_text())["runs"] == 5
+
+
+def test_rerun_is_idempotent(scored):
+    from weaver.backtest import backtest, read_results
+
+    lake, r = scored
+    n = read_results(settings_for(lake)).num_rows
+    again = backtest(settings_for(lake), start=T0 + 30 * H, end=T0 + 40 * H, every="2h", model="arima",
+                     out_dir=Path(r["report"]["html"]).parent)
+    assert again["backtest_id"] == r["backtest_id"]
+    assert read_results(settings_for(lake)).num_rows == n
+    assert again["scores"] == r["scores"]
+
+
+def test_bad_span_writes_nothing(split_lake, tmp_path):
+    from weaver.backtest import backtest
+
+    lake = tmp_path / "lake"
+    shutil.copytree(split_lake, lake)
+    with pytest.raises(InvalidParameterError):
+        backtest(settings_for(lake), start=T0 + 40 * H, end=T0 + 30 * H)
+    with pytest.raises(InvalidParameterError):
+        backtest(settings_for(lake), start=T0 + 30 * H, end=T0 + 40 * H, model="lstm")
+    for name in (storage.BACKTEST_RESULTS, storage.PREDICTIONS, storage.PARTITION_METRICS):
+        assert not storage.is_table(storage.table_uri(str(lake), name))
+
+
+def test_cli_backtest_and_predict_json(split_lake, tmp_path):
+    from typer.testing import CliRunner
+
+    from weaver.cli import app
+
+    lake = tmp_path / "lake"
+    shutil.copytree(split_lake, lake)
+    runner = CliRunner()
+    res = runner.invoke(app, ["predict", "--at", "2026-03-02T06:00:00Z", "--model", "arima", "--workers", "1",
+                              "--lake", str(lake), "--json"])
+    assert res.exit_code == 0, res.output
+    obj = json.loads(res.stdout)
+    assert {r["partition_id"] for r in obj["rows"]} == {"p", "c"} and obj["check"]["success"]
+    res = runner.invoke(app, ["backtest", "--from", "2026-03-02T06:00:00Z", "--to", "2026-03-02T10:00:00Z",
+                              "--every", "4h", "--model", "arima", "--workers", "1", "--lake", str(lake),
+                              "--out", str(tmp_path / "rep"), "--json"])
+    assert res.exit_code == 0, res.output
+    obj = json.loads(res.stdout)
+    assert obj["runs"] == 1 and set(obj["scores"]) == {"arima", "baseline_linear", "baseline_near"}
+    res = runner.invoke(app, ["backtest", "--from", "2026-03-02T10:00:00Z", "--to", "2026-03-02T06:00:00Z",
+                              "--lake", str(lake), "--json"])
+    assert res.exit_code == 2 and json.loads(res.stdout)["error"] == "InvalidParameterError"
