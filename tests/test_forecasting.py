@@ -320,3 +320,23 @@ def test_write_is_idempotent_and_parallel_equals_inline(split_lake, tmp_path):
     from weaver.forecasting import check_predictions
 
     assert check_predictions(stored, Lineage.load(settings_for(lake)), )["success"]
+
+
+@pytest.mark.slow
+@pytest.mark.spark
+def test_spark_apply_in_pandas_matches_inline(split_lake, spark):
+    """The cluster path (applyInPandas over partitions) returns what in-process fits return."""
+    from weaver import _models
+    from weaver.forecasting import gather, run_jobs, run_params
+
+    s = settings_for(split_lake)
+    params = run_params(s, at=T0 + 50 * H, model="arima")
+    run = gather(s, params)
+    jobs = [_models.Job(p.partition.partition_id, p.ds, p.size, p.rate, run.horizon, params.size_threshold,
+                        params.write_threshold, 50, 7, "arima") for p in run.partitions if p.skip_reason is None]
+    assert len(jobs) >= 2
+    inline = run_jobs(jobs, s, engine="process")
+    on_spark = run_jobs(jobs, s, engine="spark", spark=spark)
+    for a, b in zip(inline, on_spark):
+        assert (a.partition_id, a.probability, a.reason, a.p10, a.p50, a.p90) == \
+               (b.partition_id, b.probability, b.reason, b.p10, b.p50, b.p90)
