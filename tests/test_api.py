@@ -188,6 +188,8 @@ def test_woven_snapshot_below_threshold_is_404(client, lake):
     ({"partition_id": "P0", "timepoint": "2026-01-02T12:00:00Z", "limit": 0}, 422, None),
     ({"partition_id": "P0", "timepoint": "2026-01-02T12:00:00Z", "format": "xml"}, 422, None),
     ({"timepoint": "2026-01-02T12:00:00Z"}, 422, None),
+    ({"partition_id": "P0", "timepiont": "2026-01-02T12:00:00Z"}, 400, "InvalidParameterError"),
+    ({"partition_id": "P0", "timepoint": "2026-01-02T12:00:00Z", "confidence": 0.5}, 400, "InvalidParameterError"),
 ])
 def test_woven_snapshot_bad_input(client, params, status, error):
     r = client.get("/v1/woven-snapshots", params=params, headers=AUTH)

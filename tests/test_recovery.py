@@ -109,6 +109,7 @@ def add_weave(lake: Lake, source: str, split_key: str, confidence: float, timepo
     `corrupt=True` writes wrong values, so a test can tell whether these rows were read.
     Returns the weave's catalog row (plus 'left'/'right' child ranges registered in lake.ranges).
     """
+    timepoints = sorted(set(timepoints))  # equal ts happen in random logs; a timepoint is woven once
     pid = prediction_id or f"pred-{source}-{split_key}-{confidence}"
     wid = weave_id_of(pid)
     lo, hi = lake.ranges[source]

@@ -314,7 +314,22 @@ def create_app(settings: Settings | None = None, *, insecure: bool = False) -> F
         if not hmac.compare_digest(creds.credentials.encode(), token.encode()):
             raise _Refused(401, "Unauthorized", "the bearer token is wrong")
 
-    auth = [Depends(require_token)]
+    def known_params_only(request: Request) -> None:
+        # A misspelt (`timepiont=`) or repeated parameter would otherwise be ignored silently.
+        from fastapi.dependencies.utils import get_flat_dependant
+
+        route = request.scope.get("route")
+        if route is None:
+            return
+        allowed = {p.alias for p in get_flat_dependant(route.dependant).query_params}
+        unknown = sorted(set(request.query_params.keys()) - allowed)
+        if unknown:
+            raise InvalidParameterError(f"unknown query parameter(s) {unknown}; this endpoint takes {sorted(allowed)}")
+        repeated = sorted({k for k in request.query_params.keys() if len(request.query_params.getlist(k)) > 1})
+        if repeated:
+            raise InvalidParameterError(f"query parameter(s) {repeated} given more than once; give each once")
+
+    auth = [Depends(require_token), Depends(known_params_only)]
 
     @app.exception_handler(_Refused)
     async def _refused(request: Request, exc: _Refused) -> JSONResponse:
@@ -354,7 +369,7 @@ def create_app(settings: Settings | None = None, *, insecure: bool = False) -> F
         confidence_threshold: float | None = Query(None, ge=0.0, le=1.0),
         weave_id: str | None = Query(None, pattern=r"^[0-9a-f]{8,16}$", description="Restrict to one weave."),
         format: Literal["ndjson", "arrow", "json"] | None = Query(None, description="Overrides Accept."),
-        cursor: str | None = Query(None, max_length=512, description=CURSOR_DOC),
+        cursor: str | None = Query(None, min_length=1, max_length=512, description=CURSOR_DOC),
         limit: int = Query(DEFAULT_PAGE, ge=1, le=MAX_PAGE),
     ) -> Response:
         """Rows of one woven snapshot: as of the latest timepoint <= `timepoint` among weaves with
@@ -385,7 +400,7 @@ def create_app(settings: Settings | None = None, *, insecure: bool = False) -> F
         request: Request,
         body: RecoveryRequest = Body(...),
         format: Literal["json", "ndjson", "arrow"] | None = Query(None, description="Overrides Accept."),
-        cursor: str | None = Query(None, max_length=512, description=CURSOR_DOC),
+        cursor: str | None = Query(None, min_length=1, max_length=512, description=CURSOR_DOC),
         limit: int = Query(DEFAULT_PAGE, ge=1, le=MAX_PAGE),
     ) -> Response:
         """Recover a partition at an instant: woven snapshot + short tail when one qualifies, else
@@ -413,20 +428,20 @@ def create_app(settings: Settings | None = None, *, insecure: bool = False) -> F
         run_from: str | None = Query(None, max_length=64, json_schema_extra=DATE_TIME, description="Only runs at or after (ISO-8601, tz)."),
         run_to: str | None = Query(None, max_length=64, json_schema_extra=DATE_TIME, description="Only runs at or before (ISO-8601, tz)."),
         min_probability: float = Query(0.0, ge=0.0, le=1.0),
-        cursor: str | None = Query(None, max_length=512, description=CURSOR_DOC),
+        cursor: str | None = Query(None, min_length=1, max_length=512, description=CURSOR_DOC),
         limit: int = Query(100, ge=1, le=MAX_LIST_PAGE),
     ) -> dict:
         """Split predictions, ordered by (run_ts, partition_id, prediction_id).
 
         The cursor is the sort key of the last item, `<run_ts as %Y-%m-%dT%H:%M:%S.%fZ>|<partition_id>|<prediction_id>`.
         """
-        from weaver.changelog import Lineage
+        from weaver.recovery import load_lineage
 
         s: Settings = request.app.state.settings
         lo = _timepoint(run_from, "run_from") if run_from is not None else None
         hi = _timepoint(run_to, "run_to") if run_to is not None else None
         if partition_id is not None:
-            Lineage.load(s).get(partition_id)  # 404 for an unknown partition, not an empty page
+            load_lineage(s).get(partition_id)  # 404 for an unknown partition, not an empty page
         # Only numeric/time predicates are pushed down (see recovery._scan on string_view files).
         filters: list = [("probability", ">=", min_probability)]
         if lo is not None:
@@ -450,16 +465,15 @@ def create_app(settings: Settings | None = None, *, insecure: bool = False) -> F
         request: Request,
         kind: Literal["all", "real", "woven"] = Query("all"),
         active_only: bool = Query(False, description="Real: not retired; woven: weave status active/confirmed."),
-        cursor: str | None = Query(None, max_length=512, description=CURSOR_DOC),
+        cursor: str | None = Query(None, min_length=1, max_length=512, description=CURSOR_DOC),
         limit: int = Query(100, ge=1, le=MAX_LIST_PAGE),
     ) -> dict:
         """Real partitions (lineage) and woven children (from the woven catalog), ordered by id."""
-        from weaver.changelog import Lineage
-        from weaver.recovery import load_catalog
+        from weaver.recovery import load_catalog, load_lineage
 
         s: Settings = request.app.state.settings
         items: list[dict] = []
-        lineage = Lineage.load(s)
+        lineage = load_lineage(s)
         if kind in ("all", "real"):
             for p in lineage:
                 if active_only and p.retired_seq is not None:

@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from weaver import storage
-from weaver.changelog import PARTITION_ID_RE, Lineage
+from weaver.changelog import Lineage
 from weaver.errors import (
     InvalidParameterError,
     InvalidTimepointError,
@@ -55,11 +55,6 @@ def woven_child_id(source_partition_id: str, weave_id: str, side: str) -> str:
     if side not in ("L", "R"):
         raise InvalidParameterError(f"side must be 'L' or 'R', not {side!r}")
     return f"{source_partition_id}~{weave_id[:8]}~{side}"
-
-
-def weave_id_for(prediction_id: str) -> str:
-    """The deterministic weave id of a prediction: sha1(prediction_id)[:16]."""
-    return hashlib.sha1(prediction_id.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -380,9 +375,7 @@ class DeltaFiles:
     def _native(self, paths: list[str] | None):
         import pyarrow.dataset as pds
         import pyarrow.fs as pafs
-        from urllib.parse import unquote
 
-        root = self.uri[len("file://"):] if self.uri.startswith("file://") else self.uri
         fs = pafs.LocalFileSystem()
         fmt = pds.ParquetFileFormat()
         want = None if paths is None else set(paths)
@@ -763,10 +756,6 @@ def woven_snapshot(settings: Settings, partition_id: str, at: datetime | str, *,
     return target, snap, read_woven_rows(settings, snap, woven)
 
 
-def is_partition_id(text: str) -> bool:
-    """Syntactic check only (real or woven child id); the catalogs decide whether it exists."""
-    return bool(isinstance(text, str) and (PARTITION_ID_RE.match(text) or WOVEN_CHILD_RE.match(text)))
-
-
-__all__ = ["MODES", "RecoveryResult", "Target", "WovenSnapshot", "find_weave", "find_woven_snapshot", "load_catalog",
-           "read_woven_rows", "recover", "resolve", "woven_child_id", "woven_snapshot"]
+__all__ = ["MODES", "RecoveryResult", "Target", "WovenSnapshot", "WovenTable", "apply_tail", "delta_files", "find_weave",
+           "find_woven_snapshot", "load_catalog", "load_lineage", "read_tail", "read_woven_rows", "recover", "resolve",
+           "woven_child_id", "woven_snapshot"]
