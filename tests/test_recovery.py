@@ -8,6 +8,7 @@ below are shared with tests/test_api*.py and tests/test_cli_recover.py.
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -329,7 +330,7 @@ def test_bad_input_gets_named_error(lake, bad, err):
         recover(lake.settings, kw.pop("partition_id"), kw.pop("at"), **kw)
 
 
-@hsettings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@hsettings(max_examples=int(os.environ.get("WEAVER_PROPERTY_EXAMPLES", "40")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data(), seed=st.integers(0, 10_000), n=st.integers(5, 80), split=st.booleans(),
        conf=st.floats(0.0, 1.0), c=st.floats(0.0, 1.0))
 def test_property_woven_equals_standard_equals_oracle(tmp_path_factory, data, seed, n, split, conf, c):
