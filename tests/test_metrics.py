@@ -16,9 +16,10 @@ from weaver.settings import load_settings
 H = timedelta(hours=1)
 
 
-def oracle_metrics(lake, start: datetime, end: datetime) -> dict:
+def oracle_metrics(lake, start: datetime, end: datetime, changes: list[dict] | None = None) -> dict:
     """{(partition_id, bucket_start): row} computed from raw rows with tests.oracle.fold."""
-    changes = storage.read(storage.table_uri(str(lake), storage.CHANGELOG), storage.CHANGELOG).to_pylist()
+    if changes is None:
+        changes = storage.read(storage.table_uri(str(lake), storage.CHANGELOG), storage.CHANGELOG).to_pylist()
     parts = storage.read(storage.table_uri(str(lake), storage.PARTITIONS), storage.PARTITIONS).to_pylist()
     acc_uri = storage.table_uri(str(lake), storage.ACCESS_LOG)
     access = storage.read(acc_uri, storage.ACCESS_LOG).to_pylist() if storage.is_table(acc_uri) else []
@@ -149,3 +150,58 @@ def test_value_bytes_missing_is_measured(tmp_path):
     storage.overwrite(uri, storage.CHANGELOG, t)
     build_metrics(load_settings(lake=str(lake)), end=t0 + H)
     assert stored(lake)[("p", t0)]["size_bytes"] == 5 * (2 + 7)
+
+
+def test_vacuumed_log_starts_from_base_snapshots(tmp_path):
+    """After vacuum cut the log's prefix, metrics still equal the fold of the ORIGINAL log."""
+    from tests.test_pitr_restore import oracle_snapshots
+    from weaver.metrics import build_metrics
+    from weaver.pitr import log_start_seq
+    from weaver.retention import vacuum
+
+    t0 = datetime(2026, 5, 1, tzinfo=timezone.utc)
+    ev = []
+    for h in range(30):
+        for j in range(6):  # 6 changes an hour: inserts, updates of older keys, a delete now and then
+            ts = t0 + h * H + timedelta(minutes=5 + 9 * j)
+            k = f"k{(h * 6 + j) % 97:03d}"
+            op = "DELETE" if (h * 6 + j) % 11 == 0 else "PUT"
+            ev.append((ts, None, k, op, 20 + (h * 6 + j) % 13))
+    split_ts = t0 + 15 * H
+    n = sum(1 for e in ev if e[0] < split_ts)
+    ev = [(ts, ("p" if ts < split_ts else ("l" if k < "k050" else "r")), k, op, nb) for ts, _, k, op, nb in ev]
+    parts = [part("p", "", None, created=t0, retired=split_ts, retired_seq=n),
+             part("l", "", "k050", created=split_ts, parent="p", created_seq=n),
+             part("r", "k050", None, created=split_ts, parent="p", created_seq=n)]
+    lake = write_lake(tmp_path / "lake", parts, ev,
+                      splits=[{"parent_id": "p", "split_seq": n, "split_ts": split_ts, "split_key": "k050",
+                               "left_id": "l", "right_id": "r", "reason": "manual"}])
+    s = load_settings(lake=str(lake))
+    log = {"changes": storage.read(storage.table_uri(str(lake), storage.CHANGELOG), storage.CHANGELOG).to_pylist(),
+           "partitions": storage.read(storage.table_uri(str(lake), storage.PARTITIONS), storage.PARTITIONS).to_pylist()}
+    snap_seqs = [6 * 10, 6 * 20]  # the last change of hours 9 and 19
+    rows, cat = oracle_snapshots(log, snap_seqs)
+    storage.overwrite(storage.table_uri(str(lake), storage.SNAPSHOTS), storage.SNAPSHOTS,
+                      pa.Table.from_pylist(rows, schema=storage.SCHEMAS[storage.SNAPSHOTS]))
+    storage.overwrite(storage.table_uri(str(lake), storage.SNAPSHOT_CATALOG), storage.SNAPSHOT_CATALOG,
+                      pa.Table.from_pylist(cat, schema=storage.SCHEMAS[storage.SNAPSHOT_CATALOG]))
+    now = t0 + 30 * H
+    vacuum(s.with_overrides(recovery_window="8h"), now)
+    start_seq = log_start_seq(s)
+    assert start_seq == 120  # the hour-19 snapshots are every restore's base from 22 h on
+    left = storage.read(storage.table_uri(str(lake), storage.CHANGELOG), storage.CHANGELOG)
+    assert min(left.column("seq").to_pylist()) == start_seq  # the prefix is gone
+
+    r = build_metrics(s, end=now)
+    first = t0 + 20 * H  # the base is the instant of seq 120 (hour 19): the next full bucket is 20 h
+    assert r["start"] == first
+    assert stored(lake) == oracle_metrics(lake, first, now, changes=log["changes"])
+    # predictions on the vacuumed lake: refused before the retained log, defined rows after it
+    from weaver.errors import InvalidTimepointError
+    from weaver.forecasting import predict
+
+    with pytest.raises(InvalidTimepointError, match="retained change log"):
+        predict(s, at=t0 + 10 * H, write=False)
+    rows = predict(s, at=now, model="arima", write=False).to_pylist()
+    assert [r["partition_id"] for r in rows] == ["l", "r"]
+    assert all(r["skip_reason"].startswith("too little history: 10 complete buckets") for r in rows)

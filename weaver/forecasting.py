@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 
 from weaver import _models, metrics, splitkey, storage
 from weaver.changelog import Lineage, Partition
-from weaver.errors import InvalidParameterError
+from weaver.errors import InvalidParameterError, InvalidTimepointError
 from weaver.settings import check_confidence, format_duration, parse_duration
 
 MODELS = _models.MODELS
@@ -135,7 +135,12 @@ def gather(settings, params: RunParams, *, lineage: Lineage | None = None) -> Ru
     if not active:
         return run
     log = metrics.read_log(settings, upto=at)
-    first_bucket = (int(log.ts[0]) // bu) * bu if log.n else last_end
+    if log.base_ts is not None and at_us < log.base_ts:
+        raise InvalidTimepointError(
+            f"{at.isoformat()} is before the retained change log (vacuum kept changes from "
+            f"{metrics.from_us(log.base_ts).isoformat()} on); pick a later run time")
+    first_bucket = log.first_bucket(bu)
+    first_bucket = last_end if first_bucket is None else first_bucket
     hist_start = max(first_bucket, last_end - metrics.bucket_us(params.history))
     hist_start = min(hist_start, last_end)
 

@@ -23,12 +23,14 @@ MERGEd on ``(partition_id, bucket_start)``, so reruns of an interval write the s
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from datetime import datetime, timedelta, timezone
 from typing import Iterable, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from weaver import storage
 from weaver.changelog import Lineage, Partition
@@ -82,6 +84,18 @@ class LogView:
     item_bytes: np.ndarray
     key_bytes: np.ndarray
     universe: np.ndarray  # sorted distinct keys (object)
+    # A vacuumed log starts after a base: the live items (universe index, item bytes) as of
+    # `base_seq`, known from instant `base_ts` on. No base: the log is complete from seq 1.
+    base_idx: np.ndarray | None = None
+    base_bytes: np.ndarray | None = None
+    base_seq: int = 0
+    base_ts: int | None = None  # us
+
+    def first_bucket(self, bu: int) -> int | None:
+        """Start (us) of the first bucket whose writes and end state the log fully knows."""
+        if self.base_ts is not None:
+            return (self.base_ts // bu + 1) * bu
+        return (int(self.ts[0]) // bu) * bu if self.n else None
 
     @property
     def n(self) -> int:
@@ -117,12 +131,19 @@ def _column(t: pa.Table, name: str, typ: pa.DataType) -> pa.ChunkedArray:
 
 
 def read_log(settings, *, before: datetime | None = None, upto: datetime | None = None) -> LogView:
-    """The narrow change log with ``ts < before`` and/or ``ts <= upto`` (both optional)."""
+    """The narrow change log with ``ts < before`` and/or ``ts <= upto`` (both optional).
+
+    On a log whose prefix `weaver vacuum` removed, the view starts from a base: the state at the
+    first retained change's instant, restored from base snapshots (weaver.pitr) and cached under
+    ``<lake>/_weaver/metrics_base/``; changes up to the base's seq are left out.
+    """
     uri = storage.uri_for(settings, storage.CHANGELOG)
     dt = storage.open_table(uri, storage.CHANGELOG)
-    expr = None
+    base = _vacuum_base(settings)
+    expr = None if base is None else pc.field("seq") > base[2]
     if before is not None:
-        expr = pc.field("ts") < pa.scalar(before, storage.TS)
+        e = pc.field("ts") < pa.scalar(before, storage.TS)
+        expr = e if expr is None else expr & e
     if upto is not None:
         e = pc.field("ts") <= pa.scalar(upto, storage.TS)
         expr = e if expr is None else expr & e
@@ -143,7 +164,40 @@ def read_log(settings, *, before: datetime | None = None, upto: datetime | None 
         measured = pc.cast(pc.binary_length(vt.column("value")), pa.int64())
         vb = measured if vb is None else pc.coalesce(_column(t, "value_bytes", pa.int64()), measured)
     return _view(_column(t, "seq", pa.int64()), _column(t, "ts", storage.TS), _column(t, "partition_id", pa.string()),
-                 _column(t, "key", pa.string()), op, vb)
+                 _column(t, "key", pa.string()), op, vb, base=base)
+
+
+def _vacuum_base(settings) -> tuple[pa.Array, np.ndarray, int, int] | None:
+    """(keys, item bytes, base seq, base ts us) of a vacuumed log's retained start, else None."""
+    from weaver.pitr import log_start_seq, restore_partition, seq_at_fast
+
+    start = log_start_seq(settings)
+    if not start or start <= 1:
+        return None
+    uri = storage.uri_for(settings, storage.CHANGELOG)
+    first = storage.open_table(uri, storage.CHANGELOG).to_pyarrow_dataset().to_table(
+        columns=["ts"], filter=pc.field("seq") == start)
+    if first.num_rows == 0:
+        return None
+    at = first.column("ts")[0].as_py()
+    base_seq = seq_at_fast(settings, at)
+    cache = None if "://" in settings.lake else Path(settings.lake) / "_weaver" / "metrics_base" / f"base-{base_seq}.parquet"
+    if cache is not None and cache.exists():
+        t = pq.read_table(cache)
+    else:
+        lineage = Lineage.load(settings)
+        parts = [restore_partition(settings, p.partition_id, at, lineage=lineage).table
+                 for p in lineage.active(at_seq=base_seq)]
+        t = pa.concat_tables(parts) if parts else storage.STATE_SCHEMA.empty_table()
+        size = pc.add(pc.binary_length(pc.cast(t.column("key"), pa.binary())), pc.binary_length(t.column("value")))
+        t = pa.table({"key": t.column("key"), "item_bytes": pc.cast(size, pa.int64())})
+        t = t.take(pc.sort_indices(t, [("key", "ascending")]))
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_suffix(".tmp")
+            pq.write_table(t, tmp)
+            tmp.replace(cache)  # atomic: a reader never sees half a base
+    return t.column("key").combine_chunks(), t.column("item_bytes").to_numpy(), base_seq, to_us(at)
 
 
 def log_from_table(changes: pa.Table) -> LogView:
@@ -155,7 +209,7 @@ def log_from_table(changes: pa.Table) -> LogView:
                  changes.column("key"), changes.column("op"), vb)
 
 
-def _view(seq, ts, pid, key, op, vb) -> LogView:
+def _view(seq, ts, pid, key, op, vb, base=None) -> LogView:
     seq_np = seq.to_numpy()
     order = np.argsort(seq_np, kind="stable")
     seq_np = seq_np[order]
@@ -166,15 +220,19 @@ def _view(seq, ts, pid, key, op, vb) -> LogView:
             f"ts goes backwards at seq {int(seq_np[i])}; the change log must be ordered by seq and ts",
             seq=int(seq_np[i]))
     key_c = key.combine_chunks() if isinstance(key, pa.ChunkedArray) else key
-    universe = pc.unique(key_c)
+    universe = pc.unique(key_c if base is None else pa.concat_arrays([key_c.cast(pa.string()), base[0].cast(pa.string())]))
     universe = universe.take(pc.sort_indices(universe))
     kidx = pc.index_in(key_c, value_set=universe).to_numpy(zero_copy_only=False).astype(np.int64)[order]
     is_put = pc.equal(op, "PUT").to_numpy(zero_copy_only=False).astype(bool)[order]
     kb = pc.cast(pc.binary_length(pc.cast(key_c, pa.binary())), pa.int64()).to_numpy()[order]
     vb_np = pc.fill_null(vb, 0).to_numpy()[order].astype(np.int64)
     item = np.where(is_put, kb + vb_np, kb).astype(np.int64)
-    return LogView(seq_np, ts_np, pid.to_numpy()[order] if hasattr(pid, "to_numpy") else np.asarray(pid)[order],
+    view = LogView(seq_np, ts_np, pid.to_numpy()[order] if hasattr(pid, "to_numpy") else np.asarray(pid)[order],
                    kidx, is_put, item, kb.astype(np.int64), universe.to_numpy(zero_copy_only=False))
+    if base is not None:
+        view.base_idx = pc.index_in(base[0], value_set=universe).to_numpy(zero_copy_only=False).astype(np.int64)
+        view.base_bytes, view.base_seq, view.base_ts = np.asarray(base[1], np.int64), int(base[2]), int(base[3])
+    return view
 
 
 class KeyState:
@@ -186,6 +244,9 @@ class KeyState:
         self.live = np.zeros(len(log.universe), dtype=bool)
         self.pos = 0  # changes [0, pos) are applied
         self._cs: tuple[np.ndarray, np.ndarray] | None = None
+        if log.base_idx is not None:
+            self.bytes[log.base_idx] = log.base_bytes
+            self.live[log.base_idx] = True
 
     def advance(self, to_pos: int) -> None:
         """Apply changes [pos, to_pos)."""
@@ -228,6 +289,8 @@ def compute_metrics(log: LogView, lineage: Lineage, *, start: datetime, end: dat
     """Metric rows of the complete buckets with start in [floor(start), end) (no I/O)."""
     bu = bucket_us(bucket)
     b_first = to_us(start) // bu
+    if log.base_ts is not None:  # a vacuumed log measures nothing before its base
+        b_first = max(b_first, log.first_bucket(bu) // bu)
     b_stop = to_us(end) // bu  # bucket b is complete iff (b + 1) * bu <= end
     rows: dict[str, list] = {f.name: [] for f in storage.SCHEMAS[storage.PARTITION_METRICS]}
     if b_stop <= b_first:
@@ -301,6 +364,8 @@ def range_history(log: LogView, ranges: Sequence[tuple[str, str | None]], *, sta
     """
     bu = bucket_us(bucket)
     b_first, b_stop = to_us(start) // bu, to_us(end) // bu
+    if log.base_ts is not None:
+        b_first = max(b_first, log.first_bucket(bu) // bu)
     nb = max(0, b_stop - b_first)
     idx = [(log.key_index(lo), log.key_index(hi, upper=True)) for lo, hi in ranges]
     out = [{"bucket_start": (np.arange(b_first, b_first + nb, dtype=np.int64) * bu),
@@ -344,19 +409,22 @@ def build_metrics(settings, *, end: datetime, start: datetime | None = None) -> 
     if start is not None and start >= end:
         raise InvalidParameterError(f"start {start.isoformat()} must be before end {end.isoformat()}")
     log = read_log(settings, before=end)
+    bu = bucket_us(settings.bucket)
+    first = log.first_bucket(bu)
     if start is None:
-        if log.n == 0:
+        if first is None:
             return {"buckets": 0, "rows": 0, "partitions": 0, "changes": 0, "reads": 0, "start": None,
                     "end": end}
-        start = from_us(int(log.ts[0]))
+        start = from_us(first)
     start = bucket_floor(start, settings.bucket)
+    if log.base_ts is not None and to_us(start) < first:
+        start = from_us(first)  # before the vacuumed log's base nothing can be measured
     lineage = Lineage.load(settings)
     access = read_access(settings, start=start, end=end)
     table = compute_metrics(log, lineage, start=start, end=end, bucket=settings.bucket, access=access)
     uri = storage.uri_for(settings, storage.PARTITION_METRICS)
     if table.num_rows or not storage.is_table(uri):
         storage.merge(uri, storage.PARTITION_METRICS, table, keys=["partition_id", "bucket_start"])
-    bu = bucket_us(settings.bucket)
     n_buckets = max(0, to_us(end) // bu - to_us(start) // bu)
     span = (log.pos_before_ts(to_us(start)), log.pos_before_ts((to_us(end) // bu) * bu))
     return {"buckets": int(n_buckets), "rows": table.num_rows,
