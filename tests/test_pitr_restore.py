@@ -94,7 +94,7 @@ def write_lake(root: Path, log: dict, snap_seqs: list[int] = ()) -> str:
         rows, cat = oracle_snapshots(log, list(snap_seqs))
         write_deltalake(storage.table_uri(lake, storage.SNAPSHOTS),
                         pa.Table.from_pylist(rows, schema=storage.SCHEMAS[storage.SNAPSHOTS]),
-                        partition_by=["partition_id"])
+                        partition_by=["snapshot_id"])
         write_deltalake(storage.table_uri(lake, storage.SNAPSHOT_CATALOG),
                         pa.Table.from_pylist(cat, schema=storage.SCHEMAS[storage.SNAPSHOT_CATALOG]))
     return lake
