@@ -67,7 +67,11 @@ def run_dag(dag_id: str, logical_date: datetime, *, home: Path, lake: str, log_d
 
 def demo(lake: str = "./lake", *, home: str | None = None, config: SimConfig | None = None,
          spark_master: str = "local[2]", progress=None) -> DemoResult:
-    """Simulate, snapshot, run `temporal_weaver` twice (half a day apart), then recover."""
+    """Simulate, snapshot, run `temporal_weaver` at end - 30 h and at end, then recover.
+
+    The first run predicts splits inside its 24 h window; by the second run their predicted times
+    have passed and the change log has caught up, so the sequences get their woven timepoints.
+    """
     t0 = time.perf_counter()
     config = config or SimConfig()
     step = progress or (lambda msg: None)
@@ -81,9 +85,9 @@ def demo(lake: str = "./lake", *, home: str | None = None, config: SimConfig | N
     res = DemoResult(lake=str(Path(lake).resolve()), sim={"changes": sim.changes, "partitions": sim.partitions,
                                                           "splits": sim.splits, "start": sim.start, "end": sim.end})
     end = sim.end
-    t1 = end - timedelta(hours=12)
-    step(f"weaver_snapshots at {(t1 - timedelta(hours=12)).isoformat()}")
-    res.runs.append(run_dag("weaver_snapshots", t1 - timedelta(hours=12), home=home_p, lake=lake, log_dir=logs,
+    t1 = end - timedelta(hours=30)
+    step(f"weaver_snapshots at {(t1 - timedelta(hours=6)).isoformat()}")
+    res.runs.append(run_dag("weaver_snapshots", t1 - timedelta(hours=6), home=home_p, lake=lake, log_dir=logs,
                             spark_master=spark_master))
     for at in (t1, end):
         step(f"temporal_weaver at {at.isoformat()}")
