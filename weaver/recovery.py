@@ -24,6 +24,7 @@ import hashlib
 import re
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -48,6 +49,7 @@ WOVEN_CHILD_RE = re.compile(r"^(?P<source>[A-Za-z0-9_.\-]{1,64})~(?P<wid>[0-9a-f
 # Weaves whose snapshots may have been vacuumed are not trusted as a recovery source.
 UNUSABLE_STATUSES = frozenset({"expired"})
 RECOVERIES_DIR = "recoveries"
+_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="weaver-recovery")
 
 
 def woven_child_id(source_partition_id: str, weave_id: str, side: str) -> str:
@@ -350,10 +352,17 @@ class DeltaFiles:
         return path if path.startswith("/") else str(Path(root) / unquote(path))
 
     def column(self, name: str) -> list:
-        return self.acts.column(name).to_pylist() if name in self.acts.column_names else [None] * self.acts.num_rows
+        """One add-action column as a list (None where absent); computed once per version."""
+        key = "column:" + name
+        if key not in self.memo:
+            self.memo[key] = (self.acts.column(name).to_pylist() if name in self.acts.column_names
+                              else [None] * self.acts.num_rows)
+        return self.memo[key]
 
-    def read(self, paths: list[str] | None, columns: list[str] | None, expr: pc.Expression | None) -> pa.Table:
-        """Projected, filtered read of the files `paths` (None: every file)."""
+    def read(self, paths: list[str] | None, columns: list[str] | None, expr: pc.Expression | None, *,
+             use_threads: bool = True) -> pa.Table:
+        """Projected, filtered read of the files `paths` (None: every file); `use_threads=False`
+        suits small reads (a thread pool costs more than it saves on a busy machine)."""
         import pyarrow.dataset as pds
 
         try:
@@ -366,7 +375,7 @@ class DeltaFiles:
                     frags = [fr for fr in ds.get_fragments() if fr.path in want]
                     if len(frags) == len(want):  # else a path spelled differently: read every file
                         ds = pds.FileSystemDataset(frags, ds.schema, ds.format, ds.filesystem)
-            return ds.to_table(columns=columns, filter=expr)
+            return ds.to_table(columns=columns, filter=expr, use_threads=use_threads)
         except (OSError, pa.ArrowInvalid) as exc:
             from weaver.errors import CorruptTableError
 
@@ -485,7 +494,15 @@ class WovenTable:
         self._footers[path] = groups
         return groups
 
-    def scan(self, paths: list[str], columns: list[str], expr: pc.Expression) -> pa.Table:
+    def only(self, paths: list[str], weave_id: str, tp: datetime) -> bool:
+        """Whether the footers prove every row of `paths` belongs to (`weave_id`, `tp`)."""
+        for path in paths:
+            groups = self._footer(path)
+            if groups is None or any(g[0] != weave_id or g[1] != tp for g in groups):
+                return False
+        return True
+
+    def scan(self, paths: list[str], columns: list[str], expr: pc.Expression | None) -> pa.Table:
         """Projected read of `paths`; only non-string predicates are pushed down: files a delta-rs
         MERGE wrote hold string_view columns, and pyarrow cannot bind a string predicate against
         their stats (no string vs string_view kernel), so strings are filtered after the read."""
@@ -535,7 +552,8 @@ def read_tail(settings: Settings, after_seq: int, at: datetime, key_lo: str | No
     paths = [p for p, mx, t0 in zip(log.column("path"), hi_seq, lo_ts)
              if (mx is None or mx > after_seq) and (t0 is None or t0 - _MS <= at)]
     t = log.read(paths, ["seq", "ts", "key", "op", "value"],
-                 (pc.field("seq") > after_seq) & (pc.field("ts") <= pa.scalar(at, storage.TS))) if paths else \
+                 (pc.field("seq") > after_seq) & (pc.field("ts") <= pa.scalar(at, storage.TS)),
+                 use_threads=False) if paths else \
         storage.empty(storage.CHANGELOG).select(["seq", "ts", "key", "op", "value"])
     n = t.num_rows
     if n:
@@ -551,6 +569,43 @@ def read_tail(settings: Settings, after_seq: int, at: datetime, key_lo: str | No
     return t
 
 
+class _SortedKeys:
+    """Random access to the keys of a sorted (key, value) table as UTF-8 bytes, across chunks,
+    without copying: Arrow compares strings bytewise, and so do Python bytes (UTF-8 order is
+    code point order)."""
+
+    def __init__(self, keys: pa.ChunkedArray):
+        self._starts, self._offsets, self._data = [], [], []
+        n = 0
+        for chunk in keys.chunks:
+            if len(chunk) == 0:
+                continue
+            if chunk.null_count or not pa.types.is_string(chunk.type):
+                raise TypeError("keys must be non-null utf8")
+            bufs = chunk.buffers()
+            self._starts.append(n)
+            # memoryview indexing yields Python ints/bytes without numpy's per-item overhead.
+            self._offsets.append(memoryview(bufs[1]).cast("i")[chunk.offset:chunk.offset + len(chunk) + 1])
+            self._data.append(memoryview(bufs[2]))
+            n += len(chunk)
+        self._n = n
+        self._one = len(self._starts) == 1
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i: int) -> bytes:
+        if self._one:
+            off, data = self._offsets[0], self._data[0]
+            return bytes(data[off[i]:off[i + 1]])
+        import bisect
+
+        c = bisect.bisect_right(self._starts, i) - 1
+        off = self._offsets[c]
+        j = i - self._starts[c]
+        return bytes(self._data[c][off[j]:off[j + 1]])
+
+
 def apply_tail(rows: pa.Table, tail: pa.Table) -> pa.Table:
     """Fold a short `tail` onto `rows` (key, value sorted by key); the result stays sorted.
 
@@ -560,38 +615,24 @@ def apply_tail(rows: pa.Table, tail: pa.Table) -> pa.Table:
     """
     import bisect
 
-    import numpy as np
-
     if tail.num_rows == 0:
         return rows
     last = last_per_key(tail.select(["seq", "key", "op", "value"]))  # sorted by key
     if last.num_rows > 4096:
         return apply_changes(rows, tail)
-    rows = rows.select(["key", "value"]).cast(storage.STATE_SCHEMA).combine_chunks()
-    keys = rows.column("key").chunk(0) if rows.num_rows else pa.array([], pa.string())
-    n = len(keys)
-    # Arrow compares strings bytewise (UTF-8 order = code point order), and so do Python bytes.
-    offsets = np.frombuffer(keys.buffers()[1], dtype=np.int32, count=n + 1, offset=keys.offset * 4) if n else None
-    data = keys.buffers()[2].to_pybytes() if n else b""
-
-    class _Keys:
-        def __len__(self) -> int:
-            return n
-
-        def __getitem__(self, i: int) -> bytes:
-            return data[offsets[i]:offsets[i + 1]]
-
-    view = _Keys()
+    rows = rows.select(["key", "value"]).cast(storage.STATE_SCHEMA)
+    view = _SortedKeys(rows.column("key"))
+    n = len(view)
     puts = last.select(["key", "value"]).cast(storage.STATE_SCHEMA)
     ops = last.column("op").to_pylist()
     pieces, prev = [], 0
     for j, k in enumerate(last.column("key").to_pylist()):
         kb = k.encode()
-        pos = bisect.bisect_left(view, kb)
+        pos = bisect.bisect_left(view, kb, lo=prev)
         pieces.append(rows.slice(prev, pos - prev))
         if ops[j] == "PUT":
             pieces.append(puts.slice(j, 1))
-        prev = pos + 1 if pos < n and view[pos] == kb else pos
+        prev = pos + 1 if pos < n and view[pos] == kb else pos  # drop the old row of a touched key
     pieces.append(rows.slice(prev))
     return pa.concat_tables([p for p in pieces if p.num_rows] or [rows.slice(0, 0)])
 
@@ -603,7 +644,10 @@ def read_woven_rows(settings: Settings, snap: WovenSnapshot, woven: WovenTable |
     mixed = any(f.weave_id is None for f in woven.files if f.path in set(paths))
     both = len(snap.children) == 2
     cols = (["weave_id"] if mixed else []) + ([] if both else ["woven_partition_id"]) + ["key", "value"]
-    t = woven.scan(paths, cols, pc.field("timepoint") == pa.scalar(snap.timepoint, storage.TS))
+    # When the footers prove the files hold this (weave, timepoint) only, read them unfiltered:
+    # the same work as a raw Parquet read of those files.
+    exact = not mixed and woven.only(paths, snap.weave_id, snap.timepoint)
+    t = woven.scan(paths, cols, None if exact else pc.field("timepoint") == pa.scalar(snap.timepoint, storage.TS))
     if mixed:
         t = t.filter(pc.equal(t.column("weave_id"), snap.weave_id))
     if not both:
@@ -682,8 +726,10 @@ def recover(settings: Settings, partition_id: str, at: datetime | str, *, confid
         woven = WovenTable.open(settings)
         snap = find_woven_snapshot(settings, target, at, c, lineage=lineage, catalog=catalog, woven=woven)
     if snap is not None:
+        # The tail (change log) and the rows (woven tier) are independent reads: overlap them.
+        pending = _POOL.submit(read_tail, settings, snap.as_of_seq, at, target.key_lo, target.key_hi)
         rows = read_woven_rows(settings, snap, woven)
-        tail = read_tail(settings, snap.as_of_seq, at, target.key_lo, target.key_hi)
+        tail = pending.result()
         table = apply_tail(rows, tail)
         res = RecoveryResult(target.partition_id, at, "woven", snap.source, tail.num_rows, table.num_rows, 0.0,
                              table, snap.weave_id, snap.timepoint, mode, snap.confidence, rid)
