@@ -1,0 +1,107 @@
+"""Whole-table restore through Spark: partitions with bases taken at different times coalesce to
+one point in time; written as a new Delta table; the lake's tables are never mutated."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable, write_deltalake
+
+from tests.oracle import fold, rows_to_dict
+from tests.test_pitr_restore import build_log, oracle_snapshots
+
+# Three partitions [ ,k33) [k33,k66) [k66, ); p0001 splits at k50 after seq 8 into p0003/p0004.
+EVENTS = [(10, "PUT", 1000, 1, 1), (40, "PUT", 1000, 1, 1), (70, "PUT", 1000, 1, 1), (20, "PUT", 1000, 1, 1),
+          (45, "PUT", 1000, 1, 1), (80, "PUT", 1000, 1, 1), (60, "PUT", 1000, 1, 1), (10, "DELETE", 1000, 1, 1),
+          (45, "PUT", 1000, 0, 50),  # the split
+          (55, "PUT", 1000, 1, 1), (35, "PUT", 1000, 1, 1), (70, "DELETE", 1000, 1, 1), (25, "PUT", 1000, 1, 1),
+          (45, "DELETE", 1000, 1, 1), (99, "PUT", 1000, 1, 1), (60, "PUT", 1000, 1, 1)]
+# Bases at different times: p0000 at seq 4, p0002 at seq 6, p0003 (a child) at 10, p0004 none at all.
+CHOSEN = {"p0000@4", "p0002@6", "p0003@10"}
+
+
+def _lake(tmp_path):
+    from weaver import storage
+    from weaver.settings import load_settings
+
+    log = build_log(EVENTS, 3)
+    assert log["splits"][0]["split_seq"] == 8 and log["splits"][0]["parent_id"] == "p0001"
+    lake = str(tmp_path / "lake")
+    for name, rows in ((storage.CHANGELOG, log["changes"]), (storage.PARTITIONS, log["partitions"]),
+                       (storage.SPLITS, log["splits"])):
+        write_deltalake(storage.table_uri(lake, name), pa.Table.from_pylist(rows, schema=storage.SCHEMAS[name]))
+    rows, cat = oracle_snapshots(log, [4, 6, 10])
+    rows = [r for r in rows if r["snapshot_id"] in CHOSEN]
+    cat = [r for r in cat if r["snapshot_id"] in CHOSEN]
+    write_deltalake(storage.table_uri(lake, storage.SNAPSHOTS),
+                    pa.Table.from_pylist(rows, schema=storage.SCHEMAS[storage.SNAPSHOTS]), partition_by=["snapshot_id"])
+    write_deltalake(storage.table_uri(lake, storage.SNAPSHOT_CATALOG),
+                    pa.Table.from_pylist(cat, schema=storage.SCHEMAS[storage.SNAPSHOT_CATALOG]))
+    return log, load_settings(lake=lake)
+
+
+def _versions(s):
+    from weaver import storage
+
+    names = (storage.CHANGELOG, storage.PARTITIONS, storage.SPLITS, storage.SNAPSHOTS, storage.SNAPSHOT_CATALOG)
+    return {n: DeltaTable(storage.uri_for(s, n)).version() for n in names}
+
+
+def _by_partition(out_uri: str) -> dict[str, dict[str, bytes]]:
+    t = DeltaTable(out_uri).to_pyarrow_table()
+    out: dict[str, dict[str, bytes]] = {}
+    for r in t.to_pylist():
+        assert r["key"] not in out.setdefault(r["partition_id"], {})
+        out[r["partition_id"]][r["key"]] = r["value"]
+    return out
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_restore_table_coalesces_bases_to_one_instant(spark, tmp_path):
+    from typer.testing import CliRunner
+
+    from weaver.cli import app
+    from weaver.pitr import restore_table
+
+    log, s = _lake(tmp_path)
+    ranges = {p["partition_id"]: (p["key_lo"], p["key_hi"]) for p in log["partitions"]}
+    before = _versions(s)
+    out = str(tmp_path / "restored")
+    at = log["changes"][13]["ts"]  # seq 14, after the split
+
+    r = restore_table(spark, s, at, out)
+    assert r["as_of_seq"] == 14 and r["partitions"] == 4
+    assert r["base_seqs"] == [0, 4, 6, 10] and r["sources"] == sorted(CHOSEN)
+    got = _by_partition(out)
+    assert set(got) <= {"p0000", "p0002", "p0003", "p0004"}
+    for pid in ("p0000", "p0002", "p0003", "p0004"):
+        lo, hi = ranges[pid]
+        assert got.get(pid, {}) == fold(log["changes"], key_lo=lo, key_hi=hi, at=at), pid
+    assert r["rows"] == len(fold(log["changes"], at=at))
+    assert _versions(s) == before  # the lake's tables were only read
+
+    # Rerun into the same location at an instant before the split (via the CLI): replaced whole.
+    early = log["changes"][6]["ts"]  # seq 7
+    res = CliRunner().invoke(app, ["restore-table", "--at", early.isoformat(), "--out", out, "--lake", s.lake, "--json"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    assert summary["as_of_seq"] == 7 and summary["partitions"] == 3
+    got = _by_partition(out)
+    for pid in ("p0000", "p0001", "p0002"):
+        lo, hi = ranges[pid]
+        assert got.get(pid, {}) == fold(log["changes"], key_lo=lo, key_hi=hi, at=early), pid
+    assert sum(len(v) for v in got.values()) == len(fold(log["changes"], at=early))
+    assert _versions(s) == before
+
+
+def test_restore_table_refuses_to_write_into_the_lake(tmp_path):
+    from weaver import storage
+    from weaver.errors import InvalidParameterError
+    from weaver.pitr import restore_table
+
+    log, s = _lake(tmp_path)
+    with pytest.raises(InvalidParameterError, match="changelog"):
+        restore_table(None, s, log["changes"][-1]["ts"], storage.uri_for(s, storage.CHANGELOG))
