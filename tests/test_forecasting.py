@@ -18,7 +18,7 @@ import pytest
 
 from weaver import storage
 from weaver.changelog import Lineage
-from weaver.errors import ExpectationFailedError, InvalidParameterError
+from weaver.errors import InvalidParameterError
 from weaver.settings import load_settings
 
 T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
