@@ -283,14 +283,33 @@ def read(
         t = empty(name)
         return t.select(list(columns)) if columns else t
     dt = open_table(uri, name, version)
+    expr = _filters_to_expression(filters) if filters else None
     try:
         ds = dt.to_pyarrow_dataset()
-        expr = _filters_to_expression(filters) if filters else None
-        table = ds.to_table(filter=expr)
+        try:
+            table = ds.to_table(filter=expr)
+            post = None
+        except pa.ArrowNotImplementedError:
+            # Files written by delta-rs MERGE may hold string_view columns, which pyarrow cannot
+            # compare with a string scalar: push down only the non-string predicates, then filter
+            # the conformed (plain string) rows in memory.
+            safe = [f for f in filters or [] if not _is_string_col(ds.schema, f[0])]
+            table = ds.to_table(filter=_filters_to_expression(safe) if safe else None)
+            post = expr
     except (OSError, pa.ArrowInvalid) as exc:
         raise CorruptTableError(f"Delta table {name} at {uri} cannot be read: {exc}") from exc
     table = conform(table, name, where=f" at {uri}")
+    if post is not None:
+        table = table.filter(post)
     return table.select(list(columns)) if columns else table
+
+
+def _is_string_col(schema: pa.Schema, col: str) -> bool:
+    i = schema.get_field_index(col)
+    if i < 0:
+        return False
+    t = schema.field(i).type
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
 
 
 def _filters_to_expression(filters: Iterable) -> pc.Expression:
