@@ -80,8 +80,12 @@ def oracle_snapshots(log: dict, snap_seqs: list[int]) -> tuple[list[dict], list[
     return rows, cat
 
 
-def write_lake(root: Path, log: dict, snap_seqs: list[int] = ()) -> str:
-    """Write changelog, partitions, splits (and oracle snapshots + catalog) as Delta tables."""
+def write_lake(root: Path, log: dict, snap_seqs: list[int] = (), *, log_chunk: int | None = None) -> str:
+    """Write changelog, partitions, splits (and oracle snapshots + catalog) as Delta tables.
+
+    `log_chunk` appends the change log in commits of that many changes (one file each), as an
+    extractor would, so restores exercise file pruning on Delta statistics.
+    """
     from deltalake import write_deltalake
 
     from weaver import storage
@@ -89,7 +93,12 @@ def write_lake(root: Path, log: dict, snap_seqs: list[int] = ()) -> str:
     lake = str(root)
     for name, rows in ((storage.CHANGELOG, log["changes"]), (storage.PARTITIONS, log["partitions"]),
                        (storage.SPLITS, log["splits"])):
-        write_deltalake(storage.table_uri(lake, name), pa.Table.from_pylist(rows, schema=storage.SCHEMAS[name]))
+        table = pa.Table.from_pylist(rows, schema=storage.SCHEMAS[name])
+        if name == storage.CHANGELOG and log_chunk and table.num_rows:
+            for i in range(0, table.num_rows, log_chunk):
+                write_deltalake(storage.table_uri(lake, name), table.slice(i, log_chunk), mode="append")
+        else:
+            write_deltalake(storage.table_uri(lake, name), table)
     if snap_seqs:
         rows, cat = oracle_snapshots(log, list(snap_seqs))
         write_deltalake(storage.table_uri(lake, storage.SNAPSHOTS),
@@ -122,7 +131,7 @@ def lakes(draw):
     log = build_log(draw(events_st), draw(st.integers(1, 3)))
     n = len(log["changes"])
     snaps = sorted(set(draw(st.lists(st.integers(1, max(n, 1)), max_size=4)))) if n else []
-    return log, snaps
+    return log, snaps, draw(st.sampled_from([None, 1, 4, 9]))
 
 
 def _settings(lake: str):
@@ -138,9 +147,9 @@ def test_restore_equals_oracle_fold_for_any_partition_and_instant(lake_and_snaps
     from weaver.changelog import Lineage
     from weaver.pitr import restore_partition
 
-    log, snaps = lake_and_snaps
+    log, snaps, chunk = lake_and_snaps
     with tempfile.TemporaryDirectory() as tmp:
-        s = _settings(write_lake(Path(tmp) / "lake", log, snaps))
+        s = _settings(write_lake(Path(tmp) / "lake", log, snaps, log_chunk=chunk))
         lineage = Lineage.load(s)
         pts = instants(log, snaps)
         chosen = data.draw(st.lists(st.sampled_from(pts), min_size=1, max_size=3, unique=True))

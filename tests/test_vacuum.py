@@ -30,12 +30,12 @@ def test_every_restore_inside_the_window_stays_correct(lake_and_snaps, data):
     from weaver.pitr import restore_partition
     from weaver.retention import vacuum
 
-    log, snaps = lake_and_snaps
+    log, snaps, chunk = lake_and_snaps
     pts = instants(log, snaps)
     now = pts[-1]
     window_start = data.draw(st.sampled_from(pts[1:-1]))  # now = pts[-1]: the window is never empty
     with tempfile.TemporaryDirectory() as tmp:
-        s = _settings(write_lake(Path(tmp) / "lake", log, snaps), now - window_start)
+        s = _settings(write_lake(Path(tmp) / "lake", log, snaps, log_chunk=chunk), now - window_start)
         first = vacuum(s, now)
         again = vacuum(s, now)
         assert again["snapshots_expired"] == 0 and again["log_rows_deleted"] == 0  # idempotent

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from weaver import storage
-from weaver.changelog import Lineage, Partition, read_changes, validate_changes
+from weaver.changelog import Lineage, Partition, validate_changes
 from weaver.errors import (
     DuplicateSeqError,
     InvalidParameterError,
@@ -77,30 +77,124 @@ def check_at(at: datetime) -> datetime:
     return at.astimezone(timezone.utc)
 
 
+class ChangeLog:
+    """One opened version of the `changelog` table, read with file pruning on Delta statistics.
+
+    A restore touches a short seq range of a long log: per-file min/max of `seq` and `ts` in the
+    Delta log select the few files that can hold it, so the cost follows the tail, not the log.
+    Files without statistics are always read.
+    """
+
+    def __init__(self, settings):
+        self.uri = storage.uri_for(settings, storage.CHANGELOG)
+        self.dt = storage.open_table(self.uri, storage.CHANGELOG)
+        self.ds = self.dt.to_pyarrow_dataset()
+        # Projected reads bypass storage.read: check the contract on the schema first.
+        storage.conform(self.ds.schema.empty_table(), storage.CHANGELOG, where=f" at {self.uri}")
+        self.start = _int_or_none(self.dt.metadata().configuration.get(LOG_START_PROPERTY))
+        self._stats = None
+
+    def stats(self) -> list[dict]:
+        if self._stats is None:
+            adds = pa.table(self.dt.get_add_actions(flatten=True))  # arro3 -> pyarrow
+            cols = [c for c in ("path", "min.seq", "max.seq", "min.ts", "max.ts") if c in adds.column_names]
+            rows = adds.select(cols).to_pylist()
+            self._stats = [{k: r.get(k) for k in ("path", "min.seq", "max.seq", "min.ts", "max.ts")} for r in rows]
+        return self._stats
+
+    def dataset(self, keep) -> "pa.dataset.Dataset":
+        """The dataset restricted to files whose stats row satisfies `keep` (unknown stats: kept)."""
+        import pyarrow.dataset as pads
+
+        wanted = {r["path"] for r in self.stats() if keep(r)}
+        frags = [f for f in self.ds.get_fragments() if f.path in wanted or f.path.lstrip("/") in wanted]
+        return pads.FileSystemDataset(frags, self.ds.schema, self.ds.format, self.ds.filesystem)
+
+    def seq_range(self, after_seq: int, upto_seq: int):
+        return self.dataset(lambda r: (r["max.seq"] is None or r["max.seq"] > after_seq)
+                            and (r["min.seq"] is None or r["min.seq"] <= upto_seq))
+
+    def seq_at(self, at: datetime) -> int:
+        """Largest seq with ts <= `at` (0 when none); files wholly before `at` answer from stats."""
+        whole = [r["max.seq"] for r in self.stats() if r["max.ts"] is not None and r["max.ts"] <= at
+                 and r["max.seq"] is not None]
+        best = max(whole, default=0)
+        ds = self.dataset(lambda r: not (r["max.ts"] is not None and r["max.ts"] <= at and r["max.seq"] is not None)
+                          and (r["min.ts"] is None or r["min.ts"] <= at))
+        t = ds.to_table(columns=["seq"], filter=pc.field("ts") <= pa.scalar(at, storage.TS))
+        if t.num_rows:
+            best = max(best, int(pc.max(t.column("seq")).as_py()))
+        return best
+
+    def read(self, after_seq: int, upto_seq: int, key_lo: str | None = None, key_hi: str | None = None,
+             columns: list[str] | None = None) -> pa.Table:
+        """Changes with after_seq < seq <= upto_seq (and key in [key_lo, key_hi)), sorted by seq."""
+        expr = (pc.field("seq") > after_seq) & (pc.field("seq") <= upto_seq)
+        if key_lo:
+            expr = expr & (pc.field("key") >= key_lo)
+        if key_hi is not None:
+            expr = expr & (pc.field("key") < key_hi)
+        ds = self.seq_range(after_seq, upto_seq)
+        try:
+            t = ds.to_table(filter=expr, columns=columns)
+        except pa.ArrowNotImplementedError:
+            # Files rewritten by delta-rs MERGE/DELETE carry string_view, which pyarrow filters
+            # cannot compare: read those files whole and filter in memory.
+            t = ds.to_table(columns=columns)
+            t = t.filter(expr)
+        if columns is None:
+            t = storage.conform(t, storage.CHANGELOG, where=f" at {self.uri}")
+        return t.take(pc.sort_indices(t, sort_keys=[("seq", "ascending")])) if t.num_rows > 1 else t
+
+    def check_start(self, after_seq: int) -> None:
+        if self.start is not None and after_seq + 1 < self.start:
+            raise InvalidTimepointError(
+                f"this needs changes from seq {after_seq + 1}, but vacuum removed the change log before seq "
+                f"{self.start} (outside the recovery window); pick a later timepoint")
+
+    def check_contiguous(self, after_seq: int, upto_seq: int) -> None:
+        """Every seq in (after_seq, upto_seq] exactly once (reads only `seq`), else a named error."""
+        if upto_seq <= after_seq:
+            return
+        self.check_start(after_seq)
+        col = self.read(after_seq, upto_seq, columns=["seq"]).column("seq")
+        n = len(col)
+        if after_seq == 0 and self.start is None and n:
+            # A log never vacuumed may start at any seq (a user's LSN); it begins where it begins.
+            after_seq = int(pc.min(col).as_py()) - 1
+        if n == upto_seq - after_seq and (n == 0 or pc.count_distinct(col).as_py() == n):
+            return
+        validate_changes(self.read(after_seq, upto_seq), expected_first_seq=after_seq + 1)
+        # validate_changes found no gap inside the segment: the missing seqs are at its end.
+        last = int(pc.max(col).as_py()) if n else after_seq
+        raise SeqGapError(f"change log lacks seq {last + 1}..{upto_seq}; re-extract it before restoring",
+                          seq=last + 1, partition_id=None)
+
+    def ts_of(self, seq: int) -> datetime:
+        t = self.read(seq - 1, seq, columns=["seq", "ts"])
+        return t.column("ts")[0].as_py()
+
+
+def _int_or_none(v) -> int | None:
+    return int(v) if v not in (None, "") else None
+
+
 def _log_dataset(settings):
-    uri = storage.uri_for(settings, storage.CHANGELOG)
-    ds = storage.open_table(uri, storage.CHANGELOG).to_pyarrow_dataset()
-    # Projected reads below bypass storage.read: check the contract on the schema first.
-    storage.conform(ds.schema.empty_table(), storage.CHANGELOG, where=f" at {uri}")
-    return ds
+    return ChangeLog(settings).ds
 
 
 def seq_at_fast(settings, at: datetime) -> int:
-    """Largest seq with ts <= `at` (0 when none): like changelog.seq_at but reads only seq, ts."""
-    ds = _log_dataset(settings)
-    t = ds.to_table(columns=["seq"], filter=pc.field("ts") <= pa.scalar(at, storage.TS))
-    if t.num_rows == 0:
-        return 0
-    return int(pc.max(t.column("seq")).as_py())
+    """Largest seq with ts <= `at` (0 when none): like changelog.seq_at, pruned by file statistics."""
+    return ChangeLog(settings).seq_at(at)
 
 
-def resolve_seq(settings, at: datetime) -> int:
+def resolve_seq(settings, at: datetime, log: ChangeLog | None = None) -> int:
     """seq_at(`at`), refusing an instant before the part of the change log vacuum retained."""
-    seq_t = seq_at_fast(settings, at)
-    start = log_start_seq(settings)
-    if start is not None and seq_t < start:
+    log = log or ChangeLog(settings)
+    seq_t = log.seq_at(at)
+    if log.start is not None and seq_t < log.start:
         raise InvalidTimepointError(
-            f"{at.isoformat()} is before the retained change log (vacuum kept seq >= {start}, i.e. the "
+            f"{at.isoformat()} is before the retained change log (vacuum kept seq >= {log.start}, i.e. the "
             "recovery window); pick a later timepoint")
     return seq_t
 
@@ -108,8 +202,7 @@ def resolve_seq(settings, at: datetime) -> int:
 def log_start_seq(settings) -> int | None:
     """First seq vacuum kept in the change log (None if vacuum never cut a prefix)."""
     dt = storage.open_table(storage.uri_for(settings, storage.CHANGELOG), storage.CHANGELOG)
-    v = dt.metadata().configuration.get(LOG_START_PROPERTY)
-    return int(v) if v else None
+    return _int_or_none(dt.metadata().configuration.get(LOG_START_PROPERTY))
 
 
 def check_contiguous(settings, after_seq: int, upto_seq: int) -> None:
@@ -118,32 +211,11 @@ def check_contiguous(settings, after_seq: int, upto_seq: int) -> None:
     On failure, re-reads that segment whole and lets validate_changes name the offending seq and
     partition; a prefix removed by vacuum is reported as a timepoint outside the recovery window.
     """
-    if upto_seq <= after_seq:
-        return
-    start = log_start_seq(settings)
-    if start is not None and after_seq + 1 < start:
-        raise InvalidTimepointError(
-            f"restoring needs changes from seq {after_seq + 1}, but vacuum removed the change log before seq "
-            f"{start} (outside the recovery window); pick a later timepoint")
-    ds = _log_dataset(settings)
-    seqs = ds.to_table(columns=["seq"], filter=(pc.field("seq") > after_seq) & (pc.field("seq") <= upto_seq))
-    col = seqs.column("seq")
-    n = seqs.num_rows
-    if after_seq == 0 and start is None and n:
-        # A log never vacuumed may start at any seq (a user's LSN); it begins where it begins.
-        after_seq = int(pc.min(col).as_py()) - 1
-    want = upto_seq - after_seq
-    if n == want and (n == 0 or pc.count_distinct(col).as_py() == n):
-        return
-    seg = read_changes(settings, after_seq=after_seq, upto_seq=upto_seq)
-    validate_changes(seg, expected_first_seq=after_seq + 1)
-    # validate_changes found no gap inside the segment: the missing seqs are at its end.
-    last = int(pc.max(col).as_py()) if n else after_seq
-    raise SeqGapError(f"change log lacks seq {last + 1}..{upto_seq}; re-extract it before restoring",
-                      seq=last + 1, partition_id=None)
+    ChangeLog(settings).check_contiguous(after_seq, upto_seq)
 
 
-def validate_segment(settings, lineage: Lineage | None, after_seq: int, upto_seq: int) -> int:
+def validate_segment(settings, lineage: Lineage | None, after_seq: int, upto_seq: int,
+                     log: ChangeLog | None = None) -> int:
     """Validate the change-log segment (after_seq, upto_seq] a write will depend on; return its size.
 
     Raises the named errors of validate_changes (gap, duplicate, ts order, op, key range, schema)
@@ -151,14 +223,11 @@ def validate_segment(settings, lineage: Lineage | None, after_seq: int, upto_seq
     """
     if upto_seq <= after_seq:
         return 0
-    start = log_start_seq(settings)
-    if start is not None and after_seq + 1 < start:
-        raise InvalidTimepointError(
-            f"this run needs changes from seq {after_seq + 1}, but vacuum removed the change log before seq "
-            f"{start} (outside the recovery window); pick a later timepoint")
-    seg = read_changes(settings, after_seq=after_seq, upto_seq=upto_seq)
+    log = log or ChangeLog(settings)
+    log.check_start(after_seq)
+    seg = log.read(after_seq, upto_seq)
     # A log never vacuumed may start at any seq; otherwise the segment must start right after the base.
-    expected = after_seq + 1 if (after_seq > 0 or start is not None) else None
+    expected = after_seq + 1 if (after_seq > 0 or log.start is not None) else None
     n = validate_changes(seg, lineage, expected_first_seq=expected)
     if n == 0 or int(pc.max(seg.column("seq")).as_py()) != upto_seq:
         raise SeqGapError(f"change log lacks seq {upto_seq} although a change was found at it; re-extract it",
@@ -270,21 +339,22 @@ def restore_partition(settings, partition_id: str, at: datetime, *, lineage: Lin
     at = check_at(at)
     lineage = lineage if lineage is not None else Lineage.load(settings)
     part = lineage.get(partition_id)
-    seq_t = resolve_seq(settings, at)
+    log = ChangeLog(settings)
+    seq_t = resolve_seq(settings, at, log)
     pieces = plan_restore(read_catalog(settings), lineage, partition_id, seq_t)
-    table, replayed = _materialize(settings, lineage, part.key_lo, part.key_hi, pieces, seq_t)
+    table, replayed = _materialize(settings, log, lineage, part.key_lo, part.key_hi, pieces, seq_t)
     ids = [p.snapshot_id for p in pieces if p.snapshot_id]
     return RestoreResult(partition_id=partition_id, at=at, as_of_seq=seq_t, table=table,
                          source_snapshot_id="+".join(ids) if ids else None, changes_replayed=replayed,
                          elapsed_ms=(time.perf_counter() - t0) * 1000.0)
 
 
-def _materialize(settings, lineage: Lineage, key_lo: str, key_hi: str | None, pieces: list[Piece],
-                 seq_t: int) -> tuple[pa.Table, int]:
+def _materialize(settings, log: ChangeLog, lineage: Lineage, key_lo: str, key_hi: str | None,
+                 pieces: list[Piece], seq_t: int) -> tuple[pa.Table, int]:
     base_seq = min(p.base_seq for p in pieces)
     if seq_t > base_seq:
-        check_contiguous(settings, base_seq, seq_t)
-        tail = read_changes(settings, after_seq=base_seq, upto_seq=seq_t, key_lo=key_lo or None, key_hi=key_hi)
+        log.check_contiguous(base_seq, seq_t)
+        tail = log.read(base_seq, seq_t, key_lo or None, key_hi)
         validate_changes(tail, lineage, check_gaps=False)
     else:
         tail = storage.empty(storage.CHANGELOG)
@@ -335,13 +405,14 @@ def restore_table(spark, settings, at: datetime, out_uri: str) -> dict:
     at = check_at(at)
     _refuse_lake_target(settings, out_uri)
     lineage = Lineage.load(settings)
-    seq_t = resolve_seq(settings, at)
+    log = ChangeLog(settings)
+    seq_t = resolve_seq(settings, at, log)
     catalog = read_catalog(settings)
     idx = catalog_index(catalog)
     targets = lineage.active(seq_t) if seq_t > 0 else [p for p in lineage if p.created_seq == 0]
     plans = {p.partition_id: plan_restore(idx, lineage, p.partition_id, seq_t) for p in targets}
     base = min((pc_.base_seq for ps in plans.values() for pc_ in ps), default=0)
-    validate_segment(settings, lineage, base, seq_t)
+    validate_segment(settings, lineage, base, seq_t, log)
     df = materialize_with_spark(spark, settings, lineage, plans, seq_t)
     (df.select("partition_id", "key", "value").write.format("delta").mode("overwrite")
        .option("overwriteSchema", "true").save(out_uri))

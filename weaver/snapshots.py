@@ -27,7 +27,7 @@ from weaver.changelog import Lineage
 from weaver.errors import WeaverError
 from weaver.pitr import (
     Piece,
-    _log_dataset,
+    ChangeLog,
     catalog_index,
     check_at,
     plan_restore,
@@ -153,8 +153,7 @@ def with_retry(fn: Callable[[], T], *, attempts: int = 3, delay_s: float = 0.5) 
 
 
 def _ts_of(settings, seq: int) -> datetime:
-    t = _log_dataset(settings).to_table(columns=["ts"], filter=pc.field("seq") == seq)
-    return t.column("ts")[0].as_py()
+    return ChangeLog(settings).ts_of(seq)
 
 
 def _stats(settings, ids: list[str]) -> dict[str, tuple[int, int]]:
