@@ -1,13 +1,32 @@
 """spark-submit entry point: weave shadow snapshot sequences (weaver.weaving.weave).
 
-    spark-submit spark_jobs/weave.py --lake ./lake --at 2026-01-03T00:00:00Z [--confidence-threshold 0.75]
+    spark-submit --master spark://127.0.0.1:7077 --jars <delta jars> spark_jobs/weave.py \
+        --lake ./lake --at 2026-01-03T00:00:00Z [--woven-root URI] [--confidence-threshold 0.75] [--run-ts ISO]
+
+Run with plain `python` it uses settings.spark_master (local[*] unless $WEAVER_SPARK_MASTER).
+The last line printed is one JSON object: the run's summary, or {"error", "message"} (exit 2).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+
+
+def submitted_master() -> str | None:
+    """The master spark-submit was given, or None when not launched by spark-submit.
+
+    weaver.spark.get_spark sets the master from the settings; under spark-submit the master on
+    the command line must win, so it is read back from the JVM spark-submit started.
+    """
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:
+        return None
+    from pyspark import SparkConf, SparkContext
+
+    SparkContext._ensure_initialized()  # attaches to spark-submit's JVM (no new context)
+    return SparkConf().get("spark.master", None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -15,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lake", required=True, help="Lake root (local path or object-store URI)")
     ap.add_argument("--woven-root", default=None, help="Woven tier root (default <lake>/woven)")
     ap.add_argument("--at", required=True, help="ISO-8601 instant with a timezone: weave data up to here")
-    ap.add_argument("--confidence-threshold", type=float, default=None)
+    ap.add_argument("--confidence-threshold", type=float, default=None,
+                    help="Weave predictions with probability >= this (default settings: 0.75)")
     ap.add_argument("--run-ts", default=None, help="Weave the predictions of this run (default: latest <= --at)")
     args = ap.parse_args(argv)
 
@@ -25,10 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     from weaver.weaving import weave
 
     try:
-        settings = load_settings(lake=args.lake, woven_root=args.woven_root)
+        settings = load_settings(lake=args.lake, woven_root=args.woven_root, spark_master=submitted_master())
         spark = get_spark(settings, "weaver-weave")
         summary = weave(spark, settings, at=args.at, confidence_threshold=args.confidence_threshold,
                         run_ts=args.run_ts)
+        summary["spark_master"] = spark.sparkContext.master
     except WeaverError as exc:
         print(json.dumps({"error": type(exc).__name__, "message": str(exc)}))
         return 2
