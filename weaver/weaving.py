@@ -692,18 +692,19 @@ CHECK_COLUMNS = ["weave_id", "timepoint", "as_of_seq", "rows_left", "rows_right"
 
 
 def woven_check_frame(settings: Settings, *, weave_ids: list[str] | None = None, sample: int | None = 3):
-    """Per sampled (weave, timepoint): DESIGN §4.2 counted against an independent Arrow replay.
+    """Per sampled (weave, timepoint): DESIGN §4.2 counted against the standard PITR restore.
 
-    rows_left/right/restore; missing (in restore, not woven), extra (woven, not in restore),
-    misrouted (on the wrong side of split_key, or under another child id), value_mismatch,
-    duplicates (a key twice at one timepoint), seq_mismatch (as_of_seq != seq at the timepoint),
-    row_diff (left + right - restore). Every count is 0 when the woven tier is correct.
-    `sample` timepoints per weave, evenly spaced with the first and last (None/0: all).
+    restore(P, T) comes from ``weaver.pitr.restore_partition`` (base snapshot + Arrow replay, an
+    engine independent of this module's Spark replay). Columns: rows_left/right/restore; missing
+    (in restore, not woven), extra (woven, not in restore), misrouted (on the wrong side of
+    split_key, or under another child id), value_mismatch, duplicates (a key twice at one
+    timepoint), seq_mismatch (as_of_seq != the restore's seq), row_diff (left + right - restore).
+    Every count is 0 when the woven tier is correct. `sample` timepoints per weave, evenly spaced
+    with the first and the last (None or 0: all); expired weaves are skipped.
     """
     import pandas as pd
 
-    from weaver.changelog import read_changes
-    from weaver.replay import apply_changes
+    from weaver.pitr import restore_partition
 
     uri = storage.uri_for(settings, storage.WOVEN_SNAPSHOTS)
     catalog = read_catalog(settings)
@@ -715,38 +716,32 @@ def woven_check_frame(settings: Settings, *, weave_ids: list[str] | None = None,
     for r in catalog.to_pylist():
         if (weave_ids is not None and r["weave_id"] not in weave_ids) or r["status"] == EXPIRED:
             continue
-        woven = ds.to_table(filter=pc.field("weave_id") == r["weave_id"])
-        tps = sorted(set(woven.column("timepoint").to_pylist()) | ({r["last_timepoint"]} if r["last_timepoint"] else set()))
-        if not tps:
+        mine = pc.field("weave_id") == r["weave_id"]
+        present = set(ds.to_table(columns=["timepoint"], filter=mine).column("timepoint").unique().to_pylist())
+        if r["last_timepoint"] is not None:
+            present.add(r["last_timepoint"])  # woven even when its state is empty
+        if not present:
             continue
-        tps = _sample(tps, sample)
-        p = lineage.get(r["source_partition_id"])
-        log = read_changes(settings, upto_ts=tps[-1], key_lo=p.key_lo or None, key_hi=p.key_hi)
+        tps = _sample(sorted(present), sample)
+        woven = ds.to_table(filter=mine & pc.field("timepoint").isin(pa.array(tps, storage.TS)))
         left_id, right_id = r["child_ids"]
         k = r["split_key"]
         for tp in tps:
-            upto = log.filter(pc.less_equal(log.column("ts"), pa.scalar(tp, storage.TS)))
-            restore = apply_changes(None, upto)
-            expect = dict(zip(restore.column("key").to_pylist(), restore.column("value").to_pylist()))
-            seq_t = _seq_at(settings, tp)
+            restored = restore_partition(settings, r["source_partition_id"], tp, lineage=lineage)
+            expect = dict(zip(restored.table.column("key").to_pylist(), restored.table.column("value").to_pylist()))
             at_tp = woven.filter(pc.equal(woven.column("timepoint"), pa.scalar(tp, storage.TS))).to_pylist()
             got: dict[str, bytes] = {}
-            dup = mis = left = right = 0
-            seq_bad = 0
+            dup = mis = left = right = seq_bad = 0
             for w in at_tp:
-                key = w["key"]
-                if key in got:
-                    dup += 1
+                key, side = w["key"], w["woven_partition_id"]
+                dup += key in got
                 got[key] = w["value"]
-                side = w["woven_partition_id"]
                 left += side == left_id
                 right += side == right_id
-                if (side == left_id and not key < k) or (side == right_id and not key >= k) \
-                        or side not in (left_id, right_id):
-                    mis += 1
-                seq_bad += w["as_of_seq"] != seq_t
+                mis += not ((side == left_id and key < k) or (side == right_id and key >= k))
+                seq_bad += w["as_of_seq"] != restored.as_of_seq
             rows_out.append({
-                "weave_id": r["weave_id"], "timepoint": tp, "as_of_seq": seq_t,
+                "weave_id": r["weave_id"], "timepoint": tp, "as_of_seq": restored.as_of_seq,
                 "rows_left": left, "rows_right": right, "rows_restore": len(expect),
                 "missing": sum(1 for key in expect if key not in got),
                 "extra": sum(1 for key in got if key not in expect),
@@ -756,12 +751,6 @@ def woven_check_frame(settings: Settings, *, weave_ids: list[str] | None = None,
                 "row_diff": left + right - len(expect),
             })
     return pd.DataFrame(rows_out, columns=CHECK_COLUMNS)
-
-
-def _seq_at(settings: Settings, t: datetime) -> int:
-    from weaver.changelog import seq_at
-
-    return seq_at(settings, t)
 
 
 def _sample(items: list, n: int | None) -> list:
