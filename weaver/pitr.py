@@ -36,7 +36,8 @@ from weaver.errors import (
     InvalidTimepointError,
     SeqGapError,
 )
-from weaver.replay import apply_changes, empty_state, filter_range
+from weaver.replay import empty_state, filter_range
+from weaver.storage import STATE_SCHEMA
 
 #: Table property on `changelog` recording the first seq vacuum kept (see weaver.retention).
 LOG_START_PROPERTY = "weaver.logStartSeq"
@@ -144,7 +145,9 @@ class ChangeLog:
             t = t.filter(expr)
         if columns is None:
             t = storage.conform(t, storage.CHANGELOG, where=f" at {self.uri}")
-        return t.take(pc.sort_indices(t, sort_keys=[("seq", "ascending")])) if t.num_rows > 1 else t
+        if t.num_rows > 1 and not _increasing(t.column("seq")):
+            t = t.take(pc.sort_indices(t, sort_keys=[("seq", "ascending")]))
+        return t
 
     def check_start(self, after_seq: int) -> None:
         if self.start is not None and after_seq + 1 < self.start:
@@ -157,12 +160,13 @@ class ChangeLog:
         if upto_seq <= after_seq:
             return
         self.check_start(after_seq)
-        col = self.read(after_seq, upto_seq, columns=["seq"]).column("seq")
+        col = self.read(after_seq, upto_seq, columns=["seq"]).column("seq")  # sorted by read()
         n = len(col)
         if after_seq == 0 and self.start is None and n:
             # A log never vacuumed may start at any seq (a user's LSN); it begins where it begins.
-            after_seq = int(pc.min(col).as_py()) - 1
-        if n == upto_seq - after_seq and (n == 0 or pc.count_distinct(col).as_py() == n):
+            after_seq = int(col[0].as_py()) - 1
+        # n values strictly increasing inside (after_seq, upto_seq], n == its length: each seq once.
+        if n == upto_seq - after_seq and (n == 0 or _increasing(col, strict=True)):
             return
         validate_changes(self.read(after_seq, upto_seq), expected_first_seq=after_seq + 1)
         # validate_changes found no gap inside the segment: the missing seqs are at its end.
@@ -173,6 +177,39 @@ class ChangeLog:
     def ts_of(self, seq: int) -> datetime:
         t = self.read(seq - 1, seq, columns=["seq", "ts"])
         return t.column("ts")[0].as_py()
+
+
+def _increasing(col: pa.ChunkedArray | pa.Array, strict: bool = False) -> bool:
+    """Whether `col` is sorted ascending (strictly: no repeats) - a cheap check that saves a sort."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    n = len(arr)
+    if n < 2:
+        return True
+    cmp = pc.greater if strict else pc.greater_equal
+    return bool(pc.all(cmp(arr.slice(1), arr.slice(0, n - 1))).as_py())
+
+
+def fold(base: pa.Table | None, tail: pa.Table) -> pa.Table:
+    """`base` (key, value) with `tail` (seq-ordered changes) applied; sorted by key.
+
+    Same result as weaver.replay.apply_changes; picks each key's last change with a hash
+    aggregation instead of a (key, seq) sort, which matters for million-change tails.
+    """
+    if base is None:
+        base = empty_state()
+    else:
+        base = base.select(["key", "value"]).cast(STATE_SCHEMA)
+    if tail.num_rows:
+        idx = pa.table({"key": tail.column("key"), "_i": pa.array(range(tail.num_rows), pa.int64())})
+        last_i = idx.group_by("key", use_threads=False).aggregate([("_i", "max")]).column("_i_max")
+        last = tail.select(["key", "op", "value"]).take(last_i)
+        kept = base.filter(pc.invert(pc.is_in(base.column("key"), value_set=last.column("key").combine_chunks())))
+        puts = last.filter(pc.equal(last.column("op"), "PUT")).select(["key", "value"]).cast(STATE_SCHEMA)
+        base = pa.concat_tables([kept, puts])
+    base = base.combine_chunks()
+    if base.num_rows > 1 and not _increasing(base.column("key")):
+        base = base.take(pc.sort_indices(base, sort_keys=[("key", "ascending")]))
+    return base
 
 
 def _int_or_none(v) -> int | None:
@@ -309,13 +346,25 @@ def _down_children(idx: dict, lineage: Lineage, x: Partition, upto_seq: int) -> 
     return sorted(out, key=lambda pc_: pc_.key_lo)
 
 
-def _read_snapshot_rows(settings, pieces: Iterable[Piece]) -> pa.Table:
-    with_snap = [p for p in pieces if p.snapshot_id]
-    if not with_snap:
-        return storage.empty(storage.SNAPSHOTS)
-    filters = [("partition_id", "in", sorted({p.snapshot_partition_id for p in with_snap})),
-               ("snapshot_id", "in", sorted({p.snapshot_id for p in with_snap}))]
-    return storage.read(storage.uri_for(settings, storage.SNAPSHOTS), storage.SNAPSHOTS, filters=filters)
+def read_snapshot(settings, snapshot_id: str, dt=None) -> pa.Table:
+    """Rows (key, value) of one base snapshot; reads only the files of that snapshot."""
+    uri = storage.uri_for(settings, storage.SNAPSHOTS)
+    dt = dt or storage.open_table(uri, storage.SNAPSHOTS)
+    if "snapshot_id" in dt.metadata().partition_columns:
+        # Partition pruning is exact here: no row filter, no partition column materialised.
+        ds = dt.to_pyarrow_dataset(file_pruning_predicate=[("snapshot_id", "=", snapshot_id)])
+        t = ds.to_table(columns=["key", "value"])
+    else:  # a snapshots table laid out otherwise (another producer): filter rows
+        t = storage.read(uri, storage.SNAPSHOTS, filters=[("snapshot_id", "=", snapshot_id)], columns=["key", "value"])
+    return t.cast(STATE_SCHEMA) if t.schema != STATE_SCHEMA else t
+
+
+def _read_snapshot_rows(settings, pieces: Iterable[Piece]) -> dict[str, pa.Table]:
+    ids = sorted({p.snapshot_id for p in pieces if p.snapshot_id})
+    if not ids:
+        return {}
+    dt = storage.open_table(storage.uri_for(settings, storage.SNAPSHOTS), storage.SNAPSHOTS)
+    return {sid: read_snapshot(settings, sid, dt) for sid in ids}
 
 
 def _intersect(lo: str, hi: str | None, key_lo: str, key_hi: str | None) -> tuple[str, str | None]:
@@ -361,17 +410,16 @@ def _materialize(settings, log: ChangeLog, lineage: Lineage, key_lo: str, key_hi
     snaps = _read_snapshot_rows(settings, pieces)
     parts: list[pa.Table] = []
     replayed = 0
+    whole = len(pieces) == 1
     for piece in pieces:
         lo, hi = _intersect(piece.key_lo, piece.key_hi, key_lo, key_hi)
-        if piece.snapshot_id:
-            base = filter_range(snaps.filter(pc.equal(snaps.column("snapshot_id"), piece.snapshot_id)), lo or None, hi)
-        else:
-            base = None
-        c = filter_range(tail, lo or None, hi)
+        # An ancestor's snapshot is cut to this range; a piece's own range needs no filter.
+        base = filter_range(snaps[piece.snapshot_id], lo or None, hi) if piece.snapshot_id else None
+        c = tail if whole else filter_range(tail, lo or None, hi)
         if piece.base_seq > base_seq:
             c = c.filter(pc.greater(c.column("seq"), piece.base_seq))
         replayed += c.num_rows
-        parts.append(apply_changes(base, c))
+        parts.append(fold(base, c))
     table = pa.concat_tables(parts).combine_chunks() if parts else empty_state()
     return table, replayed
 
