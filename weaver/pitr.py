@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Iterable
 
 import pyarrow as pa
@@ -89,40 +89,37 @@ class ChangeLog:
     def __init__(self, settings):
         self.uri = storage.uri_for(settings, storage.CHANGELOG)
         self.dt = storage.open_table(self.uri, storage.CHANGELOG)
-        self.ds = self.dt.to_pyarrow_dataset()
         # Projected reads bypass storage.read: check the contract on the schema first.
-        storage.conform(self.ds.schema.empty_table(), storage.CHANGELOG, where=f" at {self.uri}")
+        schema = pa.schema(self.dt.schema().to_arrow())
+        storage.conform(schema.empty_table(), storage.CHANGELOG, where=f" at {self.uri}")
         self.start = _int_or_none(self.dt.metadata().configuration.get(LOG_START_PROPERTY))
-        self._stats = None
 
-    def stats(self) -> list[dict]:
-        if self._stats is None:
-            adds = pa.table(self.dt.get_add_actions(flatten=True))  # arro3 -> pyarrow
-            cols = [c for c in ("path", "min.seq", "max.seq", "min.ts", "max.ts") if c in adds.column_names]
-            rows = adds.select(cols).to_pylist()
-            self._stats = [{k: r.get(k) for k in ("path", "min.seq", "max.seq", "min.ts", "max.ts")} for r in rows]
-        return self._stats
+    @property
+    def ds(self):
+        """The whole table as a pyarrow dataset (every file)."""
+        return self.dt.to_pyarrow_dataset()
 
-    def dataset(self, keep) -> "pa.dataset.Dataset":
-        """The dataset restricted to files whose stats row satisfies `keep` (unknown stats: kept)."""
-        import pyarrow.dataset as pads
-
-        wanted = {r["path"] for r in self.stats() if keep(r)}
-        frags = [f for f in self.ds.get_fragments() if f.path in wanted or f.path.lstrip("/") in wanted]
-        return pads.FileSystemDataset(frags, self.ds.schema, self.ds.format, self.ds.filesystem)
+    def pruned(self, filters: list):
+        """A dataset of only the files whose Delta min/max statistics may satisfy `filters`
+        (tuple filters, pruned in delta-rs; files without statistics are kept)."""
+        return self.dt.to_pyarrow_dataset(file_pruning_predicate=filters)
 
     def seq_range(self, after_seq: int, upto_seq: int):
-        return self.dataset(lambda r: (r["max.seq"] is None or r["max.seq"] > after_seq)
-                            and (r["min.seq"] is None or r["min.seq"] <= upto_seq))
+        return self.pruned([("seq", ">", int(after_seq)), ("seq", "<=", int(upto_seq))])
 
     def seq_at(self, at: datetime) -> int:
         """Largest seq with ts <= `at` (0 when none); files wholly before `at` answer from stats."""
-        whole = [r["max.seq"] for r in self.stats() if r["max.ts"] is not None and r["max.ts"] <= at
-                 and r["max.seq"] is not None]
-        best = max(whole, default=0)
-        ds = self.dataset(lambda r: not (r["max.ts"] is not None and r["max.ts"] <= at and r["max.seq"] is not None)
-                          and (r["min.ts"] is None or r["min.ts"] <= at))
-        t = ds.to_table(columns=["seq"], filter=pc.field("ts") <= pa.scalar(at, storage.TS))
+        adds = pa.table(self.dt.get_add_actions(flatten=True))  # arro3 -> pyarrow
+        best = 0
+        if {"max.ts", "max.seq"} <= set(adds.column_names) and adds.num_rows:
+            # Writers may truncate timestamp stats to milliseconds (Delta Spark does): trust a
+            # file to lie wholly before `at` only with a millisecond to spare; the rest is read.
+            edge = pa.scalar(at - timedelta(milliseconds=1), storage.TS)
+            whole = adds.filter(pc.fill_null(pc.less_equal(adds.column("max.ts"), edge), False))
+            if whole.num_rows:
+                best = int(pc.max(whole.column("max.seq")).as_py() or 0)
+        ds = self.pruned([("seq", ">", best), ("ts", "<=", at)])
+        t = ds.to_table(columns=["seq"], filter=(pc.field("seq") > best) & (pc.field("ts") <= pa.scalar(at, storage.TS)))
         if t.num_rows:
             best = max(best, int(pc.max(t.column("seq")).as_py()))
         return best
