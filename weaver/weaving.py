@@ -14,9 +14,9 @@ Runs are incremental. A run at ``at`` registers the new predictions' sequences i
 ``woven_catalog`` and extends every extendable sequence (``active`` or ``confirmed``) with the
 timepoints whose data has arrived (``T <= at`` and the change log reached T), starting from the
 state at the sequence's last woven timepoint (read back from ``woven_snapshots``), not from the
-base snapshot. The woven rows of a run go into ``woven_snapshots`` in ONE Delta commit (a MERGE
-keyed on (weave_id, timepoint, key), scoped to the (weave, timepoint) span the run owns), so a
-rerun of the same interval writes nothing and ``VERSION AS OF`` answers "what did we believe then".
+base snapshot. The woven rows of a run go into ``woven_snapshots`` in ONE Delta commit (a
+replaceWhere on the (weave, timepoint) span the run owns, partitioned by weave_id), so a rerun of
+the same interval writes nothing and ``VERSION AS OF`` answers "what did we believe then".
 
 Spark does the replay with DataFrame -> DataFrame transforms (``with_*``/``filter_*``): the
 events (base rows at their base seq, then the changes) of every (weave, key) are ordered by seq;
@@ -67,10 +67,6 @@ def child_ids_for(partition_id: str, weave_id: str) -> tuple[str, str]:
 
 def _us(t: datetime) -> int:
     return (t - _EPOCH) // timedelta(microseconds=1)
-
-
-def _from_us(us: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=int(us))
 
 
 def _retention_interval(d: timedelta) -> str:
