@@ -384,12 +384,16 @@ def weave(spark, settings: Settings, *, at: datetime, confidence_threshold: floa
     below = sum(1 for p in preds.column("probability").to_pylist() if p < threshold)
     new = [s for s in sequences_for(preds, lineage, threshold, at) if s.weave_id not in known]
     old = [_sequence_from_row(r, lineage) for r in catalog.to_pylist() if r["status"] in EXTENDABLE]
+    woven_uri = storage.uri_for(settings, storage.WOVEN_SNAPSHOTS)
+    if old and not storage.is_table(woven_uri):
+        # The rows an extension would start from are gone (tier deleted by hand): re-weave from the base.
+        for s in old:
+            s.last_timepoint = s.last_seq = None
     todo = plan_timepoints(settings, old + new, at)
     summary = {"at": at.isoformat(), "run_ts": chosen_run.isoformat() if chosen_run else None,
                "confidence_threshold": threshold, "below_threshold": below, "new_sequences": len(new),
                "sequences": len(todo), "timepoints_written": sum(len(s.timepoints) for s in todo),
                "rows_written": 0, "committed": False}
-    woven_uri = storage.uri_for(settings, storage.WOVEN_SNAPSHOTS)
     if todo:
         _plan_bases(settings, lineage, todo)
         _check_segment(settings, todo)
@@ -676,7 +680,8 @@ def woven_as_of(settings: Settings, *, version: int | None = None, timestamp: da
     try:
         dt.load_as_version(version if version is not None else parse_timepoint(timestamp))
     except Exception as exc:  # noqa: BLE001 - delta-rs raises several types for an unknown version
-        raise InvalidParameterError(f"woven_snapshots has no version at {version or timestamp}: {exc}") from exc
+        raise InvalidParameterError(
+            f"woven_snapshots has no version at {version if version is not None else timestamp}: {exc}") from exc
     expr = pc.field("weave_id") == weave_id if weave_id else None
     t = storage.conform(dt.to_pyarrow_dataset().to_table(filter=expr), storage.WOVEN_SNAPSHOTS)
     return t.sort_by([("weave_id", "ascending"), ("timepoint", "ascending"), ("key", "ascending")])
