@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +36,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import _common  # noqa: E402  (bench/_common.py, beside this script)
 from weaver import _models, forecasting, metrics  # noqa: E402
 from weaver.settings import load_settings  # noqa: E402
 from weaver.simulate import SimConfig, simulate  # noqa: E402
@@ -46,23 +45,7 @@ H_US = 3_600_000_000
 
 
 def machine() -> dict:
-    cpu, ram = platform.processor() or "", None
-    try:
-        cpu = next(l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
-                   if l.startswith("model name"))
-        ram = round(int(next(l.split()[1] for l in Path("/proc/meminfo").read_text().splitlines()
-                             if l.startswith("MemTotal"))) / 1024 / 1024, 1)
-    except (OSError, StopIteration):
-        pass
-    try:
-        java = subprocess.run(["java", "-version"], capture_output=True, text=True, timeout=30).stderr.splitlines()[0]
-    except (OSError, subprocess.SubprocessError, IndexError):
-        java = None
-    import prophet
-    import statsmodels
-
-    return {"cpu": cpu, "cores": os.cpu_count(), "ram_gib": ram, "python": platform.python_version(), "java": java,
-            "prophet": prophet.__version__, "statsmodels": statsmodels.__version__, "os": platform.platform()}
+    return _common.machine('prophet', 'statsmodels')
 
 
 def series(lake: Path, n_partitions: int, hours: int) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:

@@ -29,7 +29,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import shutil
 import socket
 import statistics
@@ -47,6 +46,7 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import _common  # noqa: E402  (bench/_common.py, beside this script)
 from weaver import storage  # noqa: E402
 from weaver.recovery import recover  # noqa: E402
 from weaver.settings import Settings  # noqa: E402
@@ -62,29 +62,7 @@ PREDICTION_ID = "bench-prediction-p0"
 
 
 def machine() -> dict:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    ram = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                ram = round(int(line.split()[1]) / 1024 / 1024, 1)
-    except OSError:
-        pass
-    try:
-        java = subprocess.run(["java", "-version"], capture_output=True, text=True, timeout=30).stderr.splitlines()[0]
-    except (OSError, subprocess.SubprocessError, IndexError):
-        java = None
-    import deltalake
-
-    return {"cpu": cpu, "cores": os.cpu_count(), "ram_gib": ram, "python": platform.python_version(), "java": java,
-            "pyarrow": pa.__version__, "deltalake": deltalake.__version__, "os": platform.platform()}
+    return _common.machine('deltalake', 'pyarrow')
 
 
 def key(i: np.ndarray) -> list[str]:

@@ -23,9 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,6 +37,7 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import _common  # noqa: E402  (bench/_common.py, beside this script)
 from weaver import storage  # noqa: E402
 from weaver.pitr import restore_partition  # noqa: E402
 from weaver.replay import apply_changes  # noqa: E402
@@ -49,23 +48,7 @@ VALUE_BYTES = 64
 
 
 def machine() -> dict:
-    cpu, ram = platform.processor() or "", None
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-        ram = round(int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
-                             if line.startswith("MemTotal"))) / 1024 / 1024, 1)
-    except (OSError, StopIteration):
-        pass
-    try:
-        java = subprocess.run(["java", "-version"], capture_output=True, text=True, timeout=30).stderr.splitlines()[0]
-    except (OSError, subprocess.SubprocessError, IndexError):
-        java = None
-    import deltalake
-
-    return {"cpu": cpu, "cores": os.cpu_count(), "ram_gib": ram, "python": platform.python_version(), "java": java,
-            "pyarrow": pa.__version__, "deltalake": deltalake.__version__, "os": platform.platform(),
-            "load_avg_1m_at_start": round(os.getloadavg()[0], 2)}
+    return _common.machine('pyarrow', 'deltalake')
 
 
 def changes(rows: int, tail: int, seed: int = 5) -> pa.Table:

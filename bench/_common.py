@@ -1,0 +1,30 @@
+"""What every benchmark records about the machine it ran on (one definition for all of bench/)."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+
+def machine(*packages: str) -> dict:
+    """CPU model, cores, RAM, OS, Python/Java versions, load at start, and `packages`' versions."""
+    cpu, ram = platform.processor() or "", None
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+        ram = round(int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
+                             if line.startswith("MemTotal"))) / 1024 / 1024, 1)
+    except (OSError, StopIteration):
+        pass
+    try:
+        java = subprocess.run(["java", "-version"], capture_output=True, text=True, timeout=30).stderr.splitlines()[0]
+    except (OSError, subprocess.SubprocessError, IndexError):
+        java = None
+    out = {"cpu": cpu, "cores": os.cpu_count(), "ram_gib": ram, "python": platform.python_version(), "java": java,
+           "os": platform.platform(), "load_avg_1m_at_start": round(os.getloadavg()[0], 2)}
+    for name in packages:
+        out[name] = getattr(importlib.import_module(name), "__version__", None)
+    return out
