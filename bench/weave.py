@@ -28,7 +28,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -43,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 
+import _common  # noqa: E402  (bench/_common.py, beside this script)
 from weaver import storage  # noqa: E402
 from weaver.settings import load_settings  # noqa: E402
 
@@ -50,32 +50,7 @@ RESULTS = ROOT / "bench" / "results" / "weave.json"
 
 
 def machine() -> dict:
-    cpu, ram = platform.processor() or "", None
-    try:
-        cpu = next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                   if ln.startswith("model name"))
-        ram = round(int(next(ln.split()[1] for ln in Path("/proc/meminfo").read_text().splitlines()
-                             if ln.startswith("MemTotal"))) / 1024 / 1024, 1)
-    except (OSError, StopIteration):
-        pass
-    try:
-        java = subprocess.run(["java", "-version"], capture_output=True, text=True, timeout=30).stderr.splitlines()[0]
-    except (OSError, subprocess.SubprocessError, IndexError):
-        java = None
-    import deltalake
-    import pyspark
-
-    return {"cpu": cpu, "cores": os.cpu_count(), "ram_gib": ram, "python": platform.python_version(), "java": java,
-            "pyspark": pyspark.__version__, "deltalake": deltalake.__version__, "pyarrow": pa.__version__,
-            "os": platform.platform()}
-
-
-# --- setup ---------------------------------------------------------------------------------------
-def make_lake(root: Path, partitions: int, days: int, seed: int) -> dict:
-    from weaver.simulate import SimConfig, simulate
-
-    r = simulate(str(root), SimConfig(seed=seed, partitions=partitions, days=days))
-    return {"changes": r.changes, "partitions": r.partitions, "splits": r.splits, "start": r.start, "end": r.end}
+    return _common.machine('pyspark', 'deltalake', 'pyarrow')
 
 
 def make_predictions(lake: Path, run_ts: datetime, window: timedelta) -> list[dict]:
