@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 
@@ -17,20 +16,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="URI of the new Delta table")
     args = ap.parse_args(argv)
 
-    from weaver.errors import WeaverError
     from weaver.pitr import restore_table
-    from weaver.settings import load_settings, parse_timepoint
-    from weaver.spark import get_spark
+    from weaver.settings import parse_timepoint
+    from weaver.spark import run_job
 
-    try:
-        settings = load_settings(lake=args.lake)
-        summary = restore_table(get_spark(settings, "weaver-restore-table"), settings,
-                                parse_timepoint(args.at), args.out)
-    except WeaverError as exc:
-        print(json.dumps({"error": type(exc).__name__, "message": str(exc)}))
-        return 2
-    print(json.dumps(summary, default=str, sort_keys=True))
-    return 0
+    return run_job("weaver-restore-table", lambda spark, settings: restore_table(
+        spark, settings, parse_timepoint(args.at), args.out), settings_overrides={"lake": args.lake})
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 
@@ -16,19 +15,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--at", required=True, help="ISO-8601 instant with a timezone")
     args = ap.parse_args(argv)
 
-    from weaver.errors import WeaverError
-    from weaver.settings import load_settings, parse_timepoint
+    from weaver.settings import parse_timepoint
     from weaver.snapshots import take_snapshots
-    from weaver.spark import get_spark
+    from weaver.spark import run_job
 
-    try:
-        settings = load_settings(lake=args.lake)
-        summary = take_snapshots(get_spark(settings, "weaver-snapshot"), settings, parse_timepoint(args.at))
-    except WeaverError as exc:
-        print(json.dumps({"error": type(exc).__name__, "message": str(exc)}))
-        return 2
-    print(json.dumps(summary, default=str, sort_keys=True))
-    return 0
+    return run_job("weaver-snapshot", lambda spark, settings: take_snapshots(
+        spark, settings, parse_timepoint(args.at)), settings_overrides={"lake": args.lake})
 
 
 if __name__ == "__main__":

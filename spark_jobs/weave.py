@@ -10,23 +10,7 @@ The last line printed is one JSON object: the run's summary, or {"error", "messa
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-
-
-def submitted_master() -> str | None:
-    """The master spark-submit was given, or None when not launched by spark-submit.
-
-    weaver.spark.get_spark sets the master from the settings; under spark-submit the master on
-    the command line must win, so it is read back from the JVM spark-submit started.
-    """
-    if "PYSPARK_GATEWAY_PORT" not in os.environ:
-        return None
-    from pyspark import SparkConf, SparkContext
-
-    SparkContext._ensure_initialized()  # attaches to spark-submit's JVM (no new context)
-    return SparkConf().get("spark.master", None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,22 +23,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run-ts", default=None, help="Weave the predictions of this run (default: latest <= --at)")
     args = ap.parse_args(argv)
 
-    from weaver.errors import WeaverError
-    from weaver.settings import load_settings
-    from weaver.spark import get_spark
+    from weaver.spark import run_job
     from weaver.weaving import weave
 
-    try:
-        settings = load_settings(lake=args.lake, woven_root=args.woven_root, spark_master=submitted_master())
-        spark = get_spark(settings, "weaver-weave")
-        summary = weave(spark, settings, at=args.at, confidence_threshold=args.confidence_threshold,
-                        run_ts=args.run_ts)
-        summary["spark_master"] = spark.sparkContext.master
-    except WeaverError as exc:
-        print(json.dumps({"error": type(exc).__name__, "message": str(exc)}))
-        return 2
-    print(json.dumps(summary, default=str, sort_keys=True))
-    return 0
+    return run_job("weaver-weave", lambda spark, settings: weave(
+        spark, settings, at=args.at, confidence_threshold=args.confidence_threshold, run_ts=args.run_ts),
+        settings_overrides={"lake": args.lake, "woven_root": args.woven_root})
 
 
 if __name__ == "__main__":

@@ -37,15 +37,32 @@ def spark_conf(settings: Settings, app_name: str = "temporal-weaver") -> dict[st
     }
 
 
+def submitted_master() -> str | None:
+    """The master spark-submit was given, or None when this process was not launched by it.
+
+    Under spark-submit (SparkSubmitOperator, a cluster) the master on its command line must win
+    over the settings; it is read back from the JVM spark-submit started (no new context).
+    """
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:
+        return None
+    from pyspark import SparkConf, SparkContext
+
+    SparkContext._ensure_initialized()
+    return SparkConf().get("spark.master", None)
+
+
 def get_spark(settings: Settings, app_name: str = "temporal-weaver"):
-    """Get or create the process' SparkSession (master from settings, Delta jars on the classpath)."""
+    """Get or create the process' SparkSession, Delta jars on the classpath.
+
+    The master is spark-submit's when launched by it, else `settings.spark_master`.
+    """
     check_java()
     os.environ.setdefault("SPARK_LOCAL_IP", _LOOPBACK)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     from pyspark.sql import SparkSession
 
-    builder = SparkSession.builder.master(settings.spark_master)
+    builder = SparkSession.builder.master(submitted_master() or settings.spark_master)
     for k, v in spark_conf(settings, app_name).items():
         builder = builder.config(k, v)
     spark = builder.getOrCreate()
@@ -60,3 +77,26 @@ def spark_schema(name: str):
     from weaver.storage import SCHEMAS
 
     return from_arrow_schema(SCHEMAS[name])
+
+
+def run_job(app_name: str, body, *, settings_overrides: dict | None = None) -> int:
+    """Body of a spark-submit entry point: settings, session, `body(spark, settings) -> dict`.
+
+    Prints the summary as the last line (one JSON object, with the master actually used); a user
+    error prints {"error", "message"} instead and exits 2, so the submitting task fails clearly.
+    """
+    import json
+
+    from weaver.errors import WeaverError
+    from weaver.settings import load_settings
+
+    try:
+        settings = load_settings(**(settings_overrides or {}))
+        spark = get_spark(settings, app_name)
+        summary = dict(body(spark, settings))
+        summary["spark_master"] = spark.sparkContext.master
+    except WeaverError as exc:
+        print(json.dumps({"error": type(exc).__name__, "message": str(exc)}))
+        return 2
+    print(json.dumps(summary, default=str, sort_keys=True))
+    return 0
