@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import tempfile
@@ -33,6 +34,8 @@ def spark():
     session = get_spark(s, app_name="weaver-tests")
     yield session
     session.stop()
+    # py4j logs "closing" from finalizers after pytest closed its streams: keep that noise out.
+    logging.getLogger("py4j").setLevel(logging.WARNING)
 
 
 @pytest.fixture(scope="session")

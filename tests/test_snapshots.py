@@ -167,7 +167,7 @@ def test_with_retry_retries_infrastructure_failures_only():
 
 
 def test_weaver_snapshots_dag_is_wiring_with_policies():
-    from airflow.models.dagbag import DagBag
+    from airflow.dag_processing.dagbag import DagBag
 
     from tests.conftest import ROOT
 
