@@ -35,12 +35,9 @@ PARAMS = {
 
 
 def _settings(params: dict):
-    from weaver.settings import load_settings
+    from weaver.settings import settings_from_params
 
-    return load_settings(lake=params.get("lake"), window=params["window"],
-                         confidence_threshold=params["confidence_threshold"],
-                         size_threshold_bytes=params.get("size_threshold"),
-                         write_threshold_per_s=params.get("write_threshold"))
+    return settings_from_params(params)
 
 
 @dag(

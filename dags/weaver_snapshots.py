@@ -20,9 +20,9 @@ PARAMS = {
 
 
 def _settings(params: dict):
-    from weaver.settings import load_settings
+    from weaver.settings import settings_from_params
 
-    return load_settings(lake=(params or {}).get("lake"))
+    return settings_from_params(params)
 
 
 def _at(params: dict, data_interval_end) -> str:

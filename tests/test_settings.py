@@ -42,3 +42,14 @@ def test_precedence_env_over_lake_policy_and_overrides_over_env(tmp_path):
     assert s.woven == str(lake / "woven")
     with pytest.raises(InvalidConfidenceError):
         load_settings(env={"WEAVER_CONFIDENCE_THRESHOLD": "3"}, lake=str(lake))
+
+
+def test_dag_params_override_the_environment(tmp_path, monkeypatch):
+    from weaver.settings import settings_from_params
+
+    monkeypatch.setenv("WEAVER_LAKE", str(tmp_path / "envlake"))
+    monkeypatch.setenv("WEAVER_CONFIDENCE_THRESHOLD", "0.5")
+    s = settings_from_params({"window": "6h", "confidence_threshold": 0.9, "size_threshold": None})
+    assert s.lake == str(tmp_path / "envlake") and s.window == timedelta(hours=6)
+    assert s.confidence_threshold == 0.9 and s.size_threshold_bytes == 10 * 1024**3
+    assert settings_from_params(None).confidence_threshold == 0.5

@@ -195,3 +195,15 @@ def load_settings(env: dict[str, str] | None = None, **overrides: Any) -> Settin
                 raise InvalidParameterError(f"${var}={env[var]!r}: {exc}") from exc
     settings = Settings(**kw)
     return settings.with_overrides(**overrides) if overrides else settings
+
+
+def settings_from_params(params: dict | None) -> Settings:
+    """Settings of a DAG run: the environment, then the run's (already validated) params on top.
+
+    Every DAG passes its `params`; keys a DAG does not declare are simply absent.
+    """
+    p = dict(params or {})
+    return load_settings(lake=p.get("lake"), window=p.get("window"),
+                         confidence_threshold=p.get("confidence_threshold"),
+                         size_threshold_bytes=p.get("size_threshold"),
+                         write_threshold_per_s=p.get("write_threshold"))
