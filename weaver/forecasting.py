@@ -431,8 +431,11 @@ def prediction_check_frame(predictions, lineage: Lineage, *, at: datetime | None
     return out.reset_index(drop=True)
 
 
-def check_predictions(predictions, lineage: Lineage, *, context: str = "") -> dict:
-    """Run the `predictions` expectation suite on a run's rows (raises ExpectationFailedError)."""
+def check_predictions(predictions, lineage: Lineage, *, at: datetime | None = None, context: str = "") -> dict:
+    """Run the `predictions` expectation suite on a run's rows (raises ExpectationFailedError).
+
+    With `at`, an empty run still has to account for every partition active at `at`.
+    """
     from weaver.quality import validate
 
-    return validate("predictions", prediction_check_frame(predictions, lineage), context=context)
+    return validate("predictions", prediction_check_frame(predictions, lineage, at=at), context=context)

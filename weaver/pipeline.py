@@ -179,13 +179,11 @@ def resume_point(settings: Settings, end: datetime) -> datetime | None:
 
 def check_predictions(settings: Settings, *, at: datetime) -> dict:
     """Run the `predictions` GX suite on the predictions of the run at `at`."""
-    from weaver.forecasting import prediction_check_frame
-    from weaver.quality import validate
+    from weaver.forecasting import check_predictions as run_suite
 
     preds = storage.read(storage.uri_for(settings, storage.PREDICTIONS), storage.PREDICTIONS,
                          filters=[("run_ts", "=", pa.scalar(at, storage.TS))])
-    frame = prediction_check_frame(preds, Lineage.load(settings), at=at)
-    return validate("predictions", frame, context=f"run {at.isoformat()}")
+    return run_suite(preds, Lineage.load(settings), at=at, context=f"run {at.isoformat()}")
 
 
 def check_woven(settings: Settings) -> dict:

@@ -343,9 +343,6 @@ def version_of(uri: str) -> int | None:
     return open_table(uri).version()
 
 
-_WRITER_PROPS = None
-
-
 def _writer_properties(compression: str = "SNAPPY"):
     from deltalake import WriterProperties
 
@@ -370,11 +367,6 @@ def merge(
 
     rows = conform(rows, name)
     if not is_table(uri):
-        if rows.num_rows == 0:
-            write_deltalake(uri, rows, mode="overwrite", partition_by=list(partition_by or []) or None,
-                            writer_properties=_writer_properties(compression))
-            return {"num_target_rows_inserted": 0}
-        # Dedupe defensively: a MERGE source must have one row per key.
         write_deltalake(uri, rows, mode="overwrite", partition_by=list(partition_by or []) or None,
                         writer_properties=_writer_properties(compression))
         return {"num_target_rows_inserted": rows.num_rows}

@@ -60,7 +60,7 @@ def predict(
             table = run(s, at=t, window=window, model=model, size_threshold=size_threshold,
                         write_threshold=write_threshold, write=False, progress=cb)
         # Check before writing: a run that breaks the suite leaves `predictions` untouched.
-        checked = check_predictions(table, Lineage.load(s), context=f"run {t.isoformat()}") if check else None
+        checked = check_predictions(table, Lineage.load(s), at=t, context=f"run {t.isoformat()}") if check else None
         if write:
             from weaver import storage
 
