@@ -28,8 +28,8 @@ $(STAMP): requirements.txt pyproject.toml
 
 install: $(STAMP)
 
-$(JARS_STAMP): $(STAMP) weaver/jars.py
-	$(BIN)/python -m weaver.jars fetch
+$(JARS_STAMP): $(STAMP) weaver/core/jars.py
+	$(BIN)/python -m weaver.core.jars fetch
 
 jars: $(JARS_STAMP)
 
@@ -37,6 +37,7 @@ demo: install jars
 	$(BIN)/weaver demo
 
 test: install jars
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest
 
 bench: install jars

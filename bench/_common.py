@@ -27,4 +27,20 @@ def machine(*packages: str) -> dict:
            "os": platform.platform(), "load_avg_1m_at_start": round(os.getloadavg()[0], 2)}
     for name in packages:
         out[name] = getattr(importlib.import_module(name), "__version__", None)
+    out.update(git())
     return out
+
+
+def git() -> dict:
+    """The commit the benchmark measured, and whether the working tree differed from it."""
+    root = Path(__file__).resolve().parent.parent
+
+    def run(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30).stdout.strip()
+
+    try:
+        return {"git_commit": run("rev-parse", "HEAD") or None,
+                "git_dirty": bool(run("status", "--porcelain", "--untracked-files=no", "--", "weaver", "bench",
+                                      "spark_jobs"))}
+    except (OSError, subprocess.SubprocessError):
+        return {"git_commit": None, "git_dirty": None}

@@ -37,8 +37,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import _common  # noqa: E402  (bench/_common.py, beside this script)
-from weaver import _models, forecasting, metrics  # noqa: E402
-from weaver.settings import load_settings  # noqa: E402
+from weaver.predict import models as _models  # noqa: E402
+from weaver.predict import forecasting  # noqa: E402
+from weaver.predict import metrics  # noqa: E402
+from weaver.core.settings import load_settings  # noqa: E402
 from weaver.simulate import SimConfig, simulate  # noqa: E402
 
 H_US = 3_600_000_000

@@ -47,9 +47,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import _common  # noqa: E402  (bench/_common.py, beside this script)
-from weaver import storage  # noqa: E402
-from weaver.recovery import recover  # noqa: E402
-from weaver.settings import Settings  # noqa: E402
+from weaver.core import storage  # noqa: E402
+from weaver.recover import recover  # noqa: E402
+from weaver.core.settings import Settings  # noqa: E402
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 ROWS = 100_000

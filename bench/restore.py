@@ -27,7 +27,7 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -38,10 +38,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import _common  # noqa: E402  (bench/_common.py, beside this script)
-from weaver import storage  # noqa: E402
+from weaver.core import storage  # noqa: E402
 from weaver.pitr import restore_partition  # noqa: E402
-from weaver.replay import apply_changes  # noqa: E402
-from weaver.settings import load_settings  # noqa: E402
+from weaver.replay import fold  # noqa: E402
+from weaver.core.settings import load_settings  # noqa: E402
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 VALUE_BYTES = 64
@@ -85,7 +85,7 @@ def build(lake: Path, rows: int, max_tail: int, commit: int) -> dict:
                                 schema=storage.SCHEMAS[storage.PARTITIONS])
     write_deltalake(storage.table_uri(str(lake), storage.PARTITIONS), part)
     write_deltalake(storage.table_uri(str(lake), storage.SPLITS), storage.empty(storage.SPLITS))
-    state = apply_changes(None, log.slice(0, rows))
+    state = fold(None, log.slice(0, rows))
     sid = f"p0000@{rows}"
     as_of_ts = log.column("ts")[rows - 1].as_py()
     n = state.num_rows

@@ -43,8 +43,8 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 
 import _common  # noqa: E402  (bench/_common.py, beside this script)
-from weaver import storage  # noqa: E402
-from weaver.settings import load_settings  # noqa: E402
+from weaver.core import storage  # noqa: E402
+from weaver.core.settings import load_settings  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "weave.json"
 
@@ -53,14 +53,22 @@ def machine() -> dict:
     return _common.machine('pyspark', 'deltalake', 'pyarrow')
 
 
+def make_lake(root: Path, partitions: int, days: int, seed: int) -> dict:
+    from weaver.simulate import SimConfig, simulate
+
+    r = simulate(str(root), SimConfig(seed=seed, partitions=partitions, days=days))
+    return {"changes": r.changes, "partitions": r.partitions, "splits": r.splits, "start": r.start, "end": r.end}
+
+
 def make_predictions(lake: Path, run_ts: datetime, window: timedelta) -> list[dict]:
     """One likely split per partition alive at run_ts, at its median live key."""
-    from weaver.changelog import Lineage, read_changes
-    from weaver.replay import apply_changes, filter_range
+    from weaver.log import Lineage, read_changes
+    from weaver.replay import fold
+    from weaver.core.storage import filter_range
 
     s = load_settings(env={}, lake=str(lake))
     lineage = Lineage.load(s)
-    state = apply_changes(None, read_changes(s, upto_ts=run_ts))
+    state = fold(None, read_changes(s, upto_ts=run_ts))
     rows = []
     for p in lineage.active_at_ts(run_ts):
         keys = filter_range(state, p.key_lo or None, p.key_hi).column("key").to_pylist()
@@ -80,8 +88,8 @@ def make_predictions(lake: Path, run_ts: datetime, window: timedelta) -> list[di
 # --- contenders ----------------------------------------------------------------------------------
 def spark_child(master: str, lake: str, scratch: str, at: str, warm_at: str) -> None:
     """Runs in a fresh process: warm the JVM on `scratch`, then time one weave of `lake`."""
-    from weaver.spark import get_spark
-    from weaver.weaving import weave
+    from weaver.core.spark import get_spark
+    from weaver.weave import weave
 
     s = load_settings(env={}, lake=lake, spark_master=master, spark_shuffle_partitions=4)
     spark = get_spark(s, f"bench-weave-{master}")
@@ -106,9 +114,10 @@ def arrow_replay(lake: Path, at: datetime) -> dict:
     """The same work in one process: plan like weave, fold with weaver.replay, write with delta-rs."""
     from deltalake import WriterProperties, write_deltalake
 
-    from weaver.changelog import Lineage, read_changes
-    from weaver.replay import apply_changes, filter_range
-    from weaver.weaving import plan_timepoints, select_predictions, sequences_for
+    from weaver.log import Lineage, read_changes
+    from weaver.replay import fold
+    from weaver.core.storage import filter_range
+    from weaver.weave import plan_timepoints, select_predictions, sequences_for
 
     t0 = time.perf_counter()
     s = load_settings(env={}, lake=str(lake))
@@ -126,7 +135,7 @@ def arrow_replay(lake: Path, at: datetime) -> dict:
         for t, q in zip(x.timepoints, x.tp_seqs):
             step = mine.filter(pc.and_(pc.greater(seq_col, prev), pc.less_equal(seq_col, q)))
             changes += step.num_rows
-            state = apply_changes(state, step)
+            state = fold(state, step)
             prev = q
             n = state.num_rows
             side = pc.if_else(pc.less(state.column("key"), x.split_key), left, right)

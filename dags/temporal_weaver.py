@@ -8,17 +8,15 @@ same interval writes the same rows once.
 
 from __future__ import annotations
 
-import os
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+from weaver.core.settings import dag_default_args  # light: no pyarrow, no lake access
 from airflow.sdk import Param, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 PROJECT = Path(__file__).resolve().parent.parent
-# Retries are policy (2 in production); the demo and tests set 0 so a failure shows at once.
-RETRIES = int(os.environ.get("WEAVER_TASK_RETRIES", "2"))
 WEAVE_JOB = str(PROJECT / "spark_jobs" / "weave.py")
 
 PARAMS = {
@@ -34,7 +32,7 @@ PARAMS = {
 
 
 def _settings(params: dict):
-    from weaver.settings import settings_from_params
+    from weaver.core.settings import settings_from_params
 
     return settings_from_params(params)
 
@@ -49,7 +47,7 @@ def _settings(params: dict):
     max_active_runs=1,
     params=PARAMS,
     tags=["weaver"],
-    default_args={"retries": RETRIES, "retry_delay": timedelta(minutes=2)},
+    default_args=dag_default_args(),
     render_template_as_native_obj=True,
     doc_md=__doc__,
 )
@@ -62,14 +60,14 @@ def temporal_weaver():
 
     @task
     def check_changelog(manifest: dict, params=None) -> dict:
-        from weaver.pipeline import check_changelog as run
+        from weaver.checks import check_changelog as run
 
         run(_settings(params), manifest)
         return manifest
 
     @task
     def metrics(manifest: dict, params=None) -> dict:
-        from weaver.metrics import build_metrics
+        from weaver.predict import build_metrics
         from weaver.pipeline import account_metrics, resume_point
 
         s = _settings(params)
@@ -79,7 +77,7 @@ def temporal_weaver():
 
     @task
     def forecast(state: dict, params=None) -> dict:
-        from weaver.forecasting import predict
+        from weaver.predict import predict
 
         s = _settings(params)
         at = datetime.fromisoformat(state["manifest"]["end"])
@@ -88,7 +86,8 @@ def temporal_weaver():
 
     @task
     def check_predictions(run: dict, params=None) -> dict:
-        from weaver.pipeline import check_predictions as run_check, job_target
+        from weaver.checks import check_run_predictions as run_check
+        from weaver.pipeline import job_target
 
         s = _settings(params)
         run["check"] = run_check(s, at=datetime.fromisoformat(run["at"]))
@@ -112,14 +111,14 @@ def temporal_weaver():
 
     @task
     def check_woven(params=None) -> dict:
-        from weaver.pipeline import check_woven as run_check
+        from weaver.checks import check_woven as run_check
 
         return run_check(_settings(params))
 
     @task
     def publish(run: dict, check: dict, params=None, run_id=None) -> dict:
         from weaver.pipeline import run_summary, write_run_record
-        from weaver.weaving import reconcile
+        from weaver.weave import reconcile
 
         s = _settings(params)
         at = datetime.fromisoformat(run["at"])

@@ -7,12 +7,11 @@ each task calls `weaver`; heavy imports stay inside the tasks. Triggered by hand
 
 from __future__ import annotations
 
-import os
 from datetime import datetime, timedelta, timezone
 
+from weaver.core.settings import dag_default_args  # light: no pyarrow, no lake access
 from airflow.sdk import Param, dag, task
 
-RETRIES = int(os.environ.get("WEAVER_TASK_RETRIES", "2"))
 ISO = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$"
 DURATION = r"^[0-9]+[mhdw]$"
 
@@ -35,7 +34,7 @@ PARAMS = {
 
 
 def _settings(params: dict):
-    from weaver.settings import settings_from_params
+    from weaver.core.settings import settings_from_params
 
     return settings_from_params(params)
 
@@ -48,20 +47,20 @@ def _settings(params: dict):
     max_active_runs=1,
     params=PARAMS,
     tags=["weaver"],
-    default_args={"retries": RETRIES, "retry_delay": timedelta(minutes=2)},
+    default_args=dag_default_args(),
     doc_md=__doc__,
 )
 def weaver_backtest():
     @task
     def validate(params=None) -> dict:
         """Check the span and model parameters (named errors) before any work or write."""
-        from weaver.forecasting import run_params
-        from weaver.settings import parse_duration, parse_timepoint
+        from weaver.predict import run_params
+        from weaver.core.time import parse_duration, parse_timepoint
 
         s = _settings(params)
         start, end = parse_timepoint(params["start"]), parse_timepoint(params["end"])
         if start >= end:
-            from weaver.errors import InvalidParameterError
+            from weaver.core.errors import InvalidParameterError
 
             raise InvalidParameterError(f"start {start.isoformat()} must be before end {end.isoformat()}")
         run_params(s, at=start, window=params["window"], model=params["model"])
@@ -70,7 +69,7 @@ def weaver_backtest():
 
     @task
     def run_backtest(span: dict, params=None) -> dict:
-        from weaver.backtest import backtest
+        from weaver.predict import backtest
 
         s = _settings(params)
         r = backtest(s, start=datetime.fromisoformat(span["start"]), end=datetime.fromisoformat(span["end"]),

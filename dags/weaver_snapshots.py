@@ -8,8 +8,9 @@ deterministic (`{partition}@{seq}`), so a rerun of the same interval writes noth
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
+from weaver.core.settings import dag_default_args  # light: no pyarrow, no lake access
 from airflow.sdk import Param, dag, task
 
 PARAMS = {
@@ -20,13 +21,13 @@ PARAMS = {
 
 
 def _settings(params: dict):
-    from weaver.settings import settings_from_params
+    from weaver.core.settings import settings_from_params
 
     return settings_from_params(params)
 
 
 def _at(params: dict, data_interval_end) -> str:
-    from weaver.settings import parse_timepoint
+    from weaver.core.time import parse_timepoint
 
     raw = (params or {}).get("at") or data_interval_end
     return parse_timepoint(raw if isinstance(raw, datetime) else str(raw)).isoformat()
@@ -40,23 +41,23 @@ def _at(params: dict, data_interval_end) -> str:
     max_active_runs=1,
     params=PARAMS,
     tags=["weaver"],
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=2)},
+    default_args=dag_default_args(),
     doc_md=__doc__,
 )
 def weaver_snapshots():
     @task
     def validate_changelog(params=None, data_interval_end=None) -> dict:
-        from weaver.settings import parse_timepoint
-        from weaver.snapshots import validate_for_snapshot
+        from weaver.core.time import parse_timepoint
+        from weaver.pitr import validate_for_snapshot
 
         at = _at(params, data_interval_end)
         return validate_for_snapshot(_settings(params), parse_timepoint(at)) | {"at": at}
 
     @task
     def take_snapshots(checked: dict, params=None) -> dict:
-        from weaver.settings import parse_timepoint
-        from weaver.snapshots import take_snapshots as run
-        from weaver.spark import get_spark
+        from weaver.core.time import parse_timepoint
+        from weaver.pitr import take_snapshots as run
+        from weaver.core.spark import get_spark
 
         s = _settings(params)
         return run(get_spark(s, "weaver-snapshots-dag"), s, parse_timepoint(checked["at"]))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from airflow.plugins_manager import AirflowPlugin
 
 from weaver.api import create_app
-from weaver.settings import load_settings
+from weaver.core.settings import load_settings
 
 app = create_app(load_settings())
 

@@ -17,8 +17,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from weaver.pitr import restore_table
-    from weaver.settings import parse_timepoint
-    from weaver.spark import run_job
+    from weaver.core.time import parse_timepoint
+    from weaver.core.spark import run_job
 
     return run_job("weaver-restore-table", lambda spark, settings: restore_table(
         spark, settings, parse_timepoint(args.at), args.out), settings_overrides={"lake": args.lake})

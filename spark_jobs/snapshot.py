@@ -15,9 +15,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--at", required=True, help="ISO-8601 instant with a timezone")
     args = ap.parse_args(argv)
 
-    from weaver.settings import parse_timepoint
-    from weaver.snapshots import take_snapshots
-    from weaver.spark import run_job
+    from weaver.core.time import parse_timepoint
+    from weaver.pitr import take_snapshots
+    from weaver.core.spark import run_job
 
     return run_job("weaver-snapshot", lambda spark, settings: take_snapshots(
         spark, settings, parse_timepoint(args.at)), settings_overrides={"lake": args.lake})

@@ -23,8 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run-ts", default=None, help="Weave the predictions of this run (default: latest <= --at)")
     args = ap.parse_args(argv)
 
-    from weaver.spark import run_job
-    from weaver.weaving import weave
+    from weaver.core.spark import run_job
+    from weaver.weave import weave
 
     return run_job("weaver-weave", lambda spark, settings: weave(
         spark, settings, at=args.at, confidence_threshold=args.confidence_threshold, run_ts=args.run_ts),

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+# tests/lakes.py holds shared oracle checks (assert_matches_oracle): give its asserts pytest's messages.
+pytest.register_assert_rewrite("tests.lakes")
+
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -27,8 +30,8 @@ for var in ("WEAVER_LAKE", "WEAVER_WOVEN_ROOT", "WEAVER_API_TOKEN", "WEAVER_SPAR
 @pytest.fixture(scope="session")
 def spark():
     """The one SparkSession of the test session: local[2], UI off, few shuffle partitions."""
-    from weaver.settings import load_settings
-    from weaver.spark import get_spark
+    from weaver.core.settings import load_settings
+    from weaver.core.spark import get_spark
 
     s = load_settings(spark_master="local[2]", spark_shuffle_partitions=2)
     session = get_spark(s, app_name="weaver-tests")
@@ -57,3 +60,11 @@ def lake_copy(small_lake, tmp_path):
     dst = tmp_path / "lake"
     shutil.copytree(small_lake, dst)
     return dst
+
+
+@pytest.fixture(scope="module")
+def split_lake(tmp_path_factory):
+    """The forecast stage's hand-built lake whose p splits at 40 h (tests.lakes.forecast_split_lake)."""
+    from tests.lakes import forecast_split_lake
+
+    return forecast_split_lake(tmp_path_factory.mktemp("edge") / "lake")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_recovery import standard_lake, weave_id_of
+from tests.lakes import standard_lake, weave_id_of
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "airflow-mount-token"

@@ -10,10 +10,10 @@ import pyarrow as pa
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.test_recovery import T0, standard_lake, weave_id_of
-from weaver import storage
+from tests.lakes import T0, standard_lake, weave_id_of
+from weaver.core import storage
 from weaver.api import MAX_PAGE, create_app
-from weaver.settings import Settings
+from weaver.core.settings import Settings
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

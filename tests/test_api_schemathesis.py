@@ -19,9 +19,9 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from tests.test_recovery import standard_lake
+from tests.lakes import standard_lake
 from weaver.api import create_app
-from weaver.settings import Settings
+from weaver.core.settings import Settings
 
 TOKEN = "schemathesis-token"
 ROOT = Path(tempfile.gettempdir()) / f"weaver-schemathesis-{uuid.uuid4().hex[:12]}"

@@ -8,19 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_forecasting import (  # noqa: F401 - split_lake is a fixture used below
-    H, T0, VALUE, flat, growing, key, part, settings_for, split_lake, spread, write_lake,
-)
-from weaver import storage
-from weaver.errors import InvalidParameterError
+from tests.lakes import FORECAST_T0 as T0
+from tests.lakes import H, VALUE, event_log, flat, forecast_settings, growing, key, part, spread, write_lake
+from weaver.core import storage
+from weaver.core.errors import InvalidParameterError
 
 
 # --- no look-ahead -------------------------------------------------------------------------------
-def _lakes(tmp_path: Path) -> tuple[Path, Path]:
+def _lakes(tmp_path: Path) -> tuple[str, str]:
     """Lake A holds 48 h of history; lake B the same 48 h plus 24 h more and a later split of g."""
     policy = {"size_threshold_bytes": 600_000, "write_threshold_per_s": 100 / 3600.0, "bucket": "1h"}
     past = growing("g", "a", 48) + flat("f", "f", 48)
-    a = write_lake(tmp_path / "a", [part("g", "", "f"), part("f", "f", None)], past, policy=policy)
+    a = write_lake(tmp_path / "a", event_log([part("g", "", "f"), part("f", "f", None)], past), policy=policy)
     future = [(ts, "g", key("a", 480 + 10 * (h - 48) + j), "PUT", VALUE)
               for h in range(48, 60) for j, ts in enumerate(spread(h, 10))]
     future += [(ts, "r", key("b", 10 * (h - 60) + j), "PUT", VALUE)
@@ -34,20 +33,19 @@ def _lakes(tmp_path: Path) -> tuple[Path, Path]:
     splits = [{"parent_id": "g", "split_seq": n, "split_ts": split_ts, "split_key": "a00000300",
                "left_id": "l", "right_id": "r", "reason": "size"}]
     # B's seq numbers for the first 48 h equal A's: the future is appended after them
-    b = write_lake(tmp_path / "b", parts, past + future, splits=splits,
-                   policy=policy)
+    b = write_lake(tmp_path / "b", event_log(parts, past + future, splits), policy=policy)
     return a, b
 
 
 def test_appending_future_changes_does_not_change_a_past_run(tmp_path):
-    from weaver.forecasting import predict
-    from weaver.metrics import build_metrics
+    from weaver.predict import predict
+    from weaver.predict import build_metrics
 
     a, b = _lakes(tmp_path)
     at = T0 + 40 * H
-    build_metrics(settings_for(b), end=T0 + 72 * H)  # B's metrics table already holds the future
-    pa_ = predict(settings_for(a), at=at, write=False).to_pylist()
-    pb_ = predict(settings_for(b), at=at, write=False).to_pylist()
+    build_metrics(forecast_settings(b), end=T0 + 72 * H)  # B's metrics table already holds the future
+    pa_ = predict(forecast_settings(a), at=at, write=False).to_pylist()
+    pb_ = predict(forecast_settings(b), at=at, write=False).to_pylist()
     assert [r["partition_id"] for r in pa_] == ["g", "f"]
     assert pa_ == pb_
     assert pa_[0]["probability"] > 0.5  # g: 400 000 B growing 10 000 B/h, exceeds 600 000 B at 61 h
@@ -55,15 +53,16 @@ def test_appending_future_changes_does_not_change_a_past_run(tmp_path):
 
 def test_backtest_predictions_are_what_live_runs_wrote(tmp_path):
     """A backtest over [30 h, 40 h) on the longer lake writes the rows live runs on A would have."""
-    from weaver.backtest import backtest
-    from weaver.forecasting import predict, read_predictions
+    from weaver.predict import backtest
+    from weaver.predict import predict, read_predictions
 
     a, b = _lakes(tmp_path)
     live = []
     for h in (30, 35):
-        live += predict(settings_for(a), at=T0 + h * H, model="arima").to_pylist()
-    backtest(settings_for(b), start=T0 + 30 * H, end=T0 + 40 * H, every="5h", model="arima", out_dir=tmp_path / "r")
-    back = {r["prediction_id"]: r for r in read_predictions(settings_for(b)).to_pylist()}
+        live += predict(forecast_settings(a), at=T0 + h * H, model="arima").to_pylist()
+    backtest(forecast_settings(b), start=T0 + 30 * H, end=T0 + 40 * H, every="5h", model="arima",
+             out_dir=tmp_path / "r")
+    back = {r["prediction_id"]: r for r in read_predictions(forecast_settings(b)).to_pylist()}
     assert len(back) == len(live) == 4
     for r in live:
         assert back[r["prediction_id"]] == r
@@ -77,20 +76,20 @@ def scored(split_lake, tmp_path_factory):
     Runs at 30, 32, 34, 36, 38 h with a 24 h window. p's split lies in every window. c never
     splits; its windows from 36 h on end after the known history (~60 h): censored.
     """
-    from weaver.backtest import backtest
+    from weaver.predict import backtest
 
     lake = tmp_path_factory.mktemp("bt") / "lake"
     shutil.copytree(split_lake, lake)
     out = tmp_path_factory.mktemp("report")
-    r = backtest(settings_for(lake), start=T0 + 30 * H, end=T0 + 40 * H, every="2h", model="arima", out_dir=out)
+    r = backtest(forecast_settings(lake), start=T0 + 30 * H, end=T0 + 40 * H, every="2h", model="arima", out_dir=out)
     return lake, r
 
 
 def test_rows_and_truth(scored):
-    from weaver.backtest import read_results
+    from weaver.predict import read_results
 
     lake, r = scored
-    rows = read_results(settings_for(lake), r["backtest_id"]).to_pylist()
+    rows = read_results(forecast_settings(lake), r["backtest_id"]).to_pylist()
     assert r["runs"] == 5
     assert r["censored"] == {"arima": 2, "baseline_linear": 2, "baseline_near": 2}
     assert len(rows) == 3 * (5 + 3)
@@ -129,26 +128,26 @@ def test_report_files(scored):
 
 
 def test_rerun_is_idempotent(scored):
-    from weaver.backtest import backtest, read_results
+    from weaver.predict import backtest, read_results
 
     lake, r = scored
-    n = read_results(settings_for(lake)).num_rows
-    again = backtest(settings_for(lake), start=T0 + 30 * H, end=T0 + 40 * H, every="2h", model="arima",
+    n = read_results(forecast_settings(lake)).num_rows
+    again = backtest(forecast_settings(lake), start=T0 + 30 * H, end=T0 + 40 * H, every="2h", model="arima",
                      out_dir=Path(r["report"]["html"]).parent)
     assert again["backtest_id"] == r["backtest_id"]
-    assert read_results(settings_for(lake)).num_rows == n
+    assert read_results(forecast_settings(lake)).num_rows == n
     assert again["scores"] == r["scores"]
 
 
 def test_bad_span_writes_nothing(split_lake, tmp_path):
-    from weaver.backtest import backtest
+    from weaver.predict import backtest
 
     lake = tmp_path / "lake"
     shutil.copytree(split_lake, lake)
     with pytest.raises(InvalidParameterError):
-        backtest(settings_for(lake), start=T0 + 40 * H, end=T0 + 30 * H)
+        backtest(forecast_settings(lake), start=T0 + 40 * H, end=T0 + 30 * H)
     with pytest.raises(InvalidParameterError):
-        backtest(settings_for(lake), start=T0 + 30 * H, end=T0 + 40 * H, model="lstm")
+        backtest(forecast_settings(lake), start=T0 + 30 * H, end=T0 + 40 * H, model="lstm")
     for name in (storage.BACKTEST_RESULTS, storage.PREDICTIONS, storage.PARTITION_METRICS):
         assert not storage.is_table(storage.table_uri(str(lake), name))
 

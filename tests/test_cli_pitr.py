@@ -8,8 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
+from tests.lakes import split_log, write_lake
 from tests.oracle import fold, rows_to_dict
-from tests.test_pitr_restore import _split_log, write_lake
 
 
 def _run(*args: str):
@@ -23,7 +23,7 @@ def _json(res) -> dict:
 
 
 def test_restore_writes_the_oracle_rows_and_a_json_summary(tmp_path):
-    log, snaps = _split_log()
+    log, snaps = split_log()
     lake = write_lake(tmp_path / "lake", log, snaps)
     at = log["changes"][10]["ts"]  # seq 11
     out = tmp_path / "out" / "p0001.parquet"
@@ -42,7 +42,7 @@ def test_restore_writes_the_oracle_rows_and_a_json_summary(tmp_path):
 
 
 def test_bad_input_exits_2_with_a_named_error(tmp_path):
-    log, snaps = _split_log()
+    log, snaps = split_log()
     lake = write_lake(tmp_path / "lake", log, snaps)
     out = tmp_path / "x.parquet"
     naive = _run("restore", "--partition", "p0001", "--at", "2026-01-01T00:00:05", "--out", str(out), "--lake", lake)
@@ -57,10 +57,10 @@ def test_bad_input_exits_2_with_a_named_error(tmp_path):
 
 
 def test_vacuum_dry_run_then_real(tmp_path):
-    from weaver.pitr import read_catalog
-    from weaver.settings import load_settings
+    from weaver.pitr import read_snapshot_catalog
+    from weaver.core.settings import load_settings
 
-    log, snaps = _split_log()
+    log, snaps = split_log()
     lake = write_lake(tmp_path / "lake", log, snaps)
     now = log["changes"][-1]["ts"]
     window = f"{int((now - log['changes'][9]['ts']).total_seconds())}s"  # starts at seq 10
@@ -68,17 +68,17 @@ def test_vacuum_dry_run_then_real(tmp_path):
     assert dry.exit_code == 0, dry.output
     obj = _json(dry)
     assert obj["dry_run"] is True and obj["expire"] == ["p0000@3"] and obj["log_rows_deleted"] == 8
-    assert len(read_catalog(load_settings(lake=lake))) == 3
+    assert len(read_snapshot_catalog(load_settings(lake=lake))) == 3
     real = _run("vacuum", "--now", now.isoformat(), "--recovery-window", window, "--lake", lake, "--json")
     assert real.exit_code == 0 and _json(real)["snapshots_expired"] == 1
-    assert sorted(read_catalog(load_settings(lake=lake)).column("snapshot_id").to_pylist()) == ["p0001@9", "p0002@9"]
+    assert sorted(read_snapshot_catalog(load_settings(lake=lake)).column("snapshot_id").to_pylist()) == ["p0001@9", "p0002@9"]
     bad = _run("vacuum", "--now", now.isoformat(), "--recovery-window", "soon", "--lake", lake, "--json")
     assert bad.exit_code == 2 and _json(bad)["error"] == "InvalidParameterError"
 
 
 @pytest.mark.spark
 def test_snapshot_command_takes_then_skips(spark, tmp_path):
-    log, _ = _split_log()
+    log, _ = split_log()
     lake = write_lake(tmp_path / "lake", log)
     at = log["changes"][8]["ts"].isoformat()  # seq 9
     first = _run("snapshot", "--at", at, "--lake", lake, "--json")

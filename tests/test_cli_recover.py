@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
+from tests.lakes import standard_lake, weave_id_of
 from tests.oracle import rows_to_dict
-from tests.test_recovery import standard_lake, weave_id_of
 from weaver.cli import app
 
 runner = CliRunner()

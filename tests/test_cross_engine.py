@@ -7,8 +7,8 @@ from datetime import datetime, timezone
 import pyarrow as pa
 import pytest
 
-from weaver import storage
-from weaver.spark import spark_schema
+from weaver.core import storage
+from weaver.core.spark import spark_schema
 
 pytestmark = pytest.mark.spark
 

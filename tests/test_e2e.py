@@ -14,15 +14,15 @@ from datetime import timedelta
 import pytest
 
 from tests.oracle import fold, rows_to_dict
-from weaver import storage
-from weaver.errors import EnvironmentProblem
+from weaver.core import storage
+from weaver.core.errors import EnvironmentProblem
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
 @pytest.fixture(scope="module")
 def airflow_home(tmp_path_factory):
-    from weaver.airflow_env import airflow_env, migrate
+    from weaver.pipeline.airflow_env import airflow_env, migrate
 
     home = tmp_path_factory.mktemp("airflow_home")
     migrate(home, airflow_env(home))
@@ -32,7 +32,7 @@ def airflow_home(tmp_path_factory):
 def test_bad_batch_stops_the_run_before_the_next_stage(small_lake, tmp_path, airflow_home):
     from deltalake import DeltaTable
 
-    from weaver.demo import run_dag
+    from weaver.pipeline.demo import run_dag
 
     lake = tmp_path / "lake"
     shutil.copytree(small_lake, lake)
@@ -53,8 +53,8 @@ def test_bad_batch_stops_the_run_before_the_next_stage(small_lake, tmp_path, air
 
 
 def test_demo_on_tiny_data_recovers_equal_rows_both_ways(tmp_path, airflow_home):
-    from weaver.demo import demo
-    from weaver.settings import load_settings
+    from weaver.pipeline.demo import demo
+    from weaver.core.settings import load_settings
     from weaver.simulate import SimConfig
 
     lake = tmp_path / "lake"
@@ -70,7 +70,7 @@ def test_demo_on_tiny_data_recovers_equal_rows_both_ways(tmp_path, airflow_home)
 
     # Independent oracle: fold the raw change log over the partition's key range at T.
     from weaver.pitr import restore_partition
-    from weaver.recovery import recover
+    from weaver.recover import recover
 
     s = load_settings(lake=str(lake))
     changes = storage.read(storage.uri_for(s, storage.CHANGELOG), storage.CHANGELOG).to_pylist()

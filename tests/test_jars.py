@@ -10,7 +10,7 @@ import sys
 def _fetch(tmp_path, **env):
     base = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "WEAVER_CACHE": str(tmp_path / "cache")}
     base.update(env)
-    return subprocess.run([sys.executable, "-m", "weaver.jars", "fetch"], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "weaver.core.jars", "fetch"], capture_output=True, text=True,
                           timeout=120, env=base)
 
 

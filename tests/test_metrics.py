@@ -8,10 +8,10 @@ import pyarrow as pa
 import pytest
 
 from tests.oracle import fold
-from tests.test_forecasting import part, write_lake
-from weaver import storage
-from weaver.errors import InvalidParameterError
-from weaver.settings import load_settings
+from tests.lakes import event_log, oracle_snapshots, part, write_lake
+from weaver.core import storage
+from weaver.core.errors import InvalidParameterError
+from weaver.core.settings import load_settings
 
 H = timedelta(hours=1)
 
@@ -62,7 +62,7 @@ def first_last(lake) -> tuple[datetime, datetime]:
 
 
 def test_simulated_lake_matches_oracle(lake_copy):
-    from weaver.metrics import build_metrics
+    from weaver.predict import build_metrics
 
     s = load_settings(lake=str(lake_copy))
     start, end = first_last(lake_copy)
@@ -77,8 +77,8 @@ def test_simulated_lake_matches_oracle(lake_copy):
 
 
 def test_incremental_equals_full_and_is_idempotent(lake_copy):
-    from weaver.metrics import build_metrics
-    from weaver.storage import version_of
+    from weaver.predict import build_metrics
+    from weaver.core.storage import version_of
 
     s = load_settings(lake=str(lake_copy))
     start, end = first_last(lake_copy)
@@ -96,7 +96,7 @@ def test_incremental_equals_full_and_is_idempotent(lake_copy):
 
 def test_retired_mid_bucket_and_incomplete_bucket(tmp_path):
     """A partition retiring at 01:30 is measured at its retirement; the bucket at `end` is skipped."""
-    from weaver.metrics import build_metrics
+    from weaver.predict import build_metrics
 
     t0 = datetime(2026, 5, 1, tzinfo=timezone.utc)
     ev = []
@@ -111,9 +111,9 @@ def test_retired_mid_bucket_and_incomplete_bucket(tmp_path):
     parts = [part("p", "", None, created=t0, retired=split_ts, retired_seq=10),
              part("l", "", "k05", created=split_ts, parent="p", created_seq=10),
              part("r", "k05", None, created=split_ts, parent="p", created_seq=10)]
-    lake = write_lake(tmp_path / "lake", parts, ev,
-                      splits=[{"parent_id": "p", "split_seq": 10, "split_ts": split_ts, "split_key": "k05",
-                               "left_id": "l", "right_id": "r", "reason": "manual"}])
+    lake = write_lake(tmp_path / "lake", event_log(
+        parts, ev, splits=[{"parent_id": "p", "split_seq": 10, "split_ts": split_ts, "split_key": "k05",
+                            "left_id": "l", "right_id": "r", "reason": "manual"}]))
     s = load_settings(lake=str(lake))
     end = t0 + timedelta(hours=2, minutes=45)  # the 02:00 bucket is incomplete: not written
     r = build_metrics(s, end=end)
@@ -126,7 +126,7 @@ def test_retired_mid_bucket_and_incomplete_bucket(tmp_path):
 
 
 def test_bad_interval_changes_nothing(lake_copy):
-    from weaver.metrics import build_metrics
+    from weaver.predict import build_metrics
 
     s = load_settings(lake=str(lake_copy))
     t = datetime(2026, 1, 2, tzinfo=timezone.utc)
@@ -139,11 +139,11 @@ def test_bad_interval_changes_nothing(lake_copy):
 
 def test_value_bytes_missing_is_measured(tmp_path):
     """A user's log without value_bytes still gets sizes (from the values themselves)."""
-    from weaver.metrics import build_metrics
+    from weaver.predict import build_metrics
 
     t0 = datetime(2026, 5, 1, tzinfo=timezone.utc)
-    lake = write_lake(tmp_path / "lake", [part("p", "", None, created=t0)],
-                      [(t0 + timedelta(minutes=i), "p", f"k{i}", "PUT", 7) for i in range(5)])
+    ev = [(t0 + timedelta(minutes=i), "p", f"k{i}", "PUT", 7) for i in range(5)]
+    lake = write_lake(tmp_path / "lake", event_log([part("p", "", None, created=t0)], ev))
     uri = storage.table_uri(str(lake), storage.CHANGELOG)
     t = storage.read(uri, storage.CHANGELOG)
     t = t.set_column(t.schema.get_field_index("value_bytes"), "value_bytes", pa.nulls(t.num_rows, pa.int64()))
@@ -154,10 +154,9 @@ def test_value_bytes_missing_is_measured(tmp_path):
 
 def test_vacuumed_log_starts_from_base_snapshots(tmp_path):
     """After vacuum cut the log's prefix, metrics still equal the fold of the ORIGINAL log."""
-    from tests.test_pitr_restore import oracle_snapshots
-    from weaver.metrics import build_metrics
-    from weaver.pitr import log_start_seq
-    from weaver.retention import vacuum
+    from weaver.predict import build_metrics
+    from weaver.log import log_start_seq
+    from weaver.pitr import vacuum
 
     t0 = datetime(2026, 5, 1, tzinfo=timezone.utc)
     ev = []
@@ -173,9 +172,9 @@ def test_vacuumed_log_starts_from_base_snapshots(tmp_path):
     parts = [part("p", "", None, created=t0, retired=split_ts, retired_seq=n),
              part("l", "", "k050", created=split_ts, parent="p", created_seq=n),
              part("r", "k050", None, created=split_ts, parent="p", created_seq=n)]
-    lake = write_lake(tmp_path / "lake", parts, ev,
-                      splits=[{"parent_id": "p", "split_seq": n, "split_ts": split_ts, "split_key": "k050",
-                               "left_id": "l", "right_id": "r", "reason": "manual"}])
+    lake = write_lake(tmp_path / "lake", event_log(
+        parts, ev, splits=[{"parent_id": "p", "split_seq": n, "split_ts": split_ts, "split_key": "k050",
+                            "left_id": "l", "right_id": "r", "reason": "manual"}]))
     s = load_settings(lake=str(lake))
     log = {"changes": storage.read(storage.table_uri(str(lake), storage.CHANGELOG), storage.CHANGELOG).to_pylist(),
            "partitions": storage.read(storage.table_uri(str(lake), storage.PARTITIONS), storage.PARTITIONS).to_pylist()}
@@ -197,8 +196,8 @@ def test_vacuumed_log_starts_from_base_snapshots(tmp_path):
     assert r["start"] == first
     assert stored(lake) == oracle_metrics(lake, first, now, changes=log["changes"])
     # predictions on the vacuumed lake: refused before the retained log, defined rows after it
-    from weaver.errors import InvalidTimepointError
-    from weaver.forecasting import predict
+    from weaver.core.errors import InvalidTimepointError
+    from weaver.predict import predict
 
     with pytest.raises(InvalidTimepointError, match="retained change log"):
         predict(s, at=t0 + 10 * H, write=False)

@@ -7,12 +7,13 @@ from datetime import timedelta
 import pyarrow as pa
 import pytest
 
-from weaver import storage
-from weaver.changelog import Lineage
-from weaver.errors import ExpectationFailedError
-from weaver.pipeline import changelog_check_frame, check_changelog, extract
-from weaver.quality import validate
-from weaver.settings import load_settings
+from weaver.core import storage
+from weaver.log import Lineage
+from weaver.core.errors import ExpectationFailedError
+from weaver.checks import changelog_check_frame, check_changelog
+from weaver.pipeline import extract
+from weaver.checks import validate
+from weaver.core.settings import load_settings
 
 
 def _changes(lake):

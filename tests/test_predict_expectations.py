@@ -7,9 +7,9 @@ from datetime import datetime, timedelta, timezone
 import pyarrow as pa
 import pytest
 
-from weaver import storage
-from weaver.changelog import Lineage
-from weaver.errors import ExpectationFailedError
+from weaver.core import storage
+from weaver.log import Lineage
+from weaver.core.errors import ExpectationFailedError
 
 T = datetime(2026, 3, 2, tzinfo=timezone.utc)
 H = timedelta(hours=1)
@@ -28,7 +28,7 @@ def lineage() -> Lineage:
 
 
 def good_rows() -> list[dict]:
-    from weaver.forecasting import prediction_id
+    from weaver.core.ids import prediction_id
 
     base = {"run_ts": T, "model": "prophet", "window_start": T, "window_end": T + 24 * H, "threshold": 0.75}
     return [
@@ -42,7 +42,7 @@ def good_rows() -> list[dict]:
 
 
 def check(rows: list[dict], **kw) -> dict:
-    from weaver.forecasting import check_predictions
+    from weaver.checks import check_predictions
 
     return check_predictions(pa.Table.from_pylist(rows, schema=storage.SCHEMAS[storage.PREDICTIONS]), lineage(), **kw)
 
@@ -76,8 +76,8 @@ def test_each_rule_fails_by_name(rows, rule):
 
 
 def test_empty_run_fails_when_partitions_are_active():
-    from weaver.forecasting import prediction_check_frame
-    from weaver.quality import validate
+    from weaver.checks import prediction_check_frame
+    from weaver.checks import validate
 
     empty = storage.empty(storage.PREDICTIONS)
     with pytest.raises(ExpectationFailedError, match="one_row_per_active_partition"):

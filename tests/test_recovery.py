@@ -1,146 +1,27 @@
 """Recovery (DESIGN §4.3): woven and standard paths return the oracle's rows; low confidence is never read.
 
-The lakes here are hand-built: woven rows are computed from the oracle fold (tests/oracle.py) and
-MERGEd with storage.merge, so these tests are independent of the weaving engine. The helpers
-below are shared with tests/test_api*.py and tests/test_cli_recover.py.
+The lakes are hand-built (tests/lakes.py: build_lake, add_weave, standard_lake): woven rows are
+computed from the oracle fold (tests/oracle.py) and MERGEd with storage.merge, so these tests are
+independent of the weaving engine.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
-from tests.oracle import fold
-from weaver import storage
-from weaver.settings import Settings
-
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
-KEYS = [f"k{d}{x}" for d in range(10) for x in "abc"]
-
-# P0 ["", "k4"), P1 ["k4", +inf) split at seq SPLIT_SEQ into P2 ["k4", "k7") and P3 ["k7", +inf).
-PARTS = [
-    ("P0", "", "k4", None),
-    ("P1", "k4", None, None),
-    ("P2", "k4", "k7", "P1"),
-    ("P3", "k7", None, "P1"),
-]
-
-
-def weave_id_of(prediction_id: str) -> str:
-    return hashlib.sha1(prediction_id.encode()).hexdigest()[:16]
-
-
-@dataclass
-class Lake:
-    """A small lake: its settings, its raw changes (for the oracle) and its partitions."""
-
-    settings: Settings
-    changes: list[dict]
-    ranges: dict[str, tuple[str, str | None]]
-    weaves: dict[str, dict] = field(default_factory=dict)
-
-    def ts_of(self, seq: int) -> datetime:
-        return self.changes[seq - 1]["ts"]
-
-    def seq_at(self, at: datetime) -> int:
-        return max((c["seq"] for c in self.changes if c["ts"] <= at), default=0)
-
-    def expected(self, partition_id: str, at: datetime) -> dict[str, bytes]:
-        lo, hi = self.ranges[partition_id]
-        return fold(self.changes, key_lo=lo, key_hi=hi, at=at)
-
-
-def random_changes(rng: random.Random, n: int, split_seq: int | None) -> list[dict]:
-    """`n` changes, seq 1..n, ts non-decreasing (ties happen), owned by the right partition."""
-    out, ts, live = [], T0, set()
-    for seq in range(1, n + 1):
-        ts = ts + timedelta(minutes=rng.choice([0, 1, 1, 2, 5]))
-        key = rng.choice(KEYS)
-        op = "DELETE" if key in live and rng.random() < 0.25 else "PUT"
-        value = None if op == "DELETE" else f"{key}@{seq}".encode()
-        (live.discard if op == "DELETE" else live.add)(key)
-        out.append({"seq": seq, "ts": ts, "partition_id": owner(key, seq, split_seq), "key": key, "op": op,
-                    "value": value, "value_bytes": None if value is None else len(value)})
-    return out
-
-
-def owner(key: str, seq: int, split_seq: int | None) -> str:
-    if key < "k4":
-        return "P0"
-    if split_seq is None or seq <= split_seq:
-        return "P1"
-    return "P2" if key < "k7" else "P3"
-
-
-def build_lake(root, changes: list[dict], split_seq: int | None, *, api_token: str | None = None) -> Lake:
-    """Write changelog, partitions and splits under `root` (woven tier at root/woven)."""
-    s = Settings(lake=str(root), api_token=api_token)
-    storage.overwrite(storage.uri_for(s, storage.CHANGELOG), storage.CHANGELOG,
-                      pa.Table.from_pylist(changes, schema=storage.SCHEMAS[storage.CHANGELOG]))
-    rows = []
-    for pid, lo, hi, parent in PARTS:
-        if split_seq is None and pid in ("P2", "P3"):
-            continue
-        split_ts = changes[split_seq - 1]["ts"] if split_seq else None
-        rows.append({"partition_id": pid, "key_lo": lo, "key_hi": hi, "parent_id": parent,
-                     "created_seq": split_seq if parent else 0, "created_ts": split_ts if parent else T0,
-                     "retired_seq": split_seq if (pid == "P1" and split_seq) else None,
-                     "retired_ts": split_ts if (pid == "P1" and split_seq) else None})
-    storage.overwrite(storage.uri_for(s, storage.PARTITIONS), storage.PARTITIONS,
-                      pa.Table.from_pylist(rows, schema=storage.SCHEMAS[storage.PARTITIONS]))
-    splits = []
-    if split_seq:
-        splits.append({"parent_id": "P1", "split_seq": split_seq, "split_ts": changes[split_seq - 1]["ts"],
-                       "split_key": "k7", "left_id": "P2", "right_id": "P3", "reason": "size"})
-    storage.overwrite(storage.uri_for(s, storage.SPLITS), storage.SPLITS,
-                      pa.Table.from_pylist(splits, schema=storage.SCHEMAS[storage.SPLITS]))
-    ranges = {pid: (lo, hi) for pid, lo, hi, parent in PARTS if split_seq or pid in ("P0", "P1")}
-    return Lake(s, changes, ranges)
-
-
-def add_weave(lake: Lake, source: str, split_key: str, confidence: float, timepoints: list[datetime], *,
-              prediction_id: str | None = None, status: str = "active", corrupt: bool = False) -> dict:
-    """Catalog a weave of `source` at `split_key` and write its snapshots from the oracle fold.
-
-    `corrupt=True` writes wrong values, so a test can tell whether these rows were read.
-    Returns the weave's catalog row (plus 'left'/'right' child ranges registered in lake.ranges).
-    """
-    timepoints = sorted(set(timepoints))  # equal ts happen in random logs; a timepoint is woven once
-    pid = prediction_id or f"pred-{source}-{split_key}-{confidence}"
-    wid = weave_id_of(pid)
-    lo, hi = lake.ranges[source]
-    left, right = f"{source}~{wid[:8]}~L", f"{source}~{wid[:8]}~R"
-    split_ts = min(timepoints)
-    row = {"weave_id": wid, "prediction_id": pid, "source_partition_id": source, "split_key": split_key,
-           "split_ts": split_ts, "confidence": confidence, "window_start": split_ts,
-           "window_end": max(timepoints) + timedelta(hours=1), "child_ids": [left, right], "status": status,
-           "created_at": T0, "last_timepoint": max(timepoints), "last_seq": lake.seq_at(max(timepoints)),
-           "actual_split_key": None, "actual_split_ts": None, "updated_at": T0}
-    s = lake.settings
-    storage.merge(storage.uri_for(s, storage.WOVEN_CATALOG), storage.WOVEN_CATALOG,
-                  pa.Table.from_pylist([row], schema=storage.SCHEMAS[storage.WOVEN_CATALOG]), ["weave_id"])
-    snap_rows = []
-    for tp in timepoints:
-        seq = lake.seq_at(tp)
-        for child, (clo, chi) in ((left, (lo, split_key)), (right, (split_key, hi))):
-            for k, v in fold(lake.changes, key_lo=clo, key_hi=chi, at=tp).items():
-                snap_rows.append({"weave_id": wid, "woven_partition_id": child, "source_partition_id": source,
-                                  "timepoint": tp, "as_of_seq": seq, "key": k,
-                                  "value": b"WRONG" if corrupt else v})
-    if snap_rows:
-        storage.merge(storage.uri_for(s, storage.WOVEN_SNAPSHOTS), storage.WOVEN_SNAPSHOTS,
-                      pa.Table.from_pylist(snap_rows, schema=storage.SCHEMAS[storage.WOVEN_SNAPSHOTS]),
-                      ["weave_id", "woven_partition_id", "timepoint", "key"])
-    lake.ranges[left] = (lo, split_key)
-    lake.ranges[right] = (split_key, hi)
-    row["left"], row["right"] = left, right
-    lake.weaves[wid] = row
-    return row
+from tests.lakes import T0, Lake, add_weave, build_lake, random_changes, standard_lake, weave_id_of
+from tests.oracle import fold, rows_to_dict
+from weaver.core import storage
+from weaver.core.errors import (
+    InvalidConfidenceError, InvalidParameterError, InvalidTimepointError, UnknownPartitionError, UnknownWeaveError,
+)
+from weaver.recover import recover
 
 
 def add_base_snapshot(lake: Lake, partition_id: str, seq: int) -> str:
@@ -166,32 +47,7 @@ def oracle_rows(table) -> dict[str, bytes]:
     return rows_to_dict(table)
 
 
-def standard_lake(root, *, n: int = 120, seed: int = 3, api_token: str | None = None) -> Lake:
-    """A deterministic lake with a real split of P1 at seq n//2 and a weave of P0 (conf 0.9) and P2 (conf 0.5)."""
-    rng = random.Random(seed)
-    split_seq = n // 2
-    lake = build_lake(root, random_changes(rng, n, split_seq), split_seq, api_token=api_token)
-    t = [lake.ts_of(s) for s in (n // 4, n // 2, 3 * n // 4)]
-    add_weave(lake, "P0", "k2", 0.9, t, prediction_id="pred-P0")
-    add_weave(lake, "P2", "k5", 0.5, [lake.ts_of(3 * n // 4)], prediction_id="pred-P2")
-    return lake
-
-
 # --- tests ---------------------------------------------------------------------------------------
-import pytest  # noqa: E402
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st  # noqa: E402
-
-from tests.oracle import rows_to_dict  # noqa: E402
-from weaver.errors import (  # noqa: E402
-    InvalidConfidenceError,
-    InvalidParameterError,
-    InvalidTimepointError,
-    UnknownPartitionError,
-    UnknownWeaveError,
-)
-from weaver.recovery import recover  # noqa: E402
-
-
 @pytest.fixture(scope="module")
 def lake(tmp_path_factory) -> Lake:
     return standard_lake(tmp_path_factory.mktemp("recovery") / "lake")
@@ -286,7 +142,7 @@ def test_standard_path_uses_base_snapshot(tmp_path):
 def test_rollback_writes_new_table_and_leaves_sources(tmp_path, lake):
     from deltalake import DeltaTable
 
-    from weaver import storage
+    from weaver.core import storage
 
     s = lake.settings
     names = list(storage.SCHEMAS)
@@ -365,8 +221,8 @@ def test_property_woven_equals_standard_equals_oracle(tmp_path_factory, data, se
 @pytest.mark.slow
 def test_real_weave_serves_recovery(spark, tmp_path):
     """Woven rows written by the real weaving engine (Spark) serve recovery with the oracle's rows."""
-    from weaver import storage
-    from weaver.weaving import weave
+    from weaver.core import storage
+    from weaver.weave import weave
 
     lake = build_lake(tmp_path / "lake", random_changes(random.Random(8), 150, 75), 75)
     s = lake.settings.with_overrides(woven_cadence="20m")

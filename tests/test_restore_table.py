@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 
-import pyarrow as pa
 import pytest
-from deltalake import DeltaTable, write_deltalake
+from deltalake import DeltaTable
 
-from tests.oracle import fold, rows_to_dict
-from tests.test_pitr_restore import build_log, oracle_snapshots
+from tests.lakes import build_log, write_lake
+from tests.oracle import fold
 
 # Three partitions [ ,k33) [k33,k66) [k66, ); p0001 splits at k50 after seq 8 into p0003/p0004.
 EVENTS = [(10, "PUT", 1000, 1, 1), (40, "PUT", 1000, 1, 1), (70, "PUT", 1000, 1, 1), (20, "PUT", 1000, 1, 1),
@@ -23,27 +22,16 @@ CHOSEN = {"p0000@4", "p0002@6", "p0003@10"}
 
 
 def _lake(tmp_path):
-    from weaver import storage
-    from weaver.settings import load_settings
+    from weaver.core.settings import load_settings
 
     log = build_log(EVENTS, 3)
     assert log["splits"][0]["split_seq"] == 8 and log["splits"][0]["parent_id"] == "p0001"
-    lake = str(tmp_path / "lake")
-    for name, rows in ((storage.CHANGELOG, log["changes"]), (storage.PARTITIONS, log["partitions"]),
-                       (storage.SPLITS, log["splits"])):
-        write_deltalake(storage.table_uri(lake, name), pa.Table.from_pylist(rows, schema=storage.SCHEMAS[name]))
-    rows, cat = oracle_snapshots(log, [4, 6, 10])
-    rows = [r for r in rows if r["snapshot_id"] in CHOSEN]
-    cat = [r for r in cat if r["snapshot_id"] in CHOSEN]
-    write_deltalake(storage.table_uri(lake, storage.SNAPSHOTS),
-                    pa.Table.from_pylist(rows, schema=storage.SCHEMAS[storage.SNAPSHOTS]), partition_by=["snapshot_id"])
-    write_deltalake(storage.table_uri(lake, storage.SNAPSHOT_CATALOG),
-                    pa.Table.from_pylist(cat, schema=storage.SCHEMAS[storage.SNAPSHOT_CATALOG]))
+    lake = write_lake(tmp_path / "lake", log, [4, 6, 10], snapshot_ids=CHOSEN)
     return log, load_settings(lake=lake)
 
 
 def _versions(s):
-    from weaver import storage
+    from weaver.core import storage
 
     names = (storage.CHANGELOG, storage.PARTITIONS, storage.SPLITS, storage.SNAPSHOTS, storage.SNAPSHOT_CATALOG)
     return {n: DeltaTable(storage.uri_for(s, n)).version() for n in names}
@@ -98,8 +86,8 @@ def test_restore_table_coalesces_bases_to_one_instant(spark, tmp_path):
 
 
 def test_restore_table_refuses_to_write_into_the_lake(tmp_path):
-    from weaver import storage
-    from weaver.errors import InvalidParameterError
+    from weaver.core import storage
+    from weaver.core.errors import InvalidParameterError
     from weaver.pitr import restore_table
 
     log, s = _lake(tmp_path)

@@ -2,8 +2,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from weaver.errors import InvalidConfidenceError, InvalidParameterError, InvalidTimepointError
-from weaver.settings import check_confidence, load_settings, parse_duration, parse_timepoint
+from weaver.core.errors import InvalidConfidenceError, InvalidParameterError, InvalidTimepointError
+from weaver.core.settings import check_confidence, load_settings
+from weaver.core.time import parse_duration, parse_timepoint
 
 
 def test_timepoint_requires_timezone():
@@ -45,7 +46,7 @@ def test_precedence_env_over_lake_policy_and_overrides_over_env(tmp_path):
 
 
 def test_dag_params_override_the_environment(tmp_path, monkeypatch):
-    from weaver.settings import settings_from_params
+    from weaver.core.settings import settings_from_params
 
     monkeypatch.setenv("WEAVER_LAKE", str(tmp_path / "envlake"))
     monkeypatch.setenv("WEAVER_CONFIDENCE_THRESHOLD", "0.5")

@@ -7,8 +7,8 @@ from datetime import timedelta
 import pyarrow.compute as pc
 
 from tests.oracle import fold
-from weaver import storage
-from weaver.changelog import Lineage, validate_changes
+from weaver.core import storage
+from weaver.log import Lineage, validate_changes
 from weaver.simulate import SimConfig, simulate
 
 

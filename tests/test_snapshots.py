@@ -7,18 +7,18 @@ from datetime import datetime, timedelta, timezone
 import pyarrow as pa
 import pytest
 
+from tests.lakes import split_log, write_lake
 from tests.oracle import fold, rows_to_dict
-from tests.test_pitr_restore import _split_log, write_lake
 
 
 def _settings(lake):
-    from weaver.settings import load_settings
+    from weaver.core.settings import load_settings
 
     return load_settings(lake=str(lake))
 
 
 def _snapshot_rows(s, sid: str) -> pa.Table:
-    from weaver import storage
+    from weaver.core import storage
 
     return storage.read(storage.uri_for(s, storage.SNAPSHOTS), storage.SNAPSHOTS, filters=[("snapshot_id", "=", sid)])
 
@@ -26,17 +26,17 @@ def _snapshot_rows(s, sid: str) -> pa.Table:
 def _files(s, name: str) -> tuple[int, list[str]]:
     from deltalake import DeltaTable
 
-    from weaver import storage
+    from weaver.core import storage
 
     dt = DeltaTable(storage.uri_for(s, name))
     return dt.version(), sorted(dt.file_uris())
 
 
 def _check_against_oracle(s, changes, lineage, summary):
-    from weaver.pitr import read_catalog
+    from weaver.pitr import read_snapshot_catalog
 
     by_seq = {c["seq"]: c for c in changes}
-    cat = {r["snapshot_id"]: r for r in read_catalog(s).to_pylist()}
+    cat = {r["snapshot_id"]: r for r in read_snapshot_catalog(s).to_pylist()}
     for sid in summary["taken"]:
         pid, seq = sid.rsplit("@", 1)
         p = lineage.get(pid)
@@ -60,10 +60,10 @@ def _bytes_on_storage(s, sid: str) -> int:
 @pytest.mark.spark
 @pytest.mark.slow
 def test_snapshot_runs_log_apply_across_splits_and_rerun_adds_nothing(spark, lake_copy):
-    from weaver import storage
-    from weaver.changelog import Lineage, read_changes
+    from weaver.core import storage
+    from weaver.log import Lineage, read_changes
     from weaver.pitr import restore_partition
-    from weaver.snapshots import latest_snapshot, take_snapshots
+    from weaver.pitr import latest_snapshot, take_snapshots
 
     s = _settings(lake_copy)
     changes = read_changes(s).to_pylist()
@@ -112,11 +112,11 @@ def test_snapshot_runs_log_apply_across_splits_and_rerun_adds_nothing(spark, lak
 def test_data_committed_without_catalog_row_is_invisible_then_replaced(spark, tmp_path):
     from pyspark.sql import functions as F
 
-    from weaver import storage
+    from weaver.core import storage
     from weaver.pitr import restore_partition
-    from weaver.snapshots import latest_snapshot, store_snapshot_data, take_snapshots
+    from weaver.pitr import latest_snapshot, store_snapshot_data, take_snapshots
 
-    log, _ = _split_log()
+    log, _ = split_log()
     s = _settings(write_lake(tmp_path / "lake", log))
     at = log["changes"][8]["ts"]  # seq 9, after the split: p0001 and p0002 are alive
     # A run that crashed after its data commit, before its catalog row, and wrote garbage.
@@ -140,8 +140,8 @@ def test_data_committed_without_catalog_row_is_invisible_then_replaced(spark, tm
 
 
 def test_with_retry_retries_infrastructure_failures_only():
-    from weaver.errors import SeqGapError
-    from weaver.snapshots import with_retry
+    from weaver.core.errors import SeqGapError
+    from weaver.pitr import with_retry
 
     calls = []
 

@@ -21,7 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_weave import H, T0, assert_matches_oracle, make_log, prediction, put_predictions, woven_table, write_lake
+from tests.lakes import (
+    H, T0, assert_matches_oracle, make_log, prediction, put_predictions, weave_settings, woven_table, write_lake,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.spark]
@@ -117,18 +119,18 @@ def _listen_addresses(port: int) -> set[str]:
 
 
 def test_weave_on_a_standalone_cluster_equals_local_mode(spark, tmp_path):
-    from weaver import storage
-    from weaver.jars import delta_jars
-    from weaver.settings import load_settings
-    from weaver.spark import spark_conf
-    from weaver.weaving import weave
+    from weaver.core import storage
+    from weaver.core.jars import delta_jars
+    from weaver.core.settings import load_settings
+    from weaver.core.spark import spark_conf
+    from weaver.weave import weave
 
     data = make_log(seed=21)
     preds = [prediction(), prediction(partition_id="p1", split_key="k33", probability=0.85)]
     at = T0 + 8 * H
-    cluster_settings = write_lake(tmp_path / "cluster_lake", data)
+    cluster_settings = weave_settings(write_lake(tmp_path / "cluster_lake", data))
     put_predictions(cluster_settings, preds)
-    local_settings = write_lake(tmp_path / "local_lake", data)
+    local_settings = weave_settings(write_lake(tmp_path / "local_lake", data))
     put_predictions(local_settings, preds)
 
     work = tmp_path / "spark"
@@ -156,7 +158,7 @@ def test_weave_on_a_standalone_cluster_equals_local_mode(spark, tmp_path):
         conf.pop("spark.jars")  # given as --jars below
         conf.update({"spark.executor.memory": "512m", "spark.cores.max": "1", "spark.executor.cores": "1"})
         cmd = [str(_spark_home() / "bin" / "spark-submit"), "--master", master_url, "--deploy-mode", "client",
-               "--jars", ",".join(delta_jars())]
+               "--jars", ",".join(delta_jars(settings))]
         for k, v in conf.items():
             cmd += ["--conf", f"{k}={v}"]
         cmd += [str(ROOT / "spark_jobs" / "weave.py"), "--lake", cluster_settings.lake, "--at", at.isoformat()]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import given, strategies as st
 
-from weaver.splitkey import balanced_key, in_range, size_split_key, throughput_split_key
+from weaver.predict import balanced_key, in_range, size_split_key, throughput_split_key
 
 
 def test_size_key_is_byte_median():

@@ -12,8 +12,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from tests.lakes import H, T0, make_log, prediction, put_predictions, weave_settings, woven_table, write_lake
 from tests.oracle import fold
-from tests.test_weave import H, T0, make_log, prediction, put_predictions, woven_table, write_lake
 
 pytestmark = pytest.mark.spark
 
@@ -33,12 +33,12 @@ def _spark_rows(df) -> list[tuple]:
 def test_earlier_runs_are_queryable_by_version_and_by_timestamp(spark, tmp_path):
     from deltalake import DeltaTable
 
-    from weaver import storage
-    from weaver.errors import InvalidParameterError
-    from weaver.weaving import weave, woven_as_of
+    from weaver.core import storage
+    from weaver.core.errors import InvalidParameterError
+    from weaver.weave import weave, woven_as_of
 
     data = make_log(seed=8)
-    settings = write_lake(tmp_path / "lake", data)
+    settings = weave_settings(write_lake(tmp_path / "lake", data))
     p = prediction(split_ts=T0 + 3 * H, window=timedelta(hours=8))
     put_predictions(settings, [p])
     uri = storage.uri_for(settings, storage.WOVEN_SNAPSHOTS)

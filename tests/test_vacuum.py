@@ -12,23 +12,23 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
+from tests.lakes import instants, random_lakes, split_log, write_lake
 from tests.oracle import fold, rows_to_dict
-from tests.test_pitr_restore import _split_log, instants, lakes, write_lake
 
 
 def _settings(lake: str, window: str | timedelta):
-    from weaver.settings import load_settings
+    from weaver.core.settings import load_settings
 
     return load_settings(lake=lake).with_overrides(recovery_window=window)
 
 
 @hsettings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(lakes(), st.data())
+@given(random_lakes(), st.data())
 def test_every_restore_inside_the_window_stays_correct(lake_and_snaps, data):
-    from weaver.changelog import Lineage
-    from weaver.errors import InvalidTimepointError
+    from weaver.log import Lineage
+    from weaver.core.errors import InvalidTimepointError
     from weaver.pitr import restore_partition
-    from weaver.retention import vacuum
+    from weaver.pitr import vacuum
 
     log, snaps, chunk = lake_and_snaps
     pts = instants(log, snaps)
@@ -57,22 +57,22 @@ def test_every_restore_inside_the_window_stays_correct(lake_and_snaps, data):
 
 
 def test_vacuum_removes_old_snapshots_and_log_prefix(tmp_path):
-    from weaver import storage
-    from weaver.errors import InvalidTimepointError
-    from weaver.pitr import read_catalog, restore_partition
-    from weaver.retention import vacuum
+    from weaver.core import storage
+    from weaver.core.errors import InvalidTimepointError
+    from weaver.pitr import read_snapshot_catalog, restore_partition
+    from weaver.pitr import vacuum
 
-    log, snaps = _split_log()  # snapshots at seq 3 (p0000) and seq 9 (p0001, p0002); split after seq 6
+    log, snaps = split_log()  # snapshots at seq 3 (p0000) and seq 9 (p0001, p0002); split after seq 6
     now = log["changes"][-1]["ts"]
     window_start = log["changes"][9]["ts"]  # seq 10: the seq-9 snapshots cover every restore from here on
     s = _settings(write_lake(tmp_path / "lake", log, snaps), now - window_start)
     dry = vacuum(s, now, dry_run=True)
     assert dry["expire"] == ["p0000@3"] and dry["log_start_seq"] == 9 and dry["log_rows_deleted"] == 8
-    assert sorted(read_catalog(s).column("snapshot_id").to_pylist()) == ["p0000@3", "p0001@9", "p0002@9"]  # dry run
+    assert sorted(read_snapshot_catalog(s).column("snapshot_id").to_pylist()) == ["p0000@3", "p0001@9", "p0002@9"]  # dry run
 
     done = vacuum(s, now)
     assert done["snapshots_expired"] == 1 and done["log_rows_deleted"] == 8
-    assert sorted(read_catalog(s).column("snapshot_id").to_pylist()) == ["p0001@9", "p0002@9"]
+    assert sorted(read_snapshot_catalog(s).column("snapshot_id").to_pylist()) == ["p0001@9", "p0002@9"]
     left = storage.read(storage.uri_for(s, storage.CHANGELOG), storage.CHANGELOG)
     assert sorted(left.column("seq").to_pylist()) == [9, 10, 11, 12]
     snap_ids = set(storage.read(storage.uri_for(s, storage.SNAPSHOTS), storage.SNAPSHOTS).column("snapshot_id").to_pylist())
@@ -85,9 +85,9 @@ def test_vacuum_removes_old_snapshots_and_log_prefix(tmp_path):
 
 
 def test_nothing_expires_inside_a_long_window(tmp_path):
-    from weaver.retention import vacuum
+    from weaver.pitr import vacuum
 
-    log, snaps = _split_log()
+    log, snaps = split_log()
     s = _settings(write_lake(tmp_path / "lake", log, snaps), "35d")  # the default window
     r = vacuum(s, log["changes"][-1]["ts"] + timedelta(days=1))
     assert r["expire"] == [] and r["log_rows_deleted"] == 0 and r["log_start_seq"] is None

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pyarrow as pa
 import pytest
 
-from tests.test_pitr_restore import _split_log, write_lake
+from tests.lakes import split_log, write_lake
 
 
 def _gap(changes):
@@ -58,22 +58,23 @@ CASES = [
 
 
 def _corrupt(mutate):
-    log, _ = _split_log()
+    log, _ = split_log()
     log = copy.deepcopy(log)
     log["changes"] = mutate(log["changes"])
     return log
 
 
 def _settings(lake):
-    from weaver.settings import load_settings
+    from weaver.core.settings import load_settings
 
     return load_settings(lake=str(lake))
 
 
 @pytest.mark.parametrize("name,mutate,error,seq,pid", CASES, ids=[c[0] for c in CASES])
 def test_validate_changes_names_seq_and_partition(name, mutate, error, seq, pid):
-    from weaver import errors, storage
-    from weaver.changelog import Lineage, validate_changes
+    from weaver.core import errors
+    from weaver.core import storage
+    from weaver.log import Lineage, validate_changes
 
     log = _corrupt(mutate)
     table = pa.Table.from_pylist(log["changes"], schema=storage.SCHEMAS[storage.CHANGELOG])
@@ -91,7 +92,7 @@ def test_validate_changes_names_seq_and_partition(name, mutate, error, seq, pid)
 def test_restore_refuses_corrupt_log_and_writes_nothing(tmp_path, name, mutate, error, seq, pid):
     from typer.testing import CliRunner
 
-    from weaver import errors
+    from weaver.core import errors
     from weaver.cli import app
     from weaver.pitr import restore_partition
 
@@ -113,8 +114,8 @@ def test_restore_refuses_corrupt_log_and_writes_nothing(tmp_path, name, mutate, 
 
 @pytest.mark.parametrize("name,mutate,error,seq,pid", CASES, ids=[c[0] for c in CASES])
 def test_snapshot_validation_refuses_corrupt_log(tmp_path, name, mutate, error, seq, pid):
-    from weaver import errors
-    from weaver.snapshots import validate_for_snapshot
+    from weaver.core import errors
+    from weaver.pitr import validate_for_snapshot
 
     log = _corrupt(mutate)
     lake = write_lake(tmp_path / "lake", log)
@@ -126,11 +127,11 @@ def test_snapshot_validation_refuses_corrupt_log(tmp_path, name, mutate, error, 
 def test_schema_mismatch_is_named(tmp_path):
     from deltalake import write_deltalake
 
-    from weaver import storage
-    from weaver.errors import SchemaMismatchError
+    from weaver.core import storage
+    from weaver.core.errors import SchemaMismatchError
     from weaver.pitr import restore_partition
 
-    log, _ = _split_log()
+    log, _ = split_log()
     lake = write_lake(tmp_path / "lake", log)
     bad = pa.Table.from_pylist(log["changes"], schema=storage.SCHEMAS[storage.CHANGELOG]).drop_columns(["op"])
     write_deltalake(storage.table_uri(lake, storage.CHANGELOG), bad, mode="overwrite", schema_mode="overwrite")
@@ -146,9 +147,9 @@ def test_schema_mismatch_is_named(tmp_path):
 
 @pytest.mark.spark
 def test_snapshot_run_on_corrupt_log_writes_nothing(spark, tmp_path):
-    from weaver import storage
-    from weaver.errors import SeqGapError
-    from weaver.snapshots import take_snapshots
+    from weaver.core import storage
+    from weaver.core.errors import SeqGapError
+    from weaver.pitr import take_snapshots
 
     log = _corrupt(_gap)
     lake = write_lake(tmp_path / "lake", log)

@@ -1,185 +1,42 @@
 """Weaving (DESIGN §4.2) against the brute-force oracle: hand-built lakes with real splits.
 
-The lake builders here are shared by test_weave_lifecycle.py, test_time_travel.py and
-test_spark_cluster.py. Everything expected is derived from the raw change rows with
-tests/oracle.py, never from weaver's replay.
+The lakes come from tests/lakes.py (make_log, prediction). Everything expected is derived from
+the raw change rows with tests/oracle.py, never from weaver's replay.
 """
 
 from __future__ import annotations
 
 import hashlib
-import random
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
-from tests.oracle import fold, rows_to_dict
-
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
-H = timedelta(hours=1)
-
-
-# --- lake builders (shared) ----------------------------------------------------------------------
-def key(i: int) -> str:
-    return f"k{i:02d}"
+from tests.lakes import (
+    H, T0, assert_matches_oracle, make_log, prediction, put_predictions, weave_settings, woven_table, write_lake,
+)
+from tests.oracle import fold
 
 
-def make_log(seed: int, n: int = 160, *, keys: int = 40, span: timedelta = timedelta(hours=10),
-             split_at: int | None = 90, split_key: str = "k10", first_seq: int = 1) -> dict:
-    """A random change log on two root partitions p0 ['', k20) and p1 [k20, +inf); p0 really
-    splits at key `split_key` after change `split_at` into p2/p3 (None: no real split).
-
-    Returns {"changes", "partitions", "splits"} as lists of dicts following DESIGN §3.
-    """
-    rng = random.Random(seed)
-    gaps = sorted(rng.uniform(0, span.total_seconds()) for _ in range(n))
-    changes = []
-    live: set[str] = set()
-    split_seq = first_seq + split_at - 1 if split_at is not None else None
-    split_ts = None
-    for i in range(n):
-        seq = first_seq + i
-        ts = T0 + timedelta(seconds=gaps[i])
-        ts = ts.replace(microsecond=(ts.microsecond // 1000) * 1000)
-        if changes and ts <= changes[-1]["ts"]:
-            ts = changes[-1]["ts"] + timedelta(milliseconds=1)
-        k = key(rng.randrange(keys))
-        op = "DELETE" if (k in live and rng.random() < 0.25) else "PUT"
-        value = f"{k}@{seq}".encode() if op == "PUT" else None
-        if op == "PUT":
-            live.add(k)
-        else:
-            live.discard(k)
-        if k >= "k20":
-            pid = "p1"
-        elif split_seq is not None and seq > split_seq:
-            pid = "p2" if k < split_key else "p3"
-        else:
-            pid = "p0"
-        changes.append({"seq": seq, "ts": ts, "partition_id": pid, "key": k, "op": op, "value": value,
-                        "value_bytes": len(value) if value else 0})
-        if seq == split_seq:
-            split_ts = ts + timedelta(milliseconds=1)  # the data manager acts right after the change
-    parts = [
-        {"partition_id": "p0", "key_lo": "", "key_hi": "k20", "parent_id": None, "created_seq": first_seq - 1,
-         "created_ts": T0, "retired_seq": split_seq, "retired_ts": split_ts},
-        {"partition_id": "p1", "key_lo": "k20", "key_hi": None, "parent_id": None, "created_seq": first_seq - 1,
-         "created_ts": T0, "retired_seq": None, "retired_ts": None},
-    ]
-    splits = []
-    if split_seq is not None:
-        for pid, lo, hi in (("p2", "", split_key), ("p3", split_key, "k20")):
-            parts.append({"partition_id": pid, "key_lo": lo, "key_hi": hi, "parent_id": "p0",
-                          "created_seq": split_seq, "created_ts": split_ts, "retired_seq": None, "retired_ts": None})
-        splits.append({"parent_id": "p0", "split_seq": split_seq, "split_ts": split_ts, "split_key": split_key,
-                       "left_id": "p2", "right_id": "p3", "reason": "size"})
-    return {"changes": changes, "partitions": parts, "splits": splits}
-
-
-def write_lake(root: Path, data: dict, **overrides):
-    """Write the contract tables of `data` under `root` (delta-rs); return Settings for it."""
-    from deltalake import write_deltalake
-
-    from weaver import storage
-    from weaver.settings import load_settings
-
-    root.mkdir(parents=True, exist_ok=True)
-    for name, rows in ((storage.CHANGELOG, data["changes"]), (storage.PARTITIONS, data["partitions"]),
-                       (storage.SPLITS, data["splits"])):
-        t = pa.Table.from_pylist(rows, schema=storage.SCHEMAS[name])
-        write_deltalake(storage.table_uri(str(root), name), t, mode="overwrite")
-    return load_settings(env={}, lake=str(root), spark_shuffle_partitions=2, **overrides)
-
-
-def prediction(partition_id: str = "p0", *, run_ts: datetime = T0 + 2 * H, split_key: str = "k07",
-               split_ts: datetime = T0 + 3 * H + timedelta(minutes=30), window: timedelta = timedelta(hours=6),
-               probability: float = 0.9, model: str = "prophet") -> dict:
-    pid = hashlib.sha1(f"{run_ts.isoformat()}|{partition_id}|{model}".encode()).hexdigest()[:16]
-    return {"prediction_id": pid, "run_ts": run_ts, "partition_id": partition_id, "model": model,
-            "window_start": run_ts, "window_end": run_ts + window, "probability": probability,
-            "reason": "size", "predicted_split_ts": split_ts, "split_ts_p10": split_ts - H,
-            "split_ts_p90": split_ts + H, "split_key": split_key, "threshold": 1000.0, "skip_reason": None}
-
-
-def put_predictions(settings, rows: list[dict]) -> None:
-    """Predictions written the way the forecast stage does: storage.merge keyed on prediction_id."""
-    from weaver import storage
-
-    storage.merge(storage.uri_for(settings, storage.PREDICTIONS), storage.PREDICTIONS,
-                  pa.Table.from_pylist(rows, schema=storage.SCHEMAS[storage.PREDICTIONS]), ["prediction_id"])
-
-
-def woven_table(settings) -> pa.Table:
-    from weaver import storage
-
-    return storage.read(storage.uri_for(settings, storage.WOVEN_SNAPSHOTS), storage.WOVEN_SNAPSHOTS, missing_ok=True)
-
-
+# --- the lake -----------------------------------------------------------------------------------
 def catalog_rows(settings) -> dict[str, dict]:
-    from weaver import storage
+    from weaver.core import storage
 
     t = storage.read(storage.uri_for(settings, storage.WOVEN_CATALOG), storage.WOVEN_CATALOG)
     return {r["weave_id"]: r for r in t.to_pylist()}
 
 
-def expected_timepoints(split_ts: datetime, window_end: datetime, cadence: timedelta, at: datetime,
-                        max_ts: datetime) -> list[datetime]:
-    out, t = [], split_ts
-    while t <= min(window_end, at, max_ts):
-        out.append(t)
-        t += cadence
-    return out
-
-
-def assert_matches_oracle(settings, data: dict, preds: list[dict], *, at: datetime, cadence: timedelta = H,
-                          key_ranges: dict | None = None) -> int:
-    """Every woven snapshot equals the oracle's fold cut at split_key; the timepoints are exactly
-    those whose data had arrived by `at`. Returns the number of snapshots checked."""
-    key_ranges = key_ranges or {p["partition_id"]: (p["key_lo"], p["key_hi"]) for p in data["partitions"]}
-    changes = data["changes"]
-    max_ts = max(c["ts"] for c in changes)
-    woven = woven_table(settings).to_pylist()
-    checked = 0
-    for p in preds:
-        wid = hashlib.sha1(p["prediction_id"].encode()).hexdigest()[:16]
-        src = p["partition_id"]
-        left_id, right_id = f"{src}~{wid[:8]}~L", f"{src}~{wid[:8]}~R"
-        lo, hi = key_ranges[src]
-        k = p["split_key"]
-        tps = expected_timepoints(p["predicted_split_ts"], p["window_end"], cadence, at, max_ts)
-        mine = [w for w in woven if w["weave_id"] == wid]
-        assert sorted({w["timepoint"] for w in mine}) == [t for t in tps if fold(changes, key_lo=lo, key_hi=hi, at=t)], \
-            f"timepoints of {wid}"
-        for t in tps:
-            rows = [w for w in mine if w["timepoint"] == t]
-            left = fold(changes, key_lo=lo, key_hi=k, at=t)
-            right = fold(changes, key_lo=k, key_hi=hi, at=t)
-            whole = fold(changes, key_lo=lo, key_hi=hi, at=t)
-            got_l = rows_to_dict([w for w in rows if w["woven_partition_id"] == left_id])
-            got_r = rows_to_dict([w for w in rows if w["woven_partition_id"] == right_id])
-            assert got_l == left, f"left child of {wid} at {t}"
-            assert got_r == right, f"right child of {wid} at {t}"
-            assert {**got_l, **got_r} == whole and len(got_l) + len(got_r) == len(whole)
-            assert all(w["woven_partition_id"] in (left_id, right_id) for w in rows)
-            seq_t = max((c["seq"] for c in changes if c["ts"] <= t), default=0)
-            assert {w["as_of_seq"] for w in rows} <= {seq_t}
-            assert all(w["source_partition_id"] == src for w in rows)
-            checked += 1
-    return checked
-
-
 @pytest.fixture()
 def lake(tmp_path):
     data = make_log(seed=3)
-    return write_lake(tmp_path / "lake", data), data
+    return weave_settings(write_lake(tmp_path / "lake", data)), data
 
 
 # --- ids -----------------------------------------------------------------------------------------
 def test_ids_are_deterministic_and_never_real_partition_ids():
-    from weaver.changelog import PARTITION_ID_RE
-    from weaver.weaving import child_ids_for, weave_id_for
+    from weaver.core.ids import PARTITION_ID_RE
+    from weaver.core.ids import child_ids_for, weave_id_for
 
     wid = weave_id_for("pred-1")
     assert wid == hashlib.sha1(b"pred-1").hexdigest()[:16]
@@ -191,9 +48,10 @@ def test_ids_are_deterministic_and_never_real_partition_ids():
 # --- weaving against the oracle ------------------------------------------------------------------
 @pytest.mark.spark
 def test_weave_follows_a_real_split_extends_incrementally_and_reruns_idempotently(spark, lake):
-    from weaver import storage
-    from weaver.quality import validate
-    from weaver.weaving import weave, woven_check_frame
+    from weaver.core import storage
+    from weaver.checks import validate
+    from weaver.weave import weave
+    from weaver.checks import woven_check_frame
 
     settings, data = lake
     split_ts = data["splits"][0]["split_ts"]
@@ -244,10 +102,11 @@ def test_extension_starts_from_the_last_woven_timepoint_and_the_gx_suite_catches
     misrouted, and the GX suite stops the run."""
     from deltalake import DeltaTable, write_deltalake
 
-    from weaver import storage
-    from weaver.errors import ExpectationFailedError
-    from weaver.quality import validate
-    from weaver.weaving import weave, woven_check_frame
+    from weaver.core import storage
+    from weaver.core.errors import ExpectationFailedError
+    from weaver.checks import validate
+    from weaver.weave import weave
+    from weaver.checks import woven_check_frame
 
     settings, data = lake
     put_predictions(settings, [prediction(), prediction(partition_id="p1", split_key="k31", probability=0.95)])
@@ -283,10 +142,10 @@ def test_extension_starts_from_the_last_woven_timepoint_and_the_gx_suite_catches
 def test_selection_threshold_and_waiting_for_data(spark, tmp_path):
     """Only the latest run <= at (or --run-ts) above the threshold is woven, and timepoints stop
     where the change log ends, however late `at` is."""
-    from weaver.weaving import weave
+    from weaver.weave import weave
 
     data = make_log(seed=5, span=timedelta(hours=5), split_at=100)
-    settings = write_lake(tmp_path / "lake", data)
+    settings = weave_settings(write_lake(tmp_path / "lake", data))
     max_ts = max(c["ts"] for c in data["changes"])
     assert T0 + 4 * H + timedelta(minutes=30) < max_ts < T0 + 5 * H
     hi = prediction(split_key="k05", probability=0.8, split_ts=T0 + 2 * H + timedelta(minutes=15))
@@ -313,8 +172,8 @@ def test_base_snapshot_own_root_zstd_and_retention(spark, tmp_path):
     import pyarrow.parquet as pq
     from deltalake import write_deltalake
 
-    from weaver import storage
-    from weaver.weaving import weave
+    from weaver.core import storage
+    from weaver.weave import weave
 
     full = make_log(seed=9, split_at=120)
     cut = 40
@@ -322,7 +181,7 @@ def test_base_snapshot_own_root_zstd_and_retention(spark, tmp_path):
     state = fold(full["changes"], key_lo="", key_hi="k20", upto_seq=cut)
     data = dict(full, changes=full["changes"][cut:])
     cheap = tmp_path / "cheap" / "woven"
-    settings = write_lake(tmp_path / "lake", data, woven_root=str(cheap), woven_retention="3d")
+    settings = weave_settings(write_lake(tmp_path / "lake", data), woven_root=str(cheap), woven_retention="3d")
     sid = f"p0@{cut}"
     write_deltalake(storage.uri_for(settings, storage.SNAPSHOTS), pa.Table.from_pylist(
         [{"snapshot_id": sid, "partition_id": "p0", "as_of_seq": cut, "as_of_ts": snap_ts, "key": k, "value": v}
@@ -354,12 +213,12 @@ def test_base_snapshot_own_root_zstd_and_retention(spark, tmp_path):
 
 def test_bad_input_raises_a_named_error_and_writes_nothing(tmp_path):
     """Every refusal happens before Spark is touched (spark=None would fail otherwise)."""
-    from weaver import storage
-    from weaver.errors import ContractViolation, InvalidParameterError, SeqGapError, TableNotFoundError
-    from weaver.weaving import weave
+    from weaver.core import storage
+    from weaver.core.errors import ContractViolation, InvalidParameterError, SeqGapError, TableNotFoundError
+    from weaver.weave import weave
 
     data = make_log(seed=4)
-    settings = write_lake(tmp_path / "lake", data)
+    settings = weave_settings(write_lake(tmp_path / "lake", data))
     with pytest.raises(TableNotFoundError, match="weaver predict"):
         weave(None, settings, at=T0 + 5 * H)
     put_predictions(settings, [prediction(split_key="k25")])  # outside p0's range
@@ -371,7 +230,7 @@ def test_bad_input_raises_a_named_error_and_writes_nothing(tmp_path):
         weave(None, settings, at=T0 + 5 * H, run_ts=T0 + 3 * H)
     # A gap in seq stops the run before anything is written.
     gap = dict(data, changes=[c for c in data["changes"] if c["seq"] != 30])
-    settings = write_lake(tmp_path / "gap", gap)
+    settings = weave_settings(write_lake(tmp_path / "gap", gap))
     put_predictions(settings, [prediction()])
     with pytest.raises(SeqGapError, match="after 29") as err:
         weave(None, settings, at=T0 + 5 * H)
@@ -386,7 +245,7 @@ def test_bad_input_raises_a_named_error_and_writes_nothing(tmp_path):
 def test_property_every_woven_snapshot_equals_the_oracle(spark, tmp_path_factory):
     from hypothesis import HealthCheck, Phase, given, settings as hsettings, strategies as st
 
-    from weaver.weaving import weave
+    from weaver.weave import weave
 
     @hsettings(max_examples=4, deadline=None, derandomize=True, database=None, phases=[Phase.generate],
                suppress_health_check=list(HealthCheck))
@@ -397,7 +256,8 @@ def test_property_every_woven_snapshot_equals_the_oracle(spark, tmp_path_factory
     def check(seed, n, split_frac, split_key, pred_key, offset_min, cadence_min, first_at_h):
         data = make_log(seed, n=n, split_at=max(1, int(n * split_frac)), split_key=split_key)
         cadence = timedelta(minutes=cadence_min)
-        settings = write_lake(tmp_path_factory.mktemp("prop") / "lake", data, woven_cadence=f"{cadence_min}m")
+        settings = weave_settings(write_lake(tmp_path_factory.mktemp("prop") / "lake", data),
+                                  woven_cadence=f"{cadence_min}m")
         p = prediction(split_key=pred_key, split_ts=T0 + 2 * H + timedelta(minutes=offset_min),
                        window=timedelta(hours=8))
         put_predictions(settings, [p])
@@ -434,7 +294,7 @@ def test_cli_weave_json(spark, lake):
     # rows that no longer exist.
     import shutil
 
-    from weaver import storage
+    from weaver.core import storage
 
     shutil.rmtree(storage.uri_for(settings, storage.WOVEN_SNAPSHOTS))
     res = CliRunner().invoke(app, ["weave", "--lake", settings.lake, "--at", "2026-01-01T06:00:00Z", "--json",

@@ -11,7 +11,7 @@ import time
 import pyarrow as pa
 import pytest
 
-from tests.test_weave import H, T0, make_log, write_lake
+from tests.lakes import H, T0, make_log, weave_settings, write_lake
 
 
 def _weave(pid: str, source: str, split_ts, window_start, window_end, status="active", split_key="k05") -> dict:
@@ -33,10 +33,10 @@ def tier(tmp_path):
     """A lake whose p0 really splits (see make_log) and four hand-built sequences."""
     from deltalake import write_deltalake
 
-    from weaver import storage
+    from weaver.core import storage
 
     data = make_log(seed=3)
-    settings = write_lake(tmp_path / "lake", data, woven_retention="1d")
+    settings = weave_settings(write_lake(tmp_path / "lake", data), woven_retention="1d")
     real = data["splits"][0]["split_ts"]  # ~05:37
     assert T0 + 5 * H < real < T0 + 6 * H
     seqs = {
@@ -49,9 +49,9 @@ def tier(tmp_path):
         # A sequence woven long ago, already refuted: expires first.
         "old": _weave("old", "p1", T0 + H, T0, T0 + 2 * H, status="refuted"),
     }
-    from weaver.weaving import _write_catalog
+    from weaver.weave import write_woven_catalog
 
-    _write_catalog(settings, list(seqs.values()))
+    write_woven_catalog(settings, list(seqs.values()))
     rows = [r for w in seqs.values() for r in _woven_rows(w)]
     write_deltalake(storage.uri_for(settings, storage.WOVEN_SNAPSHOTS),
                     pa.Table.from_pylist(rows, schema=storage.SCHEMAS[storage.WOVEN_SNAPSHOTS]), partition_by=["weave_id"])
@@ -59,14 +59,14 @@ def tier(tmp_path):
 
 
 def _statuses(settings) -> dict[str, str]:
-    from weaver.weaving import read_catalog
+    from weaver.weave import read_woven_catalog
 
-    return {r["prediction_id"]: r["status"] for r in read_catalog(settings).to_pylist()}
+    return {r["prediction_id"]: r["status"] for r in read_woven_catalog(settings).to_pylist()}
 
 
 def test_confirm_refute_expire(tier):
-    from weaver import storage
-    from weaver.weaving import read_catalog, reconcile
+    from weaver.core import storage
+    from weaver.weave import read_woven_catalog, reconcile
 
     settings, data, seqs = tier
     real = data["splits"][0]
@@ -77,7 +77,7 @@ def test_confirm_refute_expire(tier):
 
     r = reconcile(settings, at=T0 + 7 * H)  # the real split happened inside hit's window
     assert (r["confirmed"], r["refuted"]) == (1, 0)
-    row = {x["prediction_id"]: x for x in read_catalog(settings).to_pylist()}["hit"]
+    row = {x["prediction_id"]: x for x in read_woven_catalog(settings).to_pylist()}["hit"]
     assert row["status"] == "confirmed" and row["updated_at"] == T0 + 7 * H
     assert row["actual_split_key"] == real["split_key"] and row["actual_split_ts"] == real["split_ts"]
     assert r["timing_error_s"][row["weave_id"]] == (real["split_ts"] - seqs["hit"]["split_ts"]).total_seconds()
@@ -103,20 +103,20 @@ def test_confirm_refute_expire(tier):
 
 
 def test_active_sequence_past_its_window_and_retention_is_refuted_then_expired_in_one_pass(tier):
-    from weaver.weaving import read_catalog, reconcile
+    from weaver.weave import read_woven_catalog, reconcile
 
     settings, data, _ = tier
     r = reconcile(settings, at=T0 + 40 * H)
     assert r["statuses"] == {"expired": 4} and r["expired"] == 4
-    rows = {x["prediction_id"]: x for x in read_catalog(settings).to_pylist()}
+    rows = {x["prediction_id"]: x for x in read_woven_catalog(settings).to_pylist()}
     # hit went active -> confirmed -> expired in one pass: the real split is still recorded.
     assert rows["hit"]["actual_split_key"] == data["splits"][0]["split_key"]
     assert rows["miss"]["actual_split_key"] is None
 
 
 def test_vacuum_removes_only_expired_sequences(tier):
-    from weaver import storage
-    from weaver.weaving import read_catalog, vacuum_woven
+    from weaver.core import storage
+    from weaver.weave import read_woven_catalog, vacuum_woven
 
     settings, _, seqs = tier
     settings = settings.with_overrides(woven_retention="2h")
@@ -134,7 +134,7 @@ def test_vacuum_removes_only_expired_sequences(tier):
     # At 09:00 with 2h retention only old (window end 02:00) has expired; hit (confirmed), miss
     # (refuted at 08:00, expires at 10:00) and late (active) keep every row.
     r = vacuum_woven(settings, now=T0 + 9 * H)
-    st = {x["prediction_id"]: x["status"] for x in read_catalog(settings).to_pylist()}
+    st = {x["prediction_id"]: x["status"] for x in read_woven_catalog(settings).to_pylist()}
     assert st == {"hit": "confirmed", "miss": "refuted", "late": "active", "old": "expired"}
     assert r["expired_sequences"] == 1 and r["rows_deleted"] == 3
     after = by_weave()
@@ -169,11 +169,11 @@ def _files_on_disk(uri: str) -> list[str]:
 def test_reconcile_without_splits_table_and_with_naive_time(tmp_path):
     from datetime import datetime
 
-    from weaver.errors import InvalidTimepointError
-    from weaver.weaving import reconcile
+    from weaver.core.errors import InvalidTimepointError
+    from weaver.weave import reconcile
 
     data = make_log(seed=1, split_at=None)
-    settings = write_lake(tmp_path / "lake", data)
+    settings = weave_settings(write_lake(tmp_path / "lake", data))
     r = reconcile(settings, at=T0)
     assert r["statuses"] == {} and r["confirmed"] == 0
     with pytest.raises(InvalidTimepointError):

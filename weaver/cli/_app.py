@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import typer
 from rich.console import Console
 
-from weaver.errors import WeaverError
-from weaver.settings import Settings, load_settings, parse_timepoint
+from weaver.core.errors import WeaverError
+from weaver.core.settings import Settings, load_settings
+from weaver.core.time import parse_timepoint
 
 app = typer.Typer(name="weaver", help="Temporal Weaver: forecast partition splits and weave shadow snapshots.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -59,6 +61,15 @@ def fail(exc: Exception, as_json: bool = False) -> "typer.Exit":
         sys.stdout.write(json.dumps({"error": name, "message": str(exc)}) + "\n")
     console.print(f"[bold red]error[/] ({name}): {exc}")
     return typer.Exit(code=2)
+
+
+@contextmanager
+def reported(as_json: bool) -> Iterator[None]:
+    """Run a command's body; a WeaverError leaves as the CLI's one way to fail (one line or JSON, exit 2)."""
+    try:
+        yield
+    except WeaverError as exc:
+        raise fail(exc, as_json) from None
 
 
 @app.callback()

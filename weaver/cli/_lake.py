@@ -6,8 +6,11 @@ from typing import Optional
 
 import typer
 
-from weaver.cli._app import JsonOpt, LakeOpt, app, emit, fail, settings_for
-from weaver.errors import WeaverError
+from weaver.cli._app import JsonOpt, LakeOpt, app, emit, reported, settings_for
+from weaver.pipeline.demo import demo as run_demo
+from weaver.pipeline.demo import render
+from weaver.simulate import SimConfig
+from weaver.simulate import simulate as simulate_lake
 
 
 @app.command()
@@ -19,13 +22,9 @@ def simulate(
     as_json: bool = JsonOpt,
 ) -> None:
     """Write a deterministic, contract-conforming lake with real splits."""
-    from weaver.simulate import SimConfig, simulate as run
-
-    try:
+    with reported(as_json):
         s = settings_for(lake)
-        r = run(s.lake, SimConfig(seed=seed, partitions=partitions, days=days))
-    except WeaverError as exc:
-        raise fail(exc, as_json)
+        r = simulate_lake(s.lake, SimConfig(seed=seed, partitions=partitions, days=days))
     obj = {"lake": s.lake, "changes": r.changes, "partitions": r.partitions, "splits": r.splits,
            "start": r.start, "end": r.end}
     emit(obj, as_json, f"simulated {r.changes} changes, {r.partitions} partitions, {r.splits} real splits "
@@ -41,16 +40,12 @@ def demo(
     """Simulate, run the real DAGs on it (Airflow 3 on SQLite), and print a summary."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from weaver.demo import demo as run, render
-
     s = settings_for(lake)
-    try:
+    with reported(as_json):
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                       transient=True, disable=as_json) as prog:
             task = prog.add_task("starting", total=None)
-            res = run(s.lake, spark_master=spark_master, progress=lambda m: prog.update(task, description=m))
-    except WeaverError as exc:
-        raise fail(exc, as_json)
+            res = run_demo(s.lake, spark_master=spark_master, progress=lambda m: prog.update(task, description=m))
     emit({"lake": res.lake, "simulation": res.sim, "runs": res.runs, "predictions": len(res.predictions),
           "weaves": len(res.weaves), "recovery": res.recovery, "elapsed_s": res.elapsed_s},
          as_json, render(res, settings_for(lake)))

@@ -6,8 +6,10 @@ from typing import Optional
 
 import typer
 
-from weaver.cli._app import JsonOpt, LakeOpt, app, console, emit, fail, settings_for, timepoint
-from weaver.errors import WeaverError
+from weaver.cli._app import JsonOpt, LakeOpt, app, console, emit, reported, settings_for, timepoint
+from weaver.core.spark import get_spark
+from weaver.pitr import restore_partition, restore_table, take_snapshots, write_restore
+from weaver.pitr import vacuum as vacuum_lake
 
 
 @app.command()
@@ -17,16 +19,10 @@ def snapshot(
     as_json: bool = JsonOpt,
 ) -> None:
     """Take base snapshots of every partition alive at --at (log-applied, idempotent)."""
-    t = timepoint(at)
-    try:
-        from weaver.snapshots import take_snapshots
-        from weaver.spark import get_spark
-
-        s = settings_for(lake)
+    with reported(as_json):
+        s, t = settings_for(lake), timepoint(at)
         with console.status("taking snapshots with Spark..."):
             r = take_snapshots(get_spark(s, "weaver-snapshot"), s, t)
-    except WeaverError as exc:
-        raise fail(exc, as_json)
     emit(r, as_json, f"as_of_seq {r['as_of_seq']}: took {len(r['taken'])} snapshot(s) ({r['rows']} rows, "
                      f"{r['bytes']} bytes), {len(r['skipped'])} already present")
 
@@ -40,15 +36,10 @@ def restore(
     as_json: bool = JsonOpt,
 ) -> None:
     """Restore one partition's key range at --at (nearest snapshot + log replay; no JVM)."""
-    t = timepoint(at)
-    try:
-        from weaver.pitr import restore_partition, write_restore
-
-        s = settings_for(lake)
+    with reported(as_json):
+        s, t = settings_for(lake), timepoint(at)
         r = restore_partition(s, partition, t)
         path = write_restore(r, out)
-    except WeaverError as exc:
-        raise fail(exc, as_json)
     obj = {"partition_id": r.partition_id, "at": r.at, "as_of_seq": r.as_of_seq, "path": "standard",
            "source": r.source_snapshot_id, "changes_replayed": r.changes_replayed, "rows": r.table.num_rows,
            "elapsed_ms": round(r.elapsed_ms, 3), "out": path}
@@ -65,16 +56,10 @@ def restore_table_cmd(
     as_json: bool = JsonOpt,
 ) -> None:
     """Restore the whole table at --at with Spark into a new Delta table (sources untouched)."""
-    t = timepoint(at)
-    try:
-        from weaver.pitr import restore_table
-        from weaver.spark import get_spark
-
-        s = settings_for(lake)
+    with reported(as_json):
+        s, t = settings_for(lake), timepoint(at)
         with console.status("restoring the table with Spark..."):
             r = restore_table(get_spark(s, "weaver-restore-table"), s, t, out)
-    except WeaverError as exc:
-        raise fail(exc, as_json)
     emit(r, as_json, f"restored {r['partitions']} partitions at seq {r['as_of_seq']}: {r['rows']} rows -> {r['out']}")
 
 
@@ -91,13 +76,9 @@ def vacuum(
     from datetime import datetime, timezone
 
     t = timepoint(now, "--now") if now else datetime.now(timezone.utc)
-    try:
-        from weaver.retention import vacuum as run
-
+    with reported(as_json):
         s = settings_for(lake, recovery_window=recovery_window)
-        r = run(s, t, dry_run=dry_run)
-    except WeaverError as exc:
-        raise fail(exc, as_json)
+        r = vacuum_lake(s, t, dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
     emit(r, as_json, f"{verb} {r['snapshots_expired']} snapshot(s) and {r['log_rows_deleted']} change(s) "
                      f"before seq {r['log_start_seq']}; window starts {r['window_start']}")

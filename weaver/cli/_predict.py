@@ -7,14 +7,24 @@ from typing import Iterator, Optional
 
 import typer
 
-from weaver.cli._app import JsonOpt, LakeOpt, app, console, emit, fail, settings_for, timepoint
-from weaver.errors import WeaverError
+from weaver.checks import check_predictions
+from weaver.cli._app import JsonOpt, LakeOpt, app, console, emit, reported, settings_for, timepoint
+from weaver.core import storage
+from weaver.log import Lineage
+from weaver.predict import backtest as run_backtest
+from weaver.predict import predict as run_predict
 
 
 @contextmanager
 def _progress(label: str, enabled: bool = True) -> Iterator:
     """A Rich progress bar on stderr; yields a callback(done, total)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     if not enabled:
         yield None
@@ -51,22 +61,15 @@ def predict(
 ) -> None:
     """Forecast which partitions split within the window (one row per active partition)."""
     t = timepoint(at)
-    try:
-        from weaver.changelog import Lineage
-        from weaver.forecasting import check_predictions, predict as run
-
+    with reported(as_json):
         s = settings_for(lake, **_overrides(confidence_threshold, workers, samples))
         with _progress(f"fitting {model}", not as_json) as cb:
-            table = run(s, at=t, window=window, model=model, size_threshold=size_threshold,
+            table = run_predict(s, at=t, window=window, model=model, size_threshold=size_threshold,
                         write_threshold=write_threshold, write=False, progress=cb)
         # Check before writing: a run that breaks the suite leaves `predictions` untouched.
         checked = check_predictions(table, Lineage.load(s), at=t, context=f"run {t.isoformat()}") if check else None
         if write:
-            from weaver import storage
-
             storage.merge(storage.uri_for(s, storage.PREDICTIONS), storage.PREDICTIONS, table, keys=["prediction_id"])
-    except WeaverError as exc:
-        raise fail(exc, as_json)
     rows = table.to_pylist()
     thr = s.confidence_threshold
     obj = {"at": t, "model": model, "rows": rows, "written": write, "check": checked,
@@ -111,15 +114,11 @@ def backtest(
 ) -> None:
     """Replay prediction runs over [--from, --to), score them against real splits, write a report."""
     t0, t1 = timepoint(start, "--from"), timepoint(end, "--to")
-    try:
-        from weaver.backtest import backtest as run
-
+    with reported(as_json):
         s = settings_for(lake, **_overrides(confidence_threshold, workers, samples))
         with _progress(f"backtesting {model}", not as_json) as cb:
-            r = run(s, start=t0, end=t1, model=model, out_dir=out, every=every, window=window,
+            r = run_backtest(s, start=t0, end=t1, model=model, out_dir=out, every=every, window=window,
                     size_threshold=size_threshold, write_threshold=write_threshold, near_fraction=near, progress=cb)
-    except WeaverError as exc:
-        raise fail(exc, as_json)
     emit(r, as_json, _scores(r))
 
 

@@ -7,8 +7,11 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from weaver.cli._app import JsonOpt, LakeOpt, app, console, emit, fail, settings_for, timepoint
-from weaver.errors import InvalidParameterError, WeaverError
+from weaver.api import create_app, serve_host
+from weaver.cli._app import JsonOpt, LakeOpt, app, console, emit, fail, reported, settings_for, timepoint
+from weaver.core.errors import InvalidParameterError, WeaverError
+from weaver.recover import MODES, woven_snapshot
+from weaver.recover import recover as run_recover
 
 ConfOpt = typer.Option(None, "--confidence-threshold", min=0.0, max=1.0,
                        help="Woven snapshots below it are never used (default $WEAVER_CONFIDENCE_THRESHOLD or 0.75).")
@@ -27,17 +30,13 @@ def recover(
 ) -> None:
     """Recover a partition at --at: woven snapshot + short tail first, else base snapshot + replay."""
     t = timepoint(at)
-    try:
-        from weaver.recovery import MODES, recover as run
-
+    with reported(as_json):
         if mode not in MODES:
             raise InvalidParameterError(f"--mode {mode!r} is not one of {', '.join(MODES)}")
         if mode == "point_in_time" and not (out and out.endswith(".parquet")):
             raise InvalidParameterError("--out FILE.parquet is required in point_in_time mode")
         s = settings_for(lake)
-        r = run(s, partition, t, confidence_threshold=confidence_threshold, mode=mode, out=out)
-    except WeaverError as exc:
-        raise fail(exc, as_json)
+        r = run_recover(s, partition, t, confidence_threshold=confidence_threshold, mode=mode, out=out)
     obj = r.summary()
     via = f"woven snapshot {r.source} (confidence {r.confidence})" if r.path == "woven" else \
         f"base snapshot {r.source}" if r.source != "changelog" else "the change log alone"
@@ -56,14 +55,9 @@ def query(
     as_json: bool = JsonOpt,
 ) -> None:
     """Look up the woven snapshot serving a partition at --at: weave id, timepoint, confidence, rows."""
-    t = timepoint(at)
-    try:
-        from weaver.recovery import woven_snapshot
-
-        s = settings_for(lake)
+    with reported(as_json):
+        s, t = settings_for(lake), timepoint(at)
         target, snap, rows = woven_snapshot(s, partition, t, confidence_threshold=confidence_threshold, weave_id=weave)
-    except WeaverError as exc:
-        raise fail(exc, as_json)
     obj = {"partition_id": target.partition_id, "at": t, "weave_id": snap.weave_id, "prediction_id": snap.prediction_id,
            "source_partition_id": snap.source_partition_id, "split_key": snap.split_key, "timepoint": snap.timepoint,
            "as_of_seq": snap.as_of_seq, "confidence": snap.confidence, "status": snap.status,
@@ -88,8 +82,6 @@ def serve(
 ) -> None:
     """Run the query API with uvicorn (bearer token from $WEAVER_API_TOKEN)."""
     try:
-        from weaver.api import create_app, serve_host
-
         s = settings_for(lake)
         bind = serve_host(s, host, insecure_local)
     except WeaverError as exc:

@@ -8,9 +8,11 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from weaver.cli._app import JsonOpt, LakeOpt, app, console, emit, fail, settings_for, timepoint
-from weaver.errors import WeaverError
-from weaver.settings import check_confidence
+from weaver.cli._app import JsonOpt, LakeOpt, app, console, emit, reported, settings_for, timepoint
+from weaver.core.errors import WeaverError
+from weaver.core.settings import check_confidence
+from weaver.core.spark import get_spark
+from weaver.weave import reconcile, vacuum_woven, weave
 
 
 def _confidence(value: Optional[float]) -> Optional[float]:
@@ -39,17 +41,12 @@ def weave_cmd(
     t = timepoint(at)
     rt = timepoint(run_ts, "--run-ts") if run_ts else None
     c = _confidence(confidence_threshold)
-    try:
-        from weaver.spark import get_spark
-        from weaver.weaving import reconcile, weave
-
+    with reported(as_json):
         s = settings_for(lake, woven_root=woven_root, woven_cadence=cadence)
         with console.status("weaving with Spark..."):
             r = weave(get_spark(s, "weaver-weave"), s, at=t, confidence_threshold=c, run_ts=rt)
         if reconcile_after:
             r["reconcile"] = reconcile(s, at=t)
-    except WeaverError as exc:
-        raise fail(exc, as_json)
     human = Table(title=f"weave at {t.isoformat()}", show_header=False)
     for k in ("run_ts", "confidence_threshold", "new_sequences", "below_threshold", "sequences",
               "timepoints_written", "rows_written", "version", "elapsed_s"):
@@ -69,12 +66,8 @@ def woven_vacuum_cmd(
 ) -> None:
     """Expire sequences past the woven tier's retention, delete their rows, vacuum unreferenced files."""
     t = timepoint(now, "--now") if now else datetime.now(timezone.utc)
-    try:
-        from weaver.weaving import vacuum_woven
-
+    with reported(as_json):
         s = settings_for(lake, woven_root=woven_root)
         r = vacuum_woven(s, now=t)
-    except WeaverError as exc:
-        raise fail(exc, as_json)
     emit(r, as_json, f"{r['expired_sequences']} expired sequence(s) ({r['newly_expired']} newly): "
                      f"{r['rows_deleted']} rows deleted, {r['files_removed']} files removed")

@@ -1,0 +1,68 @@
+"""The query API (DESIGN §6): woven snapshots, recoveries, predictions, partitions.
+
+One FastAPI app, built by :func:`create_app` with the settings read once. It runs standalone
+(``weaver serve``, uvicorn) and inside Airflow 3's API server (``plugins/weaver_plugin.py``,
+``fastapi_apps``). Airflow does not authenticate plugin apps, so the app enforces its own bearer
+token in both places; with no token configured every ``/v1`` request is refused (503) unless the
+app was built with ``insecure=True`` (``weaver serve --insecure-local``, loopback only).
+
+Rows (``key``, ``value``) are paged by key: ``limit`` rows with key > ``cursor``; the next cursor
+(the page's last key) is in ``X-Next-Cursor`` (and ``next_cursor`` in JSON). Formats: NDJSON (``value`` base64),
+Arrow IPC stream, or a JSON page, chosen by ``format`` or the ``Accept`` header.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from weaver.api.http import install_error_handlers
+from weaver.api.routes import router
+from weaver.api.schemas import API_VERSION, RecoverySummary, WovenPage
+from weaver.core.errors import InvalidParameterError
+from weaver.core.settings import Settings, load_settings
+
+
+def serve_host(settings: Settings, host: str, insecure_local: bool) -> str:
+    """The interface `weaver serve` may bind: refuses to run without a token unless
+    `insecure_local`, which forces loopback."""
+    if insecure_local:
+        return "127.0.0.1"
+    if not settings.api_token:
+        raise InvalidParameterError("no API token configured: set WEAVER_API_TOKEN (clients send "
+                                    "`Authorization: Bearer <token>`), or run `weaver serve --insecure-local` "
+                                    "for an unauthenticated server on 127.0.0.1")
+    return host
+
+
+def create_app(settings: Settings | None = None, *, insecure: bool = False) -> FastAPI:
+    """The API app; `settings` are read once here (load_settings() when None).
+
+    With no ``settings.api_token``, every /v1 request gets 503 unless `insecure` (local use only).
+    """
+    settings = settings if settings is not None else load_settings()
+    app = FastAPI(title="Temporal Weaver API", version=API_VERSION,
+                  description=__doc__.split("\n\n", 1)[1] if __doc__ else None)
+    app.state.settings = settings
+    app.state.insecure = insecure
+    install_error_handlers(app)
+    app.include_router(router)
+
+    def openapi() -> dict:
+        # Row endpoints answer several media types, so their JSON models are referenced by hand;
+        # register those models (and their nested ones) as components.
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            spec = get_openapi(title=app.title, version=app.version, description=app.description,
+                               routes=app.routes)
+            comps = spec.setdefault("components", {}).setdefault("schemas", {})
+            for model in (WovenPage, RecoverySummary):
+                sch = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                for name, sub in sch.pop("$defs", {}).items():
+                    comps.setdefault(name, sub)
+                comps[model.__name__] = sch
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

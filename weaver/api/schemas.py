@@ -1,0 +1,177 @@
+"""The API's wire models and documented constants (OpenAPI components, limits, media types)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal, get_type_hints
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from weaver.core.ids import PARTITION_PATTERN
+from weaver.recover import WovenSnapshot
+
+
+
+API_VERSION = "1.0.0"
+
+
+DEFAULT_PAGE = 10_000
+
+
+MAX_PAGE = 100_000
+
+
+MAX_LIST_PAGE = 1_000
+
+
+ARROW_MEDIA = "application/vnd.apache.arrow.stream"
+
+
+NDJSON_MEDIA = "application/x-ndjson"
+
+
+JSON_MEDIA = "application/json"
+
+
+FORMATS = {"ndjson": NDJSON_MEDIA, "arrow": ARROW_MEDIA, "json": JSON_MEDIA}
+
+
+TIMEPOINT_EXAMPLE = "2026-01-02T12:00:00Z"
+
+
+CURSOR_DOC = ("Exclusive lower bound of the sort key: pass the previous page's X-Next-Cursor / next_cursor "
+              "(omit for the first page).")
+
+
+DATE_TIME = {"format": "date-time"}
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="Name of the error (a weaver.errors class, or a protocol error).")
+    message: str = Field(description="What went wrong and what to do.")
+    detail: list[dict[str, Any]] | None = None
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    version: str
+    auth: Literal["bearer", "disabled"]
+
+
+class Row(BaseModel):
+    key: str
+    value: str | None = Field(description="The value, base64-encoded (null never occurs in a state).")
+
+
+#: The woven snapshot's own fields on the wire, typed by their one source (weaver.recover.WovenSnapshot).
+WOVEN_FIELDS = ("weave_id", "prediction_id", "source_partition_id", "split_key", "timepoint", "as_of_seq",
+                "confidence", "status")
+_WOVEN_TYPES = get_type_hints(WovenSnapshot)
+WovenPage = create_model(
+    "WovenPage",
+    partition_id=(str, ...),
+    **{name: (_WOVEN_TYPES[name], ...) for name in WOVEN_FIELDS},
+    woven_partition_ids=(list[str], ...),
+    rows=(list[Row], ...),
+    next_cursor=(str | None, ...),
+)
+
+
+class RecoveryRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    partition_id: str = Field(pattern=PARTITION_PATTERN, max_length=80,
+                              description="A real partition id or a woven child id `<P>~<weave8>~L|R`.")
+    timepoint: str = Field(max_length=64, description="ISO-8601 instant with a timezone.", json_schema_extra=DATE_TIME,
+                           examples=[TIMEPOINT_EXAMPLE])
+    confidence_threshold: float | None = Field(None, ge=0.0, le=1.0,
+                                               description="Woven snapshots below it are never used "
+                                                           "(default: the server's setting).")
+    mode: Literal["point_in_time", "rollback"] = Field(
+        "point_in_time", description="`rollback` also writes the state as a new Delta table "
+                                     "(`<lake>/recoveries/<recovery_id>`); sources are never modified.")
+
+
+class RecoverySummary(BaseModel):
+    partition_id: str
+    at: datetime
+    path: Literal["woven", "standard"]
+    source: str
+    changes_replayed: int
+    rows: int
+    elapsed_ms: float
+    weave_id: str | None
+    timepoint: datetime | None
+    confidence: float | None
+    mode: Literal["point_in_time", "rollback"]
+    recovery_id: str | None
+    output: str | None
+
+
+class PredictionItem(BaseModel):
+    prediction_id: str
+    run_ts: datetime
+    partition_id: str
+    model: str
+    window_start: datetime
+    window_end: datetime
+    probability: float
+    reason: str | None
+    predicted_split_ts: datetime | None
+    split_ts_p10: datetime | None
+    split_ts_p90: datetime | None
+    split_key: str | None
+    threshold: float
+    skip_reason: str | None
+
+
+class PredictionPage(BaseModel):
+    items: list[PredictionItem]
+    next_cursor: str | None
+
+
+class PartitionItem(BaseModel):
+    partition_id: str
+    kind: Literal["real", "woven"]
+    key_lo: str
+    key_hi: str | None
+    parent_id: str | None
+    created_ts: datetime | None = None
+    retired_ts: datetime | None = None
+    active: bool
+    weave_id: str | None = None
+    confidence: float | None = None
+    status: str | None = None
+    split_ts: datetime | None = None
+
+
+class PartitionPage(BaseModel):
+    items: list[PartitionItem]
+    next_cursor: str | None
+
+
+def _err(desc: str) -> dict:
+    return {"model": ErrorBody, "description": desc}
+
+
+ERRORS = {400: _err("Malformed input (timepoint, confidence, cursor, ...)."),
+          401: _err("Missing or wrong bearer token."),
+          404: _err("Unknown partition or weave, or nothing to return."),
+          409: _err("The lake breaks the data contract (nothing was written)."),
+          422: _err("Request does not match the schema."),
+          503: _err("The server has no API token configured.")}
+
+
+_ROWS_HEADERS = {
+    "X-Next-Cursor": {"description": "Cursor of the next page (absent on the last page).",
+                      "schema": {"type": "string"}},
+    "X-Row-Count": {"description": "Rows in this page.", "schema": {"type": "integer"}},
+}
+
+
+def _rows_responses(json_model: type[BaseModel]) -> dict:
+    return {200: {"description": "Rows sorted by key, one page.", "headers": _ROWS_HEADERS, "content": {
+        NDJSON_MEDIA: {"schema": {"type": "string", "description": "One JSON object {key, value(base64)} a line."}},
+        ARROW_MEDIA: {"schema": {"type": "string", "format": "binary"}},
+        JSON_MEDIA: {"schema": {"$ref": f"#/components/schemas/{json_model.__name__}"}},
+    }}, **ERRORS}

@@ -1,0 +1,191 @@
+"""Check frames: one row per checked item with the flags a Great Expectations suite asserts.
+
+Checks that span rows or tables (seq contiguity, ownership, "left + right = restore") are computed
+here into plain columns; the suites in ``expectations/`` then assert those columns. Nothing here
+raises on bad data: the suite decides.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from weaver.core import storage
+from weaver.core.ids import EXPIRED
+from weaver.core.settings import Settings
+from weaver.log.lineage import Lineage
+from weaver.pitr import restore_partition
+from weaver.predict.splitkey import in_range
+from weaver.weave import read_woven_catalog
+
+
+def changelog_check_frame(changes: pa.Table, lineage: Lineage, expected_first_seq: int | None) -> "pd.DataFrame":  # noqa: F821
+    """One row per change with the flags the `changelog` suite asserts.
+
+    `seq_step` is the distance to the previous seq (the first row's to `expected_first_seq - 1`),
+    `in_range` whether the key lies in its partition's range, `owner_ok` whether that partition
+    owned this seq (created_seq < seq <= retired_seq). Nothing here raises: the suite decides.
+    """
+    import pandas as pd
+
+    t = changes.select(["seq", "ts", "partition_id", "key", "op", "value_bytes"])
+    t = t.take(pc.sort_indices(t, sort_keys=[("seq", "ascending")])) if t.num_rows > 1 else t
+    df = t.to_pandas()
+    if df.empty:
+        for c in ("seq_step", "in_range", "owner_ok"):
+            df[c] = pd.Series(dtype="int64" if c == "seq_step" else "bool")
+        return df
+    prev = df["seq"].shift(1)
+    if expected_first_seq is not None:
+        prev.iloc[0] = expected_first_seq - 1
+    else:
+        prev.iloc[0] = df["seq"].iloc[0] - 1
+    df["seq_step"] = (df["seq"] - prev).astype("int64")
+    parts = pd.DataFrame([
+        {"partition_id": p.partition_id, "_lo": p.key_lo, "_hi": p.key_hi, "_c": p.created_seq, "_r": p.retired_seq}
+        for p in lineage
+    ])
+    j = df.merge(parts, on="partition_id", how="left")
+    known = j["_lo"].notna()
+    in_range = known & (j["key"] >= j["_lo"].fillna("")) & (j["_hi"].isna() | (j["key"] < j["_hi"].fillna("")))
+    owner = known & (j["seq"] > j["_c"].fillna(0)) & (j["_r"].isna() | (j["seq"] <= j["_r"].fillna(0)))
+    df["in_range"] = in_range.to_numpy(dtype=bool)
+    df["owner_ok"] = owner.to_numpy(dtype=bool)
+    df["value_bytes"] = df["value_bytes"].fillna(0)
+    return df
+
+
+def prediction_check_frame(predictions, lineage: Lineage, *, at: datetime | None = None):
+    """A frame of per-row booleans that `expectations/predictions.json` asserts.
+
+    One row per prediction, plus one row per (run, model) for every partition active at that
+    run but missing from it (so "one row per active partition" can fail). Columns:
+    ``prediction_id, run_ts, partition_id, probability, reason, threshold,
+    quantiles_in_window`` (p10 <= median <= p90, all inside [window_start, window_end], or all
+    null), ``split_key_in_range`` (null or strictly inside the partition's key range; a key
+    equal to key_lo would leave the left child empty), ``one_row_per_active_partition``,
+    ``skip_has_zero_probability``. With ``at``, the run at ``at`` is checked even when it has
+    no rows at all (every partition active then is reported missing).
+    """
+    import pandas as pd
+
+    df = predictions.to_pandas() if hasattr(predictions, "to_pandas") and not isinstance(predictions, pd.DataFrame) \
+        else predictions.copy()
+    out = pd.DataFrame({
+        "prediction_id": df["prediction_id"], "run_ts": df["run_ts"], "partition_id": df["partition_id"],
+        "probability": df["probability"].astype(float), "reason": df["reason"], "threshold": df["threshold"],
+    })
+    q = df[["window_start", "split_ts_p10", "predicted_split_ts", "split_ts_p90", "window_end"]]
+    all_null = q[["split_ts_p10", "predicted_split_ts", "split_ts_p90"]].isna().all(axis=1)
+    ordered = ((q["window_start"] <= q["split_ts_p10"]) & (q["split_ts_p10"] <= q["predicted_split_ts"])
+               & (q["predicted_split_ts"] <= q["split_ts_p90"]) & (q["split_ts_p90"] <= q["window_end"]))
+    out["quantiles_in_window"] = (all_null | ordered.fillna(False)).astype(bool)
+
+    def key_ok(r) -> bool:
+        k = r["split_key"]
+        if k is None or (isinstance(k, float) and math.isnan(k)):
+            return True
+        p = lineage.by_id.get(r["partition_id"])
+        return p is not None and in_range(k, p.key_lo, p.key_hi)
+
+    out["split_key_in_range"] = [key_ok(r) for _, r in df.iterrows()] if len(df) else []
+    out["split_key_in_range"] = out["split_key_in_range"].astype(bool)
+    dup = df.duplicated(subset=["run_ts", "model", "partition_id"], keep=False)
+    active_ok = []
+    for _, r in df.iterrows():
+        p = lineage.by_id.get(r["partition_id"])
+        active_ok.append(bool(p is not None and p.active_at_ts(r["run_ts"].to_pydatetime())))
+    out["one_row_per_active_partition"] = (pd.Series(active_ok, index=df.index, dtype=bool) & ~dup).astype(bool)
+    skipped = df["skip_reason"].notna()
+    out["skip_has_zero_probability"] = (~skipped | ((df["probability"] == 0) & df["predicted_split_ts"].isna()))
+    out["skip_has_zero_probability"] = out["skip_has_zero_probability"].astype(bool)
+    missing = []
+    groups = [(run_ts, set(g["partition_id"])) for (run_ts, _), g in df.groupby(["run_ts", "model"])]
+    if at is not None and not any(r.to_pydatetime() == at for r, _ in groups):
+        groups.append((pd.Timestamp(at), set()))
+    for run_ts, present in groups:
+        for p in lineage.active_at_ts(run_ts.to_pydatetime()):
+            if p.partition_id not in present:
+                missing.append({"prediction_id": None, "run_ts": run_ts, "partition_id": p.partition_id,
+                                "probability": 0.0, "reason": None, "threshold": 0.0, "quantiles_in_window": True,
+                                "split_key_in_range": True, "one_row_per_active_partition": False,
+                                "skip_has_zero_probability": True})
+    if missing:
+        out = pd.concat([out, pd.DataFrame(missing)], ignore_index=True)
+    return out.reset_index(drop=True)
+
+
+CHECK_COLUMNS = ["weave_id", "timepoint", "as_of_seq", "rows_left", "rows_right", "rows_restore", "missing",
+                 "extra", "misrouted", "value_mismatch", "duplicates", "seq_mismatch", "row_diff"]
+
+
+def woven_check_frame(settings: Settings, *, weave_ids: list[str] | None = None, sample: int | None = 3):
+    """Per sampled (weave, timepoint): DESIGN §4.2 counted against the standard PITR restore.
+
+    restore(P, T) comes from ``weaver.pitr.restore_partition`` (base snapshot + Arrow replay, an
+    engine independent of this module's Spark replay). Columns: rows_left/right/restore; missing
+    (in restore, not woven), extra (woven, not in restore), misrouted (on the wrong side of
+    split_key, or under another child id), value_mismatch, duplicates (a key twice at one
+    timepoint), seq_mismatch (as_of_seq != the restore's seq), row_diff (left + right - restore).
+    Every count is 0 when the woven tier is correct. `sample` timepoints per weave, evenly spaced
+    with the first and the last (None or 0: all); expired weaves are skipped.
+    """
+    import pandas as pd
+
+    uri = storage.uri_for(settings, storage.WOVEN_SNAPSHOTS)
+    catalog = read_woven_catalog(settings)
+    rows_out: list[dict] = []
+    if catalog.num_rows == 0 or not storage.is_table(uri):
+        return pd.DataFrame(rows_out, columns=CHECK_COLUMNS)
+    lineage = Lineage.load(settings)
+    ds = storage.open_table(uri, storage.WOVEN_SNAPSHOTS).to_pyarrow_dataset()
+    for r in catalog.to_pylist():
+        if (weave_ids is not None and r["weave_id"] not in weave_ids) or r["status"] == EXPIRED:
+            continue
+        mine = pc.field("weave_id") == r["weave_id"]
+        present = set(ds.to_table(columns=["timepoint"], filter=mine).column("timepoint").unique().to_pylist())
+        if r["last_timepoint"] is not None:
+            present.add(r["last_timepoint"])  # woven even when its state is empty
+        if not present:
+            continue
+        tps = _sample(sorted(present), sample)
+        woven = ds.to_table(filter=mine & pc.field("timepoint").isin(pa.array(tps, storage.TS)))
+        left_id, right_id = r["child_ids"]
+        k = r["split_key"]
+        for tp in tps:
+            restored = restore_partition(settings, r["source_partition_id"], tp, lineage=lineage)
+            expect = dict(zip(restored.table.column("key").to_pylist(), restored.table.column("value").to_pylist()))
+            at_tp = woven.filter(pc.equal(woven.column("timepoint"), pa.scalar(tp, storage.TS))).to_pylist()
+            got: dict[str, bytes] = {}
+            dup = mis = left = right = seq_bad = 0
+            for w in at_tp:
+                key, side = w["key"], w["woven_partition_id"]
+                dup += key in got
+                got[key] = w["value"]
+                left += side == left_id
+                right += side == right_id
+                mis += not ((side == left_id and key < k) or (side == right_id and key >= k))
+                seq_bad += w["as_of_seq"] != restored.as_of_seq
+            rows_out.append({
+                "weave_id": r["weave_id"], "timepoint": tp, "as_of_seq": restored.as_of_seq,
+                "rows_left": left, "rows_right": right, "rows_restore": len(expect),
+                "missing": sum(1 for key in expect if key not in got),
+                "extra": sum(1 for key in got if key not in expect),
+                "misrouted": mis,
+                "value_mismatch": sum(1 for key, v in got.items() if key in expect and expect[key] != v),
+                "duplicates": dup, "seq_mismatch": seq_bad,
+                "row_diff": left + right - len(expect),
+            })
+    return pd.DataFrame(rows_out, columns=CHECK_COLUMNS)
+
+
+def _sample(items: list, n: int | None) -> list:
+    if not n or n <= 0 or len(items) <= n:
+        return items
+    if n == 1:
+        return [items[-1]]
+    step = (len(items) - 1) / (n - 1)
+    return sorted({items[round(i * step)] for i in range(n)})

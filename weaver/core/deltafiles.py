@@ -1,0 +1,162 @@
+"""Delta tables opened once per process and read file by file (the low-latency read path).
+
+Opening a Delta log costs milliseconds per commit file, and delta-rs' ``to_pyarrow_dataset``
+builds a statistics expression for every file in Python on each open. Recovery and the API read a
+handful of files chosen by their statistics, so a local table's handle is kept per process and
+brought up to date incrementally, and what is derived from one version (file stats, lineage,
+catalogs) is computed once per version in :attr:`DeltaFiles.memo`.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from weaver.core import storage
+from weaver.core.errors import CorruptTableError
+
+
+
+def _is_local(uri: str) -> bool:
+    return "://" not in uri or uri.startswith("file://")
+
+
+@dataclass
+class _Handle:
+    dt: Any
+    stamp: tuple
+    lock: Any
+    snap: "DeltaFiles | None" = None
+
+
+_HANDLES: dict[str, _Handle] = {}
+
+
+_HANDLES_LOCK = threading.Lock()
+
+
+def _stamp(root: Path) -> tuple | None:
+    """Identity of a local table's log: a table deleted and recreated at the same path differs."""
+    log = root / "_delta_log"
+    try:
+        st = log.stat()
+    except OSError:
+        return None
+    try:
+        first = (log / ("0" * 20 + ".json")).stat()
+        return st.st_ino, first.st_ino, first.st_mtime_ns
+    except OSError:
+        return st.st_ino, None, None
+
+
+def delta_files(uri: str, name: str, *, missing_ok: bool = False) -> "DeltaFiles | None":
+    """The current version of a table as a DeltaFiles snapshot (None if absent and `missing_ok`).
+
+    Opening a Delta log costs milliseconds per commit file; a local table's handle is kept per
+    process and brought up to date with ``update_incremental`` (about a millisecond), and what is
+    derived from a version (file stats, lineage, catalogs) is computed once per version.
+    """
+    if not _is_local(uri):
+        if missing_ok and not storage.is_table(uri):
+            return None
+        return DeltaFiles(uri, name, storage.open_table(uri, name))
+    root = Path(uri[len("file://"):] if uri.startswith("file://") else uri)
+    stamp = _stamp(root)
+    if stamp is None:
+        if missing_ok:
+            return None
+        storage.open_table(uri, name)  # raises TableNotFoundError with its message
+    with _HANDLES_LOCK:
+        h = _HANDLES.get(uri)
+        if h is None or h.stamp != stamp:
+            h = _HANDLES[uri] = _Handle(storage.open_table(uri, name), stamp, threading.Lock())
+    with h.lock:
+        try:
+            h.dt.update_incremental()
+        except Exception:  # noqa: BLE001 - a log rewritten under us: open it afresh
+            h.dt = storage.open_table(uri, name)
+            h.snap = None
+        if h.snap is None or h.snap.version != h.dt.version():
+            h.snap = DeltaFiles(uri, name, h.dt)
+        return h.snap
+
+
+class DeltaFiles:
+    """A Delta table's live files with their stats, read with pyarrow directly.
+
+    delta-rs' ``to_pyarrow_dataset`` builds a stats expression for every file in Python (a
+    cost that grows with the number of files, paid on every open); a recovery needs a handful
+    of files chosen by their stats, so it builds fragments for those only. Tables needing
+    reader features (deletion vectors, column mapping) or on remote stores go through delta-rs.
+    """
+
+    def __init__(self, uri: str, name: str, dt):
+        self.uri, self.name, self.dt = uri, name, dt
+        self.version = dt.version()
+        self.acts = pa.table(dt.get_add_actions(flatten=True))
+        self.schema = pa.schema(dt.schema().to_arrow())
+        self.partition_columns = list(dt.metadata().partition_columns)
+        self.native = _is_local(uri) and dt.protocol().min_reader_version < 3
+        self.memo: dict[str, Any] = {}  # objects derived from this version (lineage, catalog, ...)
+
+    def local_path(self, path: str) -> str:
+        """Filesystem path of a data file of a local table (add-action paths are URL-escaped)."""
+        from urllib.parse import unquote
+
+        root = self.uri[len("file://"):] if self.uri.startswith("file://") else self.uri
+        return path if path.startswith("/") else str(Path(root) / unquote(path))
+
+    def column(self, name: str) -> list:
+        """One add-action column as a list (None where absent); computed once per version."""
+        key = "column:" + name
+        if key not in self.memo:
+            self.memo[key] = (self.acts.column(name).to_pylist() if name in self.acts.column_names
+                              else [None] * self.acts.num_rows)
+        return self.memo[key]
+
+    def read(self, paths: list[str] | None, columns: list[str] | None, expr: pc.Expression | None, *,
+             use_threads: bool = True) -> pa.Table:
+        """Projected, filtered read of the files `paths` (None: every file); `use_threads=False`
+        suits small reads (a thread pool costs more than it saves on a busy machine)."""
+        import pyarrow.dataset as pds
+
+        try:
+            if self.native:
+                ds = self._native(paths)
+            else:
+                ds = self.dt.to_pyarrow_dataset()
+                if paths is not None:
+                    want = set(paths)
+                    frags = [fr for fr in ds.get_fragments() if fr.path in want]
+                    if len(frags) == len(want):  # else a path spelled differently: read every file
+                        ds = pds.FileSystemDataset(frags, ds.schema, ds.format, ds.filesystem)
+            return ds.to_table(columns=columns, filter=expr, use_threads=use_threads)
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise CorruptTableError(f"Delta table {self.name} at {self.uri} cannot be read: {exc}") from exc
+
+    def _native(self, paths: list[str] | None):
+        import pyarrow.dataset as pds
+        import pyarrow.fs as pafs
+
+        fs = pafs.LocalFileSystem()
+        fmt = pds.ParquetFileFormat()
+        want = None if paths is None else set(paths)
+        parts = {c: self.column("partition." + c) for c in self.partition_columns}
+        frags = []
+        for i, p in enumerate(self.column("path")):
+            if want is not None and p not in want:
+                continue
+            expr = None
+            for c, vals in parts.items():
+                v = vals[i]
+                e = pc.field(c).is_null() if v is None else pc.field(c) == pa.scalar(v).cast(self.schema.field(c).type)
+                expr = e if expr is None else expr & e
+            full = self.local_path(p)
+            frags.append(fmt.make_fragment(full, filesystem=fs, partition_expression=expr)
+                         if expr is not None else fmt.make_fragment(full, filesystem=fs))
+        return pds.FileSystemDataset(frags, self.schema, fmt, fs)

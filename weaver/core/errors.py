@@ -1,0 +1,106 @@
+"""Named errors the user can cause. Every one says what went wrong and what to do.
+
+All inherit :class:`WeaverError`, so callers (CLI, API, DAG tasks) can map them to an exit code,
+an HTTP 4xx, or a failed task without catching programming errors by accident.
+"""
+
+from __future__ import annotations
+
+
+class WeaverError(Exception):
+    """Base class of every error a user can cause."""
+
+    #: HTTP status used by the API when this error reaches a request.
+    http_status: int = 400
+
+
+# --- input ---------------------------------------------------------------------------------------
+class InvalidConfidenceError(WeaverError, ValueError):
+    """A confidence threshold or probability outside [0, 1]."""
+
+
+class InvalidParameterError(WeaverError, ValueError):
+    """Any other out-of-range parameter (window, threshold, page size, ...)."""
+
+
+class InvalidTimepointError(InvalidParameterError):
+    """A timepoint is malformed or has no timezone."""
+
+
+class UnknownPartitionError(WeaverError, LookupError):
+    """The partition id is not in the lake's `partitions` lineage nor a woven child id."""
+
+    http_status = 404
+
+
+class UnknownWeaveError(WeaverError, LookupError):
+    """The weave id is not in `woven_catalog`."""
+
+    http_status = 404
+
+
+class NoDataError(WeaverError, LookupError):
+    """The requested instant precedes every change of the table (nothing to restore)."""
+
+    http_status = 404
+
+
+# --- data contract -------------------------------------------------------------------------------
+class ContractViolation(WeaverError):
+    """The lake breaks DESIGN §3/§4.5; nothing was written."""
+
+    http_status = 409
+
+    def __init__(self, message: str, *, seq: int | None = None, partition_id: str | None = None):
+        super().__init__(message)
+        self.seq = seq
+        self.partition_id = partition_id
+
+
+class SeqGapError(ContractViolation):
+    """`seq` skips a value."""
+
+
+class DuplicateSeqError(ContractViolation):
+    """`seq` repeats a value."""
+
+
+class NonMonotonicTimestampError(ContractViolation):
+    """`ts` decreases while `seq` increases."""
+
+
+class UnknownOpError(ContractViolation):
+    """`op` is neither PUT nor DELETE (or a PUT without a value)."""
+
+
+class KeyOutOfRangeError(ContractViolation):
+    """A change's key lies outside its partition's range at that seq."""
+
+
+class SchemaMismatchError(ContractViolation):
+    """A table's columns or types differ from the contract."""
+
+
+class CorruptTableError(WeaverError):
+    """A Delta table cannot be read (missing log, broken files)."""
+
+    http_status = 500
+
+
+class TableNotFoundError(WeaverError, LookupError):
+    """A required table is absent from the lake; run the stage that produces it."""
+
+    http_status = 404
+
+
+class ExpectationFailedError(WeaverError):
+    """A Great Expectations suite failed at a stage boundary; the run stops before the next stage."""
+
+    http_status = 409
+
+
+# --- environment ---------------------------------------------------------------------------------
+class EnvironmentProblem(WeaverError):
+    """Something outside the project is missing (Java, the Delta jars)."""
+
+    http_status = 500

@@ -1,0 +1,79 @@
+"""Every deterministic id of the lake, the woven child id format, and the status constants.
+
+Ids are derived from what they name, so a rerun of the same data interval writes the same ids
+and idempotent MERGE / replaceWhere writes keyed on them leave one copy (DESIGN §3).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import datetime, timedelta, timezone
+
+from weaver.core.errors import InvalidParameterError
+
+#: A real partition id (a user's lake may name partitions freely within this alphabet).
+PARTITION_ID_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+#: A woven child: ``<source partition>~<first 8 hex of the weave id>~L|R`` ('~' never occurs in real ids).
+WOVEN_CHILD_RE = re.compile(r"^(?P<source>[A-Za-z0-9_.\-]{1,64})~(?P<wid>[0-9a-f]{8})~(?P<side>[LR])$")
+#: Either kind, as a JSON-Schema pattern (the API's partition_id parameter).
+PARTITION_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}(~[0-9a-f]{8}~[LR])?$"
+
+# --- woven sequence lifecycle (woven_catalog.status) ---
+ACTIVE, CONFIRMED, REFUTED, EXPIRED = "active", "confirmed", "refuted", "expired"
+STATUSES = (ACTIVE, CONFIRMED, REFUTED, EXPIRED)
+#: Sequences a run extends: a confirmed split stays the fastest recovery source in its window.
+EXTENDABLE = frozenset({ACTIVE, CONFIRMED})
+#: Weaves whose snapshots may have been vacuumed are not trusted as a recovery source.
+UNUSABLE = frozenset({EXPIRED})
+
+
+def _sha1(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+def snapshot_id(partition_id: str, as_of_seq: int) -> str:
+    """The id of a partition's base snapshot at `as_of_seq`: ``"{pid}@{seq}"``."""
+    return f"{partition_id}@{as_of_seq}"
+
+
+def weave_id_for(prediction_id: str) -> str:
+    """The deterministic weave id of a prediction: ``sha1(prediction_id)[:16]``."""
+    return _sha1(prediction_id)[:16]
+
+
+def woven_child_id(source_partition_id: str, weave_id: str, side: str) -> str:
+    """The id of a woven child: ``f"{P}~{weave_id[:8]}~L"`` (keys < split_key) or ``~R``."""
+    if side not in ("L", "R"):
+        raise InvalidParameterError(f"side must be 'L' or 'R', not {side!r}")
+    return f"{source_partition_id}~{weave_id[:8]}~{side}"
+
+
+def child_ids_for(partition_id: str, weave_id: str) -> tuple[str, str]:
+    """Ids of the hypothetical children (left: keys < split_key, right: keys >= split_key)."""
+    return woven_child_id(partition_id, weave_id, "L"), woven_child_id(partition_id, weave_id, "R")
+
+
+def interval_id(start: datetime | None, end: datetime) -> str:
+    """Deterministic id of a data interval (names its staged batch)."""
+    return _sha1(f"{start.isoformat() if start else '-'}|{end.isoformat()}")[:16]
+
+
+def recovery_id_for(partition_id: str, at: datetime) -> str:
+    """Deterministic id of a recovery: the same (partition, instant) gives the same rows and id."""
+    return _sha1(f"{partition_id}|{at.isoformat()}")[:16]
+
+
+
+def prediction_id(run_ts: datetime, partition_id: str, model: str) -> str:
+    """Deterministic id: sha1 of ``"{run_ts iso}|{partition_id}|{model}"``, first 16 hex digits."""
+    iso = run_ts.astimezone(timezone.utc).isoformat()
+    return hashlib.sha1(f"{iso}|{partition_id}|{model}".encode()).hexdigest()[:16]
+
+
+def backtest_id(start: datetime, end: datetime, every: timedelta, model: str, window: timedelta,
+                size_threshold: float, write_threshold: float) -> str:
+    """Deterministic id of a backtest: its span, cadence, model, window and thresholds."""
+    raw = f"{start.isoformat()}|{end.isoformat()}|{every.total_seconds()}|{model}|{window.total_seconds()}|" \
+          f"{size_threshold}|{write_threshold}"
+    return hashlib.sha1(raw.encode()).hexdigest()[:16]

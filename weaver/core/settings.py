@@ -1,0 +1,195 @@
+"""The one settings object: the only reader of the environment, read once per process or run.
+
+Precedence, highest first: explicit overrides (CLI flags, DAG params) > ``WEAVER_*`` environment
+variables > the lake's own split policy (``<lake>/_weaver/lake.json``, written by whoever
+produces the lake, e.g. ``weaver simulate``) > built-in defaults (DESIGN §5, DynamoDB-like).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from weaver.core.errors import InvalidConfidenceError, InvalidParameterError
+from weaver.core.time import parse_duration
+
+GIB = 1024**3
+_DURATIONS = ("window", "bucket", "woven_cadence", "recovery_window", "woven_retention", "forecast_history")
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def check_confidence(value: float, what: str = "confidence_threshold") -> float:
+    """`value` as a float in [0, 1], or InvalidConfidenceError."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidConfidenceError(f"{what} {value!r} is not a number in [0, 1]") from exc
+    if not (0.0 <= v <= 1.0) or v != v:
+        raise InvalidConfidenceError(f"{what} {value!r} is outside [0, 1]")
+    return v
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything that chooses the environment or a policy; built once per process/run."""
+
+    lake: str = "./lake"
+    woven_root: str | None = None  # default <lake>/woven
+    spark_master: str = "local[*]"
+    spark_shuffle_partitions: int = 4
+    window: timedelta = timedelta(hours=24)
+    confidence_threshold: float = 0.75
+    size_threshold_bytes: int = 10 * GIB
+    write_threshold_per_s: float = 1000.0
+    bucket: timedelta = timedelta(hours=1)
+    woven_cadence: timedelta = timedelta(hours=1)
+    recovery_window: timedelta = timedelta(days=35)
+    woven_retention: timedelta = timedelta(days=7)
+    forecast_samples: int = 200
+    forecast_workers: int = 0  # 0 = one per core
+    forecast_history: timedelta = timedelta(days=7)  # model history a forecast reads (bounded)
+    min_history_buckets: int = 12  # fewer complete buckets: the partition is skipped, with a reason
+    forecast_mp_context: str | None = None  # worker start method; default fork on Linux
+    api_token: str | None = None
+    delta_jars: str | None = None  # comma-separated local jar paths overriding the fetched ones
+    ivy_settings: str | None = None  # an Ivy settings file resolving the jars through a mirror
+    cache_dir: str = str(PROJECT_ROOT / ".cache")  # fetched jars and Ivy's cache
+    expectations_dir: str = str(PROJECT_ROOT / "expectations")  # Great Expectations suites
+    task_retries: int = 2  # Airflow retries of every weaver task
+
+    def __post_init__(self) -> None:
+        check_confidence(self.confidence_threshold)
+        if self.size_threshold_bytes <= 0:
+            raise InvalidParameterError("size threshold must be a positive number of bytes")
+        if self.write_threshold_per_s <= 0:
+            raise InvalidParameterError("write threshold must be a positive number of writes/s")
+        for name in _DURATIONS:
+            if getattr(self, name) <= timedelta(0):
+                raise InvalidParameterError(f"{name} must be positive")
+        if self.forecast_samples < 10:
+            raise InvalidParameterError("forecast_samples must be at least 10")
+        if self.min_history_buckets < 2:
+            raise InvalidParameterError("min_history_buckets must be at least 2")
+        if self.task_retries < 0:
+            raise InvalidParameterError("task_retries must be 0 or more")
+
+    @property
+    def woven(self) -> str:
+        """Root URI of the woven tier."""
+        return self.woven_root or _join(self.lake, "woven")
+
+    def with_overrides(self, **kwargs: Any) -> "Settings":
+        """A copy with the given (non-None) fields replaced and validated."""
+        clean = {k: v for k, v in kwargs.items() if v is not None}
+        for k in _DURATIONS:
+            if k in clean:
+                clean[k] = parse_duration(clean[k])
+        return replace(self, **clean)
+
+    def confidence(self, value: float | None = None) -> float:
+        """The confidence threshold a call uses: `value` when given (validated), else the setting's."""
+        return check_confidence(self.confidence_threshold if value is None else value)
+
+
+def _join(root: str, name: str) -> str:
+    if "://" in root:
+        return root.rstrip("/") + "/" + name
+    return str(Path(root) / name)
+
+
+def lake_policy_path(lake: str) -> Path:
+    """Where a lake's producer records its split policy."""
+    return Path(lake) / "_weaver" / "lake.json"
+
+
+def read_lake_policy(lake: str) -> dict[str, Any]:
+    """The split policy a lake's producer recorded, or {} (remote lakes carry none)."""
+    if "://" in lake:
+        return {}
+    p = lake_policy_path(lake)
+    if not p.exists():
+        return {}
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError as exc:
+        raise InvalidParameterError(f"{p} is not valid JSON: {exc}") from exc
+
+
+def load_settings(env: dict[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build the settings from the environment once, then apply explicit overrides."""
+    env = dict(os.environ if env is None else env)
+    lake = overrides.pop("lake", None) or env.get("WEAVER_LAKE") or "./lake"
+    kw: dict[str, Any] = {"lake": lake}
+    policy = read_lake_policy(lake)
+    if "size_threshold_bytes" in policy:
+        kw["size_threshold_bytes"] = int(policy["size_threshold_bytes"])
+    if "write_threshold_per_s" in policy:
+        kw["write_threshold_per_s"] = float(policy["write_threshold_per_s"])
+    if "bucket" in policy:
+        kw["bucket"] = parse_duration(policy["bucket"])
+    mapping = {
+        "WEAVER_WOVEN_ROOT": ("woven_root", str),
+        "WEAVER_SPARK_MASTER": ("spark_master", str),
+        "WEAVER_SHUFFLE_PARTITIONS": ("spark_shuffle_partitions", int),
+        "WEAVER_WINDOW": ("window", parse_duration),
+        "WEAVER_CONFIDENCE_THRESHOLD": ("confidence_threshold", float),
+        "WEAVER_SIZE_THRESHOLD": ("size_threshold_bytes", int),
+        "WEAVER_WRITE_THRESHOLD": ("write_threshold_per_s", float),
+        "WEAVER_BUCKET": ("bucket", parse_duration),
+        "WEAVER_WOVEN_CADENCE": ("woven_cadence", parse_duration),
+        "WEAVER_RECOVERY_WINDOW": ("recovery_window", parse_duration),
+        "WEAVER_WOVEN_RETENTION": ("woven_retention", parse_duration),
+        "WEAVER_FORECAST_SAMPLES": ("forecast_samples", int),
+        "WEAVER_FORECAST_WORKERS": ("forecast_workers", int),
+        "WEAVER_FORECAST_HISTORY": ("forecast_history", parse_duration),
+        "WEAVER_MIN_HISTORY_BUCKETS": ("min_history_buckets", int),
+        "WEAVER_FORECAST_MP_CONTEXT": ("forecast_mp_context", str),
+        "WEAVER_API_TOKEN": ("api_token", str),
+        "WEAVER_DELTA_JARS": ("delta_jars", str),
+        "WEAVER_IVY_SETTINGS": ("ivy_settings", str),
+        "WEAVER_CACHE": ("cache_dir", str),
+        "WEAVER_EXPECTATIONS": ("expectations_dir", str),
+        "WEAVER_TASK_RETRIES": ("task_retries", int),
+    }
+    for var, (name, conv) in mapping.items():
+        if env.get(var):
+            try:
+                kw[name] = conv(env[var])
+            except ValueError as exc:
+                raise InvalidParameterError(f"${var}={env[var]!r}: {exc}") from exc
+    settings = Settings(**kw)
+    return settings.with_overrides(**overrides) if overrides else settings
+
+
+def dag_default_args(env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Airflow `default_args` of every weaver DAG: the task retry policy from ``WEAVER_TASK_RETRIES``.
+
+    Read at DAG parse time, so it touches the environment only (no lake): 2 retries in production,
+    0 in the demo and the tests so a failure shows at once.
+    """
+    env = dict(os.environ if env is None else env)
+    retries = Settings.task_retries
+    if env.get("WEAVER_TASK_RETRIES"):
+        try:
+            retries = int(env["WEAVER_TASK_RETRIES"])
+        except ValueError as exc:
+            raise InvalidParameterError(f"$WEAVER_TASK_RETRIES={env['WEAVER_TASK_RETRIES']!r}: {exc}") from exc
+    if retries < 0:
+        raise InvalidParameterError("$WEAVER_TASK_RETRIES must be 0 or more")
+    return {"retries": retries, "retry_delay": timedelta(minutes=2)}
+
+
+def settings_from_params(params: dict | None) -> Settings:
+    """Settings of a DAG run: the environment, then the run's (already validated) params on top.
+
+    Every DAG passes its `params`; keys a DAG does not declare are simply absent.
+    """
+    p = dict(params or {})
+    return load_settings(lake=p.get("lake"), window=p.get("window"),
+                         confidence_threshold=p.get("confidence_threshold"),
+                         size_threshold_bytes=p.get("size_threshold"),
+                         write_threshold_per_s=p.get("write_threshold"))

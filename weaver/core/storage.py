@@ -1,0 +1,451 @@
+"""Table names, contract schemas (DESIGN §3) and paths; delta-rs reads and small-table writes.
+
+Spark writes the heavy tables (snapshots, woven snapshots, whole-table restores) through
+delta-spark; small control tables (partition metrics, predictions, catalogs, backtests) are
+MERGEd through delta-rs. Both speak Delta protocol (1, 2), and every read for low latency goes
+through delta-rs + Arrow here, without a JVM.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from weaver.core.errors import CorruptTableError, InvalidParameterError, SchemaMismatchError, TableNotFoundError
+
+TS = pa.timestamp("us", tz="UTC")
+
+# --- table names ---------------------------------------------------------------------------------
+CHANGELOG = "changelog"
+PARTITIONS = "partitions"
+SPLITS = "splits"
+PARTITION_METRICS = "partition_metrics"
+ACCESS_LOG = "access_log"
+SNAPSHOTS = "snapshots"
+SNAPSHOT_CATALOG = "snapshot_catalog"
+PREDICTIONS = "predictions"
+BACKTEST_RESULTS = "backtest_results"
+WOVEN_CATALOG = "woven_catalog"
+WOVEN_SNAPSHOTS = "woven_snapshots"
+
+WOVEN_TABLES = frozenset({WOVEN_CATALOG, WOVEN_SNAPSHOTS})
+
+SCHEMAS: dict[str, pa.Schema] = {
+    CHANGELOG: pa.schema(
+        [
+            pa.field("seq", pa.int64(), nullable=False),
+            pa.field("ts", TS, nullable=False),
+            pa.field("partition_id", pa.string(), nullable=False),
+            pa.field("key", pa.string(), nullable=False),
+            pa.field("op", pa.string(), nullable=False),
+            pa.field("value", pa.binary()),
+            pa.field("value_bytes", pa.int64()),
+        ]
+    ),
+    PARTITIONS: pa.schema(
+        [
+            pa.field("partition_id", pa.string(), nullable=False),
+            pa.field("key_lo", pa.string(), nullable=False),
+            pa.field("key_hi", pa.string()),
+            pa.field("parent_id", pa.string()),
+            pa.field("created_seq", pa.int64(), nullable=False),
+            pa.field("created_ts", TS, nullable=False),
+            pa.field("retired_seq", pa.int64()),
+            pa.field("retired_ts", TS),
+        ]
+    ),
+    SPLITS: pa.schema(
+        [
+            pa.field("parent_id", pa.string(), nullable=False),
+            pa.field("split_seq", pa.int64(), nullable=False),
+            pa.field("split_ts", TS, nullable=False),
+            pa.field("split_key", pa.string(), nullable=False),
+            pa.field("left_id", pa.string(), nullable=False),
+            pa.field("right_id", pa.string(), nullable=False),
+            pa.field("reason", pa.string(), nullable=False),
+        ]
+    ),
+    PARTITION_METRICS: pa.schema(
+        [
+            pa.field("partition_id", pa.string(), nullable=False),
+            pa.field("bucket_start", TS, nullable=False),
+            pa.field("size_bytes", pa.int64(), nullable=False),
+            pa.field("item_count", pa.int64(), nullable=False),
+            pa.field("writes", pa.int64(), nullable=False),
+            pa.field("write_bytes", pa.int64(), nullable=False),
+            pa.field("reads", pa.int64(), nullable=False),
+        ]
+    ),
+    ACCESS_LOG: pa.schema(
+        [
+            pa.field("ts", TS, nullable=False),
+            pa.field("partition_id", pa.string(), nullable=False),
+            pa.field("key", pa.string(), nullable=False),
+        ]
+    ),
+    SNAPSHOTS: pa.schema(
+        [
+            pa.field("snapshot_id", pa.string(), nullable=False),
+            pa.field("partition_id", pa.string(), nullable=False),
+            pa.field("as_of_seq", pa.int64(), nullable=False),
+            pa.field("as_of_ts", TS, nullable=False),
+            pa.field("key", pa.string(), nullable=False),
+            pa.field("value", pa.binary()),
+        ]
+    ),
+    SNAPSHOT_CATALOG: pa.schema(
+        [
+            pa.field("snapshot_id", pa.string(), nullable=False),
+            pa.field("partition_id", pa.string(), nullable=False),
+            pa.field("as_of_seq", pa.int64(), nullable=False),
+            pa.field("as_of_ts", TS, nullable=False),
+            pa.field("rows", pa.int64(), nullable=False),
+            pa.field("bytes", pa.int64(), nullable=False),
+            pa.field("created_at", TS, nullable=False),
+        ]
+    ),
+    PREDICTIONS: pa.schema(
+        [
+            pa.field("prediction_id", pa.string(), nullable=False),
+            pa.field("run_ts", TS, nullable=False),
+            pa.field("partition_id", pa.string(), nullable=False),
+            pa.field("model", pa.string(), nullable=False),
+            pa.field("window_start", TS, nullable=False),
+            pa.field("window_end", TS, nullable=False),
+            pa.field("probability", pa.float64(), nullable=False),
+            pa.field("reason", pa.string()),  # 'size' | 'throughput' | null when no crossing
+            pa.field("predicted_split_ts", TS),
+            pa.field("split_ts_p10", TS),
+            pa.field("split_ts_p90", TS),
+            pa.field("split_key", pa.string()),
+            pa.field("threshold", pa.float64(), nullable=False),
+            pa.field("skip_reason", pa.string()),  # why no forecast was made (too little history, ...)
+        ]
+    ),
+    BACKTEST_RESULTS: pa.schema(
+        [
+            pa.field("backtest_id", pa.string(), nullable=False),
+            pa.field("prediction_id", pa.string(), nullable=False),
+            pa.field("run_ts", TS, nullable=False),
+            pa.field("partition_id", pa.string(), nullable=False),
+            pa.field("model", pa.string(), nullable=False),
+            pa.field("probability", pa.float64(), nullable=False),
+            pa.field("predicted_split_ts", TS),
+            pa.field("actual_split", pa.bool_(), nullable=False),
+            pa.field("actual_split_ts", TS),
+            pa.field("actual_split_key", pa.string()),
+            pa.field("timing_error_s", pa.float64()),
+        ]
+    ),
+    WOVEN_CATALOG: pa.schema(
+        [
+            pa.field("weave_id", pa.string(), nullable=False),
+            pa.field("prediction_id", pa.string(), nullable=False),
+            pa.field("source_partition_id", pa.string(), nullable=False),
+            pa.field("split_key", pa.string(), nullable=False),
+            pa.field("split_ts", TS, nullable=False),
+            pa.field("confidence", pa.float64(), nullable=False),
+            pa.field("window_start", TS, nullable=False),
+            pa.field("window_end", TS, nullable=False),
+            pa.field("child_ids", pa.list_(pa.string()), nullable=False),
+            pa.field("status", pa.string(), nullable=False),
+            pa.field("created_at", TS, nullable=False),
+            # Lifecycle bookkeeping (beyond DESIGN §3's list; see docs/design.md):
+            pa.field("last_timepoint", TS),
+            pa.field("last_seq", pa.int64()),
+            pa.field("actual_split_key", pa.string()),
+            pa.field("actual_split_ts", TS),
+            pa.field("updated_at", TS),
+        ]
+    ),
+    WOVEN_SNAPSHOTS: pa.schema(
+        [
+            pa.field("weave_id", pa.string(), nullable=False),
+            pa.field("woven_partition_id", pa.string(), nullable=False),
+            pa.field("source_partition_id", pa.string(), nullable=False),
+            pa.field("timepoint", TS, nullable=False),
+            pa.field("as_of_seq", pa.int64(), nullable=False),
+            pa.field("key", pa.string(), nullable=False),
+            pa.field("value", pa.binary()),
+        ]
+    ),
+}
+
+OPS = ("PUT", "DELETE")
+STATE_SCHEMA = pa.schema([pa.field("key", pa.string(), nullable=False), pa.field("value", pa.binary())])
+
+
+# --- paths ---------------------------------------------------------------------------------------
+def table_uri(root: str, name: str) -> str:
+    """URI of table `name` under a root (a local folder or an object-store URI)."""
+    if "://" in root:
+        return root.rstrip("/") + "/" + name
+    return str(Path(root).resolve() / name)
+
+
+def uri_for(settings, name: str) -> str:  # settings: weaver.core.settings.Settings
+    """URI of a contract table, choosing the woven tier's root for woven tables."""
+    return table_uri(settings.woven if name in WOVEN_TABLES else settings.lake, name)
+
+
+def check_output_target(settings, out: str, *, what: str = "--out") -> str:
+    """Refuse an output location that is (or lies inside) a contract table or a lake root, or an
+    existing folder that is not a Delta table: outputs are new tables, sources are never touched."""
+    remote = "://" in out
+
+    def norm(u: str) -> str:
+        return u.rstrip("/") if "://" in u else str(Path(u).resolve())
+
+    target = norm(out)
+    for name in SCHEMAS:
+        p = norm(uri_for(settings, name))
+        if target == p or target.startswith(p + "/"):
+            raise InvalidParameterError(f"{what} {out!r} is inside the lake's own {name!r} table ({p}); write into "
+                                        "a new location: an output is a new table and never touches the source tables")
+    if target in {norm(settings.lake), norm(settings.woven)}:
+        raise InvalidParameterError(f"{what} {out!r} is a lake root; choose a new folder")
+    if not remote and Path(target).exists() and not is_table(target) and any(Path(target).iterdir()):
+        raise InvalidParameterError(f"{what} {out!r} exists and is not a Delta table; choose a new folder")
+    return out
+
+
+def write_parquet_atomic(path: str | Path, table: pa.Table) -> str:
+    """Write `table` as one local Parquet file via a temporary name: a reader never sees half a file."""
+    import pyarrow.parquet as pq
+
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(p)
+    return str(p)
+
+
+# --- Arrow helpers shared by every stage ---------------------------------------------------------
+def filter_range(table: pa.Table, key_lo: str | None, key_hi: str | None) -> pa.Table:
+    """Rows with key_lo <= key < key_hi (None = unbounded)."""
+    mask = None
+    k = table.column("key")
+    if key_lo:
+        mask = pc.greater_equal(k, key_lo)
+    if key_hi is not None:
+        m = pc.less(k, key_hi)
+        mask = m if mask is None else pc.and_(mask, m)
+    return table if mask is None else table.filter(mask)
+
+
+def is_increasing(col: pa.ChunkedArray | pa.Array, strict: bool = False) -> bool:
+    """Whether `col` is sorted ascending (strictly: no repeats) - a cheap check that saves a sort."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    n = len(arr)
+    if n < 2:
+        return True
+    cmp = pc.greater if strict else pc.greater_equal
+    return bool(pc.all(cmp(arr.slice(1), arr.slice(0, n - 1))).as_py())
+
+
+# --- schema checks -------------------------------------------------------------------------------
+def empty(name: str) -> pa.Table:
+    """An empty table with contract table `name`'s schema."""
+    return SCHEMAS[name].empty_table()
+
+
+def conform(table: pa.Table, name: str, *, where: str = "") -> pa.Table:
+    """Check `table` carries every contract column with a compatible type; return it cast.
+
+    Extra columns are dropped (a user's change log may carry more). A missing column or an
+    incompatible type raises SchemaMismatchError naming both.
+    """
+    schema = SCHEMAS[name]
+    cols = []
+    for f in schema:
+        if f.name not in table.column_names:
+            raise SchemaMismatchError(
+                f"table {name!r}{where} lacks column {f.name!r} ({f.type}); found {table.column_names}"
+            )
+        col = table.column(f.name)
+        if not col.type.equals(f.type):
+            try:
+                col = _cast(col, f.type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise SchemaMismatchError(
+                    f"table {name!r}{where}: column {f.name!r} is {col.type}, the contract says {f.type}"
+                ) from exc
+        if not f.nullable and col.null_count:
+            raise SchemaMismatchError(f"table {name!r}{where}: column {f.name!r} has nulls")
+        cols.append(col)
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+def _cast(col: pa.ChunkedArray, target: pa.DataType) -> pa.ChunkedArray:
+    src = col.type
+    if pa.types.is_timestamp(target):
+        if not pa.types.is_timestamp(src) or src.tz is None:
+            # A naive timestamp in a contract table would be an hours-wide silent error.
+            raise pa.ArrowInvalid(f"{src} is not a timezone-aware timestamp")
+        return pc.cast(col, target)
+    if pa.types.is_string(target) and (pa.types.is_large_string(src) or pa.types.is_string_view(src)):
+        return pc.cast(col, target)
+    if pa.types.is_binary(target) and (pa.types.is_large_binary(src) or pa.types.is_binary_view(src)):
+        return pc.cast(col, target)
+    if pa.types.is_integer(target) and pa.types.is_integer(src):
+        return pc.cast(col, target)
+    if pa.types.is_floating(target) and (pa.types.is_floating(src) or pa.types.is_integer(src)):
+        return pc.cast(col, target)
+    if pa.types.is_list(target) and (pa.types.is_list(src) or pa.types.is_large_list(src)):
+        return pc.cast(col, target)
+    raise pa.ArrowInvalid(f"cannot use {src} as {target}")
+
+
+# --- delta-rs I/O --------------------------------------------------------------------------------
+def is_table(uri: str) -> bool:
+    """Whether a Delta table exists (and can be opened) at `uri`."""
+    from deltalake import DeltaTable
+
+    try:
+        return DeltaTable.is_deltatable(uri)
+    except Exception:  # noqa: BLE001 - an unreadable location is simply not a table
+        return False
+
+
+def open_table(uri: str, name: str = "", version: int | None = None):
+    """Open a Delta table with delta-rs, mapping failures to named errors."""
+    from deltalake import DeltaTable
+
+    if not is_table(uri):
+        raise TableNotFoundError(f"no Delta table {name or ''} at {uri}; run the stage that writes it")
+    try:
+        return DeltaTable(uri, version=version) if version is not None else DeltaTable(uri)
+    except Exception as exc:  # noqa: BLE001 - delta-rs raises several types for a broken log
+        raise CorruptTableError(f"Delta table {name or uri} at {uri} cannot be opened: {exc}") from exc
+
+
+def read(
+    uri: str,
+    name: str,
+    *,
+    filters: list | None = None,
+    columns: Sequence[str] | None = None,
+    version: int | None = None,
+    missing_ok: bool = False,
+) -> pa.Table:
+    """Read (part of) a contract table through delta-rs as Arrow, conformed to the contract.
+
+    `filters` are DNF tuples as in pyarrow (`[("partition_id", "=", "p1")]`), pushed down to
+    file skipping and row filtering.
+    """
+    if missing_ok and not is_table(uri):
+        t = empty(name)
+        return t.select(list(columns)) if columns else t
+    dt = open_table(uri, name, version)
+    expr = _filters_to_expression(filters) if filters else None
+    try:
+        ds = dt.to_pyarrow_dataset()
+        try:
+            table = ds.to_table(filter=expr)
+            post = None
+        except pa.ArrowNotImplementedError:
+            # Files written by delta-rs MERGE may hold string_view columns, which pyarrow cannot
+            # compare with a string scalar: push down only the non-string predicates, then filter
+            # the conformed (plain string) rows in memory.
+            safe = [f for f in filters or [] if not _is_string_col(ds.schema, f[0])]
+            table = ds.to_table(filter=_filters_to_expression(safe) if safe else None)
+            post = expr
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise CorruptTableError(f"Delta table {name} at {uri} cannot be read: {exc}") from exc
+    table = conform(table, name, where=f" at {uri}")
+    if post is not None:
+        table = table.filter(post)
+    return table.select(list(columns)) if columns else table
+
+
+def _is_string_col(schema: pa.Schema, col: str) -> bool:
+    i = schema.get_field_index(col)
+    if i < 0:
+        return False
+    t = schema.field(i).type
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+
+
+def _filters_to_expression(filters: Iterable) -> pc.Expression:
+    expr = None
+    for col, op, val in filters:
+        field = pc.field(col)
+        if op in ("=", "=="):
+            e = field == val
+        elif op == "!=":
+            e = field != val
+        elif op == "<":
+            e = field < val
+        elif op == "<=":
+            e = field <= val
+        elif op == ">":
+            e = field > val
+        elif op == ">=":
+            e = field >= val
+        elif op == "in":
+            e = field.isin(list(val))
+        else:
+            raise ValueError(f"unsupported filter operator {op!r}")
+        expr = e if expr is None else expr & e
+    return expr
+
+
+def version_of(uri: str) -> int | None:
+    """Current Delta version of a table, None when absent."""
+    if not is_table(uri):
+        return None
+    return open_table(uri).version()
+
+
+def _writer_properties(compression: str = "SNAPPY"):
+    from deltalake import WriterProperties
+
+    return WriterProperties(compression=compression)
+
+
+def merge(
+    uri: str,
+    name: str,
+    rows: pa.Table,
+    keys: Sequence[str],
+    *,
+    partition_by: Sequence[str] | None = None,
+    compression: str = "SNAPPY",
+) -> dict:
+    """Idempotent upsert of `rows` into a contract table keyed on deterministic `keys`.
+
+    Creates the table (protocol 1,2) on first write. Rerunning with the same rows leaves the
+    same rows once. Returns delta-rs' metrics.
+    """
+    from deltalake import DeltaTable, write_deltalake
+
+    rows = conform(rows, name)
+    if not is_table(uri):
+        write_deltalake(uri, rows, mode="overwrite", partition_by=list(partition_by or []) or None,
+                        writer_properties=_writer_properties(compression))
+        return {"num_target_rows_inserted": rows.num_rows}
+    if rows.num_rows == 0:
+        return {"num_target_rows_inserted": 0}
+    dt = DeltaTable(uri)
+    predicate = " AND ".join(f"t.{k} = s.{k}" for k in keys)
+    return (
+        dt.merge(source=rows, predicate=predicate, source_alias="s", target_alias="t",
+                 writer_properties=_writer_properties(compression))
+        .when_matched_update_all()
+        .when_not_matched_insert_all()
+        .execute()
+    )
+
+
+def overwrite(uri: str, name: str, rows: pa.Table, *, predicate: str | None = None,
+              compression: str = "SNAPPY") -> None:
+    """Replace a table (or, with `predicate`, the rows matching it: replaceWhere) in one commit."""
+    from deltalake import write_deltalake
+
+    rows = conform(rows, name)
+    write_deltalake(uri, rows, mode="overwrite", predicate=predicate if is_table(uri) else None,
+                    writer_properties=_writer_properties(compression))

@@ -1,0 +1,17 @@
+"""The change log and its lineage: reading, seq at T, tails, contiguity and validation (DESIGN §4.5)."""
+
+from weaver.log.changelog import (
+    LOG_START_PROPERTY,
+    ChangeLog,
+    check_contiguous,
+    log_start_seq,
+    read_changes,
+    read_tail,
+    resolve_seq,
+    validate_segment,
+)
+from weaver.log.lineage import Lineage, Partition
+from weaver.log.validate import validate_changes
+
+__all__ = ["LOG_START_PROPERTY", "ChangeLog", "Lineage", "Partition", "check_contiguous", "log_start_seq",
+           "read_changes", "read_tail", "resolve_seq", "validate_changes", "validate_segment"]

@@ -1,0 +1,258 @@
+"""The one change-log reader: seq at T, tails, contiguity, and validated segments.
+
+:class:`ChangeLog` opens one version of the `changelog` table and prunes files on the Delta log's
+per-file ``seq``/``ts`` statistics, so the cost of a read follows the segment, not the log.
+Every "largest seq at or before T" of the project is :meth:`ChangeLog.seq_at` (or its batched
+form :meth:`ChangeLog.seqs_at`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from weaver.core import storage
+from weaver.core.storage import filter_range, is_increasing
+from weaver.core.deltafiles import delta_files
+from weaver.core.errors import InvalidTimepointError, SeqGapError
+from weaver.core.time import MICROSECOND, to_us
+from weaver.log.lineage import Lineage
+from weaver.log.validate import validate_changes
+
+#: Table property on `changelog` recording the first seq vacuum kept (see weaver.pitr.retention).
+LOG_START_PROPERTY = "weaver.logStartSeq"
+_MS = timedelta(milliseconds=1)
+
+
+class ChangeLog:
+    """One opened version of the `changelog` table, read with file pruning on Delta statistics.
+
+    A restore touches a short seq range of a long log: per-file min/max of `seq` and `ts` in the
+    Delta log select the few files that can hold it, so the cost follows the tail, not the log.
+    Files without statistics are always read.
+    """
+
+    def __init__(self, settings):
+        self.uri = storage.uri_for(settings, storage.CHANGELOG)
+        self.dt = storage.open_table(self.uri, storage.CHANGELOG)
+        # Projected reads bypass storage.read: check the contract on the schema first.
+        schema = pa.schema(self.dt.schema().to_arrow())
+        storage.conform(schema.empty_table(), storage.CHANGELOG, where=f" at {self.uri}")
+        self.start = _int_or_none(self.dt.metadata().configuration.get(LOG_START_PROPERTY))
+
+    @property
+    def ds(self):
+        """The whole table as a pyarrow dataset (every file)."""
+        return self.dt.to_pyarrow_dataset()
+
+    def pruned(self, filters: list):
+        """A dataset of only the files whose Delta min/max statistics may satisfy `filters`
+        (tuple filters, pruned in delta-rs; files without statistics are kept)."""
+        return self.dt.to_pyarrow_dataset(file_pruning_predicate=filters)
+
+    def seq_range(self, after_seq: int, upto_seq: int):
+        return self.pruned([("seq", ">", int(after_seq)), ("seq", "<=", int(upto_seq))])
+
+    def seq_at(self, at: datetime) -> int:
+        """Largest seq with ts <= `at` (0 when none); files wholly before `at` answer from stats."""
+        adds = pa.table(self.dt.get_add_actions(flatten=True))  # arro3 -> pyarrow
+        best = 0
+        if {"max.ts", "max.seq"} <= set(adds.column_names) and adds.num_rows:
+            # Writers may truncate timestamp stats to milliseconds (Delta Spark does): trust a
+            # file to lie wholly before `at` only with a millisecond to spare; the rest is read.
+            edge = pa.scalar(at - timedelta(milliseconds=1), storage.TS)
+            whole = adds.filter(pc.fill_null(pc.less_equal(adds.column("max.ts"), edge), False))
+            if whole.num_rows:
+                best = int(pc.max(whole.column("max.seq")).as_py() or 0)
+        ds = self.pruned([("seq", ">", best), ("ts", "<=", at)])
+        t = ds.to_table(columns=["seq"], filter=(pc.field("seq") > best) & (pc.field("ts") <= pa.scalar(at, storage.TS)))
+        if t.num_rows:
+            best = max(best, int(pc.max(t.column("seq")).as_py()))
+        return best
+
+    def seqs_at(self, tps: list[datetime]) -> tuple[datetime | None, list[int]]:
+        """The log's latest ts (None: empty log) and, per sorted timepoint, :meth:`seq_at` of it.
+
+        Reads only `seq` and `ts` (file skipping on ts); seq grows with ts (DESIGN §4.5), so one
+        sorted search answers every timepoint.
+        """
+        ds = self.ds
+        late = ds.to_table(columns=["ts"], filter=pc.field("ts") >= pa.scalar(tps[0], storage.TS))
+        if late.num_rows:
+            max_ts = pc.max(late.column("ts")).as_py()
+        else:
+            head = ds.to_table(columns=["ts"])
+            max_ts = pc.max(head.column("ts")).as_py() if head.num_rows else None
+        upto = min(tps[-1], max_ts) if max_ts is not None else tps[0]
+        t = ds.to_table(columns=["seq", "ts"], filter=pc.field("ts") <= pa.scalar(upto, storage.TS))
+        if t.num_rows == 0:
+            return max_ts, [0] * len(tps)
+        t = t.sort_by([("seq", "ascending")])
+        seq = t.column("seq").to_numpy()
+        ts = pc.cast(t.column("ts"), pa.int64()).to_numpy()
+        idx = np.searchsorted(ts, np.array([to_us(x) for x in tps], dtype=np.int64), side="right")
+        return max_ts, [int(seq[i - 1]) if i > 0 else 0 for i in idx]
+
+    def seq_before(self, at: datetime) -> int:
+        """Largest seq with ts < `at` (0 when none): the change just before an interval starting at `at`."""
+        return self.seq_at(at - MICROSECOND)
+
+    def read(self, after_seq: int, upto_seq: int, key_lo: str | None = None, key_hi: str | None = None,
+             columns: list[str] | None = None) -> pa.Table:
+        """Changes with after_seq < seq <= upto_seq (and key in [key_lo, key_hi)), sorted by seq."""
+        expr = (pc.field("seq") > after_seq) & (pc.field("seq") <= upto_seq)
+        if key_lo:
+            expr = expr & (pc.field("key") >= key_lo)
+        if key_hi is not None:
+            expr = expr & (pc.field("key") < key_hi)
+        ds = self.seq_range(after_seq, upto_seq)
+        try:
+            t = ds.to_table(filter=expr, columns=columns)
+        except pa.ArrowNotImplementedError:
+            # Files rewritten by delta-rs MERGE/DELETE carry string_view, which pyarrow filters
+            # cannot compare: read those files whole and filter in memory.
+            t = ds.to_table(columns=columns)
+            t = t.filter(expr)
+        if columns is None:
+            t = storage.conform(t, storage.CHANGELOG, where=f" at {self.uri}")
+        if t.num_rows > 1 and not is_increasing(t.column("seq")):
+            t = t.take(pc.sort_indices(t, sort_keys=[("seq", "ascending")]))
+        return t
+
+    def check_start(self, after_seq: int) -> None:
+        if self.start is not None and after_seq + 1 < self.start:
+            raise InvalidTimepointError(
+                f"this needs changes from seq {after_seq + 1}, but vacuum removed the change log before seq "
+                f"{self.start} (outside the recovery window); pick a later timepoint")
+
+    def check_contiguous(self, after_seq: int, upto_seq: int) -> None:
+        """Every seq in (after_seq, upto_seq] exactly once (reads only `seq`), else a named error."""
+        if upto_seq <= after_seq:
+            return
+        self.check_start(after_seq)
+        col = self.read(after_seq, upto_seq, columns=["seq"]).column("seq")  # sorted by read()
+        n = len(col)
+        if after_seq == 0 and self.start is None and n:
+            # A log never vacuumed may start at any seq (a user's LSN); it begins where it begins.
+            after_seq = int(col[0].as_py()) - 1
+        # n values strictly increasing inside (after_seq, upto_seq], n == its length: each seq once.
+        if n == upto_seq - after_seq and (n == 0 or is_increasing(col, strict=True)):
+            return
+        validate_changes(self.read(after_seq, upto_seq), expected_first_seq=after_seq + 1)
+        # validate_changes found no gap inside the segment: the missing seqs are at its end.
+        last = int(pc.max(col).as_py()) if n else after_seq
+        raise SeqGapError(f"change log lacks seq {last + 1}..{upto_seq}; re-extract it before restoring",
+                          seq=last + 1, partition_id=None)
+
+    def ts_of(self, seq: int) -> datetime:
+        t = self.read(seq - 1, seq, columns=["seq", "ts"])
+        return t.column("ts")[0].as_py()
+
+
+def _int_or_none(v) -> int | None:
+    return int(v) if v not in (None, "") else None
+
+
+def resolve_seq(settings, at: datetime, log: ChangeLog | None = None) -> int:
+    """seq_at(`at`), refusing an instant before the part of the change log vacuum retained."""
+    log = log or ChangeLog(settings)
+    seq_t = log.seq_at(at)
+    if log.start is not None and seq_t < log.start:
+        raise InvalidTimepointError(
+            f"{at.isoformat()} is before the retained change log (vacuum kept seq >= {log.start}, i.e. the "
+            "recovery window); pick a later timepoint")
+    return seq_t
+
+
+def log_start_seq(settings) -> int | None:
+    """First seq vacuum kept in the change log (None if vacuum never cut a prefix)."""
+    dt = storage.open_table(storage.uri_for(settings, storage.CHANGELOG), storage.CHANGELOG)
+    return _int_or_none(dt.metadata().configuration.get(LOG_START_PROPERTY))
+
+
+def check_contiguous(settings, after_seq: int, upto_seq: int) -> None:
+    """Check the log holds every seq in (after_seq, upto_seq] exactly once (reads only `seq`).
+
+    On failure, re-reads that segment whole and lets validate_changes name the offending seq and
+    partition; a prefix removed by vacuum is reported as a timepoint outside the recovery window.
+    """
+    ChangeLog(settings).check_contiguous(after_seq, upto_seq)
+
+
+def validate_segment(settings, lineage: Lineage | None, after_seq: int, upto_seq: int,
+                     log: ChangeLog | None = None) -> int:
+    """Validate the change-log segment (after_seq, upto_seq] a write will depend on; return its size.
+
+    Raises the named errors of validate_changes (gap, duplicate, ts order, op, key range, schema)
+    before anything is written; a segment vacuum already cut is an InvalidTimepointError.
+    """
+    if upto_seq <= after_seq:
+        return 0
+    log = log or ChangeLog(settings)
+    log.check_start(after_seq)
+    seg = log.read(after_seq, upto_seq)
+    # A log never vacuumed may start at any seq; otherwise the segment must start right after the base.
+    expected = after_seq + 1 if (after_seq > 0 or log.start is not None) else None
+    n = validate_changes(seg, lineage, expected_first_seq=expected)
+    if n == 0 or int(pc.max(seg.column("seq")).as_py()) != upto_seq:
+        raise SeqGapError(f"change log lacks seq {upto_seq} although a change was found at it; re-extract it",
+                          seq=upto_seq, partition_id=None)
+    return n
+
+
+def read_changes(
+    settings,
+    *,
+    after_seq: int | None = None,
+    upto_seq: int | None = None,
+    upto_ts: datetime | None = None,
+    partition_ids: list[str] | None = None,
+    key_lo: str | None = None,
+    key_hi: str | None = None,
+) -> pa.Table:
+    """Changes sorted by seq, filtered with predicates pushed down to delta-rs."""
+    filters: list = []
+    if after_seq is not None:
+        filters.append(("seq", ">", after_seq))
+    if upto_seq is not None:
+        filters.append(("seq", "<=", upto_seq))
+    if upto_ts is not None:
+        filters.append(("ts", "<=", pa.scalar(upto_ts, storage.TS)))
+    if partition_ids is not None:
+        filters.append(("partition_id", "in", list(partition_ids)))
+    if key_lo:
+        filters.append(("key", ">=", key_lo))
+    if key_hi is not None:
+        filters.append(("key", "<", key_hi))
+    t = storage.read(storage.uri_for(settings, storage.CHANGELOG), storage.CHANGELOG, filters=filters or None)
+    return t.take(pc.sort_indices(t, sort_keys=[("seq", "ascending")])) if t.num_rows > 1 else t
+
+
+def read_tail(settings, after_seq: int, at: datetime, key_lo: str | None, key_hi: str | None) -> pa.Table:
+    """Changes with seq > `after_seq` and ts <= `at` on keys in [key_lo, key_hi), sorted by seq.
+
+    Only files whose seq/ts stats overlap the tail are read. The whole tail (all keys) is checked
+    to hold every seq once - on a hole the PITR check names the offending seq - and the key range
+    is applied in memory: the tail is short by design.
+    """
+    log = delta_files(storage.uri_for(settings, storage.CHANGELOG), storage.CHANGELOG)
+    hi_seq, lo_ts = log.column("max.seq"), log.column("min.ts")
+    paths = [p for p, mx, t0 in zip(log.column("path"), hi_seq, lo_ts)
+             if (mx is None or mx > after_seq) and (t0 is None or t0 - _MS <= at)]
+    t = log.read(paths, ["seq", "ts", "key", "op", "value"],
+                 (pc.field("seq") > after_seq) & (pc.field("ts") <= pa.scalar(at, storage.TS)),
+                 use_threads=False) if paths else \
+        storage.empty(storage.CHANGELOG).select(["seq", "ts", "key", "op", "value"])
+    n = t.num_rows
+    if n:
+        seqs = t.column("seq")
+        top = int(pc.max(seqs).as_py())
+        if n != top - after_seq or pc.count_distinct(seqs).as_py() != n:
+            check_contiguous(settings, after_seq, top)  # raises the named error
+    t = filter_range(t, key_lo or None, key_hi)
+    if t.num_rows > 1:
+        t = t.take(pc.sort_indices(t, sort_keys=[("seq", "ascending")]))
+    return t

@@ -1,0 +1,122 @@
+"""Stage functions of the `temporal_weaver` loop that are not a model or a Spark job.
+
+The DAG is wiring only; each task body calls one function here (or in metrics / forecasting /
+weaving). Every function takes the data interval explicitly, so a rerun of the same interval
+produces the same rows, and returns a small JSON-able manifest for XCom.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from weaver.core import storage
+from weaver.core.errors import ContractViolation
+from weaver.core.ids import interval_id
+from weaver.core.settings import Settings
+from weaver.core.spark import spark_conf
+from weaver.log import ChangeLog
+from weaver.weave import read_woven_catalog
+
+
+def staging_path(settings: Settings, iid: str) -> Path:
+    """Where the interval `iid`'s extracted batch is staged (one Parquet file, replaced on rerun)."""
+    return Path(settings.lake) / "_weaver" / "staging" / "changelog" / f"{iid}.parquet"
+
+
+def extract(settings: Settings, *, start: datetime | None, end: datetime) -> dict:
+    """Stage the change log slice of the data interval [start, end) and describe it.
+
+    The staged batch (Parquet, named by the interval id, replaced on rerun) is what the
+    changelog suite checks; the manifest's counts are what later boundaries account for.
+    """
+    uri = storage.uri_for(settings, storage.CHANGELOG)
+    filters = [("ts", "<", pa.scalar(end, storage.TS))]
+    if start is not None:
+        filters.append(("ts", ">=", pa.scalar(start, storage.TS)))
+    changes = storage.read(uri, storage.CHANGELOG, filters=filters)
+    changes = changes.take(pc.sort_indices(changes, sort_keys=[("seq", "ascending")])) if changes.num_rows > 1 else changes
+    prev_seq = ChangeLog(settings).seq_before(start) if start is not None else 0
+    iid = interval_id(start, end)
+    path = storage.write_parquet_atomic(staging_path(settings, iid), changes)
+    per_part = {}
+    if changes.num_rows:
+        g = changes.group_by("partition_id").aggregate([("seq", "count")])
+        per_part = dict(zip(g.column("partition_id").to_pylist(), g.column("seq_count").to_pylist()))
+    seqs = changes.column("seq")
+    return {
+        "interval_id": iid,
+        "start": start.isoformat() if start else None,
+        "end": end.isoformat(),
+        "changes": changes.num_rows,
+        "first_seq": int(pc.min(seqs).as_py()) if changes.num_rows else None,
+        "last_seq": int(pc.max(seqs).as_py()) if changes.num_rows else None,
+        "expected_first_seq": prev_seq + 1 if prev_seq else None,
+        "per_partition": per_part,
+        "staged": str(path),
+    }
+
+
+def account_metrics(settings: Settings, manifest: dict) -> dict:
+    """Nothing lost: the metrics' writes over the interval's buckets equal the extracted changes."""
+    if manifest["start"] is None:
+        return {"checked": False, "reason": "open interval"}
+    start, end = datetime.fromisoformat(manifest["start"]), datetime.fromisoformat(manifest["end"])
+    m = storage.read(storage.uri_for(settings, storage.PARTITION_METRICS), storage.PARTITION_METRICS,
+                     filters=[("bucket_start", ">=", pa.scalar(start, storage.TS)),
+                              ("bucket_start", "<", pa.scalar(end, storage.TS))],
+                     columns=["writes"])
+    writes = int(pc.sum(m.column("writes")).as_py() or 0)
+    if writes != manifest["changes"]:
+        raise ContractViolation(
+            f"partition_metrics count {writes} writes in [{manifest['start']}, {manifest['end']}) but "
+            f"{manifest['changes']} changes were extracted; rebuild the metrics for this interval"
+        )
+    return {"checked": True, "writes": writes}
+
+
+def run_summary(settings: Settings, *, at: datetime) -> dict:
+    """What the run produced: predictions of the run at `at` and the woven catalog's state."""
+    preds = storage.read(storage.uri_for(settings, storage.PREDICTIONS), storage.PREDICTIONS,
+                         filters=[("run_ts", "=", pa.scalar(at, storage.TS))], missing_ok=True)
+    cat = read_woven_catalog(settings)
+    status = {}
+    if cat.num_rows:
+        g = cat.group_by("status").aggregate([("weave_id", "count")])
+        status = dict(zip(g.column("status").to_pylist(), g.column("weave_id_count").to_pylist()))
+    above = int(pc.sum(pc.greater_equal(preds.column("probability"), settings.confidence_threshold)).as_py() or 0) \
+        if preds.num_rows else 0
+    return {"at": at.isoformat(), "predictions": preds.num_rows, "above_threshold": above,
+            "woven_catalog": status, "woven_version": storage.version_of(storage.uri_for(settings, storage.WOVEN_SNAPSHOTS))}
+
+
+def write_run_record(settings: Settings, run_id: str, record: dict) -> Path:
+    """Publish the run's summary next to the lake (replaced on rerun)."""
+    p = Path(settings.lake) / "_weaver" / "runs" / f"{hashlib.sha1(run_id.encode()).hexdigest()[:16]}.json"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps({"run_id": run_id, **record}, indent=2, default=str))
+    return p
+
+
+def resume_point(settings: Settings, end: datetime) -> datetime | None:
+    """Where incremental metrics resume: the last bucket already built (rebuilt, idempotently),
+    or None to build from the log's first bucket."""
+    uri = storage.uri_for(settings, storage.PARTITION_METRICS)
+    if not storage.is_table(uri):
+        return None
+    m = storage.read(uri, storage.PARTITION_METRICS, filters=[("bucket_start", "<", pa.scalar(end, storage.TS))],
+                     columns=["bucket_start"])
+    return pc.max(m.column("bucket_start")).as_py() if m.num_rows else None
+
+
+def job_target(settings: Settings) -> dict:
+    """What spark-submit needs to run a job on the same lake: resolved roots and Spark conf."""
+    conf = spark_conf(settings, "temporal-weaver-weave")
+    conf.pop("spark.app.name", None)
+    local = lambda root: root if "://" in root else str(Path(root).resolve())  # noqa: E731
+    return {"lake": local(settings.lake), "woven": local(settings.woven), "spark_conf": conf}

@@ -1,0 +1,94 @@
+"""Retention of the PITR framework: expire base snapshots and change-log prefixes (``weaver vacuum``).
+
+Guarantee: every restore at a timepoint inside the recovery window ``[now - recovery_window, now]``
+stays correct. Let ``c = seq_at(now - recovery_window)``. For every partition P of the lineage
+the restore planner's choice at ``c`` is kept, as is every snapshot with ``as_of_seq > c``. A
+restore at any T in the window plans at ``seq_at(T) >= c``; each candidate it had at ``c`` is
+still there, and the planner's score (its oldest base seq) only grows with the seq, so it never
+needs a base older than ``L = min over P of score(plan(P, c))``. The change log keeps every seq
+``>= L`` (the change at L itself too, so ``seq_at`` of any instant in the window still resolves)
+and records ``L`` as the table property ``weaver.logStartSeq``; a restore that would need more
+gets a clear "outside the recovery window" error instead of a silently wrong answer.
+
+Order is crash-safe: catalog rows go first (readers stop using a snapshot before its rows go),
+the log's start property is raised before its prefix is deleted.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+import pyarrow.compute as pc
+
+from weaver.core import storage
+from weaver.core.time import parse_timepoint
+from weaver.log.changelog import LOG_START_PROPERTY, ChangeLog, log_start_seq
+from weaver.log.lineage import Lineage
+from weaver.pitr.catalog import catalog_index, plan_restore, read_snapshot_catalog
+
+
+def retention_plan(settings, now: datetime, *, lineage: Lineage | None = None) -> dict:
+    """What vacuum at `now` would expire and keep (reads only)."""
+    now = parse_timepoint(now)
+    cutoff = now - settings.recovery_window
+    lineage = lineage if lineage is not None else Lineage.load(settings)
+    catalog = read_snapshot_catalog(settings)
+    cutoff_seq = ChangeLog(settings).seq_at(cutoff)
+    out = {"now": now.isoformat(), "window_start": cutoff.isoformat(), "window_start_seq": cutoff_seq,
+           "expire": [], "keep": sorted(catalog.column("snapshot_id").to_pylist()) if catalog.num_rows else [],
+           "log_start_seq": None}
+    if cutoff_seq == 0 or catalog.num_rows == 0:
+        return out  # the window starts before the log (or nothing was snapshotted): all needed
+    idx = catalog_index(catalog)
+    plans = [plan_restore(idx, lineage, p.partition_id, cutoff_seq) for p in lineage]
+    needed = {pc_.snapshot_id for ps in plans for pc_ in ps if pc_.snapshot_id}
+    ids = catalog.column("snapshot_id").to_pylist()
+    seqs = catalog.column("as_of_seq").to_pylist()
+    keep = {i for i, s in zip(ids, seqs) if s > cutoff_seq or i in needed}
+    out["expire"] = sorted(set(ids) - keep)
+    out["keep"] = sorted(keep)
+    low = min((min(pc_.base_seq for pc_ in ps) for ps in plans), default=0)
+    out["log_start_seq"] = low if low > 0 else None
+    return out
+
+
+def vacuum(settings, now: datetime, *, dry_run: bool = False) -> dict:
+    """Expire snapshots and the change-log prefix no restore inside the recovery window needs.
+
+    Returns the plan plus what was removed (`snapshots_expired`, `log_rows_deleted`); with
+    `dry_run` nothing is written. Rerunning removes nothing more.
+    """
+    t0 = time.perf_counter()
+    plan = retention_plan(settings, now)
+    expire = plan["expire"]
+    start = plan["log_start_seq"]
+    current = log_start_seq(settings) if storage.is_table(storage.uri_for(settings, storage.CHANGELOG)) else None
+    log_uri = storage.uri_for(settings, storage.CHANGELOG)
+    cut = start is not None and (current is None or start > current)
+    log_rows = _count_below(log_uri, start) if cut else 0
+    result = {**plan, "dry_run": dry_run, "snapshots_expired": len(expire), "snapshots_kept": len(plan["keep"]),
+              "log_rows_deleted": log_rows, "recovery_window": settings.recovery_window.total_seconds()}
+    if dry_run:
+        result["elapsed_ms"] = (time.perf_counter() - t0) * 1000.0
+        return result
+    # Deletes are replaceWhere commits with no new rows (write_deltalake keeps plain string/binary
+    # Parquet types; delta-rs DELETE would rewrite files as string_view, which pyarrow filters
+    # cannot compare).
+    if expire:
+        pred = "snapshot_id IN (" + ", ".join("'" + i.replace("'", "''") + "'" for i in expire) + ")"
+        for name in (storage.SNAPSHOT_CATALOG, storage.SNAPSHOTS):
+            storage.overwrite(storage.uri_for(settings, name), name, storage.empty(name), predicate=pred)
+    if cut:
+        dt = storage.open_table(log_uri, storage.CHANGELOG)
+        dt.alter.set_table_properties({LOG_START_PROPERTY: str(start)}, raise_if_not_exists=False)
+        if log_rows:
+            storage.overwrite(log_uri, storage.CHANGELOG, storage.empty(storage.CHANGELOG),
+                              predicate=f"seq < {int(start)}")
+    result["elapsed_ms"] = (time.perf_counter() - t0) * 1000.0
+    return result
+
+
+def _count_below(uri: str, seq: int) -> int:
+    ds = storage.open_table(uri).to_pyarrow_dataset()
+    return ds.to_table(columns=["seq"], filter=pc.field("seq") < seq).num_rows

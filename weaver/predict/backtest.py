@@ -1,0 +1,234 @@
+"""Backtest: replay prediction runs over a past span and score them against the real `splits`.
+
+For every run time ``t`` of the span (every ``every``, default one bucket) the run sees exactly
+what a live run at ``t`` would have seen (`weaver.forecasting.gather` cuts data at ``ts <= t``
+and ignores lineage events after ``t``), so its predictions are the ones a live run would have
+written (same deterministic ids, MERGEd into `predictions`). Each prediction is matched to the
+partition's real split: ``actual_split`` is true when the partition split in
+``(t, window_end]``. A window reaching past the end of the known history (the later of the last
+change and the last split) with no split seen yet is *censored*: its outcome is unknown, so it
+is counted but neither written to `backtest_results` nor scored.
+
+Two naive baselines are scored side by side on the same inputs and skips:
+
+- ``baseline_linear`` - a straight line through the last 6 size points, extrapolated; it
+  "predicts" (probability 1) when the line exceeds the size threshold inside the window;
+- ``baseline_near``   - probability 1 when the last size or write rate is within X % (default
+  10 %) of its threshold.
+
+Scores: precision and recall at the confidence threshold, Brier score, a reliability plot, and
+the median absolute timing error of true positives, in an HTML + PNG report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from weaver.core import storage
+from weaver.core.errors import InvalidParameterError
+from weaver.core.ids import backtest_id
+from weaver.core.time import format_duration, from_us, parse_duration, parse_timepoint
+from weaver.log.lineage import Lineage
+from weaver.predict import forecasting, metrics
+from weaver.predict.report import render_report
+
+LINEAR_POINTS = 6
+DEFAULT_NEAR = 0.10
+MAX_RUNS = 2000
+BASELINES = ("baseline_linear", "baseline_near")
+
+
+def run_times(start: datetime, end: datetime, every: timedelta) -> list[datetime]:
+    """Run instants start, start + every, ... strictly before end."""
+    out, t = [], start
+    while t < end:
+        out.append(t)
+        t += every
+    return out
+
+
+# --- baselines -----------------------------------------------------------------------------------
+def baseline_rows(run: forecasting.RunInput, near_fraction: float) -> list[dict]:
+    """Predictions of the two naive baselines for one run (same inputs and skips as the model)."""
+    p = run.params
+    rows = []
+    h_us = run.horizon
+    for pin in run.partitions:
+        pid = pin.partition.partition_id
+        for name in BASELINES:
+            row = {"prediction_id": forecasting.prediction_id(p.at, pid, name), "run_ts": p.at, "partition_id": pid,
+                   "model": name, "window_end": p.at + p.window, "probability": 0.0, "predicted_split_ts": None}
+            if pin.skip_reason is None and len(pin.size) >= 2 and len(h_us):
+                if name == "baseline_linear":
+                    x = (pin.ds[-LINEAR_POINTS:] - pin.ds[-1]) / 3.6e9
+                    slope, icpt = np.polyfit(x, pin.size[-LINEAR_POINTS:], 1)
+                    line = icpt + slope * (h_us - pin.ds[-1]) / 3.6e9
+                    above = np.nonzero(line > p.size_threshold)[0]
+                    if above.size:
+                        row["probability"] = 1.0
+                        row["predicted_split_ts"] = from_us(int(h_us[above[0]]))
+                else:
+                    near = (pin.size[-1] >= (1 - near_fraction) * p.size_threshold
+                            or pin.rate[-1] >= (1 - near_fraction) * p.write_threshold)
+                    row["probability"] = 1.0 if near else 0.0
+            rows.append(row)
+    return rows
+
+
+# --- scoring -------------------------------------------------------------------------------------
+@dataclass
+class Scores:
+    model: str
+    rows: int
+    actual_splits: int
+    predicted_splits: int
+    true_positives: int
+    precision: float | None
+    recall: float | None
+    brier: float | None
+    median_abs_timing_error_h: float | None
+    median_timing_error_h: float | None
+
+
+def score(rows: list[dict], threshold: float, model: str) -> Scores:
+    """Precision/recall at `threshold`, Brier score and timing errors of scored rows of one model."""
+    mine = [r for r in rows if r["model"] == model]
+    p = np.array([r["probability"] for r in mine], dtype=float)
+    y = np.array([r["actual_split"] for r in mine], dtype=bool)
+    pos = p >= threshold
+    tp = int(np.sum(pos & y))
+    te = [r["timing_error_s"] / 3600.0 for r, hit in zip(mine, pos & y) if hit and r["timing_error_s"] is not None]
+    return Scores(
+        model=model, rows=len(mine), actual_splits=int(y.sum()), predicted_splits=int(pos.sum()), true_positives=tp,
+        precision=(tp / int(pos.sum())) if pos.any() else None,
+        recall=(tp / int(y.sum())) if y.any() else None,
+        brier=float(np.mean((p - y) ** 2)) if len(mine) else None,
+        median_abs_timing_error_h=float(np.median(np.abs(te))) if te else None,
+        median_timing_error_h=float(np.median(te)) if te else None,
+    )
+
+
+def _history_end(settings, splits: pa.Table) -> datetime:
+    """The end of known history: the later of the last change and the last recorded split."""
+    dt = storage.open_table(storage.uri_for(settings, storage.CHANGELOG), storage.CHANGELOG)
+    ts = dt.to_pyarrow_dataset().to_table(columns=["ts"]).column("ts")
+    last = pc.max(ts).as_py() if len(ts) else None
+    if splits.num_rows:
+        s = pc.max(splits.column("split_ts")).as_py()
+        last = s if last is None or s > last else last
+    return last or datetime.min.replace(tzinfo=timezone.utc)
+
+
+# --- the backtest --------------------------------------------------------------------------------
+def backtest(settings, *, start: datetime, end: datetime, model: str = "prophet", out_dir: str | Path | None = None,
+             every: timedelta | str | None = None, window: timedelta | str | None = None,
+             size_threshold: float | None = None, write_threshold: float | None = None,
+             near_fraction: float = DEFAULT_NEAR, write_predictions: bool = True,
+             progress: Callable[[int, int], None] | None = None) -> dict:
+    """Run predictions at every `every` in [start, end), score them, write results and a report.
+
+    Returns the scores per model (the model and both baselines), counts, and the report paths.
+    """
+    start, end = parse_timepoint(start), parse_timepoint(end)
+    if start >= end:
+        raise InvalidParameterError(f"--from {start.isoformat()} must be before --to {end.isoformat()}")
+    every = parse_duration(every) if every is not None else settings.bucket
+    if not 0 < near_fraction < 1:
+        raise InvalidParameterError(f"near fraction {near_fraction!r} must be in (0, 1)")
+    times = run_times(start, end, every)
+    if len(times) > MAX_RUNS:
+        raise InvalidParameterError(f"{len(times)} runs between --from and --to; at most {MAX_RUNS} (use a larger --every)")
+    # Validate every parameter before any write.
+    params0 = forecasting.run_params(settings, at=start, window=window, model=model, size_threshold=size_threshold,
+                                     write_threshold=write_threshold)
+    bid = backtest_id(start, end, every, model, params0.window, params0.size_threshold, params0.write_threshold)
+    lineage = Lineage.load(settings)
+    splits = storage.read(storage.uri_for(settings, storage.SPLITS), storage.SPLITS)
+    split_of = {}
+    for r in sorted(splits.to_pylist(), key=lambda r: r["split_ts"]):
+        split_of.setdefault(r["parent_id"], r)
+    known_until = _history_end(settings, splits)
+
+    # Complete buckets up to the last run never depend on later data: build them once.
+    first = max(start - params0.history - settings.bucket, datetime(1970, 1, 2, tzinfo=timezone.utc))
+    metrics.build_metrics(settings, start=first, end=times[-1])
+
+    rows: list[dict] = []
+    censored = {m: 0 for m in (model, *BASELINES)}
+    lead: dict[str, datetime] = {}
+    pool_cm = forecasting.forecast_pool(settings) if forecasting._workers(settings) > 1 else None
+    pool = pool_cm.__enter__() if pool_cm else None
+    try:
+        for i, t in enumerate(times):
+            params = forecasting.run_params(settings, at=t, window=window, model=model,
+                                            size_threshold=size_threshold, write_threshold=write_threshold)
+            run = forecasting.gather(settings, params, lineage=lineage)
+            preds = forecasting.predict(settings, at=t, window=window, model=model, size_threshold=size_threshold,
+                                        write_threshold=write_threshold, write=write_predictions, pool=pool,
+                                        lineage=lineage, run_input=run)
+            for r in preds.to_pylist() + baseline_rows(run, near_fraction):
+                s = split_of.get(r["partition_id"])
+                hit = s is not None and t < s["split_ts"] <= r["window_end"]
+                if not hit and r["window_end"] > known_until:
+                    censored[r["model"]] += 1
+                    continue
+                if hit and r["model"] == model and r["probability"] >= params.confidence_threshold:
+                    lead.setdefault(r["partition_id"], t)
+                err = None
+                if hit and r["predicted_split_ts"] is not None:
+                    err = (r["predicted_split_ts"] - s["split_ts"]).total_seconds()
+                rows.append({"backtest_id": bid, "prediction_id": r["prediction_id"], "run_ts": t,
+                             "partition_id": r["partition_id"], "model": r["model"],
+                             "probability": float(r["probability"]), "predicted_split_ts": r["predicted_split_ts"],
+                             "actual_split": bool(hit), "actual_split_ts": s["split_ts"] if hit else None,
+                             "actual_split_key": s["split_key"] if hit else None, "timing_error_s": err})
+            if progress:
+                progress(i + 1, len(times))
+    finally:
+        if pool_cm:
+            pool_cm.__exit__(None, None, None)
+
+    table = pa.Table.from_pylist(rows, schema=storage.SCHEMAS[storage.BACKTEST_RESULTS])
+    storage.merge(storage.uri_for(settings, storage.BACKTEST_RESULTS), storage.BACKTEST_RESULTS, table,
+                  keys=["backtest_id", "prediction_id"])
+    threshold = params0.confidence_threshold
+    scores = {m: asdict(score(rows, threshold, m)) for m in (model, *BASELINES)}
+    split_rows = [{"parent_id": s["parent_id"], "split_ts": s["split_ts"], "reason": s["reason"],
+                   "split_key": s["split_key"], "first_confident_run": lead.get(s["parent_id"]),
+                   "lead_time_h": ((s["split_ts"] - lead[s["parent_id"]]).total_seconds() / 3600.0)
+                   if s["parent_id"] in lead else None}
+                  for s in split_of.values() if start < s["split_ts"] <= end + params0.window]
+    summary = {
+        "backtest_id": bid, "model": model, "start": start, "end": end, "every": format_duration(every),
+        "window": format_duration(params0.window), "runs": len(times), "confidence_threshold": threshold,
+        "size_threshold_bytes": params0.size_threshold, "write_threshold_per_s": params0.write_threshold,
+        "near_fraction": near_fraction, "known_until": known_until, "rows_scored": len(rows),
+        "censored": censored, "scores": scores, "splits": split_rows,
+    }
+    out = _out_dir(settings, bid, out_dir)
+    summary["report"] = render_report(summary, rows, out)
+    return summary
+
+
+def _out_dir(settings, bid: str, out_dir) -> Path:
+    if out_dir is not None:
+        return Path(out_dir)
+    if "://" in settings.lake:
+        return Path("out") / "backtests" / bid
+    return Path(settings.lake) / "_weaver" / "backtests" / bid
+
+
+# --- report --------------------------------------------------------------------------------------
+def read_results(settings, backtest_id: str | None = None) -> pa.Table:
+    """Stored backtest rows (optionally of one backtest)."""
+    t = storage.read(storage.uri_for(settings, storage.BACKTEST_RESULTS), storage.BACKTEST_RESULTS, missing_ok=True)
+    if backtest_id is not None:
+        t = t.filter(pc.equal(t.column("backtest_id"), backtest_id))
+    return t

@@ -1,0 +1,361 @@
+"""Split prediction (DESIGN §5): per partition, forecast size and write rate, count crossing paths.
+
+A run at instant ``at`` looks only at data with ``ts <= at`` (DESIGN §4.4):
+
+1. The partitions active at ``at`` (created at or before it, not retired by then: a retirement
+   recorded later in the lineage is ignored, it had not happened yet).
+2. Their history on the bucket grid over ``[at - history, last complete bucket end]``: own
+   `partition_metrics` rows (computed in memory from the change log when the table lacks them),
+   and, for buckets before a partition existed, what its key range measured inside its
+   ancestors (so a child split off yesterday still has a week of history).
+3. Per partition, predictive sample paths of size (bytes) and write rate (writes/s) at the bucket
+   ends inside the window, from Prophet (default) or SARIMAX; ``probability`` is the share of
+   paths where size or write rate exceeds its threshold; ``predicted_split_ts`` and p10/p90 are
+   quantiles of the first crossing among the crossing paths; ``reason`` is the threshold most
+   paths cross first. Fits run in parallel (processes; Spark ``applyInPandas`` on a cluster).
+4. The split key from the partition's state at ``at`` (see `weaver.splitkey`).
+
+Partitions that cannot be forecast get a row with ``probability = 0`` and a ``skip_reason``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from weaver.core import storage
+from weaver.core.errors import InvalidParameterError, InvalidTimepointError
+from weaver.core.ids import prediction_id
+from weaver.core.spark import get_spark
+from weaver.core.time import bucket_us, format_duration, from_us, parse_duration, parse_timepoint, to_us
+from weaver.log.lineage import Lineage, Partition
+from weaver.predict import metrics, splitkey
+from weaver.predict import models as _models
+
+MODELS = _models.MODELS
+
+
+# --- parameters ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RunParams:
+    """Validated parameters of one prediction run."""
+
+    at: datetime
+    window: timedelta
+    model: str
+    size_threshold: float
+    write_threshold: float
+    confidence_threshold: float
+    bucket: timedelta
+    history: timedelta
+    min_history: int
+    samples: int
+
+
+def run_params(settings, *, at: datetime, window: timedelta | str | None = None, model: str = "prophet",
+               size_threshold: float | None = None, write_threshold: float | None = None) -> RunParams:
+    """Check a run's parameters (named errors, nothing touched) and fill defaults from settings."""
+    at = parse_timepoint(at)
+    if model not in MODELS:
+        raise InvalidParameterError(f"model {model!r} is unknown; choose one of {', '.join(MODELS)}")
+    window = parse_duration(window) if window is not None else settings.window
+    if window < settings.bucket:
+        raise InvalidParameterError(
+            f"window {format_duration(window)} is shorter than one metrics bucket ({format_duration(settings.bucket)}); "
+            "use a longer --window")
+    size_t = float(settings.size_threshold_bytes if size_threshold is None else size_threshold)
+    write_t = float(settings.write_threshold_per_s if write_threshold is None else write_threshold)
+    for name, v in (("size threshold", size_t), ("write threshold", write_t)):
+        if not math.isfinite(v) or v <= 0:
+            raise InvalidParameterError(f"{name} {v!r} must be a positive number")
+    return RunParams(at, window, model, size_t, write_t, settings.confidence(), settings.bucket,
+                     settings.forecast_history, settings.min_history_buckets, int(settings.forecast_samples))
+
+
+# --- inputs of a run -----------------------------------------------------------------------------
+@dataclass
+class PartitionInput:
+    """What a run knows about one active partition at `at`."""
+
+    partition: Partition
+    ds: np.ndarray  # us, bucket ends
+    size: np.ndarray
+    rate: np.ndarray  # writes/s
+    skip_reason: str | None = None
+    size_key: str | None = None
+    throughput_key: str | None = None
+
+
+@dataclass
+class RunInput:
+    params: RunParams
+    horizon: np.ndarray  # us, bucket ends in (at, at + window]
+    partitions: list[PartitionInput] = field(default_factory=list)
+    metrics_source: str = "table"
+
+
+def _horizon(p: RunParams) -> np.ndarray:
+    bu = bucket_us(p.bucket)
+    at_us = to_us(p.at)
+    first = (at_us // bu + 1) * bu
+    last = ((at_us + bucket_us(p.window)) // bu) * bu
+    return np.arange(first, last + 1, bu, dtype=np.int64)
+
+
+def gather(settings, params: RunParams, *, lineage: Lineage | None = None) -> RunInput:
+    """Histories, skip reasons and split keys of the partitions active at ``params.at``."""
+    at = params.at
+    bu = bucket_us(params.bucket)
+    bucket_s = params.bucket.total_seconds()
+    at_us = to_us(at)
+    last_end = (at_us // bu) * bu  # end of the last complete bucket
+    lineage = lineage or Lineage.load(settings)
+    active = lineage.active_at_ts(at)
+    run = RunInput(params, _horizon(params))
+    if not active:
+        return run
+    log = metrics.read_log(settings, upto=at)
+    if log.base_ts is not None and at_us < log.base_ts:
+        raise InvalidTimepointError(
+            f"{at.isoformat()} is before the retained change log (vacuum kept changes from "
+            f"{from_us(log.base_ts).isoformat()} on); pick a later run time")
+    first_bucket = log.first_bucket(bu)
+    first_bucket = last_end if first_bucket is None else first_bucket
+    hist_start = max(first_bucket, last_end - bucket_us(params.history))
+    hist_start = min(hist_start, last_end)
+
+    # Own buckets: those starting at or after the partition's creation (a bucket it was born
+    # inside belongs to its range history, which counts the whole bucket's writes).
+    def own_buckets(p: Partition) -> range:
+        born = -((-to_us(p.created_ts)) // bu) * bu
+        return range(max(born, hist_start), last_end, bu)
+
+    own_rows = _own_metrics(settings, log, lineage, active, hist_start, last_end, params, own_buckets, run)
+    # Range history before birth, for every active partition at once (one fold of the log).
+    ranges = [(p.key_lo, p.key_hi) for p in active]
+    rh = metrics.range_history(log, ranges, start=from_us(hist_start), end=from_us(last_end),
+                               bucket=params.bucket) if last_end > hist_start else None
+
+    state = metrics.KeyState(log)
+    state.advance(log.n)
+    recent_lo = log.pos_before_ts(at_us - bu + 1)  # writes with ts in (at - bucket, at]
+    recent = log.kidx[recent_lo:]
+    for i, p in enumerate(active):
+        own = own_buckets(p)
+        ds, size, writes = [], [], []
+        if rh is not None:
+            r = rh[i]
+            pre = r["bucket_start"] < (own.start if len(own) else last_end)
+            ds += list(r["bucket_start"][pre] + bu)
+            size += list(r["size_bytes"][pre])
+            writes += list(r["writes"][pre])
+        for b in own:
+            row = own_rows.get((p.partition_id, b))
+            if row is None:  # cannot happen with computed metrics; keep the series dense anyway
+                continue
+            ds.append(b + bu)
+            size.append(row[0])
+            writes.append(row[1])
+        pin = PartitionInput(p, np.asarray(ds, np.int64), np.asarray(size, float),
+                             np.asarray(writes, float) / bucket_s)
+        age = at - p.created_ts
+        if age < params.bucket:
+            pin.skip_reason = (f"born {int(age.total_seconds() // 60)} min before the run; a partition needs one full "
+                               f"bucket ({format_duration(params.bucket)}) of its own before it is forecast")
+        elif len(ds) < params.min_history:
+            pin.skip_reason = (f"too little history: {len(ds)} complete buckets before the run, "
+                               f"{params.min_history} needed")
+        elif np.all(pin.size == pin.size[0]) and np.all(pin.rate == pin.rate[0]):
+            pin.skip_reason = (f"constant series: size {int(pin.size[0])} B and write rate {pin.rate[0]:.3g}/s "
+                               f"unchanged over {len(ds)} buckets; nothing to extrapolate")
+        i0, i1 = log.key_index(p.key_lo), log.key_index(p.key_hi, upper=True)
+        keys, item_bytes = state.items(i0, i1)
+        pin.size_key = splitkey.size_split_key(keys, item_bytes)
+        w = recent[(recent >= i0) & (recent < i1)]
+        pin.throughput_key = splitkey.throughput_split_key(log.universe[np.sort(w)], keys) if len(w) else None
+        run.partitions.append(pin)
+    return run
+
+
+def _own_metrics(settings, log, lineage, active, hist_start, last_end, params, own_buckets, run) -> dict:
+    """{(partition_id, bucket_start us): (size_bytes, writes)} from the table, or computed."""
+    need = {(p.partition_id, b) for p in active for b in own_buckets(p)}
+    if not need:
+        return {}
+    t = metrics.read_metrics(settings, partition_ids=[p.partition_id for p in active],
+                             start=from_us(hist_start), end=from_us(last_end))
+    have = _rows_by_key(t)
+    if need <= have.keys():
+        return have
+    # The table lags this run: compute the same rows from the log (ts <= at only) in memory.
+    run.metrics_source = "changelog"
+    t = metrics.compute_metrics(log, lineage, start=from_us(hist_start), end=from_us(last_end),
+                                bucket=params.bucket)
+    return _rows_by_key(t)
+
+
+def _rows_by_key(t: pa.Table) -> dict:
+    pids = t.column("partition_id").to_pylist()
+    bs = metrics_us(t.column("bucket_start"))
+    return {(p, int(b)): (int(s), int(w)) for p, b, s, w in
+            zip(pids, bs, t.column("size_bytes").to_pylist(), t.column("writes").to_pylist())}
+
+
+def metrics_us(col) -> np.ndarray:
+    """A timestamp column as int64 epoch microseconds (numpy)."""
+    return pc.cast(pc.cast(col, storage.TS), pa.int64()).to_numpy(zero_copy_only=False)
+
+
+# --- running the models --------------------------------------------------------------------------
+def _workers(settings) -> int:
+    return int(settings.forecast_workers) if settings.forecast_workers else (os.cpu_count() or 1)
+
+
+@contextmanager
+def forecast_pool(settings) -> Iterator:
+    """A process pool for fits, shut down on exit.
+
+    Linux uses ``fork`` (Python 3.11's default there): workers start in milliseconds with the
+    model libraries already imported, and - unlike spawn/forkserver - never re-import the
+    caller's ``__main__`` (a DAG file, a notebook, a script without a main guard). Workers only
+    run numpy/pandas/Stan, never the parent's Arrow or JVM threads. ``settings.
+    forecast_mp_context`` ($WEAVER_FORECAST_MP_CONTEXT) picks another start method.
+    """
+    import multiprocessing as mp
+    import sys
+    from concurrent.futures import ProcessPoolExecutor
+
+    method = settings.forecast_mp_context or ("fork" if sys.platform == "linux" else "spawn")
+    ctx = mp.get_context(method)
+    if method == "fork":
+        _models.preload()
+    pool = ProcessPoolExecutor(max_workers=_workers(settings), mp_context=ctx, initializer=_models.quiet)
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def run_jobs(jobs: Sequence[_models.Job], settings, *, pool=None, engine: str | None = None, spark=None,
+             progress: Callable[[int, int], None] | None = None) -> list[_models.Result]:
+    """Run fits: Spark applyInPandas on a `spark://` cluster, else a process pool, else inline."""
+    if not jobs:
+        return []
+    engine = engine or ("spark" if str(settings.spark_master).startswith("spark://") else "process")
+    if engine == "spark":
+        results = _run_spark(jobs, settings, spark)
+        if progress:
+            progress(len(jobs), len(jobs))
+        return results
+    _models.quiet()
+    if pool is None and (_workers(settings) <= 1 or len(jobs) <= 1):
+        out = []
+        for i, j in enumerate(jobs):
+            out.append(_models.run_job(j))
+            if progress:
+                progress(i + 1, len(jobs))
+        return out
+    if pool is None:
+        with forecast_pool(settings) as own:
+            return run_jobs(jobs, settings, pool=own, engine="process", progress=progress)
+    futures = [pool.submit(_models.run_job, j) for j in jobs]
+    out = []
+    for i, f in enumerate(futures):
+        out.append(f.result())
+        if progress:
+            progress(i + 1, len(jobs))
+    return out
+
+
+def _run_spark(jobs, settings, spark=None) -> list[_models.Result]:
+    import pickle
+
+    import pandas as pd
+
+    if spark is None:
+
+        spark = get_spark(settings, app_name="weaver-forecast")
+    pdf = pd.DataFrame({"partition_id": [j.partition_id for j in jobs], "job": [pickle.dumps(j) for j in jobs]})
+    df = spark.createDataFrame(pdf, schema="partition_id string, job binary")
+    n = max(1, min(len(jobs), int(settings.spark_shuffle_partitions) * 4))
+    res = (df.repartition(n, "partition_id")
+           .groupBy("partition_id").applyInPandas(_models.spark_fit, schema="partition_id string, result binary")
+           .collect())
+    by_id = {r["partition_id"]: pickle.loads(r["result"]) for r in res}
+    return [by_id[j.partition_id] for j in jobs]
+
+
+# --- the run -------------------------------------------------------------------------------------
+def predict(settings, *, at: datetime, window: timedelta | None = None, model: str = "prophet",
+            size_threshold: int | None = None, write_threshold: float | None = None, write: bool = True,
+            progress: Callable[[int, int], None] | None = None, pool=None, lineage: Lineage | None = None,
+            run_input: RunInput | None = None) -> pa.Table:
+    """Predict splits for every partition active at `at`; MERGE into `predictions` when `write`.
+
+    Returns one row per active partition (contract schema, sorted by key range). Only data with
+    ``ts <= at`` is used. Skipped partitions carry ``probability = 0`` and a ``skip_reason``.
+    """
+    params = run_params(settings, at=at, window=window, model=model, size_threshold=size_threshold,
+                        write_threshold=write_threshold)
+    run = run_input or gather(settings, params, lineage=lineage)
+    jobs = []
+    bu = bucket_us(params.bucket)
+    for pin in run.partitions:
+        if pin.skip_reason is None:
+            pid = prediction_id(params.at, pin.partition.partition_id, params.model)
+            jobs.append(_models.Job(pin.partition.partition_id, pin.ds, pin.size, pin.rate, run.horizon,
+                                    params.size_threshold, params.write_threshold, params.samples,
+                                    _models.seed_for(pid), params.model, bu))
+    results = {r.partition_id: r for r in run_jobs(jobs, settings, pool=pool, progress=progress)}
+    table = _rows(run, results)
+    if write:
+        storage.merge(storage.uri_for(settings, storage.PREDICTIONS), storage.PREDICTIONS, table,
+                      keys=["prediction_id"])
+    return table
+
+
+def _rows(run: RunInput, results: dict[str, _models.Result]) -> pa.Table:
+    p = run.params
+    rows = []
+    for pin in run.partitions:
+        pid = pin.partition.partition_id
+        r = results.get(pid)
+        skip = pin.skip_reason or (r.skip_reason if r else None)
+        row = {"prediction_id": prediction_id(p.at, pid, p.model), "run_ts": p.at, "partition_id": pid,
+               "model": p.model, "window_start": p.at, "window_end": p.at + p.window, "probability": 0.0,
+               "reason": None, "predicted_split_ts": None, "split_ts_p10": None, "split_ts_p90": None,
+               "split_key": None, "threshold": p.confidence_threshold, "skip_reason": skip}
+        if skip is None and r is not None:
+            row["probability"] = float(r.probability)
+            row["reason"] = r.reason
+            if r.p50 is not None:
+                row["split_ts_p10"], row["predicted_split_ts"], row["split_ts_p90"] = (
+                    from_us(r.p10), from_us(r.p50), from_us(r.p90))
+            key = pin.throughput_key if r.reason == "throughput" else pin.size_key
+            row["split_key"] = key or pin.size_key
+        rows.append(row)
+    return pa.Table.from_pylist(rows, schema=storage.SCHEMAS[storage.PREDICTIONS])
+
+
+def read_predictions(settings, *, run_ts: datetime | None = None, model: str | None = None) -> pa.Table:
+    """Stored predictions, optionally of one run time and model."""
+    filters: list = []
+    if run_ts is not None:
+        filters.append(("run_ts", "=", pa.scalar(run_ts, storage.TS)))
+    t = storage.read(storage.uri_for(settings, storage.PREDICTIONS), storage.PREDICTIONS,
+                     filters=filters or None, missing_ok=True)
+    if model is not None:
+        # In memory: delta-rs MERGE writes string_view columns that pyarrow cannot filter on.
+        t = t.filter(pc.equal(t.column("model"), model))
+    return t
+
+
+# --- quality -------------------------------------------------------------------------------------

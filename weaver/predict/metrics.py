@@ -1,0 +1,315 @@
+"""Partition metrics per time bucket (DESIGN §3 `partition_metrics`), folded from the change log.
+
+For every partition alive during a bucket ``[bucket_start, bucket_start + settings.bucket)``:
+
+- ``size_bytes``  - key bytes (UTF-8) + value bytes of the live items in the partition's key
+  range at the bucket's end (or at the partition's retirement, when it retires inside the bucket);
+- ``item_count``  - number of those live items;
+- ``writes``      - changes the partition owns (its ``partition_id``) with ``ts`` in the bucket;
+- ``write_bytes`` - key bytes + value bytes of those changes (a DELETE counts its key bytes);
+- ``reads``       - rows of the optional ``access_log`` table in the bucket (0 without one).
+
+Buckets sit on a UTC grid anchored at the Unix epoch, so every run agrees on them. Only complete
+buckets are computed (``bucket_start + bucket <= end``): a bucket is never written from partial
+data, and a bucket's values depend only on changes with ``ts`` before its end, which is what
+makes metrics safe to use for a prediction at any later instant (no look-ahead, DESIGN §4.4).
+
+A run for ``[start, end)`` continues from the state at ``start``: the live-key state is re-derived
+by folding a narrow projection of the log (seq, ts, key, op, value_bytes; never the values) up
+to ``start``, then advanced bucket by bucket with numpy over a sorted key universe. Rows are
+MERGEd on ``(partition_id, bucket_start)``, so reruns of an interval write the same rows once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from datetime import datetime, timedelta
+from typing import Iterable, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from weaver.core import storage
+from weaver.core.time import bucket_floor, bucket_us, from_us, parse_timepoint, to_us
+from weaver.log.changelog import ChangeLog, log_start_seq
+from weaver.log.lineage import Lineage, Partition
+from weaver.pitr import restore_partition
+from weaver.replay.sizes import KeyState, LogView
+from weaver.core.errors import CorruptTableError, InvalidParameterError, NonMonotonicTimestampError, SchemaMismatchError
+
+
+def _column(t: pa.Table, name: str, typ: pa.DataType) -> pa.ChunkedArray:
+    if name not in t.column_names:
+        raise SchemaMismatchError(f"table 'changelog' lacks column {name!r}; found {t.column_names}")
+    col = t.column(name)
+    if col.type.equals(typ):
+        return col
+    try:
+        if pa.types.is_timestamp(typ) and (not pa.types.is_timestamp(col.type) or col.type.tz is None):
+            raise pa.ArrowInvalid("not a timezone-aware timestamp")
+        return pc.cast(col, typ)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise SchemaMismatchError(f"table 'changelog': column {name!r} is {col.type}, the contract says {typ}") from exc
+
+
+def read_log(settings, *, before: datetime | None = None, upto: datetime | None = None) -> LogView:
+    """The narrow change log with ``ts < before`` and/or ``ts <= upto`` (both optional).
+
+    On a log whose prefix `weaver vacuum` removed, the view starts from a base: the state at the
+    first retained change's instant, restored from base snapshots (weaver.pitr) and cached under
+    ``<lake>/_weaver/metrics_base/``; changes up to the base's seq are left out.
+    """
+    uri = storage.uri_for(settings, storage.CHANGELOG)
+    dt = storage.open_table(uri, storage.CHANGELOG)
+    base = _vacuum_base(settings)
+    expr = None if base is None else pc.field("seq") > base[2]
+    if before is not None:
+        e = pc.field("ts") < pa.scalar(before, storage.TS)
+        expr = e if expr is None else expr & e
+    if upto is not None:
+        e = pc.field("ts") <= pa.scalar(upto, storage.TS)
+        expr = e if expr is None else expr & e
+    ds = dt.to_pyarrow_dataset()
+    cols = ["seq", "ts", "partition_id", "key", "op", "value_bytes"]
+    try:
+        t = ds.to_table(columns=[c for c in cols if c in ds.schema.names], filter=expr)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise CorruptTableError(f"change log at {uri} cannot be read: {exc}") from exc
+    vb = _column(t, "value_bytes", pa.int64()) if "value_bytes" in t.column_names else None
+    op = _column(t, "op", pa.string())
+    if vb is None or vb.null_count:
+        # A user's log may leave value_bytes empty: measure the values themselves, only then.
+        vt = ds.to_table(columns=["seq", "value"], filter=expr)
+        vt = vt.take(pc.sort_indices(vt, [("seq", "ascending")]))
+        t = t.take(pc.sort_indices(t, [("seq", "ascending")]))
+        op = _column(t, "op", pa.string())
+        measured = pc.cast(pc.binary_length(vt.column("value")), pa.int64())
+        vb = measured if vb is None else pc.coalesce(_column(t, "value_bytes", pa.int64()), measured)
+    return _view(_column(t, "seq", pa.int64()), _column(t, "ts", storage.TS), _column(t, "partition_id", pa.string()),
+                 _column(t, "key", pa.string()), op, vb, base=base)
+
+
+def _vacuum_base(settings) -> tuple[pa.Array, np.ndarray, int, int] | None:
+    """(keys, item bytes, base seq, base ts us) of a vacuumed log's retained start, else None."""
+    start = log_start_seq(settings)
+    if not start or start <= 1:
+        return None
+    uri = storage.uri_for(settings, storage.CHANGELOG)
+    first = storage.open_table(uri, storage.CHANGELOG).to_pyarrow_dataset().to_table(
+        columns=["ts"], filter=pc.field("seq") == start)
+    if first.num_rows == 0:
+        return None
+    at = first.column("ts")[0].as_py()
+    base_seq = ChangeLog(settings).seq_at(at)
+    cache = None if "://" in settings.lake else Path(settings.lake) / "_weaver" / "metrics_base" / f"base-{base_seq}.parquet"
+    if cache is not None and cache.exists():
+        t = pq.read_table(cache)
+    else:
+        lineage = Lineage.load(settings)
+        parts = [restore_partition(settings, p.partition_id, at, lineage=lineage).table
+                 for p in lineage.active(at_seq=base_seq)]
+        t = pa.concat_tables(parts) if parts else storage.STATE_SCHEMA.empty_table()
+        size = pc.add(pc.binary_length(pc.cast(t.column("key"), pa.binary())), pc.binary_length(t.column("value")))
+        t = pa.table({"key": t.column("key"), "item_bytes": pc.cast(size, pa.int64())})
+        t = t.take(pc.sort_indices(t, [("key", "ascending")]))
+        if cache is not None:
+            storage.write_parquet_atomic(cache, t)
+    return t.column("key").combine_chunks(), t.column("item_bytes").to_numpy(), base_seq, to_us(at)
+
+
+def _view(seq, ts, pid, key, op, vb, base=None) -> LogView:
+    seq_np = seq.to_numpy()
+    order = np.argsort(seq_np, kind="stable")
+    seq_np = seq_np[order]
+    ts_np = pc.cast(ts, pa.int64()).to_numpy()[order]
+    if ts_np.shape[0] > 1 and np.any(np.diff(ts_np) < 0):
+        i = int(np.argmax(np.diff(ts_np) < 0)) + 1
+        raise NonMonotonicTimestampError(
+            f"ts goes backwards at seq {int(seq_np[i])}; the change log must be ordered by seq and ts",
+            seq=int(seq_np[i]))
+    key_c = key.combine_chunks() if isinstance(key, pa.ChunkedArray) else key
+    universe = pc.unique(key_c if base is None else pa.concat_arrays([key_c.cast(pa.string()), base[0].cast(pa.string())]))
+    universe = universe.take(pc.sort_indices(universe))
+    kidx = pc.index_in(key_c, value_set=universe).to_numpy(zero_copy_only=False).astype(np.int64)[order]
+    is_put = pc.equal(op, "PUT").to_numpy(zero_copy_only=False).astype(bool)[order]
+    kb = pc.cast(pc.binary_length(pc.cast(key_c, pa.binary())), pa.int64()).to_numpy()[order]
+    vb_np = pc.fill_null(vb, 0).to_numpy()[order].astype(np.int64)
+    item = np.where(is_put, kb + vb_np, kb).astype(np.int64)
+    view = LogView(seq_np, ts_np, pid.to_numpy()[order] if hasattr(pid, "to_numpy") else np.asarray(pid)[order],
+                   kidx, is_put, item, kb.astype(np.int64), universe.to_numpy(zero_copy_only=False))
+    if base is not None:
+        view.base_idx = pc.index_in(base[0], value_set=universe).to_numpy(zero_copy_only=False).astype(np.int64)
+        view.base_bytes, view.base_seq, view.base_ts = np.asarray(base[1], np.int64), int(base[2]), int(base[3])
+    return view
+
+
+# --- metric computation --------------------------------------------------------------------------
+def _alive(p: Partition, bs: datetime, be: datetime) -> bool:
+    return p.created_ts < be and (p.retired_ts is None or p.retired_ts > bs) and (
+        p.retired_ts is None or p.retired_ts > p.created_ts)
+
+
+def compute_metrics(log: LogView, lineage: Lineage, *, start: datetime, end: datetime, bucket: timedelta,
+                    access: pa.Table | None = None) -> pa.Table:
+    """Metric rows of the complete buckets with start in [floor(start), end) (no I/O)."""
+    bu = bucket_us(bucket)
+    b_first = to_us(start) // bu
+    if log.base_ts is not None:  # a vacuumed log measures nothing before its base
+        b_first = max(b_first, log.first_bucket(bu) // bu)
+    b_stop = to_us(end) // bu  # bucket b is complete iff (b + 1) * bu <= end
+    rows: dict[str, list] = {f.name: [] for f in storage.SCHEMAS[storage.PARTITION_METRICS]}
+    if b_stop <= b_first:
+        return storage.empty(storage.PARTITION_METRICS)
+    parts = sorted(lineage, key=lambda p: p.key_lo)
+    bounds = {p.partition_id: (log.key_index(p.key_lo), log.key_index(p.key_hi, upper=True)) for p in parts}
+    state = KeyState(log)
+    state.advance(log.pos_before_ts(b_first * bu))
+    writes = _group_counts(log, log.pos_before_ts(b_first * bu), log.pos_before_ts(b_stop * bu), bu)
+    reads = _group_reads(access, bu) if access is not None else {}
+    for b in range(b_first, b_stop):
+        bs, be = from_us(b * bu), from_us((b + 1) * bu)
+        # A partition that owns a change in the bucket is in it, whatever the lineage's times say
+        # (every extracted change is accounted for in exactly one metrics row).
+        alive = [p for p in parts if _alive(p, bs, be) or (b, p.partition_id) in writes]
+        if not alive:
+            state.advance(log.pos_before_ts((b + 1) * bu))
+            continue
+        end_pos = log.pos_before_ts((b + 1) * bu)
+        # A partition retiring inside the bucket is measured at its retirement (seq cut).
+        cuts: dict[int, list[Partition]] = {}
+        for p in alive:
+            cut = end_pos
+            if p.retired_ts is not None and p.retired_ts < be and p.retired_seq is not None:
+                cut = min(end_pos, max(state.pos, log.pos_upto_seq(p.retired_seq)))
+            cuts.setdefault(cut, []).append(p)
+        for cut in sorted(cuts):
+            state.advance(cut)
+            for p in cuts[cut]:
+                size, items = state.totals(*bounds[p.partition_id])
+                w, wb = writes.get((b, p.partition_id), (0, 0))
+                rows["partition_id"].append(p.partition_id)
+                rows["bucket_start"].append(bs)
+                rows["size_bytes"].append(size)
+                rows["item_count"].append(items)
+                rows["writes"].append(w)
+                rows["write_bytes"].append(wb)
+                rows["reads"].append(reads.get((b, p.partition_id), 0))
+        state.advance(end_pos)
+    t = pa.table(rows, schema=storage.SCHEMAS[storage.PARTITION_METRICS])
+    return t.take(pc.sort_indices(t, [("bucket_start", "ascending"), ("partition_id", "ascending")]))
+
+
+def _group_counts(log: LogView, lo: int, hi: int, bu: int) -> dict[tuple[int, str], tuple[int, int]]:
+    if hi <= lo:
+        return {}
+    t = pa.table({"b": log.ts[lo:hi] // bu, "pid": log.pid[lo:hi], "wb": log.item_bytes[lo:hi]})
+    g = t.group_by(["b", "pid"]).aggregate([("wb", "count"), ("wb", "sum")])
+    return {(b, p): (int(c), int(s)) for b, p, c, s in zip(g.column("b").to_pylist(), g.column("pid").to_pylist(),
+                                                         g.column("wb_count").to_pylist(), g.column("wb_sum").to_pylist())}
+
+
+def _group_reads(access: pa.Table, bu: int) -> dict[tuple[int, str], int]:
+    if access.num_rows == 0:
+        return {}
+    b = pc.divide(pc.cast(pc.cast(access.column("ts"), storage.TS), pa.int64()), bu)
+    t = pa.table({"b": b, "pid": access.column("partition_id")})
+    g = t.group_by(["b", "pid"]).aggregate([("pid", "count")])
+    return {(int(b), p): int(c) for b, p, c in zip(g.column("b").to_pylist(), g.column("pid").to_pylist(),
+                                                   g.column("pid_count").to_pylist())}
+
+
+def range_history(log: LogView, ranges: Sequence[tuple[str, str | None]], *, start: datetime, end: datetime,
+                  bucket: timedelta) -> list[dict[str, np.ndarray]]:
+    """Per key range, what a partition holding exactly that range would have measured per bucket.
+
+    Used to give a young partition the history of its key range from before it was born
+    (the keys were in its ancestors then). Returns, per range, arrays ``bucket_start`` (us),
+    ``size_bytes``, ``item_count`` and ``writes`` (changes on keys in the range) over the
+    complete buckets in [floor(start), end).
+    """
+    bu = bucket_us(bucket)
+    b_first, b_stop = to_us(start) // bu, to_us(end) // bu
+    if log.base_ts is not None:
+        b_first = max(b_first, log.first_bucket(bu) // bu)
+    nb = max(0, b_stop - b_first)
+    idx = [(log.key_index(lo), log.key_index(hi, upper=True)) for lo, hi in ranges]
+    out = [{"bucket_start": (np.arange(b_first, b_first + nb, dtype=np.int64) * bu),
+            "size_bytes": np.zeros(nb, np.int64), "item_count": np.zeros(nb, np.int64),
+            "writes": np.zeros(nb, np.int64)} for _ in ranges]
+    if nb == 0:
+        return out
+    state = KeyState(log)
+    state.advance(log.pos_before_ts(b_first * bu))
+    for j, b in enumerate(range(b_first, b_stop)):
+        lo_pos, hi_pos = state.pos, log.pos_before_ts((b + 1) * bu)
+        bucket_keys = np.sort(log.kidx[lo_pos:hi_pos])
+        state.advance(hi_pos)
+        for r, (i0, i1) in enumerate(idx):
+            size, items = state.totals(i0, i1)
+            out[r]["size_bytes"][j] = size
+            out[r]["item_count"][j] = items
+            out[r]["writes"][j] = int(np.searchsorted(bucket_keys, i1) - np.searchsorted(bucket_keys, i0))
+    return out
+
+
+def read_access(settings, *, start: datetime, end: datetime) -> pa.Table | None:
+    """Access-log rows with ts in [start, end), or None when the lake has no access log."""
+    uri = storage.uri_for(settings, storage.ACCESS_LOG)
+    if not storage.is_table(uri):
+        return None
+    return storage.read(uri, storage.ACCESS_LOG, columns=["ts", "partition_id"],
+                        filters=[("ts", ">=", pa.scalar(start, storage.TS)), ("ts", "<", pa.scalar(end, storage.TS))])
+
+
+def build_metrics(settings, *, end: datetime, start: datetime | None = None) -> dict:
+    """Compute and MERGE `partition_metrics` for the complete buckets in [start, end).
+
+    ``start`` None starts at the log's first bucket. The state at ``start`` is re-derived from the
+    change log, so any interval can be (re)built on its own; rerunning writes the same rows once.
+    Returns counts: buckets, rows, partitions, changes (in the span), reads.
+    """
+    end = parse_timepoint(end)
+    start = parse_timepoint(start) if start is not None else None
+    if start is not None and start >= end:
+        raise InvalidParameterError(f"start {start.isoformat()} must be before end {end.isoformat()}")
+    log = read_log(settings, before=end)
+    bu = bucket_us(settings.bucket)
+    first = log.first_bucket(bu)
+    if start is None:
+        if first is None:
+            return {"buckets": 0, "rows": 0, "partitions": 0, "changes": 0, "reads": 0, "start": None,
+                    "end": end}
+        start = from_us(first)
+    start = bucket_floor(start, settings.bucket)
+    if log.base_ts is not None and to_us(start) < first:
+        start = from_us(first)  # before the vacuumed log's base nothing can be measured
+    lineage = Lineage.load(settings)
+    access = read_access(settings, start=start, end=end)
+    table = compute_metrics(log, lineage, start=start, end=end, bucket=settings.bucket, access=access)
+    uri = storage.uri_for(settings, storage.PARTITION_METRICS)
+    if table.num_rows or not storage.is_table(uri):
+        storage.merge(uri, storage.PARTITION_METRICS, table, keys=["partition_id", "bucket_start"])
+    n_buckets = max(0, to_us(end) // bu - to_us(start) // bu)
+    span = (log.pos_before_ts(to_us(start)), log.pos_before_ts((to_us(end) // bu) * bu))
+    return {"buckets": int(n_buckets), "rows": table.num_rows,
+            "partitions": len(set(table.column("partition_id").to_pylist())),
+            "changes": int(span[1] - span[0]), "reads": int(pc.sum(table.column("reads")).as_py() or 0),
+            "start": start, "end": end}
+
+
+def read_metrics(settings, *, partition_ids: Iterable[str] | None = None, start: datetime | None = None,
+                 end: datetime | None = None) -> pa.Table:
+    """Stored metric rows (optionally of some partitions) with bucket_start in [start, end)."""
+    uri = storage.uri_for(settings, storage.PARTITION_METRICS)
+    filters: list = []
+    if start is not None:
+        filters.append(("bucket_start", ">=", pa.scalar(start, storage.TS)))
+    if end is not None:
+        filters.append(("bucket_start", "<", pa.scalar(end, storage.TS)))
+    t = storage.read(uri, storage.PARTITION_METRICS, filters=filters or None, missing_ok=True)
+    if partition_ids is not None:
+        # In memory: delta-rs MERGE writes string_view columns that pyarrow cannot filter on.
+        t = t.filter(pc.is_in(t.column("partition_id"), value_set=pa.array(list(partition_ids), pa.string())))
+    return t

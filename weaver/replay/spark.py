@@ -1,0 +1,241 @@
+"""The Spark folds, as DataFrame -> DataFrame transforms (``with_*`` add columns, ``filter_*`` drop rows).
+
+Both fold base rows (PUT events at their base seq) and changes by KEY RANGE, the last event per
+key winning:
+
+* :func:`with_last_state` - the state of each target at ONE seq (whole-table restore, base
+  snapshots): ``max_by(op, value)`` per (target, key);
+* :func:`woven_rows` - the state of each woven sequence at MANY timepoints: each PUT is live from
+  its seq until the key's next event, so it belongs to the contiguous run of timepoints whose seq
+  lies in that interval (array index arithmetic, one explode, no per-timepoint join).
+
+The plans (pieces, timepoints, child ids) are small and travel inside the expressions as
+literals or a broadcast frame, so a fold is one scan -> one shuffle -> one write.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Callable, Protocol
+
+from weaver.core import storage
+from weaver.core.time import to_us
+from weaver.log.lineage import Lineage
+
+
+class WovenPlan(Protocol):
+    """What the woven fold needs of one sequence (weaver.weave.plan.Sequence provides it)."""
+
+    weave_id: str
+    source_partition_id: str
+    split_key: str
+    timepoints: list[datetime]  # the timepoints this run weaves
+    tp_seqs: list[int]  # seq_at of each timepoint
+    pieces: list  # weaver.pitr.Piece bases (key range, snapshot id, base seq)
+    last_timepoint: datetime | None
+    last_seq: int | None
+
+    @property
+    def child_ids(self) -> tuple[str, str]: ...
+
+
+# The run's plan (pieces, timepoints, child ids) is small and travels inside the expressions as
+# literals: no broadcast joins, so the replay is one scan -> one shuffle (the per-key ordering)
+# -> one write, on a laptop or a cluster alike.
+def _pieces_lit(todo: list[WovenPlan]):
+    """Literal array<struct>: one entry per (sequence, base piece) with its key range and seq span."""
+    from pyspark.sql import functions as F
+
+    return F.array(*[
+        F.struct(F.lit(s.weave_id).alias("weave_id"), F.lit(p.key_lo).alias("lo"),
+                 F.lit(p.key_hi).cast("string").alias("hi"), F.lit(p.snapshot_id).cast("string").alias("snapshot_id"),
+                 F.lit(int(p.base_seq)).cast("long").alias("base_seq"), F.lit(int(s.tp_seqs[-1])).cast("long").alias("end_seq"))
+        for s in todo for p in s.pieces])
+
+
+def _plan_lit(todo: list[WovenPlan]):
+    """Literal map weave_id -> struct(source, split_key, left_id, right_id, tp_us, tp_seqs)."""
+    from pyspark.sql import functions as F
+
+    kv = []
+    for s in todo:
+        left, right = s.child_ids
+        kv += [F.lit(s.weave_id), F.struct(
+            F.lit(s.source_partition_id).alias("source_partition_id"), F.lit(s.split_key).alias("split_key"),
+            F.lit(left).alias("left_id"), F.lit(right).alias("right_id"),
+            F.array(*[F.lit(to_us(t)).cast("long") for t in s.timepoints]).alias("tp_us"),
+            F.array(*[F.lit(int(q)).cast("long") for q in s.tp_seqs]).alias("tp_seqs"))]
+    return F.create_map(*kv)
+
+
+def filter_seq_span(after_seq: int, upto_seq: int) -> Callable:
+    """Changes with after_seq < seq <= upto_seq (file skipping on seq stats)."""
+    from pyspark.sql import functions as F
+
+    return lambda df: df.where((F.col("seq") > after_seq) & (F.col("seq") <= upto_seq))
+
+
+def with_weave_of_change(todo: list[WovenPlan]) -> Callable:
+    """One row per (change, sequence) whose piece holds the change's key and whose base precedes
+    it (seq in (base_seq, end_seq]); adds weave_id. Overlapping weaves each get their copy."""
+    from pyspark.sql import functions as F
+
+    def f(df):
+        key, seq = F.col("key"), F.col("seq")
+        hits = F.filter(_pieces_lit(todo), lambda p: (key >= p["lo"]) & (p["hi"].isNull() | (key < p["hi"]))
+                        & (seq > p["base_seq"]) & (seq <= p["end_seq"]))
+        return df.withColumn("_p", F.explode(hits)).withColumn("weave_id", F.col("_p.weave_id")).drop("_p")
+    return f
+
+
+def with_weave_of_snapshot_row(todo: list[WovenPlan]) -> Callable:
+    """Snapshot rows as PUT events at their piece's base seq, cut to the piece's key range."""
+    from pyspark.sql import functions as F
+
+    def f(df):
+        key, sid = F.col("key"), F.col("snapshot_id")
+        hits = F.filter(_pieces_lit(todo), lambda p: (p["snapshot_id"] == sid) & (key >= p["lo"])
+                        & (p["hi"].isNull() | (key < p["hi"])))
+        return (df.withColumn("_p", F.explode(hits))
+                  .select(F.col("_p.weave_id").alias("weave_id"), "key", F.col("_p.base_seq").alias("seq"),
+                          F.lit("PUT").alias("op"), "value"))
+    return f
+
+
+def filter_last_timepoint(ext: list[WovenPlan]) -> Callable:
+    """Rows of each extended sequence's last woven timepoint, as PUT events at its last_seq."""
+    from pyspark.sql import functions as F
+
+    last_us = F.create_map(*[x for s in ext for x in (F.lit(s.weave_id), F.lit(to_us(s.last_timepoint)).cast("long"))])
+    last_seq = F.create_map(*[x for s in ext for x in (F.lit(s.weave_id), F.lit(int(s.last_seq)).cast("long"))])
+
+    def f(df):
+        wid = F.col("weave_id")
+        return (df.where(wid.isin([s.weave_id for s in ext]))
+                  .where(F.unix_micros(F.col("timepoint")) == F.element_at(last_us, wid))
+                  .select("weave_id", "key", F.element_at(last_seq, wid).alias("seq"), F.lit("PUT").alias("op"),
+                          "value"))
+    return f
+
+
+def with_next_seq(df):
+    """Add the seq of the key's next event (null: the last), ordering each (weave, key) by seq."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    w = Window.partitionBy("weave_id", "key").orderBy("seq")
+    return df.withColumn("next_seq", F.lead("seq").over(w))
+
+
+def filter_puts(df):
+    """Drop DELETE events: a deleted key is simply absent until its next PUT."""
+    from pyspark.sql import functions as F
+
+    return df.where(F.col("op") == "PUT")
+
+
+def with_plan(todo: list[WovenPlan]) -> Callable:
+    """Add the sequence's plan: source, split_key, child ids, timepoints (epoch us) and their seqs."""
+    from pyspark.sql import functions as F
+
+    def f(df):
+        plan = F.element_at(_plan_lit(todo), F.col("weave_id"))
+        return df.withColumn("_plan", plan).select("*", "_plan.*").drop("_plan")
+    return f
+
+
+def with_timepoint_span(df):
+    """Add [i0, i1): the timepoints (0-based) at which an event is its key's live state.
+
+    i0 = number of timepoint seqs < seq (the first timepoint that includes the event);
+    i1 = the same for next_seq (the first that includes the key's next event), or all of them.
+    """
+    from pyspark.sql import functions as F
+
+    seqs = F.col("tp_seqs")
+    i0 = F.size(F.filter(seqs, lambda x: x < F.col("seq")))
+    i1 = F.when(F.col("next_seq").isNull(), F.size(seqs)).otherwise(
+        F.size(F.filter(seqs, lambda x: x < F.col("next_seq"))))
+    return df.withColumn("i0", i0).withColumn("i1", i1)
+
+
+def explode_timepoints(df):
+    """One row per (event, timepoint in [i0, i1)) with that timepoint and its seq."""
+    from pyspark.sql import functions as F
+
+    return (df.where(F.col("i1") > F.col("i0"))
+              .withColumn("i", F.explode(F.sequence(F.col("i0"), F.col("i1") - 1)))
+              .withColumn("timepoint", F.timestamp_micros(F.element_at("tp_us", F.col("i") + 1)))
+              .withColumn("as_of_seq", F.element_at("tp_seqs", F.col("i") + 1)))
+
+
+def with_woven_partition(df):
+    """Route every row to its hypothetical child by split_key (left holds keys < split_key)."""
+    from pyspark.sql import functions as F
+
+    return df.withColumn("woven_partition_id",
+                         F.when(F.col("key") < F.col("split_key"), F.col("left_id")).otherwise(F.col("right_id")))
+
+
+def woven_rows(events, todo: list[WovenPlan]):
+    """Woven snapshot rows (contract columns) from base-plus-change events (weave_id, key, seq, op,
+    value) and the sequences' plans (timepoints with their seqs, split key, child ids)."""
+    cols = [f.name for f in storage.SCHEMAS[storage.WOVEN_SNAPSHOTS]]
+    return (events.transform(with_next_seq)
+                  .transform(filter_puts)
+                  .transform(with_plan(todo))
+                  .transform(with_timepoint_span)
+                  .transform(explode_timepoints)
+                  .transform(with_woven_partition)
+                  .select(*cols))
+
+
+def materialize_with_spark(spark, settings, lineage: Lineage, plans: dict[str, list], seq_t: int):
+    """DataFrame (partition_id, key, value): each target's state at `seq_t` from its planned bases
+    (`plans`: partition id -> weaver.pitr.Piece list).
+
+    Every piece is replayed from its own base seq, so targets whose bases were taken at
+    different times all come out at the same seq (the whole-table restore's coalescing).
+    """
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import LongType, StringType, StructField, StructType
+
+    rows = []
+    for pid, pieces in plans.items():
+        p = lineage.get(pid)
+        for piece in pieces:
+            lo = max(piece.key_lo, p.key_lo)
+            hi = piece.key_hi if p.key_hi is None else (p.key_hi if piece.key_hi is None else min(piece.key_hi, p.key_hi))
+            rows.append((pid, lo, hi, piece.snapshot_id, piece.snapshot_partition_id, int(piece.base_seq)))
+    schema = StructType([StructField("target", StringType(), False), StructField("lo", StringType(), False),
+                         StructField("hi", StringType(), True), StructField("snap_id", StringType(), True),
+                         StructField("snap_pid", StringType(), True), StructField("base_seq", LongType(), False)])
+    pieces_df = F.broadcast(spark.createDataFrame(rows, schema))
+    in_piece = (F.col("key") >= F.col("lo")) & (F.col("hi").isNull() | (F.col("key") < F.col("hi")))
+    min_base = min((r[5] for r in rows), default=seq_t)
+
+    changes = (spark.read.format("delta").load(storage.uri_for(settings, storage.CHANGELOG))
+               .where((F.col("seq") > min_base) & (F.col("seq") <= seq_t))
+               .select("seq", "key", "op", "value"))
+    tail = (changes.join(pieces_df, in_piece & (F.col("seq") > F.col("base_seq")))
+            .select(F.col("target").alias("partition_id"), "key", "seq", "op", "value"))
+    snap_ids = sorted({r[3] for r in rows if r[3]})
+    if snap_ids:
+        snap_pids = sorted({r[4] for r in rows if r[4]})
+        base = (spark.read.format("delta").load(storage.uri_for(settings, storage.SNAPSHOTS))
+                .where(F.col("partition_id").isin(snap_pids) & F.col("snapshot_id").isin(snap_ids))
+                .select("snapshot_id", "key", "value"))
+        base = (base.join(pieces_df, (F.col("snapshot_id") == F.col("snap_id")) & in_piece)
+                .select(F.col("target").alias("partition_id"), "key", F.col("base_seq").alias("seq"),
+                        F.lit("PUT").alias("op"), "value"))
+        tail = tail.unionByName(base)
+    return tail.transform(with_last_state)
+
+
+def with_last_state(events):
+    """Events (partition_id, key, seq, op, value) -> state (partition_id, key, value): each key's
+    last event by seq, kept when it is a PUT."""
+    from pyspark.sql import functions as F
+
+    last = events.groupBy("partition_id", "key").agg(F.max_by(F.struct("op", "value"), "seq").alias("last"))
+    return last.where(F.col("last.op") == "PUT").select("partition_id", "key", F.col("last.value").alias("value"))

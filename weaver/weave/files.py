@@ -1,0 +1,156 @@
+"""The woven file index: `woven_snapshots` files with their weave ids and timepoint bounds.
+
+Recovery and the API choose files by these bounds (Delta statistics, then exact Parquet footers)
+before touching data, so a lookup reads the few files that can hold the answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from weaver.core import storage
+from weaver.core.deltafiles import DeltaFiles, delta_files
+from weaver.core.settings import Settings
+
+_MS = timedelta(milliseconds=1)
+
+
+
+@dataclass
+class _File:
+    path: str
+    weave_id: str | None  # None: the file may hold several weaves
+    tp_lo: datetime | None  # Delta stats: millisecond precision, so compared with a 1 ms slack
+    tp_hi: datetime | None
+
+
+class WovenTable:
+    """`woven_snapshots` opened once, with per-file weave ids and timepoint bounds from the Delta log.
+
+    Reads select files by those bounds before touching data, so a lookup reads the timepoint
+    column of the few files that can hold the answer, and a row read reads the files of one
+    (weave, timepoint) - the same Parquet bytes a raw read of that snapshot would.
+    """
+
+    def __init__(self, files: DeltaFiles):
+        self.table = files
+        part, wlo, whi = files.column("partition.weave_id"), files.column("min.weave_id"), files.column("max.weave_id")
+        self.files = [_File(p, pw if pw is not None else (lo if lo is not None and lo == hi else None), tlo, thi)
+                      for p, pw, lo, hi, tlo, thi in zip(files.column("path"), part, wlo, whi,
+                                                         files.column("min.timepoint"), files.column("max.timepoint"))]
+        self._by_path = {f.path: f for f in self.files}
+        self._footers: dict[str, list[tuple] | None] = {}
+
+    @classmethod
+    def open(cls, settings: Settings) -> "WovenTable | None":
+        uri = storage.uri_for(settings, storage.WOVEN_SNAPSHOTS)
+        snap = delta_files(uri, storage.WOVEN_SNAPSHOTS, missing_ok=True)
+        if snap is None:
+            return None
+        if "woven" not in snap.memo:
+            snap.memo["woven"] = cls(snap)
+        return snap.memo["woven"]
+
+    def files_for_lookup(self, weaves: set[str], at: datetime) -> list[str]:
+        """Files that can hold the latest timepoint <= `at` of one of `weaves`.
+
+        Delta keeps timestamp stats at millisecond precision (writers truncate or round), so every
+        bound is widened by a millisecond: a file is never skipped for a rounding.
+        """
+        cand = [f for f in self.files if (f.weave_id is None or f.weave_id in weaves)
+                and (f.tp_lo is None or f.tp_lo - _MS <= at)]
+        # A file whose minimum is surely <= at holds a timepoint >= (its minimum - 1 ms); a file
+        # whose maximum lies below that cannot hold the latest timepoint.
+        sure = [f.tp_lo for f in cand if f.tp_lo is not None and f.tp_lo + _MS <= at]
+        if sure:
+            floor = max(sure) - _MS
+            cand = [f for f in cand if f.tp_hi is None or f.tp_hi + _MS >= floor]
+        return [f.path for f in cand]
+
+    def files_for(self, weave_id: str, tp: datetime) -> list[str]:
+        """Files that can hold rows of (`weave_id`, `tp`) (bounds widened by a millisecond)."""
+        return [f.path for f in self.files if (f.weave_id is None or f.weave_id == weave_id)
+                and (f.tp_lo is None or f.tp_lo - _MS <= tp) and (f.tp_hi is None or tp <= f.tp_hi + _MS)]
+
+    def timepoints(self, paths: list[str], at: datetime) -> pa.Table:
+        """(weave_id, timepoint, as_of_seq) rows with timepoint <= `at` present in `paths`.
+
+        Parquet footers keep exact (microsecond) min/max per row group: a row group of one weave
+        whose timepoint min == max is answered from its footer alone; only files with mixed row
+        groups (or no usable stats) are scanned. Footers are read once per file (files never change).
+        """
+        rows: list[tuple] = []
+        scan: list[str] = []
+        for path in paths:
+            groups = self._footer(path)
+            if groups is None:
+                scan.append(path)
+                continue
+            rows.extend(g for g in groups if g[1] <= at)
+        cols = ["weave_id", "timepoint", "as_of_seq"]
+        out = pa.table({"weave_id": pa.array([r[0] for r in rows], pa.string()),
+                        "timepoint": pa.array([r[1] for r in rows], storage.TS),
+                        "as_of_seq": pa.array([r[2] for r in rows], pa.int64())})
+        if scan:
+            more = self.scan(scan, cols, pc.field("timepoint") <= pa.scalar(at, storage.TS))
+            out = pa.concat_tables([out, more.select(cols).cast(out.schema)])
+        return out
+
+    def _footer(self, path: str) -> list[tuple] | None:
+        if path in self._footers:
+            return self._footers[path]
+        groups = None
+        f = self._by_path.get(path)
+        if f is not None and f.weave_id is not None and self.table.native:
+            groups = _footer_groups(self.table.local_path(path), f.weave_id)
+        self._footers[path] = groups
+        return groups
+
+    def only(self, paths: list[str], weave_id: str, tp: datetime) -> bool:
+        """Whether the footers prove every row of `paths` belongs to (`weave_id`, `tp`)."""
+        for path in paths:
+            groups = self._footer(path)
+            if groups is None or any(g[0] != weave_id or g[1] != tp for g in groups):
+                return False
+        return True
+
+    def scan(self, paths: list[str], columns: list[str], expr: pc.Expression | None) -> pa.Table:
+        """Projected read of `paths`; only non-string predicates are pushed down: files a delta-rs
+        MERGE wrote hold string_view columns, and pyarrow cannot bind a string predicate against
+        their stats (no string vs string_view kernel), so strings are filtered after the read."""
+        if not paths:
+            return pa.schema([self.table.schema.field(c) for c in columns]).empty_table()
+        return self.table.read(paths, columns, expr)
+
+
+def _footer_groups(path: str, weave_id: str) -> list[tuple] | None:
+    """[(weave_id, timepoint, as_of_seq)] per row group from a Parquet footer, or None when any
+    row group holds several timepoints or lacks exact stats (the caller then scans the file)."""
+    import pyarrow.parquet as pq
+
+    try:
+        md = pq.read_metadata(path)
+        arrow = md.schema.to_arrow_schema()
+        names = [md.schema.column(i).path for i in range(md.num_columns)]
+        i_tp, i_seq = names.index("timepoint"), names.index("as_of_seq")
+        tp_type = arrow.field("timepoint").type
+    except (OSError, ValueError, KeyError, pa.ArrowInvalid):
+        return None
+    if not pa.types.is_timestamp(tp_type):
+        return None
+    out = []
+    for g in range(md.num_row_groups):
+        rg = md.row_group(g)
+        st_tp, st_seq = rg.column(i_tp).statistics, rg.column(i_seq).statistics
+        if rg.num_rows == 0:
+            continue
+        if (st_tp is None or st_seq is None or not st_tp.has_min_max or not st_seq.has_min_max
+                or st_tp.physical_type != "INT64" or st_tp.min_raw != st_tp.max_raw):
+            return None
+        tp = pa.scalar(st_tp.min_raw, pa.int64()).cast(pa.timestamp(tp_type.unit, tz="UTC")).cast(storage.TS).as_py()
+        out.append((weave_id, tp, int(st_seq.max_raw)))
+    return out

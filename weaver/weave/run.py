@@ -1,0 +1,169 @@
+"""The weaving run (DESIGN §3 woven tier, §4.2): Spark replays, one Delta commit per run.
+
+Runs are incremental. A run at ``at`` registers the new predictions' sequences in
+``woven_catalog`` and extends every extendable sequence (``active`` or ``confirmed``) with the
+timepoints whose data has arrived, starting from the state at the sequence's last woven timepoint
+(read back from ``woven_snapshots``), not from the base snapshot. The woven rows of a run go into
+``woven_snapshots`` in ONE Delta commit (a replaceWhere on the (weave, timepoint) span the run
+owns, partitioned by weave_id), so a rerun of the same interval writes nothing and
+``VERSION AS OF`` answers "what did we believe then". The replay itself is
+:func:`weaver.replay.spark.woven_rows`.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Iterable
+
+from weaver.core import storage
+from weaver.core.errors import TableNotFoundError
+from weaver.core.ids import EXTENDABLE
+from weaver.core.settings import Settings
+from weaver.core.time import parse_timepoint, to_us
+from weaver.log.lineage import Lineage
+from weaver.replay.spark import (
+    filter_last_timepoint,
+    filter_seq_span,
+    with_weave_of_change,
+    with_weave_of_snapshot_row,
+    woven_rows,
+)
+from weaver.weave.catalog import read_woven_catalog, table_properties, write_woven_catalog
+from weaver.weave.plan import Sequence, check_segment, plan_bases, plan_timepoints, select_predictions, sequence_from_row, sequences_for
+
+
+def weave(spark, settings: Settings, *, at: datetime, confidence_threshold: float | None = None,
+          run_ts: datetime | None = None) -> dict:
+    """Weave the predictions of the latest run <= `at` (or of `run_ts`) and extend active sequences.
+
+    Returns counts: sequences (extended this run), new_sequences, timepoints_written,
+    rows_written, version (woven_snapshots' Delta version after the run; None if absent),
+    committed (whether this run added a version). Raises TableNotFoundError, ContractViolation
+    (a malformed prediction, a gap in the change log), InvalidParameterError; nothing is written then.
+    """
+    t0 = time.perf_counter()
+    at = parse_timepoint(at)
+    run_ts = parse_timepoint(run_ts) if run_ts is not None else None
+    threshold = settings.confidence(confidence_threshold)
+    log_uri = storage.uri_for(settings, storage.CHANGELOG)
+    if not storage.is_table(log_uri):
+        raise TableNotFoundError(f"no change log at {log_uri}; point --lake at a lake with a changelog table")
+    lineage = Lineage.load(settings)
+    chosen_run, preds = select_predictions(settings, at=at, run_ts=run_ts)
+    catalog = read_woven_catalog(settings)
+    known = set(catalog.column("weave_id").to_pylist())
+    below = sum(1 for p in preds.column("probability").to_pylist() if p < threshold)
+    new = [s for s in sequences_for(preds, lineage, threshold, at) if s.weave_id not in known]
+    old = [sequence_from_row(r, lineage) for r in catalog.to_pylist() if r["status"] in EXTENDABLE]
+    woven_uri = storage.uri_for(settings, storage.WOVEN_SNAPSHOTS)
+    if old and not storage.is_table(woven_uri):
+        # The rows an extension would start from are gone (tier deleted by hand): re-weave from the base.
+        for s in old:
+            s.last_timepoint = s.last_seq = None
+    todo = plan_timepoints(settings, old + new, at)
+    summary = {"at": at.isoformat(), "run_ts": chosen_run.isoformat() if chosen_run else None,
+               "confidence_threshold": threshold, "below_threshold": below, "new_sequences": len(new),
+               "sequences": len(todo), "timepoints_written": sum(len(s.timepoints) for s in todo),
+               "rows_written": 0, "committed": False}
+    if todo:
+        plan_bases(settings, lineage, todo)
+        check_segment(settings, todo)
+        _write_woven(spark, settings, _woven_frame(spark, settings, todo), todo)
+        summary["committed"] = True
+        summary["rows_written"] = _rows_written(woven_uri)
+    for s in todo:
+        s.last_timepoint, s.last_seq = s.timepoints[-1], s.tp_seqs[-1]
+    changed = {s.weave_id: s for s in new}
+    changed.update({s.weave_id: s for s in todo})
+    write_woven_catalog(settings, [s.catalog_row(at) for s in changed.values()])
+    summary["version"] = storage.version_of(woven_uri)
+    summary["elapsed_s"] = round(time.perf_counter() - t0, 3)
+    return summary
+
+
+def _woven_frame(spark, settings: Settings, todo: list[Sequence]):
+    """The woven rows of every (sequence, new timepoint) as a Spark DataFrame."""
+    from pyspark.sql import functions as F
+
+    lo = min(p.base_seq for s in todo for p in s.pieces)
+    hi = max(s.tp_seqs[-1] for s in todo)
+    events = (spark.read.format("delta").load(storage.uri_for(settings, storage.CHANGELOG))
+                   .transform(filter_seq_span(lo, hi))
+                   .select("seq", "key", "op", "value")
+                   .transform(with_weave_of_change(todo))
+                   .select("weave_id", "key", "seq", "op", "value"))
+    snap_ids = sorted({p.snapshot_id for s in todo for p in s.pieces if p.snapshot_id})
+    if snap_ids:
+        snaps = (spark.read.format("delta").load(storage.uri_for(settings, storage.SNAPSHOTS))
+                      .where(F.col("snapshot_id").isin(snap_ids))
+                      .transform(with_weave_of_snapshot_row(todo)))
+        events = events.unionByName(snaps)
+    ext = [s for s in todo if s.last_timepoint is not None]
+    if ext:
+        prev = (spark.read.format("delta").load(storage.uri_for(settings, storage.WOVEN_SNAPSHOTS))
+                     .transform(filter_last_timepoint(ext)))
+        events = events.unionByName(prev)
+    return woven_rows(events, todo)
+
+
+def _scope_sql(todo: Iterable[Sequence], alias: str | None = "t") -> str:
+    """SQL predicate: the (weave, timepoint) span this run owns (exact, via epoch micros)."""
+    a = f"{alias}." if alias else ""
+    parts = [f"({a}weave_id = '{s.weave_id}' AND {a}timepoint BETWEEN "
+             f"timestamp_micros({to_us(s.timepoints[0])}) AND timestamp_micros({to_us(s.timepoints[-1])}))"
+             for s in todo]
+    return "(" + " OR ".join(parts) + ")"
+
+
+def _write_woven(spark, settings: Settings, out, todo: list[Sequence]) -> None:
+    """One Delta commit: the run's rows replace whatever the table holds in the run's own
+    (weave, timepoint) span (replaceWhere). Spans are new timepoints, so data skipping on the
+    timepoint stats finds nothing to remove; a retry after a lost catalog update replaces its
+    own earlier rows instead of duplicating them."""
+    uri = storage.uri_for(settings, storage.WOVEN_SNAPSHOTS)
+    create = not storage.is_table(uri)
+    with _SessionConf(spark, _write_conf(settings, create=create)):
+        w = out.write.format("delta")
+        if create:
+            w.mode("errorifexists").partitionBy("weave_id").save(uri)
+        else:
+            w.mode("overwrite").option("replaceWhere", _scope_sql(todo, alias=None)).save(uri)
+
+
+def _write_conf(settings: Settings, *, create: bool) -> dict[str, str]:
+    conf = {"spark.sql.parquet.compression.codec": "zstd"}
+    if create:
+        # New-table defaults apply to this table only: the tier's own retention.
+        for k, v in table_properties(settings).items():
+            conf["spark.databricks.delta.properties.defaults." + k.removeprefix("delta.")] = v
+    return conf
+
+
+class _SessionConf:
+    """Set Spark session confs for one write, restoring the previous values afterwards."""
+
+    def __init__(self, spark, conf: dict[str, str]):
+        self.spark, self.conf, self.old = spark, conf, {}
+
+    def __enter__(self):
+        for k, v in self.conf.items():
+            self.old[k] = self.spark.conf.get(k, None)
+            self.spark.conf.set(k, v)
+        return self
+
+    def __exit__(self, *exc):
+        for k, v in self.old.items():
+            if v is None:
+                self.spark.conf.unset(k)
+            else:
+                self.spark.conf.set(k, v)
+
+
+def _rows_written(uri: str) -> int:
+    """Rows the latest commit inserted or updated (from the Delta log's operation metrics)."""
+    h = storage.open_table(uri).history(1)
+    m = (h[0].get("operationMetrics") or {}) if h else {}
+    if "numTargetRowsInserted" in m:
+        return int(m.get("numTargetRowsInserted", 0)) + int(m.get("numTargetRowsUpdated", 0))
+    return int(m.get("numOutputRows", 0))
