@@ -289,6 +289,11 @@ def _classify(adapter: Adapter, wm: Optional[Watermark], batch: Batch):
     """(changes to write, duplicates skipped); (None, n) for a re-ingest of a committed input."""
     if wm is None:
         return list(batch.changes), 0
+    if not batch.changes and batch.records_read == 0 and batch.end <= wm.pos:
+        # Nothing new at the source. If it vouches for a later instant (a Delta table read up to
+        # its latest version), commit an empty batch so `complete_to` moves: silence is then
+        # known to be silence, not lag (see weaver.ingest.completeness).
+        return ([], 0) if batch.end == wm.pos and batch.complete_to > wm.complete_to else (None, 0)
     if batch.end <= wm.pos:
         if batch.fingerprint in wm.fingerprints:
             return None, len(batch.changes)
