@@ -212,6 +212,7 @@ def ingest(settings, adapter: Adapter, *, partitioning: Partitioning = Partition
     if new is None:  # the same input again: nothing to write
         return result
 
+    new = _expand_truncates(settings, new)
     last_seq, last_ts = _log_tail(settings)
     parts_uri = storage.uri_for(settings, storage.PARTITIONS)
     new_lake = last_seq == 0 and not storage.is_table(storage.uri_for(settings, storage.CHANGELOG))
@@ -311,6 +312,29 @@ def _classify(adapter: Adapter, wm: Optional[Watermark], batch: Batch):
             f"up to {wm.watermark}; ingest the input covering the gap first")
     new = [c for c in batch.changes if c.pos > wm.pos]
     return new, len(batch.changes) - len(new)
+
+
+def _expand_truncates(settings, new: list) -> list:
+    """A TRUNCATE (Debezium op 't') becomes a DELETE of every key live at that point, in key order."""
+    if not any(c.op == "TRUNCATE" for c in new):
+        return new
+    from weaver.ingest.base import Change
+    from weaver.replay import last_per_key
+
+    live: set[str] = set()
+    uri = storage.uri_for(settings, storage.CHANGELOG)
+    if storage.is_table(uri):
+        last = last_per_key(storage.read(uri, storage.CHANGELOG, columns=["seq", "key", "op"]))
+        live = set(last.filter(pc.equal(last.column("op"), "PUT")).column("key").to_pylist())
+    out = []
+    for c in new:
+        if c.op == "TRUNCATE":
+            out.extend(Change(c.pos, k, "DELETE", None, c.source_ts) for k in sorted(live))
+            live.clear()
+            continue
+        (live.add if c.op == "PUT" else live.discard)(c.key)
+        out.append(c)
+    return out
 
 
 def _commit_changes(settings, changes: pa.Table, source: str, batch_no: int, record: dict) -> None:
