@@ -89,3 +89,14 @@ def configured_source(env: dict | None = None, value: str | dict | None = None) 
         return SourceSpec(**raw)
     except TypeError as exc:
         raise InvalidParameterError(f"ingest source: {exc}") from exc
+
+
+def ingest_configured(settings, value: str | dict | None = None) -> dict:
+    """Ingest the configured source once (the DAG's `ingest` task); {"configured": False} when none."""
+    from weaver.ingest.writer import ingest
+
+    spec = configured_source(value=value)
+    if spec is None:
+        return {"configured": False}
+    res = ingest(settings, adapter_for(spec), partitioning=partitioning_for(spec))
+    return {"configured": True, **res.to_json()}
