@@ -67,3 +67,28 @@ def test_bad_input_exits_2_naming_file_and_line_and_writes_nothing(tmp_path):
     res = _run("ingest", "--source", "kafka", "--input", str(ev), "--keys", "id", "--lake", lake)
     assert res.exit_code == 2 and "dynamodb-export" in res.output
     assert set(lake_fingerprint(load_settings(lake=lake)).values()) == {None}
+
+
+def test_boundaries_file_and_configured_source_specs(tmp_path):
+    import pytest
+
+    from weaver.errors import InvalidParameterError
+    from weaver.ingest.keys import encode_key
+    from weaver.ingest.sources import SourceSpec, configured_source, partitioning_for
+
+    b = tmp_path / "bounds.json"
+    b.write_text(json.dumps(["user#005", ["user#009", 3], {"S": "w"}]))
+    spec = SourceSpec(source="debezium", input="x", keys="id", boundaries=str(b))
+    assert partitioning_for(spec).bounds() == [encode_key(["user#005"]), encode_key(["user#009", 3]),
+                                               encode_key(["w"])]
+    b.write_text(json.dumps(["b", "a"]))
+    with pytest.raises(InvalidParameterError, match="increasing"):
+        partitioning_for(spec)
+    assert configured_source(env={}) is None
+    got = configured_source(env={"WEAVER_INGEST_SOURCE": '{"source": "delta-cdf", "input": "/t", "keys": "id"}'})
+    assert (got.source, got.input, got.keys) == ("delta-cdf", "/t", "id")
+    f = tmp_path / "src.json"
+    f.write_text('{"source": "debezium", "input": "/e.json", "keys": "id", "name": "items"}')
+    assert configured_source(env={}, value=str(f)).name == "items"
+    with pytest.raises(InvalidParameterError, match="expected one of"):
+        configured_source(env={}, value={"source": "kafka", "input": "/x", "keys": "id"})
