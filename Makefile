@@ -13,7 +13,7 @@ export SPARK_LOCAL_IP := 127.0.0.1
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYTHONHASHSEED := 0
 
-.PHONY: demo test install jars bench clean help
+.PHONY: demo test install jars sysdeps bench clean help
 
 help:
 	@echo "make demo | make test | make bench | make clean"
@@ -36,12 +36,17 @@ jars: $(JARS_STAMP)
 demo: install jars
 	$(BIN)/weaver demo
 
-test: install jars
+# System packages the tests start (Debian's postgresql + postgresql-<major>-wal2json for the CDC
+# tests): installed when missing and root, else one warning line saying what to install.
+sysdeps: install
+	$(BIN)/python -m weaver.ingest.pg_logical ensure
+
+test: install jars sysdeps
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest
 
 bench: install jars
-	$(BIN)/python bench/restore.py && $(BIN)/python bench/forecast.py && $(BIN)/python bench/weave.py && $(BIN)/python bench/recovery.py
+	$(BIN)/python bench/restore.py && $(BIN)/python bench/forecast.py && $(BIN)/python bench/weave.py && $(BIN)/python bench/recovery.py && $(BIN)/python bench/ingest.py
 
 clean:
 	rm -rf lake airflow_home out .pytest_cache

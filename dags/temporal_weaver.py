@@ -1,5 +1,6 @@
 """temporal_weaver: the background loop of Temporal Weaver (DESIGN §6).
 
+[ingest -> check (GX) -> source complete (sensor), when a source is configured] ->
 extract -> check (GX) -> metrics -> forecast -> check (GX) -> weave (spark-submit) -> check (GX)
 -> publish/reconcile. Wiring only: each task calls one function of the `weaver` package, heavy
 imports stay inside the tasks, and each task works on the run's data interval, so a rerun of the
@@ -12,9 +13,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
-from weaver.core.settings import dag_default_args  # light: no pyarrow, no lake access
 from airflow.sdk import Param, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
+
+# Light at parse time (no pyarrow, no lake access): tests/test_layers.py holds it.
+from weaver.core.settings import dag_default_args, source_wait_max
+from weaver.ingest.sensor import SourceCompleteSensor
 
 PROJECT = Path(__file__).resolve().parent.parent
 WEAVE_JOB = str(PROJECT / "spark_jobs" / "weave.py")
@@ -28,7 +32,14 @@ PARAMS = {
     "size_threshold": Param(None, type=["null", "integer"], minimum=1, description="Split size threshold (bytes)"),
     "write_threshold": Param(None, type=["null", "number"], exclusiveMinimum=0,
                              description="Split write threshold (writes/s)"),
+    "ingest_source": Param(None, type=["null", "object", "string"],
+                           description="Source to ingest first (JSON spec or path, see docs/ingestion.md); "
+                                       "default $WEAVER_INGEST_SOURCE, none = the lake is written by someone else"),
+    "source_grace": Param("2h", type="string", pattern=r"^[0-9]+[mhdw]$",
+                          description="How long past the interval's end to wait for the source's watermark"),
 }
+# Hard bound of the completeness sensor, whatever `source_grace` says.
+SOURCE_WAIT_MAX = source_wait_max()
 
 
 def _settings(params: dict):
@@ -52,6 +63,21 @@ def _settings(params: dict):
     doc_md=__doc__,
 )
 def temporal_weaver():
+    @task
+    def ingest(params=None) -> dict:
+        from weaver.ingest.sources import ingest_configured
+
+        return ingest_configured(_settings(params), params.get("ingest_source"))
+
+    @task
+    def check_ingest(result: dict, params=None) -> dict:
+        from weaver.checks.ingest import check_ingested
+
+        return {**result, "check": check_ingested(_settings(params), result)} if result.get("configured") else result
+
+    source_complete = SourceCompleteSensor(task_id="source_complete", ingest_task_id="check_ingest",
+                                           poke_interval=60, timeout=SOURCE_WAIT_MAX.total_seconds())
+
     @task
     def extract(params=None, data_interval_start=None, data_interval_end=None) -> dict:
         from weaver.pipeline import extract as run
@@ -127,7 +153,9 @@ def temporal_weaver():
         write_run_record(s, run_id, summary)
         return summary
 
-    checked = check_predictions(forecast(metrics(check_changelog(extract()))))
+    extracted = extract()
+    check_ingest(ingest()) >> source_complete >> extracted
+    checked = check_predictions(forecast(metrics(check_changelog(extracted))))
     woven_ok = check_woven()
     checked >> weave >> woven_ok
     publish(checked, woven_ok)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from weaver.core.settings import dag_default_args  # light: no pyarrow, no lake access
 from airflow.sdk import Param, dag, task
+
+from weaver.core.settings import dag_default_args  # light at parse time: no pyarrow, no lake access
 
 ISO = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$"
 DURATION = r"^[0-9]+[mhdw]$"

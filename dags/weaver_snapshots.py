@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from weaver.core.settings import dag_default_args  # light: no pyarrow, no lake access
 from airflow.sdk import Param, dag, task
+
+from weaver.core.settings import dag_default_args  # light at parse time: no pyarrow, no lake access
 
 PARAMS = {
     "lake": Param(None, type=["null", "string"], description="Lake root; default $WEAVER_LAKE or ./lake"),

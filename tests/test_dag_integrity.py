@@ -65,6 +65,11 @@ def test_temporal_weaver_shape(dagbag):
     for up, down in zip(order, order[1:]):
         assert down in dag.get_task(up).downstream_task_ids, f"{up} -> {down} missing"
     assert dag.get_task("weave").task_type == "SparkSubmitOperator"
+    head = ["ingest", "check_ingest", "source_complete", "extract"]
+    for up, down in zip(head, head[1:]):
+        assert down in dag.get_task(up).downstream_task_ids, f"{up} -> {down} missing"
+    sensor = dag.get_task("source_complete")
+    assert sensor.mode == "reschedule" and 0 < sensor.timeout <= 24 * 3600  # bounded, frees its slot
     p = dag.params
     assert p["confidence_threshold"] == 0.75 and p["window"] == "24h"
 

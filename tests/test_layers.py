@@ -51,7 +51,8 @@ def test_the_check_sees_a_private_import():
     assert _private_imports("weaver.pitr.snapshots", tree) == []
 
 
-@pytest.mark.parametrize("module", ["weaver.core.settings", "weaver.core.time", "weaver.core.errors"])
+@pytest.mark.parametrize("module", ["weaver.core.settings", "weaver.core.time", "weaver.core.errors",
+                                    "weaver.ingest.sensor"])
 def test_dag_parse_time_imports_stay_light(module):
     # DAG files import weaver.core.settings at parse time: it must not pull in the data stack.
     import subprocess

@@ -183,6 +183,19 @@ def dag_default_args(env: dict[str, str] | None = None) -> dict[str, Any]:
     return {"retries": retries, "retry_delay": timedelta(minutes=2)}
 
 
+def source_wait_max(env: dict[str, str] | None = None) -> timedelta:
+    """Hard bound of temporal_weaver's completeness sensor (``WEAVER_SOURCE_WAIT_MAX_H``, default 6 h);
+    read at DAG parse time, so from the environment only."""
+    env = dict(os.environ if env is None else env)
+    try:
+        hours = float(env.get("WEAVER_SOURCE_WAIT_MAX_H") or 6)
+    except ValueError as exc:
+        raise InvalidParameterError(f"$WEAVER_SOURCE_WAIT_MAX_H={env['WEAVER_SOURCE_WAIT_MAX_H']!r}: {exc}") from exc
+    if hours <= 0:
+        raise InvalidParameterError("$WEAVER_SOURCE_WAIT_MAX_H must be positive")
+    return timedelta(hours=hours)
+
+
 def settings_from_params(params: dict | None) -> Settings:
     """Settings of a DAG run: the environment, then the run's (already validated) params on top.
 

@@ -30,6 +30,8 @@ PREDICTIONS = "predictions"
 BACKTEST_RESULTS = "backtest_results"
 WOVEN_CATALOG = "woven_catalog"
 WOVEN_SNAPSHOTS = "woven_snapshots"
+INGEST_WATERMARKS = "ingest_watermarks"
+INGEST_LOG = "ingest_log"
 
 WOVEN_TABLES = frozenset({WOVEN_CATALOG, WOVEN_SNAPSHOTS})
 
@@ -170,6 +172,31 @@ SCHEMAS: dict[str, pa.Schema] = {
             pa.field("as_of_seq", pa.int64(), nullable=False),
             pa.field("key", pa.string(), nullable=False),
             pa.field("value", pa.binary()),
+        ]
+    ),
+    # One row per ingested batch of a source (weaver.ingest); the latest batch's row is the
+    # source's watermark. Authoritative copy: the changelog commit's app transaction + commitInfo.
+    INGEST_WATERMARKS: pa.schema(
+        [
+            pa.field("source", pa.string(), nullable=False),
+            pa.field("batch", pa.int64(), nullable=False),
+            pa.field("watermark", pa.string(), nullable=False),  # in the source's terms (LSN, version, time)
+            pa.field("position", pa.string(), nullable=False),  # machine form, "a/b" of ints
+            pa.field("complete_to", TS, nullable=False),  # the log holds every source change with ts <= this
+            pa.field("committed_at", TS, nullable=False),
+            pa.field("first_seq", pa.int64()),
+            pa.field("last_seq", pa.int64()),
+            pa.field("changes", pa.int64(), nullable=False),
+            pa.field("fingerprint", pa.string(), nullable=False),
+        ]
+    ),
+    # The source's own timestamp and position of each ingested change (ts may be carried forward).
+    INGEST_LOG: pa.schema(
+        [
+            pa.field("seq", pa.int64(), nullable=False),
+            pa.field("source", pa.string(), nullable=False),
+            pa.field("position", pa.string(), nullable=False),
+            pa.field("source_ts", TS, nullable=False),
         ]
     ),
 }

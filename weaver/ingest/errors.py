@@ -1,0 +1,59 @@
+"""Named errors of ingestion. Each names the input (file and line, LSN or version) and what to do.
+
+All are :class:`weaver.errors.WeaverError`, so the CLI exits 2 and a DAG task fails; none is raised
+after anything was written (the writer validates the whole batch before its first write).
+"""
+
+from __future__ import annotations
+
+from weaver.core.errors import WeaverError
+
+
+class IngestError(WeaverError):
+    """Base class of ingestion errors."""
+
+    http_status = 400
+
+
+class MalformedInputError(IngestError):
+    """A line is not JSON, or a record lacks a field its format requires."""
+
+
+class UnknownEventError(IngestError):
+    """An event type or op the source format does not define (e.g. Debezium op 'x')."""
+
+
+class MissingKeyAttributeError(IngestError):
+    """A record lacks one of the table's key attributes."""
+
+
+class UnorderableKeyError(IngestError):
+    """A key value has no order in the key encoding (null, NaN, a list, a map, a boolean)."""
+
+
+class ChecksumMismatchError(IngestError):
+    """A data file's MD5 differs from the one its export manifest declares."""
+
+
+class StaleInputError(IngestError):
+    """The input lies wholly at or below the source's watermark and is not an input already ingested."""
+
+    http_status = 409
+
+
+class WatermarkGapError(IngestError):
+    """The input starts after the source's watermark: the changes in between are missing."""
+
+    http_status = 409
+
+
+class WatermarkBehindError(IngestError):
+    """A run needs the change log up to T, but the source is only complete up to an earlier instant."""
+
+    http_status = 409
+
+
+class IngestStateError(IngestError):
+    """The lake's ingest bookkeeping disagrees with its change log (e.g. lost commit metadata)."""
+
+    http_status = 500

@@ -1,0 +1,348 @@
+"""The shared writer: a source Batch -> contract rows in `changelog`, exactly once, with its watermark.
+
+Order of work (nothing is written before every check has passed):
+
+1. ``load_watermark``: the source's watermark, read from the change log itself (see below) and
+   used to repair the `ingest_watermarks` ledger if a crash left it behind.
+2. the adapter reads its input; the batch is classified against the watermark: a re-ingest of
+   an input already committed writes nothing; an input wholly at or below the watermark that was
+   never ingested is refused (StaleInputError); an input starting after a gap is refused
+   (WatermarkGapError); an overlapping input keeps only the changes above the watermark.
+3. seq continues the lake's log gap-free; ts = max(source ts, the running maximum, starting at
+   the log's last ts), so ts never steps back along seq (the source's ts goes to `ingest_log`);
+   partition_id comes from the active partitions of the lineage (a new lake gets its initial
+   range partitioning here); the rows pass ``validate_changes`` against the lineage.
+4. writes: the initial `partitions` (new lake only), `ingest_log` rows (replaceWhere seq >= first
+   new seq), then ONE `changelog` append whose Delta commit carries the app transaction
+   ``weaver.ingest/<source>`` = batch number and a commitInfo entry ``weaver.ingest`` holding the
+   new watermark; then the ledger row in `ingest_watermarks`.
+
+Exactly once: the changelog commit is the commit point. Changes and watermark are in the same
+Delta commit (delta-rs cannot commit two tables atomically, so the watermark lives in the
+changelog's own log). A crash before it leaves only rows nobody reads (`ingest_log` above the
+log's last seq, overwritten next time; `partitions` of a lake with no log, reused next time); a
+crash after it leaves the ledger one batch behind, and the next ``load_watermark`` rebuilds the
+missing ledger rows from the commitInfo of the changelog commits whose app-transaction version
+is above the ledger's last batch.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable, Optional
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from weaver.core import storage
+from weaver.log import Lineage, validate_changes
+from weaver.core.errors import InvalidParameterError, TableNotFoundError
+from weaver.ingest.base import Adapter, Batch, Watermark, format_position, parse_position
+from weaver.ingest.errors import IngestStateError, StaleInputError, WatermarkGapError
+
+COMMIT_KEY = "weaver.ingest"
+
+
+def app_id(source: str) -> str:
+    return f"weaver.ingest/{source}"
+
+
+@dataclass
+class IngestResult:
+    """What one ingest did (the CLI's --json summary)."""
+
+    source: str
+    records_read: int
+    changes_written: int
+    duplicates_skipped: int
+    old_watermark: Optional[str]
+    new_watermark: Optional[str]
+    first_seq: Optional[int]
+    last_seq: Optional[int]
+    ts_carried_forward: int
+    complete_to: Optional[datetime]
+    batch: Optional[int]
+
+    def to_json(self) -> dict:
+        return {"source": self.source, "records_read": self.records_read, "changes_written": self.changes_written,
+                "duplicates_skipped": self.duplicates_skipped, "old_watermark": self.old_watermark,
+                "new_watermark": self.new_watermark, "first_seq": self.first_seq, "last_seq": self.last_seq,
+                "ts_carried_forward": self.ts_carried_forward,
+                "complete_to": self.complete_to.isoformat() if self.complete_to else None, "batch": self.batch}
+
+
+@dataclass(frozen=True)
+class Partitioning:
+    """The initial range partitioning of a new lake: N equal ranges, or explicit boundaries."""
+
+    partitions: int = 1
+    boundaries: tuple[str, ...] = ()
+    tag: str = "S"  # type tag of the first key component, for equal ranges
+
+    def bounds(self) -> list[str]:
+        from weaver.ingest.keys import equal_ranges
+
+        if self.boundaries:
+            return list(self.boundaries)
+        return equal_ranges(self.partitions, self.tag)
+
+
+# --- watermark -----------------------------------------------------------------------------------
+def read_ledger(settings, source: str | None = None) -> pa.Table:
+    """Rows of `ingest_watermarks` (one per committed batch), optionally of one source."""
+    uri = storage.uri_for(settings, storage.INGEST_WATERMARKS)
+    t = storage.read(uri, storage.INGEST_WATERMARKS, missing_ok=True)
+    if source is not None and t.num_rows:
+        t = t.filter(pc.equal(t.column("source"), source))
+    return t
+
+
+def load_watermark(settings, source: str, *, repair: bool = True) -> Optional[Watermark]:
+    """The source's watermark as committed in the change log (None before its first batch).
+
+    The Delta app-transaction version of ``weaver.ingest/<source>`` in `changelog` counts the
+    batches committed with their changes; ledger rows missing after a crash are rebuilt from
+    those commits' commitInfo (``repair=False`` only reads).
+    """
+    uri = storage.uri_for(settings, storage.CHANGELOG)
+    if not storage.is_table(uri):
+        return None
+    dt = storage.open_table(uri, storage.CHANGELOG)
+    committed = dt.transaction_version(app_id(source))
+    ledger = read_ledger(settings, source)
+    have = int(pc.max(ledger.column("batch")).as_py()) if ledger.num_rows else 0
+    if committed is None:
+        if have:
+            raise IngestStateError(
+                f"ingest_watermarks lists {have} batches of {source!r} but the changelog has no record of them "
+                "(it was rewritten); restore the changelog or drop that source's ledger rows")
+        return None
+    if committed < have:
+        raise IngestStateError(
+            f"ingest_watermarks lists batch {have} of {source!r} but the changelog committed only {committed} "
+            "(restored to an older version?); drop the ledger rows above it and re-ingest")
+    if committed > have:
+        missing = _rows_from_history(dt, source, have, committed)
+        if repair:
+            storage.merge(storage.uri_for(settings, storage.INGEST_WATERMARKS), storage.INGEST_WATERMARKS,
+                          missing, keys=["source", "batch"])
+        ledger = pa.concat_tables([ledger, storage.conform(missing, storage.INGEST_WATERMARKS)])
+    last = ledger.filter(pc.equal(ledger.column("batch"), committed)).to_pylist()[0]
+    return Watermark(source=source, batch=committed, pos=parse_position(last["position"]),
+                     watermark=last["watermark"], complete_to=last["complete_to"],
+                     fingerprints=frozenset(ledger.column("fingerprint").to_pylist()))
+
+
+def _rows_from_history(dt, source: str, have: int, committed: int) -> pa.Table:
+    found: dict[int, dict] = {}
+    for commit in dt.history():
+        raw = commit.get(COMMIT_KEY)
+        if not raw:
+            continue
+        rec = json.loads(raw)
+        if rec.get("source") == source and have < int(rec["batch"]) <= committed:
+            found[int(rec["batch"])] = rec
+        if len(found) == committed - have:
+            break
+    lost = [b for b in range(have + 1, committed + 1) if b not in found]
+    if lost:
+        raise IngestStateError(
+            f"changelog committed batches {lost} of {source!r} but their commit metadata is gone "
+            "(log cleanup?); rebuild ingest_watermarks for that source by hand")
+    rows = []
+    for b in sorted(found):
+        r = found[b]
+        rows.append({**r, "complete_to": datetime.fromisoformat(r["complete_to"]),
+                     "committed_at": datetime.fromisoformat(r["committed_at"])})
+    return pa.Table.from_pylist(rows, schema=storage.SCHEMAS[storage.INGEST_WATERMARKS])
+
+
+# --- the lake's tail -----------------------------------------------------------------------------
+def _log_tail(settings) -> tuple[int, Optional[datetime]]:
+    """(last seq, its ts) of the change log, (0, None) when there is none; file stats first."""
+    uri = storage.uri_for(settings, storage.CHANGELOG)
+    if not storage.is_table(uri):
+        return 0, None
+    dt = storage.open_table(uri, storage.CHANGELOG)
+    adds = pa.table(dt.get_add_actions(flatten=True))
+    if adds.num_rows == 0:
+        return 0, None
+    best = None
+    if "max.seq" in adds.column_names and adds.column("max.seq").null_count == 0:
+        best = int(pc.max(adds.column("max.seq")).as_py())
+    ds = dt.to_pyarrow_dataset()
+    flt = (pc.field("seq") >= best) if best is not None else None
+    t = ds.to_table(columns=["seq", "ts"], filter=flt)
+    if t.num_rows == 0:
+        return 0, None
+    i = pc.index(t.column("seq"), pc.max(t.column("seq"))).as_py()
+    return int(t.column("seq")[i].as_py()), t.column("ts")[i].as_py()
+
+
+def _initial_partitions(bounds: list[str], created_ts: datetime) -> pa.Table:
+    edges = [""] + bounds + [None]
+    rows = [{"partition_id": f"p{i:04d}", "key_lo": edges[i], "key_hi": edges[i + 1], "parent_id": None,
+             "created_seq": 0, "created_ts": created_ts, "retired_seq": None, "retired_ts": None}
+            for i in range(len(edges) - 1)]
+    return pa.Table.from_pylist(rows, schema=storage.SCHEMAS[storage.PARTITIONS])
+
+
+# --- ingest --------------------------------------------------------------------------------------
+def ingest(settings, adapter: Adapter, *, partitioning: Partitioning = Partitioning(),
+           progress: Optional[Callable[[int], None]] = None,
+           _crash_after_changelog: bool = False) -> IngestResult:
+    """Ingest the adapter's input into the lake exactly once; see the module docstring.
+
+    Raises the adapter's named input errors, StaleInputError, WatermarkGapError and the
+    contract errors of validate_changes, each before anything is written.
+    ``_crash_after_changelog`` stops right after the changelog commit (tests of the crash path).
+    """
+    source = adapter.source
+    wm = load_watermark(settings, source)
+    batch = adapter.read(wm, progress)
+    new, dups = _classify(adapter, wm, batch)
+    result = IngestResult(source=source, records_read=batch.records_read, changes_written=0,
+                          duplicates_skipped=dups, old_watermark=wm.watermark if wm else None,
+                          new_watermark=wm.watermark if wm else None, first_seq=None, last_seq=None,
+                          ts_carried_forward=0, complete_to=wm.complete_to if wm else None,
+                          batch=wm.batch if wm else None)
+    if new is None:  # the same input again: nothing to write
+        return result
+
+    new = _expand_truncates(settings, new)
+    last_seq, last_ts = _log_tail(settings)
+    parts_uri = storage.uri_for(settings, storage.PARTITIONS)
+    new_lake = last_seq == 0 and not storage.is_table(storage.uri_for(settings, storage.CHANGELOG))
+    if storage.is_table(parts_uri):
+        lineage = Lineage.load(settings)
+        parts_table = None
+    elif new_lake:
+        first_ts = min((c.source_ts for c in new), default=batch.complete_to)
+        parts_table = _initial_partitions(partitioning.bounds(), first_ts)
+        lineage = Lineage(parts_table)
+    else:
+        raise TableNotFoundError(f"the lake at {settings.lake} has a changelog but no partitions table; "
+                                 "restore it before ingesting")
+    active = lineage.active()
+    if not active:
+        raise InvalidParameterError(f"the lake at {settings.lake} has no active partition to route changes to")
+    los = [p.key_lo for p in active]
+
+    seqs, tss, pids, keys, ops, vals, vbytes, poss, srcts = ([] for _ in range(9))
+    running = last_ts
+    carried = 0
+    seq = last_seq
+    for c in new:
+        seq += 1
+        ts = c.source_ts
+        if running is not None and ts < running:
+            ts = running
+            carried += 1
+        running = ts
+        seqs.append(seq)
+        tss.append(ts)
+        pids.append(active[bisect.bisect_right(los, c.key) - 1].partition_id)
+        keys.append(c.key)
+        ops.append(c.op)
+        vals.append(c.value)
+        vbytes.append(len(c.value) if c.value is not None else 0)
+        poss.append(format_position(c.pos))
+        srcts.append(c.source_ts)
+    changes = pa.table({"seq": seqs, "ts": pa.array(tss, storage.TS), "partition_id": pids, "key": keys,
+                        "op": ops, "value": pa.array(vals, pa.binary()), "value_bytes": pa.array(vbytes, pa.int64())},
+                       schema=storage.SCHEMAS[storage.CHANGELOG])
+    validate_changes(changes, lineage, expected_first_seq=last_seq + 1 if new else None)
+
+    batch_no = (wm.batch if wm else 0) + 1
+    now = datetime.now(timezone.utc)
+    record = {"source": source, "batch": batch_no, "watermark": adapter.describe(batch.end),
+              "position": format_position(batch.end), "complete_to": batch.complete_to.isoformat(),
+              "committed_at": now.isoformat(), "first_seq": last_seq + 1 if new else None,
+              "last_seq": seq if new else None, "changes": len(new), "fingerprint": batch.fingerprint}
+
+    # --- writes (everything above raised before this point on bad input) ---
+    if parts_table is not None:
+        storage.overwrite(parts_uri, storage.PARTITIONS, parts_table)
+    if new:
+        log_rows = pa.table({"seq": seqs, "source": [source] * len(seqs), "position": poss,
+                             "source_ts": pa.array(srcts, storage.TS)}, schema=storage.SCHEMAS[storage.INGEST_LOG])
+        storage.overwrite(storage.uri_for(settings, storage.INGEST_LOG), storage.INGEST_LOG, log_rows,
+                          predicate=f"seq >= {last_seq + 1}")
+    _commit_changes(settings, changes, source, batch_no, record)
+    if not _crash_after_changelog:
+        storage.merge(storage.uri_for(settings, storage.INGEST_WATERMARKS), storage.INGEST_WATERMARKS,
+                      pa.Table.from_pylist([{**record, "complete_to": batch.complete_to, "committed_at": now}],
+                                           schema=storage.SCHEMAS[storage.INGEST_WATERMARKS]),
+                      keys=["source", "batch"])
+    result.changes_written = len(new)
+    result.new_watermark = record["watermark"]
+    result.first_seq, result.last_seq = record["first_seq"], record["last_seq"]
+    result.ts_carried_forward = carried
+    result.complete_to = batch.complete_to
+    result.batch = batch_no
+    return result
+
+
+def _classify(adapter: Adapter, wm: Optional[Watermark], batch: Batch):
+    """(changes to write, duplicates skipped); (None, n) for a re-ingest of a committed input."""
+    if wm is None:
+        return list(batch.changes), 0
+    if not batch.changes and batch.records_read == 0 and batch.end <= wm.pos:
+        # Nothing new at the source. If it vouches for a later instant (a Delta table read up to
+        # its latest version), commit an empty batch so `complete_to` moves: silence is then
+        # known to be silence, not lag (see weaver.ingest.completeness).
+        return ([], 0) if batch.end == wm.pos and batch.complete_to > wm.complete_to else (None, 0)
+    if batch.end <= wm.pos:
+        if batch.fingerprint in wm.fingerprints:
+            return None, len(batch.changes)
+        raise StaleInputError(
+            f"{batch.source}: input covers {adapter.describe(batch.start)} .. {adapter.describe(batch.end)}, "
+            f"wholly at or below the watermark {wm.watermark}, and is not an input already ingested; "
+            "it is older than the watermark - ingest only inputs that reach past it")
+    if batch.full:
+        raise StaleInputError(
+            f"{batch.source}: a full export can only start a source, but the lake already holds it up to "
+            f"{wm.watermark}; ingest the incremental exports after that instead")
+    if not adapter.contiguous(wm.pos, batch.start):
+        raise WatermarkGapError(
+            f"{batch.source}: input starts at {adapter.describe(batch.start)} but the lake holds the source only "
+            f"up to {wm.watermark}; ingest the input covering the gap first")
+    new = [c for c in batch.changes if c.pos > wm.pos]
+    return new, len(batch.changes) - len(new)
+
+
+def _expand_truncates(settings, new: list) -> list:
+    """A TRUNCATE (Debezium op 't') becomes a DELETE of every key live at that point, in key order."""
+    if not any(c.op == "TRUNCATE" for c in new):
+        return new
+    from weaver.ingest.base import Change
+    from weaver.replay import last_per_key
+
+    live: set[str] = set()
+    uri = storage.uri_for(settings, storage.CHANGELOG)
+    if storage.is_table(uri):
+        last = last_per_key(storage.read(uri, storage.CHANGELOG, columns=["seq", "key", "op"]))
+        live = set(last.filter(pc.equal(last.column("op"), "PUT")).column("key").to_pylist())
+    out = []
+    for c in new:
+        if c.op == "TRUNCATE":
+            out.extend(Change(c.pos, k, "DELETE", None, c.source_ts) for k in sorted(live))
+            live.clear()
+            continue
+        (live.add if c.op == "PUT" else live.discard)(c.key)
+        out.append(c)
+    return out
+
+
+def _commit_changes(settings, changes: pa.Table, source: str, batch_no: int, record: dict) -> None:
+    """The commit point: changes + app transaction + watermark in ONE changelog commit."""
+    from deltalake import CommitProperties, Transaction, write_deltalake
+
+    uri = storage.uri_for(settings, storage.CHANGELOG)
+    props = CommitProperties(custom_metadata={COMMIT_KEY: json.dumps(record, sort_keys=True)},
+                             app_transactions=[Transaction(app_id=app_id(source), version=batch_no)])
+    write_deltalake(uri, changes, mode="append", commit_properties=props,
+                    writer_properties=storage._writer_properties())
