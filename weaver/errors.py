@@ -104,3 +104,11 @@ class EnvironmentProblem(WeaverError):
     """Something outside the project is missing (Java, the Delta jars)."""
 
     http_status = 500
+
+
+class PortInUseError(EnvironmentProblem):
+    """A port a local service needs is already taken by another process."""
+
+
+class ServiceStartError(EnvironmentProblem):
+    """A local service (Postgres, an Airflow component, Spark, the API) did not start or became unhealthy."""
