@@ -107,7 +107,7 @@ def temporal_weaver():
             "--lake={{ ti.xcom_pull(task_ids='check_predictions')['lake'] }}",
             "--woven-root={{ ti.xcom_pull(task_ids='check_predictions')['woven'] }}",
         ],
-        env_vars={"SPARK_LOCAL_IP": "127.0.0.1"},
+        env_vars="{{ ti.xcom_pull(task_ids='check_predictions')['spark_env'] }}",
     )
 
     @task

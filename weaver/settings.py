@@ -85,6 +85,10 @@ class Settings:
     lake: str = "./lake"
     woven_root: str | None = None  # default <lake>/woven
     spark_master: str = "local[*]"
+    # The address executors reach the driver at, and the one its listeners bind: loopback unless
+    # the executors run on other hosts (a standalone cluster across machines or containers).
+    spark_driver_host: str = "127.0.0.1"
+    spark_bind_address: str = "127.0.0.1"
     spark_shuffle_partitions: int = 4
     window: timedelta = timedelta(hours=24)
     confidence_threshold: float = 0.75
@@ -173,6 +177,8 @@ def load_settings(env: dict[str, str] | None = None, **overrides: Any) -> Settin
     mapping = {
         "WEAVER_WOVEN_ROOT": ("woven_root", str),
         "WEAVER_SPARK_MASTER": ("spark_master", str),
+        "WEAVER_SPARK_DRIVER_HOST": ("spark_driver_host", str),
+        "WEAVER_SPARK_BIND_ADDRESS": ("spark_bind_address", str),
         "WEAVER_SHUFFLE_PARTITIONS": ("spark_shuffle_partitions", int),
         "WEAVER_WINDOW": ("window", parse_duration),
         "WEAVER_CONFIDENCE_THRESHOLD": ("confidence_threshold", float),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from weaver.cli._app import app
 
 # Importing a module registers its commands.
-from weaver.cli import _lake, _pitr, _predict, _weave, _recover  # noqa: E402,F401
+from weaver.cli import _lake, _pitr, _predict, _weave, _recover, _services  # noqa: E402,F401
 
 
 def main() -> None:
