@@ -1,7 +1,8 @@
 """temporal_weaver: the background loop of Temporal Weaver (DESIGN §6).
 
 extract -> check (GX) -> metrics -> forecast -> check (GX) -> weave (spark-submit) -> check (GX)
--> publish/reconcile. Wiring only: each task calls one function of the `weaver` package, heavy
+-> publish/reconcile, which emits the `weaver_predictions` and `weaver_woven_tier` Assets (only a
+run whose every check passed reaches it, so consumers never see unchecked data). Wiring only: each task calls one function of the `weaver` package, heavy
 imports stay inside the tasks, and each task works on the run's data interval, so a rerun of the
 same interval writes the same rows once.
 """
@@ -15,6 +16,8 @@ from pathlib import Path
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import Param, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
+
+from weaver.assets import PREDICTIONS, WOVEN
 
 PROJECT = Path(__file__).resolve().parent.parent
 # Retries are policy (2 in production); the demo and tests set 0 so a failure shows at once.
@@ -116,8 +119,8 @@ def temporal_weaver():
 
         return run_check(_settings(params))
 
-    @task
-    def publish(run: dict, check: dict, params=None, run_id=None) -> dict:
+    @task(outlets=[PREDICTIONS, WOVEN])
+    def publish(run: dict, check: dict, params=None, run_id=None, outlet_events=None) -> dict:
         from weaver.pipeline import run_summary, write_run_record
         from weaver.weaving import reconcile
 
@@ -126,6 +129,8 @@ def temporal_weaver():
         lifecycle = reconcile(s, at=at)
         summary = {**run_summary(s, at=at), "lifecycle": lifecycle, "woven_check": check}
         write_run_record(s, run_id, summary)
+        for asset in (PREDICTIONS, WOVEN):
+            outlet_events[asset].extra = {"run_ts": run["at"], "lake": run["lake"]}
         return summary
 
     checked = check_predictions(forecast(metrics(check_changelog(extract()))))
