@@ -97,7 +97,9 @@ def exec_cmd(
     """Run a command with a service's environment, e.g. `weaver services exec airflow-scheduler -- airflow dags list`."""
     from weaver.deploy.services import exec_in
 
-    argv: List[str] = [a for a in ctx.args if a != "--"] if ctx.args and ctx.args[0] == "--" else list(ctx.args)
+    argv: List[str] = list(ctx.args)
+    if argv[:1] == ["--"]:
+        argv = argv[1:]
     if not argv:
         raise fail(ValueError("give the command to run after `--`"))
     try:
