@@ -36,6 +36,9 @@ import pytest
 from tests.oracle import fold, rows_to_dict
 
 ROOT = Path(__file__).resolve().parent.parent
+# Through the compose file's ${VAR:-default}s: no retries (a failure shows at once), fewer sample
+# paths and no fit pool (a 2-core machine); the oracle backtest uses the same settings.
+FAST = {"WEAVER_TASK_RETRIES": "0", "WEAVER_FORECAST_SAMPLES": "50", "WEAVER_FORECAST_WORKERS": "1"}
 WEAVER = str(Path(sys.executable).parent / "weaver")
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -111,7 +114,7 @@ def stack():
     simulate(str(lake), SimConfig(seed=7, partitions=2, days=3, base_rate=80.0, size_threshold_bytes=900_000,
                                   write_threshold_per_s=0.5, start=end - timedelta(days=3)))
     shutil.copytree(lake, pristine)
-    env = dict(os.environ, WEAVER_TASK_RETRIES="0", PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), **FAST)
     t0 = time.monotonic()
     try:
         proc = _weaver("services", "up", "--free-ports", "--state-dir", str(state), "--lake", str(lake), "--json",
@@ -246,51 +249,47 @@ def test_scheduler_runs_the_dags_and_the_asset_consumer_only_after_success(stack
 
 
 # --- 4. backfill -------------------------------------------------------------------------------
-def test_backfill_equals_backtest_and_reprocessing_writes_no_new_files(stack):
+def backfill(stack: Stack, first: datetime, last: datetime, *extra: str) -> list[dict]:
+    """`airflow backfill create` over logical dates [first, last]; wait for its runs (fresh ones)."""
+    instants = _instants(first, last)
+    before = {x["dag_run_id"]: x.get("end_date") for x in stack.runs("temporal_weaver")}
+    p = stack.airflow("backfill", "create", "--dag-id", "temporal_weaver", "--from-date", first.isoformat(),
+                      "--to-date", last.isoformat(), "--max-active-runs", "1", *extra)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+
+    def mine(runs):
+        return [x for x in runs if x["run_type"] == "backfill" and _ts(x["data_interval_end"]) in instants]
+
+    def finished(runs):
+        fresh = [x for x in mine(runs) if before.get(x["dag_run_id"], "missing") != x.get("end_date")]
+        return len(fresh) == len(instants) and all(x["state"] in ("success", "failed") for x in fresh)
+
+    runs = mine(stack.wait_runs("temporal_weaver", finished, 900, f"backfill {' '.join(extra)}"))
+    assert [x["state"] for x in runs] == ["success"] * len(instants), stack.failures("temporal_weaver")
+    return runs
+
+
+def _instants(first: datetime, last: datetime) -> list[datetime]:
+    """Hourly logical dates first..last (inclusive) predict at their data-interval ends."""
+    n = int((last - first) / timedelta(hours=1)) + 1
+    return [first + timedelta(hours=i + 1) for i in range(n)]
+
+
+def check_predictions_equal_backtest(stack: Stack, instants: list[datetime]) -> None:
+    """One prediction set per instant, equal to `weaver backtest` on the untouched copy of the lake."""
     from weaver import storage
     from weaver.backtest import backtest
     from weaver.settings import load_settings
 
-    stack.set_paused("temporal_weaver", False)
-    stack.set_paused("weaver_backtest", True)
-    # 30 h before the lake's end: the 24 h windows cover its real splits (as in `weaver demo`).
-    first, last = stack.end - timedelta(hours=31), stack.end - timedelta(hours=30)
-    instants = [first + timedelta(hours=1), last + timedelta(hours=1)]  # data-interval ends
-
-    def backfill(*extra: str) -> list[dict]:
-        before = {x["dag_run_id"]: x.get("end_date") for x in stack.runs("temporal_weaver")}
-        p = stack.airflow("backfill", "create", "--dag-id", "temporal_weaver", "--from-date", first.isoformat(),
-                          "--to-date", last.isoformat(), "--max-active-runs", "1", *extra)
-        assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
-
-        def finished(runs):
-            mine = [x for x in runs if x["run_type"] == "backfill_job"
-                    and _ts(x["data_interval_end"]) in instants]
-            fresh = [x for x in mine if before.get(x["dag_run_id"], "missing") != x.get("end_date")]
-            return len(fresh) == len(instants) and all(x["state"] in ("success", "failed") for x in fresh)
-
-        runs = stack.wait_runs("temporal_weaver", finished, 480, f"backfill {extra or ''}")
-        mine = [x for x in runs if x["run_type"] == "backfill_job" and _ts(x["data_interval_end"]) in instants]
-        assert [x["state"] for x in mine] == ["success"] * len(instants), stack.failures("temporal_weaver")
-        return mine
-
-    backfill()
-    files = _files(stack.lake)
-    backfill("--reprocess-behavior", "completed")
-    assert _files(stack.lake) == files, "the reprocessing backfill wrote new data files"
-
-    # One prediction set per logical date, equal to `weaver backtest` on an untouched copy.
     s = load_settings(lake=str(stack.lake))
     preds = storage.read(storage.uri_for(s, storage.PREDICTIONS), storage.PREDICTIONS).to_pylist()
-    scheduled = [_ts(x["data_interval_end"]) for x in stack.runs("temporal_weaver")
-                 if x["run_type"] == "scheduled" and x["state"] == "success"]
-    oracle_s = load_settings(lake=str(stack.pristine))
-    for t in instants + scheduled:
+    oracle_s = load_settings(lake=str(stack.pristine), forecast_samples=50, forecast_workers=1)
+    for t in instants:
         backtest(oracle_s, start=t, end=t + timedelta(hours=1), every="1h", out_dir=str(stack.pristine.parent / "bt"))
     want = storage.read(storage.uri_for(oracle_s, storage.PREDICTIONS), storage.PREDICTIONS).to_pylist()
     cols = ("model", "window_end", "reason", "predicted_split_ts", "split_ts_p10", "split_ts_p90", "split_key",
             "threshold", "skip_reason")
-    for t in instants + scheduled:
+    for t in instants:
         got = {r["partition_id"]: r for r in preds if r["run_ts"] == t}
         exp = {r["partition_id"]: r for r in want if r["run_ts"] == t}
         assert got and set(got) == set(exp), (t, sorted(got), sorted(exp))
@@ -299,12 +298,17 @@ def test_backfill_equals_backtest_and_reprocessing_writes_no_new_files(stack):
             assert g["probability"] == pytest.approx(e["probability"], abs=1e-9), (t, pid)
             assert {c: g[c] for c in cols} == {c: e[c] for c in cols}, (t, pid)
     # Nothing else was predicted: the failed run wrote no prediction.
-    assert {r["run_ts"] for r in preds} == set(instants + scheduled)
+    assert {r["run_ts"] for r in preds} == set(instants)
 
-    # The woven tier holds sequences; recovery from it equals the standard path and the oracle fold.
+
+def check_woven_recovery(stack: Stack) -> int:
+    """The woven tier holds sequences; recovery from each equals the standard path and the fold oracle."""
+    from weaver import storage
     from weaver.pitr import restore_partition
     from weaver.recovery import recover
+    from weaver.settings import load_settings
 
+    s = load_settings(lake=str(stack.lake))
     cat = storage.read(storage.uri_for(s, storage.WOVEN_CATALOG), storage.WOVEN_CATALOG).to_pylist()
     assert cat, "nothing was woven"
     snaps = storage.read(storage.uri_for(s, storage.WOVEN_SNAPSHOTS), storage.WOVEN_SNAPSHOTS,
@@ -313,6 +317,7 @@ def test_backfill_equals_backtest_and_reprocessing_writes_no_new_files(stack):
     changes = storage.read(storage.uri_for(s, storage.CHANGELOG), storage.CHANGELOG).to_pylist()
     parts = {p["partition_id"]: p for p in storage.read(storage.uri_for(s, storage.PARTITIONS),
                                                          storage.PARTITIONS).to_pylist()}
+    checked = 0
     for w in cat:
         tps = sorted({r["timepoint"] for r in snaps if r["weave_id"] == w["weave_id"]})
         if not tps:
@@ -324,3 +329,22 @@ def test_backfill_equals_backtest_and_reprocessing_writes_no_new_files(stack):
         assert woven.path == "woven"
         assert rows_to_dict(woven.table) == expected
         assert rows_to_dict(restore_partition(s, w["source_partition_id"], at).table) == expected
+        checked += 1
+    assert checked
+    return checked
+
+
+def test_backfill_equals_backtest_and_reprocessing_writes_no_new_files(stack):
+    stack.set_paused("temporal_weaver", False)
+    stack.set_paused("weaver_backtest", True)
+    # 30 h before the lake's end: the 24 h windows cover its real splits (as in `weaver demo`).
+    first, last = stack.end - timedelta(hours=31), stack.end - timedelta(hours=30)
+    backfill(stack, first, last)
+    files = _files(stack.lake)
+    backfill(stack, first, last, "--reprocess-behavior", "completed")
+    assert _files(stack.lake) == files, "the reprocessing backfill wrote new data files"
+
+    scheduled = [_ts(x["data_interval_end"]) for x in stack.runs("temporal_weaver")
+                 if x["run_type"] == "scheduled" and x["state"] == "success"]
+    check_predictions_equal_backtest(stack, _instants(first, last) + scheduled)
+    check_woven_recovery(stack)
