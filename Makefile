@@ -46,7 +46,7 @@ test: install jars system
 	$(BIN)/python -m pytest
 
 services: install jars system
-	$(BIN)/weaver services up
+	$(BIN)/weaver services up $(if $(LAKE),--lake $(LAKE))
 
 services-down:
 	$(BIN)/weaver services down
