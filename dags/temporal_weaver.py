@@ -24,6 +24,10 @@ PROJECT = Path(__file__).resolve().parent.parent
 RETRIES = int(os.environ.get("WEAVER_TASK_RETRIES", "2"))
 WEAVE_JOB = str(PROJECT / "spark_jobs" / "weave.py")
 
+# An operator can stop the schedule at an instant (a frozen or retired lake): no run whose
+# data interval starts after it. Empty: run for ever.
+SCHEDULE_END = datetime.fromisoformat(os.environ["WEAVER_SCHEDULE_END"]) if os.environ.get("WEAVER_SCHEDULE_END") else None
+
 PARAMS = {
     "lake": Param(None, type=["null", "string"], description="Lake root; default $WEAVER_LAKE or ./lake"),
     "window": Param("24h", type="string", pattern=r"^[0-9]+[mhdw]$", description="Prediction window"),
@@ -48,6 +52,7 @@ def _settings(params: dict):
     # of the change log, not on Airflow 3's zero-length trigger interval.
     schedule=CronDataIntervalTimetable("@hourly", timezone="UTC"),
     start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
+    end_date=SCHEDULE_END,
     catchup=False,
     max_active_runs=1,
     params=PARAMS,

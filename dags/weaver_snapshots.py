@@ -8,9 +8,14 @@ deterministic (`{partition}@{seq}`), so a rerun of the same interval writes noth
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timedelta, timezone
 
 from airflow.sdk import Param, dag, task
+
+# An operator can stop the schedule at an instant (a frozen or retired lake): no run whose
+# data interval starts after it. Empty: run for ever.
+SCHEDULE_END = datetime.fromisoformat(os.environ["WEAVER_SCHEDULE_END"]) if os.environ.get("WEAVER_SCHEDULE_END") else None
 
 PARAMS = {
     "lake": Param(None, type=["null", "string"], description="Lake root; default $WEAVER_LAKE or ./lake"),
@@ -36,6 +41,7 @@ def _at(params: dict, data_interval_end) -> str:
     dag_id="weaver_snapshots",
     schedule="@daily",
     start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
+    end_date=SCHEDULE_END,
     catchup=False,
     max_active_runs=1,
     params=PARAMS,

@@ -465,7 +465,8 @@ def status(state_dir: Path | None = None, *, health: bool = True) -> dict:
                 from weaver.deploy.compose import Health
 
                 svc.health = Health(argv=h if isinstance(h, list) else None, shell=h if isinstance(h, str) else None)
-                healthy = check_health(svc, project, timeout=60)
+                # Generous: an `airflow jobs check` alone takes tens of seconds on a loaded 2-core machine.
+                healthy = check_health(svc, project, timeout=180)
         return {"service": name, "state": st, "pid": pid if running else None,
                 "ports": {k: v for k, v in e.get("ports", {}).items()}, "healthy": healthy, "log": e.get("log")}
 
