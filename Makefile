@@ -1,7 +1,10 @@
-# Two commands on a fresh machine with Python 3.11 and Java 17:
-#   make demo   -- simulate a lake and run the whole temporal_weaver DAG on it
-#   make test   -- the test suite (what .ci/run calls)
-# Both create or reuse .venv, install the pinned requirements and fetch the pinned Delta jars once.
+# Commands on a fresh machine with Python 3.11 and Java 17:
+#   make demo           -- simulate a lake and run the whole temporal_weaver DAG on it
+#   make test           -- the test suite (what .ci/run calls)
+#   make services       -- docker-compose.yml's services as local processes (weaver services up)
+#   make services-down  -- stop them
+# All create or reuse .venv, install the pinned requirements and fetch the pinned Delta jars once;
+# test and services also install the Debian packages they need when missing (scripts/system-deps.sh).
 
 PY ?= python3.11
 VENV := .venv
@@ -13,10 +16,10 @@ export SPARK_LOCAL_IP := 127.0.0.1
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYTHONHASHSEED := 0
 
-.PHONY: demo test install jars sysdeps bench clean help
+.PHONY: demo test install jars system services services-down services-status bench clean help
 
 help:
-	@echo "make demo | make test | make bench | make clean"
+	@echo "make demo | make test | make services | make services-down | make bench | make clean"
 
 $(STAMP): requirements.txt pyproject.toml
 	@command -v $(PY) >/dev/null 2>&1 || { echo "error: $(PY) not found - install Python 3.11 (or run: make PY=/path/to/python3.11 ...)"; exit 1; }
@@ -36,17 +39,25 @@ jars: $(JARS_STAMP)
 demo: install jars
 	$(BIN)/weaver demo
 
-# System packages the tests start (Debian's postgresql + postgresql-<major>-wal2json for the CDC
-# tests): installed when missing and root, else one warning line saying what to install.
-sysdeps: install
-	$(BIN)/python -m weaver.ingest.pg_logical ensure
+system:
+	@bash scripts/system-deps.sh
 
-test: install jars sysdeps
+test: install jars system
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest
+
+services: install jars system
+	$(BIN)/weaver services up $(if $(LAKE),--lake $(LAKE))
+
+services-down:
+	$(BIN)/weaver services down
+
+services-status:
+	$(BIN)/weaver services status
 
 bench: install jars
 	$(BIN)/python bench/restore.py && $(BIN)/python bench/forecast.py && $(BIN)/python bench/weave.py && $(BIN)/python bench/recovery.py && $(BIN)/python bench/ingest.py
 
 clean:
 	rm -rf lake airflow_home out .pytest_cache
+	@test ! -e .services/state.json || echo "note: .services/ kept (stop with make services-down, then rm -rf .services)"

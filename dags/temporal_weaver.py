@@ -2,8 +2,9 @@
 
 [ingest -> check (GX) -> source complete (sensor), when a source is configured] ->
 extract -> check (GX) -> metrics -> forecast -> check (GX) -> weave (spark-submit) -> check (GX)
--> publish/reconcile. Wiring only: each task calls one function of the `weaver` package, heavy
-imports stay inside the tasks, and each task works on the run's data interval, so a rerun of the
+-> publish/reconcile, which emits the `weaver_predictions` and `weaver_woven_tier` Assets (only a
+run whose every check passed reaches it, so consumers never see unchecked data). Wiring only:
+each task calls one function of the `weaver` package, heavy imports stay inside the tasks, and each task works on the run's data interval, so a rerun of the
 same interval writes the same rows once.
 """
 
@@ -17,8 +18,9 @@ from airflow.sdk import Param, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 # Light at parse time (no pyarrow, no lake access): tests/test_layers.py holds it.
-from weaver.core.settings import dag_default_args, source_wait_max
+from weaver.core.settings import dag_default_args, dag_schedule_end, source_wait_max
 from weaver.ingest.sensor import SourceCompleteSensor
+from weaver.pipeline.assets import PREDICTIONS, WOVEN
 
 PROJECT = Path(__file__).resolve().parent.parent
 WEAVE_JOB = str(PROJECT / "spark_jobs" / "weave.py")
@@ -54,6 +56,7 @@ def _settings(params: dict):
     # of the change log, not on Airflow 3's zero-length trigger interval.
     schedule=CronDataIntervalTimetable("@hourly", timezone="UTC"),
     start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
+    end_date=dag_schedule_end(),
     catchup=False,
     max_active_runs=1,
     params=PARAMS,
@@ -71,7 +74,7 @@ def temporal_weaver():
 
     @task
     def check_ingest(result: dict, params=None) -> dict:
-        from weaver.checks.ingest import check_ingested
+        from weaver.checks import check_ingested
 
         return {**result, "check": check_ingested(_settings(params), result)} if result.get("configured") else result
 
@@ -132,7 +135,7 @@ def temporal_weaver():
             "--lake={{ ti.xcom_pull(task_ids='check_predictions')['lake'] }}",
             "--woven-root={{ ti.xcom_pull(task_ids='check_predictions')['woven'] }}",
         ],
-        env_vars={"SPARK_LOCAL_IP": "127.0.0.1"},
+        env_vars="{{ ti.xcom_pull(task_ids='check_predictions')['spark_env'] }}",
     )
 
     @task
@@ -141,8 +144,8 @@ def temporal_weaver():
 
         return run_check(_settings(params))
 
-    @task
-    def publish(run: dict, check: dict, params=None, run_id=None) -> dict:
+    @task(outlets=[PREDICTIONS, WOVEN])
+    def publish(run: dict, check: dict, params=None, run_id=None, outlet_events=None) -> dict:
         from weaver.pipeline import run_summary, write_run_record
         from weaver.weave import reconcile
 
@@ -151,6 +154,8 @@ def temporal_weaver():
         lifecycle = reconcile(s, at=at)
         summary = {**run_summary(s, at=at), "lifecycle": lifecycle, "woven_check": check}
         write_run_record(s, run_id, summary)
+        for asset in (PREDICTIONS, WOVEN):
+            outlet_events[asset].extra = {"run_ts": run["at"], "lake": run["lake"]}
         return summary
 
     extracted = extract()

@@ -2,7 +2,9 @@
 
 validate params -> backtest (predictions at every interval, data cut at each run time, matched
 to the real `splits`, `backtest_results` MERGEd, HTML + PNG report) -> summary. Wiring only:
-each task calls `weaver`; heavy imports stay inside the tasks. Triggered by hand with params.
+each task calls `weaver`; heavy imports stay inside the tasks. Scheduled on the Assets
+`temporal_weaver` emits (an asset-triggered run scores the latest triggering run instant), or
+triggered by hand with `start`/`end`.
 """
 
 from __future__ import annotations
@@ -11,15 +13,20 @@ from datetime import datetime, timedelta, timezone
 
 from airflow.sdk import Param, dag, task
 
-from weaver.core.settings import dag_default_args  # light at parse time: no pyarrow, no lake access
+# Light at parse time (no pyarrow, no lake access): tests/test_layers.py holds it.
+from weaver.core.settings import dag_default_args
+from weaver.pipeline.assets import PREDICTIONS, WOVEN
+
 
 ISO = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$"
 DURATION = r"^[0-9]+[mhdw]$"
 
 PARAMS = {
     "lake": Param(None, type=["null", "string"], description="Lake root; default $WEAVER_LAKE or ./lake"),
-    "start": Param("2026-01-03T00:00:00Z", type="string", pattern=ISO, description="First run instant (with timezone)"),
-    "end": Param("2026-01-04T00:00:00Z", type="string", pattern=ISO, description="Runs happen strictly before this"),
+    "start": Param(None, type=["null", "string"], pattern=ISO,
+                   description="First run instant (with timezone); default: the triggering run's instant"),
+    "end": Param(None, type=["null", "string"], pattern=ISO,
+                 description="Runs happen strictly before this; default: start + one run spacing"),
     "every": Param(None, type=["null", "string"], pattern=DURATION, description="Run spacing (default: one bucket)"),
     "window": Param("24h", type="string", pattern=DURATION, description="Prediction window"),
     "model": Param("prophet", type="string", enum=["prophet", "arima"]),
@@ -42,7 +49,8 @@ def _settings(params: dict):
 
 @dag(
     dag_id="weaver_backtest",
-    schedule=None,
+    # Both assets: temporal_weaver emits them together once a run's checks all passed.
+    schedule=[PREDICTIONS, WOVEN],
     start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
     catchup=False,
     max_active_runs=1,
@@ -53,19 +61,27 @@ def _settings(params: dict):
 )
 def weaver_backtest():
     @task
-    def validate(params=None) -> dict:
+    def validate(params=None, triggering_asset_events=None) -> dict:
         """Check the span and model parameters (named errors) before any work or write."""
+        from weaver.core.errors import InvalidParameterError
         from weaver.predict import run_params
         from weaver.core.time import parse_duration, parse_timepoint
 
         s = _settings(params)
-        start, end = parse_timepoint(params["start"]), parse_timepoint(params["end"])
+        every = parse_duration(params["every"]) if params.get("every") else s.bucket
+        start = params.get("start")
+        if not start:
+            # Asset-triggered: score the latest run instant among the triggering producer events.
+            instants = [e.extra["run_ts"] for events in (triggering_asset_events or {}).values()
+                        for e in events if (e.extra or {}).get("run_ts")]
+            if not instants:
+                raise InvalidParameterError("give `start` (and `end`) when triggering weaver_backtest by hand")
+            start = max(instants, key=parse_timepoint)
+        start = parse_timepoint(start)
+        end = parse_timepoint(params["end"]) if params.get("end") else start + every
         if start >= end:
-            from weaver.core.errors import InvalidParameterError
-
             raise InvalidParameterError(f"start {start.isoformat()} must be before end {end.isoformat()}")
         run_params(s, at=start, window=params["window"], model=params["model"])
-        every = parse_duration(params["every"]) if params.get("every") else s.bucket
         return {"start": start.isoformat(), "end": end.isoformat(), "every_s": every.total_seconds()}
 
     @task

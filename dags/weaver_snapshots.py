@@ -12,7 +12,8 @@ from datetime import datetime, timezone
 
 from airflow.sdk import Param, dag, task
 
-from weaver.core.settings import dag_default_args  # light at parse time: no pyarrow, no lake access
+# Light at parse time (no pyarrow, no lake access): tests/test_layers.py holds it.
+from weaver.core.settings import dag_default_args, dag_schedule_end
 
 PARAMS = {
     "lake": Param(None, type=["null", "string"], description="Lake root; default $WEAVER_LAKE or ./lake"),
@@ -38,6 +39,7 @@ def _at(params: dict, data_interval_end) -> str:
     dag_id="weaver_snapshots",
     schedule="@daily",
     start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
+    end_date=dag_schedule_end(),
     catchup=False,
     max_active_runs=1,
     params=PARAMS,

@@ -37,7 +37,8 @@ def _list_file(settings: Settings) -> Path:
 
 def check_java() -> str:
     """Return `java -version`'s first line, or raise with what to install."""
-    java = shutil.which("java", path=(os.environ.get("JAVA_HOME", "") + "/bin:" + os.environ.get("PATH", "")))
+    home = os.environ.get("JAVA_HOME")
+    java = shutil.which("java", path=((home + "/bin:") if home else "") + os.environ.get("PATH", ""))
     if not java:
         raise EnvironmentProblem("Java not found: install Java 17 (e.g. `apt-get install openjdk-17-jre-headless`) or set JAVA_HOME")
     out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,10 @@ class Settings:
     lake: str = "./lake"
     woven_root: str | None = None  # default <lake>/woven
     spark_master: str = "local[*]"
+    # The address executors reach the driver at, and the one its listeners bind: loopback unless
+    # the executors run on other hosts (a standalone cluster across machines or containers).
+    spark_driver_host: str = "127.0.0.1"
+    spark_bind_address: str = "127.0.0.1"
     spark_shuffle_partitions: int = 4
     window: timedelta = timedelta(hours=24)
     confidence_threshold: float = 0.75
@@ -134,6 +138,8 @@ def load_settings(env: dict[str, str] | None = None, **overrides: Any) -> Settin
     mapping = {
         "WEAVER_WOVEN_ROOT": ("woven_root", str),
         "WEAVER_SPARK_MASTER": ("spark_master", str),
+        "WEAVER_SPARK_DRIVER_HOST": ("spark_driver_host", str),
+        "WEAVER_SPARK_BIND_ADDRESS": ("spark_bind_address", str),
         "WEAVER_SHUFFLE_PARTITIONS": ("spark_shuffle_partitions", int),
         "WEAVER_WINDOW": ("window", parse_duration),
         "WEAVER_CONFIDENCE_THRESHOLD": ("confidence_threshold", float),
@@ -181,6 +187,15 @@ def dag_default_args(env: dict[str, str] | None = None) -> dict[str, Any]:
     if retries < 0:
         raise InvalidParameterError("$WEAVER_TASK_RETRIES must be 0 or more")
     return {"retries": retries, "retry_delay": timedelta(minutes=2)}
+
+
+def dag_schedule_end(env: dict[str, str] | None = None) -> datetime | None:
+    """``WEAVER_SCHEDULE_END``: an instant after which no scheduled run starts (a frozen or retired
+    lake), or None to run for ever; read at DAG parse time, so from the environment only."""
+    from weaver.core.time import parse_timepoint
+
+    raw = dict(os.environ if env is None else env).get("WEAVER_SCHEDULE_END")
+    return parse_timepoint(raw) if raw else None
 
 
 def source_wait_max(env: dict[str, str] | None = None) -> timedelta:

@@ -1,4 +1,4 @@
-"""The one SparkSession factory, configured for Delta and bound to loopback."""
+"""The one SparkSession factory, configured for Delta; bound to loopback unless the settings say otherwise."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ from weaver.core.jars import check_java, delta_jars
 from weaver.core.settings import Settings, load_settings
 from weaver.core.storage import SCHEMAS
 
-_LOOPBACK = "127.0.0.1"
-
 
 def spark_conf(settings: Settings, app_name: str = "temporal-weaver") -> dict[str, str]:
     """Spark configuration shared by the session factory and spark-submit (SparkSubmitOperator)."""
@@ -20,8 +18,8 @@ def spark_conf(settings: Settings, app_name: str = "temporal-weaver") -> dict[st
         "spark.jars": ",".join(delta_jars(settings)),
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
-        "spark.driver.host": _LOOPBACK,
-        "spark.driver.bindAddress": _LOOPBACK,
+        "spark.driver.host": settings.spark_driver_host,
+        "spark.driver.bindAddress": settings.spark_bind_address,
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.shuffle.partitions": str(settings.spark_shuffle_partitions),
@@ -59,7 +57,7 @@ def get_spark(settings: Settings, app_name: str = "temporal-weaver"):
     The master is spark-submit's when launched by it, else `settings.spark_master`.
     """
     check_java()
-    os.environ.setdefault("SPARK_LOCAL_IP", _LOOPBACK)
+    os.environ.setdefault("SPARK_LOCAL_IP", settings.spark_driver_host)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     from pyspark.sql import SparkSession

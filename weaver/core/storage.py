@@ -459,10 +459,12 @@ def merge(
         return {"num_target_rows_inserted": 0}
     dt = DeltaTable(uri)
     predicate = " AND ".join(f"t.{k} = s.{k}" for k in keys)
+    # Only rows that differ are rewritten: a rerun of the same interval commits nothing and adds no file.
+    differs = " OR ".join(f"(t.{c} IS DISTINCT FROM s.{c})" for c in rows.column_names if c not in keys)
     return (
         dt.merge(source=rows, predicate=predicate, source_alias="s", target_alias="t",
                  writer_properties=_writer_properties(compression))
-        .when_matched_update_all()
+        .when_matched_update_all(predicate=differs or None)
         .when_not_matched_insert_all()
         .execute()
     )

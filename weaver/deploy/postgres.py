@@ -300,7 +300,8 @@ class LocalPostgres:
         if self.data_dir.exists():
             self._chown_tree(self.data_dir)
         if self._account is not None:
-            probe = self._run(["test", "-w", str(self.root)], capture_output=True, timeout=10)
+            test = shutil.which("test") or shutil.which("test", path="/usr/bin:/bin") or "test"
+            probe = self._run([test, "-w", str(self.root)], capture_output=True, timeout=10)
             if probe.returncode != 0:
                 raise EnvironmentProblem(
                     f"the `{self._account.pw_name}` OS user cannot reach {self.root}: make its parent folders "

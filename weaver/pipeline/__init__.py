@@ -1,18 +1,21 @@
-"""The `temporal_weaver` loop's own steps (extract, account, publish) and the in-process Airflow runner.
+"""The `temporal_weaver` loop's own steps (extract, account, publish), its Assets, and the in-process
+Airflow runner (``weaver.pipeline.demo``).
 
-DAG tasks call one function each from here or from a stage package; ``weaver.pipeline.demo``
-runs the real DAGs with ``airflow dags test``.
+DAG tasks call one function each from here or from a stage package. Names load on first use: DAG
+files import ``weaver.pipeline.assets`` at parse time, which must not pull in the data stack.
 """
 
-from weaver.pipeline.tasks import (
-    account_metrics,
-    extract,
-    job_target,
-    resume_point,
-    run_summary,
-    staging_path,
-    write_run_record,
-)
+from __future__ import annotations
 
-__all__ = ["account_metrics", "extract", "job_target", "resume_point", "run_summary", "staging_path",
-           "write_run_record"]
+import importlib
+from typing import Any
+
+_EXPORTS = {name: "weaver.pipeline.tasks" for name in (
+    "account_metrics", "extract", "job_target", "resume_point", "run_summary", "staging_path", "write_run_record")}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'weaver.pipeline' has no attribute {name!r}")

@@ -119,4 +119,6 @@ def job_target(settings: Settings) -> dict:
     conf = spark_conf(settings, "temporal-weaver-weave")
     conf.pop("spark.app.name", None)
     local = lambda root: root if "://" in root else str(Path(root).resolve())  # noqa: E731
-    return {"lake": local(settings.lake), "woven": local(settings.woven), "spark_conf": conf}
+    # spark-submit's own JVM resolves its local address from SPARK_LOCAL_IP: the driver's address.
+    return {"lake": local(settings.lake), "woven": local(settings.woven), "spark_conf": conf,
+            "spark_env": {"SPARK_LOCAL_IP": settings.spark_driver_host}}

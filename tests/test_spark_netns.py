@@ -1,0 +1,157 @@
+"""Spark beyond loopback: master and worker on one host, the driver on another.
+
+The test builds two network namespaces joined by a veth pair (10.231.x.1 and .2 exist only inside
+them), starts the standalone master and worker in the first, and spark-submits spark_jobs/weave.py
+from the second with the driver host and bind address taken from the settings
+(WEAVER_SPARK_DRIVER_HOST / WEAVER_SPARK_BIND_ADDRESS), so the executors must reach the driver
+across the link. The woven rows equal local mode and the independent oracle. Where the kernel
+refuses namespaces (no CAP_NET_ADMIN, no `ip`), the test is skipped with that reason printed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.test_spark_cluster import _env, _spark_home, _stop
+from tests.test_weave import H, T0, assert_matches_oracle, make_log, prediction, put_predictions, woven_table, write_lake
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.spark]
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30, check=check)
+
+
+@pytest.fixture()
+def two_hosts():
+    """Namespaces (cluster, driver) linked by a veth pair; removed afterwards (their links with them)."""
+    if shutil.which("ip") is None:
+        pytest.skip("`ip` (iproute2) not installed: run `make test` (scripts/system-deps.sh) to get it")
+    tag = f"{os.getpid() % 100000}"
+    cluster, driver = f"wv-cl-{tag}", f"wv-dr-{tag}"
+    net = 231 if os.getpid() % 2 else 232
+    a, b = f"10.{net}.{os.getpid() % 250}.1", f"10.{net}.{os.getpid() % 250}.2"
+    probe = _ip("netns", "add", cluster, check=False)
+    if probe.returncode != 0:
+        reason = f"the kernel refuses network namespaces here ({probe.stderr.strip()})"
+        print(reason)
+        pytest.skip(reason)
+    try:
+        _ip("netns", "add", driver)
+        _ip("link", "add", f"va{tag}", "type", "veth", "peer", "name", f"vb{tag}")
+        _ip("link", "set", f"va{tag}", "netns", cluster)
+        _ip("link", "set", f"vb{tag}", "netns", driver)
+        for ns, dev, addr in ((cluster, f"va{tag}", a), (driver, f"vb{tag}", b)):
+            _ip("-n", ns, "addr", "add", f"{addr}/24", "dev", dev)
+            _ip("-n", ns, "link", "set", dev, "up")
+            _ip("-n", ns, "link", "set", "lo", "up")
+        yield {"cluster": (cluster, a), "driver": (driver, b)}
+    finally:
+        for ns in (cluster, driver):
+            _ip("netns", "del", ns, check=False)
+
+
+def _in(ns: str, cmd: list[str]) -> list[str]:
+    return ["ip", "netns", "exec", ns, *cmd]
+
+
+def test_weave_with_the_driver_on_another_host_equals_local_mode(spark, tmp_path, two_hosts):
+    from weaver.core import storage
+    from weaver.core.jars import delta_jars
+    from weaver.core.settings import load_settings
+    from weaver.core.spark import spark_conf
+    from weaver.weave import weave
+
+    (cluster_ns, cluster_ip), (driver_ns, driver_ip) = two_hosts["cluster"], two_hosts["driver"]
+    data = make_log(seed=23)
+    preds = [prediction(), prediction(partition_id="p1", split_key="k33", probability=0.85)]
+    at = T0 + 8 * H
+    remote = write_lake(tmp_path / "remote_lake", data)
+    put_predictions(remote, preds)
+    local = write_lake(tmp_path / "local_lake", data)
+    put_predictions(local, preds)
+
+    work = tmp_path / "spark"
+    for d in ("local", "worker"):
+        (work / d).mkdir(parents=True)
+    env = _env(work)
+    env["SPARK_LOCAL_IP"] = cluster_ip
+    master_url = f"spark://{cluster_ip}:7077"
+    daemon = [sys.executable, "-m", "weaver.deploy.spark_daemon"]
+    logs = [work / "master.log", work / "worker.log"]
+    master = worker = None
+    try:
+        with open(logs[0], "wb") as m_log, open(logs[1], "wb") as w_log:
+            master = subprocess.Popen(_in(cluster_ns, daemon + ["master", "--host", cluster_ip, "--port", "7077",
+                                                                "--webui-port", "8080"]),
+                                      stdout=m_log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            worker = subprocess.Popen(_in(cluster_ns, daemon + ["worker", "--host", cluster_ip, "--webui-port", "8081",
+                                                                "--cores", "1", "--memory", "1g",
+                                                                "--work-dir", str(work / "worker"), master_url]),
+                                      stdout=w_log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        _wait_for_master_in(cluster_ns, cluster_ip, [master, worker], logs)
+
+        # The driver's addresses come from the settings, as in the compose file's scheduler.
+        denv = dict(env, SPARK_LOCAL_IP=driver_ip, WEAVER_SPARK_DRIVER_HOST=driver_ip,
+                    WEAVER_SPARK_BIND_ADDRESS=driver_ip)
+        settings = load_settings(env=denv, lake=remote.lake, spark_shuffle_partitions=2)
+        assert (settings.spark_driver_host, settings.spark_bind_address) == (driver_ip, driver_ip)
+        conf = spark_conf(settings, "weaver-weave")
+        assert conf["spark.driver.host"] == driver_ip
+        conf.pop("spark.jars")
+        conf.update({"spark.executor.memory": "512m", "spark.cores.max": "1", "spark.executor.cores": "1"})
+        cmd = [str(_spark_home() / "bin" / "spark-submit"), "--master", master_url, "--deploy-mode", "client",
+               "--jars", ",".join(delta_jars())]
+        for k, v in conf.items():
+            cmd += ["--conf", f"{k}={v}"]
+        cmd += [str(ROOT / "spark_jobs" / "weave.py"), "--lake", remote.lake, "--at", at.isoformat()]
+        proc = subprocess.run(_in(driver_ns, cmd), capture_output=True, text=True, env=denv, timeout=400,
+                              cwd=str(tmp_path))
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+        summary = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert summary["spark_master"] == master_url
+        assert summary["timepoints_written"] > 0
+        # The executor ran on the cluster host and talked to the driver across the link.
+        wlog = logs[1].read_text(errors="replace")
+        assert "Launching executor" in wlog or "Asked to launch executor" in wlog, wlog[-2000:]
+    finally:
+        _stop(worker)
+        _stop(master)
+
+    ref = weave(spark, local, at=at)
+    assert ref["timepoints_written"] == summary["timepoints_written"]
+    order = [("weave_id", "ascending"), ("timepoint", "ascending"), ("key", "ascending")]
+    assert woven_table(remote).sort_by(order).equals(woven_table(local).sort_by(order))
+    cat = [storage.read(storage.uri_for(s, storage.WOVEN_CATALOG), storage.WOVEN_CATALOG).sort_by("weave_id")
+           for s in (remote, local)]
+    assert cat[0].equals(cat[1])
+    assert assert_matches_oracle(remote, data, preds, at=at) == summary["timepoints_written"]
+
+
+def _wait_for_master_in(ns: str, ip: str, procs, logs, timeout_s: float = 180) -> None:
+    """The master's JSON (read from inside the cluster namespace) lists one alive worker."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for p, log in zip(procs, logs):
+            if p.poll() is not None:
+                raise AssertionError(f"{log.name} exited early:\n{log.read_text()[-3000:]}")
+        r = subprocess.run(_in(ns, ["curl", "--silent", "--max-time", "3", f"http://{ip}:8080/json/"]),
+                           capture_output=True, text=True, timeout=20)
+        if r.returncode == 0 and r.stdout.strip():
+            try:
+                if json.loads(r.stdout).get("aliveworkers", 0) >= 1:
+                    return
+            except json.JSONDecodeError:
+                pass
+        time.sleep(1.0)
+    raise AssertionError("the worker did not register in time:\n" + "\n".join(l.read_text()[-2000:] for l in logs))

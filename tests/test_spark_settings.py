@@ -1,0 +1,36 @@
+"""Spark's driver addresses come from the settings: loopback by default, another host when told."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def test_driver_host_and_bind_address_default_to_loopback(tmp_path):
+    from weaver.pipeline import job_target
+    from weaver.core.settings import load_settings
+    from weaver.core.spark import spark_conf
+
+    s = load_settings(env={}, lake=str(tmp_path / "lake"))
+    assert (s.spark_driver_host, s.spark_bind_address) == ("127.0.0.1", "127.0.0.1")
+    conf = spark_conf(s)
+    assert conf["spark.driver.host"] == conf["spark.driver.bindAddress"] == "127.0.0.1"
+    assert job_target(s)["spark_env"] == {"SPARK_LOCAL_IP": "127.0.0.1"}
+
+
+def test_driver_addresses_from_the_environment(tmp_path):
+    from weaver.pipeline import job_target
+    from weaver.core.settings import load_settings
+    from weaver.core.spark import spark_conf
+
+    env = {"WEAVER_SPARK_DRIVER_HOST": "airflow-scheduler", "WEAVER_SPARK_BIND_ADDRESS": "0.0.0.0"}
+    s = load_settings(env=env, lake=str(tmp_path / "lake"))
+    assert (s.spark_driver_host, s.spark_bind_address) == ("airflow-scheduler", "0.0.0.0")
+    conf = spark_conf(s)
+    assert conf["spark.driver.host"] == "airflow-scheduler" and conf["spark.driver.bindAddress"] == "0.0.0.0"
+    # spark-submit's JVM resolves its own address from SPARK_LOCAL_IP: the driver host, not loopback.
+    assert job_target(s)["spark_env"] == {"SPARK_LOCAL_IP": "airflow-scheduler"}
+
+
+def test_the_dag_no_longer_pins_spark_local_ip():
+    dag = (Path(__file__).resolve().parent.parent / "dags" / "temporal_weaver.py").read_text()
+    assert "127.0.0.1" not in dag and "spark_env" in dag
