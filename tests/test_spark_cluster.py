@@ -162,7 +162,7 @@ def test_weave_on_a_standalone_cluster_equals_local_mode(spark, tmp_path):
         for k, v in conf.items():
             cmd += ["--conf", f"{k}={v}"]
         cmd += [str(ROOT / "spark_jobs" / "weave.py"), "--lake", cluster_settings.lake, "--at", at.isoformat()]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=str(tmp_path))
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=str(tmp_path))
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
         summary = json.loads(proc.stdout.strip().splitlines()[-1])
         assert summary["spark_master"] == master_url
