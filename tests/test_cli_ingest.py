@@ -43,6 +43,8 @@ def test_ingest_dynamodb_exports_json_summary_and_rerun(tmp_path):
     assert (again["changes_written"], again["duplicates_skipped"]) == (0, second["records_read"])
     human = _run("ingest", "--source", "dynamodb-export", "--input", str(inc), "--keys", "pk,sk", "--lake", lake)
     assert human.exit_code == 0 and "skipped" in human.stdout
+    other = _run("ingest", "--source", "dynamodb-export", "--input", str(inc), "--keys", "pk", "--lake", lake, "--json")
+    assert other.exit_code == 2 and "--keys pk,sk" in _json(other)["message"]  # keys stay encoded one way
 
 
 def test_bad_input_exits_2_naming_file_and_line_and_writes_nothing(tmp_path):

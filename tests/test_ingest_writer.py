@@ -66,3 +66,15 @@ def test_ingest_continues_an_existing_lake_and_routes_by_its_lineage(lake_copy, 
         assert [row["partition_id"]] == owner
         assert row["ts"] >= last_ts  # never before the lake's last change
     assert r.ts_carried_forward == 4  # all four source times lie before the lake's last ts
+
+
+def test_an_update_that_changes_the_key_deletes_the_old_key(tmp_path):
+    events = [ev("c", 10, 10, T, {"id": 1, "v": "a"}),
+              ev("u", 20, 20, T + timedelta(seconds=1), {"id": 5, "v": "a"}, before={"id": 1})]
+    f = tmp_path / "ev.json"
+    f.write_text("".join(json.dumps(e) + "\n" for e in events))
+    s = load_settings(lake=str(tmp_path / "lake"))
+    r = ingest(s, DebeziumFile(f, keys="id"))
+    assert r.changes_written == 3  # c, then DELETE of id 1 and PUT of id 5 at the update's position
+    assert lake_state(s, T) == {(1,): {"id": {"N": "1"}, "v": {"S": "a"}}}
+    assert lake_state(s, T + timedelta(seconds=1)) == {(5,): {"id": {"N": "5"}, "v": {"S": "a"}}}

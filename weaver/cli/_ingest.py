@@ -45,6 +45,7 @@ def ingest(
     except WeaverError as exc:
         raise fail(exc, as_json)
     obj = {"lake": s.lake, **res.to_json()}
-    emit(obj, as_json, f"{res.source}: read {res.records_read} records, wrote {res.changes_written} changes "
-                       f"(seq {res.first_seq}..{res.last_seq}), skipped {res.duplicates_skipped} duplicates; "
-                       f"watermark {res.old_watermark} -> {res.new_watermark}")
+    seqs = f" (seq {res.first_seq}..{res.last_seq})" if res.changes_written else ""
+    emit(obj, as_json, f"{res.source}: read {res.records_read} records, wrote {res.changes_written} changes{seqs}, "
+                       f"skipped {res.duplicates_skipped} duplicates; "
+                       f"watermark {res.old_watermark or 'none'} -> {res.new_watermark}")

@@ -188,6 +188,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             pa.field("last_seq", pa.int64()),
             pa.field("changes", pa.int64(), nullable=False),
             pa.field("fingerprint", pa.string(), nullable=False),
+            pa.field("keys", pa.string()),  # the key attributes the source's keys were encoded from
         ]
     ),
     # The source's own timestamp and position of each ingested change (ts may be carried forward).

@@ -40,6 +40,7 @@ class Watermark:
     watermark: str  # `pos` in the source's terms
     complete_to: datetime
     fingerprints: frozenset = frozenset()
+    keys: Optional[str] = None  # "pk,sk" the source's keys were encoded from
 
 
 @dataclass
@@ -61,6 +62,7 @@ class Adapter(Protocol):
     """A source of changes: reads its input into one Batch, after the lake's watermark."""
 
     source: str  # "<kind>:<name>", the watermark's identity in the lake
+    keys: list[str]  # key attributes, hash key first
 
     def read(self, since: Optional[Watermark], progress: Optional[Callable[[int], None]] = None) -> Batch:
         """All changes of the input (source order), with `since` telling what the lake already has."""

@@ -4,7 +4,8 @@ Envelope: ``before``, ``after``, ``op`` (r snapshot read, c create, u update, d 
 t truncate), ``ts_ms``, ``source`` (``lsn``, ``txId``, ``ts_ms`` = commit time, ``ts_us`` where
 given, ``snapshot``, ``sequence`` = ``["<commit LSN>", "<event LSN>"]``, ``db``/``schema``/``table``).
 
-Mapping: r/c/u -> PUT of ``after``; d -> DELETE of ``before``'s key; t -> DELETE of every key
+Mapping: r/c/u -> PUT of ``after`` (an update whose ``before`` holds another key also DELETEs that
+key); d -> DELETE of ``before``'s key; t -> DELETE of every key
 the lake holds at that point. Source order = position (commit LSN from ``sequence``, event LSN):
 commit order, which is the order Postgres made the changes visible (event LSNs alone interleave
 across concurrent transactions). ts = the commit time (``source.ts_us``, else ``source.ts_ms``),
@@ -105,7 +106,7 @@ class DebeziumFile:
 
     def read(self, since: Optional[Watermark], progress: Optional[Callable[[int], None]] = None) -> Batch:
         events = self._load()
-        out: list[tuple[Position, int, Change]] = []
+        out: list[tuple[Position, int, int, Change]] = []
         h = hashlib.sha256()
         max_ts = None
         for i, (where, ev) in enumerate(events):
@@ -140,11 +141,17 @@ class DebeziumFile:
                     raise MalformedInputError(f"{at}: op {op!r} needs a {what!r} image")
                 key = self._key(image, at)
                 ch = Change(pos, key, kind, encode_row(image) if kind == "PUT" else None, ts)
+                before = ev.get("before")
+                if op == "u" and isinstance(before, dict) and all(a in before for a in self.keys):
+                    old = self._key(before, at)
+                    if old != key:  # the update moved the row to another key: the old key is gone
+                        h.update(f"{pos}|{old}|DELETE|".encode())
+                        out.append((pos, i, 0, Change(pos, old, "DELETE", None, ts)))
             h.update(f"{pos}|{ch.key}|{ch.op}|".encode())
-            out.append((pos, i, ch))
+            out.append((pos, i, 1, ch))
         if progress:
             progress(len(events))
-        out.sort(key=lambda t: (t[0], t[1]))
+        out.sort(key=lambda t: t[:3])
         if not out:
             raise MalformedInputError(f"{', '.join(map(str, self.paths))}: no change events")
         return Batch(source=self.source, changes=[c for *_, c in out], start=out[0][0], end=out[-1][0],

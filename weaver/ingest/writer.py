@@ -133,7 +133,7 @@ def load_watermark(settings, source: str, *, repair: bool = True) -> Optional[Wa
     last = ledger.filter(pc.equal(ledger.column("batch"), committed)).to_pylist()[0]
     return Watermark(source=source, batch=committed, pos=parse_position(last["position"]),
                      watermark=last["watermark"], complete_to=last["complete_to"],
-                     fingerprints=frozenset(ledger.column("fingerprint").to_pylist()))
+                     fingerprints=frozenset(ledger.column("fingerprint").to_pylist()), keys=last.get("keys"))
 
 
 def _rows_from_history(dt, source: str, have: int, committed: int) -> pa.Table:
@@ -202,6 +202,11 @@ def ingest(settings, adapter: Adapter, *, partitioning: Partitioning = Partition
     """
     source = adapter.source
     wm = load_watermark(settings, source)
+    key_spec = ",".join(adapter.keys)
+    if wm is not None and wm.keys and wm.keys != key_spec:
+        raise InvalidParameterError(
+            f"{source} was ingested with --keys {wm.keys}; its keys must stay encoded the same way "
+            f"(got --keys {key_spec})")
     batch = adapter.read(wm, progress)
     new, dups = _classify(adapter, wm, batch)
     result = IngestResult(source=source, records_read=batch.records_read, changes_written=0,
@@ -261,7 +266,7 @@ def ingest(settings, adapter: Adapter, *, partitioning: Partitioning = Partition
     record = {"source": source, "batch": batch_no, "watermark": adapter.describe(batch.end),
               "position": format_position(batch.end), "complete_to": batch.complete_to.isoformat(),
               "committed_at": now.isoformat(), "first_seq": last_seq + 1 if new else None,
-              "last_seq": seq if new else None, "changes": len(new), "fingerprint": batch.fingerprint}
+              "last_seq": seq if new else None, "changes": len(new), "fingerprint": batch.fingerprint, "keys": key_spec}
 
     # --- writes (everything above raised before this point on bad input) ---
     if parts_table is not None:
