@@ -103,7 +103,7 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack():
+def stack(request):
     from weaver.simulate import SimConfig, simulate
 
     # Not tmp_path: pytest's base folder is root-only, and Postgres runs as its own OS user.
@@ -130,6 +130,13 @@ def stack():
         pids = _service_pids(state)
         down = _weaver("services", "down", "--state-dir", str(state), "--timeout", "20", "--json", timeout=300)
         left = [p for p in pids if _alive(p)]
+        if request.session.testsfailed:
+            # Keep what explains a failure: the services' logs and the Airflow task logs.
+            keep = Path(tempfile.mkdtemp(prefix="weaver-deploy-logs-"))
+            for src in (state / "logs", state / "volumes" / "airflow-logs"):
+                if src.exists():
+                    shutil.copytree(src, keep / src.name, dirs_exist_ok=True)
+            print(f"services and task logs kept in {keep}")
         shutil.rmtree(root, ignore_errors=True)
         assert down.returncode == 0, down.stderr[-2000:]
         assert not left, f"processes left running after `weaver services down`: {left}"
