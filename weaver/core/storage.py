@@ -159,6 +159,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             pa.field("actual_split_key", pa.string()),
             pa.field("actual_split_ts", TS),
             pa.field("updated_at", TS),
+            pa.field("origin", pa.string(), nullable=False),  # 'predicted' | 'manual' (issue 13)
         ]
     ),
     WOVEN_SNAPSHOTS: pa.schema(
@@ -172,6 +173,12 @@ SCHEMAS: dict[str, pa.Schema] = {
             pa.field("value", pa.binary()),
         ]
     ),
+}
+
+#: Columns added to a table after it was first written: a table (or row) from before the column
+#: existed reads with this value; the next MERGE evolves the table's schema (merge_schema).
+ADDED_COLUMNS: dict[str, dict[str, object]] = {
+    WOVEN_CATALOG: {"origin": "predicted"},
 }
 
 OPS = ("PUT", "DELETE")
@@ -260,8 +267,12 @@ def conform(table: pa.Table, name: str, *, where: str = "") -> pa.Table:
     incompatible type raises SchemaMismatchError naming both.
     """
     schema = SCHEMAS[name]
+    added = ADDED_COLUMNS.get(name, {})
     cols = []
     for f in schema:
+        if f.name not in table.column_names and f.name in added:
+            cols.append(pa.chunked_array([pa.array([added[f.name]] * table.num_rows, f.type)], f.type))
+            continue
         if f.name not in table.column_names:
             raise SchemaMismatchError(
                 f"table {name!r}{where} lacks column {f.name!r} ({f.type}); found {table.column_names}"
@@ -274,6 +285,8 @@ def conform(table: pa.Table, name: str, *, where: str = "") -> pa.Table:
                 raise SchemaMismatchError(
                     f"table {name!r}{where}: column {f.name!r} is {col.type}, the contract says {f.type}"
                 ) from exc
+        if col.null_count and f.name in added:
+            col = pc.fill_null(col, pa.scalar(added[f.name], f.type))
         if not f.nullable and col.null_count:
             raise SchemaMismatchError(f"table {name!r}{where}: column {f.name!r} has nulls")
         cols.append(col)
@@ -432,8 +445,10 @@ def merge(
         return {"num_target_rows_inserted": 0}
     dt = DeltaTable(uri)
     predicate = " AND ".join(f"t.{k} = s.{k}" for k in keys)
+    # A table written before a column was added (ADDED_COLUMNS) gains it here.
+    evolve = bool(ADDED_COLUMNS.get(name)) and not set(rows.column_names) <= {f.name for f in dt.schema().fields}
     return (
-        dt.merge(source=rows, predicate=predicate, source_alias="s", target_alias="t",
+        dt.merge(source=rows, predicate=predicate, source_alias="s", target_alias="t", merge_schema=evolve,
                  writer_properties=_writer_properties(compression))
         .when_matched_update_all()
         .when_not_matched_insert_all()
