@@ -26,6 +26,7 @@ from weaver.api.schemas import (
     PartitionPage,
     PredictionPage,
     RecoveryRequest,
+    WhatIfRequest,
     WovenPage,
     _ROWS_HEADERS,
     _rows_responses,
@@ -36,6 +37,7 @@ from weaver.core.settings import Settings
 from weaver.log import Lineage
 from weaver.recover import recover, woven_snapshot
 from weaver.weave import read_woven_catalog
+from weaver.whatif import plan_whatif, whatif_weave
 
 router = APIRouter()
 
@@ -183,3 +185,42 @@ def partitions(
     nxt = page[-1]["partition_id"] if len(items) > limit else None
     return {"items": [_jsonable(i) for i in page], "next_cursor": nxt}
 
+
+@router.post("/v1/whatif", dependencies=AUTH, tags=["whatif"], responses=ERRORS)
+def whatif(request: Request, body: WhatIfRequest = Body(...)) -> dict:
+    """Weave "what if `partition_id` had split at `split_key` at `at`?" into the woven tier
+    (origin manual, confidence 1.0). Validated before Spark starts (4xx, nothing written); the
+    weave runs in this process' Spark session; the same question again writes nothing."""
+    from weaver.core.spark import get_spark
+
+    s: Settings = request.app.state.settings
+    at = _timepoint(body.at, "at")
+    until = _timepoint(body.until, "until") if body.until is not None else None
+    plan_whatif(s, body.partition_id, at, split_key=body.split_key, until=until, key_by=body.key_by)
+    r = whatif_weave(get_spark(s, "weaver-api-whatif"), s, body.partition_id, at, split_key=body.split_key,
+                     until=until, key_by=body.key_by)
+    return _jsonable(r)
+
+
+@router.get("/v1/advice", dependencies=AUTH, tags=["whatif"], responses=ERRORS)
+def advice(
+    request: Request,
+    partition_id: str | None = Query(None, pattern=PARTITION_PATTERN, max_length=80),
+    run_ts: str | None = Query(None, max_length=64, json_schema_extra=DATE_TIME,
+                               description="Only the advice of this prediction run (default: every run)."),
+    action: Literal["pre_split", "wait", "raise_capacity"] | None = Query(None),
+    as_of_version: int | None = Query(None, ge=0, description="The advice table as of this Delta version "
+                                      "(transaction time: what was advised then)."),
+) -> dict:
+    """Proactive advice per prediction run and partition (pre_split at a key, wait, raise_capacity)
+    with its expected effect and, once the window closed, its backtest against what happened."""
+    from weaver.whatif import read_advice
+
+    s: Settings = request.app.state.settings
+    rt = _timepoint(run_ts, "run_ts") if run_ts is not None else None
+    if partition_id is not None:
+        Lineage.load(s).get(partition_id)  # 404 for an unknown partition, not an empty list
+    rows = read_advice(s, version=as_of_version).to_pylist()
+    rows = [r for r in rows if (partition_id is None or r["partition_id"] == partition_id)
+            and (rt is None or r["run_ts"] == rt) and (action is None or r["action"] == action)]
+    return {"items": [_jsonable(r) for r in rows]}

@@ -89,3 +89,8 @@ def backtest_id(start: datetime, end: datetime, every: timedelta, model: str, wi
     raw = f"{start.isoformat()}|{end.isoformat()}|{every.total_seconds()}|{model}|{window.total_seconds()}|" \
           f"{size_threshold}|{write_threshold}"
     return hashlib.sha1(raw.encode()).hexdigest()[:16]
+
+
+def advice_id(prediction_id: str) -> str:
+    """Deterministic id of the advice given on a prediction: sha1 of ``"advice|{prediction_id}"``[:16]."""
+    return _sha1(f"advice|{prediction_id}")[:16]

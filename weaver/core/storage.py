@@ -29,6 +29,7 @@ SNAPSHOT_CATALOG = "snapshot_catalog"
 PREDICTIONS = "predictions"
 BACKTEST_RESULTS = "backtest_results"
 WOVEN_CATALOG = "woven_catalog"
+ADVICE = "advice"
 WOVEN_SNAPSHOTS = "woven_snapshots"
 
 WOVEN_TABLES = frozenset({WOVEN_CATALOG, WOVEN_SNAPSHOTS})
@@ -160,6 +161,32 @@ SCHEMAS: dict[str, pa.Schema] = {
             pa.field("actual_split_ts", TS),
             pa.field("updated_at", TS),
             pa.field("origin", pa.string(), nullable=False),  # 'predicted' | 'manual' (issue 13)
+        ]
+    ),
+    ADVICE: pa.schema(  # one row per (prediction run, partition): what to do before the split (issue 13)
+        [
+            pa.field("advice_id", pa.string(), nullable=False),
+            pa.field("run_ts", TS, nullable=False),
+            pa.field("partition_id", pa.string(), nullable=False),
+            pa.field("prediction_id", pa.string(), nullable=False),
+            pa.field("probability", pa.float64(), nullable=False),
+            pa.field("reason", pa.string()),
+            pa.field("predicted_split_ts", TS),
+            pa.field("window_end", TS, nullable=False),
+            pa.field("action", pa.string(), nullable=False),  # 'pre_split' | 'wait' | 'raise_capacity'
+            pa.field("split_key", pa.string()),
+            pa.field("key_by", pa.string()),  # 'size' | 'load'
+            # Expected effect (at the predicted split instant, the parent at its threshold):
+            pa.field("expected_left_share", pa.float64()),
+            pa.field("expected_right_share", pa.float64()),
+            pa.field("expected_peak_utilization", pa.float64()),
+            pa.field("expected_hours_to_recross", pa.float64()),
+            pa.field("largest_before_bytes", pa.int64()),
+            pa.field("largest_after_bytes", pa.int64()),
+            # Backtest: scored against what happened once the window closed (null until then).
+            pa.field("backtest", pa.string()),  # 'avoided' | 'child_crossed' | 'split_happened' | 'no_split'
+            pa.field("actual_split", pa.bool_()),
+            pa.field("scored_at", TS),
         ]
     ),
     WOVEN_SNAPSHOTS: pa.schema(
