@@ -37,6 +37,7 @@ demo: install jars
 	$(BIN)/weaver demo
 
 test: install jars
+	@sh scripts/system-packages.sh
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest
 

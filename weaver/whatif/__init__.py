@@ -4,6 +4,7 @@ from weaver.whatif.advice import ACTIONS, advise, advise_run, read_advice, score
 from weaver.whatif.impact import impact
 from weaver.whatif.keys import KEY_BY, Cut, KeyChoice, split_candidates
 from weaver.whatif.manual import WhatIf, plan_whatif, whatif_weave
+from weaver.whatif.report import render as render_report
 
 __all__ = ["ACTIONS", "KEY_BY", "Cut", "KeyChoice", "WhatIf", "advise", "advise_run", "impact", "plan_whatif",
-           "read_advice", "score_advice", "split_candidates", "whatif_weave"]
+           "read_advice", "render_report", "score_advice", "split_candidates", "whatif_weave"]
