@@ -124,3 +124,92 @@ def test_manual_weave_equals_the_oracle_at_every_timepoint_and_serves_rollback(s
     (row,) = [x for x in read_woven_catalog(settings).to_pylist() if x["weave_id"] == r["weave_id"]]
     assert row["status"] == "active"
     assert storage.version_of(storage.uri_for(settings, storage.WOVEN_SNAPSHOTS)) == r["version"]
+
+
+# --- 3 + 6: impact of a woven split, time travel on both axes, the HTTP API ----------------------
+@pytest.mark.spark
+@pytest.mark.slow
+def test_impact_time_travel_and_api_on_the_hot_end_lake(spark, tmp_path):
+    from deltalake import DeltaTable
+    from fastapi.testclient import TestClient
+
+    from tests.lakes import FORECAST_T0, forecast_settings, hot_end_lake
+    from weaver.api import create_app
+    from weaver.core import storage
+    from weaver.recover import recover, woven_snapshot
+    from weaver.whatif import impact, whatif_weave
+
+    s = forecast_settings(hot_end_lake(tmp_path / "lake"), api_token="tok")
+    auth = {"Authorization": "Bearer tok"}
+    changes = storage.read(storage.uri_for(s, storage.CHANGELOG), storage.CHANGELOG).to_pylist()
+    end = max(c["ts"] for c in changes)
+    t_a, t_b = FORECAST_T0 + 10 * H + timedelta(minutes=15), FORECAST_T0 + 12 * H + timedelta(minutes=30)
+    with TestClient(create_app(s)) as client:
+        for body, status in (({"partition_id": "nope", "at": t_a.isoformat()}, 404),
+                             ({"partition_id": "h", "at": t_a.isoformat(), "split_key": ""}, 400),
+                             ({"partition_id": "h", "at": "2026-03-01T10:00:00"}, 400),
+                             ({"partition_id": "h", "at": (end + H).isoformat()}, 400),
+                             ({"partition_id": "h", "at": t_a.isoformat(), "bogus": 1}, 422)):
+            r = client.post("/v1/whatif", json=body, headers=auth)
+            assert r.status_code == status, (body, r.text)
+        assert not Path(s.woven).exists()
+        r = client.post("/v1/whatif", json={"partition_id": "h", "at": t_a.isoformat(),
+                                             "until": (t_a + 2 * H).isoformat(), "key_by": "load"}, headers=auth)
+        assert r.status_code == 200, r.text
+        a = r.json()
+        assert a["timepoints_written"] == 3 and a["key_by"] == "load" and a["origin"] == "manual"
+        b = whatif_weave(spark, s, "h", t_b, until=t_b + 2 * H, key_by="size")
+        assert b["split_key"] == "b00000100" and b["version"] == a["version"] + 1
+
+        # Valid time x transaction time: at 15:00 the current tier answers from weave B (14:30);
+        # as of weave A's version it answered from weave A's last timepoint (12:15).
+        q = FORECAST_T0 + 15 * H
+        _, now, rows_now = woven_snapshot(s, "h", q, confidence_threshold=1.0)
+        _, then, rows_then = woven_snapshot(s, "h", q, confidence_threshold=1.0, as_of_version=a["version"])
+        assert (now.weave_id, now.timepoint) == (b["weave_id"], t_b + 2 * H)
+        assert (then.weave_id, then.timepoint) == (a["weave_id"], t_a + 2 * H)
+        assert rows_to_dict(rows_now) == fold(changes, at=t_b + 2 * H)
+        assert rows_to_dict(rows_then) == fold(changes, at=t_a + 2 * H)
+        ts_a = datetime_of_version(storage.uri_for(s, storage.WOVEN_SNAPSHOTS), a["version"])
+        _, then_ts, _ = woven_snapshot(s, "h", q, confidence_threshold=1.0, as_of=ts_a)
+        assert then_ts.weave_id == a["weave_id"]
+        r = client.get("/v1/woven-snapshots", params={"partition_id": "h", "timepoint": q.isoformat(),
+                                                       "as_of": str(a["version"]), "format": "json",
+                                                       "confidence_threshold": 1.0}, headers=auth)
+        assert r.status_code == 200 and r.json()["weave_id"] == a["weave_id"], r.text
+        old = recover(s, "h", q, confidence_threshold=1.0, as_of_version=a["version"])
+        assert (old.path, old.weave_id) == ("woven", a["weave_id"]) and rows_to_dict(old.table) == fold(changes, at=q)
+
+    # Impact of weave A against the brute force.
+    imp = impact(s, a["weave_id"], model="arima")
+    k = a["split_key"]
+    tps = [t_a + i * H for i in range(3)]
+    assert imp["timepoints"] == tps
+    for cid, (lo, hi) in zip(a["child_ids"], (("", k), (k, None))):
+        ch = imp["children"][cid]
+        for tp, row in zip(tps, ch["series"]):
+            state = fold(changes, key_lo=lo, key_hi=hi, at=tp)
+            assert row["items"] == len(state)
+            assert row["size_bytes"] == sum(len(x.encode()) + len(v) for x, v in state.items())
+            written = [c["key"] for c in changes if tp - H < c["ts"] <= tp and c["key"] >= lo and (hi is None or c["key"] < hi)]
+            assert row["writes"] == len(written) and row["write_rate"] == pytest.approx(len(written) / 3600)
+            top = max(written.count(x) for x in set(written))
+            assert row["hottest_key_share"] == pytest.approx(top / len(written))
+            assert row["read_rate"] is None  # this lake has no access log
+        assert 0.0 <= ch["forecast"]["probability"] <= 1.0
+    sizes = [imp["children"][c]["series"][-1]["size_bytes"] for c in a["child_ids"]]
+    assert imp["largest_partition"]["before_bytes"] == 200 * 1000
+    assert imp["largest_partition"]["after_bytes"] == max(sizes)
+    assert imp["balance"][-1]["size"] == pytest.approx(min(sizes) / max(sizes))
+    files = pa.table(DeltaTable(storage.uri_for(s, storage.WOVEN_SNAPSHOTS)).get_add_actions(flatten=True)).to_pylist()
+    assert imp["woven_bytes"] == sum(f["size_bytes"] for f in files if f["partition.weave_id"] == a["weave_id"]) > 0
+    assert imp["recovery"]["rows_equal"] and imp["recovery"]["woven_path"] == "woven"
+
+
+def datetime_of_version(uri: str, version: int):
+    from datetime import datetime
+
+    from deltalake import DeltaTable
+
+    (h,) = [x for x in DeltaTable(uri).history() if x["version"] == version]
+    return datetime.fromtimestamp(h["timestamp"] / 1000, tz=timezone.utc)
