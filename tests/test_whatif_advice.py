@@ -87,7 +87,7 @@ def test_advice_is_backtested_against_what_happened(tmp_path, hot):
 
     root = tmp_path / "lake"
     shutil.copytree(hot, root)
-    s = forecast_settings(root)
+    s = forecast_settings(root, api_token="tok")
     run = FORECAST_T0 + 8 * H
     p = prediction("h", run_ts=run, split_key="b00000190", split_ts=run + 3 * H, window=timedelta(hours=5))
     p["reason"] = "throughput"
@@ -109,3 +109,18 @@ def test_advice_is_backtested_against_what_happened(tmp_path, hot):
     # Transaction time: the version before scoring still shows the open advice.
     (before,) = read_advice(s, version=v_open).to_pylist()
     assert before["backtest"] is None
+
+    # The same through GET /v1/advice, now and as of the version before scoring.
+    from fastapi.testclient import TestClient
+
+    from weaver.api import create_app
+
+    auth = {"Authorization": "Bearer tok"}
+    with TestClient(create_app(s)) as client:
+        (item,) = client.get("/v1/advice", params={"partition_id": "h"}, headers=auth).json()["items"]
+        assert (item["action"], item["split_key"], item["backtest"]) == ("pre_split", k, "avoided")
+        (old,) = client.get("/v1/advice", params={"as_of_version": v_open}, headers=auth).json()["items"]
+        assert old["backtest"] is None
+        assert client.get("/v1/advice", params={"action": "wait"}, headers=auth).json()["items"] == []
+        assert client.get("/v1/advice", params={"partition_id": "zz"}, headers=auth).status_code == 404
+        assert client.get("/v1/advice", params={"run_ts": "2026-03-01T08:00:00"}, headers=auth).status_code == 400
