@@ -77,6 +77,22 @@ def test_bad_what_ifs_are_named_errors_and_write_nothing(lake):
     for err, kw in bad:
         with pytest.raises(err):
             whatif_weave(None, settings, **kw)  # validation fails before Spark is touched
+    # The CLI: one line or one JSON error, exit 2, before any Spark session starts.
+    import json
+
+    from typer.testing import CliRunner
+
+    from weaver.cli import app
+
+    runner = CliRunner()
+    for args, name in ((["--partition", "p9", "--at", (T0 + 2 * H).isoformat()], "UnknownPartitionError"),
+                       (["--partition", "p1", "--at", (T0 + 2 * H).isoformat(), "--split-key", "k05"],
+                        "InvalidParameterError"),
+                       (["--partition", "p1", "--at", (end + H).isoformat()], "InvalidTimepointError")):
+        r = runner.invoke(app, ["whatif", "weave", "--lake", settings.lake, "--json", *args])
+        assert r.exit_code == 2 and json.loads(r.stdout.splitlines()[0])["error"] == name, r.stdout
+    r = runner.invoke(app, ["whatif", "weave", "--lake", settings.lake, "--partition", "p1", "--at", "2026-01-01T02:00"])
+    assert r.exit_code == 2
     assert not (Path(settings.woven)).exists()
 
 
