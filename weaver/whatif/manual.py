@@ -87,8 +87,8 @@ def plan_whatif(settings: Settings, partition_id: str, at: datetime | str, *, sp
     if split_key is not None:
         if not in_range(split_key, p.key_lo, p.key_hi):
             raise InvalidParameterError(
-                f"split key {split_key!r} is not strictly inside {p.partition_id!r}'s range [{p.key_lo!r}, "
-                f"{p.key_hi!r}); both children must be non-empty ranges - omit --split-key to use the size "
+                f"split key {split_key!r} is not strictly inside the range of {p.partition_id!r}, [{p.key_lo!r}, "
+                f"{p.key_hi!r if p.key_hi is not None else '+inf'}); both children must be non-empty ranges - omit --split-key to use the size "
                 "median or load-balancing key")
         by = "given"
     else:
