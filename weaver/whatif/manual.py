@@ -85,10 +85,11 @@ def plan_whatif(settings: Settings, partition_id: str, at: datetime | str, *, sp
                                     f"{format_duration(MAX_SPAN)} per what-if")
     choice = None
     if split_key is not None:
+        hi = repr(p.key_hi) if p.key_hi is not None else "+inf"
         if not in_range(split_key, p.key_lo, p.key_hi):
             raise InvalidParameterError(
                 f"split key {split_key!r} is not strictly inside the range of {p.partition_id!r}, [{p.key_lo!r}, "
-                f"{p.key_hi!r if p.key_hi is not None else '+inf'}); both children must be non-empty ranges - omit --split-key to use the size "
+                f"{hi}); both children must be non-empty ranges - omit --split-key to use the size "
                 "median or load-balancing key")
         by = "given"
     else:
