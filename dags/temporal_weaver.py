@@ -1,9 +1,9 @@
 """temporal_weaver: the background loop of Temporal Weaver (DESIGN §6).
 
 extract -> check (GX) -> metrics -> forecast -> check (GX) -> weave (spark-submit) -> check (GX)
--> publish/reconcile (with advice on the run's predictions). Wiring only: each task calls one
-function of the `weaver` package, heavy imports stay inside the tasks, and each task works on the
-run's data interval, so a rerun of the same interval writes the same rows once.
+-> publish/reconcile. Wiring only: each task calls one function of the `weaver` package, heavy
+imports stay inside the tasks, and each task works on the run's data interval, so a rerun of the
+same interval writes the same rows once.
 """
 
 from __future__ import annotations
@@ -119,15 +119,11 @@ def temporal_weaver():
     def publish(run: dict, check: dict, params=None, run_id=None) -> dict:
         from weaver.pipeline import run_summary, write_run_record
         from weaver.weave import reconcile
-        from weaver.whatif import advise
 
         s = _settings(params)
         at = datetime.fromisoformat(run["at"])
         lifecycle = reconcile(s, at=at)
-        # Proactive advice on this run's predictions (MERGEd into `advice`; earlier advice scored).
-        actions = advise(s, at=at, confidence_threshold=params["confidence_threshold"]).column("action").to_pylist()
-        summary = {**run_summary(s, at=at), "lifecycle": lifecycle, "woven_check": check,
-                   "advice": {a: actions.count(a) for a in sorted(set(actions))}}
+        summary = {**run_summary(s, at=at), "lifecycle": lifecycle, "woven_check": check}
         write_run_record(s, run_id, summary)
         return summary
 
