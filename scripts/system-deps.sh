@@ -9,6 +9,8 @@ ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need+=(postgresql)
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+# chromium: the what-if report test renders the HTML report headless.
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 # wal2json for the Postgres CDC tests (logical decoding), matching the server's major version.
 major=$(ls /usr/lib/postgresql 2>/dev/null | sort -V | tail -n 1)
 [ -n "$major" ] || major=$(apt-cache policy postgresql 2>/dev/null | sed -n 's/.*Candidate: \([0-9]*\).*/\1/p')

@@ -524,3 +524,54 @@ def forecast_settings(root, **kw) -> Settings:
     from weaver.core.settings import load_settings
 
     return load_settings(lake=str(root), forecast_workers=1, forecast_samples=200, **kw)
+
+
+# --- what-if lakes (issue 13): known split keys and known advice ---------------------------------
+HOT_WRITE_T = 300 / 3600.0  # 300 writes an hour
+WHATIF_SIZE_T = 10_000_000
+
+
+def hot_end_lake(root: Path, hours: int = 17) -> str:
+    """h ['', +inf): 200 keys b0..b199 of 1000 B loaded in hour 0, then same-size updates growing
+    by 15 an hour (20 + 15 h), 90 % of them on the 20 keys at the top end (b180..b199).
+
+    Size never changes after hour 0, so the size median is b100; the writes balance near b190:
+    the load-balancing key differs from the size median, and a throughput split is coming
+    (the rate crosses 300 writes/h around hour 19).
+    """
+    ev = [(FORECAST_T0 + timedelta(seconds=1 + j), "h", key("b", j), "PUT", VALUE) for j in range(200)]
+    for h in range(1, hours):
+        for j, ts in enumerate(spread(h, 20 + 15 * h)):
+            k = 180 + (j % 20) if j % 10 else (j * 37) % 180
+            ev.append((ts, "h", key("b", k), "PUT", VALUE))
+    return write_lake(root, event_log([part("h", "", None)], ev),
+                      policy={"size_threshold_bytes": WHATIF_SIZE_T, "write_threshold_per_s": HOT_WRITE_T,
+                              "bucket": "1h"})
+
+
+def grow_shrink_lake(root: Path) -> str:
+    """g ['', +inf): 20 new 1000-byte items an hour for 8 h, then 18 deletes an hour for 8 h.
+
+    Writes stay at 20 (then 18) an hour, far below 300/h, and the size peaks at 160 kB, far below
+    10 MB and falling: no split is coming.
+    """
+    ev = growing("g", "c", 8, per_hour=20)
+    for h in range(8, 16):
+        for j, ts in enumerate(spread(h, 18)):
+            ev.append((ts, "g", key("c", (h - 8) * 18 + j), "DELETE", 0))
+    return write_lake(root, event_log([part("g", "", None)], ev),
+                      policy={"size_threshold_bytes": WHATIF_SIZE_T, "write_threshold_per_s": HOT_WRITE_T,
+                              "bucket": "1h"})
+
+
+def writes_balancing_key(changes: list[dict], lo_ts: datetime, hi_ts: datetime, live: list[str]) -> str:
+    """Brute force: the key k (a written key, clamped into the live interior) minimising
+    |writes(< k) - writes(>= k)| over changes with lo_ts < ts <= hi_ts."""
+    from collections import Counter
+
+    c = Counter(ch["key"] for ch in changes if lo_ts < ch["ts"] <= hi_ts)
+    keys = sorted(c)
+    total = sum(c.values())
+    best = min(range(1, len(keys)), key=lambda i: (abs(2 * sum(c[k] for k in keys[:i]) - total), i))
+    live = sorted(live)
+    return min(max(keys[best], live[1]), live[-1])

@@ -11,7 +11,7 @@ import pytest
 
 DAGS = Path(__file__).resolve().parent.parent / "dags"
 DAG_FILES = sorted(p for p in DAGS.glob("*.py") if not p.name.startswith("_"))
-EXPECTED = {"temporal_weaver", "weaver_snapshots", "weaver_backtest"}
+EXPECTED = {"temporal_weaver", "weaver_snapshots", "weaver_backtest", "weaver_whatif"}
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +82,23 @@ def test_temporal_weaver_params_validate(dagbag, bad):
     from airflow.sdk.exceptions import ParamValidationError
 
     dag = dagbag.dags["temporal_weaver"]
+    params = copy.deepcopy(dag.params)
+    params.validate()  # the defaults are valid
+    with pytest.raises(ParamValidationError):
+        for k, v in bad.items():
+            params[k] = v
+        params.validate()
+
+
+@pytest.mark.parametrize("bad", [{"at": "2026-01-02T12:00:00"}, {"partition": "p0~0123abcd~L"},
+                                 {"key_by": "median"}, {"until": "tomorrow"}, {"model": "lstm"}])
+def test_weaver_whatif_params_validate(dagbag, bad):
+    import copy
+
+    from airflow.sdk.exceptions import ParamValidationError
+
+    dag = dagbag.dags["weaver_whatif"]
+    assert [t.task_id for t in dag.topological_sort()] == ["validate", "weave", "impact", "report"]
     params = copy.deepcopy(dag.params)
     params.validate()  # the defaults are valid
     with pytest.raises(ParamValidationError):

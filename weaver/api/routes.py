@@ -26,6 +26,7 @@ from weaver.api.schemas import (
     PartitionPage,
     PredictionPage,
     RecoveryRequest,
+    WhatIfRequest,
     WovenPage,
     _ROWS_HEADERS,
     _rows_responses,
@@ -34,8 +35,9 @@ from weaver.core import storage
 from weaver.core.ids import EXTENDABLE, PARTITION_PATTERN
 from weaver.core.settings import Settings
 from weaver.log import Lineage
-from weaver.recover import recover, woven_snapshot
+from weaver.recover import parse_as_of, recover, woven_snapshot
 from weaver.weave import read_woven_catalog
+from weaver.whatif import plan_whatif, whatif_weave
 
 router = APIRouter()
 
@@ -56,6 +58,9 @@ def woven_snapshots(
                            examples=[TIMEPOINT_EXAMPLE]),
     confidence_threshold: float | None = Query(None, ge=0.0, le=1.0),
     weave_id: str | None = Query(None, pattern=r"^[0-9a-f]{8,16}$", description="Restrict to one weave."),
+    as_of: str | None = Query(None, max_length=64, pattern=r"^([0-9]{1,12}|[0-9]{4}-.+)$",
+                              description="Transaction time: a Delta version of woven_snapshots (digits) or an "
+                                          "ISO-8601 instant with a timezone - the woven tier as it stood then."),
     format: Literal["ndjson", "arrow", "json"] | None = Query(None, description="Overrides Accept."),
     cursor: str | None = Query(None, min_length=1, max_length=512, description=CURSOR_DOC),
     limit: int = Query(DEFAULT_PAGE, ge=1, le=MAX_PAGE),
@@ -65,7 +70,11 @@ def woven_snapshots(
     s: Settings = request.app.state.settings
     at = _timepoint(timepoint)
     c = s.confidence(confidence_threshold)
-    target, snap, rows = woven_snapshot(s, partition_id, at, confidence_threshold=c, weave_id=weave_id)
+    version, as_of_ts = parse_as_of(as_of)
+    if as_of_ts is not None:
+        as_of_ts = _timepoint(as_of, "as_of")
+    target, snap, rows = woven_snapshot(s, partition_id, at, confidence_threshold=c, weave_id=weave_id,
+                                        as_of_version=version, as_of=as_of_ts)
     page, nxt = _page_rows(rows, cursor, limit)
     meta = {"partition_id": target.partition_id, "weave_id": snap.weave_id,
             "prediction_id": snap.prediction_id, "source_partition_id": snap.source_partition_id,
@@ -183,3 +192,42 @@ def partitions(
     nxt = page[-1]["partition_id"] if len(items) > limit else None
     return {"items": [_jsonable(i) for i in page], "next_cursor": nxt}
 
+
+@router.post("/v1/whatif", dependencies=AUTH, tags=["whatif"], responses=ERRORS)
+def whatif(request: Request, body: WhatIfRequest = Body(...)) -> dict:
+    """Weave "what if `partition_id` had split at `split_key` at `at`?" into the woven tier
+    (origin manual, confidence 1.0). Validated before Spark starts (4xx, nothing written); the
+    weave runs in this process' Spark session; the same question again writes nothing."""
+    from weaver.core.spark import get_spark
+
+    s: Settings = request.app.state.settings
+    at = _timepoint(body.at, "at")
+    until = _timepoint(body.until, "until") if body.until is not None else None
+    plan_whatif(s, body.partition_id, at, split_key=body.split_key, until=until, key_by=body.key_by)
+    r = whatif_weave(get_spark(s, "weaver-api-whatif"), s, body.partition_id, at, split_key=body.split_key,
+                     until=until, key_by=body.key_by)
+    return _jsonable(r)
+
+
+@router.get("/v1/advice", dependencies=AUTH, tags=["whatif"], responses=ERRORS)
+def advice(
+    request: Request,
+    partition_id: str | None = Query(None, pattern=PARTITION_PATTERN, max_length=80),
+    run_ts: str | None = Query(None, max_length=64, json_schema_extra=DATE_TIME,
+                               description="Only the advice of this prediction run (default: every run)."),
+    action: Literal["pre_split", "wait", "raise_capacity"] | None = Query(None),
+    as_of_version: int | None = Query(None, ge=0, description="The advice table as of this Delta version "
+                                      "(transaction time: what was advised then)."),
+) -> dict:
+    """Proactive advice per prediction run and partition (pre_split at a key, wait, raise_capacity)
+    with its expected effect and, once the window closed, its backtest against what happened."""
+    from weaver.whatif import read_advice
+
+    s: Settings = request.app.state.settings
+    rt = _timepoint(run_ts, "run_ts") if run_ts is not None else None
+    if partition_id is not None:
+        Lineage.load(s).get(partition_id)  # 404 for an unknown partition, not an empty list
+    rows = read_advice(s, version=as_of_version).to_pylist()
+    rows = [r for r in rows if (partition_id is None or r["partition_id"] == partition_id)
+            and (rt is None or r["run_ts"] == rt) and (action is None or r["action"] == action)]
+    return {"items": [_jsonable(r) for r in rows]}

@@ -92,6 +92,19 @@ class RecoveryRequest(BaseModel):
                                      "(`<lake>/recoveries/<recovery_id>`); sources are never modified.")
 
 
+class WhatIfRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    partition_id: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$", description="A real partition id.")
+    at: str = Field(max_length=64, description="Split instant T, ISO-8601 with a timezone, within the data.",
+                    json_schema_extra=DATE_TIME, examples=[TIMEPOINT_EXAMPLE])
+    split_key: str | None = Field(None, max_length=1024, description="Left child holds keys < it (default: the "
+                                  "size median or load-balancing key at T, see key_by).")
+    until: str | None = Field(None, max_length=64, json_schema_extra=DATE_TIME,
+                              description="Last timepoint (default T + the window).")
+    key_by: Literal["auto", "size", "load"] = Field("auto", description="Without split_key: which key.")
+
+
 class RecoverySummary(BaseModel):
     partition_id: str
     at: datetime

@@ -13,6 +13,9 @@ from weaver.core.errors import InvalidParameterError, WeaverError
 from weaver.recover import MODES, woven_snapshot
 from weaver.recover import recover as run_recover
 
+AsOfVersionOpt = typer.Option(None, "--as-of-version", min=0,
+                              help="Transaction time: the woven tier as of this Delta version (what was believed then).")
+AsOfOpt = typer.Option(None, "--as-of", help="Transaction time: the woven tier as of this instant (ISO-8601, tz).")
 ConfOpt = typer.Option(None, "--confidence-threshold", min=0.0, max=1.0,
                        help="Woven snapshots below it are never used (default $WEAVER_CONFIDENCE_THRESHOLD or 0.75).")
 
@@ -25,6 +28,8 @@ def recover(
     mode: str = typer.Option("point_in_time", "--mode", help="point_in_time | rollback (writes a new Delta table)."),
     out: Optional[str] = typer.Option(None, "--out", help="point_in_time: output Parquet file (key, value), required. "
                                       "rollback: URI of the new Delta table (default <lake>/recoveries/<id>)."),
+    as_of_version: Optional[int] = AsOfVersionOpt,
+    as_of: Optional[str] = AsOfOpt,
     lake: Optional[str] = LakeOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -36,7 +41,8 @@ def recover(
         if mode == "point_in_time" and not (out and out.endswith(".parquet")):
             raise InvalidParameterError("--out FILE.parquet is required in point_in_time mode")
         s = settings_for(lake)
-        r = run_recover(s, partition, t, confidence_threshold=confidence_threshold, mode=mode, out=out)
+        r = run_recover(s, partition, t, confidence_threshold=confidence_threshold, mode=mode, out=out,
+                        as_of_version=as_of_version, as_of=timepoint(as_of, "--as-of") if as_of else None)
     obj = r.summary()
     via = f"woven snapshot {r.source} (confidence {r.confidence})" if r.path == "woven" else \
         f"base snapshot {r.source}" if r.source != "changelog" else "the change log alone"
@@ -51,17 +57,22 @@ def query(
     confidence_threshold: Optional[float] = ConfOpt,
     weave: Optional[str] = typer.Option(None, "--weave", help="Restrict to one weave id (16 hex chars or first 8)."),
     show: int = typer.Option(10, "--show", min=0, max=1000, help="Rows to print (human output)."),
+    as_of_version: Optional[int] = AsOfVersionOpt,
+    as_of: Optional[str] = AsOfOpt,
     lake: Optional[str] = LakeOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Look up the woven snapshot serving a partition at --at: weave id, timepoint, confidence, rows."""
     with reported(as_json):
         s, t = settings_for(lake), timepoint(at)
-        target, snap, rows = woven_snapshot(s, partition, t, confidence_threshold=confidence_threshold, weave_id=weave)
+        target, snap, rows = woven_snapshot(s, partition, t, confidence_threshold=confidence_threshold, weave_id=weave,
+                                            as_of_version=as_of_version,
+                                            as_of=timepoint(as_of, "--as-of") if as_of else None)
     obj = {"partition_id": target.partition_id, "at": t, "weave_id": snap.weave_id, "prediction_id": snap.prediction_id,
            "source_partition_id": snap.source_partition_id, "split_key": snap.split_key, "timepoint": snap.timepoint,
            "as_of_seq": snap.as_of_seq, "confidence": snap.confidence, "status": snap.status,
-           "woven_partition_ids": list(snap.children), "rows": rows.num_rows}
+           "woven_partition_ids": list(snap.children), "rows": rows.num_rows,
+           "as_of_version": as_of_version, "as_of": as_of}
     human = Table(title=f"{target.partition_id}: weave {snap.weave_id} at {snap.timepoint.isoformat()} "
                         f"(seq {snap.as_of_seq}, confidence {snap.confidence:.2f}, {snap.status}) - {rows.num_rows} rows")
     human.add_column("key")

@@ -26,6 +26,11 @@ STATUSES = (ACTIVE, CONFIRMED, REFUTED, EXPIRED)
 EXTENDABLE = frozenset({ACTIVE, CONFIRMED})
 #: Weaves whose snapshots may have been vacuumed are not trusted as a recovery source.
 UNUSABLE = frozenset({EXPIRED})
+# --- where a woven sequence comes from (woven_catalog.origin) ---
+PREDICTED, MANUAL = "predicted", "manual"
+ORIGINS = (PREDICTED, MANUAL)
+#: The prediction_id of a manual weave: no prediction stands behind it.
+MANUAL_PREDICTION_ID = "manual"
 
 
 def _sha1(text: str) -> str:
@@ -40,6 +45,13 @@ def snapshot_id(partition_id: str, as_of_seq: int) -> str:
 def weave_id_for(prediction_id: str) -> str:
     """The deterministic weave id of a prediction: ``sha1(prediction_id)[:16]``."""
     return _sha1(prediction_id)[:16]
+
+
+def manual_weave_id(partition_id: str, split_key: str, split_ts: datetime, until: datetime) -> str:
+    """The weave id of a user-chosen split: sha1 of ``"manual|{P}|{k}|{split_ts}|{until}"`` (UTC ISO),
+    first 16 hex digits; asking for the same what-if twice names the same sequence."""
+    iso = [t.astimezone(timezone.utc).isoformat() for t in (split_ts, until)]
+    return _sha1(f"manual|{partition_id}|{split_key}|{iso[0]}|{iso[1]}")[:16]
 
 
 def woven_child_id(source_partition_id: str, weave_id: str, side: str) -> str:
@@ -77,3 +89,8 @@ def backtest_id(start: datetime, end: datetime, every: timedelta, model: str, wi
     raw = f"{start.isoformat()}|{end.isoformat()}|{every.total_seconds()}|{model}|{window.total_seconds()}|" \
           f"{size_threshold}|{write_threshold}"
     return hashlib.sha1(raw.encode()).hexdigest()[:16]
+
+
+def advice_id(prediction_id: str) -> str:
+    """Deterministic id of the advice given on a prediction: sha1 of ``"advice|{prediction_id}"``[:16]."""
+    return _sha1(f"advice|{prediction_id}")[:16]

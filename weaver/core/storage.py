@@ -29,6 +29,7 @@ SNAPSHOT_CATALOG = "snapshot_catalog"
 PREDICTIONS = "predictions"
 BACKTEST_RESULTS = "backtest_results"
 WOVEN_CATALOG = "woven_catalog"
+ADVICE = "advice"
 WOVEN_SNAPSHOTS = "woven_snapshots"
 INGEST_WATERMARKS = "ingest_watermarks"
 INGEST_LOG = "ingest_log"
@@ -161,6 +162,33 @@ SCHEMAS: dict[str, pa.Schema] = {
             pa.field("actual_split_key", pa.string()),
             pa.field("actual_split_ts", TS),
             pa.field("updated_at", TS),
+            pa.field("origin", pa.string(), nullable=False),  # 'predicted' | 'manual' (issue 13)
+        ]
+    ),
+    ADVICE: pa.schema(  # one row per (prediction run, partition): what to do before the split (issue 13)
+        [
+            pa.field("advice_id", pa.string(), nullable=False),
+            pa.field("run_ts", TS, nullable=False),
+            pa.field("partition_id", pa.string(), nullable=False),
+            pa.field("prediction_id", pa.string(), nullable=False),
+            pa.field("probability", pa.float64(), nullable=False),
+            pa.field("reason", pa.string()),
+            pa.field("predicted_split_ts", TS),
+            pa.field("window_end", TS, nullable=False),
+            pa.field("action", pa.string(), nullable=False),  # 'pre_split' | 'wait' | 'raise_capacity'
+            pa.field("split_key", pa.string()),
+            pa.field("key_by", pa.string()),  # 'size' | 'load'
+            # Expected effect (at the predicted split instant, the parent at its threshold):
+            pa.field("expected_left_share", pa.float64()),
+            pa.field("expected_right_share", pa.float64()),
+            pa.field("expected_peak_utilization", pa.float64()),
+            pa.field("expected_hours_to_recross", pa.float64()),
+            pa.field("largest_before_bytes", pa.int64()),
+            pa.field("largest_after_bytes", pa.int64()),
+            # Backtest: scored against what happened once the window closed (null until then).
+            pa.field("backtest", pa.string()),  # 'avoided' | 'child_crossed' | 'split_happened' | 'no_split'
+            pa.field("actual_split", pa.bool_()),
+            pa.field("scored_at", TS),
         ]
     ),
     WOVEN_SNAPSHOTS: pa.schema(
@@ -200,6 +228,12 @@ SCHEMAS: dict[str, pa.Schema] = {
             pa.field("source_ts", TS, nullable=False),
         ]
     ),
+}
+
+#: Columns added to a table after it was first written: a table (or row) from before the column
+#: existed reads with this value; the next MERGE evolves the table's schema (merge_schema).
+ADDED_COLUMNS: dict[str, dict[str, object]] = {
+    WOVEN_CATALOG: {"origin": "predicted"},
 }
 
 OPS = ("PUT", "DELETE")
@@ -288,8 +322,12 @@ def conform(table: pa.Table, name: str, *, where: str = "") -> pa.Table:
     incompatible type raises SchemaMismatchError naming both.
     """
     schema = SCHEMAS[name]
+    added = ADDED_COLUMNS.get(name, {})
     cols = []
     for f in schema:
+        if f.name not in table.column_names and f.name in added:
+            cols.append(pa.chunked_array([pa.array([added[f.name]] * table.num_rows, f.type)], f.type))
+            continue
         if f.name not in table.column_names:
             raise SchemaMismatchError(
                 f"table {name!r}{where} lacks column {f.name!r} ({f.type}); found {table.column_names}"
@@ -302,6 +340,8 @@ def conform(table: pa.Table, name: str, *, where: str = "") -> pa.Table:
                 raise SchemaMismatchError(
                     f"table {name!r}{where}: column {f.name!r} is {col.type}, the contract says {f.type}"
                 ) from exc
+        if col.null_count and f.name in added:
+            col = pc.fill_null(col, pa.scalar(added[f.name], f.type))
         if not f.nullable and col.null_count:
             raise SchemaMismatchError(f"table {name!r}{where}: column {f.name!r} has nulls")
         cols.append(col)
@@ -460,10 +500,14 @@ def merge(
         return {"num_target_rows_inserted": 0}
     dt = DeltaTable(uri)
     predicate = " AND ".join(f"t.{k} = s.{k}" for k in keys)
+    # A table written before a column was added (ADDED_COLUMNS) gains it here.
+    evolve = bool(ADDED_COLUMNS.get(name)) and not set(rows.column_names) <= {f.name for f in dt.schema().fields}
     # Only rows that differ are rewritten: a rerun of the same interval commits nothing and adds no file.
-    differs = " OR ".join(f"(t.{c} IS DISTINCT FROM s.{c})" for c in rows.column_names if c not in keys)
+    # (Not while evolving: the target lacks the new column, so every matched row is rewritten once.)
+    differs = None if evolve else " OR ".join(f"(t.{c} IS DISTINCT FROM s.{c})" for c in rows.column_names
+                                               if c not in keys)
     return (
-        dt.merge(source=rows, predicate=predicate, source_alias="s", target_alias="t",
+        dt.merge(source=rows, predicate=predicate, source_alias="s", target_alias="t", merge_schema=evolve,
                  writer_properties=_writer_properties(compression))
         .when_matched_update_all(predicate=differs or None)
         .when_not_matched_insert_all()

@@ -34,7 +34,7 @@ from weaver.log.changelog import read_tail
 from weaver.log.lineage import Lineage
 from weaver.pitr import restore_partition
 from weaver.recover.target import resolve
-from weaver.recover.woven import find_woven_snapshot, read_woven_rows
+from weaver.recover.woven import find_woven_snapshot, read_woven_rows, woven_snapshot_as_of
 from weaver.replay.arrow import fold
 from weaver.weave import WovenTable, read_woven_catalog
 
@@ -89,12 +89,16 @@ def default_rollback_uri(settings: Settings, recovery_id: str) -> str:
 
 def recover(settings: Settings, partition_id: str, at: datetime | str, *, confidence_threshold: float | None = None,
             mode: str = "point_in_time", out: str | None = None, lineage: Lineage | None = None,
-            prefer: str = "woven") -> RecoveryResult:
+            prefer: str = "woven", as_of_version: int | None = None, as_of: datetime | str | None = None
+            ) -> RecoveryResult:
     """Recover partition `partition_id` (real or woven child) at `at`, woven snapshot first.
 
     `prefer="standard"` skips the woven lookup (used to compare both paths). In point-in-time
     mode, `out` (optional) receives a Parquet file ``key, value``; in rollback mode the state is
     written as a new Delta table at `out` (default ``<lake>/recoveries/<recovery_id>``).
+    `as_of_version` / `as_of` choose the woven snapshot from the woven tier as it stood at that
+    Delta version / transaction time (the rows are the same either way, DESIGN §4.3; the path
+    and source say what was available then).
     """
     t0 = time.perf_counter()
     at = parse_timepoint(at)
@@ -114,14 +118,20 @@ def recover(settings: Settings, partition_id: str, at: datetime | str, *, confid
     if mode == "rollback":
         out = check_output_target(settings, out or default_rollback_uri(settings, rid), what="rollback target")
 
-    snap = woven = None
-    if prefer == "woven":
+    snap = woven = rows = None
+    if as_of_version is not None and as_of is not None:
+        raise InvalidParameterError("give an as-of version or an as-of timestamp, not both")
+    if prefer == "woven" and (as_of_version is not None or as_of is not None):
+        found = woven_snapshot_as_of(settings, target, at, c, lineage=lineage, catalog=catalog, version=as_of_version,
+                                     timestamp=parse_timepoint(as_of) if as_of is not None else None)
+        snap, rows = found if found is not None else (None, None)
+    elif prefer == "woven":
         woven = WovenTable.open(settings)
         snap = find_woven_snapshot(settings, target, at, c, lineage=lineage, catalog=catalog, woven=woven)
     if snap is not None:
         # The tail (change log) and the rows (woven tier) are independent reads: overlap them.
         pending = _POOL.submit(read_tail, settings, snap.as_of_seq, at, target.key_lo, target.key_hi)
-        rows = read_woven_rows(settings, snap, woven)
+        rows = rows if rows is not None else read_woven_rows(settings, snap, woven)
         tail = pending.result()
         table = fold(rows, tail, state_sorted=True)
         res = RecoveryResult(target.partition_id, at, "woven", snap.source, tail.num_rows, table.num_rows, 0.0,

@@ -15,14 +15,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from weaver.core import storage
-from weaver.core.errors import NoDataError
+from weaver.core.errors import InvalidParameterError, NoDataError
 from weaver.core.ids import UNUSABLE
 from weaver.core.settings import Settings
 from weaver.core.storage import filter_range
 from weaver.core.time import parse_timepoint
 from weaver.log.lineage import Lineage
 from weaver.recover.target import Target, resolve
-from weaver.weave import WovenTable, catalog_rows, find_weave, read_woven_catalog
+from weaver.weave import WovenTable, catalog_rows, find_weave, read_woven_catalog, woven_as_of
 
 
 @dataclass(frozen=True)
@@ -50,17 +50,15 @@ def _covers(s_lo: str, s_hi: str | None, lo: str, hi: str | None) -> bool:
     return s_lo <= lo and (s_hi is None or (hi is not None and hi <= s_hi))
 
 
-def find_woven_snapshot(settings: Settings, target: Target, at: datetime, confidence_threshold: float, *,
-                        lineage: Lineage, catalog: pa.Table, weave_id: str | None = None,
-                        woven: "WovenTable | None" = None) -> WovenSnapshot | None:
-    """The woven snapshot with confidence >= threshold, covering `target`'s range, whose timepoint
-    is the latest one <= `at` (ties: the target's own weave, then higher confidence); None if none.
-    """
+def candidate_weaves(catalog: pa.Table, lineage: Lineage, target: Target, confidence_threshold: float, *,
+                     weave_id: str | None = None, usable_only: bool = True) -> dict[str, tuple[dict, tuple[str, ...]]]:
+    """Weaves that may serve `target`: confidence >= threshold, source range covering the target
+    (and not expired, when `usable_only`); each with the woven children whose rows it needs."""
     candidates: dict[str, tuple[dict, tuple[str, ...]]] = {}
     for r in catalog_rows(catalog):
         if weave_id is not None and r["weave_id"] != weave_id:
             continue
-        if r["confidence"] < confidence_threshold or r["status"] in UNUSABLE:
+        if r["confidence"] < confidence_threshold or (usable_only and r["status"] in UNUSABLE):
             continue
         src = lineage.by_id.get(r["source_partition_id"])
         if src is None or not _covers(src.key_lo, src.key_hi, target.key_lo, target.key_hi):
@@ -73,6 +71,16 @@ def find_woven_snapshot(settings: Settings, target: Target, at: datetime, confid
         if target.key_hi is None or target.key_hi > k:
             need.append(right)
         candidates[r["weave_id"]] = (r, tuple(need))
+    return candidates
+
+
+def find_woven_snapshot(settings: Settings, target: Target, at: datetime, confidence_threshold: float, *,
+                        lineage: Lineage, catalog: pa.Table, weave_id: str | None = None,
+                        woven: "WovenTable | None" = None) -> WovenSnapshot | None:
+    """The woven snapshot with confidence >= threshold, covering `target`'s range, whose timepoint
+    is the latest one <= `at` (ties: the target's own weave, then higher confidence); None if none.
+    """
+    candidates = candidate_weaves(catalog, lineage, target, confidence_threshold, weave_id=weave_id)
     if not candidates:
         return None
     woven = woven if woven is not None else WovenTable.open(settings)
@@ -128,9 +136,12 @@ def read_woven_rows(settings: Settings, snap: WovenSnapshot, woven: WovenTable |
 
 
 def woven_snapshot(settings: Settings, partition_id: str, at: datetime | str, *,
-                   confidence_threshold: float | None = None, weave_id: str | None = None
+                   confidence_threshold: float | None = None, weave_id: str | None = None,
+                   as_of_version: int | None = None, as_of: datetime | str | None = None,
                    ) -> tuple[Target, WovenSnapshot, pa.Table]:
-    """The rows of one woven snapshot (no tail replay) serving `partition_id` at `at`.
+    """The rows of one woven snapshot (no tail replay) serving `partition_id` at `at` (valid
+    time), optionally as the woven tier stood at Delta version `as_of_version` or at transaction
+    time `as_of` (what was believed then).
 
     Raises NoDataError when no woven snapshot with enough confidence covers it at or before `at`.
     """
@@ -142,6 +153,18 @@ def woven_snapshot(settings: Settings, partition_id: str, at: datetime | str, *,
     wid = None
     if weave_id is not None:
         wid = find_weave(catalog, weave_id)["weave_id"]
+    if as_of_version is not None or as_of is not None:
+        if as_of_version is not None and as_of is not None:
+            raise InvalidParameterError("give an as-of version or an as-of timestamp, not both")
+        found = woven_snapshot_as_of(settings, target, at, c, lineage=lineage, catalog=catalog, weave_id=wid,
+                                     version=as_of_version,
+                                     timestamp=parse_timepoint(as_of) if as_of is not None else None)
+        if found is None:
+            raise NoDataError(
+                f"no woven snapshot covered {partition_id!r} at or before {at.isoformat()} with confidence >= {c} "
+                f"in woven_snapshots as of {as_of_version if as_of_version is not None else as_of}; pick a later "
+                "as-of or timepoint")
+        return (target, *found)
     woven = WovenTable.open(settings)
     snap = find_woven_snapshot(settings, target, at, c, lineage=lineage, catalog=catalog, weave_id=wid, woven=woven)
     if snap is None:
@@ -149,3 +172,47 @@ def woven_snapshot(settings: Settings, partition_id: str, at: datetime | str, *,
             f"no woven snapshot covers {partition_id!r} at or before {at.isoformat()} with confidence >= {c}; "
             "lower the confidence threshold, pick a later timepoint, or recover it (POST /v1/recoveries)")
     return target, snap, read_woven_rows(settings, snap, woven)
+
+
+def woven_snapshot_as_of(settings: Settings, target: Target, at: datetime, confidence_threshold: float, *,
+                         lineage: Lineage, catalog: pa.Table, version: int | None = None,
+                         timestamp: datetime | None = None, weave_id: str | None = None
+                         ) -> tuple[WovenSnapshot, pa.Table] | None:
+    """Like :func:`find_woven_snapshot` + :func:`read_woven_rows`, but on woven_snapshots as it stood
+    at Delta `version` or at transaction time `timestamp` ("what did we believe then").
+
+    Weave metadata (split key, children, confidence) never changes after a weave is registered,
+    so the current catalog describes old rows too; a weave expired since then is still served
+    from the old version (that is the point of looking back).
+    """
+    candidates = candidate_weaves(catalog, lineage, target, confidence_threshold, weave_id=weave_id,
+                                  usable_only=False)
+    if not candidates:
+        return None
+    rows = woven_as_of(settings, version=version, timestamp=timestamp)
+    rows = rows.filter(pc.and_(pc.is_in(rows.column("weave_id"), value_set=pa.array(sorted(candidates), pa.string())),
+                               pc.less_equal(rows.column("timepoint"), pa.scalar(at, storage.TS))))
+    if rows.num_rows == 0:
+        return None
+    best_tp = pc.max(rows.column("timepoint"))
+    at_best = rows.filter(pc.equal(rows.column("timepoint"), best_tp))
+    wid = max(pc.unique(at_best.column("weave_id")).to_pylist(),
+              key=lambda w: (w == target.weave_id, candidates[w][0]["confidence"], w))
+    r, need = candidates[wid]
+    mine = at_best.filter(pc.equal(at_best.column("weave_id"), wid))
+    seq = pc.max(mine.column("as_of_seq")).as_py()
+    mine = mine.filter(pc.is_in(mine.column("woven_partition_id"), value_set=pa.array(list(need), pa.string())))
+    t = filter_range(mine.select(["key", "value"]).cast(storage.STATE_SCHEMA), target.key_lo or None, target.key_hi)
+    t = t.sort_by([("key", "ascending")]).combine_chunks()
+    snap = WovenSnapshot(r["weave_id"], r["prediction_id"], r["source_partition_id"], r["split_key"], best_tp.as_py(),
+                         int(seq), float(r["confidence"]), r["status"], need, target.key_lo, target.key_hi)
+    return snap, t
+
+
+def parse_as_of(as_of: str | int | None) -> tuple[int | None, datetime | None]:
+    """An as-of given as a Delta version (digits) or an ISO-8601 instant with a timezone."""
+    if as_of is None:
+        return None, None
+    if isinstance(as_of, int) or (isinstance(as_of, str) and as_of.isdigit()):
+        return int(as_of), None
+    return None, parse_timepoint(as_of)

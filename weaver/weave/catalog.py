@@ -35,7 +35,7 @@ def read_woven_catalog(settings: Settings) -> pa.Table:
 def catalog_rows(catalog: pa.Table) -> list[dict]:
     """The catalog columns recovery needs, one dict per sequence."""
     return catalog.select(["weave_id", "prediction_id", "source_partition_id", "split_key", "split_ts",
-                           "confidence", "child_ids", "status"]).to_pylist()
+                           "confidence", "child_ids", "status", "origin"]).to_pylist()
 
 
 def find_weave(catalog: pa.Table, weave_id: str) -> dict:
@@ -69,7 +69,8 @@ def write_woven_catalog(settings: Settings, rows: list[dict]) -> None:
     from deltalake import WriterProperties, write_deltalake
 
     uri = storage.uri_for(settings, storage.WOVEN_CATALOG)
-    table = pa.Table.from_pylist(rows, schema=storage.SCHEMAS[storage.WOVEN_CATALOG])
+    table = storage.conform(pa.Table.from_pylist(rows, schema=storage.SCHEMAS[storage.WOVEN_CATALOG]),
+                            storage.WOVEN_CATALOG)
     if not storage.is_table(uri):
         write_deltalake(uri, table, mode="overwrite", configuration=table_properties(settings),
                         writer_properties=WriterProperties(compression=COMPRESSION))

@@ -7,7 +7,7 @@ from datetime import datetime
 import pyarrow.compute as pc
 
 from weaver.core import storage
-from weaver.core.ids import ACTIVE, CONFIRMED, EXPIRED, REFUTED
+from weaver.core.ids import ACTIVE, CONFIRMED, EXPIRED, MANUAL, REFUTED
 from weaver.core.settings import Settings
 from weaver.core.time import parse_timepoint
 from weaver.weave.catalog import COMPRESSION, read_woven_catalog, write_woven_catalog
@@ -19,7 +19,8 @@ def reconcile(settings: Settings, *, at: datetime) -> dict:
     ``confirmed``: a real split of the same parent with split_ts in [window_start, window_end]
     and <= at (records actual_split_key/ts; timing error = actual_split_ts - split_ts);
     ``refuted``: the window closed (at >= window_end) without one; ``expired``: confirmed or
-    refuted sequences once ``at >= window_end + woven_retention``. Returns counts per transition,
+    refuted sequences once ``at >= window_end + woven_retention``. Manual weaves (origin
+    'manual') stay active until they expire the same way. Returns counts per transition,
     the statuses after it, and the confirmed sequences' timing errors in seconds.
     """
     at = parse_timepoint(at)
@@ -34,7 +35,12 @@ def reconcile(settings: Settings, *, at: datetime) -> dict:
     statuses: dict[str, int] = {}
     for r in catalog.to_pylist():
         status = r["status"]
-        if status == ACTIVE:
+        if r["origin"] == MANUAL:
+            # A what-if is a hypothesis by intent: reality neither confirms nor refutes it; it
+            # stays servable until its span plus the tier's retention has passed.
+            if at >= r["window_end"] + settings.woven_retention:
+                status = EXPIRED
+        elif status == ACTIVE:
             real = [s for s in by_parent.get(r["source_partition_id"], [])
                     if r["window_start"] <= s["split_ts"] <= r["window_end"] and s["split_ts"] <= at]
             if real:

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 
 from weaver.core import storage
 from weaver.core.errors import ContractViolation, InvalidParameterError, InvalidTimepointError, TableNotFoundError
-from weaver.core.ids import ACTIVE, child_ids_for, weave_id_for
+from weaver.core.ids import ACTIVE, PREDICTED, child_ids_for, weave_id_for
 from weaver.core.settings import Settings
 from weaver.log.changelog import ChangeLog
 from weaver.log.lineage import Lineage
@@ -45,6 +45,7 @@ class Sequence:
     actual_split_key: str | None = None
     actual_split_ts: datetime | None = None
     updated_at: datetime | None = None
+    origin: str = PREDICTED
     is_new: bool = False
     # Filled by planning:
     timepoints: list[datetime] = field(default_factory=list)
@@ -74,7 +75,7 @@ class Sequence:
             "window_end": self.window_end, "child_ids": [left, right], "status": self.status,
             "created_at": self.created_at, "last_timepoint": self.last_timepoint, "last_seq": self.last_seq,
             "actual_split_key": self.actual_split_key, "actual_split_ts": self.actual_split_ts,
-            "updated_at": updated_at,
+            "updated_at": updated_at, "origin": self.origin,
         }
 
 
@@ -87,7 +88,7 @@ def sequence_from_row(r: dict, lineage: Lineage) -> Sequence:
         confidence=float(r["confidence"]), window_start=r["window_start"], window_end=r["window_end"],
         status=r["status"], created_at=r["created_at"], last_timepoint=r["last_timepoint"],
         last_seq=r["last_seq"], actual_split_key=r["actual_split_key"], actual_split_ts=r["actual_split_ts"],
-        updated_at=r["updated_at"])
+        updated_at=r["updated_at"], origin=r["origin"])
 
 
 def select_predictions(settings: Settings, *, at: datetime, run_ts: datetime | None = None) -> tuple[datetime | None, pa.Table]:

@@ -56,15 +56,28 @@ def weave(spark, settings: Settings, *, at: datetime, confidence_threshold: floa
     below = sum(1 for p in preds.column("probability").to_pylist() if p < threshold)
     new = [s for s in sequences_for(preds, lineage, threshold, at) if s.weave_id not in known]
     old = [sequence_from_row(r, lineage) for r in catalog.to_pylist() if r["status"] in EXTENDABLE]
-    woven_uri = storage.uri_for(settings, storage.WOVEN_SNAPSHOTS)
-    if old and not storage.is_table(woven_uri):
-        # The rows an extension would start from are gone (tier deleted by hand): re-weave from the base.
-        for s in old:
-            s.last_timepoint = s.last_seq = None
-    todo = plan_timepoints(settings, old + new, at)
     summary = {"at": at.isoformat(), "run_ts": chosen_run.isoformat() if chosen_run else None,
-               "confidence_threshold": threshold, "below_threshold": below, "new_sequences": len(new),
-               "sequences": len(todo), "timepoints_written": sum(len(s.timepoints) for s in todo),
+               "confidence_threshold": threshold, "below_threshold": below, "new_sequences": len(new)}
+    summary.update(weave_sequences(spark, settings, lineage, old + new, at=at))
+    summary["elapsed_s"] = round(time.perf_counter() - t0, 3)
+    return summary
+
+
+def weave_sequences(spark, settings: Settings, lineage: Lineage, seqs: list[Sequence], *, at: datetime) -> dict:
+    """The weaving run proper: weave the timepoints of `seqs` that are due by `at` and reached by
+    the change log (one Delta commit), then MERGE the catalog rows of the new and advanced ones.
+
+    Predicted runs (:func:`weave`) and what-if weaves (:mod:`weaver.whatif`) both come through
+    here, so they keep the same invariants. Returns sequences, timepoints_written, rows_written,
+    committed, version.
+    """
+    woven_uri = storage.uri_for(settings, storage.WOVEN_SNAPSHOTS)
+    if not storage.is_table(woven_uri):
+        # The rows an extension would start from are gone (tier deleted by hand): re-weave from the base.
+        for s in seqs:
+            s.last_timepoint = s.last_seq = None
+    todo = plan_timepoints(settings, seqs, at)
+    summary = {"sequences": len(todo), "timepoints_written": sum(len(s.timepoints) for s in todo),
                "rows_written": 0, "committed": False}
     if todo:
         plan_bases(settings, lineage, todo)
@@ -74,11 +87,10 @@ def weave(spark, settings: Settings, *, at: datetime, confidence_threshold: floa
         summary["rows_written"] = _rows_written(woven_uri)
     for s in todo:
         s.last_timepoint, s.last_seq = s.timepoints[-1], s.tp_seqs[-1]
-    changed = {s.weave_id: s for s in new}
+    changed = {s.weave_id: s for s in seqs if s.is_new}
     changed.update({s.weave_id: s for s in todo})
     write_woven_catalog(settings, [s.catalog_row(at) for s in changed.values()])
     summary["version"] = storage.version_of(woven_uri)
-    summary["elapsed_s"] = round(time.perf_counter() - t0, 3)
     return summary
 
 

@@ -1,0 +1,150 @@
+"""Proactive advice per prediction run: pre-split now at key K, wait, or raise capacity.
+
+For every partition of a prediction run: ``wait`` when no split is predicted in the window
+(probability below the confidence threshold); otherwise the candidate cut (size median or
+load-balancing key, :mod:`weaver.whatif.keys`, from data up to the run only) whose busier child
+takes the smaller share of the metric that drives the split (bytes for a size split, writes for a
+throughput split). At the predicted split instant the parent sits at that threshold, so the
+busier child's share *is* its expected utilization; when even the best key leaves a child at
+``RAISE_AT`` or more (one hot key carries the load), splitting cannot help: ``raise_capacity``.
+The time until the busier child would cross again extrapolates the forecast's own slope (the
+parent reaches the threshold at the predicted split time; the child grows with its share).
+
+Rows go to the Delta table ``advice`` (MERGE on advice_id = sha1("advice|" + prediction_id)), so
+advice is time-travel-queryable; :func:`score_advice` later fills the backtest column from what
+happened: for ``wait``, whether the partition really split in the window; for the others, whether
+a child of the advised split would have crossed a threshold in the window (``child_crossed``) or
+not (``avoided``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import numpy as np
+import pyarrow as pa
+
+from weaver.core import storage
+from weaver.core.ids import advice_id
+from weaver.core.settings import Settings
+from weaver.core.time import bucket_us, parse_timepoint, to_us
+from weaver.log import Lineage
+from weaver.predict import read_log
+from weaver.predict.metrics import range_history
+from weaver.replay import KeyState
+from weaver.weave import select_predictions
+from weaver.whatif.impact import largest_partition
+from weaver.whatif.keys import SIZE, split_candidates
+
+PRE_SPLIT, WAIT, RAISE_CAPACITY = "pre_split", "wait", "raise_capacity"
+ACTIONS = (PRE_SPLIT, WAIT, RAISE_CAPACITY)
+#: A busier child at this share of the driving threshold or more gains too little from a split.
+RAISE_AT = 0.9
+
+
+def _shares(cut, reason: str) -> tuple[float, float]:
+    if reason == "throughput":
+        a, b = cut.left_writes, cut.right_writes
+    else:
+        a, b = cut.left_bytes, cut.right_bytes
+    tot = a + b
+    return (a / tot, b / tot) if tot else (0.5, 0.5)
+
+
+def advise_run(settings: Settings, predictions: pa.Table, *, confidence_threshold: float | None = None) -> pa.Table:
+    """Advice rows (the `advice` schema) for one run's predictions; reads data up to the run only."""
+    c = settings.confidence(confidence_threshold)
+    rows = []
+    preds = predictions.to_pylist()
+    if not preds:
+        return storage.empty(storage.ADVICE)
+    run_ts = preds[0]["run_ts"]
+    lineage = Lineage.load(settings)
+    log = read_log(settings, upto=run_ts)
+    state = KeyState(log)
+    state.advance(log.n)
+    secs = settings.bucket.total_seconds()
+    for r in sorted(preds, key=lambda x: x["partition_id"]):
+        row = {"advice_id": advice_id(r["prediction_id"]), "run_ts": r["run_ts"], "partition_id": r["partition_id"],
+               "prediction_id": r["prediction_id"], "probability": float(r["probability"]), "reason": r["reason"],
+               "predicted_split_ts": r["predicted_split_ts"], "window_end": r["window_end"], "action": WAIT,
+               "split_key": None, "key_by": None, "expected_left_share": None, "expected_right_share": None,
+               "expected_peak_utilization": None, "expected_hours_to_recross": None, "largest_before_bytes": None,
+               "largest_after_bytes": None, "backtest": None, "actual_split": None, "scored_at": None}
+        p = lineage.by_id.get(r["partition_id"])
+        if r["probability"] >= c and p is not None and r["reason"] is not None:
+            choice = split_candidates(settings, p, run_ts, log=log)
+            if choice.cuts:
+                reason = r["reason"]
+                best = min(choice.cuts.values(), key=lambda cut: (max(_shares(cut, reason)), cut.by != SIZE))
+                left, right = _shares(best, reason)
+                peak = max(left, right)
+                thr = settings.write_threshold_per_s if reason == "throughput" else settings.size_threshold_bytes
+                now = choice.recent_writes / secs if reason == "throughput" else choice.size_bytes
+                hours = None
+                if r["predicted_split_ts"] is not None and r["predicted_split_ts"] > run_ts and now < thr:
+                    slope = (thr - now) / (r["predicted_split_ts"] - run_ts).total_seconds()
+                    hours = round((1.0 - peak) * thr / (peak * slope) / 3600.0, 3) if peak > 0 else None
+                lp = largest_partition(log, state, lineage, run_ts, p.partition_id,
+                                       [(p.key_lo, best.key), (best.key, p.key_hi)])
+                row.update(action=RAISE_CAPACITY if peak >= RAISE_AT else PRE_SPLIT, split_key=best.key,
+                           key_by=best.by, expected_left_share=round(left, 6), expected_right_share=round(right, 6),
+                           expected_peak_utilization=round(peak, 6), expected_hours_to_recross=hours,
+                           largest_before_bytes=lp["before_bytes"], largest_after_bytes=lp["after_bytes"])
+        rows.append(row)
+    return pa.Table.from_pylist(rows, schema=storage.SCHEMAS[storage.ADVICE])
+
+
+def advise(settings: Settings, *, at: datetime, run_ts: datetime | None = None,
+           confidence_threshold: float | None = None, write: bool = True) -> pa.Table:
+    """Advice for the prediction run latest at or before `at` (or `run_ts`); MERGEd into `advice`
+    when `write` (rerunning the same run writes the same rows once), then earlier advice whose
+    window has closed by `at` is scored (:func:`score_advice`)."""
+    at = parse_timepoint(at)
+    chosen, preds = select_predictions(settings, at=at, run_ts=parse_timepoint(run_ts) if run_ts else None)
+    table = advise_run(settings, preds, confidence_threshold=confidence_threshold) if chosen else storage.empty(storage.ADVICE)
+    if write and table.num_rows:
+        storage.merge(storage.uri_for(settings, storage.ADVICE), storage.ADVICE, table, ["advice_id"])
+        score_advice(settings, at=at)
+    return table
+
+
+def read_advice(settings: Settings, *, version: int | None = None) -> pa.Table:
+    """The advice table (optionally as of a Delta version), sorted by (run_ts, partition_id)."""
+    t = storage.read(storage.uri_for(settings, storage.ADVICE), storage.ADVICE, version=version, missing_ok=True)
+    return t.sort_by([("run_ts", "ascending"), ("partition_id", "ascending")])
+
+
+def score_advice(settings: Settings, *, at: datetime) -> dict:
+    """Fill the backtest column of advice whose window closed by `at` (data up to window_end only)."""
+    at = parse_timepoint(at)
+    t = read_advice(settings)
+    due = [r for r in t.to_pylist() if r["window_end"] <= at and r["backtest"] is None]
+    if not due:
+        return {"scored": 0}
+    splits = storage.read(storage.uri_for(settings, storage.SPLITS), storage.SPLITS, missing_ok=True).to_pylist()
+    lineage = Lineage.load(settings)
+    bu = bucket_us(settings.bucket)
+    log = read_log(settings, upto=max(r["window_end"] for r in due))
+    for r in due:
+        r["actual_split"] = any(s["parent_id"] == r["partition_id"] and r["run_ts"] < s["split_ts"] <= r["window_end"]
+                                for s in splits)
+        if r["action"] == WAIT or r["split_key"] is None:
+            r["backtest"] = "split_happened" if r["actual_split"] else "no_split"
+        else:
+            p = lineage.get(r["partition_id"])
+            hist = range_history(log, [(p.key_lo, r["split_key"]), (r["split_key"], p.key_hi)],
+                                 start=r["run_ts"], end=r["window_end"], bucket=settings.bucket)
+            crossed = False
+            for h in hist:
+                keep = (h["bucket_start"] >= (to_us(r["run_ts"]) // bu) * bu)
+                crossed |= bool(np.any(h["size_bytes"][keep] >= settings.size_threshold_bytes)) or bool(
+                    np.any(h["writes"][keep] / settings.bucket.total_seconds() >= settings.write_threshold_per_s))
+            r["backtest"] = "child_crossed" if crossed else "avoided"
+        r["scored_at"] = at
+    storage.merge(storage.uri_for(settings, storage.ADVICE), storage.ADVICE,
+                  pa.Table.from_pylist(due, schema=storage.SCHEMAS[storage.ADVICE]), ["advice_id"])
+    counts: dict[str, int] = {}
+    for r in due:
+        counts[r["backtest"]] = counts.get(r["backtest"], 0) + 1
+    return {"scored": len(due), **counts}
