@@ -339,7 +339,6 @@ def _wait_condition(stack: Stack, dep: str, cond: str, deadline: float, project:
     entry = stack.state["services"].get(dep)
     if entry is None:
         raise ComposeError(f"dependency {dep} was not started")
-    svc = stack.services[dep]
     if cond == "service_started":
         return
     if cond == "service_completed_successfully":
