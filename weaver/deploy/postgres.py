@@ -387,13 +387,16 @@ class LocalPostgres:
             except ProcessLookupError:
                 return
             deadline = time.monotonic() + wait
-            while time.monotonic() < deadline and _alive(pid):
+            while time.monotonic() < deadline and pid_alive(pid):
                 time.sleep(0.1)
-            if not _alive(pid):
+            if not pid_alive(pid):
                 return
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int | None) -> bool:
+    """Whether process `pid` exists and is not a zombie (None or 0: no process)."""
+    if not pid:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -402,7 +405,7 @@ def _alive(pid: int) -> bool:
         return True
     try:
         with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
+            return fh.read().rsplit(")", 1)[-1].split()[0] != "Z"
     except OSError:
         return False
 

@@ -25,7 +25,7 @@ from typing import Callable
 
 from weaver.deploy.compose import (ComposeError, Service, container_ports, load_compose, local_services,
                                    required_variables, start_order)
-from weaver.deploy.postgres import LOOPBACK, LocalPostgres, free_port, port_is_free
+from weaver.deploy.postgres import LOOPBACK, LocalPostgres, free_port, pid_alive, port_is_free
 from weaver.core.errors import EnvironmentProblem, PortInUseError, ServiceStartError
 from weaver.core.settings import PROJECT_ROOT
 
@@ -92,22 +92,6 @@ def _secrets(state_dir: Path, names: list[str], env: dict[str, str]) -> dict[str
     return out
 
 
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def _session_members(sid: int) -> list[int]:
     """Every live process whose session is `sid` (a service and all it started, e.g. task JVMs)."""
     out = []
@@ -124,7 +108,7 @@ def _session_members(sid: int) -> list[int]:
 
 def _stop_session(pid: int, timeout: float) -> None:
     """SIGTERM the service's session, wait up to `timeout`, then SIGKILL what is left."""
-    members = set(_session_members(pid)) | ({pid} if _alive(pid) else set())
+    members = set(_session_members(pid)) | ({pid} if pid_alive(pid) else set())
     for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
         for m in list(members):
             try:
@@ -133,7 +117,7 @@ def _stop_session(pid: int, timeout: float) -> None:
                 members.discard(m)
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
-            members = {m for m in members | set(_session_members(pid)) if _alive(m)}
+            members = {m for m in members | set(_session_members(pid)) if pid_alive(m)}
             if not members:
                 return
             time.sleep(0.2)
@@ -235,7 +219,7 @@ def up(compose_file: Path | None = None, state_dir: Path | None = None, *, lake:
     state_dir = Path(state_dir or default_state_dir()).resolve()
     project = PROJECT_ROOT
     prior = _read_state(state_dir)
-    if prior and any(_alive(s.get("pid")) for s in prior.get("services", {}).values()):
+    if prior and any(pid_alive(s.get("pid")) for s in prior.get("services", {}).values()):
         raise ServiceStartError(f"services from {state_dir} are already running: "
                                 "`weaver services status` shows them, `weaver services down` stops them")
     check_java()
@@ -332,7 +316,7 @@ def _exit_code(pid: int) -> int | None:
     p = _POPEN.get(pid)
     if p is not None:
         return p.poll()
-    return None if _alive(pid) else -1
+    return None if pid_alive(pid) else -1
 
 
 def _wait_condition(stack: Stack, dep: str, cond: str, deadline: float, project: Path) -> None:
@@ -362,7 +346,7 @@ def _wait_condition(stack: Stack, dep: str, cond: str, deadline: float, project:
 def _check_alive(stack: Stack, name: str) -> None:
     entry = stack.state["services"][name]
     if entry["kind"] == "postgres":
-        if not _alive(entry.get("pid")):
+        if not pid_alive(entry.get("pid")):
             raise ServiceStartError(f"postgres stopped; see {entry['log']}")
         return
     rc = _exit_code(entry["pid"])
@@ -419,7 +403,7 @@ def down(state_dir: Path | None = None, timeout: float = 30) -> dict:
             stopped.append(name)
             continue
         pid = entry.get("pid")
-        if pid and (_alive(pid) or _session_members(pid)):
+        if pid and (pid_alive(pid) or _session_members(pid)):
             _stop_session(pid, timeout)
             stopped.append(name)
         proc = _POPEN.pop(pid, None) if pid else None
@@ -449,7 +433,7 @@ def status(state_dir: Path | None = None, *, health: bool = True) -> dict:
         if e is None:
             return {"service": name, "state": "not started", "pid": None, "ports": {}, "healthy": None}
         pid = e.get("pid")
-        running = _alive(pid)
+        running = pid_alive(pid)
         if e.get("kind") == "oneshot" and not running:
             st = "completed" if e.get("exit_code", 0) == 0 and pid else ("exited" if pid else "stopped")
         else:
