@@ -9,8 +9,17 @@ import pyarrow.compute as pc
 from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from weaver.api.http import AUTH, _choose_format, _jsonable, _page_rows, _prediction_key, _rows_response, _timepoint
+from weaver.api.http import (
+    AUTH,
+    _choose_format,
+    _jsonable,
+    _page_rows,
+    _prediction_key,
+    _rows_response,
+    _timepoint,
+)
 from weaver.api.schemas import (
+    _ROWS_HEADERS,
     API_VERSION,
     ARROW_MEDIA,
     CURSOR_DOC,
@@ -28,16 +37,16 @@ from weaver.api.schemas import (
     RecoveryRequest,
     WhatIfRequest,
     WovenPage,
-    _ROWS_HEADERS,
     _rows_responses,
 )
 from weaver.core import storage
 from weaver.core.ids import EXTENDABLE, PARTITION_PATTERN
 from weaver.core.settings import Settings
+from weaver.core.spark import get_spark
 from weaver.log import Lineage
 from weaver.recover import parse_as_of, recover, woven_snapshot
 from weaver.weave import read_woven_catalog
-from weaver.whatif import plan_whatif, whatif_weave
+from weaver.whatif import plan_whatif, read_advice, whatif_weave
 
 router = APIRouter()
 
@@ -198,8 +207,6 @@ def whatif(request: Request, body: WhatIfRequest = Body(...)) -> dict:
     """Weave "what if `partition_id` had split at `split_key` at `at`?" into the woven tier
     (origin manual, confidence 1.0). Validated before Spark starts (4xx, nothing written); the
     weave runs in this process' Spark session; the same question again writes nothing."""
-    from weaver.core.spark import get_spark
-
     s: Settings = request.app.state.settings
     at = _timepoint(body.at, "at")
     until = _timepoint(body.until, "until") if body.until is not None else None
@@ -221,8 +228,6 @@ def advice(
 ) -> dict:
     """Proactive advice per prediction run and partition (pre_split at a key, wait, raise_capacity)
     with its expected effect and, once the window closed, its backtest against what happened."""
-    from weaver.whatif import read_advice
-
     s: Settings = request.app.state.settings
     rt = _timepoint(run_ts, "run_ts") if run_ts is not None else None
     if partition_id is not None:

@@ -8,6 +8,8 @@ import typer
 
 from weaver.cli._app import JsonOpt, LakeOpt, app, emit, fail, settings_for
 from weaver.core.errors import WeaverError
+from weaver.ingest.sources import SourceSpec, adapter_for, partitioning_for
+from weaver.ingest.writer import ingest as run
 
 
 @app.command()
@@ -26,10 +28,13 @@ def ingest(
     as_json: bool = JsonOpt,
 ) -> None:
     """Ingest one input of a source into the change log, exactly once, advancing its watermark."""
-    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    from weaver.ingest.sources import SourceSpec, adapter_for, partitioning_for
-    from weaver.ingest.writer import ingest as run
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     try:
         s = settings_for(lake)

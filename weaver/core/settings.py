@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from weaver.core.errors import InvalidConfidenceError, InvalidParameterError
-from weaver.core.time import parse_duration
+from weaver.core.time import parse_duration, parse_timepoint
 
 GIB = 1024**3
 _DURATIONS = ("window", "bucket", "woven_cadence", "recovery_window", "woven_retention", "forecast_history")
@@ -192,8 +192,6 @@ def dag_default_args(env: dict[str, str] | None = None) -> dict[str, Any]:
 def dag_schedule_end(env: dict[str, str] | None = None) -> datetime | None:
     """``WEAVER_SCHEDULE_END``: an instant after which no scheduled run starts (a frozen or retired
     lake), or None to run for ever; read at DAG parse time, so from the environment only."""
-    from weaver.core.time import parse_timepoint
-
     raw = dict(os.environ if env is None else env).get("WEAVER_SCHEDULE_END")
     return parse_timepoint(raw) if raw else None
 

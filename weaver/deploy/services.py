@@ -23,11 +23,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from weaver.deploy.compose import (ComposeError, Service, container_ports, load_compose, local_services,
-                                   required_variables, start_order)
-from weaver.deploy.postgres import LOOPBACK, LocalPostgres, free_port, pid_alive, port_is_free
 from weaver.core.errors import EnvironmentProblem, PortInUseError, ServiceStartError
+from weaver.core.jars import check_java
 from weaver.core.settings import PROJECT_ROOT
+from weaver.deploy.compose import (
+    ComposeError,
+    Health,
+    Service,
+    container_ports,
+    load_compose,
+    local_services,
+    required_variables,
+    start_order,
+)
+from weaver.deploy.postgres import (
+    LOOPBACK,
+    LocalPostgres,
+    free_port,
+    pid_alive,
+    port_is_free,
+)
 
 STATE_FILE = "state.json"
 SECRETS_FILE = "secrets.env"
@@ -212,8 +227,6 @@ def up(compose_file: Path | None = None, state_dir: Path | None = None, *, lake:
     Refuses (nothing started) when the stack already runs, a published port is taken or Java is
     missing; on any later failure stops what it started and raises ServiceStartError.
     """
-    from weaver.core.jars import check_java
-
     say = progress or (lambda m: None)
     compose_file = Path(compose_file or default_compose()).resolve()
     state_dir = Path(state_dir or default_state_dir()).resolve()
@@ -445,8 +458,6 @@ def status(state_dir: Path | None = None, *, health: bool = True) -> dict:
             elif e.get("health"):
                 h = e["health"]
                 svc = Service(name=name, argv=e["argv"], env=e["env"])
-                from weaver.deploy.compose import Health
-
                 svc.health = Health(argv=h if isinstance(h, list) else None, shell=h if isinstance(h, str) else None)
                 # Generous: an `airflow jobs check` alone takes tens of seconds on a loaded 2-core machine.
                 healthy = check_health(svc, project, timeout=180)

@@ -11,6 +11,8 @@ import os
 import sys
 from pathlib import Path
 
+from weaver.core.jars import check_java
+
 _CLASSES = {"master": "org.apache.spark.deploy.master.Master", "worker": "org.apache.spark.deploy.worker.Worker"}
 
 
@@ -26,8 +28,6 @@ def main(argv: list[str] | None = None) -> int:
     if not args or args[0] not in _CLASSES:
         print("usage: python -m weaver.deploy.spark_daemon master|worker [spark-class options]", file=sys.stderr)
         return 2
-    from weaver.core.jars import check_java
-
     check_java()
     home = spark_home()
     os.environ["SPARK_HOME"] = str(home)

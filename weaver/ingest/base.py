@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable, Optional, Protocol, Sequence
 
+from weaver.core.errors import InvalidParameterError
+
 #: A source position: ints compared lexicographically, in the source's own order
 #: (DynamoDB: write time in µs; Debezium: (commit LSN, event LSN); Delta: commit version).
 Position = tuple[int, ...]
@@ -76,8 +78,6 @@ class Adapter(Protocol):
 
 def key_attrs(spec: str | Sequence[str]) -> list[str]:
     """Key attribute names from 'pk,sk' (hash key first, then range key)."""
-    from weaver.core.errors import InvalidParameterError
-
     names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s and s.strip()]
     if not names or len(names) > 2:
         raise InvalidParameterError(f"--keys {spec!r}: give the hash key, optionally a range key: 'pk' or 'pk,sk'")

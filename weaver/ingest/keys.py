@@ -33,7 +33,9 @@ from datetime import date, datetime, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any, Iterable, Sequence
 
+from weaver.core.errors import InvalidParameterError
 from weaver.ingest.errors import UnorderableKeyError
+from weaver.ingest.values import from_dynamodb
 
 _EXP_BIAS = 5000
 _EXP_MAX = 9999
@@ -150,8 +152,6 @@ def equal_ranges(n: int, tag: str = "S") -> list[str]:
     printable ASCII; keys sharing a long common prefix land in one range, for which a
     boundaries file (:func:`boundaries_from_values`) is the better choice.
     """
-    from weaver.core.errors import InvalidParameterError
-
     if not 1 <= n <= _HI - _LO:
         raise InvalidParameterError(f"--partitions must be in [1, {_HI - _LO}]")
     if tag not in "BNST" or len(tag) != 1:
@@ -163,9 +163,6 @@ def equal_ranges(n: int, tag: str = "S") -> list[str]:
 def boundaries_from_values(values: Iterable[Any]) -> list[str]:
     """Encoded boundaries from a list of key values (a scalar per single-attribute key, a list for
     composite keys; DynamoDB typed values ``{"S": ...}`` / ``{"N": ...}`` / ``{"B": ...}`` too)."""
-    from weaver.core.errors import InvalidParameterError
-    from weaver.ingest.values import from_dynamodb
-
     out = []
     for v in values:
         comps = v if isinstance(v, list) else [v]

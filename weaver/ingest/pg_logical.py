@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Callable
 
 from weaver.core.errors import EnvironmentProblem, InvalidParameterError
+from weaver.deploy.postgres import ensure_postgres_binaries
 
 RunSQL = Callable[..., str]
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -180,8 +181,6 @@ def _ident(name: str) -> str:
 
 if __name__ == "__main__":  # `python -m weaver.ingest.pg_logical ensure`: the Makefile's system setup
     if sys.argv[1:] == ["ensure"]:
-        from weaver.deploy.postgres import ensure_postgres_binaries
-
         ensure_postgres_binaries()
         try:
             print(f"wal2json: {ensure_wal2json()}")

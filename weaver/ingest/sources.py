@@ -9,6 +9,11 @@ from pathlib import Path
 from typing import Optional
 
 from weaver.core.errors import InvalidParameterError
+from weaver.ingest.debezium import DebeziumFile
+from weaver.ingest.delta_cdf import DeltaCDF
+from weaver.ingest.dynamodb import DynamoDBExport
+from weaver.ingest.keys import boundaries_from_values
+from weaver.ingest.writer import Partitioning, ingest
 
 KINDS = ("dynamodb-export", "debezium", "delta-cdf")
 
@@ -40,24 +45,15 @@ class SourceSpec:
 def adapter_for(spec: SourceSpec):
     """The adapter reading `spec.input`."""
     if spec.source == "dynamodb-export":
-        from weaver.ingest.dynamodb import DynamoDBExport
-
         return DynamoDBExport(spec.input, keys=spec.keys, name=spec.name)
     if spec.source == "debezium":
-        from weaver.ingest.debezium import DebeziumFile
-
         return DebeziumFile(spec.input, keys=spec.keys, name=spec.name)
-    from weaver.ingest.delta_cdf import DeltaCDF
-
     return DeltaCDF(spec.input, keys=spec.keys, name=spec.name, starting_version=spec.starting_version,
                     ending_version=spec.ending_version)
 
 
 def partitioning_for(spec: SourceSpec):
     """The initial range partitioning a new lake gets from `spec`."""
-    from weaver.ingest.keys import boundaries_from_values
-    from weaver.ingest.writer import Partitioning
-
     if spec.boundaries:
         p = Path(spec.boundaries)
         try:
@@ -93,8 +89,6 @@ def configured_source(env: dict | None = None, value: str | dict | None = None) 
 
 def ingest_configured(settings, value: str | dict | None = None) -> dict:
     """Ingest the configured source once (the DAG's `ingest` task); {"configured": False} when none."""
-    from weaver.ingest.writer import ingest
-
     spec = configured_source(value=value)
     if spec is None:
         return {"configured": False}

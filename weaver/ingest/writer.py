@@ -38,10 +38,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from weaver.core import storage
-from weaver.log import Lineage, validate_changes
 from weaver.core.errors import InvalidParameterError, TableNotFoundError
-from weaver.ingest.base import Adapter, Batch, Watermark, format_position, parse_position
+from weaver.ingest.base import (
+    Adapter,
+    Batch,
+    Change,
+    Watermark,
+    format_position,
+    parse_position,
+)
 from weaver.ingest.errors import IngestStateError, StaleInputError, WatermarkGapError
+from weaver.ingest.keys import equal_ranges
+from weaver.log import Lineage, validate_changes
+from weaver.replay import last_per_key
 
 COMMIT_KEY = "weaver.ingest"
 
@@ -83,8 +92,6 @@ class Partitioning:
     tag: str = "S"  # type tag of the first key component, for equal ranges
 
     def bounds(self) -> list[str]:
-        from weaver.ingest.keys import equal_ranges
-
         if self.boundaries:
             return list(self.boundaries)
         return equal_ranges(self.partitions, self.tag)
@@ -323,9 +330,6 @@ def _expand_truncates(settings, new: list) -> list:
     """A TRUNCATE (Debezium op 't') becomes a DELETE of every key live at that point, in key order."""
     if not any(c.op == "TRUNCATE" for c in new):
         return new
-    from weaver.ingest.base import Change
-    from weaver.replay import last_per_key
-
     live: set[str] = set()
     uri = storage.uri_for(settings, storage.CHANGELOG)
     if storage.is_table(uri):
