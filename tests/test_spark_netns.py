@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.test_spark_cluster import _env, _spark_home, _stop
-from tests.test_weave import H, T0, assert_matches_oracle, make_log, prediction, put_predictions, woven_table, write_lake
+from tests.lakes import H, T0, assert_matches_oracle, make_log, prediction, put_predictions, weave_settings, woven_table, write_lake
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.spark]
@@ -74,9 +74,9 @@ def test_weave_with_the_driver_on_another_host_equals_local_mode(spark, tmp_path
     data = make_log(seed=23)
     preds = [prediction(), prediction(partition_id="p1", split_key="k33", probability=0.85)]
     at = T0 + 8 * H
-    remote = write_lake(tmp_path / "remote_lake", data)
+    remote = weave_settings(write_lake(tmp_path / "remote_lake", data))
     put_predictions(remote, preds)
-    local = write_lake(tmp_path / "local_lake", data)
+    local = weave_settings(write_lake(tmp_path / "local_lake", data))
     put_predictions(local, preds)
 
     work = tmp_path / "spark"
@@ -109,7 +109,7 @@ def test_weave_with_the_driver_on_another_host_equals_local_mode(spark, tmp_path
         conf.pop("spark.jars")
         conf.update({"spark.executor.memory": "512m", "spark.cores.max": "1", "spark.executor.cores": "1"})
         cmd = [str(_spark_home() / "bin" / "spark-submit"), "--master", master_url, "--deploy-mode", "client",
-               "--jars", ",".join(delta_jars())]
+               "--jars", ",".join(delta_jars(settings))]
         for k, v in conf.items():
             cmd += ["--conf", f"{k}={v}"]
         cmd += [str(ROOT / "spark_jobs" / "weave.py"), "--lake", remote.lake, "--at", at.isoformat()]

@@ -190,7 +190,7 @@ def test_impact_time_travel_and_api_on_the_hot_end_lake(spark, tmp_path):
         _, then_ts, _ = woven_snapshot(s, "h", q, confidence_threshold=1.0, as_of=ts_a)
         assert then_ts.weave_id == a["weave_id"]
         r = client.get("/v1/woven-snapshots", params={"partition_id": "h", "timepoint": q.isoformat(),
-                                                       "as_of": str(a["version"]), "format": "json",
+                                                       "as_of_version": a["version"], "format": "json",
                                                        "confidence_threshold": 1.0}, headers=auth)
         assert r.status_code == 200 and r.json()["weave_id"] == a["weave_id"], r.text
         old = recover(s, "h", q, confidence_threshold=1.0, as_of_version=a["version"])

@@ -44,7 +44,7 @@ from weaver.core.ids import EXTENDABLE, PARTITION_PATTERN
 from weaver.core.settings import Settings
 from weaver.core.spark import get_spark
 from weaver.log import Lineage
-from weaver.recover import parse_as_of, recover, woven_snapshot
+from weaver.recover import recover, woven_snapshot
 from weaver.weave import read_woven_catalog
 from weaver.whatif import plan_whatif, read_advice, whatif_weave
 
@@ -67,9 +67,12 @@ def woven_snapshots(
                            examples=[TIMEPOINT_EXAMPLE]),
     confidence_threshold: float | None = Query(None, ge=0.0, le=1.0),
     weave_id: str | None = Query(None, pattern=r"^[0-9a-f]{8,16}$", description="Restrict to one weave."),
-    as_of: str | None = Query(None, max_length=64, pattern=r"^([0-9]{1,12}|[0-9]{4}-.+)$",
-                              description="Transaction time: a Delta version of woven_snapshots (digits) or an "
-                                          "ISO-8601 instant with a timezone - the woven tier as it stood then."),
+    as_of_version: int | None = Query(None, ge=0, description="Transaction time: the woven tier as it stood at "
+                                      "this Delta version of woven_snapshots."),
+    as_of: str | None = Query(None, max_length=64, json_schema_extra=DATE_TIME,
+                              description="Transaction time: the woven tier as it stood at this instant "
+                                          "(ISO-8601 with a timezone; the latest version committed by then). "
+                                          "Ignored when as_of_version is given."),
     format: Literal["ndjson", "arrow", "json"] | None = Query(None, description="Overrides Accept."),
     cursor: str | None = Query(None, min_length=1, max_length=512, description=CURSOR_DOC),
     limit: int = Query(DEFAULT_PAGE, ge=1, le=MAX_PAGE),
@@ -79,11 +82,10 @@ def woven_snapshots(
     s: Settings = request.app.state.settings
     at = _timepoint(timepoint)
     c = s.confidence(confidence_threshold)
-    version, as_of_ts = parse_as_of(as_of)
-    if as_of_ts is not None:
-        as_of_ts = _timepoint(as_of, "as_of")
+    # Both given: the version names one state exactly, so it wins (documented on the parameter).
+    as_of_ts = _timepoint(as_of, "as_of") if as_of is not None and as_of_version is None else None
     target, snap, rows = woven_snapshot(s, partition_id, at, confidence_threshold=c, weave_id=weave_id,
-                                        as_of_version=version, as_of=as_of_ts)
+                                        as_of_version=as_of_version, as_of=as_of_ts)
     page, nxt = _page_rows(rows, cursor, limit)
     meta = {"partition_id": target.partition_id, "weave_id": snap.weave_id,
             "prediction_id": snap.prediction_id, "source_partition_id": snap.source_partition_id,

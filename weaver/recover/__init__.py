@@ -5,11 +5,10 @@ from weaver.recover.target import Target, resolve
 from weaver.recover.woven import (
     WovenSnapshot,
     find_woven_snapshot,
-    parse_as_of,
     read_woven_rows,
     woven_snapshot,
     woven_snapshot_as_of,
 )
 
 __all__ = ["MODES", "RecoveryResult", "Target", "WovenSnapshot", "default_rollback_uri", "find_woven_snapshot",
-           "parse_as_of", "read_woven_rows", "recover", "resolve", "woven_snapshot", "woven_snapshot_as_of"]
+           "read_woven_rows", "recover", "resolve", "woven_snapshot", "woven_snapshot_as_of"]

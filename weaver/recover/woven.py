@@ -207,12 +207,3 @@ def woven_snapshot_as_of(settings: Settings, target: Target, at: datetime, confi
     snap = WovenSnapshot(r["weave_id"], r["prediction_id"], r["source_partition_id"], r["split_key"], best_tp.as_py(),
                          int(seq), float(r["confidence"]), r["status"], need, target.key_lo, target.key_hi)
     return snap, t
-
-
-def parse_as_of(as_of: str | int | None) -> tuple[int | None, datetime | None]:
-    """An as-of given as a Delta version (digits) or an ISO-8601 instant with a timezone."""
-    if as_of is None:
-        return None, None
-    if isinstance(as_of, int) or (isinstance(as_of, str) and as_of.isdigit()):
-        return int(as_of), None
-    return None, parse_timepoint(as_of)
