@@ -1,7 +1,8 @@
 """temporal_weaver: the background loop of Temporal Weaver (DESIGN §6).
 
 extract -> check (GX) -> metrics -> forecast -> check (GX) -> weave (spark-submit) -> check (GX)
--> publish/reconcile. Wiring only: each task calls one function of the `weaver` package, heavy
+-> publish/reconcile. Write-audit-publish: forecast and weave write staged rows; each check task
+validates exactly those and publishes them only on a pass (else quarantines them and fails). Wiring only: each task calls one function of the `weaver` package, heavy
 imports stay inside the tasks, and each task works on the run's data interval, so a rerun of the
 same interval writes the same rows once.
 """
@@ -60,9 +61,9 @@ def temporal_weaver():
 
     @task
     def check_changelog(manifest: dict, params=None) -> dict:
-        from weaver.checks import check_changelog as run
+        from weaver.pipeline import gate_changelog
 
-        run(_settings(params), manifest)
+        gate_changelog(_settings(params), manifest)
         return manifest
 
     @task
@@ -81,16 +82,15 @@ def temporal_weaver():
 
         s = _settings(params)
         at = datetime.fromisoformat(state["manifest"]["end"])
-        preds = predict(s, at=at, model=params["model"])
+        preds = predict(s, at=at, model=params["model"], stage=True)  # published by check_predictions
         return {"at": at.isoformat(), "predictions": preds.num_rows}
 
     @task
     def check_predictions(run: dict, params=None) -> dict:
-        from weaver.checks import check_run_predictions as run_check
-        from weaver.pipeline import job_target
+        from weaver.pipeline import gate_predictions, job_target
 
         s = _settings(params)
-        run["check"] = run_check(s, at=datetime.fromisoformat(run["at"]))
+        run["check"] = gate_predictions(s, at=datetime.fromisoformat(run["at"]))
         return {**run, **job_target(s)}
 
     weave = SparkSubmitOperator(
@@ -111,9 +111,9 @@ def temporal_weaver():
 
     @task
     def check_woven(params=None) -> dict:
-        from weaver.checks import check_woven as run_check
+        from weaver.pipeline import gate_weaves
 
-        return run_check(_settings(params))
+        return gate_weaves(_settings(params))
 
     @task
     def publish(run: dict, check: dict, params=None, run_id=None) -> dict:

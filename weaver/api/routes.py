@@ -9,7 +9,8 @@ import pyarrow.compute as pc
 from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from weaver.api.http import AUTH, _choose_format, _jsonable, _page_rows, _prediction_key, _rows_response, _timepoint
+from weaver.api.http import (AUTH, _choose_format, _jsonable, _page_rows, _prediction_key, _rows_response, _timepoint,
+                             recovery_slot)
 from weaver.api.schemas import (
     API_VERSION,
     ARROW_MEDIA,
@@ -31,7 +32,7 @@ from weaver.api.schemas import (
     _rows_responses,
 )
 from weaver.core import storage
-from weaver.core.ids import EXTENDABLE, PARTITION_PATTERN
+from weaver.core.ids import EXTENDABLE, PARTITION_PATTERN, UNPUBLISHED
 from weaver.core.settings import Settings
 from weaver.log import Lineage
 from weaver.recover import recover, woven_snapshot
@@ -66,7 +67,7 @@ def woven_snapshots(
     at = _timepoint(timepoint)
     c = s.confidence(confidence_threshold)
     target, snap, rows = woven_snapshot(s, partition_id, at, confidence_threshold=c, weave_id=weave_id)
-    page, nxt = _page_rows(rows, cursor, limit)
+    page, nxt = _page_rows(rows, cursor, min(limit, s.api_max_page_rows))
     meta = {"partition_id": target.partition_id, "weave_id": snap.weave_id,
             "prediction_id": snap.prediction_id, "source_partition_id": snap.source_partition_id,
             "split_key": snap.split_key, "timepoint": snap.timepoint.isoformat(), "as_of_seq": snap.as_of_seq,
@@ -95,11 +96,12 @@ def recoveries(
     at = _timepoint(body.timepoint)
     c = s.confidence(body.confidence_threshold)
     fmt = _choose_format(request, format, "json")
-    res = recover(s, body.partition_id, at, confidence_threshold=c, mode=body.mode)
+    with recovery_slot(request.app):
+        res = recover(s, body.partition_id, at, confidence_threshold=c, mode=body.mode)
     summary = res.summary()
     if fmt == "json" and cursor is None:
         return JSONResponse(summary)
-    page, nxt = _page_rows(res.table, cursor, limit)
+    page, nxt = _page_rows(res.table, cursor, min(limit, s.api_max_page_rows))
     meta = {k: summary[k] for k in ("path", "source", "changes_replayed", "rows", "elapsed_ms", "weave_id",
                                     "timepoint", "recovery_id")}
     return _rows_response(fmt, page, nxt, meta, summary)
@@ -168,6 +170,8 @@ def partitions(
             src = lineage.by_id.get(r["source_partition_id"])
             if src is None:
                 continue
+            if r["status"] in UNPUBLISHED:
+                continue  # staged or quarantined: not yet (or never) published
             active = r["status"] in EXTENDABLE
             if active_only and not active:
                 continue

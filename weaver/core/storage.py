@@ -30,6 +30,8 @@ PREDICTIONS = "predictions"
 BACKTEST_RESULTS = "backtest_results"
 WOVEN_CATALOG = "woven_catalog"
 WOVEN_SNAPSHOTS = "woven_snapshots"
+PREDICTIONS_STAGED = "predictions_staged"  # write-audit-publish: a run's rows before their check
+QUARANTINE = "quarantine"  # what a failed check held back, with the validation result
 
 WOVEN_TABLES = frozenset({WOVEN_CATALOG, WOVEN_SNAPSHOTS})
 
@@ -173,6 +175,20 @@ SCHEMAS: dict[str, pa.Schema] = {
         ]
     ),
 }
+
+# Staged predictions: the contract's columns plus their audit status ('staged' | 'quarantined').
+SCHEMAS[PREDICTIONS_STAGED] = pa.schema(list(SCHEMAS[PREDICTIONS]) + [pa.field("status", pa.string(), nullable=False)])
+SCHEMAS[QUARANTINE] = pa.schema(
+    [
+        pa.field("item_kind", pa.string(), nullable=False),  # 'predictions' | 'weave' | 'changelog'
+        pa.field("item_id", pa.string(), nullable=False),  # run ts iso | weave_id | interval id
+        pa.field("run_ts", TS),
+        pa.field("suite", pa.string(), nullable=False),
+        pa.field("result", pa.string(), nullable=False),  # the failed expectations, as GX reported them
+        pa.field("rows", pa.int64(), nullable=False),
+        pa.field("quarantined_at", TS, nullable=False),
+    ]
+)
 
 OPS = ("PUT", "DELETE")
 STATE_SCHEMA = pa.schema([pa.field("key", pa.string(), nullable=False), pa.field("value", pa.binary())])
@@ -423,22 +439,31 @@ def merge(
     """
     from deltalake import DeltaTable, write_deltalake
 
+    from weaver.core.retry import retry_commit
+
     rows = conform(rows, name)
-    if not is_table(uri):
-        write_deltalake(uri, rows, mode="overwrite", partition_by=list(partition_by or []) or None,
-                        writer_properties=_writer_properties(compression))
-        return {"num_target_rows_inserted": rows.num_rows}
-    if rows.num_rows == 0:
-        return {"num_target_rows_inserted": 0}
-    dt = DeltaTable(uri)
-    predicate = " AND ".join(f"t.{k} = s.{k}" for k in keys)
-    return (
-        dt.merge(source=rows, predicate=predicate, source_alias="s", target_alias="t",
-                 writer_properties=_writer_properties(compression))
-        .when_matched_update_all()
-        .when_not_matched_insert_all()
-        .execute()
-    )
+
+    def attempt() -> dict:
+        # Re-read on every try: a retry after a conflict must plan against the winner's version.
+        if not is_table(uri):
+            # mode="error": a second creator racing this one must fail (and retry as a MERGE),
+            # never overwrite the rows the first one committed.
+            write_deltalake(uri, rows, mode="error", partition_by=list(partition_by or []) or None,
+                            writer_properties=_writer_properties(compression))
+            return {"num_target_rows_inserted": rows.num_rows}
+        if rows.num_rows == 0:
+            return {"num_target_rows_inserted": 0}
+        dt = DeltaTable(uri)
+        predicate = " AND ".join(f"t.{k} = s.{k}" for k in keys)
+        return (
+            dt.merge(source=rows, predicate=predicate, source_alias="s", target_alias="t",
+                     writer_properties=_writer_properties(compression))
+            .when_matched_update_all()
+            .when_not_matched_insert_all()
+            .execute()
+        )
+
+    return retry_commit(attempt, what=f"MERGE into {name}")
 
 
 def overwrite(uri: str, name: str, rows: pa.Table, *, predicate: str | None = None,
@@ -446,6 +471,9 @@ def overwrite(uri: str, name: str, rows: pa.Table, *, predicate: str | None = No
     """Replace a table (or, with `predicate`, the rows matching it: replaceWhere) in one commit."""
     from deltalake import write_deltalake
 
+    from weaver.core.retry import retry_commit
+
     rows = conform(rows, name)
-    write_deltalake(uri, rows, mode="overwrite", predicate=predicate if is_table(uri) else None,
-                    writer_properties=_writer_properties(compression))
+    retry_commit(lambda: write_deltalake(uri, rows, mode="overwrite", predicate=predicate if is_table(uri) else None,
+                                         writer_properties=_writer_properties(compression)),
+                 what=f"overwrite of {name}")

@@ -4,6 +4,14 @@ DAG tasks call one function each from here or from a stage package; ``weaver.pip
 runs the real DAGs with ``airflow dags test``.
 """
 
+from weaver.pipeline.gate import (
+    clear_quarantine,
+    gate_changelog,
+    gate_predictions,
+    gate_weaves,
+    list_quarantine,
+    staged_predictions,
+)
 from weaver.pipeline.tasks import (
     account_metrics,
     extract,
@@ -14,5 +22,6 @@ from weaver.pipeline.tasks import (
     write_run_record,
 )
 
-__all__ = ["account_metrics", "extract", "job_target", "resume_point", "run_summary", "staging_path",
+__all__ = ["account_metrics", "clear_quarantine", "extract", "gate_changelog", "gate_predictions", "gate_weaves",
+           "list_quarantine", "staged_predictions", "job_target", "resume_point", "run_summary", "staging_path",
            "write_run_record"]

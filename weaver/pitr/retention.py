@@ -21,7 +21,8 @@ from datetime import datetime
 
 import pyarrow.compute as pc
 
-from weaver.core import storage
+from weaver.core import faults, storage
+from weaver.core.retry import retry_commit
 from weaver.core.time import parse_timepoint
 from weaver.log.changelog import LOG_START_PROPERTY, ChangeLog, log_start_seq
 from weaver.log.lineage import Lineage
@@ -79,9 +80,11 @@ def vacuum(settings, now: datetime, *, dry_run: bool = False) -> dict:
         pred = "snapshot_id IN (" + ", ".join("'" + i.replace("'", "''") + "'" for i in expire) + ")"
         for name in (storage.SNAPSHOT_CATALOG, storage.SNAPSHOTS):
             storage.overwrite(storage.uri_for(settings, name), name, storage.empty(name), predicate=pred)
+            faults.point(f"vacuum.after_{name}")
     if cut:
-        dt = storage.open_table(log_uri, storage.CHANGELOG)
-        dt.alter.set_table_properties({LOG_START_PROPERTY: str(start)}, raise_if_not_exists=False)
+        retry_commit(lambda: storage.open_table(log_uri, storage.CHANGELOG).alter.set_table_properties(
+            {LOG_START_PROPERTY: str(start)}, raise_if_not_exists=False), what="vacuum: raise the log start")
+        faults.point("vacuum.after_log_start")
         if log_rows:
             storage.overwrite(log_uri, storage.CHANGELOG, storage.empty(storage.CHANGELOG),
                               predicate=f"seq < {int(start)}")
