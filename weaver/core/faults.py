@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import sys
 import time
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 from weaver.core.settings import test_pause_points
 
@@ -18,12 +20,29 @@ PAUSED = "WEAVER_PAUSED"
 PAUSE_S = 600.0
 
 
+_HOOKS: dict[str, Callable[[], None]] = {}
+
+
+@contextmanager
+def hooked(name: str, fn: Callable[[], None]) -> Iterator[None]:
+    """Test-only, in-process: call `fn` whenever point `name` is reached (e.g. a barrier that makes
+    two writers commit at the same moment). Removed on exit."""
+    _HOOKS[name] = fn
+    try:
+        yield
+    finally:
+        _HOOKS.pop(name, None)
+
+
 def point(name: str) -> None:
     """Pause here when the test-only setting names this point; otherwise return at once.
 
     ``name:go`` in the setting announces the point and carries on, so a harness can kill the
     process a measured time later, in the middle of the write that follows.
     """
+    hook = _HOOKS.get(name)
+    if hook is not None:
+        hook()
     points = test_pause_points()
     if not points:
         return
