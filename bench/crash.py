@@ -1,0 +1,76 @@
+"""Crash injection over every writing command (issue 14): kills tried and survived, per command.
+
+For each command of tests/crash.py's SCENARIOS (snapshot, predict, weave, restore-table, vacuum):
+one uninterrupted run gives the reference; then for every named pause point (and, for
+restore-table, kills 0.5 / 1.5 / 3 s into the Spark write) a fresh copy of the lake gets the
+command killed with SIGKILL there, a reader checks what is visible (oracle fold / whole-or-nothing),
+the command is rerun, and its result is compared with the reference. A kill "survived" when the
+reader saw no partial version AND the rerun equals the uninterrupted run.
+
+    PYTHONPATH=$PWD .venv/bin/python bench/crash.py [command ...]
+
+Writes bench/results/crash.json (a correctness count, not a timing; elapsed is informative only).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench._common import machine  # noqa: E402
+from tests import crash  # noqa: E402
+
+
+def main(argv: list[str]) -> int:
+    names = argv or list(crash.SCENARIOS)
+    work = Path(tempfile.mkdtemp(prefix="weaver-crash-"))
+    t0 = time.perf_counter()
+    per: dict[str, dict] = {}
+    outcomes = []
+    try:
+        template = crash.base_lake(work / "template")
+        for name in names:
+            sc = crash.SCENARIOS[name]
+            want = crash.reference(sc, template, work)
+            tried = survived = 0
+            for point in sc.points:
+                for delay in [0.0] + ([] if point not in sc.points[:1] else sc.timed):
+                    o = crash.crash_once(sc, template, work, point, want, delay_s=delay)
+                    print(json.dumps(o.__dict__), flush=True)
+                    outcomes.append(o.__dict__)
+                    if o.result != "killed":
+                        continue  # the process finished before the kill: not a kill
+                    tried += 1
+                    survived += o.reader_ok and o.rerun_equal
+            per[name] = {"kills_tried": tried, "survived": survived, "points": sc.points,
+                         "timed_kills_s": sc.timed}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    result = {
+        "bench": "crash",
+        "machine": machine("deltalake", "pyspark"),
+        "date": datetime.now(timezone.utc).isoformat(),
+        "params": {"commands": names, "lake": "tests.lakes.make_log(seed=3): 160 changes, 2 root partitions, 1 split"},
+        "ratios": {f"{k}_survived_share": (v["survived"] / v["kills_tried"]) if v["kills_tried"] else None
+                   for k, v in per.items()},
+        "figures": {"per_command": per, "outcomes": outcomes,
+                    "kills_tried": sum(v["kills_tried"] for v in per.values()),
+                    "survived": sum(v["survived"] for v in per.values()),
+                    "elapsed_s": round(time.perf_counter() - t0, 1)},
+    }
+    out = ROOT / "bench" / "results" / "crash.json"
+    out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    print(json.dumps(result["figures"]["per_command"], indent=2))
+    return 0 if all(v["survived"] == v["kills_tried"] for v in per.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
