@@ -7,9 +7,10 @@ command killed with SIGKILL there, a reader checks what is visible (oracle fold 
 the command is rerun, and its result is compared with the reference. A kill "survived" when the
 reader saw no partial version AND the rerun equals the uninterrupted run.
 
-    PYTHONPATH=$PWD .venv/bin/python bench/crash.py [command ...]
+    PYTHONPATH=$PWD .venv/bin/python bench/crash.py [command ...] [--max-points N] [--max-timed N]
 
-Writes bench/results/crash.json (a correctness count, not a timing; elapsed is informative only).
+Writes bench/results/crash.json (a correctness count, not a timing; elapsed is informative only);
+commands run separately are merged into the file, each with the commit it ran on.
 """
 
 from __future__ import annotations
@@ -30,7 +31,14 @@ from tests import crash  # noqa: E402
 
 
 def main(argv: list[str]) -> int:
-    names = argv or list(crash.SCENARIOS)
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("commands", nargs="*")
+    ap.add_argument("--max-points", type=int, default=None, help="named points per command (default all)")
+    ap.add_argument("--max-timed", type=int, default=None, help="timed kills per command (default all)")
+    args = ap.parse_args(argv)
+    names = args.commands or list(crash.SCENARIOS)
     work = Path(tempfile.mkdtemp(prefix="weaver-crash-"))
     t0 = time.perf_counter()
     per: dict[str, dict] = {}
@@ -41,8 +49,10 @@ def main(argv: list[str]) -> int:
             sc = crash.SCENARIOS[name]
             want = crash.reference(sc, template, work)
             tried = survived = 0
-            for point in sc.points:
-                for delay in [0.0] + ([] if point not in sc.points[:1] else sc.timed):
+            points = sc.points[-args.max_points:] if args.max_points else sc.points
+            timed = sc.timed if args.max_timed is None else sc.timed[1:1 + args.max_timed]
+            for point in points:
+                for delay in [0.0] + ([] if point not in points[:1] else timed):
                     o = crash.crash_once(sc, template, work, point, want, delay_s=delay)
                     print(json.dumps(o.__dict__), flush=True)
                     outcomes.append(o.__dict__)
@@ -50,15 +60,21 @@ def main(argv: list[str]) -> int:
                         continue  # the process finished before the kill: not a kill
                     tried += 1
                     survived += o.reader_ok and o.rerun_equal
-            per[name] = {"kills_tried": tried, "survived": survived, "points": sc.points,
-                         "timed_kills_s": sc.timed}
+            per[name] = {"kills_tried": tried, "survived": survived, "points": points,
+                         "timed_kills_s": timed, "git_commit": machine()["git_commit"]}
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    out = ROOT / "bench" / "results" / "crash.json"
+    if out.exists():  # merge commands measured in an earlier run
+        old = json.loads(out.read_text())["figures"]
+        for k, v in old.get("per_command", {}).items():
+            per.setdefault(k, v)
+        outcomes = [o for o in old.get("outcomes", []) if o["command"] not in names] + outcomes
     result = {
         "bench": "crash",
         "machine": machine("deltalake", "pyspark"),
         "date": datetime.now(timezone.utc).isoformat(),
-        "params": {"commands": names, "lake": "tests.lakes.make_log(seed=3): 160 changes, 2 root partitions, 1 split"},
+        "params": {"commands": sorted(per), "lake": "tests.lakes.make_log(seed=3): 160 changes, 2 root partitions, 1 split"},
         "ratios": {f"{k}_survived_share": (v["survived"] / v["kills_tried"]) if v["kills_tried"] else None
                    for k, v in per.items()},
         "figures": {"per_command": per, "outcomes": outcomes,
@@ -66,7 +82,6 @@ def main(argv: list[str]) -> int:
                     "survived": sum(v["survived"] for v in per.values()),
                     "elapsed_s": round(time.perf_counter() - t0, 1)},
     }
-    out = ROOT / "bench" / "results" / "crash.json"
     out.write_text(json.dumps(result, indent=2, default=str) + "\n")
     print(json.dumps(result["figures"]["per_command"], indent=2))
     return 0 if all(v["survived"] == v["kills_tried"] for v in per.values()) else 1
