@@ -65,6 +65,10 @@ def main(argv: list[str]) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     out = ROOT / "bench" / "results" / "crash.json"
+    import fcntl
+
+    lock = open(out.with_suffix(".lock"), "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)  # several runs (one per command) merge into one file
     if out.exists():  # merge commands measured in an earlier run
         old = json.loads(out.read_text())["figures"]
         for k, v in old.get("per_command", {}).items():
@@ -83,6 +87,8 @@ def main(argv: list[str]) -> int:
                     "elapsed_s": round(time.perf_counter() - t0, 1)},
     }
     out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    fcntl.flock(lock, fcntl.LOCK_UN)
+    out.with_suffix(".lock").unlink(missing_ok=True)
     print(json.dumps(result["figures"]["per_command"], indent=2))
     return 0 if all(v["survived"] == v["kills_tried"] for v in per.values()) else 1
 
