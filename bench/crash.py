@@ -37,7 +37,11 @@ def main(argv: list[str]) -> int:
     ap.add_argument("commands", nargs="*")
     ap.add_argument("--max-points", type=int, default=None, help="named points per command (default all)")
     ap.add_argument("--max-timed", type=int, default=None, help="timed kills per command (default all)")
+    ap.add_argument("--collect", nargs="+", default=None,
+                    help="only summarise the outcome lines (JSON, one per kill) these run logs printed")
     args = ap.parse_args(argv)
+    if args.collect:
+        return collect(args.collect)
     names = args.commands or list(crash.SCENARIOS)
     work = Path(tempfile.mkdtemp(prefix="weaver-crash-"))
     t0 = time.perf_counter()
@@ -91,6 +95,38 @@ def main(argv: list[str]) -> int:
     out.with_suffix(".lock").unlink(missing_ok=True)
     print(json.dumps(result["figures"]["per_command"], indent=2))
     return 0 if all(v["survived"] == v["kills_tried"] for v in per.values()) else 1
+
+
+def collect(logs: list[str]) -> int:
+    """Write crash.json from the outcome lines of runs that were stopped before they summarised
+    (each line is one finished kill + rerun, printed as it completed)."""
+    outcomes = []
+    for log in logs:
+        for line in Path(log).read_text().splitlines():
+            line = line.strip()
+            if line.startswith("{") and '"rerun_equal"' in line:
+                outcomes.append(json.loads(line))
+    per: dict[str, dict] = {}
+    for o in outcomes:
+        c = per.setdefault(o["command"], {"kills_tried": 0, "survived": 0, "points": []})
+        c["points"].append(o["point"])
+        if o["result"] == "killed":
+            c["kills_tried"] += 1
+            c["survived"] += bool(o["reader_ok"] and o["rerun_equal"])
+    for name, c in per.items():
+        c["points_not_run"] = [p for p in crash.SCENARIOS[name].points
+                               if not any(q.split(":")[0].split("+")[0] == p for q in c["points"])]
+    result = {"bench": "crash", "machine": machine("deltalake", "pyspark"), "date": datetime.now(timezone.utc).isoformat(),
+              "params": {"commands": sorted(per), "collected_from_logs": True,
+                         "lake": "tests.lakes.make_log(seed=3): 160 changes, 2 root partitions, 1 split"},
+              "ratios": {f"{k}_survived_share": (v["survived"] / v["kills_tried"]) if v["kills_tried"] else None
+                         for k, v in per.items()},
+              "figures": {"per_command": per, "outcomes": outcomes,
+                          "kills_tried": sum(v["kills_tried"] for v in per.values()),
+                          "survived": sum(v["survived"] for v in per.values())}}
+    (ROOT / "bench" / "results" / "crash.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    print(json.dumps(per, indent=2))
+    return 0
 
 
 if __name__ == "__main__":

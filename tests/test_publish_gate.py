@@ -58,7 +58,7 @@ def stage(settings, rows: list[dict]) -> None:
 # --- predictions ---------------------------------------------------------------------------------
 def test_predictions_publish_only_on_a_pass_and_a_probability_of_1_3_is_quarantined(lake):
     from weaver.core.errors import ExpectationFailedError
-    from weaver.pipeline import clear_quarantine, gate_predictions, list_quarantine
+    from weaver.pipeline import gate_predictions, list_quarantine
 
     settings, data = lake
     good_run, bad_run = T0 + 2 * H, T0 + 3 * H
@@ -83,8 +83,18 @@ def test_predictions_publish_only_on_a_pass_and_a_probability_of_1_3_is_quaranti
     assert (q["item_kind"], q["item_id"], q["rows"]) == ("predictions", bad_run.isoformat(), len(bad))
     assert "probability" in q["result"]
 
-    # clear deletes the quarantined rows and the record, and publishes nothing
-    cleared = clear_quarantine(settings)
+    # the operator's view and clear (CLI): clear deletes the quarantined rows and the record, publishes nothing
+    from typer.testing import CliRunner
+
+    from weaver.cli import app
+
+    listed = CliRunner().invoke(app, ["quarantine", "list", "--lake", settings.lake, "--json"])
+    assert listed.exit_code == 0, listed.output
+    (item,) = json.loads(listed.stdout)["items"]
+    assert item["item_kind"] == "predictions" and "probability" in item["result"]
+    res = CliRunner().invoke(app, ["quarantine", "clear", "--kind", "predictions", "--lake", settings.lake, "--json"])
+    assert res.exit_code == 0, res.output
+    cleared = json.loads(res.stdout)
     assert (cleared["cleared"], cleared["prediction_rows_deleted"]) == (1, len(bad))
     assert raw(settings, "predictions_staged") == [] and list_quarantine(settings) == []
     assert {r["run_ts"] for r in raw(settings, "predictions")} == {good_run}
