@@ -3,8 +3,10 @@
 [ingest -> check (GX) -> source complete (sensor), when a source is configured] ->
 extract -> check (GX) -> metrics -> forecast -> check (GX) -> weave (spark-submit) -> check (GX)
 -> publish/reconcile, which emits the `weaver_predictions` and `weaver_woven_tier` Assets (only a
-run whose every check passed reaches it, so consumers never see unchecked data). Wiring only:
-each task calls one function of the `weaver` package, heavy imports stay inside the tasks, and each task works on the run's data interval, so a rerun of the
+run whose every check passed reaches it, so consumers never see unchecked data). Write-audit-publish:
+forecast and weave write staged rows; each check task validates exactly those and publishes them only
+on a pass (else quarantines them and fails). Wiring only: each task calls one function of the
+`weaver` package, heavy imports stay inside the tasks, and each task works on the run's data interval, so a rerun of the
 same interval writes the same rows once.
 """
 
@@ -89,9 +91,9 @@ def temporal_weaver():
 
     @task
     def check_changelog(manifest: dict, params=None) -> dict:
-        from weaver.checks import check_changelog as run
+        from weaver.pipeline import gate_changelog
 
-        run(_settings(params), manifest)
+        gate_changelog(_settings(params), manifest)
         return manifest
 
     @task
@@ -110,16 +112,15 @@ def temporal_weaver():
 
         s = _settings(params)
         at = datetime.fromisoformat(state["manifest"]["end"])
-        preds = predict(s, at=at, model=params["model"])
+        preds = predict(s, at=at, model=params["model"], stage=True)  # published by check_predictions
         return {"at": at.isoformat(), "predictions": preds.num_rows}
 
     @task
     def check_predictions(run: dict, params=None) -> dict:
-        from weaver.checks import check_run_predictions as run_check
-        from weaver.pipeline import job_target
+        from weaver.pipeline import gate_predictions, job_target
 
         s = _settings(params)
-        run["check"] = run_check(s, at=datetime.fromisoformat(run["at"]))
+        run["check"] = gate_predictions(s, at=datetime.fromisoformat(run["at"]))
         return {**run, **job_target(s)}
 
     weave = SparkSubmitOperator(
@@ -140,9 +141,9 @@ def temporal_weaver():
 
     @task
     def check_woven(params=None) -> dict:
-        from weaver.checks import check_woven as run_check
+        from weaver.pipeline import gate_weaves
 
-        return run_check(_settings(params))
+        return gate_weaves(_settings(params))
 
     @task(outlets=[PREDICTIONS, WOVEN])
     def publish(run: dict, check: dict, params=None, run_id=None, outlet_events=None) -> dict:

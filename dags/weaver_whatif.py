@@ -59,11 +59,13 @@ def weaver_whatif():
     @task
     def weave(plan: dict, params=None) -> dict:
         from weaver.core.spark import get_spark
+        from weaver.pipeline import gate_weaves
         from weaver.whatif import whatif_weave
 
         s = _settings(params)
         r = whatif_weave(get_spark(s, "weaver-whatif"), s, params["partition"], params["at"],
-                         split_key=plan["split_key"], until=params.get("until"), key_by=params["key_by"])
+                         split_key=plan["split_key"], until=params.get("until"), key_by=params["key_by"], stage=True)
+        gate_weaves(s)  # write-audit-publish: publishes the staged weave, or quarantines it and fails
         return {k: r[k] for k in ("weave_id", "split_key", "timepoints_written", "rows_written", "version")}
 
     @task

@@ -3,6 +3,7 @@
     spark-submit --master spark://127.0.0.1:7077 --jars <delta jars> spark_jobs/weave.py \
         --lake ./lake --at 2026-01-03T00:00:00Z [--woven-root URI] [--confidence-threshold 0.75] [--run-ts ISO]
 
+The run's weaves land `staged`; the DAG's check_woven task checks and publishes them.
 Run with plain `python` it uses settings.spark_master (local[*] unless $WEAVER_SPARK_MASTER).
 The last line printed is one JSON object: the run's summary, or {"error", "message"} (exit 2).
 """
@@ -27,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     from weaver.weave import weave
 
     return run_job("weaver-weave", lambda spark, settings: weave(
-        spark, settings, at=args.at, confidence_threshold=args.confidence_threshold, run_ts=args.run_ts),
+        spark, settings, at=args.at, confidence_threshold=args.confidence_threshold, run_ts=args.run_ts,
+        stage=True),
         settings_overrides={"lake": args.lake, "woven_root": args.woven_root})
 
 

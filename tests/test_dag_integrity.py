@@ -11,7 +11,7 @@ import pytest
 
 DAGS = Path(__file__).resolve().parent.parent / "dags"
 DAG_FILES = sorted(p for p in DAGS.glob("*.py") if not p.name.startswith("_"))
-EXPECTED = {"temporal_weaver", "weaver_snapshots", "weaver_backtest", "weaver_whatif"}
+EXPECTED = {"temporal_weaver", "weaver_snapshots", "weaver_backtest", "weaver_whatif", "weaver_maintenance"}
 
 
 @pytest.fixture(scope="module")

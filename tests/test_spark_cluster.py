@@ -174,7 +174,7 @@ def test_weave_on_a_standalone_cluster_equals_local_mode(spark, tmp_path):
         _stop(master)
     assert master.poll() is not None and worker.poll() is not None
 
-    local = weave(spark, local_settings, at=at)
+    local = weave(spark, local_settings, at=at, stage=True)  # the job stages its weaves (check_woven publishes)
     assert local["timepoints_written"] == summary["timepoints_written"]
     assert local["rows_written"] == summary["rows_written"]
     order = [("weave_id", "ascending"), ("timepoint", "ascending"), ("key", "ascending")]

@@ -6,6 +6,8 @@ import base64
 import hmac
 import json
 import re
+import threading
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any, Iterator
 
@@ -18,7 +20,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from weaver.api.schemas import ARROW_MEDIA, JSON_MEDIA, NDJSON_MEDIA, TIMEPOINT_EXAMPLE
-from weaver.core.errors import InvalidParameterError, WeaverError
+from weaver.core.errors import InvalidParameterError, TooManyRequestsError, WeaverError
 from weaver.core.time import parse_timepoint
 
 
@@ -30,7 +32,7 @@ def _page_rows(table: pa.Table, cursor: str | None, limit: int) -> tuple[pa.Tabl
     """
     if cursor is not None and table.num_rows:
         table = table.filter(pc.greater(table.column("key"), cursor))
-    page = table.slice(0, limit)
+    page = table.slice(0, limit)  # callers cap limit at settings.api_max_page_rows
     nxt = page.column("key")[-1].as_py() if table.num_rows > limit else None
     return page, nxt
 
@@ -167,6 +169,7 @@ AUTH = [Depends(require_token), Depends(known_params_only)]
 
 def install_error_handlers(app: FastAPI) -> None:
     """Every error leaves as JSON ``{"error", "message"}`` with its status (WeaverError: its own)."""
+    app.state.recovery_slots = threading.BoundedSemaphore(app.state.settings.api_max_recoveries)
 
     @app.exception_handler(_Refused)
     async def _refused(request: Request, exc: _Refused) -> JSONResponse:
@@ -175,7 +178,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(WeaverError)
     async def _weaver_error(request: Request, exc: WeaverError) -> JSONResponse:
-        return JSONResponse({"error": type(exc).__name__, "message": str(exc)}, status_code=exc.http_status)
+        # 429 says when to come back (DESIGN §7: past the configured concurrency).
+        headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, TooManyRequestsError) else None
+        return JSONResponse({"error": type(exc).__name__, "message": str(exc)}, status_code=exc.http_status,
+                            headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -188,3 +194,20 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse({"error": "HTTPError", "message": str(exc.detail)}, status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
+
+
+@contextmanager
+def recovery_slot(app: FastAPI) -> Iterator[None]:
+    """Hold one of the app's `api_max_recoveries` recovery slots, or refuse with 429 + Retry-After.
+
+    A recovery reads snapshots and replays a tail in memory; past the configured concurrency a
+    client is told to come back rather than queued (queued work would pile up memory and time out).
+    """
+    sem = app.state.recovery_slots
+    if not sem.acquire(blocking=False):
+        raise TooManyRequestsError(f"{app.state.settings.api_max_recoveries} recoveries are already running "
+                                   "(WEAVER_API_MAX_RECOVERIES); retry after the Retry-After seconds")
+    try:
+        yield
+    finally:
+        sem.release()

@@ -17,6 +17,7 @@ from weaver.api.http import (
     _prediction_key,
     _rows_response,
     _timepoint,
+    recovery_slot,
 )
 from weaver.api.schemas import (
     _ROWS_HEADERS,
@@ -40,9 +41,10 @@ from weaver.api.schemas import (
     _rows_responses,
 )
 from weaver.core import storage
-from weaver.core.ids import EXTENDABLE, PARTITION_PATTERN
+from weaver.core.ids import EXTENDABLE, PARTITION_PATTERN, UNPUBLISHED
 from weaver.core.settings import Settings
 from weaver.core.spark import get_spark
+from weaver.pipeline import gate_weaves
 from weaver.log import Lineage
 from weaver.recover import recover, woven_snapshot
 from weaver.weave import read_woven_catalog
@@ -86,7 +88,7 @@ def woven_snapshots(
     as_of_ts = _timepoint(as_of, "as_of") if as_of is not None and as_of_version is None else None
     target, snap, rows = woven_snapshot(s, partition_id, at, confidence_threshold=c, weave_id=weave_id,
                                         as_of_version=as_of_version, as_of=as_of_ts)
-    page, nxt = _page_rows(rows, cursor, limit)
+    page, nxt = _page_rows(rows, cursor, min(limit, s.api_max_page_rows))
     meta = {"partition_id": target.partition_id, "weave_id": snap.weave_id,
             "prediction_id": snap.prediction_id, "source_partition_id": snap.source_partition_id,
             "split_key": snap.split_key, "timepoint": snap.timepoint.isoformat(), "as_of_seq": snap.as_of_seq,
@@ -115,11 +117,12 @@ def recoveries(
     at = _timepoint(body.timepoint)
     c = s.confidence(body.confidence_threshold)
     fmt = _choose_format(request, format, "json")
-    res = recover(s, body.partition_id, at, confidence_threshold=c, mode=body.mode)
+    with recovery_slot(request.app):
+        res = recover(s, body.partition_id, at, confidence_threshold=c, mode=body.mode)
     summary = res.summary()
     if fmt == "json" and cursor is None:
         return JSONResponse(summary)
-    page, nxt = _page_rows(res.table, cursor, limit)
+    page, nxt = _page_rows(res.table, cursor, min(limit, s.api_max_page_rows))
     meta = {k: summary[k] for k in ("path", "source", "changes_replayed", "rows", "elapsed_ms", "weave_id",
                                     "timepoint", "recovery_id")}
     return _rows_response(fmt, page, nxt, meta, summary)
@@ -188,6 +191,8 @@ def partitions(
             src = lineage.by_id.get(r["source_partition_id"])
             if src is None:
                 continue
+            if r["status"] in UNPUBLISHED:
+                continue  # staged or quarantined: not yet (or never) published
             active = r["status"] in EXTENDABLE
             if active_only and not active:
                 continue
@@ -214,7 +219,9 @@ def whatif(request: Request, body: WhatIfRequest = Body(...)) -> dict:
     until = _timepoint(body.until, "until") if body.until is not None else None
     plan_whatif(s, body.partition_id, at, split_key=body.split_key, until=until, key_by=body.key_by)
     r = whatif_weave(get_spark(s, "weaver-api-whatif"), s, body.partition_id, at, split_key=body.split_key,
-                     until=until, key_by=body.key_by)
+                     until=until, key_by=body.key_by, stage=True)
+    if r.get("staged"):
+        gate_weaves(s)  # write-audit-publish: a failed `woven` check quarantines it and answers 409
     return _jsonable(r)
 
 

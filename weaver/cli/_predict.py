@@ -9,8 +9,9 @@ import typer
 
 from weaver.checks import check_predictions
 from weaver.cli._app import JsonOpt, LakeOpt, app, console, emit, reported, settings_for, timepoint
-from weaver.core import storage
+from weaver.core import faults, storage
 from weaver.log import Lineage
+from weaver.pipeline import gate_predictions
 from weaver.predict import backtest as run_backtest
 from weaver.predict import predict as run_predict
 
@@ -54,7 +55,7 @@ def predict(
                                                          help="Recorded as `threshold` (what gets woven)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Fit processes (default: one per core)."),
     samples: Optional[int] = typer.Option(None, "--samples", help="Predictive sample paths per series."),
-    write: bool = typer.Option(True, "--write/--no-write", help="MERGE the rows into `predictions`."),
+    write: bool = typer.Option(True, "--write/--no-write", help="Stage the rows, check them, publish them into `predictions`."),
     check: bool = typer.Option(True, "--check/--no-check", help="Run the `predictions` expectation suite."),
     lake: Optional[str] = LakeOpt,
     as_json: bool = JsonOpt,
@@ -63,13 +64,19 @@ def predict(
     t = timepoint(at)
     with reported(as_json):
         s = settings_for(lake, **_overrides(confidence_threshold, workers, samples))
+        staged = write and check
         with _progress(f"fitting {model}", not as_json) as cb:
             table = run_predict(s, at=t, window=window, model=model, size_threshold=size_threshold,
-                        write_threshold=write_threshold, write=False, progress=cb)
-        # Check before writing: a run that breaks the suite leaves `predictions` untouched.
-        checked = check_predictions(table, Lineage.load(s), at=t, context=f"run {t.isoformat()}") if check else None
-        if write:
-            storage.merge(storage.uri_for(s, storage.PREDICTIONS), storage.PREDICTIONS, table, keys=["prediction_id"])
+                        write_threshold=write_threshold, write=staged, stage=True, progress=cb)
+        if staged:
+            # Write-audit-publish: staged rows are checked, and only a pass publishes them.
+            faults.point("predict.staged")
+            checked = gate_predictions(s, at=t)
+        else:
+            checked = check_predictions(table, Lineage.load(s), at=t, context=f"run {t.isoformat()}") if check else None
+            if write:  # --no-check: the operator publishes unchecked rows on purpose
+                storage.merge(storage.uri_for(s, storage.PREDICTIONS), storage.PREDICTIONS, table,
+                              keys=["prediction_id"])
     rows = table.to_pylist()
     thr = s.confidence_threshold
     obj = {"at": t, "model": model, "rows": rows, "written": write, "check": checked,

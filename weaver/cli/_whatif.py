@@ -9,6 +9,7 @@ from rich.table import Table
 
 from weaver.cli._app import JsonOpt, LakeOpt, app, console, emit, reported, settings_for, timepoint
 from weaver.core.spark import get_spark
+from weaver.pipeline import gate_weaves
 from weaver.whatif import KEY_BY, advise, impact, plan_whatif, render_report, whatif_weave
 
 whatif_app = typer.Typer(name="whatif", help="Hypothetical splits on demand, their impact, advice and the report.",
@@ -38,7 +39,9 @@ def weave_cmd(
         plan_whatif(s, partition, t, split_key=split_key, until=u, key_by=key_by)  # named errors before Spark starts
         with console.status("weaving the what-if with Spark..."):
             r = whatif_weave(get_spark(s, "weaver-whatif"), s, partition, t, split_key=split_key, until=u,
-                             key_by=key_by)
+                             key_by=key_by, stage=True)
+        # Write-audit-publish, as for predicted weaves: the `woven` suite publishes it or quarantines it.
+        r["published"] = r["weave_id"] in gate_weaves(s)["published"] if r.get("staged") else True
     human = Table(title=f"what if {partition} had split at {t.isoformat()}", show_header=False)
     for k in ("weave_id", "split_key", "key_by", "child_ids", "until", "timepoints_written", "rows_written",
               "version", "existing"):

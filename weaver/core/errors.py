@@ -112,3 +112,17 @@ class PortInUseError(EnvironmentProblem):
 
 class ServiceStartError(EnvironmentProblem):
     """A local service (Postgres, an Airflow component, Spark, the API) did not start or became unhealthy."""
+
+
+class ConcurrentWriteError(WeaverError):
+    """Another writer kept committing to the same Delta table; the retries ran out. Rerun the command
+    (every write is idempotent), or run the writers one after the other."""
+
+    http_status = 409
+
+
+class TooManyRequestsError(WeaverError):
+    """The server is at its configured concurrency; retry after the `Retry-After` seconds."""
+
+    http_status = 429
+    retry_after_s: int = 1

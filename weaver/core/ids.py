@@ -21,11 +21,15 @@ PARTITION_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}(~[0-9a-f]{8}~[LR])?$"
 
 # --- woven sequence lifecycle (woven_catalog.status) ---
 ACTIVE, CONFIRMED, REFUTED, EXPIRED = "active", "confirmed", "refuted", "expired"
-STATUSES = (ACTIVE, CONFIRMED, REFUTED, EXPIRED)
+#: Write-audit-publish: written by a run, not yet checked (STAGED) or failed its check (QUARANTINED).
+STAGED, QUARANTINED = "staged", "quarantined"
+STATUSES = (ACTIVE, CONFIRMED, REFUTED, EXPIRED, STAGED, QUARANTINED)
 #: Sequences a run extends: a confirmed split stays the fastest recovery source in its window.
 EXTENDABLE = frozenset({ACTIVE, CONFIRMED})
 #: Weaves whose snapshots may have been vacuumed are not trusted as a recovery source.
-UNUSABLE = frozenset({EXPIRED})
+UNUSABLE = frozenset({EXPIRED, STAGED, QUARANTINED})
+#: Written but not published: never served, never extended, never listed as a source.
+UNPUBLISHED = frozenset({STAGED, QUARANTINED})
 # --- where a woven sequence comes from (woven_catalog.origin) ---
 PREDICTED, MANUAL = "predicted", "manual"
 ORIGINS = (PREDICTED, MANUAL)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from functools import lru_cache
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -64,6 +65,9 @@ class Settings:
     cache_dir: str = str(PROJECT_ROOT / ".cache")  # fetched jars and Ivy's cache
     expectations_dir: str = str(PROJECT_ROOT / "expectations")  # Great Expectations suites
     task_retries: int = 2  # Airflow retries of every weaver task
+    commit_retries: int = 6  # Delta optimistic-concurrency conflicts retried before ConcurrentWriteError
+    api_max_page_rows: int = 10_000  # the largest page of rows one API response carries
+    api_max_recoveries: int = 4  # concurrent recoveries the API runs; more get 429 + Retry-After
 
     def __post_init__(self) -> None:
         check_confidence(self.confidence_threshold)
@@ -80,6 +84,10 @@ class Settings:
             raise InvalidParameterError("min_history_buckets must be at least 2")
         if self.task_retries < 0:
             raise InvalidParameterError("task_retries must be 0 or more")
+        if self.commit_retries < 0:
+            raise InvalidParameterError("commit_retries must be 0 or more")
+        if self.api_max_page_rows < 1 or self.api_max_recoveries < 1:
+            raise InvalidParameterError("api_max_page_rows and api_max_recoveries must be at least 1")
 
     @property
     def woven(self) -> str:
@@ -160,6 +168,9 @@ def load_settings(env: dict[str, str] | None = None, **overrides: Any) -> Settin
         "WEAVER_CACHE": ("cache_dir", str),
         "WEAVER_EXPECTATIONS": ("expectations_dir", str),
         "WEAVER_TASK_RETRIES": ("task_retries", int),
+        "WEAVER_COMMIT_RETRIES": ("commit_retries", int),
+        "WEAVER_API_MAX_PAGE_ROWS": ("api_max_page_rows", int),
+        "WEAVER_API_MAX_RECOVERIES": ("api_max_recoveries", int),
     }
     for var, (name, conv) in mapping.items():
         if env.get(var):
@@ -219,3 +230,11 @@ def settings_from_params(params: dict | None) -> Settings:
                          confidence_threshold=p.get("confidence_threshold"),
                          size_threshold_bytes=p.get("size_threshold"),
                          write_threshold_per_s=p.get("write_threshold"))
+
+
+@lru_cache(maxsize=1)
+def test_pause_points() -> frozenset[str]:
+    """Test-only: the named pause points (``WEAVER_TEST_PAUSE_POINTS``, comma-separated) at which
+    :func:`weaver.core.faults.point` stops so a crash test can SIGKILL the process there."""
+    raw = os.environ.get("WEAVER_TEST_PAUSE_POINTS", "")
+    return frozenset(p.strip() for p in raw.split(",") if p.strip())

@@ -33,6 +33,8 @@ ADVICE = "advice"
 WOVEN_SNAPSHOTS = "woven_snapshots"
 INGEST_WATERMARKS = "ingest_watermarks"
 INGEST_LOG = "ingest_log"
+PREDICTIONS_STAGED = "predictions_staged"  # write-audit-publish: a run's rows before their check
+QUARANTINE = "quarantine"  # what a failed check held back, with the validation result
 
 WOVEN_TABLES = frozenset({WOVEN_CATALOG, WOVEN_SNAPSHOTS})
 
@@ -235,6 +237,20 @@ SCHEMAS: dict[str, pa.Schema] = {
 ADDED_COLUMNS: dict[str, dict[str, object]] = {
     WOVEN_CATALOG: {"origin": "predicted"},
 }
+
+# Staged predictions: the contract's columns plus their audit status ('staged' | 'quarantined').
+SCHEMAS[PREDICTIONS_STAGED] = pa.schema(list(SCHEMAS[PREDICTIONS]) + [pa.field("status", pa.string(), nullable=False)])
+SCHEMAS[QUARANTINE] = pa.schema(
+    [
+        pa.field("item_kind", pa.string(), nullable=False),  # 'predictions' | 'weave' | 'changelog'
+        pa.field("item_id", pa.string(), nullable=False),  # run ts iso | weave_id | interval id
+        pa.field("run_ts", TS),
+        pa.field("suite", pa.string(), nullable=False),
+        pa.field("result", pa.string(), nullable=False),  # the failed expectations, as GX reported them
+        pa.field("rows", pa.int64(), nullable=False),
+        pa.field("quarantined_at", TS, nullable=False),
+    ]
+)
 
 OPS = ("PUT", "DELETE")
 STATE_SCHEMA = pa.schema([pa.field("key", pa.string(), nullable=False), pa.field("value", pa.binary())])
@@ -491,28 +507,37 @@ def merge(
     """
     from deltalake import DeltaTable, write_deltalake
 
+    from weaver.core.retry import retry_commit
+
     rows = conform(rows, name)
-    if not is_table(uri):
-        write_deltalake(uri, rows, mode="overwrite", partition_by=list(partition_by or []) or None,
-                        writer_properties=_writer_properties(compression))
-        return {"num_target_rows_inserted": rows.num_rows}
-    if rows.num_rows == 0:
-        return {"num_target_rows_inserted": 0}
-    dt = DeltaTable(uri)
-    predicate = " AND ".join(f"t.{k} = s.{k}" for k in keys)
-    # A table written before a column was added (ADDED_COLUMNS) gains it here.
-    evolve = bool(ADDED_COLUMNS.get(name)) and not set(rows.column_names) <= {f.name for f in dt.schema().fields}
-    # Only rows that differ are rewritten: a rerun of the same interval commits nothing and adds no file.
-    # (Not while evolving: the target lacks the new column, so every matched row is rewritten once.)
-    differs = None if evolve else " OR ".join(f"(t.{c} IS DISTINCT FROM s.{c})" for c in rows.column_names
-                                               if c not in keys)
-    return (
-        dt.merge(source=rows, predicate=predicate, source_alias="s", target_alias="t", merge_schema=evolve,
-                 writer_properties=_writer_properties(compression))
-        .when_matched_update_all(predicate=differs or None)
-        .when_not_matched_insert_all()
-        .execute()
-    )
+
+    def attempt() -> dict:
+        # Re-read on every try: a retry after a conflict must plan against the winner's version.
+        if not is_table(uri):
+            # mode="error": a second creator racing this one must fail (and retry as a MERGE),
+            # never overwrite the rows the first one committed.
+            write_deltalake(uri, rows, mode="error", partition_by=list(partition_by or []) or None,
+                            writer_properties=_writer_properties(compression))
+            return {"num_target_rows_inserted": rows.num_rows}
+        if rows.num_rows == 0:
+            return {"num_target_rows_inserted": 0}
+        dt = DeltaTable(uri)
+        predicate = " AND ".join(f"t.{k} = s.{k}" for k in keys)
+        # A table written before a column was added (ADDED_COLUMNS) gains it here.
+        evolve = bool(ADDED_COLUMNS.get(name)) and not set(rows.column_names) <= {f.name for f in dt.schema().fields}
+        # Only rows that differ are rewritten: a rerun of the same interval commits nothing and adds no file.
+        # (Not while evolving: the target lacks the new column, so every matched row is rewritten once.)
+        differs = None if evolve else " OR ".join(f"(t.{c} IS DISTINCT FROM s.{c})" for c in rows.column_names
+                                                   if c not in keys)
+        return (
+            dt.merge(source=rows, predicate=predicate, source_alias="s", target_alias="t", merge_schema=evolve,
+                     writer_properties=_writer_properties(compression))
+            .when_matched_update_all(predicate=differs or None)
+            .when_not_matched_insert_all()
+            .execute()
+        )
+
+    return retry_commit(attempt, what=f"MERGE into {name}")
 
 
 def overwrite(uri: str, name: str, rows: pa.Table, *, predicate: str | None = None,
@@ -520,6 +545,9 @@ def overwrite(uri: str, name: str, rows: pa.Table, *, predicate: str | None = No
     """Replace a table (or, with `predicate`, the rows matching it: replaceWhere) in one commit."""
     from deltalake import write_deltalake
 
+    from weaver.core.retry import retry_commit
+
     rows = conform(rows, name)
-    write_deltalake(uri, rows, mode="overwrite", predicate=predicate if is_table(uri) else None,
-                    writer_properties=_writer_properties(compression))
+    retry_commit(lambda: write_deltalake(uri, rows, mode="overwrite", predicate=predicate if is_table(uri) else None,
+                                         writer_properties=_writer_properties(compression)),
+                 what=f"overwrite of {name}")

@@ -18,7 +18,7 @@ from typing import Iterable
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from weaver.core import storage
+from weaver.core import faults, storage
 from weaver.core.errors import InvalidParameterError
 from weaver.core.storage import STATE_SCHEMA, check_output_target, filter_range, write_parquet_atomic
 from weaver.core.time import parse_timepoint
@@ -149,6 +149,7 @@ def restore_table(spark, settings, at: datetime, out_uri: str) -> dict:
     base = min((pc_.base_seq for ps in plans.values() for pc_ in ps), default=0)
     validate_segment(settings, lineage, base, seq_t, log)
     df = materialize_with_spark(spark, settings, lineage, plans, seq_t)
+    faults.point("restore_table.before_write")
     (df.select("partition_id", "key", "value").write.format("delta").mode("overwrite")
        .option("overwriteSchema", "true").save(out_uri))
     adds = pa.table(storage.open_table(out_uri).get_add_actions(flatten=True)).column("num_records").to_pylist()

@@ -21,7 +21,8 @@ from datetime import datetime
 
 import pyarrow.compute as pc
 
-from weaver.core import storage
+from weaver.core import faults, storage
+from weaver.core.retry import retry_commit
 from weaver.core.time import parse_timepoint
 from weaver.log.changelog import LOG_START_PROPERTY, ChangeLog, log_start_seq
 from weaver.log.lineage import Lineage
@@ -66,7 +67,10 @@ def vacuum(settings, now: datetime, *, dry_run: bool = False) -> dict:
     current = log_start_seq(settings) if storage.is_table(storage.uri_for(settings, storage.CHANGELOG)) else None
     log_uri = storage.uri_for(settings, storage.CHANGELOG)
     cut = start is not None and (current is None or start > current)
-    log_rows = _count_below(log_uri, start) if cut else 0
+    # Rows below the recorded start are deleted even when the start was raised earlier: a vacuum
+    # killed between raising it and deleting the prefix is finished by the next one.
+    floor = start if cut else current
+    log_rows = _count_below(log_uri, floor) if floor is not None else 0
     result = {**plan, "dry_run": dry_run, "snapshots_expired": len(expire), "snapshots_kept": len(plan["keep"]),
               "log_rows_deleted": log_rows, "recovery_window": settings.recovery_window.total_seconds()}
     if dry_run:
@@ -75,18 +79,42 @@ def vacuum(settings, now: datetime, *, dry_run: bool = False) -> dict:
     # Deletes are replaceWhere commits with no new rows (write_deltalake keeps plain string/binary
     # Parquet types; delta-rs DELETE would rewrite files as string_view, which pyarrow filters
     # cannot compare).
-    if expire:
-        pred = "snapshot_id IN (" + ", ".join("'" + i.replace("'", "''") + "'" for i in expire) + ")"
-        for name in (storage.SNAPSHOT_CATALOG, storage.SNAPSHOTS):
+    # Data of snapshots a killed vacuum already uncataloged (catalog first, data second) goes too.
+    orphans = _orphans(settings, set(plan["keep"]) | set(expire), plan["window_start_seq"])
+    result["orphans_removed"] = len(orphans)
+    for name, ids in ((storage.SNAPSHOT_CATALOG, expire), (storage.SNAPSHOTS, sorted(set(expire) | orphans))):
+        if ids:
+            pred = "snapshot_id IN (" + ", ".join("'" + i.replace("'", "''") + "'" for i in ids) + ")"
             storage.overwrite(storage.uri_for(settings, name), name, storage.empty(name), predicate=pred)
+            faults.point(f"vacuum.after_{name}")
     if cut:
-        dt = storage.open_table(log_uri, storage.CHANGELOG)
-        dt.alter.set_table_properties({LOG_START_PROPERTY: str(start)}, raise_if_not_exists=False)
-        if log_rows:
-            storage.overwrite(log_uri, storage.CHANGELOG, storage.empty(storage.CHANGELOG),
-                              predicate=f"seq < {int(start)}")
+        retry_commit(lambda: storage.open_table(log_uri, storage.CHANGELOG).alter.set_table_properties(
+            {LOG_START_PROPERTY: str(start)}, raise_if_not_exists=False), what="vacuum: raise the log start")
+        faults.point("vacuum.after_log_start")
+    if log_rows:
+        storage.overwrite(log_uri, storage.CHANGELOG, storage.empty(storage.CHANGELOG),
+                          predicate=f"seq < {int(floor)}")
     result["elapsed_ms"] = (time.perf_counter() - t0) * 1000.0
     return result
+
+
+def _orphans(settings, cataloged: set[str], window_start_seq: int) -> set[str]:
+    """Snapshot ids with data but no catalog row, taken at or before the window start (a snapshot
+    being written right now is newer, so its not-yet-cataloged data is never touched)."""
+    import pyarrow as pa
+
+    uri = storage.uri_for(settings, storage.SNAPSHOTS)
+    if not storage.is_table(uri):
+        return set()
+    adds = pa.table(storage.open_table(uri).get_add_actions(flatten=True))
+    if "partition.snapshot_id" not in adds.column_names:
+        return set()
+    out = set()
+    for sid in set(adds.column("partition.snapshot_id").to_pylist()):
+        seq = sid.rsplit("@", 1)[-1] if sid else ""
+        if sid not in cataloged and seq.isdigit() and int(seq) <= window_start_seq:
+            out.add(sid)
+    return out
 
 
 def _count_below(uri: str, seq: int) -> int:

@@ -21,7 +21,8 @@ from typing import Callable, TypeVar
 
 import pyarrow as pa
 
-from weaver.core import storage
+from weaver.core import faults, storage
+from weaver.core.retry import retry_commit
 from weaver.core.errors import WeaverError
 from weaver.core.ids import snapshot_id
 from weaver.core.time import parse_timepoint
@@ -83,7 +84,11 @@ def take_snapshots(spark, settings, at: datetime, *, attempts: int = 3) -> dict:
             .withColumn("as_of_seq", F.lit(seq_t).cast("long"))
             .withColumn("as_of_ts", F.lit(as_of_ts).cast("timestamp"))
             .select("snapshot_id", "partition_id", "as_of_seq", "as_of_ts", "key", "value"))
-    with_retry(lambda: store_snapshot_data(spark, settings, df, ids), attempts=attempts)
+    faults.point("snapshot.before_data")
+    with_retry(lambda: retry_commit(lambda: store_snapshot_data(spark, settings, df, ids),
+                                    what="snapshot: write snapshots", attempts=settings.commit_retries),
+               attempts=attempts)
+    faults.point("snapshot.before_catalog")
     stats = _stats(settings, ids)
     now = datetime.now(timezone.utc)
     cat_rows = pa.Table.from_pylist([
@@ -110,7 +115,9 @@ def store_snapshot_data(spark, settings, df, ids: list[str]) -> None:
         quoted = ", ".join("'" + i.replace("'", "''") + "'" for i in ids)
         writer = writer.mode("overwrite").option("replaceWhere", f"snapshot_id IN ({quoted})")
     else:
-        writer = writer.mode("append")
+        # errorifexists, not append: of two racing creators the loser retries as a replaceWhere
+        # instead of appending a second copy of the same snapshot.
+        writer = writer.mode("errorifexists")
     writer.save(uri)
 
 

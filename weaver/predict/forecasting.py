@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 
 from weaver.core import storage
 from weaver.core.errors import InvalidParameterError, InvalidTimepointError
-from weaver.core.ids import prediction_id
+from weaver.core.ids import STAGED, prediction_id
 from weaver.core.spark import get_spark
 from weaver.core.time import bucket_us, format_duration, from_us, parse_duration, parse_timepoint, to_us
 from weaver.log.lineage import Lineage, Partition
@@ -297,8 +297,12 @@ def _run_spark(jobs, settings, spark=None) -> list[_models.Result]:
 def predict(settings, *, at: datetime, window: timedelta | None = None, model: str = "prophet",
             size_threshold: int | None = None, write_threshold: float | None = None, write: bool = True,
             progress: Callable[[int, int], None] | None = None, pool=None, lineage: Lineage | None = None,
-            run_input: RunInput | None = None) -> pa.Table:
+            run_input: RunInput | None = None, stage: bool = False) -> pa.Table:
     """Predict splits for every partition active at `at`; MERGE into `predictions` when `write`.
+
+    With `stage` (the DAG's forecast task, ``weaver predict``) the rows go to
+    ``predictions_staged`` instead, status ``staged``: the `predictions` suite then validates
+    exactly them and only a pass publishes them (:func:`weaver.pipeline.gate_predictions`).
 
     Returns one row per active partition (contract schema, sorted by key range). Only data with
     ``ts <= at`` is used. Skipped partitions carry ``probability = 0`` and a ``skip_reason``.
@@ -316,7 +320,11 @@ def predict(settings, *, at: datetime, window: timedelta | None = None, model: s
                                     _models.seed_for(pid), params.model, bu))
     results = {r.partition_id: r for r in run_jobs(jobs, settings, pool=pool, progress=progress)}
     table = _rows(run, results)
-    if write:
+    if write and stage:
+        staged = table.append_column("status", pa.array([STAGED] * table.num_rows, pa.string()))
+        storage.merge(storage.uri_for(settings, storage.PREDICTIONS_STAGED), storage.PREDICTIONS_STAGED, staged,
+                      keys=["prediction_id"])
+    elif write:
         storage.merge(storage.uri_for(settings, storage.PREDICTIONS), storage.PREDICTIONS, table,
                       keys=["prediction_id"])
     return table

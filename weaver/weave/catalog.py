@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 
 from weaver.core import storage
 from weaver.core.deltafiles import delta_files
-from weaver.core.errors import InvalidParameterError, UnknownWeaveError
+from weaver.core.errors import ConcurrentWriteError, InvalidParameterError, UnknownWeaveError
 from weaver.core.settings import Settings
 from weaver.core.time import parse_timepoint
 
@@ -68,14 +68,33 @@ def write_woven_catalog(settings: Settings, rows: list[dict]) -> None:
         return
     from deltalake import WriterProperties, write_deltalake
 
+    from weaver.core.retry import retry_commit
+
     uri = storage.uri_for(settings, storage.WOVEN_CATALOG)
     table = storage.conform(pa.Table.from_pylist(rows, schema=storage.SCHEMAS[storage.WOVEN_CATALOG]),
                             storage.WOVEN_CATALOG)
     if not storage.is_table(uri):
-        write_deltalake(uri, table, mode="overwrite", configuration=table_properties(settings),
-                        writer_properties=WriterProperties(compression=COMPRESSION))
-        return
+        try:
+            # mode="error": of two racing creators one wins; the other MERGEs below.
+            retry_commit(lambda: write_deltalake(uri, table, mode="error", configuration=table_properties(settings),
+                                                 writer_properties=WriterProperties(compression=COMPRESSION)),
+                         what="create woven_catalog", attempts=0)
+            return
+        except ConcurrentWriteError:
+            pass
     storage.merge(uri, storage.WOVEN_CATALOG, table, ["weave_id"], compression=COMPRESSION)
+
+
+def delete_weaves(settings: Settings, weave_ids: list[str]) -> None:
+    """Delete catalog rows by weave id (quarantine clear); a no-op for an empty list."""
+    from weaver.core.retry import retry_commit
+
+    uri = storage.uri_for(settings, storage.WOVEN_CATALOG)
+    if not weave_ids or not storage.is_table(uri):
+        return
+    ids = ", ".join(f"'{w}'" for w in sorted(weave_ids) if re.fullmatch(r"[0-9a-f]{16}", w))
+    if ids:
+        retry_commit(lambda: storage.open_table(uri).delete(f"weave_id IN ({ids})"), what="delete from woven_catalog")
 
 
 def woven_as_of(settings: Settings, *, version: int | None = None, timestamp: datetime | None = None,

@@ -18,7 +18,9 @@ from typing import Iterable
 
 from weaver.core import storage
 from weaver.core.errors import TableNotFoundError
-from weaver.core.ids import EXTENDABLE
+from weaver.core import faults
+from weaver.core.ids import EXTENDABLE, STAGED
+from weaver.core.retry import retry_commit
 from weaver.core.settings import Settings
 from weaver.core.time import parse_timepoint, to_us
 from weaver.log.lineage import Lineage
@@ -34,13 +36,17 @@ from weaver.weave.plan import Sequence, check_segment, plan_bases, plan_timepoin
 
 
 def weave(spark, settings: Settings, *, at: datetime, confidence_threshold: float | None = None,
-          run_ts: datetime | None = None) -> dict:
+          run_ts: datetime | None = None, stage: bool = False) -> dict:
     """Weave the predictions of the latest run <= `at` (or of `run_ts`) and extend active sequences.
 
     Returns counts: sequences (extended this run), new_sequences, timepoints_written,
     rows_written, version (woven_snapshots' Delta version after the run; None if absent),
     committed (whether this run added a version). Raises TableNotFoundError, ContractViolation
     (a malformed prediction, a gap in the change log), InvalidParameterError; nothing is written then.
+
+    With `stage` (every entry point: the DAG's spark job, ``weaver weave``) the sequences this run
+    writes land in the catalog as ``staged``: never served, never extended, until the `woven`
+    check (:func:`weaver.pipeline.gate_weaves`) publishes them as ``active`` or quarantines them.
     """
     t0 = time.perf_counter()
     at = parse_timepoint(at)
@@ -58,17 +64,19 @@ def weave(spark, settings: Settings, *, at: datetime, confidence_threshold: floa
     old = [sequence_from_row(r, lineage) for r in catalog.to_pylist() if r["status"] in EXTENDABLE]
     summary = {"at": at.isoformat(), "run_ts": chosen_run.isoformat() if chosen_run else None,
                "confidence_threshold": threshold, "below_threshold": below, "new_sequences": len(new)}
-    summary.update(weave_sequences(spark, settings, lineage, old + new, at=at))
+    summary.update(weave_sequences(spark, settings, lineage, old + new, at=at, stage=stage))
     summary["elapsed_s"] = round(time.perf_counter() - t0, 3)
     return summary
 
 
-def weave_sequences(spark, settings: Settings, lineage: Lineage, seqs: list[Sequence], *, at: datetime) -> dict:
+def weave_sequences(spark, settings: Settings, lineage: Lineage, seqs: list[Sequence], *, at: datetime,
+                    stage: bool = False) -> dict:
     """The weaving run proper: weave the timepoints of `seqs` that are due by `at` and reached by
     the change log (one Delta commit), then MERGE the catalog rows of the new and advanced ones.
 
     Predicted runs (:func:`weave`) and what-if weaves (:mod:`weaver.whatif`) both come through
-    here, so they keep the same invariants. Returns sequences, timepoints_written, rows_written,
+    here, so they keep the same invariants. With `stage` the written sequences' catalog rows are
+    ``staged`` (see :func:`weave`). Returns sequences, timepoints_written, rows_written, staged,
     committed, version.
     """
     woven_uri = storage.uri_for(settings, storage.WOVEN_SNAPSHOTS)
@@ -82,6 +90,7 @@ def weave_sequences(spark, settings: Settings, lineage: Lineage, seqs: list[Sequ
     if todo:
         plan_bases(settings, lineage, todo)
         check_segment(settings, todo)
+        faults.point("weave.before_data")
         _write_woven(spark, settings, _woven_frame(spark, settings, todo), todo)
         summary["committed"] = True
         summary["rows_written"] = _rows_written(woven_uri)
@@ -89,6 +98,13 @@ def weave_sequences(spark, settings: Settings, lineage: Lineage, seqs: list[Sequ
         s.last_timepoint, s.last_seq = s.timepoints[-1], s.tp_seqs[-1]
     changed = {s.weave_id: s for s in seqs if s.is_new}
     changed.update({s.weave_id: s for s in todo})
+    if stage:
+        for s in changed.values():
+            s.status = STAGED
+    summary["staged"] = sorted(changed) if stage else []
+    # Between the two commits a crash leaves woven rows no catalog row points at: invisible to
+    # readers (they go through the catalog), and replaced by the rerun's replaceWhere.
+    faults.point("weave.before_catalog")
     write_woven_catalog(settings, [s.catalog_row(at) for s in changed.values()])
     summary["version"] = storage.version_of(woven_uri)
     return summary
@@ -134,13 +150,18 @@ def _write_woven(spark, settings: Settings, out, todo: list[Sequence]) -> None:
     timepoint stats finds nothing to remove; a retry after a lost catalog update replaces its
     own earlier rows instead of duplicating them."""
     uri = storage.uri_for(settings, storage.WOVEN_SNAPSHOTS)
-    create = not storage.is_table(uri)
-    with _SessionConf(spark, _write_conf(settings, create=create)):
-        w = out.write.format("delta")
-        if create:
-            w.mode("errorifexists").partitionBy("weave_id").save(uri)
-        else:
-            w.mode("overwrite").option("replaceWhere", _scope_sql(todo, alias=None)).save(uri)
+
+    def attempt() -> None:
+        # Decided per try: a writer that lost the race to create the table retries as replaceWhere.
+        create = not storage.is_table(uri)
+        with _SessionConf(spark, _write_conf(settings, create=create)):
+            w = out.write.format("delta")
+            if create:
+                w.mode("errorifexists").partitionBy("weave_id").save(uri)
+            else:
+                w.mode("overwrite").option("replaceWhere", _scope_sql(todo, alias=None)).save(uri)
+
+    retry_commit(attempt, what="weave: write woven_snapshots", attempts=settings.commit_retries)
 
 
 def _write_conf(settings: Settings, *, create: bool) -> dict[str, str]:

@@ -113,16 +113,18 @@ def plan_whatif(settings: Settings, partition_id: str, at: datetime | str, *, sp
 
 
 def whatif_weave(spark, settings: Settings, partition_id: str, at: datetime | str, *, split_key: str | None = None,
-                 until: datetime | str | None = None, key_by: str = "auto") -> dict:
+                 until: datetime | str | None = None, key_by: str = "auto", stage: bool = False) -> dict:
     """Weave a what-if (validated first: nothing is written on bad input) through the weaving run.
 
     Timepoints run from T on the woven cadence up to `until` (default T + window) as far as the
     change log has reached; later predicted weaving runs extend the sequence as data arrives.
     Returns the what-if's summary plus the run's counts (timepoints_written, rows_written, version).
+    With `stage` (every entry point) the weave lands ``staged`` and is published by the `woven` check
+    (:func:`weaver.pipeline.gate_weaves`), as predicted weaves are.
     """
     w = plan_whatif(settings, partition_id, at, split_key=split_key, until=until, key_by=key_by)
     lineage = Lineage.load(settings)
-    run = weave_sequences(spark, settings, lineage, [w.sequence], at=w.sequence.window_end)
+    run = weave_sequences(spark, settings, lineage, [w.sequence], at=w.sequence.window_end, stage=stage)
     return {**w.summary(), **run}
 
 

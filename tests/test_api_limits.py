@@ -1,0 +1,49 @@
+"""API limits (issue 14): rows per page capped by settings; past the configured number of concurrent
+recoveries a request gets 429 with Retry-After, and is served again once a slot is free."""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import replace
+
+from fastapi.testclient import TestClient
+
+from tests.lakes import standard_lake
+
+
+def test_recoveries_past_the_limit_get_429_with_retry_after_and_pages_are_capped(tmp_path):
+    from weaver.api import create_app
+
+    lake = standard_lake(tmp_path / "lake")
+    s = replace(lake.settings, api_max_recoveries=1, api_max_page_rows=3)
+    at = lake.ts_of(100)
+    body = {"partition_id": "P3", "timepoint": at.isoformat()}
+    app = create_app(s, insecure=True)
+    with TestClient(app) as c:
+        assert app.state.recovery_slots.acquire(blocking=False)  # one recovery in flight: the limit
+        try:
+            busy = c.post("/v1/recoveries", json=body)
+            assert busy.status_code == 429, busy.text
+            assert busy.headers["Retry-After"] == "1"
+            assert busy.json()["error"] == "TooManyRequestsError"
+        finally:
+            app.state.recovery_slots.release()
+        ok = c.post("/v1/recoveries", json=body)
+        assert ok.status_code == 200 and ok.json()["rows"] == len(lake.expected("P3", at))
+
+        # a page holds at most api_max_page_rows rows whatever `limit` asks; the cursor walks the rest
+        got, cursor, pages = {}, None, 0
+        while True:
+            params = {"format": "ndjson", "limit": 1000, **({"cursor": cursor} if cursor else {})}
+            page = c.post("/v1/recoveries", params=params, json=body)
+            lines = [json.loads(x) for x in page.text.splitlines() if x]
+            assert page.status_code == 200 and len(lines) <= 3
+            for r in lines:
+                assert r["key"] not in got
+                got[r["key"]] = base64.b64decode(r["value"])
+            pages += 1
+            cursor = page.headers.get("X-Next-Cursor")
+            if not cursor:
+                break
+        assert got == lake.expected("P3", at) and pages >= len(got) // 3

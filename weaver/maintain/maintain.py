@@ -1,0 +1,80 @@
+"""One maintenance pass (the `weaver_maintenance` DAG, ``weaver maintain``).
+
+1. Snapshot vacuum inside the recovery window (``weaver.pitr.vacuum``: every restore at an instant
+   in ``[now - recovery_window, now]`` stays correct).
+2. Woven vacuum (``weaver.weave.vacuum_woven``): the lifecycle brought up to ``now`` (refuted and
+   confirmed sequences expire ``woven_retention`` after their window), expired sequences' rows
+   deleted, unreferenced files removed after the tier's retention.
+3. Compaction (delta-rs ``optimize.compact``) and a Delta log checkpoint (``create_checkpoint``)
+   for every table written by small MERGEs, so reads open few files and replay a short log.
+   Compaction rewrites files without changing a row (a new version with ``dataChange = false``);
+   the files it replaces stay for time travel until the table's own file retention passes.
+
+Each step is idempotent; a crash between steps is finished by the next pass.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+from weaver.core import faults, storage
+from weaver.core.retry import retry_commit
+from weaver.core.settings import Settings
+from weaver.core.time import parse_timepoint
+from weaver.pitr import vacuum
+from weaver.weave import vacuum_woven
+
+#: Tables written by delta-rs MERGEs keyed on deterministic ids (many small commits each).
+MERGE_TABLES = (storage.PARTITION_METRICS, storage.PREDICTIONS, storage.PREDICTIONS_STAGED,
+                storage.SNAPSHOT_CATALOG, storage.BACKTEST_RESULTS, storage.WOVEN_CATALOG, storage.QUARANTINE)
+
+
+def compact_tables(settings: Settings, names: tuple[str, ...] = MERGE_TABLES, *,
+                   min_files: int = 2) -> dict[str, dict]:
+    """Compact small files and write a checkpoint for each existing table in `names`.
+
+    A table with fewer than `min_files` data files is only checkpointed. Returns per table: files
+    before/after, versions before/after, whether a checkpoint was written.
+    """
+    from deltalake import WriterProperties
+
+    out: dict[str, dict] = {}
+    for name in names:
+        uri = storage.uri_for(settings, name)
+        if not storage.is_table(uri):
+            continue
+        compression = "ZSTD" if name in storage.WOVEN_TABLES else "SNAPPY"
+        before = storage.open_table(uri)
+        files_before, v_before = len(before.file_uris()), before.version()
+
+        def compact() -> dict:
+            dt = storage.open_table(uri)
+            return dt.optimize.compact(writer_properties=WriterProperties(compression=compression))
+
+        metrics = retry_commit(compact, what=f"compact {name}") if files_before >= min_files else {}
+        faults.point("maintain.before_checkpoint")
+        after = storage.open_table(uri)
+        after.create_checkpoint()
+        out[name] = {"files_before": files_before, "files_after": len(after.file_uris()),
+                     "version_before": v_before, "version_after": after.version(),
+                     "files_removed": int((metrics or {}).get("numFilesRemoved", 0)), "checkpoint": True}
+    return out
+
+
+def maintain(settings: Settings, *, now: datetime, compact: bool = True) -> dict:
+    """Run one maintenance pass as of `now`; returns what each step did."""
+    now = parse_timepoint(now)
+    t0 = time.perf_counter()
+    result: dict = {"now": now.isoformat(), "recovery_window_s": settings.recovery_window.total_seconds(),
+                    "woven_retention_s": settings.woven_retention.total_seconds()}
+    if storage.is_table(storage.uri_for(settings, storage.CHANGELOG)):
+        v = vacuum(settings, now)
+        result["snapshots"] = {k: v[k] for k in ("snapshots_expired", "snapshots_kept", "log_rows_deleted",
+                                                 "log_start_seq", "window_start")}
+    faults.point("maintain.after_snapshot_vacuum")
+    result["woven"] = vacuum_woven(settings, now=now)
+    if compact:
+        result["compacted"] = compact_tables(settings)
+    result["elapsed_s"] = round(time.perf_counter() - t0, 3)
+    return result
