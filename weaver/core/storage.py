@@ -123,6 +123,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             pa.field("split_key", pa.string()),
             pa.field("threshold", pa.float64(), nullable=False),
             pa.field("skip_reason", pa.string()),  # why no forecast was made (too little history, ...)
+            pa.field("probability_raw", pa.float64()),  # the model's own probability before calibration
         ]
     ),
     BACKTEST_RESULTS: pa.schema(
@@ -253,6 +254,11 @@ def empty(name: str) -> pa.Table:
     return SCHEMAS[name].empty_table()
 
 
+# Nullable columns added to a contract table after tables were written without them: a table
+# lacking one reads as nulls, and a MERGE adds the column to it (schema evolution).
+ADDED_COLUMNS = {(PREDICTIONS, "probability_raw")}
+
+
 def conform(table: pa.Table, name: str, *, where: str = "") -> pa.Table:
     """Check `table` carries every contract column with a compatible type; return it cast.
 
@@ -262,6 +268,9 @@ def conform(table: pa.Table, name: str, *, where: str = "") -> pa.Table:
     schema = SCHEMAS[name]
     cols = []
     for f in schema:
+        if f.name not in table.column_names and (name, f.name) in ADDED_COLUMNS:
+            cols.append(pa.nulls(table.num_rows, f.type))
+            continue
         if f.name not in table.column_names:
             raise SchemaMismatchError(
                 f"table {name!r}{where} lacks column {f.name!r} ({f.type}); found {table.column_names}"
@@ -432,9 +441,11 @@ def merge(
         return {"num_target_rows_inserted": 0}
     dt = DeltaTable(uri)
     predicate = " AND ".join(f"t.{k} = s.{k}" for k in keys)
+    have = {f.name for f in dt.schema().fields}
+    evolve = any(t == name and c not in have for t, c in ADDED_COLUMNS)
     return (
         dt.merge(source=rows, predicate=predicate, source_alias="s", target_alias="t",
-                 writer_properties=_writer_properties(compression))
+                 writer_properties=_writer_properties(compression), merge_schema=evolve)
         .when_matched_update_all()
         .when_not_matched_insert_all()
         .execute()
