@@ -62,28 +62,37 @@ LAKE = dict(base_rate=60.0, size_threshold_bytes=600_000, write_threshold_per_s=
 
 
 def evaluate_lake(shape: str, seed: int, models: list[str], partitions: int, days: int, every_h: int,
-                  tmp: str) -> dict:
-    """Simulate one lake and return the raw rows of every model and baseline (no writes to the lake)."""
+                  tmp: str, fast: tuple[str, ...] = ("path",)) -> dict:
+    """Simulate one lake and return the raw rows of every model and baseline (no writes to the lake).
+
+    Scoring grid: runs every `every_h` hours from day 1 to one window before the end (``grid``
+    rows). Fast models also run every hour from hour 12: their calibration history, and the
+    hourly scores (``path@1h``)."""
     _models.quiet()
     lake = str(Path(tmp) / f"{shape}-{seed}")
     t0 = time.perf_counter()
     simulate(lake, SimConfig(seed=seed, partitions=partitions, days=days, shape=shape, **LAKE))
     s = load_settings(lake=lake, forecast_workers=1)
     end = START + timedelta(days=days)
-    times = [START + timedelta(hours=h) for h in range(24, days * 24 - 24, every_h)]
+    last = days * 24 - 24
+    grid = {START + timedelta(hours=h) for h in range(24, last, every_h)}
+    hourly = {START + timedelta(hours=h) for h in range(12, last)} if any(m in fast for m in models) else set()
+    times = sorted(grid | hourly)
     metrics.build_metrics(s, start=START, end=times[-1])
     lineage = Lineage.load(s)
     splits = storage.read(storage.uri_for(s, storage.SPLITS), storage.SPLITS).to_pylist()
     split_of: dict = {}
     for r in sorted(splits, key=lambda r: r["split_ts"]):
         split_of.setdefault(r["parent_id"], r)
-    rows, fit_s = [], {m: 0.0 for m in models}
+    rows, fit_s, fits = [], {m: 0.0 for m in models}, {m: 0 for m in models}
     for t in times:
+        on_grid = t in grid
+        run_models = [m for m in models if on_grid or m in fast]
         params = forecasting.run_params(s, at=t, model=models[0])
         run = forecasting.gather(s, params, lineage=lineage)
         bu = bucket_us(params.bucket)
         out = {}
-        for m in models:
+        for m in run_models:
             jobs = [_models.Job(p.partition.partition_id, p.ds, p.size, p.rate, run.horizon, params.size_threshold,
                                 params.write_threshold, params.samples,
                                 _models.seed_for(prediction_id(t, p.partition.partition_id, m)), m, bu)
@@ -91,6 +100,7 @@ def evaluate_lake(shape: str, seed: int, models: list[str], partitions: int, day
             for r in (_models.run_job(j) for j in jobs):
                 out[(m, r.partition_id)] = r
                 fit_s[m] += r.fit_seconds
+                fits[m] += 1
         base = {(b["model"], b["partition_id"]): b for b in baseline_rows(run, DEFAULT_NEAR)}
         for pin in run.partitions:
             pid = pin.partition.partition_id
@@ -98,9 +108,9 @@ def evaluate_lake(shape: str, seed: int, models: list[str], partitions: int, day
             we = t + params.window
             hit = sp is not None and t < sp["split_ts"] <= we
             common = {"shape": shape, "seed": seed, "run_ts": to_us(t), "window_end": to_us(we), "partition_id": pid,
-                      "y": int(hit), "kind": sp["reason"] if hit else None,
-                      "split_ts": to_us(sp["split_ts"]) if hit else None}
-            for m in models:
+                      "y": int(hit), "kind": sp["reason"] if hit else None, "grid": on_grid,
+                      "scored": t >= START + timedelta(hours=24), "split_ts": to_us(sp["split_ts"]) if hit else None}
+            for m in run_models:
                 r = out.get((m, pid))
                 skipped = pin.skip_reason is not None or r is None or r.skip_reason is not None
                 rows.append({**common, "model": m, "p": 0.0 if skipped else r.probability, "skipped": skipped,
@@ -112,8 +122,8 @@ def evaluate_lake(shape: str, seed: int, models: list[str], partitions: int, day
     kinds = {}
     for sp in splits:
         kinds[sp["reason"]] = kinds.get(sp["reason"], 0) + 1
-    return {"shape": shape, "seed": seed, "rows": rows, "fit_seconds": fit_s, "runs": len(times),
-            "real_splits": kinds, "seconds": time.perf_counter() - t0, "end": end.isoformat()}
+    return {"shape": shape, "seed": seed, "rows": rows, "fit_seconds": fit_s, "fits": fits, "runs": len(times),
+            "grid_runs": len(grid), "real_splits": kinds, "seconds": time.perf_counter() - t0, "end": end.isoformat()}
 
 
 def calibrate_rows(rows: list[dict], model: str, method: str) -> list[dict]:
@@ -173,7 +183,7 @@ def main() -> None:
     ap.add_argument("--models", default="path,prophet,arima")
     ap.add_argument("--partitions", type=int, default=3)
     ap.add_argument("--days", type=int, default=4)
-    ap.add_argument("--every", type=int, default=3, help="hours between runs")
+    ap.add_argument("--every", type=int, default=12, help="hours between scoring-grid runs (all models)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "forecast_quality.json"))
@@ -183,7 +193,7 @@ def main() -> None:
     seeds = list(range(args.seeds))
     if args.quick:
         shapes, seeds, models = shapes[:2], [0], ["path"]
-    info = machine = _common.machine("prophet", "statsmodels", "numpy")
+    info = _common.machine("prophet", "statsmodels", "numpy")
     t0 = time.perf_counter()
     _models.preload()
     with tempfile.TemporaryDirectory(prefix="weaver-bench-fq-") as tmp:
@@ -202,42 +212,67 @@ def main() -> None:
         for m in models:
             for method in methods:
                 rows += calibrate_rows(lk["rows"], m, method)
-    variants = [f"{m}{suffix}" for m in models for suffix in ("", *(f"+{x}" for x in methods))] + list(BASELINES)
-    pooled = summarise(rows, variants)
-    per_shape = {sh: {v: scores([r for r in rows if r["shape"] == sh and r["model"] == v]) for v in variants}
+    # Fleet calibration (not what `predict` does; an upper reference for models too slow to build a
+    # lake's own hourly history here): Platt fitted on the grid rows of the *other* lakes.
+    for lk in lakes:
+        for m in models:
+            other = [r for r in rows if r["model"] == m and r["grid"] and r["scored"] and not r["skipped"]
+                     and (r["shape"], r["seed"]) != (lk["shape"], lk["seed"])]
+            fm = calibration.fit([r["p"] for r in other], [r["y"] for r in other], "platt", model=m)
+            rows += [{**r, "model": f"{m}+platt_fleet", "p": r["p"] if r["skipped"] else float(fm.apply([r["p"]])[0])}
+                     for r in lk["rows"] if r["model"] == m]
+    variants = [f"{m}{suffix}" for m in models for suffix in ("", *(f"+{x}" for x in methods), "+platt_fleet")] \
+        + list(BASELINES)
+    grid_rows = [r for r in rows if r["grid"] and r["scored"]]
+    pooled = summarise(grid_rows, variants)
+    hourly_variants = [v for v in variants if v.split("+")[0] in ("path", *BASELINES)]
+    hourly = summarise([r for r in rows if r["scored"]], hourly_variants) if "path" in models else {}
+    per_shape = {sh: {v: scores([r for r in grid_rows if r["shape"] == sh and r["model"] == v]) for v in variants}
                  for sh in shapes}
-    best_naive = min(pooled[b]["all"]["brier"] for b in BASELINES)
-    goals = {}
-    for v in variants:
-        a = pooled[v]["all"]
-        goals[v] = {"brier_le_half_best_naive": a["brier"] <= 0.5 * best_naive,
-                    "recall_ge_0.9_at_p80": (a["recall_at_p80"] or 0) >= 0.9,
-                    "median_abs_timing_le_1h": a["median_abs_timing_h"] is not None and a["median_abs_timing_h"] <= 1.0,
-                    "ece_le_0.05": a["ece"] <= 0.05, "brier_ratio_to_best_naive": a["brier"] / best_naive}
+
+    def goals_of(table: dict, vs: list[str]) -> dict:
+        best = min(table[b]["all"]["brier"] for b in BASELINES)
+        out = {"best_naive_brier": best}
+        for v in vs:
+            a = table[v]["all"]
+            out[v] = {"brier_ratio_to_best_naive": a["brier"] / best, "brier_le_half_best_naive": a["brier"] <= 0.5 * best,
+                      "recall_ge_0.9_at_p80": (a["recall_at_p80"] or 0) >= 0.9,
+                      "median_abs_timing_le_1h": a["median_abs_timing_h"] is not None and a["median_abs_timing_h"] <= 1.0,
+                      "ece_le_0.05": a["ece"] <= 0.05}
+        return out
+
     fit = {m: sum(lk["fit_seconds"][m] for lk in lakes) for m in models}
-    n_fits = {m: sum(1 for r in rows if r["model"] == m and not r["skipped"]) for m in models}
+    n_fits = {m: sum(lk["fits"][m] for lk in lakes) for m in models}
     result = {
         "benchmark": "forecast_quality", "machine": info, "wall_s": round(time.perf_counter() - t0, 1),
         "setup": {"shapes": shapes, "seeds": seeds, "models": models, "partitions": args.partitions, "days": args.days,
-                  "every_h": args.every, "window_h": 24, "lake": LAKE, "calibration_min_rows": calibration.MIN_ROWS,
-                  "calibration_methods": methods},
-        "lakes": [{k: lk[k] for k in ("shape", "seed", "runs", "real_splits", "seconds")} for lk in lakes],
+                  "grid_every_h": args.every, "fast_models_hourly_from_h": 12, "window_h": 24, "lake": LAKE,
+                  "calibration_min_rows": calibration.MIN_ROWS, "calibration_min_class": calibration.MIN_CLASS,
+                  "calibration_methods": methods, "samples": 200},
+        "lakes": [{k: lk[k] for k in ("shape", "seed", "runs", "grid_runs", "real_splits", "seconds")} for lk in lakes],
         "real_splits_total": {k: sum(lk["real_splits"].get(k, 0) for lk in lakes) for k in ("size", "throughput")},
-        "positives_by_kind": {k: sum(1 for r in rows if r["model"] == models[0] and r["kind"] == k)
-                              for k in ("size", "throughput")},
+        "grid_positives_by_kind": {k: sum(1 for r in grid_rows if r["model"] == BASELINES[0] and r["kind"] == k)
+                                   for k in ("size", "throughput")},
+        "hourly_positives_by_kind": {k: sum(1 for r in rows if r["scored"] and r["model"] == BASELINES[0]
+                                            and r["kind"] == k) for k in ("size", "throughput")},
         "fit_seconds_per_partition": {m: fit[m] / max(1, n_fits[m]) for m in models},
-        "best_naive_brier": best_naive, "scores": pooled, "per_shape": per_shape, "goals": goals,
+        "scores_grid": pooled, "goals_grid": goals_of(pooled, variants),
+        "scores_hourly": hourly, "goals_hourly": goals_of(hourly, hourly_variants) if hourly else {},
+        "per_shape_grid": per_shape,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2, default=str))
     w = max(len(v) for v in variants)
-    print(f"{'variant':<{w}}  brier   logloss  ece    R@P.8  thr    |t|h  (size R@P.8 / thr R@P.8)")
-    for v in variants:
-        a, sz, th = pooled[v]["all"], pooled[v]["size"], pooled[v]["throughput"]
-        fmt = lambda x: "  -  " if x is None else f"{x:.3f}"  # noqa: E731
-        print(f"{v:<{w}}  {a['brier']:.4f}  {a['log_loss']:.4f}  {a['ece']:.3f}  {fmt(a['recall_at_p80'])}  "
-              f"{fmt(a['threshold_at_p80'])}  {fmt(a['median_abs_timing_h'])}  ({fmt(sz['recall_at_p80'])} / "
-              f"{fmt(th['recall_at_p80'])})")
+    fmt = lambda x: "  -  " if x is None else f"{x:.3f}"  # noqa: E731
+    for title, table, vs in (("grid runs (all models)", pooled, variants), ("hourly runs", hourly, hourly_variants)):
+        if not table:
+            continue
+        print(f"\n{title}\n{'variant':<{w}}  brier   logloss  ece    R@P.8  thr    |t|h  (size R@P.8 / thr R@P.8)")
+        for v in vs:
+            a, sz, th = table[v]["all"], table[v]["size"], table[v]["throughput"]
+            print(f"{v:<{w}}  {a['brier']:.4f}  {a['log_loss']:.4f}  {a['ece']:.3f}  {fmt(a['recall_at_p80'])}  "
+                  f"{fmt(a['threshold_at_p80'])}  {fmt(a['median_abs_timing_h'])}  ({fmt(sz['recall_at_p80'])} / "
+                  f"{fmt(th['recall_at_p80'])})")
     print(f"wall {result['wall_s']} s -> {args.out}")
 
 

@@ -18,7 +18,8 @@ Models:
 - ``path``   - the thing that splits, modelled directly and in numpy only (no fit, ~ms per
   series): size paths are the current size plus block-bootstrapped hourly increments (whole
   days of the recent history, aligned by hour of day, so daily seasonality, bursts and
-  autocorrelation come along), re-levelled to the last day's mean increment and extrapolated
+  autocorrelation come along), re-levelled to the last day's mean increment plus the last 6
+  buckets' deviation from the same hours of earlier days, and extrapolated
   with the day-over-day change of that mean (a random share per path); write-rate paths are a
   seasonal naive forecast (the same hour on a bootstrapped recent day, scaled to the last day's
   level and its day-over-day growth) times a decaying anomaly (the last hours' deviation from that
@@ -240,8 +241,14 @@ def _path_size(ds, y, horizon, n, seed) -> np.ndarray:
     slope = (mu[0] - mu[1]) if len(mu) > 1 else 0.0  # change of the mean increment per day
     # Level uncertainty of the last day's mean, and a random share of its day-over-day change.
     sd = float(np.std(inc[-per_day:])) / np.sqrt(min(per_day, len(inc)))
-    level = mu[0] + sd * rng.standard_normal(n)
-    share = np.clip(rng.normal(1.0, 0.5, n), 0.0, 2.0)
+    # The last 6 buckets against the same buckets of earlier days (re-levelled): a hot spot that
+    # arrived or left within the day shifts the level now, not a day later.
+    last, m = min(6, len(inc)), len(inc)
+    prev = [inc[m - d * per_day - last: m - d * per_day] - mu[min(d, len(mu) - 1)] + mu[0]
+            for d in range(1, min(PATH_MAX_DAYS, m // per_day) + 1) if m - d * per_day - last >= 0]
+    shift = float(np.mean(inc[-last:]) - np.median([np.mean(x) for x in prev])) if prev else 0.0
+    level = mu[0] + shift + sd * rng.standard_normal(n)
+    share = np.clip(rng.normal(1.0, 0.5, n), 0.0, 1.5)
     ahead = (np.arange(1, h + 1) / per_day + 0.5)[None, :]
     steps = inc[idx] - mu[np.minimum(day, len(mu) - 1)] + level[:, None] + share[:, None] * slope * ahead
     return y[-1] + np.cumsum(steps, axis=1)
