@@ -54,6 +54,8 @@ def predict(
                                                          help="Recorded as `threshold` (what gets woven)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Fit processes (default: one per core)."),
     samples: Optional[int] = typer.Option(None, "--samples", help="Predictive sample paths per series."),
+    calibration: Optional[str] = typer.Option(None, "--calibration",
+                                              help="platt | isotonic | beta | none (default platt; identity below 50 scored rows)."),
     write: bool = typer.Option(True, "--write/--no-write", help="MERGE the rows into `predictions`."),
     check: bool = typer.Option(True, "--check/--no-check", help="Run the `predictions` expectation suite."),
     lake: Optional[str] = LakeOpt,
@@ -65,7 +67,7 @@ def predict(
         s = settings_for(lake, **_overrides(confidence_threshold, workers, samples))
         with _progress(f"fitting {model}", not as_json) as cb:
             table = run_predict(s, at=t, window=window, model=model, size_threshold=size_threshold,
-                        write_threshold=write_threshold, write=False, progress=cb)
+                        write_threshold=write_threshold, write=False, progress=cb, calibration=calibration)
         # Check before writing: a run that breaks the suite leaves `predictions` untouched.
         checked = check_predictions(table, Lineage.load(s), at=t, context=f"run {t.isoformat()}") if check else None
         if write:
@@ -108,6 +110,8 @@ def backtest(
     near: float = typer.Option(0.10, "--near", help="The 'within X of the threshold' baseline's X (a fraction)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Fit processes (default: one per core)."),
     samples: Optional[int] = typer.Option(None, "--samples", help="Predictive sample paths per series."),
+    calibration: Optional[str] = typer.Option(None, "--calibration",
+                                              help="platt | isotonic | beta | none (default platt; identity below 50 scored rows)."),
     out: Optional[str] = typer.Option(None, "--out", help="Report folder (default <lake>/_weaver/backtests/<id>)."),
     lake: Optional[str] = LakeOpt,
     as_json: bool = JsonOpt,
@@ -118,7 +122,8 @@ def backtest(
         s = settings_for(lake, **_overrides(confidence_threshold, workers, samples))
         with _progress(f"backtesting {model}", not as_json) as cb:
             r = run_backtest(s, start=t0, end=t1, model=model, out_dir=out, every=every, window=window,
-                    size_threshold=size_threshold, write_threshold=write_threshold, near_fraction=near, progress=cb)
+                    size_threshold=size_threshold, write_threshold=write_threshold, near_fraction=near, progress=cb,
+                    calibration=calibration)
     emit(r, as_json, _scores(r))
 
 

@@ -309,6 +309,9 @@ def predict(settings, *, at: datetime, window: timedelta | None = None, model: s
     """
     params = run_params(settings, at=at, window=window, model=model, size_threshold=size_threshold,
                         write_threshold=write_threshold)
+    if calibration is not None and calibration not in _calibration.METHODS:
+        raise InvalidParameterError(f"calibration {calibration!r} is unknown; choose one of "
+                                    f"{', '.join(_calibration.METHODS)}")
     run = run_input or gather(settings, params, lineage=lineage)
     jobs = []
     bu = bucket_us(params.bucket)
@@ -319,8 +322,8 @@ def predict(settings, *, at: datetime, window: timedelta | None = None, model: s
                                     params.size_threshold, params.write_threshold, params.samples,
                                     _models.seed_for(pid), params.model, bu))
     results = {r.partition_id: r for r in run_jobs(jobs, settings, pool=pool, progress=progress)}
-    cmap = _calibration.map_for_run(settings, params.model, params.at, calibration or _calibration.DEFAULT_METHOD,
-                                    store=write)
+    # The map is stored even by a dry run: it is derived from closed history only (same history, same file).
+    cmap = _calibration.map_for_run(settings, params.model, params.at, calibration or _calibration.DEFAULT_METHOD)
     table = _rows(run, results, cmap)
     if write:
         storage.merge(storage.uri_for(settings, storage.PREDICTIONS), storage.PREDICTIONS, table,
