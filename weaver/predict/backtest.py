@@ -127,7 +127,7 @@ def _history_end(settings, splits: pa.Table) -> datetime:
 
 
 # --- the backtest --------------------------------------------------------------------------------
-def backtest(settings, *, start: datetime, end: datetime, model: str = "prophet", out_dir: str | Path | None = None,
+def backtest(settings, *, start: datetime, end: datetime, model: str = forecasting.DEFAULT_MODEL, out_dir: str | Path | None = None,
              every: timedelta | str | None = None, window: timedelta | str | None = None,
              size_threshold: float | None = None, write_threshold: float | None = None,
              near_fraction: float = DEFAULT_NEAR, write_predictions: bool = True,

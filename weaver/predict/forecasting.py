@@ -42,6 +42,7 @@ from weaver.predict import metrics, splitkey
 from weaver.predict import models as _models
 
 MODELS = _models.MODELS
+DEFAULT_MODEL = _models.DEFAULT_MODEL
 
 
 # --- parameters ----------------------------------------------------------------------------------
@@ -61,7 +62,7 @@ class RunParams:
     samples: int
 
 
-def run_params(settings, *, at: datetime, window: timedelta | str | None = None, model: str = "prophet",
+def run_params(settings, *, at: datetime, window: timedelta | str | None = None, model: str = DEFAULT_MODEL,
                size_threshold: float | None = None, write_threshold: float | None = None) -> RunParams:
     """Check a run's parameters (named errors, nothing touched) and fill defaults from settings."""
     at = parse_timepoint(at)
@@ -295,7 +296,7 @@ def _run_spark(jobs, settings, spark=None) -> list[_models.Result]:
 
 
 # --- the run -------------------------------------------------------------------------------------
-def predict(settings, *, at: datetime, window: timedelta | None = None, model: str = "prophet",
+def predict(settings, *, at: datetime, window: timedelta | None = None, model: str = DEFAULT_MODEL,
             size_threshold: int | None = None, write_threshold: float | None = None, write: bool = True,
             progress: Callable[[int, int], None] | None = None, pool=None, lineage: Lineage | None = None,
             run_input: RunInput | None = None, calibration: str | None = None) -> pa.Table:
