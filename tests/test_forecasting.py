@@ -58,7 +58,7 @@ AT = T0 + HOURS * H  # the run sees hours 0 .. 71
 def prophet_run(known_lake):
     from weaver.predict import predict
 
-    return {r["partition_id"]: r for r in predict(forecast_settings(known_lake), at=AT, write=False).to_pylist()}
+    return {r["partition_id"]: r for r in predict(forecast_settings(known_lake), at=AT, model="prophet", write=False).to_pylist()}
 
 
 # --- known answers -------------------------------------------------------------------------------

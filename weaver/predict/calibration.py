@@ -43,7 +43,7 @@ from weaver.core import storage
 from weaver.core.errors import InvalidParameterError
 
 METHODS = ("none", "isotonic", "platt", "beta")
-DEFAULT_METHOD = "platt"
+DEFAULT_METHOD = "none"  # chosen by bench/forecast_quality.py (docs/prediction.md §8)
 MIN_ROWS = 50  # scored predictions needed before a map is fitted
 MIN_CLASS = 5  # ... of which at least this many positives and negatives
 EPS = 1e-4  # probabilities are clipped to [EPS, 1 - EPS] before logits
@@ -120,7 +120,7 @@ def pav(p: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return bx, by
 
 
-def fit(p, y, method: str = DEFAULT_METHOD, *, model: str = "", cutoff: str | None = None,
+def fit(p, y, method: str = "platt", *, model: str = "", cutoff: str | None = None,
         ids: list[str] | None = None) -> CalibrationMap:
     """Fit a calibration map of `method` on raw probabilities `p` and outcomes `y` (0/1).
 

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 MODELS = ("prophet", "arima", "path")
-DEFAULT_MODEL = "prophet"  # chosen by bench/forecast_quality.py; see docs/prediction.md §8
+DEFAULT_MODEL = "path"  # chosen by bench/forecast_quality.py; see docs/prediction.md §8
 DAY_US = 86_400 * 1_000_000
 # Prophet's trend flexibility (changepoint_prior_scale). Size keeps Prophet's default 0.05: on 40
 # simulated partitions (bench/forecast.py setup) 0.1 / 0.2 worsen the 24 h-ahead size MASE from 3.3
