@@ -176,3 +176,31 @@ def test_unknown_method_is_refused():
     with pytest.raises(InvalidParameterError):
         cal.fit([0.1], [1], "magic")
     _ = timedelta  # noqa: F841
+
+
+def test_report_draws_wilson_bands_and_the_map(tmp_path):
+    """A bin whose every row split (observed 1.0) used to give a negative error bar by rounding."""
+    from datetime import datetime, timezone
+
+    from weaver.predict.report import reliability_table, render_report
+
+    t = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    rows = [{"model": "path", "probability": 0.95, "probability_raw": 0.9, "actual_split": True, "timing_error_s": 0.0,
+             "run_ts": t} for _ in range(7)]
+    rows += [{"model": "path", "probability": 0.05, "probability_raw": 0.1, "actual_split": False, "timing_error_s": None,
+              "run_ts": t} for _ in range(10)]
+    tab = reliability_table(rows, "path")
+    assert [(b["observed"], b["rows"]) for b in tab] == [(0.0, 10), (1.0, 7)]
+    assert tab[0]["lo"] == 0.0 and tab[0]["hi"] == pytest.approx(0.2775, abs=1e-4)
+    sc = {"rows": 17, "actual_splits": 7, "predicted_splits": 7, "true_positives": 7, "precision": 1.0, "recall": 1.0,
+          "brier": 0.0025, "median_abs_timing_error_h": 0.0, "median_timing_error_h": 0.0}
+    summary = {"backtest_id": "b", "model": "path", "start": t, "end": t, "every": "1h", "window": "24h", "runs": 1,
+               "confidence_threshold": 0.75, "size_threshold_bytes": 1, "write_threshold_per_s": 1.0,
+               "near_fraction": 0.1, "known_until": t, "rows_scored": 17, "censored": {"path": 0},
+               "scores": {"path": sc}, "splits": [],
+               "calibration": {"method": "platt", "version": "v1", "rows": 60, "note": "",
+                               "curve": list(np.linspace(0, 1, 101))}}
+    out = render_report(summary, rows, tmp_path / "rep")
+    page = Path(out["html"]).read_text()
+    assert Path(out["png"]).stat().st_size > 0
+    assert "path (raw)" in page and "0.00 - 0.28" in page and "platt" in page

@@ -57,7 +57,8 @@ def render_report(summary: dict, rows: list[dict], out: Path) -> dict:
         tab = reliability_table(rows, m, key=key)
         if tab:
             xs, ys = [b["predicted"] for b in tab], [b["observed"] for b in tab]
-            err = [[y - b["lo"] for y, b in zip(ys, tab)], [b["hi"] - y for y, b in zip(ys, tab)]]
+            # max(0, .): the Wilson bound can sit a rounding error beyond the observed share
+            err = [[max(0.0, y - b["lo"]) for y, b in zip(ys, tab)], [max(0.0, b["hi"] - y) for y, b in zip(ys, tab)]]
             ax.errorbar(xs, ys, yerr=err, marker="o", color=c, label=label, capsize=3, lw=1)
             ax.scatter(xs, ys, s=[10 + 4 * b["rows"] for b in tab], color=c, alpha=0.25)
     ax.set(xlabel="predicted probability", ylabel="observed split frequency", xlim=(0, 1), ylim=(-0.02, 1.02),
