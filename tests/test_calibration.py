@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -175,7 +174,6 @@ def test_unknown_method_is_refused():
 
     with pytest.raises(InvalidParameterError):
         cal.fit([0.1], [1], "magic")
-    _ = timedelta  # noqa: F841
 
 
 def test_report_draws_wilson_bands_and_the_map(tmp_path):
