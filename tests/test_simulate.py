@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import numpy as np
 import pyarrow.compute as pc
+import pytest
 
 from tests.oracle import fold
 from weaver.core import storage
+from weaver.core.errors import InvalidParameterError
 from weaver.log import Lineage, validate_changes
 from weaver.simulate import SimConfig, simulate
 
@@ -66,3 +69,61 @@ def test_default_workload_has_size_and_throughput_splits(tmp_path):
     assert r.splits >= 3 and reasons == {"size", "throughput"}
     ts = _read(tmp_path / "lake", storage.CHANGELOG).column("ts")
     assert pc.min(ts).as_py() >= SimConfig().start and pc.max(ts).as_py() < SimConfig().end
+
+
+# --- workload shapes (issue 15) ------------------------------------------------------------------
+SHAPE_KW = dict(partitions=2, days=3, base_rate=60.0, size_threshold_bytes=600_000, write_threshold_per_s=0.12)
+
+
+def _check_splits(lake, cfg: SimConfig) -> list[dict]:
+    """Every recorded split really crossed its threshold, judged from the change log (the oracle fold)."""
+    changes = _read(lake, storage.CHANGELOG).to_pylist()
+    lin = Lineage(_read(lake, storage.PARTITIONS))
+    assert validate_changes(_read(lake, storage.CHANGELOG), lin, expected_first_seq=1) == len(changes)
+    splits = _read(lake, storage.SPLITS).to_pylist()
+    for s in splits:
+        parent = lin.get(s["parent_id"])
+        state = fold(changes, key_lo=parent.key_lo, key_hi=parent.key_hi, upto_seq=s["split_seq"])
+        hour = [c for c in changes if c["partition_id"] == parent.partition_id
+                and s["split_ts"] - timedelta(hours=1) <= c["ts"] < s["split_ts"]]
+        if s["reason"] == "size":
+            assert sum(len(v) + 9 for v in state.values()) > cfg.size_threshold_bytes
+        else:
+            assert len(hour) / 3600.0 > cfg.write_threshold_per_s
+    return splits
+
+
+@pytest.mark.slow
+def test_shapes_split_for_real_with_both_kinds_and_are_deterministic(tmp_path):
+    kinds: dict[str, set] = {}
+    for shape in ("steady", "bursty", "drift"):
+        cfg = SimConfig(seed=1, shape=shape, **SHAPE_KW)
+        simulate(str(tmp_path / shape), cfg)
+        kinds[shape] = {s["reason"] for s in _check_splits(tmp_path / shape, cfg)}
+    assert set().union(*kinds.values()) == {"size", "throughput"}
+    # steady: the update-heavy range splits on write rate
+    assert "throughput" in kinds["steady"]
+    # same seed and shape, same rows; another shape, other rows
+    simulate(str(tmp_path / "again"), SimConfig(seed=1, shape="bursty", **SHAPE_KW))
+    assert _read(tmp_path / "again", storage.CHANGELOG).equals(_read(tmp_path / "bursty", storage.CHANGELOG))
+    assert not _read(tmp_path / "steady", storage.CHANGELOG).equals(_read(tmp_path / "bursty", storage.CHANGELOG))
+
+
+def test_shrink_deletes_outnumber_inserts_late_and_diurnal_cycles(tmp_path):
+    cfg = SimConfig(seed=2, shape="shrink", **SHAPE_KW)
+    simulate(str(tmp_path / "s"), cfg)
+    changes = _read(tmp_path / "s", storage.CHANGELOG).to_pylist()
+    turn = cfg.start + timedelta(hours=cfg.days * 24 * 0.6)
+    late = [c for c in changes if c["ts"] >= turn + timedelta(hours=1)]
+    early = [c for c in changes if c["ts"] < turn]
+    assert sum(c["op"] == "DELETE" for c in late) > 0.4 * len(late)
+    assert sum(c["op"] == "DELETE" for c in early) < 0.1 * len(early)
+    # diurnal: the busiest hour of day carries several times the writes of the quietest
+    simulate(str(tmp_path / "d"), SimConfig(seed=2, shape="diurnal", **SHAPE_KW))
+    hours = np.bincount([c["ts"].hour for c in _read(tmp_path / "d", storage.CHANGELOG).to_pylist()], minlength=24)
+    assert hours.max() > 5 * hours.min()
+
+
+def test_unknown_shape_is_refused():
+    with pytest.raises(InvalidParameterError):
+        SimConfig(shape="zigzag")

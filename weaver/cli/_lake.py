@@ -18,13 +18,14 @@ def simulate(
     seed: int = typer.Option(7, help="Random seed (same seed, same lake)."),
     partitions: int = typer.Option(4, help="Initial number of range partitions."),
     days: int = typer.Option(3, help="Days of workload."),
+    shape: str = typer.Option("default", help="Workload shape: default | steady | bursty | diurnal | shrink | drift."),
     lake: Optional[str] = LakeOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Write a deterministic, contract-conforming lake with real splits."""
     with reported(as_json):
         s = settings_for(lake)
-        r = simulate_lake(s.lake, SimConfig(seed=seed, partitions=partitions, days=days))
+        r = simulate_lake(s.lake, SimConfig(seed=seed, partitions=partitions, days=days, shape=shape))
     obj = {"lake": s.lake, "changes": r.changes, "partitions": r.partitions, "splits": r.splits,
            "start": r.start, "end": r.end}
     emit(obj, as_json, f"simulated {r.changes} changes, {r.partitions} partitions, {r.splits} real splits "

@@ -48,13 +48,15 @@ def _overrides(confidence: Optional[float], workers: Optional[int], samples: Opt
 def predict(
     at: str = typer.Option(..., "--at", help="Run instant (ISO-8601 with timezone); only data with ts <= it is used."),
     window: Optional[str] = typer.Option(None, "--window", help="Prediction window, e.g. 24h (default settings.window)."),
-    model: str = typer.Option("prophet", "--model", help="prophet | arima"),
+    model: str = typer.Option("path", "--model", help="path | prophet | arima"),
     size_threshold: Optional[int] = typer.Option(None, "--size-threshold", help="Split size threshold in bytes."),
     write_threshold: Optional[float] = typer.Option(None, "--write-threshold", help="Split write threshold, writes/s."),
     confidence_threshold: Optional[float] = typer.Option(None, "--confidence-threshold",
                                                          help="Recorded as `threshold` (what gets woven)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Fit processes (default: one per core)."),
     samples: Optional[int] = typer.Option(None, "--samples", help="Predictive sample paths per series."),
+    calibration: Optional[str] = typer.Option(None, "--calibration",
+                                              help="platt | isotonic | beta | none (default platt; identity below 50 scored rows)."),
     write: bool = typer.Option(True, "--write/--no-write", help="Stage the rows, check them, publish them into `predictions`."),
     check: bool = typer.Option(True, "--check/--no-check", help="Run the `predictions` expectation suite."),
     lake: Optional[str] = LakeOpt,
@@ -67,7 +69,8 @@ def predict(
         staged = write and check
         with _progress(f"fitting {model}", not as_json) as cb:
             table = run_predict(s, at=t, window=window, model=model, size_threshold=size_threshold,
-                        write_threshold=write_threshold, write=staged, stage=True, progress=cb)
+                        write_threshold=write_threshold, write=staged, stage=True, progress=cb,
+                                calibration=calibration)
         if staged:
             # Write-audit-publish: staged rows are checked, and only a pass publishes them.
             faults.point("predict.staged")
@@ -107,7 +110,7 @@ def backtest(
     end: str = typer.Option(..., "--to", help="Runs happen strictly before this instant."),
     every: Optional[str] = typer.Option(None, "--every", help="Run spacing, e.g. 1h (default: one metrics bucket)."),
     window: Optional[str] = typer.Option(None, "--window", help="Prediction window, e.g. 24h."),
-    model: str = typer.Option("prophet", "--model", help="prophet | arima"),
+    model: str = typer.Option("path", "--model", help="path | prophet | arima"),
     size_threshold: Optional[int] = typer.Option(None, "--size-threshold", help="Split size threshold in bytes."),
     write_threshold: Optional[float] = typer.Option(None, "--write-threshold", help="Split write threshold, writes/s."),
     confidence_threshold: Optional[float] = typer.Option(None, "--confidence-threshold",
@@ -115,6 +118,8 @@ def backtest(
     near: float = typer.Option(0.10, "--near", help="The 'within X of the threshold' baseline's X (a fraction)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Fit processes (default: one per core)."),
     samples: Optional[int] = typer.Option(None, "--samples", help="Predictive sample paths per series."),
+    calibration: Optional[str] = typer.Option(None, "--calibration",
+                                              help="platt | isotonic | beta | none (default platt; identity below 50 scored rows)."),
     out: Optional[str] = typer.Option(None, "--out", help="Report folder (default <lake>/_weaver/backtests/<id>)."),
     lake: Optional[str] = LakeOpt,
     as_json: bool = JsonOpt,
@@ -125,7 +130,8 @@ def backtest(
         s = settings_for(lake, **_overrides(confidence_threshold, workers, samples))
         with _progress(f"backtesting {model}", not as_json) as cb:
             r = run_backtest(s, start=t0, end=t1, model=model, out_dir=out, every=every, window=window,
-                    size_threshold=size_threshold, write_threshold=write_threshold, near_fraction=near, progress=cb)
+                    size_threshold=size_threshold, write_threshold=write_threshold, near_fraction=near, progress=cb,
+                    calibration=calibration)
     emit(r, as_json, _scores(r))
 
 

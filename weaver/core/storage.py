@@ -128,6 +128,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             pa.field("split_key", pa.string()),
             pa.field("threshold", pa.float64(), nullable=False),
             pa.field("skip_reason", pa.string()),  # why no forecast was made (too little history, ...)
+            pa.field("probability_raw", pa.float64()),  # the model's own probability before calibration
         ]
     ),
     BACKTEST_RESULTS: pa.schema(
@@ -236,6 +237,9 @@ SCHEMAS: dict[str, pa.Schema] = {
 #: existed reads with this value; the next MERGE evolves the table's schema (merge_schema).
 ADDED_COLUMNS: dict[str, dict[str, object]] = {
     WOVEN_CATALOG: {"origin": "predicted"},
+    # Predictions written before calibration existed: no raw probability was kept (null).
+    PREDICTIONS: {"probability_raw": None},
+    PREDICTIONS_STAGED: {"probability_raw": None},
 }
 
 # Staged predictions: the contract's columns plus their audit status ('staged' | 'quarantined').

@@ -127,11 +127,11 @@ def _history_end(settings, splits: pa.Table) -> datetime:
 
 
 # --- the backtest --------------------------------------------------------------------------------
-def backtest(settings, *, start: datetime, end: datetime, model: str = "prophet", out_dir: str | Path | None = None,
+def backtest(settings, *, start: datetime, end: datetime, model: str = forecasting.DEFAULT_MODEL, out_dir: str | Path | None = None,
              every: timedelta | str | None = None, window: timedelta | str | None = None,
              size_threshold: float | None = None, write_threshold: float | None = None,
              near_fraction: float = DEFAULT_NEAR, write_predictions: bool = True,
-             progress: Callable[[int, int], None] | None = None) -> dict:
+             progress: Callable[[int, int], None] | None = None, calibration: str | None = None) -> dict:
     """Run predictions at every `every` in [start, end), score them, write results and a report.
 
     Returns the scores per model (the model and both baselines), counts, and the report paths.
@@ -172,7 +172,7 @@ def backtest(settings, *, start: datetime, end: datetime, model: str = "prophet"
             run = forecasting.gather(settings, params, lineage=lineage)
             preds = forecasting.predict(settings, at=t, window=window, model=model, size_threshold=size_threshold,
                                         write_threshold=write_threshold, write=write_predictions, pool=pool,
-                                        lineage=lineage, run_input=run)
+                                        lineage=lineage, run_input=run, calibration=calibration)
             for r in preds.to_pylist() + baseline_rows(run, near_fraction):
                 s = split_of.get(r["partition_id"])
                 hit = s is not None and t < s["split_ts"] <= r["window_end"]
@@ -188,14 +188,16 @@ def backtest(settings, *, start: datetime, end: datetime, model: str = "prophet"
                              "partition_id": r["partition_id"], "model": r["model"],
                              "probability": float(r["probability"]), "predicted_split_ts": r["predicted_split_ts"],
                              "actual_split": bool(hit), "actual_split_ts": s["split_ts"] if hit else None,
-                             "actual_split_key": s["split_key"] if hit else None, "timing_error_s": err})
+                             "actual_split_key": s["split_key"] if hit else None, "timing_error_s": err,
+                             "probability_raw": r.get("probability_raw")})
             if progress:
                 progress(i + 1, len(times))
     finally:
         if pool_cm:
             pool_cm.__exit__(None, None, None)
 
-    table = pa.Table.from_pylist(rows, schema=storage.SCHEMAS[storage.BACKTEST_RESULTS])
+    schema = storage.SCHEMAS[storage.BACKTEST_RESULTS]
+    table = pa.Table.from_pylist([{f.name: r[f.name] for f in schema} for r in rows], schema=schema)
     storage.merge(storage.uri_for(settings, storage.BACKTEST_RESULTS), storage.BACKTEST_RESULTS, table,
                   keys=["backtest_id", "prediction_id"])
     threshold = params0.confidence_threshold
@@ -211,10 +213,20 @@ def backtest(settings, *, start: datetime, end: datetime, model: str = "prophet"
         "size_threshold_bytes": params0.size_threshold, "write_threshold_per_s": params0.write_threshold,
         "near_fraction": near_fraction, "known_until": known_until, "rows_scored": len(rows),
         "censored": censored, "scores": scores, "splits": split_rows,
+        "calibration": _calibration_summary(settings, model, times[-1], calibration),
     }
     out = _out_dir(settings, bid, out_dir)
     summary["report"] = render_report(summary, rows, out)
     return summary
+
+
+def _calibration_summary(settings, model: str, at: datetime, method: str | None) -> dict:
+    """The calibration map the last run applied (refitted without storing: same history, same map)."""
+    from weaver.predict import calibration as cal
+
+    cm = cal.map_for_run(settings, model, at, method or cal.DEFAULT_METHOD, store=False)
+    return {"method": cm.method, "version": cm.version, "rows": cm.rows, "positives": cm.positives, "note": cm.note,
+            "params": cm.params, "cutoff": cm.cutoff, "curve": [float(v) for v in cm.apply(np.linspace(0, 1, 101))]}
 
 
 def _out_dir(settings, bid: str, out_dir) -> Path:

@@ -37,10 +37,12 @@ from weaver.core.ids import STAGED, prediction_id
 from weaver.core.spark import get_spark
 from weaver.core.time import bucket_us, format_duration, from_us, parse_duration, parse_timepoint, to_us
 from weaver.log.lineage import Lineage, Partition
+from weaver.predict import calibration as _calibration
 from weaver.predict import metrics, splitkey
 from weaver.predict import models as _models
 
 MODELS = _models.MODELS
+DEFAULT_MODEL = _models.DEFAULT_MODEL
 
 
 # --- parameters ----------------------------------------------------------------------------------
@@ -60,7 +62,7 @@ class RunParams:
     samples: int
 
 
-def run_params(settings, *, at: datetime, window: timedelta | str | None = None, model: str = "prophet",
+def run_params(settings, *, at: datetime, window: timedelta | str | None = None, model: str = DEFAULT_MODEL,
                size_threshold: float | None = None, write_threshold: float | None = None) -> RunParams:
     """Check a run's parameters (named errors, nothing touched) and fill defaults from settings."""
     at = parse_timepoint(at)
@@ -294,10 +296,10 @@ def _run_spark(jobs, settings, spark=None) -> list[_models.Result]:
 
 
 # --- the run -------------------------------------------------------------------------------------
-def predict(settings, *, at: datetime, window: timedelta | None = None, model: str = "prophet",
+def predict(settings, *, at: datetime, window: timedelta | None = None, model: str = DEFAULT_MODEL,
             size_threshold: int | None = None, write_threshold: float | None = None, write: bool = True,
             progress: Callable[[int, int], None] | None = None, pool=None, lineage: Lineage | None = None,
-            run_input: RunInput | None = None, stage: bool = False) -> pa.Table:
+            run_input: RunInput | None = None, stage: bool = False, calibration: str | None = None) -> pa.Table:
     """Predict splits for every partition active at `at`; MERGE into `predictions` when `write`.
 
     With `stage` (the DAG's forecast task, ``weaver predict``) the rows go to
@@ -306,9 +308,15 @@ def predict(settings, *, at: datetime, window: timedelta | None = None, model: s
 
     Returns one row per active partition (contract schema, sorted by key range). Only data with
     ``ts <= at`` is used. Skipped partitions carry ``probability = 0`` and a ``skip_reason``.
+    ``probability`` is the model's raw probability (kept in ``probability_raw``) mapped through
+    the calibration `calibration` (default `weaver.predict.calibration.DEFAULT_METHOD`; ``none``
+    keeps it raw) fitted on this model's predictions whose windows closed by `at`.
     """
     params = run_params(settings, at=at, window=window, model=model, size_threshold=size_threshold,
                         write_threshold=write_threshold)
+    if calibration is not None and calibration not in _calibration.METHODS:
+        raise InvalidParameterError(f"calibration {calibration!r} is unknown; choose one of "
+                                    f"{', '.join(_calibration.METHODS)}")
     run = run_input or gather(settings, params, lineage=lineage)
     jobs = []
     bu = bucket_us(params.bucket)
@@ -319,7 +327,9 @@ def predict(settings, *, at: datetime, window: timedelta | None = None, model: s
                                     params.size_threshold, params.write_threshold, params.samples,
                                     _models.seed_for(pid), params.model, bu))
     results = {r.partition_id: r for r in run_jobs(jobs, settings, pool=pool, progress=progress)}
-    table = _rows(run, results)
+    # The map is stored even by a dry run: it is derived from closed history only (same history, same file).
+    cmap = _calibration.map_for_run(settings, params.model, params.at, calibration or _calibration.DEFAULT_METHOD)
+    table = _rows(run, results, cmap)
     if write and stage:
         staged = table.append_column("status", pa.array([STAGED] * table.num_rows, pa.string()))
         storage.merge(storage.uri_for(settings, storage.PREDICTIONS_STAGED), storage.PREDICTIONS_STAGED, staged,
@@ -330,7 +340,7 @@ def predict(settings, *, at: datetime, window: timedelta | None = None, model: s
     return table
 
 
-def _rows(run: RunInput, results: dict[str, _models.Result]) -> pa.Table:
+def _rows(run: RunInput, results: dict[str, _models.Result], cmap=None) -> pa.Table:
     p = run.params
     rows = []
     for pin in run.partitions:
@@ -340,9 +350,11 @@ def _rows(run: RunInput, results: dict[str, _models.Result]) -> pa.Table:
         row = {"prediction_id": prediction_id(p.at, pid, p.model), "run_ts": p.at, "partition_id": pid,
                "model": p.model, "window_start": p.at, "window_end": p.at + p.window, "probability": 0.0,
                "reason": None, "predicted_split_ts": None, "split_ts_p10": None, "split_ts_p90": None,
-               "split_key": None, "threshold": p.confidence_threshold, "skip_reason": skip}
+               "split_key": None, "threshold": p.confidence_threshold, "skip_reason": skip,
+               "probability_raw": None}
         if skip is None and r is not None:
-            row["probability"] = float(r.probability)
+            row["probability_raw"] = float(r.probability)
+            row["probability"] = float(cmap.apply([r.probability])[0]) if cmap is not None else float(r.probability)
             row["reason"] = r.reason
             if r.p50 is not None:
                 row["split_ts_p10"], row["predicted_split_ts"], row["split_ts_p90"] = (

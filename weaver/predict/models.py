@@ -15,6 +15,17 @@ Models:
   ARI(1,1) for size (smooth, integrated growth) and IMA(1,1) for write rate (a noisy level:
   exponential smoothing); paths from `simulate` at the series' end (parameters at their MLE).
 
+- ``path``   - the thing that splits, modelled directly and in numpy only (no fit, ~ms per
+  series): size paths are the current size plus block-bootstrapped hourly increments (whole
+  days of the recent history, aligned by hour of day, so daily seasonality, bursts and
+  autocorrelation come along), re-levelled to the last day's mean increment plus the last 6
+  buckets' deviation from the same hours of earlier days, and extrapolated
+  with the day-over-day change of that mean (a random share per path); write-rate paths are a
+  seasonal naive forecast (the same hour on a bootstrapped recent day, scaled to the last day's
+  level and its day-over-day growth) times a decaying anomaly (the last hours' deviation from that
+  pattern, AR(1) with phi = 0.93) with heavy-tailed (Student t, 4 dof) AR noise, then Poisson
+  counts per bucket.
+
 A constant series needs no model: its paths are the constant itself.
 """
 
@@ -29,7 +40,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-MODELS = ("prophet", "arima")
+MODELS = ("prophet", "arima", "path")
+DEFAULT_MODEL = "path"  # chosen by bench/forecast_quality.py; see docs/prediction.md §8
 DAY_US = 86_400 * 1_000_000
 # Prophet's trend flexibility (changepoint_prior_scale). Size keeps Prophet's default 0.05: on 40
 # simulated partitions (bench/forecast.py setup) 0.1 / 0.2 worsen the 24 h-ahead size MASE from 3.3
@@ -116,6 +128,8 @@ def sample_paths(ds: np.ndarray, y: np.ndarray, horizon: np.ndarray, *, model: s
                               noise=flexible)
     if model == "arima":
         return _arima_paths(ds, y, horizon, n, seed, (0, 1, 1) if flexible else (1, 1, 0))
+    if model == "path":
+        return (_path_rate if flexible else _path_size)(ds, y, horizon, n, seed)
     raise ValueError(f"unknown model {model!r}")
 
 
@@ -179,6 +193,103 @@ def _arima_paths(ds, y, horizon, n, seed, order: tuple[int, int, int]) -> np.nda
     sims = np.asarray(sims, dtype=float).reshape(len(horizon), n)
     # A step of the simulation is one bucket; the window may start after the last history point.
     return sims.T * scale
+
+
+# --- the path model ------------------------------------------------------------------------------
+PATH_MAX_DAYS = 3  # bootstrap blocks come from the last 3 days (older days describe another regime)
+PATH_PHI = 0.93  # hourly persistence of a write-rate anomaly (half-life ~10 h: a level shift lasts, a burst fades)
+
+
+def _grid(ds: np.ndarray, horizon: np.ndarray) -> tuple[int, int]:
+    """(bucket us, buckets per day) of a series."""
+    step = int(horizon[1] - horizon[0]) if len(horizon) > 1 else int(np.median(np.diff(ds))) if len(ds) > 1 \
+        else 3_600_000_000
+    return step, max(1, int(round(DAY_US / step)))
+
+
+def _block_index(rng, m: int, per_day: int, h: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per path a lag of j whole days (1..PATH_MAX_DAYS, weight 1/j) and the source index of each
+    future step in a series of length m: the same time of day j days back, wrapping every j days.
+    Returns (index n x h, day-of-source n x h: 0 = the last day)."""
+    days = min(PATH_MAX_DAYS, m // per_day)
+    k = np.arange(h)
+    if days < 1:  # less than a day: iid bootstrap of what there is
+        idx = rng.integers(0, m, size=(n, h))
+        return idx, np.zeros((n, h), dtype=int)
+    w = 1.0 / np.arange(1, days + 1)
+    j = rng.choice(np.arange(1, days + 1), size=n, p=w / w.sum())
+    shift = rng.integers(-1, 2, size=n) if per_day >= 12 else np.zeros(n, dtype=int)  # +-1 bucket of jitter
+    span = j[:, None] * per_day
+    idx = (m - span) + (k[None, :] % span)
+    idx = np.clip(idx + shift[:, None], 0, m - 1)
+    return idx, (m - 1 - idx) // per_day
+
+
+def _day_means(x: np.ndarray, per_day: int) -> np.ndarray:
+    """Mean of each whole day counted back from the end (0 = the last day); 1 entry when < a day."""
+    days = max(1, min(PATH_MAX_DAYS + 1, len(x) // per_day))
+    return np.array([np.mean(x[max(0, len(x) - (d + 1) * per_day): len(x) - d * per_day]) for d in range(days)])
+
+
+def _path_size(ds, y, horizon, n, seed) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    y = np.asarray(y, dtype=float)
+    step, per_day = _grid(ds, horizon)
+    inc = np.diff(y) if len(y) > 1 else np.zeros(1)
+    h = len(horizon)
+    idx, day = _block_index(rng, len(inc), per_day, h, n)
+    mu = _day_means(inc, per_day)
+    slope = (mu[0] - mu[1]) if len(mu) > 1 else 0.0  # change of the mean increment per day
+    # Level uncertainty of the last day's mean, and a random share of its day-over-day change.
+    sd = float(np.std(inc[-per_day:])) / np.sqrt(min(per_day, len(inc)))
+    # The last 6 buckets against the same buckets of earlier days (re-levelled): a hot spot that
+    # arrived or left within the day shifts the level now, not a day later.
+    last, m = min(6, len(inc)), len(inc)
+    prev = [inc[m - d * per_day - last: m - d * per_day] - mu[min(d, len(mu) - 1)] + mu[0]
+            for d in range(1, min(PATH_MAX_DAYS, m // per_day) + 1) if m - d * per_day - last >= 0]
+    shift = float(np.mean(inc[-last:]) - np.median([np.mean(x) for x in prev])) if prev else 0.0
+    level = mu[0] + shift + sd * rng.standard_normal(n)
+    share = np.clip(rng.normal(1.0, 0.5, n), 0.0, 1.5)
+    ahead = (np.arange(1, h + 1) / per_day + 0.5)[None, :]
+    steps = inc[idx] - mu[np.minimum(day, len(mu) - 1)] + level[:, None] + share[:, None] * slope * ahead
+    return y[-1] + np.cumsum(steps, axis=1)
+
+
+def _path_rate(ds, y, horizon, n, seed) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    r = np.maximum(np.asarray(y, dtype=float), 0.0)
+    step, per_day = _grid(ds, horizon)
+    bucket_s = step / 1e6
+    h = len(horizon)
+    eps = 1.0 / bucket_s  # one write per bucket: keeps logs finite on idle hours
+    idx, day = _block_index(rng, len(r), per_day, h, n)
+    lvl = _day_means(r, per_day)
+    growth = float(np.clip((lvl[0] + eps) / (lvl[1] + eps), 0.5, 2.0)) if len(lvl) > 1 else 1.0
+    g = growth ** np.clip(rng.normal(1.0, 0.5, n), 0.0, 2.0)
+    ahead = (np.arange(1, h + 1) / per_day)[None, :]
+    base = r[idx] * ((lvl[0] + eps) / (lvl[np.minimum(day, len(lvl) - 1)] + eps)) * g[:, None] ** ahead
+    # The anomaly now: the last 6 buckets against the same buckets of the previous days.
+    last = min(6, len(r))
+    if len(r) >= per_day + last:
+        prev = [r[len(r) - d * per_day - last: len(r) - d * per_day] * (lvl[0] + eps) / (lvl[min(d, len(lvl) - 1)] + eps)
+                for d in range(1, min(PATH_MAX_DAYS, len(r) // per_day) + 1) if len(r) - d * per_day - last >= 0]
+        expected = float(np.median([np.mean(p) for p in prev]))
+        a0 = float(np.log((np.mean(r[-last:]) + eps) / (expected + eps)))
+        resid = np.log((r[per_day:] + eps) / (r[:-per_day] + eps))
+        sigma = float(np.std(resid[-per_day:])) if resid.size else 0.3
+    else:
+        base = np.full((n, h), float(np.mean(r[-last:])))
+        a0, sigma = 0.0, float(np.std(np.log(r[-per_day:] + eps)))
+    sigma = min(sigma, 1.0) * np.sqrt(1 - PATH_PHI ** 2) / np.sqrt(2.0)  # t(4) has variance 2
+    z = rng.standard_t(4, size=(n, h)) * sigma
+    e = np.empty((n, h))
+    prev_e = np.zeros(n)
+    for k in range(h):  # AR(1) noise: persistence without a fit
+        prev_e = PATH_PHI * prev_e + z[:, k]
+        e[:, k] = prev_e
+    anomaly = a0 * PATH_PHI ** np.arange(1, h + 1)
+    lam = np.maximum(base * np.exp(anomaly[None, :] + e), 0.0)
+    return rng.poisson(lam * bucket_s) / bucket_s
 
 
 def first_crossing(paths: np.ndarray, threshold: float) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""The backtest report: an HTML page with a reliability diagram and the scores (matplotlib)."""
+"""The backtest report: an HTML page with reliability diagrams (95 % Wilson bands per bin), the
+calibration map in use, and the scores (matplotlib)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from pathlib import Path
 import numpy as np
 
 
-def _reliability(rows: list[dict], model: str, bins: int = 10) -> tuple[list, list, list]:
-    p = np.array([r["probability"] for r in rows if r["model"] == model], dtype=float)
-    y = np.array([r["actual_split"] for r in rows if r["model"] == model], dtype=float)
+def _reliability(rows: list[dict], model: str, bins: int = 10, key: str = "probability") -> tuple[list, list, list]:
+    mine = [r for r in rows if r["model"] == model and r.get(key) is not None]
+    p = np.array([r[key] for r in mine], dtype=float)
+    y = np.array([r["actual_split"] for r in mine], dtype=float)
     idx = np.minimum((p * bins).astype(int), bins - 1)
     xs, ys, ns = [], [], []
     for b in range(bins):
@@ -23,6 +25,18 @@ def _reliability(rows: list[dict], model: str, bins: int = 10) -> tuple[list, li
     return xs, ys, ns
 
 
+def reliability_table(rows: list[dict], model: str, bins: int = 10, key: str = "probability") -> list[dict]:
+    """Per bin: mean predicted, observed frequency, rows, and its 95 % Wilson interval."""
+    from weaver.predict.calibration import wilson
+
+    xs, ys, ns = _reliability(rows, model, bins, key)
+    out = []
+    for x, y, n in zip(xs, ys, ns):
+        lo, hi = wilson(int(round(y * n)), n)
+        out.append({"predicted": x, "observed": y, "rows": n, "lo": lo, "hi": hi})
+    return out
+
+
 def render_report(summary: dict, rows: list[dict], out: Path) -> dict:
     """Write backtest.png (reliability, scores, timing) and report.html + summary.json into `out`."""
     import matplotlib
@@ -32,16 +46,32 @@ def render_report(summary: dict, rows: list[dict], out: Path) -> dict:
 
     out.mkdir(parents=True, exist_ok=True)
     models = list(summary["scores"])
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+    colors = ("tab:blue", "tab:orange", "tab:green", "tab:red")
+    fig, axes = plt.subplots(1, 4, figsize=(21, 4.8))
     ax = axes[0]
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfect calibration")
-    for m, c in zip(models, ("tab:blue", "tab:orange", "tab:green")):
-        xs, ys, ns = _reliability(rows, m)
-        if xs:
-            ax.plot(xs, ys, marker="o", color=c, label=m)
-            ax.scatter(xs, ys, s=[10 + 4 * n for n in ns], color=c, alpha=0.3)
+    series = [(m, "probability", m) for m in models]
+    if any(r.get("probability_raw") is not None for r in rows):
+        series.insert(1, (summary["model"], "probability_raw", f"{summary['model']} (raw)"))
+    for (m, key, label), c in zip(series, ("tab:blue", "tab:purple", "tab:orange", "tab:green")):
+        tab = reliability_table(rows, m, key=key)
+        if tab:
+            xs, ys = [b["predicted"] for b in tab], [b["observed"] for b in tab]
+            # max(0, .): the Wilson bound can sit a rounding error beyond the observed share
+            err = [[max(0.0, y - b["lo"]) for y, b in zip(ys, tab)], [max(0.0, b["hi"] - y) for y, b in zip(ys, tab)]]
+            ax.errorbar(xs, ys, yerr=err, marker="o", color=c, label=label, capsize=3, lw=1)
+            ax.scatter(xs, ys, s=[10 + 4 * b["rows"] for b in tab], color=c, alpha=0.25)
     ax.set(xlabel="predicted probability", ylabel="observed split frequency", xlim=(0, 1), ylim=(-0.02, 1.02),
-           title="Reliability (marker area = rows)")
+           title="Reliability (95 % Wilson bands; area = rows)")
+    ax.legend(fontsize=8)
+    ax = axes[3]
+    cm = summary.get("calibration") or {}
+    grid = np.linspace(0, 1, 101)
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="identity")
+    if cm.get("curve"):
+        ax.plot(grid, cm["curve"], color="tab:blue", lw=2, label=f"{cm.get('method')} ({cm.get('rows')} rows)")
+    ax.set(xlabel="raw probability", ylabel="calibrated probability", xlim=(0, 1), ylim=(0, 1),
+           title=f"Calibration map at the last run ({cm.get('version', '-')})")
     ax.legend(fontsize=8)
     ax = axes[1]
     names = ("precision", "recall", "brier")
@@ -53,7 +83,7 @@ def render_report(summary: dict, rows: list[dict], out: Path) -> dict:
     ax.set(ylim=(0, 1), title=f"At confidence >= {summary['confidence_threshold']:.2f}")
     ax.legend(fontsize=8)
     ax = axes[2]
-    for m, c in zip(models, ("tab:blue", "tab:orange", "tab:green")):
+    for m, c in zip(models, colors):
         te = [(r["run_ts"], r["timing_error_s"] / 3600.0) for r in rows if r["model"] == m and r["actual_split"]
               and r["timing_error_s"] is not None and r["probability"] >= summary["confidence_threshold"]]
         if te:
@@ -88,6 +118,10 @@ def render_report(summary: dict, rows: list[dict], out: Path) -> dict:
         f"<tr><td>{html.escape(s['parent_id'])}</td><td>{s['split_ts'].isoformat()}</td><td>{html.escape(s['reason'])}</td>"
         f"<td>{html.escape(s['split_key'])}</td><td>{s['first_confident_run'].isoformat() if s['first_confident_run'] else '-'}</td>"
         f"<td>{fmt(s['lead_time_h'])}</td></tr>" for s in summary["splits"])
+    rel_html = "".join(
+        f"<tr><td>{html.escape(label)}</td><td>{b['predicted']:.3f}</td><td>{b['observed']:.3f}</td><td>{b['rows']}</td>"
+        f"<td>{b['lo']:.2f} - {b['hi']:.2f}</td></tr>"
+        for m, key, label in series for b in reliability_table(rows, m, key=key))
     params = {k: summary[k] for k in ("backtest_id", "model", "start", "end", "every", "window", "runs",
                                        "confidence_threshold", "size_threshold_bytes", "write_threshold_per_s",
                                        "near_fraction", "known_until")}
@@ -100,6 +134,11 @@ a prediction counts as positive at probability &ge; {summary['confidence_thresho
 history ({summary['known_until'].isoformat()}) without an observed split are censored (not scored).</p>
 <h2>Scores</h2><table><tr>{head}</tr>{body}</table>
 <img src="{png.name}" alt="reliability, scores and timing error" style="max-width:100%">
+<h2>Calibration</h2><p>Map at the last run: {html.escape(str((summary.get("calibration") or {}).get("method")))}
+{html.escape(str((summary.get("calibration") or {}).get("note") or ""))} (version
+{html.escape(str((summary.get("calibration") or {}).get("version")))}); fitted only on predictions whose windows had
+closed by then. Reliability bins of the model, raw and calibrated, with 95 % Wilson intervals:</p>
+<table><tr><th>series</th><th>mean predicted</th><th>observed</th><th>rows</th><th>95 % interval</th></tr>{rel_html}</table>
 <h2>Real splits in the span</h2>
 <table><tr><th>partition</th><th>split_ts</th><th>reason</th><th>split_key</th><th>first run with p &ge; threshold</th>
 <th>lead time (h)</th></tr>{splits_html}</table>

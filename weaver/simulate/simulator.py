@@ -8,6 +8,17 @@ crossed the size threshold (at the size median key) or the write threshold (at t
 balances the hour's writes), writing `splits` and `partitions` lineage. One partition may get
 a burst of writes on a few hot keys, which shows up as a throughput split.
 
+``SimConfig.shape`` picks a workload family (``SHAPES``); ``default`` is the original workload,
+byte for byte. The others draw their extra randomness from a second generator seeded from
+(seed, shape), so each is deterministic per seed:
+
+- ``steady``  - smooth growth (no daily cycle); the lowest key range is update-heavy and its
+  write rate climbs steadily toward the write threshold;
+- ``bursty``  - the default growth plus random multi-hour write bursts on hot keys, any day;
+- ``diurnal`` - a strong daily cycle (amplitude 0.9): thresholds are crossed at the daily peak;
+- ``shrink``  - insert-heavy growth for 60 % of the span, then deletes outnumber inserts: sizes fall;
+- ``drift``   - a hot spot (x5 writes, insert-heavy) whose centre sweeps the key space.
+
 Nothing in the pipeline depends on this module: it runs on any lake that follows §3.
 """
 
@@ -26,6 +37,7 @@ from weaver.core.errors import InvalidParameterError
 from weaver.core.settings import lake_policy_path
 
 KEY_SPACE = 100_000_000  # keys k00000000 .. k99999999
+SHAPES = ("default", "steady", "bursty", "diurnal", "shrink", "drift")
 
 
 def key_name(i: int) -> str:
@@ -51,8 +63,11 @@ class SimConfig:
     write_threshold_per_s: float = 0.5  # 1800 writes/hour
     burst: bool = True  # one partition gets a few hours of hot-key writes on the last day
     extra: dict = field(default_factory=dict)
+    shape: str = "default"  # one of SHAPES
 
     def __post_init__(self) -> None:
+        if self.shape not in SHAPES:
+            raise InvalidParameterError(f"--shape {self.shape!r} is unknown; choose one of {', '.join(SHAPES)}")
         if self.partitions < 1 or self.partitions > 1000:
             raise InvalidParameterError("--partitions must be in [1, 1000]")
         if self.days < 1 or self.days > 365:
@@ -81,6 +96,7 @@ class _Part:
     order: list = field(default_factory=list)  # insertion order (popularity rank)
     retired_seq: int | None = None
     retired_ts: datetime | None = None
+    update_heavy: bool = False  # shape 'steady': a range written mostly by updates
 
     @property
     def size(self) -> int:
@@ -120,6 +136,10 @@ def simulate(lake: str, config: SimConfig = SimConfig()) -> SimResult:
                            None if i == config.partitions - 1 else key_name(hi), None, 0, config.start,
                            config.base_rate, float(rng.uniform(*config.daily_growth)))
     burst_hours = set(range((config.days - 1) * 24 + 9, (config.days - 1) * 24 + 12)) if config.days >= 2 else set()
+    shape = _Shape(config)
+    if config.shape == "steady":
+        parts["p0000"].update_heavy = True
+        parts["p0000"].rate *= 5.0
 
     cols: dict[str, list] = {k: [] for k in ("seq", "ts", "partition_id", "key", "op", "value", "value_bytes")}
     acc: dict[str, list] = {"ts": [], "partition_id": [], "key": []}
@@ -132,21 +152,23 @@ def simulate(lake: str, config: SimConfig = SimConfig()) -> SimResult:
         hour_writes: dict[str, list[int]] = {}
         # The burst hits whichever live partition holds the top of the key space at the time.
         burst_pid = max((p for p in parts.values() if p.retired_seq is None), key=lambda p: p.lo).pid \
-            if config.burst and h in burst_hours else None
+            if config.burst and h in burst_hours and config.shape in ("default", "diurnal") else None
+        shape.start_hour(h, parts)
         for p in sorted(parts.values(), key=lambda p: p.pid):
             if p.retired_seq is not None:
                 continue
             day = h / 24.0
-            cycle = 1.0 + config.seasonality * np.sin(2 * np.pi * ((h % 24) - 6) / 24.0)
-            lam = p.rate * (p.growth ** day) * cycle
-            hot = p.pid == burst_pid
-            if hot:
+            cycle = 1.0 + shape.seasonality * np.sin(2 * np.pi * ((h % 24) - 6) / 24.0)
+            lam = p.rate * (shape.growth(p, day) if shape.custom else p.growth ** day) * cycle
+            hot = p.pid == burst_pid or p.pid in shape.bursting
+            if p.pid == burst_pid:
                 lam *= 6.0
+            lam *= shape.multiplier(p, h)
             n = int(rng.poisson(max(lam, 0.0)))
             offs = np.sort(rng.integers(0, 3_600_000_000, size=n))
             kinds = rng.random(n)
             for j in range(n):
-                k_int, op, nbytes = _pick(p, rng, float(kinds[j]), config, hot)
+                k_int, op, nbytes = _pick(p, rng, float(kinds[j]), shape.mix(p, h), hot)
                 events.append((int(offs[j]), p.pid, k_int, op, nbytes))
                 hour_writes.setdefault(p.pid, []).append(k_int)
         events.sort(key=lambda e: (e[0], e[1], e[2]))
@@ -191,19 +213,83 @@ def simulate(lake: str, config: SimConfig = SimConfig()) -> SimResult:
     return SimResult(seq, len(parts), len(split_rows), config.start, config.end, lake)
 
 
-def _pick(p: _Part, rng, u: float, cfg: SimConfig, hot: bool) -> tuple[int, str, int]:
+class _Shape:
+    """Per-hour modifiers of a workload shape. For ``default`` every modifier is neutral and no
+    random number is drawn, so the default lake stays byte-identical to the pre-shape simulator."""
+
+    def __init__(self, cfg: SimConfig) -> None:
+        self.cfg = cfg
+        self.custom = cfg.shape != "default"
+        self.seasonality = {"steady": 0.0, "diurnal": 0.9}.get(cfg.shape, cfg.seasonality)
+        self.rng = np.random.default_rng([cfg.seed, SHAPES.index(cfg.shape)])
+        self.bursting: dict[str, float] = {}  # pid -> multiplier this hour
+        self._bursts: list[tuple[int, int, float, float]] = []  # (start h, hours, key position, multiplier)
+        if cfg.shape == "bursty":
+            hours = cfg.days * 24
+            for _ in range(max(1, int(round(cfg.days * 0.8)))):
+                self._bursts.append((int(self.rng.integers(12, hours)), int(self.rng.integers(1, 5)),
+                                     float(self.rng.random()), float(self.rng.uniform(4.0, 9.0))))
+        self._centre = float(self.rng.random())
+        self._speed = float(self.rng.uniform(0.15, 0.3)) * (1 if self.rng.random() < 0.5 else -1)  # key space/day
+
+    def start_hour(self, h: int, parts: dict) -> None:
+        self.bursting = {}
+        for start, length, pos, mult in self._bursts:
+            if start <= h < start + length:
+                k = int(pos * KEY_SPACE)
+                for p in parts.values():
+                    if p.retired_seq is None and p.lo <= k < p.hi:
+                        self.bursting[p.pid] = mult
+
+    def growth(self, p: _Part, day: float) -> float:
+        if self.cfg.shape == "shrink":
+            return p.growth ** min(day, self.cfg.days * 0.6)  # writes stay busy; the op mix turns to deletes
+        return p.growth ** day
+
+    def _hot_pos(self, h: int) -> float:
+        x = (self._centre + self._speed * h / 24.0) % 2.0
+        return x if x <= 1.0 else 2.0 - x  # bounce between the ends of the key space
+
+    def _in_hot(self, p: _Part, h: int) -> bool:
+        k = int(self._hot_pos(h) * (KEY_SPACE - 1))
+        return p.lo <= k < p.hi
+
+    def multiplier(self, p: _Part, h: int) -> float:
+        if not self.custom:
+            return 1.0
+        if self.cfg.shape == "drift" and self._in_hot(p, h):
+            return 5.0
+        return self.bursting.get(p.pid, 1.0)
+
+    def mix(self, p: _Part, h: int) -> tuple[float, float, float]:
+        """(delete share, insert share, mean value bytes) of the partition's writes this hour."""
+        c = self.cfg
+        if not self.custom:
+            return c.delete_share, c.insert_share, c.value_bytes_mean
+        if p.update_heavy:
+            return 0.02, 0.04, c.value_bytes_mean
+        if c.shape == "shrink":
+            # Insert-heavy growth for 60 % of the span, then deletes outnumber inserts.
+            return (0.55, 0.15, c.value_bytes_mean) if h >= c.days * 24 * 0.6 else (0.03, 0.55, c.value_bytes_mean)
+        if c.shape == "drift" and self._in_hot(p, h):
+            return 0.02, 0.6, c.value_bytes_mean
+        return c.delete_share, c.insert_share, c.value_bytes_mean
+
+
+def _pick(p: _Part, rng, u: float, mix: tuple[float, float, float], hot: bool) -> tuple[int, str, int]:
+    delete_share, insert_share, value_mean = mix
     n = len(p.order)
-    if n and u < cfg.delete_share and not hot:
+    if n and u < delete_share and not hot:
         i = _zipf_rank(rng, n)
         k = p.order[i]
         if k in p.live:
             del p.live[k]
             p.order.pop(i)
             return k, "DELETE", 0
-    nbytes = int(max(16, rng.lognormal(np.log(cfg.value_bytes_mean), 0.5)))
+    nbytes = int(max(16, rng.lognormal(np.log(value_mean), 0.5)))
     if hot and n:
         k = p.order[int(rng.integers(0, min(n, 8)))]  # a handful of hot keys
-    elif n == 0 or u < cfg.delete_share + cfg.insert_share:
+    elif n == 0 or u < delete_share + insert_share:
         for _ in range(16):
             k = int(rng.integers(p.lo, p.hi))
             if k not in p.live:
@@ -241,7 +327,8 @@ def _write_median(p: _Part, writes: list[int]) -> int | None:
 def _split(p: _Part, k: int, lid: str, rid: str, seq: int, ts: datetime) -> tuple[_Part, _Part]:
     p.retired_seq, p.retired_ts = seq, ts
     key = key_name(k)
-    mk = lambda pid, lo, hi, klo, khi: _Part(pid, lo, hi, klo, khi, p.pid, seq, ts, p.rate / 2.0, p.growth)  # noqa: E731
+    mk = lambda pid, lo, hi, klo, khi: _Part(pid, lo, hi, klo, khi, p.pid, seq, ts, p.rate / 2.0, p.growth,  # noqa: E731
+                                             update_heavy=p.update_heavy)
     left = mk(lid, p.lo, k, p.key_lo, key)
     right = mk(rid, k, p.hi, key, p.key_hi)
     for kk in p.order:
@@ -276,7 +363,8 @@ def _write(lake: str, cfg: SimConfig, cols, acc, parts, split_rows) -> None:
         write_deltalake(uri, t, mode="overwrite", schema_mode="overwrite")
     policy = lake_policy_path(lake)
     policy.parent.mkdir(parents=True, exist_ok=True)
-    meta = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in asdict(cfg).items()}
+    meta = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in asdict(cfg).items()
+            if not (k == "shape" and v == "default")}  # the default lake's policy file is unchanged
     policy.write_text(json.dumps({
         "producer": "weaver simulate",
         "size_threshold_bytes": cfg.size_threshold_bytes,

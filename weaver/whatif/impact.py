@@ -23,7 +23,7 @@ from weaver.core.time import bucket_us, from_us, to_us
 from weaver.log import Lineage
 from weaver.predict import read_log
 from weaver.predict.metrics import range_history
-from weaver.predict.models import Job, run_job, seed_for
+from weaver.predict.models import DEFAULT_MODEL, Job, run_job, seed_for
 from weaver.recover import recover
 from weaver.replay import KeyState, LogView
 from weaver.weave import find_weave, read_woven_catalog
@@ -131,7 +131,7 @@ def measure_recovery(settings, partition_id: str, at: datetime, confidence: floa
             "rows_equal": w.table.equals(s.table)}
 
 
-def impact(settings, weave_id: str, *, model: str = "arima", recovery: bool = True) -> dict:
+def impact(settings, weave_id: str, *, model: str = DEFAULT_MODEL, recovery: bool = True) -> dict:
     """The impact of woven sequence `weave_id` (see the module docstring). Reads only."""
     row = find_weave(read_woven_catalog(settings), weave_id)
     wid, k = row["weave_id"], row["split_key"]

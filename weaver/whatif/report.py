@@ -25,7 +25,7 @@ from weaver.core.ids import interval_id
 from weaver.core.settings import Settings
 from weaver.core.time import bucket_us, from_us, parse_timepoint
 from weaver.predict import gather, run_params
-from weaver.predict.models import sample_paths, seed_for
+from weaver.predict.models import DEFAULT_MODEL, sample_paths, seed_for
 from weaver.log import Lineage
 from weaver.whatif.advice import WAIT, advise
 from weaver.whatif.keys import split_candidates
@@ -66,7 +66,7 @@ def reliability_rows(settings: Settings, at: datetime, runs: int = 200) -> list[
     return out
 
 
-def render(settings: Settings, *, at: datetime | str, model: str = "prophet", out_dir: str | Path | None = None,
+def render(settings: Settings, *, at: datetime | str, model: str = DEFAULT_MODEL, out_dir: str | Path | None = None,
            advice_rows: list[dict] | None = None, samples: int = 200) -> dict:
     """Write the report for the prediction run latest at or before `at` (advising it first when
     `advice_rows` is not given); returns {"html", "plots", "partitions"}."""

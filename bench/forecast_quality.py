@@ -1,0 +1,280 @@
+"""Forecast quality across workload shapes and seeds: every model, raw and calibrated, vs both baselines.
+
+Setup per (shape, seed): ``weaver simulate --shape S --seed N`` with a small lake (``--partitions``
+initial partitions, ``--days`` days, base rate 60 writes/h, size threshold 600 kB, write threshold
+0.12/s, so both size- and throughput-triggered splits occur), `partition_metrics` built once, then a
+prediction run every ``--every`` hours from day 1 until one window (24 h) before the data ends (so
+every window is observed: nothing censored). Each run is exactly a live run (`forecasting.gather`
+cuts at the run instant); every model sees the same inputs, and the baselines
+(`baseline_rows`) the same inputs and skips. Skipped partitions count with probability 0.
+
+Calibrated variants: for a run at t, a map (`weaver.predict.calibration.fit`, each of isotonic,
+Platt, beta) is fitted on the same model's earlier runs *of the same lake* whose windows had closed
+by t (no look-ahead; identity below `calibration.MIN_ROWS` rows), then applied to t's raw
+probabilities - what `predict` does live.
+
+Scores per model variant (all lakes pooled; also per shape and per split kind):
+
+* ``brier``, ``log_loss`` (probabilities clipped to [1e-3, 1 - 1e-3], so a 0/1 baseline's miss costs
+  6.9 nats, not infinity), ``ece`` (10 equal-width bins, row-weighted);
+* ``recall_at_p80``: the best recall over thresholds whose precision is >= 0.8, and that threshold;
+* ``median_abs_timing_h``: median |predicted - actual split| of true positives at that threshold
+  (the median of the first-crossing distribution; baseline_near has no timing).
+
+Split kinds: a positive is ``size`` or ``throughput`` by the reason of the real split; the kind's
+scores use its positives and all negatives.
+
+Run: ``.venv/bin/python bench/forecast_quality.py`` -> bench/results/forecast_quality.json
+(``--quick``: one seed, two shapes, no Prophet/ARIMA).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import _common  # noqa: E402  (bench/_common.py, beside this script)
+from weaver.core import storage  # noqa: E402
+from weaver.core.ids import prediction_id  # noqa: E402
+from weaver.core.settings import load_settings  # noqa: E402
+from weaver.core.time import bucket_us, to_us  # noqa: E402
+from weaver.log.lineage import Lineage  # noqa: E402
+from weaver.predict import calibration, forecasting, metrics  # noqa: E402
+from weaver.predict.backtest import BASELINES, DEFAULT_NEAR, baseline_rows  # noqa: E402
+from weaver.predict import models as _models  # noqa: E402
+from weaver.simulate import SimConfig, simulate  # noqa: E402
+
+START = datetime(2026, 1, 1, tzinfo=timezone.utc)
+H = 3600.0
+LAKE = dict(base_rate=60.0, size_threshold_bytes=600_000, write_threshold_per_s=0.12)
+
+
+def evaluate_lake(shape: str, seed: int, models: list[str], partitions: int, days: int, every_h: int,
+                  tmp: str, fast: tuple[str, ...] = ("path",)) -> dict:
+    """Simulate one lake and return the raw rows of every model and baseline (no writes to the lake).
+
+    Scoring grid: runs every `every_h` hours from day 1 to one window before the end (``grid``
+    rows). Fast models also run every hour from hour 12: their calibration history, and the
+    hourly scores (``path@1h``)."""
+    _models.quiet()
+    lake = str(Path(tmp) / f"{shape}-{seed}")
+    t0 = time.perf_counter()
+    simulate(lake, SimConfig(seed=seed, partitions=partitions, days=days, shape=shape, **LAKE))
+    s = load_settings(lake=lake, forecast_workers=1)
+    end = START + timedelta(days=days)
+    last = days * 24 - 24
+    grid = {START + timedelta(hours=h) for h in range(24, last, every_h)}
+    hourly = {START + timedelta(hours=h) for h in range(12, last)} if any(m in fast for m in models) else set()
+    times = sorted(grid | hourly)
+    metrics.build_metrics(s, start=START, end=times[-1])
+    lineage = Lineage.load(s)
+    splits = storage.read(storage.uri_for(s, storage.SPLITS), storage.SPLITS).to_pylist()
+    split_of: dict = {}
+    for r in sorted(splits, key=lambda r: r["split_ts"]):
+        split_of.setdefault(r["parent_id"], r)
+    rows, fit_s, fits = [], {m: 0.0 for m in models}, {m: 0 for m in models}
+    for t in times:
+        on_grid = t in grid
+        run_models = [m for m in models if on_grid or m in fast]
+        params = forecasting.run_params(s, at=t, model=models[0])
+        run = forecasting.gather(s, params, lineage=lineage)
+        bu = bucket_us(params.bucket)
+        out = {}
+        for m in run_models:
+            jobs = [_models.Job(p.partition.partition_id, p.ds, p.size, p.rate, run.horizon, params.size_threshold,
+                                params.write_threshold, params.samples,
+                                _models.seed_for(prediction_id(t, p.partition.partition_id, m)), m, bu)
+                    for p in run.partitions if p.skip_reason is None]
+            for r in (_models.run_job(j) for j in jobs):
+                out[(m, r.partition_id)] = r
+                fit_s[m] += r.fit_seconds
+                fits[m] += 1
+        base = {(b["model"], b["partition_id"]): b for b in baseline_rows(run, DEFAULT_NEAR)}
+        for pin in run.partitions:
+            pid = pin.partition.partition_id
+            sp = split_of.get(pid)
+            we = t + params.window
+            hit = sp is not None and t < sp["split_ts"] <= we
+            common = {"shape": shape, "seed": seed, "run_ts": to_us(t), "window_end": to_us(we), "partition_id": pid,
+                      "y": int(hit), "kind": sp["reason"] if hit else None, "grid": on_grid,
+                      "scored": t >= START + timedelta(hours=24), "split_ts": to_us(sp["split_ts"]) if hit else None}
+            for m in run_models:
+                r = out.get((m, pid))
+                skipped = pin.skip_reason is not None or r is None or r.skip_reason is not None
+                rows.append({**common, "model": m, "p": 0.0 if skipped else r.probability, "skipped": skipped,
+                             "pred_ts": None if skipped or r.p50 is None else int(r.p50)})
+            for b in BASELINES:
+                br = base[(b, pid)]
+                rows.append({**common, "model": b, "p": float(br["probability"]), "skipped": pin.skip_reason is not None,
+                             "pred_ts": to_us(br["predicted_split_ts"]) if br["predicted_split_ts"] else None})
+    kinds = {}
+    for sp in splits:
+        kinds[sp["reason"]] = kinds.get(sp["reason"], 0) + 1
+    return {"shape": shape, "seed": seed, "rows": rows, "fit_seconds": fit_s, "fits": fits, "runs": len(times),
+            "grid_runs": len(grid), "real_splits": kinds, "seconds": time.perf_counter() - t0, "end": end.isoformat()}
+
+
+def calibrate_rows(rows: list[dict], model: str, method: str) -> list[dict]:
+    """Calibrated copies of one lake's rows of `model`: each run's map uses only windows closed by then."""
+    mine = sorted((r for r in rows if r["model"] == model), key=lambda r: r["run_ts"])
+    out, maps = [], {}
+    for r in mine:
+        t = r["run_ts"]
+        if t not in maps:
+            hist = [h for h in mine if h["window_end"] <= t and not h["skipped"]]
+            maps[t] = calibration.fit([h["p"] for h in hist], [h["y"] for h in hist], method, model=model)
+        p = r["p"] if r["skipped"] else float(maps[t].apply([r["p"]])[0])
+        out.append({**r, "model": f"{model}+{method}", "p": p})
+    return out
+
+
+def scores(rows: list[dict]) -> dict:
+    """Brier, log loss, ECE, best recall at precision >= 0.8 (+ its threshold), timing of its true positives."""
+    if not rows:
+        return {}
+    p = np.array([r["p"] for r in rows], float)
+    y = np.array([r["y"] for r in rows], float)
+    q = np.clip(p, 1e-3, 1 - 1e-3)
+    out = {"rows": len(rows), "positives": int(y.sum()), "brier": float(np.mean((p - y) ** 2)),
+           "log_loss": float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q))), "ece": calibration.ece(p, y)}
+    best, thr = 0.0, None
+    for c in sorted(set(p.tolist()) - {0.0}):
+        pos = p >= c
+        tp = float(np.sum(pos & (y == 1)))
+        if pos.any() and y.any() and tp / pos.sum() >= 0.8 and tp / y.sum() >= best:
+            best, thr = tp / y.sum(), c
+            if best == 1.0:
+                break
+    out["recall_at_p80"] = best if y.any() else None
+    out["threshold_at_p80"] = thr
+    te = [abs(r["pred_ts"] - r["split_ts"]) / 3.6e9 for r in rows
+          if thr is not None and r["y"] and r["p"] >= thr and r["pred_ts"] is not None]
+    out["median_abs_timing_h"] = float(np.median(te)) if te else None
+    out["timed_true_positives"] = len(te)
+    return out
+
+
+def summarise(rows: list[dict], variants: list[str]) -> dict:
+    res = {}
+    for v in variants:
+        mine = [r for r in rows if r["model"] == v]
+        res[v] = {"all": scores(mine)}
+        for kind in ("size", "throughput"):
+            res[v][kind] = scores([r for r in mine if r["y"] == 0 or r["kind"] == kind])
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shapes", default="steady,bursty,diurnal,shrink,drift")
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--models", default="path,prophet,arima")
+    ap.add_argument("--partitions", type=int, default=3)
+    ap.add_argument("--days", type=int, default=4)
+    ap.add_argument("--every", type=int, default=12, help="hours between scoring-grid runs (all models)")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "forecast_quality.json"))
+    args = ap.parse_args()
+    shapes = args.shapes.split(",")
+    models = args.models.split(",")
+    seeds = list(range(args.seeds))
+    if args.quick:
+        shapes, seeds, models = shapes[:2], [0], ["path"]
+    info = _common.machine("prophet", "statsmodels", "numpy")
+    t0 = time.perf_counter()
+    _models.preload()
+    with tempfile.TemporaryDirectory(prefix="weaver-bench-fq-") as tmp:
+        with ProcessPoolExecutor(args.workers, mp_context=mp.get_context("fork")) as pool:
+            futs = [pool.submit(evaluate_lake, sh, sd, models, args.partitions, args.days, args.every, tmp)
+                    for sh in shapes for sd in seeds]
+            lakes = []
+            for f in futs:
+                lakes.append(f.result())
+                lk = lakes[-1]
+                print(f"{lk['shape']} seed {lk['seed']}: {len(lk['rows'])} rows, splits {lk['real_splits']}, "
+                      f"{lk['seconds']:.0f} s", flush=True)
+    rows = [r for lk in lakes for r in lk["rows"]]
+    methods = [m for m in calibration.METHODS if m != "none"]
+    for lk in lakes:
+        for m in models:
+            for method in methods:
+                rows += calibrate_rows(lk["rows"], m, method)
+    # Fleet calibration (not what `predict` does; an upper reference for models too slow to build a
+    # lake's own hourly history here): Platt fitted on the grid rows of the *other* lakes.
+    for lk in lakes:
+        for m in models:
+            other = [r for r in rows if r["model"] == m and r["grid"] and r["scored"] and not r["skipped"]
+                     and (r["shape"], r["seed"]) != (lk["shape"], lk["seed"])]
+            fm = calibration.fit([r["p"] for r in other], [r["y"] for r in other], "platt", model=m)
+            rows += [{**r, "model": f"{m}+platt_fleet", "p": r["p"] if r["skipped"] else float(fm.apply([r["p"]])[0])}
+                     for r in lk["rows"] if r["model"] == m]
+    variants = [f"{m}{suffix}" for m in models for suffix in ("", *(f"+{x}" for x in methods), "+platt_fleet")] \
+        + list(BASELINES)
+    grid_rows = [r for r in rows if r["grid"] and r["scored"]]
+    pooled = summarise(grid_rows, variants)
+    hourly_variants = [v for v in variants if v.split("+")[0] in ("path", *BASELINES)]
+    hourly = summarise([r for r in rows if r["scored"]], hourly_variants) if "path" in models else {}
+    per_shape = {sh: {v: scores([r for r in grid_rows if r["shape"] == sh and r["model"] == v]) for v in variants}
+                 for sh in shapes}
+
+    def goals_of(table: dict, vs: list[str]) -> dict:
+        best = min(table[b]["all"]["brier"] for b in BASELINES)
+        out = {"best_naive_brier": best}
+        for v in vs:
+            a = table[v]["all"]
+            out[v] = {"brier_ratio_to_best_naive": a["brier"] / best, "brier_le_half_best_naive": a["brier"] <= 0.5 * best,
+                      "recall_ge_0.9_at_p80": (a["recall_at_p80"] or 0) >= 0.9,
+                      "median_abs_timing_le_1h": a["median_abs_timing_h"] is not None and a["median_abs_timing_h"] <= 1.0,
+                      "ece_le_0.05": a["ece"] <= 0.05}
+        return out
+
+    fit = {m: sum(lk["fit_seconds"][m] for lk in lakes) for m in models}
+    n_fits = {m: sum(lk["fits"][m] for lk in lakes) for m in models}
+    result = {
+        "benchmark": "forecast_quality", "machine": info, "wall_s": round(time.perf_counter() - t0, 1),
+        "setup": {"shapes": shapes, "seeds": seeds, "models": models, "partitions": args.partitions, "days": args.days,
+                  "grid_every_h": args.every, "fast_models_hourly_from_h": 12, "window_h": 24, "lake": LAKE,
+                  "calibration_min_rows": calibration.MIN_ROWS, "calibration_min_class": calibration.MIN_CLASS,
+                  "calibration_methods": methods, "samples": 200},
+        "lakes": [{k: lk[k] for k in ("shape", "seed", "runs", "grid_runs", "real_splits", "seconds")} for lk in lakes],
+        "real_splits_total": {k: sum(lk["real_splits"].get(k, 0) for lk in lakes) for k in ("size", "throughput")},
+        "grid_positives_by_kind": {k: sum(1 for r in grid_rows if r["model"] == BASELINES[0] and r["kind"] == k)
+                                   for k in ("size", "throughput")},
+        "hourly_positives_by_kind": {k: sum(1 for r in rows if r["scored"] and r["model"] == BASELINES[0]
+                                            and r["kind"] == k) for k in ("size", "throughput")},
+        "fit_seconds_per_partition": {m: fit[m] / max(1, n_fits[m]) for m in models},
+        "scores_grid": pooled, "goals_grid": goals_of(pooled, variants),
+        "scores_hourly": hourly, "goals_hourly": goals_of(hourly, hourly_variants) if hourly else {},
+        "per_shape_grid": per_shape,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2, default=str))
+    w = max(len(v) for v in variants)
+    fmt = lambda x: "  -  " if x is None else f"{x:.3f}"  # noqa: E731
+    for title, table, vs in (("grid runs (all models)", pooled, variants), ("hourly runs", hourly, hourly_variants)):
+        if not table:
+            continue
+        print(f"\n{title}\n{'variant':<{w}}  brier   logloss  ece    R@P.8  thr    |t|h  (size R@P.8 / thr R@P.8)")
+        for v in vs:
+            a, sz, th = table[v]["all"], table[v]["size"], table[v]["throughput"]
+            print(f"{v:<{w}}  {a['brier']:.4f}  {a['log_loss']:.4f}  {a['ece']:.3f}  {fmt(a['recall_at_p80'])}  "
+                  f"{fmt(a['threshold_at_p80'])}  {fmt(a['median_abs_timing_h'])}  ({fmt(sz['recall_at_p80'])} / "
+                  f"{fmt(th['recall_at_p80'])})")
+    print(f"wall {result['wall_s']} s -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,204 @@
+"""Calibration maps: known answers on hand-built score sets, the identity fallback, no look-ahead,
+`probability_raw` beside `probability`, and old `predictions` tables without that column."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from tests.lakes import FORECAST_T0 as T0
+from tests.lakes import H, forecast_settings
+from tests.test_backtest import _lakes
+from weaver.core import storage
+from weaver.core.ids import prediction_id
+from weaver.predict import calibration as cal
+
+
+def _logit(p):
+    return np.log(p / (1 - p))
+
+
+# --- known answers -------------------------------------------------------------------------------
+def test_pav_pools_violators():
+    # 0.2 -> 1 then 0.3 -> 0 violate monotonicity: pooled into one block at x 0.25 with mean 0.5.
+    x, y = cal.pav(np.array([0.3, 0.1, 0.4, 0.2]), np.array([0, 0, 1, 1]))
+    assert x.tolist() == pytest.approx([0.1, 0.25, 0.4])
+    assert y.tolist() == pytest.approx([0.0, 0.5, 1.0])
+
+
+def test_isotonic_map_interpolates_block_means():
+    # 60 rows at p=0.2 with 30 % splits, 60 at p=0.6 with 90 % splits.
+    p = np.repeat([0.2, 0.6], 60)
+    y = np.concatenate([np.arange(60) < 18, np.arange(60) < 54]).astype(float)
+    m = cal.fit(p, y, "isotonic")
+    assert m.method == "isotonic"
+    assert m.apply([0.2, 0.6, 0.4, 0.0, 1.0]).tolist() == pytest.approx([0.3, 0.9, 0.6, 0.3, 0.9])
+
+
+def test_platt_recovers_exact_frequencies():
+    # Two raw values, 100 rows each, split frequencies 0.1 and 0.7: a two-parameter logistic in
+    # logit(p) fits both exactly: a*logit(p_i) + b = logit(f_i).
+    p = np.repeat([0.2, 0.6], 100)
+    y = np.concatenate([np.arange(100) < 10, np.arange(100) < 70]).astype(float)
+    m = cal.fit(p, y, "platt")
+    A = np.array([[_logit(0.2), 1.0], [_logit(0.6), 1.0]])
+    a, b = np.linalg.solve(A, [_logit(0.1), _logit(0.7)])
+    assert m.params["a"] == pytest.approx(a, rel=1e-2) and m.params["b"] == pytest.approx(b, rel=1e-2, abs=1e-2)
+    assert m.apply([0.2, 0.6]).tolist() == pytest.approx([0.1, 0.7], abs=1e-3)
+
+
+def test_beta_recovers_exact_frequencies():
+    # Three raw values, 200 rows each; frequencies chosen from a=2, b=1, c=0.5 (rounded to counts),
+    # so the three-parameter beta map reproduces the observed frequencies.
+    ps = np.array([0.1, 0.4, 0.8])
+    f = 1 / (1 + np.exp(-(2 * np.log(ps) - 1 * np.log(1 - ps) + 0.5)))
+    k = np.round(f * 200).astype(int)
+    p = np.repeat(ps, 200)
+    y = np.concatenate([np.arange(200) < kk for kk in k]).astype(float)
+    m = cal.fit(p, y, "beta")
+    assert m.apply(ps).tolist() == pytest.approx((k / 200).tolist(), abs=2e-3)
+    assert m.params["a"] >= 0 and m.params["b"] >= 0
+
+
+def test_identity_below_minimum_history():
+    p, y = np.linspace(0, 1, cal.MIN_ROWS - 1), np.arange(cal.MIN_ROWS - 1) % 2
+    m = cal.fit(p, y, "platt")
+    assert m.method == "identity" and "identity" in m.note
+    assert m.apply([0.1, 0.7]).tolist() == [0.1, 0.7]
+    # enough rows but only one outcome: still the identity
+    assert cal.fit(np.full(200, 0.3), np.zeros(200), "isotonic").method == "identity"
+
+
+def test_ece_and_wilson_known():
+    assert cal.ece([0.1] * 10, [1] + [0] * 9) == pytest.approx(0.0)
+    assert cal.ece([0.9] * 10, [0] * 10) == pytest.approx(0.9)
+    lo, hi = cal.wilson(0, 10)
+    assert lo == 0.0 and hi == pytest.approx(0.2775, abs=1e-4)
+
+
+# --- the lake's own history, no look-ahead -------------------------------------------------------
+def _history(lake: str, until_h: float, window_h: float = 10) -> pa.Table:
+    """Hand-built path predictions of g (split at 60 h) and f (never splits) every half hour up to `until_h`.
+
+    Raw probabilities rise towards g's split, so a positive has a higher raw value than most negatives
+    but the raw values are under-confident (0.3-0.6 where the outcome is certain)."""
+    rows = []
+    for k in range(int(until_h * 2) + 1):
+        t = T0 + k * H / 2
+        for pid in ("g", "f"):
+            hit = pid == "g" and t < T0 + 60 * H <= t + window_h * H
+            raw = (0.3 + 0.3 * ((k * 7) % 10) / 10) if hit else (0.05 + 0.3 * ((k * 3) % 10) / 10)
+            rows.append({"prediction_id": prediction_id(t, pid, "path"), "run_ts": t, "partition_id": pid,
+                         "model": "path", "window_start": t, "window_end": t + window_h * H, "probability": raw,
+                         "reason": None, "predicted_split_ts": None, "split_ts_p10": None, "split_ts_p90": None,
+                         "split_key": None, "threshold": 0.75, "skip_reason": None, "probability_raw": raw})
+    return pa.Table.from_pylist(rows, schema=storage.SCHEMAS[storage.PREDICTIONS])
+
+
+def test_future_rows_and_splits_do_not_change_a_past_runs_calibration(tmp_path):
+    from deltalake import write_deltalake
+
+    from weaver.predict import predict
+
+    _, lake = _lakes(tmp_path)  # g splits at 60 h; data until 72 h
+    s = forecast_settings(lake)
+    uri = storage.uri_for(s, storage.PREDICTIONS)
+    storage.merge(uri, storage.PREDICTIONS, _history(lake, 56), keys=["prediction_id"])
+    at = T0 + 66 * H
+    m1 = cal.map_for_run(s, "path", at, "platt")
+    assert m1.method == "platt" and m1.rows >= cal.MIN_ROWS and m1.positives >= cal.MIN_CLASS
+    # the scored history: every row with window_end <= 66 h, labelled from `splits`
+    ids, p, y = cal.scored_history(s, "path", at)
+    assert len(ids) == 2 * (int(56 * 2) + 1) and int(y.sum()) == 13  # g runs in [50 h, 56 h], half-hourly
+    run1 = predict(s, at=at, model="path", write=False, calibration="platt").to_pylist()
+    # The future: later predictions (windows closing after `at`) and a later split of l.
+    storage.merge(uri, storage.PREDICTIONS, _history(lake, 70).filter(
+        pa.compute.greater(_history(lake, 70).column("window_end"), pa.scalar(at, storage.TS))), keys=["prediction_id"])
+    write_deltalake(storage.table_uri(lake, storage.SPLITS), pa.Table.from_pylist(
+        [{"parent_id": "l", "split_seq": 10**6, "split_ts": T0 + 71 * H, "split_key": "a00000100", "left_id": "l1",
+          "right_id": "l2", "reason": "size"}], schema=storage.SCHEMAS[storage.SPLITS]), mode="append")
+    m2 = cal.map_for_run(s, "path", at, "platt")
+    assert (m2.version, m2.params, m2.rows) == (m1.version, m1.params, m1.rows)
+    run2 = predict(s, at=at, model="path", write=False, calibration="platt").to_pylist()
+    assert run1 == run2
+    live = [r for r in run1 if r["skip_reason"] is None]
+    assert live
+    for r in live:
+        assert r["probability"] == pytest.approx(float(m1.apply([r["probability_raw"]])[0]))
+    # a later cut-off sees more history and gives another map
+    assert cal.map_for_run(s, "path", T0 + 80 * H, "platt").version != m1.version
+    # the map is stored with the model, by version
+    stored = json.loads((Path(lake) / "_weaver" / "calibration" / "path" / f"{m1.version}.json").read_text())
+    assert stored["params"] == m1.params and stored["cutoff"] == at.isoformat()
+    assert cal.load(s, "path", m1.version).apply([0.5]).tolist() == m1.apply([0.5]).tolist()
+
+
+def test_thin_history_is_identity_in_predict(tmp_path):
+    from weaver.predict import predict
+
+    _, lake = _lakes(tmp_path)
+    rows = predict(forecast_settings(lake), at=T0 + 40 * H, model="path", write=False).to_pylist()
+    for r in rows:
+        if r["skip_reason"] is None:
+            assert r["probability"] == r["probability_raw"]
+        else:
+            assert r["probability_raw"] is None and r["probability"] == 0.0
+
+
+def test_old_predictions_table_without_probability_raw(tmp_path):
+    from deltalake import write_deltalake
+
+    uri = str(tmp_path / "predictions")
+    t = _history("x", 2)
+    old = t.drop_columns(["probability_raw"])
+    write_deltalake(uri, old)
+    back = storage.read(uri, storage.PREDICTIONS)
+    assert back.column("probability_raw").null_count == back.num_rows
+    assert back.column("probability").to_pylist() == old.column("probability").to_pylist()
+    # a new row MERGEs into the old table and adds the column
+    new = _history("x", 3).slice(t.num_rows)
+    storage.merge(uri, storage.PREDICTIONS, new, keys=["prediction_id"])
+    after = storage.read(uri, storage.PREDICTIONS)
+    assert after.num_rows == new.num_rows + t.num_rows
+    got = dict(zip(after.column("prediction_id").to_pylist(), after.column("probability_raw").to_pylist()))
+    assert all(got[i] is not None for i in new.column("prediction_id").to_pylist())
+    assert all(got[i] is None for i in t.column("prediction_id").to_pylist())
+
+
+def test_unknown_method_is_refused():
+    from weaver.core.errors import InvalidParameterError
+
+    with pytest.raises(InvalidParameterError):
+        cal.fit([0.1], [1], "magic")
+
+
+def test_report_draws_wilson_bands_and_the_map(tmp_path):
+    """A bin whose every row split (observed 1.0) used to give a negative error bar by rounding."""
+    from datetime import datetime, timezone
+
+    from weaver.predict.report import reliability_table, render_report
+
+    t = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    rows = [{"model": "path", "probability": 0.95, "probability_raw": 0.9, "actual_split": True, "timing_error_s": 0.0,
+             "run_ts": t} for _ in range(7)]
+    rows += [{"model": "path", "probability": 0.05, "probability_raw": 0.1, "actual_split": False, "timing_error_s": None,
+              "run_ts": t} for _ in range(10)]
+    tab = reliability_table(rows, "path")
+    assert [(b["observed"], b["rows"]) for b in tab] == [(0.0, 10), (1.0, 7)]
+    assert tab[0]["lo"] == 0.0 and tab[0]["hi"] == pytest.approx(0.2775, abs=1e-4)
+    sc = {"rows": 17, "actual_splits": 7, "predicted_splits": 7, "true_positives": 7, "precision": 1.0, "recall": 1.0,
+          "brier": 0.0025, "median_abs_timing_error_h": 0.0, "median_timing_error_h": 0.0}
+    summary = {"backtest_id": "b", "model": "path", "start": t, "end": t, "every": "1h", "window": "24h", "runs": 1,
+               "confidence_threshold": 0.75, "size_threshold_bytes": 1, "write_threshold_per_s": 1.0,
+               "near_fraction": 0.1, "known_until": t, "rows_scored": 17, "censored": {"path": 0},
+               "scores": {"path": sc}, "splits": [],
+               "calibration": {"method": "platt", "version": "v1", "rows": 60, "note": "",
+                               "curve": list(np.linspace(0, 1, 101))}}
+    out = render_report(summary, rows, tmp_path / "rep")
+    page = Path(out["html"]).read_text()
+    assert Path(out["png"]).stat().st_size > 0
+    assert "path (raw)" in page and "0.00 - 0.28" in page and "platt" in page

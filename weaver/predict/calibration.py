@@ -1,0 +1,258 @@
+"""Recalibration of split probabilities from the lake's own scored history (no look-ahead).
+
+A model's raw probability (the share of crossing sample paths) is only as good as its paths; the
+backtests showed systematic under-confidence. A run at instant ``at`` therefore maps the raw
+probability through a monotone map fitted on *earlier* predictions of the same model whose windows
+had closed by ``at`` (``window_end <= at``), each scored against `splits` (a split of the
+partition in ``(run_ts, window_end]`` - every such split has ``split_ts <= at``, so nothing from
+after the run is read). Skipped rows (``skip_reason``) are not scored.
+
+Methods (``METHODS``):
+
+- ``isotonic`` - pool-adjacent-violators on the raw probability, interpolated linearly between
+  block centres (monotone, non-parametric; needs the most data);
+- ``platt``    - logistic regression on logit(raw): ``sigmoid(a * logit(p) + b)``;
+- ``beta``     - logistic regression on ``(ln p, -ln(1 - p))`` (Kull et al. 2017, three
+  parameters; contains the identity and Platt's family);
+- ``none``     - the identity.
+
+Fallback: with fewer than ``MIN_ROWS`` scored rows, or fewer than ``MIN_CLASS`` positives or
+negatives among them, the map is the identity (method ``identity``, reason stated).
+
+Storage: every fitted map is a JSON file ``<lake>/_weaver/calibration/<model>/<version>.json``
+(method, parameters, the history cut-off, row counts); ``version`` hashes the model, the method
+and the scored rows (prediction ids and labels), so the same history gives the same version and a
+rerun rewrites the same file. The `predictions` table keeps the raw probability in
+``probability_raw`` beside the calibrated ``probability``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from weaver.core import storage
+from weaver.core.errors import InvalidParameterError
+
+METHODS = ("none", "isotonic", "platt", "beta")
+DEFAULT_METHOD = "none"  # chosen by bench/forecast_quality.py (docs/prediction.md §8)
+MIN_ROWS = 50  # scored predictions needed before a map is fitted
+MIN_CLASS = 5  # ... of which at least this many positives and negatives
+EPS = 1e-4  # probabilities are clipped to [EPS, 1 - EPS] before logits
+
+
+@dataclass
+class CalibrationMap:
+    """A fitted monotone map from raw to calibrated probability."""
+
+    model: str
+    method: str  # isotonic | platt | beta | identity
+    params: dict = field(default_factory=dict)
+    rows: int = 0
+    positives: int = 0
+    cutoff: str | None = None  # ISO instant: only windows closed by then were used
+    version: str = "identity"
+    note: str = ""
+
+    def apply(self, p) -> np.ndarray:
+        """Calibrated probabilities for raw probabilities `p` (array-like)."""
+        p = np.clip(np.asarray(p, dtype=float), 0.0, 1.0)
+        if self.method == "isotonic":
+            return np.interp(p, self.params["x"], self.params["y"])
+        if self.method == "platt":
+            return _sigmoid(self.params["a"] * _logit(p) + self.params["b"])
+        if self.method == "beta":
+            q = np.clip(p, EPS, 1 - EPS)
+            return _sigmoid(self.params["a"] * np.log(q) - self.params["b"] * np.log(1 - q) + self.params["c"])
+        return p
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    q = np.clip(p, EPS, 1 - EPS)
+    return np.log(q / (1 - q))
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
+
+
+def _logistic(X: np.ndarray, y: np.ndarray, ridge: float = 1e-3, iters: int = 100) -> np.ndarray:
+    """Maximum-likelihood logistic regression by Newton's method (tiny ridge keeps separable sets finite)."""
+    X = np.column_stack([X, np.ones(len(y))])
+    w = np.zeros(X.shape[1])
+    for _ in range(iters):
+        mu = _sigmoid(X @ w)
+        g = X.T @ (mu - y) + ridge * w
+        H = (X * (mu * (1 - mu))[:, None]).T @ X + ridge * np.eye(X.shape[1])
+        delta = np.linalg.solve(H, g)
+        w -= delta
+        if np.max(np.abs(delta)) < 1e-9:
+            break
+    return w
+
+
+def pav(p: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Isotonic (non-decreasing) least-squares fit of y on p: block centres x and block means."""
+    order = np.argsort(p, kind="mergesort")
+    xs, ys = np.asarray(p, float)[order], np.asarray(y, float)[order]
+    # Equal raw probabilities form one block to start with (a map must be a function of p).
+    ux, start = np.unique(xs, return_index=True)
+    sums = np.add.reduceat(ys, start)
+    cnt = np.diff(np.append(start, len(xs))).astype(float)
+    blocks: list[list[float]] = []  # [sum y, count, sum x*count]
+    for x, s, c in zip(ux, sums, cnt):
+        blocks.append([s, c, x * c])
+        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] > blocks[-1][0] / blocks[-1][1]:
+            s2, c2, x2 = blocks.pop()
+            blocks[-1][0] += s2
+            blocks[-1][1] += c2
+            blocks[-1][2] += x2
+    bx = np.array([b[2] / b[1] for b in blocks])
+    by = np.array([b[0] / b[1] for b in blocks])
+    return bx, by
+
+
+def fit(p, y, method: str = "platt", *, model: str = "", cutoff: str | None = None,
+        ids: list[str] | None = None) -> CalibrationMap:
+    """Fit a calibration map of `method` on raw probabilities `p` and outcomes `y` (0/1).
+
+    Below ``MIN_ROWS`` rows or ``MIN_CLASS`` of either class the identity is returned, with the
+    reason in ``note``.
+    """
+    if method not in METHODS:
+        raise InvalidParameterError(f"calibration {method!r} is unknown; choose one of {', '.join(METHODS)}")
+    p = np.clip(np.asarray(p, dtype=float), 0.0, 1.0)
+    y = np.asarray(y, dtype=float)
+    n, pos = len(y), int(y.sum())
+    cm = CalibrationMap(model, "identity", {}, n, pos, cutoff)
+    if method == "none":
+        cm.note = "calibration disabled"
+        return cm
+    if n < MIN_ROWS or pos < MIN_CLASS or n - pos < MIN_CLASS:
+        cm.note = (f"identity: {n} scored rows ({pos} splits) before the run; a map needs {MIN_ROWS} rows "
+                   f"with {MIN_CLASS} of each outcome")
+        return cm
+    if method == "isotonic":
+        bx, by = pav(p, y)
+        # Anchor the ends so the map covers [0, 1] (flat beyond the outermost blocks).
+        x = np.concatenate([[0.0], bx, [1.0]])
+        v = np.concatenate([[by[0]], by, [by[-1]]])
+        x, keep = np.unique(x, return_index=True)
+        cm.params = {"x": [float(a) for a in x], "y": [float(b) for b in v[keep]]}
+    elif method == "platt":
+        a, b = _logistic(_logit(p)[:, None], y)
+        cm.params = {"a": float(a), "b": float(b)}
+    else:
+        q = np.clip(p, EPS, 1 - EPS)
+        a, mb, c = _logistic(np.column_stack([np.log(q), np.log(1 - q)]), y)
+        # Kull et al. constrain a, b >= 0 (a monotone map); refit on the remaining feature if violated.
+        if a < 0 or -mb < 0:
+            if a < 0:
+                a, (mb, c) = 0.0, _logistic(np.log(1 - q)[:, None], y)
+            else:
+                mb, (a, c) = 0.0, _logistic(np.log(q)[:, None], y)
+        cm.params = {"a": float(max(a, 0.0)), "b": float(max(-mb, 0.0)), "c": float(c)}
+    cm.method = method
+    h = hashlib.sha1(f"{model}|{method}|{cutoff}".encode())
+    for i, label in zip(ids or [f"{a:.12g}" for a in p], y):
+        h.update(f"|{i}:{int(label)}".encode())
+    cm.version = h.hexdigest()[:16]
+    return cm
+
+
+# --- the lake's scored history -------------------------------------------------------------------
+def scored_history(settings, model: str, at: datetime) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(prediction ids, raw probabilities, outcomes) of `model`'s predictions whose windows closed by `at`."""
+    t = storage.read(storage.uri_for(settings, storage.PREDICTIONS), storage.PREDICTIONS, missing_ok=True)
+    if t.num_rows == 0:
+        return [], np.zeros(0), np.zeros(0)
+    at_s = pa.scalar(at, storage.TS)
+    t = t.filter(pc.and_(pc.equal(t.column("model"), model), pc.less_equal(t.column("window_end"), at_s)))
+    t = t.filter(pc.is_null(t.column("skip_reason")))
+    if t.num_rows == 0:
+        return [], np.zeros(0), np.zeros(0)
+    splits = storage.read(storage.uri_for(settings, storage.SPLITS), storage.SPLITS, missing_ok=True)
+    # Only splits known at `at` (every split inside a closed window is, but be explicit).
+    first: dict[str, datetime] = {}
+    for s in splits.to_pylist():
+        if s["split_ts"] <= at and (s["parent_id"] not in first or s["split_ts"] < first[s["parent_id"]]):
+            first[s["parent_id"]] = s["split_ts"]
+    raw = t.column("probability_raw").to_pylist()
+    cal = t.column("probability").to_pylist()
+    p = np.array([r if r is not None else c for r, c in zip(raw, cal)], dtype=float)
+    y = np.array([pid in first and r < first[pid] <= we for pid, r, we in
+                  zip(t.column("partition_id").to_pylist(), t.column("run_ts").to_pylist(),
+                      t.column("window_end").to_pylist())], dtype=float)
+    ids = t.column("prediction_id").to_pylist()
+    order = np.argsort(ids)
+    return [ids[i] for i in order], p[order], y[order]
+
+
+def calibration_dir(settings, model: str) -> Path:
+    return Path(settings.lake) / "_weaver" / "calibration" / model
+
+
+def map_for_run(settings, model: str, at: datetime, method: str = DEFAULT_METHOD, *, store: bool = True) -> CalibrationMap:
+    """The map a run of `model` at `at` applies: fitted on windows closed by `at`, stored as JSON."""
+    if method not in METHODS:
+        raise InvalidParameterError(f"calibration {method!r} is unknown; choose one of {', '.join(METHODS)}")
+    if method == "none":
+        return CalibrationMap(model, "identity", note="calibration disabled")
+    ids, p, y = scored_history(settings, model, at)
+    cm = fit(p, y, method, model=model, cutoff=at.isoformat(), ids=ids)
+    if store and cm.method != "identity" and "://" not in settings.lake:
+        save(settings, cm)
+    return cm
+
+
+def save(settings, cm: CalibrationMap) -> Path:
+    """Write the map to ``<lake>/_weaver/calibration/<model>/<version>.json`` atomically."""
+    d = calibration_dir(settings, cm.model)
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / f"{cm.version}.json"
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(asdict(cm), indent=2, sort_keys=True))
+    os.replace(tmp, path)
+    return path
+
+
+def load(settings, model: str, version: str) -> CalibrationMap:
+    """A stored map by model and version."""
+    path = calibration_dir(settings, model) / f"{version}.json"
+    if not path.exists():
+        raise InvalidParameterError(f"no calibration map {version} for model {model} under {path.parent}")
+    return CalibrationMap(**json.loads(path.read_text()))
+
+
+# --- scores --------------------------------------------------------------------------------------
+def ece(p, y, bins: int = 10) -> float:
+    """Expected calibration error: the row-weighted mean |observed - mean predicted| over equal-width bins."""
+    p, y = np.asarray(p, float), np.asarray(y, float)
+    if not len(p):
+        return float("nan")
+    idx = np.minimum((p * bins).astype(int), bins - 1)
+    tot = 0.0
+    for b in range(bins):
+        m = idx == b
+        if m.any():
+            tot += m.sum() * abs(y[m].mean() - p[m].mean())
+    return float(tot / len(p))
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a proportion k/n (95 % by default)."""
+    if n == 0:
+        return 0.0, 1.0
+    ph = k / n
+    den = 1 + z * z / n
+    c = (ph + z * z / (2 * n)) / den
+    h = z * np.sqrt(ph * (1 - ph) / n + z * z / (4 * n * n)) / den
+    return float(max(0.0, c - h)), float(min(1.0, c + h))
