@@ -2,7 +2,8 @@
 
 [ingest -> check (GX) -> source complete (sensor), when a source is configured] ->
 extract -> check (GX) -> metrics -> forecast -> check (GX) -> weave (spark-submit) -> check (GX)
--> publish/reconcile, which emits the `weaver_predictions` and `weaver_woven_tier` Assets (only a
+-> publish/reconcile (beside weaving, `advise` turns the checked predictions into pre-split advice),
+which emits the `weaver_predictions` and `weaver_woven_tier` Assets (only a
 run whose every check passed reaches it, so consumers never see unchecked data). Write-audit-publish:
 forecast and weave write staged rows; each check task validates exactly those and publishes them only
 on a pass (else quarantines them and fails). Wiring only: each task calls one function of the
@@ -145,15 +146,25 @@ def temporal_weaver():
 
         return gate_weaves(_settings(params))
 
+    @task
+    def advise(run: dict, params=None) -> dict:
+        from weaver.whatif import advise as run_advice
+
+        # Proactive advice on this run's published predictions (MERGEd into `advice` on
+        # deterministic ids; earlier advice whose window closed is scored). Reads only checked rows.
+        actions = run_advice(_settings(params), at=datetime.fromisoformat(run["at"]),
+                             confidence_threshold=params["confidence_threshold"]).column("action").to_pylist()
+        return {a: actions.count(a) for a in sorted(set(actions))}
+
     @task(outlets=[PREDICTIONS, WOVEN])
-    def publish(run: dict, check: dict, params=None, run_id=None, outlet_events=None) -> dict:
+    def publish(run: dict, check: dict, advice: dict, params=None, run_id=None, outlet_events=None) -> dict:
         from weaver.pipeline import run_summary, write_run_record
         from weaver.weave import reconcile
 
         s = _settings(params)
         at = datetime.fromisoformat(run["at"])
         lifecycle = reconcile(s, at=at)
-        summary = {**run_summary(s, at=at), "lifecycle": lifecycle, "woven_check": check}
+        summary = {**run_summary(s, at=at), "lifecycle": lifecycle, "woven_check": check, "advice": advice}
         write_run_record(s, run_id, summary)
         for asset in (PREDICTIONS, WOVEN):
             outlet_events[asset].extra = {"run_ts": run["at"], "lake": run["lake"]}
@@ -164,7 +175,7 @@ def temporal_weaver():
     checked = check_predictions(forecast(metrics(check_changelog(extracted))))
     woven_ok = check_woven()
     checked >> weave >> woven_ok
-    publish(checked, woven_ok)
+    publish(checked, woven_ok, advise(checked))
 
 
 temporal_weaver()

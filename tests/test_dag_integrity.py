@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,9 @@ def test_temporal_weaver_shape(dagbag):
     for up, down in zip(order, order[1:]):
         assert down in dag.get_task(up).downstream_task_ids, f"{up} -> {down} missing"
     assert dag.get_task("weave").task_type == "SparkSubmitOperator"
+    # Advice reads only checked predictions and the run publishes only after it.
+    assert dag.get_task("check_predictions").downstream_task_ids >= {"weave", "advise"}
+    assert "publish" in dag.get_task("advise").downstream_task_ids
     head = ["ingest", "check_ingest", "source_complete", "extract"]
     for up, down in zip(head, head[1:]):
         assert down in dag.get_task(up).downstream_task_ids, f"{up} -> {down} missing"
@@ -105,3 +109,22 @@ def test_weaver_whatif_params_validate(dagbag, bad):
         for k, v in bad.items():
             params[k] = v
         params.validate()
+
+
+@pytest.mark.parametrize("dag_id,period", [("weaver_snapshots", timedelta(days=1)), ("temporal_weaver", timedelta(hours=1))])
+def test_scheduled_dags_run_their_latest_complete_interval_right_after_midnight(dagbag, monkeypatch, dag_id, period):
+    """catchup=False and an end_date (WEAVER_SCHEDULE_END) just before midnight: the latest complete
+    interval must still be scheduled. A cron *trigger* timetable (Airflow 3's default for a cron
+    string) would wait for the next midnight instead, past end_date, and never run (CI hit that at 00:20)."""
+    import airflow.timetables.interval as interval
+    from airflow.timetables.base import TimeRestriction
+
+    now = datetime(2026, 12, 2, 0, 20, tzinfo=timezone.utc)
+    monkeypatch.setattr(interval, "utcnow", lambda: now)
+    tt = dagbag.dags[dag_id].timetable
+    assert isinstance(tt, interval.CronDataIntervalTimetable)
+    info = tt.next_dagrun_info(last_automated_data_interval=None, restriction=TimeRestriction(
+        earliest=datetime(2026, 1, 1, tzinfo=timezone.utc), latest=now - timedelta(minutes=50), catchup=False))
+    assert info is not None
+    latest_end = now.replace(minute=0) if period == timedelta(hours=1) else now.replace(hour=0, minute=0)
+    assert (info.data_interval.start, info.data_interval.end) == (latest_end - period, latest_end)

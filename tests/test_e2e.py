@@ -96,3 +96,54 @@ def test_demo_on_tiny_data_recovers_equal_rows_both_ways(tmp_path, airflow_home)
                  and r["woven_partition_id"] == w["child_ids"][1]}
         assert left == {k: v for k, v in want.items() if k < w["split_key"]}
         assert right == {k: v for k, v in want.items() if k >= w["split_key"]}
+
+    # --- advice on every run (temporal_weaver's `advise` task) -----------------------------------
+    # One advice row per prediction of each run, keyed on the prediction; below the confidence
+    # threshold the only advice is to wait (hand rule of design.md A8, not the code's own output).
+    from weaver.whatif import read_advice
+
+    preds = {r["prediction_id"]: r for r in
+             storage.read(storage.uri_for(s, storage.PREDICTIONS), storage.PREDICTIONS).to_pylist()}
+    advice = read_advice(s).to_pylist()
+    assert sorted(a["prediction_id"] for a in advice) == sorted(preds)
+    for a in advice:
+        p = preds[a["prediction_id"]]
+        assert (a["run_ts"], a["partition_id"], a["probability"]) == (p["run_ts"], p["partition_id"], p["probability"])
+        if p["probability"] < 0.75:
+            assert a["action"] == "wait", a
+        else:
+            assert a["action"] in ("pre_split", "raise_capacity"), a
+
+    # --- the weaver_whatif DAG, run by Airflow with params ---------------------------------------
+    # A leaf partition (never split) existing 6 h before the end: "what if it had split then?"
+    from weaver.pipeline.demo import run_dag
+
+    end = max(c["ts"] for c in changes)
+    t = (end - timedelta(hours=6)).replace(minute=0, second=0, microsecond=0)
+    split_parents = {x["parent_id"] for x in
+                     storage.read(storage.uri_for(s, storage.SPLITS), storage.SPLITS).to_pylist()}
+    leaf = next(p for p in sorted(parts.values(), key=lambda p: p["partition_id"])
+                if p["partition_id"] not in split_parents and p["created_ts"] < t - timedelta(hours=1))
+    until = t + timedelta(hours=2)
+    run_dag("weaver_whatif", t, home=airflow_home, lake=str(lake), log_dir=tmp_path / "whatif-logs",
+            conf={"partition": leaf["partition_id"], "at": t.isoformat(), "until": until.isoformat()})
+    s = load_settings(lake=str(lake))
+    manual = [w for w in storage.read(storage.uri_for(s, storage.WOVEN_CATALOG), storage.WOVEN_CATALOG).to_pylist()
+              if w["origin"] == "manual"]
+    assert len(manual) == 1 and manual[0]["status"] == "active", manual
+    w = manual[0]
+    assert w["source_partition_id"] == leaf["partition_id"] and leaf["key_lo"] < w["split_key"]
+    snaps = storage.read(storage.uri_for(s, storage.WOVEN_SNAPSHOTS), storage.WOVEN_SNAPSHOTS).to_pylist()
+    tps = sorted({r["timepoint"] for r in snaps if r["weave_id"] == w["weave_id"]})
+    assert tps and tps[0] == t and tps[-1] <= until, tps
+    for tp in tps:
+        want = fold(changes, key_lo=leaf["key_lo"], key_hi=leaf["key_hi"], at=tp)
+        got = {}
+        for r in snaps:
+            if r["weave_id"] == w["weave_id"] and r["timepoint"] == tp:
+                left = r["woven_partition_id"].endswith("L")
+                assert (r["key"] < w["split_key"]) == left, r  # each row in its child's range
+                got[r["key"]] = r["value"]
+        assert got == want, tp
+    # The DAG's report task wrote the static page.
+    assert list((lake / "_weaver" / "whatif").glob("*/*.html")), "weaver_whatif wrote no report"

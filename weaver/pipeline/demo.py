@@ -8,6 +8,7 @@ really runs, the weave task really calls spark-submit through SparkSubmitOperato
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -43,8 +44,8 @@ class DemoResult:
 
 
 def run_dag(dag_id: str, logical_date: datetime, *, home: Path, lake: str, log_dir: Path,
-            spark_master: str = "local[2]", timeout: int = 900) -> dict:
-    """`airflow dags test DAG DATE` in a subprocess; raise with the log's tail when it fails."""
+            spark_master: str = "local[2]", timeout: int = 900, conf: dict | None = None) -> dict:
+    """`airflow dags test DAG DATE [--conf JSON]` in a subprocess; raise with the log's tail when it fails."""
     env = airflow_env(home, spark_master=spark_master)
     env.update({"WEAVER_LAKE": str(Path(lake).resolve()), "WEAVER_TASK_RETRIES": "0"})
     log = log_dir / f"{dag_id}-{logical_date.strftime('%Y%m%dT%H%M')}.log"
@@ -52,8 +53,10 @@ def run_dag(dag_id: str, logical_date: datetime, *, home: Path, lake: str, log_d
     t0 = time.perf_counter()
     with open(log, "w") as fh:
         # Own process group, so a timeout also ends the spark-submit JVMs the run started.
-        proc = subprocess.Popen([str(Path(sys.executable).parent / "airflow"), "dags", "test", dag_id,
-                                 logical_date.isoformat()], env=env, stdout=fh, stderr=subprocess.STDOUT,
+        argv = [str(Path(sys.executable).parent / "airflow"), "dags", "test", dag_id, logical_date.isoformat()]
+        if conf:
+            argv += ["--conf", json.dumps(conf)]
+        proc = subprocess.Popen(argv, env=env, stdout=fh, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         try:
             proc.wait(timeout=timeout)
