@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from airflow.sdk import Param, dag, task
+from airflow.timetables.interval import CronDataIntervalTimetable
 
 # Light at parse time (no pyarrow, no lake access): tests/test_layers.py holds it.
 from weaver.core.settings import dag_default_args, dag_schedule_end
@@ -37,7 +38,10 @@ def _at(params: dict, data_interval_end) -> str:
 
 @dag(
     dag_id="weaver_snapshots",
-    schedule="@daily",
+    # A data-interval timetable, as temporal_weaver: the run for [D-1, D) starts at D and snapshots at D;
+    # with catchup off the latest complete day is still scheduled (a trigger timetable would wait for
+    # the next midnight, and skip it if end_date falls before).
+    schedule=CronDataIntervalTimetable("@daily", timezone="UTC"),
     start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
     end_date=dag_schedule_end(),
     catchup=False,

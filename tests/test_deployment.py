@@ -346,8 +346,6 @@ def check_woven_recovery(stack: Stack) -> int:
     return checked
 
 
-@pytest.mark.skip(reason="backfill vs backtest has not yet passed end to end on a quiet machine (its pieces were "
-                         "checked by hand on a live stack); issue 10 stays open until it does")
 def test_backfill_equals_backtest_and_reprocessing_writes_no_new_files(stack):
     stack.set_paused("temporal_weaver", False)
     stack.set_paused("weaver_backtest", True)
