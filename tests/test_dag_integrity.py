@@ -119,12 +119,13 @@ def test_scheduled_dags_run_their_latest_complete_interval_right_after_midnight(
     import airflow.timetables.interval as interval
     from airflow.timetables.base import TimeRestriction
 
-    now = datetime(2026, 12, 2, 0, 20, tzinfo=timezone.utc)
+    now = interval.coerce_datetime(datetime(2026, 12, 2, 0, 20, tzinfo=timezone.utc))
     monkeypatch.setattr(interval, "utcnow", lambda: now)
     tt = dagbag.dags[dag_id].timetable
     assert isinstance(tt, interval.CronDataIntervalTimetable)
     info = tt.next_dagrun_info(last_automated_data_interval=None, restriction=TimeRestriction(
-        earliest=datetime(2026, 1, 1, tzinfo=timezone.utc), latest=now - timedelta(minutes=50), catchup=False))
+        earliest=interval.coerce_datetime(datetime(2026, 1, 1, tzinfo=timezone.utc)), latest=now - timedelta(minutes=50),
+        catchup=False))
     assert info is not None
     latest_end = now.replace(minute=0) if period == timedelta(hours=1) else now.replace(hour=0, minute=0)
     assert (info.data_interval.start, info.data_interval.end) == (latest_end - period, latest_end)
