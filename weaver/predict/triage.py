@@ -137,7 +137,10 @@ def _rate_bound(r: np.ndarray, H: int, P: int, b: float, x: float, y: float) -> 
     if r.size >= P + last:
         lvl = _models._day_means(r, P)
         growth = float(np.clip((lvl[0] + eps) / (lvl[1] + eps), 0.5, 2.0)) if lvl.size > 1 else 1.0
-        # base = r[idx] * (lvl0 + eps) / (lvl[day] + eps) * g^(k/P), g = growth^power, power <= 2
+        # base = r[idx] * (lvl0 + eps) / (lvl[day] + eps) * g^(k/P), g = growth^power, power <= 2;
+        # idx lies in the last PATH_MAX_DAYS days (one bucket of jitter earlier at most).
+        days = min(_models.PATH_MAX_DAYS, r.size // P)
+        R = float(r[max(0, r.size - days * P - 1):].max())
         base = R / (float(lvl.min()) + eps) * (lvl[0] + eps) * max(growth, 1.0) ** (2.0 * H / P)
         prev = [r[r.size - d * P - last: r.size - d * P] * (lvl[0] + eps) / (lvl[min(d, lvl.size - 1)] + eps)
                 for d in range(1, min(_models.PATH_MAX_DAYS, r.size // P) + 1) if r.size - d * P - last >= 0]
