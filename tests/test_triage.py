@@ -15,11 +15,18 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import numpy as np
 import pytest
 
 from tests.lakes import FORECAST_T0 as T0
-from tests.lakes import H, VALUE, WRITE_T, event_log, forecast_settings, growing, key, part, spread, write_lake
+from tests.lakes import (
+    WRITE_T,
+    H,
+    event_log,
+    forecast_settings,
+    growing,
+    part,
+    write_lake,
+)
 from weaver.predict import triage
 
 SIZE_T = 800_000

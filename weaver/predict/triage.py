@@ -105,7 +105,7 @@ def envelope(job: _models.Job, q: float) -> Envelope:
     """Bounds of size and write rate on the model grid (last history point to the window's end)."""
     step = int(job.step)
     H = max(1, int((int(job.horizon[-1]) - int(job.ds[-1])) // step))
-    P = max(1, int(round(_models.DAY_US / step)))
+    P = max(1, round(_models.DAY_US / step))
     b = step / 1e6
     if q <= 0:
         return Envelope(math.inf, math.inf)
