@@ -1,22 +1,22 @@
 """Triage before fitting: share of partitions triaged and prediction throughput with and without it.
 
 Setup: one simulated lake (``weaver simulate`` workload, ``--partitions`` initial partitions,
-3 days, base rate 30 writes/h, the simulator's data manager splitting at its thresholds, so the
-run sees a few hundred partitions of every age and size), one prediction run at day 2 + 10 h.
-`gather` (histories, split keys) runs once; each model then predicts the same `RunInput` with
-``forecast_triage`` off and on, side by side in one process, on one warm process pool of
-``--workers`` processes.
+3 days, base rate 30 writes/h, the simulator's data manager splitting at its thresholds), one
+prediction run at day 2 + 10 h. `gather` (histories, split keys) runs once; each model then
+predicts the same `RunInput` with ``forecast_triage`` off and on, side by side in one process,
+on one warm process pool of ``--workers`` processes, in ABBA order (off, on, on, off; the mean
+of each arm) so that a load drifting on a shared machine cancels.
 
 Two threshold settings:
 
-* ``own`` - the simulator's own thresholds: the lake split at them, so every partition is at
-  most one split's growth away (the hard case for triage);
+* ``own`` - the simulator's own thresholds (1.5 MB, 0.5 writes/s): the partitions grow toward
+  them at different speeds;
 * ``x4``  - four times them: most partitions are far below, as on a table whose thresholds were
   raised or that is young.
 
 Figures per (setting, model): partitions, triaged share, wall seconds of predict (triage,
 fits, rows) without and with triage, partitions/s end to end (gather + predict), the speed-up,
-and ``triaged_at_or_above_threshold`` (partitions triaged that the full run puts at or above the
+the number of fits with and without triage, and ``triaged_at_or_above_threshold`` (partitions triaged that the full run puts at or above the
 confidence threshold: must be 0).
 
 Run: ``.venv/bin/python bench/triage.py [--partitions 100] [--models path,prophet]`` -> bench/results/triage.json
@@ -42,7 +42,7 @@ from weaver.predict import forecasting, triage  # noqa: E402
 from weaver.simulate import SimConfig, simulate  # noqa: E402
 
 
-def measure(settings, run, model: str, pool) -> dict:
+def measure(settings, run, model: str, pool, repeat: bool = True) -> dict:
     """Predict `run` with triage off, then on; timings exclude `gather` (shared)."""
     out = {}
     params = forecasting.run_params(settings, at=run.params.at, model=model, size_threshold=run.params.size_threshold,
@@ -52,13 +52,16 @@ def measure(settings, run, model: str, pool) -> dict:
     forecasting.predict(settings, at=params.at, model=model, write=False, run_input=forecasting.RunInput(
         params, run.horizon, run.partitions[:8], run.metrics_source), pool=pool, calibration="none",
         size_threshold=params.size_threshold, write_threshold=params.write_threshold)
-    for on in (False, True):
+    # ABBA (off, on, on, off): a load that drifts linearly on a shared machine cancels in the means.
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for on in (False, True, True, False)[: 4 if repeat else 2]:
         s = settings.with_overrides(forecast_triage=on)
         t0 = time.perf_counter()
         t = forecasting.predict(s, at=params.at, model=model, write=False, run_input=run, pool=pool,
                                 size_threshold=params.size_threshold, write_threshold=params.write_threshold,
                                 calibration="none")
-        out[on] = (time.perf_counter() - t0, t.to_pylist())
+        times[on].append(time.perf_counter() - t0)
+        out[on] = (sum(times[on]) / len(times[on]), t.to_pylist())
     (off_s, full), (on_s, tri) = out[False], out[True]
     c = params.confidence_threshold
     dropped = {r["partition_id"] for r in tri if (r["skip_reason"] or "").startswith(triage.UNREACHABLE)}
@@ -93,7 +96,7 @@ def run(args) -> dict:
                 entry = {"size_threshold_bytes": params.size_threshold, "write_threshold_per_s": params.write_threshold,
                          "partitions": n, "gather_s": round(gather_s, 2), "models": {}}
                 for model in args.models.split(","):
-                    m = measure(base, run_input, model, pool)
+                    m = measure(base, run_input, model, pool, repeat=not args.no_repeat)
                     m["triaged_share"] = round(m["triaged"] / n, 3)
                     m["partitions_per_s_without"] = round(n / (gather_s + m["predict_s_without"]), 2)
                     m["partitions_per_s_with"] = round(n / (gather_s + m["predict_s_with"]), 2)
@@ -111,6 +114,7 @@ def main() -> None:
     ap.add_argument("--partitions", type=int, default=100, help="initial partitions of the simulated lake")
     ap.add_argument("--models", default="path,prophet")
     ap.add_argument("--workers", type=int, default=0, help="fit processes (0 = one per core)")
+    ap.add_argument("--no-repeat", action="store_true", help="one pass per arm instead of ABBA")
     ap.add_argument("--quick", action="store_true", help="10 partitions, path model (a smoke run; results not written)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "triage.json"))
     args = ap.parse_args()
