@@ -310,7 +310,9 @@ def predict(settings, *, at: datetime, window: timedelta | None = None, model: s
     exactly them and only a pass publishes them (:func:`weaver.pipeline.gate_predictions`).
 
     Returns one row per active partition (contract schema, sorted by key range). Only data with
-    ``ts <= at`` is used. Skipped partitions carry ``probability = 0`` and a ``skip_reason``.
+    ``ts <= at`` is used. Skipped partitions carry ``probability = 0`` and a ``skip_reason``; with
+    ``settings.forecast_triage`` those that cannot reach a threshold in the window are skipped as
+    ``unreachable ...`` before any fit (`triage_jobs`).
     ``probability`` is the model's raw probability (kept in ``probability_raw``) mapped through
     the calibration `calibration` (default `weaver.predict.calibration.DEFAULT_METHOD`; ``none``
     keeps it raw) fitted on this model's predictions whose windows closed by `at`.
