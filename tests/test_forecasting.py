@@ -156,9 +156,13 @@ def test_young_child_inherits_its_range_history(split_lake):
     from weaver.predict import predict
 
     s = forecast_settings(split_lake)
-    rows = _by_pid(predict(s, at=T0 + 45 * H, model="arima", write=False))
+    # Triage off: this is about the inherited history the model sees (tests/test_triage.py covers triage).
+    rows = _by_pid(predict(s.with_overrides(forecast_triage=False), at=T0 + 45 * H, model="arima", write=False))
     assert rows["r"]["skip_reason"] is None and rows["l"]["skip_reason"] is None
     assert rows["r"]["probability"] <= 0.2
+    # With triage, 225 kB growing at most ~5 kB/h cannot reach 400 kB within 24 h: unreachable, no fit.
+    rows = _by_pid(predict(s, at=T0 + 45 * H, model="arima", write=False))
+    assert rows["r"]["skip_reason"].startswith("unreachable") and rows["r"]["probability"] == 0.0
     rows = _by_pid(predict(s, at=T0 + 45 * H, window=timedelta(hours=40), model="arima", write=False))
     assert rows["r"]["probability"] >= 0.8 and rows["r"]["reason"] == "size"
     assert abs(rows["r"]["predicted_split_ts"] - (T0 + 81 * H)) <= 4 * H

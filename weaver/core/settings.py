@@ -59,6 +59,7 @@ class Settings:
     forecast_history: timedelta = timedelta(days=7)  # model history a forecast reads (bounded)
     min_history_buckets: int = 12  # fewer complete buckets: the partition is skipped, with a reason
     forecast_mp_context: str | None = None  # worker start method; default fork on Linux
+    forecast_triage: bool = True  # skip fits of partitions that cannot reach a threshold (docs/prediction.md)
     api_token: str | None = None
     delta_jars: str | None = None  # comma-separated local jar paths overriding the fetched ones
     ivy_settings: str | None = None  # an Ivy settings file resolving the jars through a mirror
@@ -105,6 +106,15 @@ class Settings:
     def confidence(self, value: float | None = None) -> float:
         """The confidence threshold a call uses: `value` when given (validated), else the setting's."""
         return check_confidence(self.confidence_threshold if value is None else value)
+
+
+def _flag(raw: str) -> bool:
+    low = raw.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected one of 1/0, true/false, yes/no, on/off")
 
 
 def _join(root: str, name: str) -> str:
@@ -162,6 +172,7 @@ def load_settings(env: dict[str, str] | None = None, **overrides: Any) -> Settin
         "WEAVER_FORECAST_HISTORY": ("forecast_history", parse_duration),
         "WEAVER_MIN_HISTORY_BUCKETS": ("min_history_buckets", int),
         "WEAVER_FORECAST_MP_CONTEXT": ("forecast_mp_context", str),
+        "WEAVER_FORECAST_TRIAGE": ("forecast_triage", _flag),
         "WEAVER_API_TOKEN": ("api_token", str),
         "WEAVER_DELTA_JARS": ("delta_jars", str),
         "WEAVER_IVY_SETTINGS": ("ivy_settings", str),

@@ -15,7 +15,9 @@ A run at instant ``at`` looks only at data with ``ts <= at`` (DESIGN §4.4):
    paths cross first. Fits run in parallel (processes; Spark ``applyInPandas`` on a cluster).
 4. The split key from the partition's state at ``at`` (see `weaver.splitkey`).
 
-Partitions that cannot be forecast get a row with ``probability = 0`` and a ``skip_reason``.
+Partitions that cannot be forecast get a row with ``probability = 0`` and a ``skip_reason``; so do
+partitions that cannot reach a threshold within the window under a conservative envelope of their
+history (``unreachable ...``, `weaver.predict.triage`): they are never fitted.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from weaver.log.lineage import Lineage, Partition
 from weaver.predict import calibration as _calibration
 from weaver.predict import metrics, splitkey
 from weaver.predict import models as _models
+from weaver.predict import triage as _triage
 
 MODELS = _models.MODELS
 DEFAULT_MODEL = _models.DEFAULT_MODEL
@@ -307,7 +310,9 @@ def predict(settings, *, at: datetime, window: timedelta | None = None, model: s
     exactly them and only a pass publishes them (:func:`weaver.pipeline.gate_predictions`).
 
     Returns one row per active partition (contract schema, sorted by key range). Only data with
-    ``ts <= at`` is used. Skipped partitions carry ``probability = 0`` and a ``skip_reason``.
+    ``ts <= at`` is used. Skipped partitions carry ``probability = 0`` and a ``skip_reason``; with
+    ``settings.forecast_triage`` those that cannot reach a threshold in the window are skipped as
+    ``unreachable ...`` before any fit (`triage_jobs`).
     ``probability`` is the model's raw probability (kept in ``probability_raw``) mapped through
     the calibration `calibration` (default `weaver.predict.calibration.DEFAULT_METHOD`; ``none``
     keeps it raw) fitted on this model's predictions whose windows closed by `at`.
@@ -318,18 +323,11 @@ def predict(settings, *, at: datetime, window: timedelta | None = None, model: s
         raise InvalidParameterError(f"calibration {calibration!r} is unknown; choose one of "
                                     f"{', '.join(_calibration.METHODS)}")
     run = run_input or gather(settings, params, lineage=lineage)
-    jobs = []
-    bu = bucket_us(params.bucket)
-    for pin in run.partitions:
-        if pin.skip_reason is None:
-            pid = prediction_id(params.at, pin.partition.partition_id, params.model)
-            jobs.append(_models.Job(pin.partition.partition_id, pin.ds, pin.size, pin.rate, run.horizon,
-                                    params.size_threshold, params.write_threshold, params.samples,
-                                    _models.seed_for(pid), params.model, bu))
-    results = {r.partition_id: r for r in run_jobs(jobs, settings, pool=pool, progress=progress)}
     # The map is stored even by a dry run: it is derived from closed history only (same history, same file).
     cmap = _calibration.map_for_run(settings, params.model, params.at, calibration or _calibration.DEFAULT_METHOD)
-    table = _rows(run, results, cmap)
+    jobs, triaged = triage_jobs(run, cmap, enabled=settings.forecast_triage)
+    results = {r.partition_id: r for r in run_jobs(jobs, settings, pool=pool, progress=progress)}
+    table = _rows(run, results, cmap, triaged)
     if write and stage:
         staged = table.append_column("status", pa.array([STAGED] * table.num_rows, pa.string()))
         storage.merge(storage.uri_for(settings, storage.PREDICTIONS_STAGED), storage.PREDICTIONS_STAGED, staged,
@@ -340,13 +338,41 @@ def predict(settings, *, at: datetime, window: timedelta | None = None, model: s
     return table
 
 
-def _rows(run: RunInput, results: dict[str, _models.Result], cmap=None) -> pa.Table:
+def triage_jobs(run: RunInput, cmap=None, *, enabled: bool = True) -> tuple[list[_models.Job], dict[str, str]]:
+    """The fits a run needs, and {partition_id: ``unreachable ...`` reason} of those triaged away.
+
+    A partition is triaged when its envelope (`weaver.predict.triage`) shows that fewer paths
+    can cross than the smallest count whose calibrated probability reaches the run's
+    confidence threshold. ``enabled=False`` (``settings.forecast_triage``) fits every partition.
+    """
+    p = run.params
+    bu = bucket_us(p.bucket)
+    q = _triage.path_budget(p.samples, _triage.min_crossing_count(p.samples, p.confidence_threshold, cmap)) \
+        if enabled else 0.0
+    jobs, triaged = [], {}
+    for pin in run.partitions:
+        if pin.skip_reason is not None:
+            continue
+        pid = pin.partition.partition_id
+        job = _models.Job(pid, pin.ds, pin.size, pin.rate, run.horizon, p.size_threshold, p.write_threshold,
+                          p.samples, _models.seed_for(prediction_id(p.at, pid, p.model)), p.model, bu)
+        reason = _triage.check(job, q) if q > 0 else None
+        if reason is None:
+            jobs.append(job)
+        else:
+            triaged[pid] = reason
+    return jobs, triaged
+
+
+def _rows(run: RunInput, results: dict[str, _models.Result], cmap=None, triaged: dict | None = None) -> pa.Table:
     p = run.params
     rows = []
+    triaged = triaged or {}
     for pin in run.partitions:
         pid = pin.partition.partition_id
         r = results.get(pid)
-        skip = pin.skip_reason or (r.skip_reason if r else None)
+        # A triaged row is a skip: probability 0, never passed through the calibration map.
+        skip = pin.skip_reason or triaged.get(pid) or (r.skip_reason if r else None)
         row = {"prediction_id": prediction_id(p.at, pid, p.model), "run_ts": p.at, "partition_id": pid,
                "model": p.model, "window_start": p.at, "window_end": p.at + p.window, "probability": 0.0,
                "reason": None, "predicted_split_ts": None, "split_ts_p10": None, "split_ts_p90": None,

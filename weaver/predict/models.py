@@ -231,13 +231,21 @@ def _day_means(x: np.ndarray, per_day: int) -> np.ndarray:
     return np.array([np.mean(x[max(0, len(x) - (d + 1) * per_day): len(x) - d * per_day]) for d in range(days)])
 
 
-def _path_size(ds, y, horizon, n, seed) -> np.ndarray:
-    rng = np.random.default_rng(seed)
+@dataclass
+class SizeTerms:
+    """The deterministic part of the path model's size paths (a function of the history only)."""
+
+    inc: np.ndarray  # increments of the history
+    mu: np.ndarray  # mean increment of each whole day back from the end (0 = the last day)
+    slope: float  # change of the mean increment per day
+    sd: float  # standard error of the last day's mean increment
+    shift: float  # the last 6 buckets against the same buckets of earlier days
+
+
+def size_terms(y: np.ndarray, per_day: int) -> SizeTerms:
+    """Deterministic terms of `_path_size` (shared with `weaver.predict.triage`'s bound)."""
     y = np.asarray(y, dtype=float)
-    step, per_day = _grid(ds, horizon)
     inc = np.diff(y) if len(y) > 1 else np.zeros(1)
-    h = len(horizon)
-    idx, day = _block_index(rng, len(inc), per_day, h, n)
     mu = _day_means(inc, per_day)
     slope = (mu[0] - mu[1]) if len(mu) > 1 else 0.0  # change of the mean increment per day
     # Level uncertainty of the last day's mean, and a random share of its day-over-day change.
@@ -248,6 +256,17 @@ def _path_size(ds, y, horizon, n, seed) -> np.ndarray:
     prev = [inc[m - d * per_day - last: m - d * per_day] - mu[min(d, len(mu) - 1)] + mu[0]
             for d in range(1, min(PATH_MAX_DAYS, m // per_day) + 1) if m - d * per_day - last >= 0]
     shift = float(np.mean(inc[-last:]) - np.median([np.mean(x) for x in prev])) if prev else 0.0
+    return SizeTerms(inc, mu, float(slope), sd, shift)
+
+
+def _path_size(ds, y, horizon, n, seed) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    y = np.asarray(y, dtype=float)
+    step, per_day = _grid(ds, horizon)
+    t = size_terms(y, per_day)
+    inc, mu, slope, sd, shift = t.inc, t.mu, t.slope, t.sd, t.shift
+    h = len(horizon)
+    idx, day = _block_index(rng, len(inc), per_day, h, n)
     level = mu[0] + shift + sd * rng.standard_normal(n)
     share = np.clip(rng.normal(1.0, 0.5, n), 0.0, 1.5)
     ahead = (np.arange(1, h + 1) / per_day + 0.5)[None, :]
