@@ -89,3 +89,18 @@ def test_commit_groups_close_on_the_right(peer):
     assert [(b - T0).total_seconds() for b, _ in groups] == [0, 60, 120]
     assert [g.column("seq").to_pylist() for _, g in groups] == [[1], [2, 3], [4]]
     assert peer.last_per_key(groups[1][1]).column("key").to_pylist() == ["a", "b"]
+
+
+def test_every_version_survives_a_checkpoint(peer, tmp_path):
+    """Commits are dated in the past (at their boundary); past a checkpoint (every 100 commits) delta-rs
+    would delete commit files older than the log retention, ending time travel to them, unless the
+    mirror keeps every version (its table configuration)."""
+    rows = [(60 * i + 30, f"k{i % 7}", "DELETE" if i % 11 == 10 else "PUT", None if i % 11 == 10 else f"v{i}")
+            for i in range(105)]
+    changes, log = _log(rows)
+    uri = str(tmp_path / "mirror")
+    versions = peer.build_mirror(uri, log.slice(0, 0), log, T0)
+    assert len(versions) == 106 and list((Path(uri) / "_delta_log").glob("*.checkpoint.parquet"))
+    for v in (versions[1], versions[57], versions[-1]):
+        got, ver = peer.mirror_at(uri, v["watermark"])
+        assert ver == v["version"] and peer.as_dict(got) == fold(changes, at=v["watermark"]), v
