@@ -167,9 +167,15 @@ def _alive(pid: int) -> bool:
         return False
 
 
+# Write-audit-publish's transient area: a rerun re-stages its rows there, checks them again and
+# removes them once published (docs/design.md A9); what must not change is every other table.
+STAGING_TABLES = ("predictions_staged",)
+
+
 def _files(lake: Path) -> set[str]:
-    """Data files of every Delta table of the lake (checkpoints in _delta_log excluded)."""
-    return {str(p.relative_to(lake)) for p in lake.rglob("*.parquet") if "_delta_log" not in p.parts}
+    """Data files of every Delta table of the lake but the staging ones (checkpoints excluded)."""
+    return {str(p.relative_to(lake)) for p in lake.rglob("*.parquet")
+            if "_delta_log" not in p.parts and not set(p.relative_to(lake).parts) & set(STAGING_TABLES)}
 
 
 def _ts(s: str) -> datetime:
@@ -356,6 +362,11 @@ def test_backfill_equals_backtest_and_reprocessing_writes_no_new_files(stack):
     # Rerunning a finished date (the last one: one run keeps the test short) rewrites nothing.
     backfill(stack, last, last, "--reprocess-behavior", "completed")
     assert _files(stack.lake) == files, "the reprocessing backfill wrote new data files"
+    from weaver.core import storage
+
+    staged = storage.read(storage.table_uri(str(stack.lake), storage.PREDICTIONS_STAGED), storage.PREDICTIONS_STAGED,
+                          missing_ok=True)
+    assert staged.num_rows == 0, "rows that passed their check were left in staging"
     # A later date (after the real splits) extends the sequences the span started, as data arrives.
     later = stack.end - timedelta(hours=3)
     backfill(stack, later, later)
