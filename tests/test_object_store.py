@@ -40,7 +40,6 @@ from tests.oracle import fold, rows_to_dict
 from weaver.core import storage
 from weaver.simulate import SimConfig
 
-pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 ROOT = Path(__file__).resolve().parent.parent
 BUCKET = "weaver-test"
@@ -150,6 +149,8 @@ def _spark_stages(env: dict, lake: str, snap_at, at, run_ts, timeout: float = 60
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
+@pytest.mark.integration
 def test_settings_and_plain_files_live_in_the_bucket(s3):
     from weaver.checks.suites import check_changelog
     from weaver.core import objstore
@@ -176,6 +177,8 @@ def test_settings_and_plain_files_live_in_the_bucket(s3):
     assert not Path("s3:").exists()  # nothing leaked into a local folder named after the URI
 
 
+@pytest.mark.slow
+@pytest.mark.integration
 def test_predict_on_s3_equals_predict_on_a_local_lake(s3, tmp_path):
     from weaver.cli import app
 
@@ -194,6 +197,8 @@ def test_predict_on_s3_equals_predict_on_a_local_lake(s3, tmp_path):
     assert out[remote].sort_by(key).to_pylist() == out[local].sort_by(key).to_pylist()
 
 
+@pytest.mark.slow
+@pytest.mark.integration
 def test_snapshot_weave_recover_with_spark_on_s3(s3):
     from weaver.pitr import restore_partition
     from weaver.recover import recover
@@ -238,3 +243,70 @@ def test_snapshot_weave_recover_with_spark_on_s3(s3):
     assert base.source_snapshot_id is not None
     assert rows_to_dict(base.table) == rows_to_dict(std.table)
 
+
+
+# --- fast checks, no server ------------------------------------------------------------------------
+def _closed_port_settings(**kw):
+    from weaver.core.settings import Settings
+
+    return Settings(lake=f"s3://{BUCKET}/lake", s3_endpoint=f"http://127.0.0.1:{_free_port()}", s3_region="us-east-1",
+                    s3_access_key_id="AKIDTEST", s3_secret_access_key="not-a-real-secret-123", s3_allow_http=True, **kw)
+
+
+def test_s3_settings_become_storage_options_and_s3a_conf_without_the_secret():
+    from weaver.core.spark import s3a_conf
+
+    s = _closed_port_settings()
+    assert "not-a-real-secret-123" not in repr(s)
+    opts = s.storage_options(s.lake + "/changelog")
+    assert opts == {"aws_endpoint_url": s.s3_endpoint, "aws_region": "us-east-1", "aws_access_key_id": "AKIDTEST",
+                    "aws_secret_access_key": "not-a-real-secret-123", "aws_allow_http": "true",
+                    "aws_conditional_put": "etag"}
+    assert s.storage_options("/tmp/lake/changelog") is None
+    assert s.woven == f"s3://{BUCKET}/lake/woven" and s.remote
+    conf = s3a_conf(s)
+    assert conf["spark.hadoop.fs.s3.impl"] == "org.apache.hadoop.fs.s3a.S3AFileSystem"
+    assert conf["spark.hadoop.fs.s3a.endpoint"] == s.s3_endpoint and conf["spark.hadoop.fs.s3a.path.style.access"] == "true"
+    assert conf["spark.hadoop.fs.s3a.connection.ssl.enabled"] == "false"
+    assert not any("not-a-real-secret" in v or "AKIDTEST" in v for v in conf.values())
+    assert _closed_port_settings(s3_commit="unsafe-rename").storage_options(s.lake)["aws_s3_allow_unsafe_rename"] == "true"
+
+
+@pytest.mark.parametrize("uri", ["s3a://bucket/lake", "gs://bucket/lake", "s3://", "hdfs://nn/lake"])
+def test_a_lake_uri_weaver_cannot_use_is_refused(uri):
+    from weaver.core.errors import InvalidParameterError
+    from weaver.core.settings import Settings, load_settings
+
+    with pytest.raises(InvalidParameterError, match="lake"):
+        Settings(lake=uri)
+    with pytest.raises(InvalidParameterError):
+        load_settings(env={"WEAVER_LAKE": uri})
+
+
+def test_unreachable_store_is_a_named_error_without_the_secret():
+    from weaver.core.errors import ObjectStoreError
+    from weaver.core.settings import load_settings
+
+    s = _closed_port_settings()
+    env = {"WEAVER_LAKE": s.lake, "WEAVER_S3_ENDPOINT": s.s3_endpoint, "WEAVER_S3_ALLOW_HTTP": "1",
+           "WEAVER_S3_ACCESS_KEY_ID": "AKIDTEST", "WEAVER_S3_SECRET_ACCESS_KEY": "not-a-real-secret-123",
+           "WEAVER_S3_REGION": "us-east-1"}
+    with pytest.raises(ObjectStoreError) as err:
+        load_settings(env=env)  # the lake's policy file is the first object read
+    assert "lake.json" in str(err.value) and "not-a-real-secret" not in str(err.value)
+    assert err.value.http_status == 503
+
+
+def test_whatif_report_refuses_to_write_into_an_object_store():
+    from weaver.core.errors import NotOnObjectStoreError
+    from weaver.whatif.report import render
+
+    with pytest.raises(NotOnObjectStoreError, match="--out"):
+        render(_closed_port_settings(), at="2026-01-02T00:00:00Z", advice_rows=[])
+    assert not Path("s3:").exists()
+
+
+def test_hadoop_aws_pin_matches_the_hadoop_inside_pyspark():
+    from weaver.core.jars import HADOOP_VERSION, spark_hadoop_version
+
+    assert spark_hadoop_version() == HADOOP_VERSION
