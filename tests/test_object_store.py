@@ -200,6 +200,7 @@ def test_predict_on_s3_equals_predict_on_a_local_lake(s3, tmp_path):
 @pytest.mark.slow
 @pytest.mark.integration
 def test_snapshot_weave_recover_with_spark_on_s3(s3):
+    from weaver.pipeline import gate_weaves
     from weaver.pitr import restore_partition
     from weaver.recover import recover
     from tests.lakes import prediction
@@ -225,11 +226,13 @@ def test_snapshot_weave_recover_with_spark_on_s3(s3):
                      and (p["retired_ts"] is None or p["retired_ts"] > snap_at)}
     assert {t.split("@")[0] for t in out["snapshot"]["taken"]} == alive_at_snap
     assert out["weave"]["rows_written"] > 0
+    # Write-audit-publish, as `weaver weave` does: the woven suite reads the staged weaves from the bucket.
+    wid = hashlib.sha1(pred["prediction_id"].encode()).hexdigest()[:16]
+    assert wid in gate_weaves(s)["published"]
     data = {"changes": changes, "partitions": list(parts.values())}
     assert assert_matches_oracle(s, data, [pred], at=at) == 4  # split_ts .. at, hourly
 
     # Recovery reads the bucket: woven child and the source partition, by both paths, equal the fold.
-    wid = hashlib.sha1(pred["prediction_id"].encode()).hexdigest()[:16]
     left = f"{src['partition_id']}~{wid[:8]}~L"
     t = at - 90 * timedelta(minutes=1)
     r = recover(s, left, t)
