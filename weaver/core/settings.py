@@ -102,8 +102,9 @@ class Settings:
             raise InvalidParameterError("api_max_page_rows and api_max_recoveries must be at least 1")
         if self.s3_commit not in S3_COMMIT_MODES:
             raise InvalidParameterError(f"s3_commit {self.s3_commit!r} is not one of {', '.join(S3_COMMIT_MODES)}")
-        for root in (self.lake, self.woven):
-            check_lake_uri(root)
+        for root in (self.lake, self.woven_root):
+            if root is not None:
+                check_lake_uri(str(root))
 
     @property
     def woven(self) -> str:
@@ -125,7 +126,7 @@ class Settings:
     @property
     def remote(self) -> bool:
         """Whether the lake or the woven tier lives on an object store."""
-        return is_remote(self.lake) or is_remote(self.woven)
+        return is_remote(str(self.lake)) or (self.woven_root is not None and is_remote(str(self.woven_root)))
 
     def storage_options(self, uri: str) -> dict[str, str] | None:
         """delta-rs' `storage_options` for `uri`: None for a local path, the S3 fields for s3://."""
