@@ -54,9 +54,11 @@ def _free_port() -> int:
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
+    """End a process started in its own session and whatever is left of its group, bounded in time."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)  # also after the leader exited: a child may linger
+    except ProcessLookupError:
+        pass
     try:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
@@ -143,10 +145,15 @@ def _spark_stages(env: dict, lake: str, snap_at, at, run_ts, timeout: float = 60
     """
     full = {**os.environ, **env, "PYTHONPATH": str(ROOT), "WEAVER_SPARK_MASTER": "local[2]",
             "WEAVER_SHUFFLE_PARTITIONS": "2", "SPARK_LOCAL_IP": "127.0.0.1"}
-    proc = subprocess.run([sys.executable, "-c", SPARK_STAGES, lake, snap_at.isoformat(), at.isoformat(),
-                           run_ts.isoformat()], env=full, capture_output=True, text=True, timeout=timeout, cwd=str(ROOT))
-    assert proc.returncode == 0, f"Spark stages failed: {proc.stdout[-1500:]} {proc.stderr[-3000:]}"
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    proc = subprocess.Popen([sys.executable, "-c", SPARK_STAGES, lake, snap_at.isoformat(), at.isoformat(),
+                             run_ts.isoformat()], env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=str(ROOT), start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    finally:
+        _stop(proc)  # the process group: the driver's JVM too, also on a timeout
+    assert proc.returncode == 0, f"Spark stages failed: {stdout[-1500:]} {stderr[-3000:]}"
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.slow
