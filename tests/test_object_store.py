@@ -40,7 +40,6 @@ from tests.oracle import fold, rows_to_dict
 from weaver.core import storage
 from weaver.simulate import SimConfig
 
-
 ROOT = Path(__file__).resolve().parent.parent
 BUCKET = "weaver-test"
 CFG = dict(seed=11, partitions=3, days=2, base_rate=60.0, size_threshold_bytes=400_000, write_threshold_per_s=0.5)
@@ -207,10 +206,10 @@ def test_predict_on_s3_equals_predict_on_a_local_lake(s3, tmp_path):
 @pytest.mark.slow
 @pytest.mark.integration
 def test_snapshot_weave_recover_with_spark_on_s3(s3):
+    from tests.lakes import prediction
     from weaver.pipeline import gate_weaves
     from weaver.pitr import restore_partition
     from weaver.recover import recover
-    from tests.lakes import prediction
 
     lake = f"s3://{BUCKET}/spark"
     _simulate(lake)

@@ -21,7 +21,7 @@ def _is_remote(uri: str) -> bool:
 
 
 def _local(uri: str) -> str:
-    return uri[len("file://"):] if uri.startswith("file://") else uri
+    return uri.removeprefix("file://")
 
 
 def filesystem(uri: str, options: dict[str, str] | None):
