@@ -5,11 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from weaver.checks.frames import changelog_check_frame, prediction_check_frame, woven_check_frame
 from weaver.checks.gx import validate
-from weaver.core import storage
+from weaver.core import objstore, storage
 from weaver.core.errors import ExpectationFailedError
 from weaver.core.settings import Settings
 from weaver.log.lineage import Lineage
@@ -25,7 +24,8 @@ def check_predictions(predictions, lineage: Lineage, *, at: datetime | None = No
 
 def check_changelog(settings: Settings, manifest: dict) -> dict:
     """Run the `changelog` GX suite on the staged batch; raise ExpectationFailedError on a bad batch."""
-    changes = pq.read_table(manifest["staged"])
+    staged = manifest["staged"]
+    changes = objstore.read_parquet(staged, storage.options(staged))  # a local path or an s3:// object
     if changes.num_rows != manifest["changes"]:
         raise ExpectationFailedError(
             f"staged batch {manifest['staged']} holds {changes.num_rows} changes, extract reported {manifest['changes']}"

@@ -106,6 +106,19 @@ class EnvironmentProblem(WeaverError):
     http_status = 500
 
 
+class ObjectStoreError(EnvironmentProblem):
+    """The lake's object store (s3://) could not be reached or refused a request; check the endpoint,
+    region and credentials (WEAVER_S3_* settings) and that the bucket exists."""
+
+    http_status = 503
+
+
+class NotOnObjectStoreError(WeaverError):
+    """A feature that needs a local folder was asked of an s3:// lake; the message names the way around."""
+
+    http_status = 400
+
+
 class PortInUseError(EnvironmentProblem):
     """A port a local service needs is already taken by another process."""
 

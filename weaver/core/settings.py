@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from functools import lru_cache
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,7 @@ class Settings:
     forecast_triage: bool = True  # skip fits of partitions that cannot reach a threshold (docs/prediction.md)
     api_token: str | None = None
     delta_jars: str | None = None  # comma-separated local jar paths overriding the fetched ones
+    s3_jars: str | None = None  # comma-separated local hadoop-aws + AWS SDK bundle jars (air-gapped)
     ivy_settings: str | None = None  # an Ivy settings file resolving the jars through a mirror
     cache_dir: str = str(PROJECT_ROOT / ".cache")  # fetched jars and Ivy's cache
     expectations_dir: str = str(PROJECT_ROOT / "expectations")  # Great Expectations suites
@@ -69,6 +70,17 @@ class Settings:
     commit_retries: int = 6  # Delta optimistic-concurrency conflicts retried before ConcurrentWriteError
     api_max_page_rows: int = 10_000  # the largest page of rows one API response carries
     api_max_recoveries: int = 4  # concurrent recoveries the API runs; more get 429 + Retry-After
+    # Object-store lakes (s3://bucket/prefix): unset fields fall back to the engines' own AWS
+    # discovery (AWS_* variables, instance profiles). The secret never appears in a repr or a log.
+    s3_endpoint: str | None = None  # e.g. http://127.0.0.1:9000 for an S3-compatible server
+    s3_region: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = field(default=None, repr=False)
+    s3_allow_http: bool = False  # plain-HTTP endpoints (a local test server); never for real buckets
+    # How delta-rs commits on S3: 'conditional-put' (If-None-Match puts: AWS S3 and most compatible
+    # servers), 'unsafe-rename' (one writer at a time, no safety net), or 'dynamodb' (delta-rs'
+    # locking provider, configured by its own AWS_S3_LOCKING_PROVIDER / DELTA_DYNAMO_TABLE_NAME).
+    s3_commit: str = "conditional-put"
 
     def __post_init__(self) -> None:
         check_confidence(self.confidence_threshold)
@@ -89,6 +101,11 @@ class Settings:
             raise InvalidParameterError("commit_retries must be 0 or more")
         if self.api_max_page_rows < 1 or self.api_max_recoveries < 1:
             raise InvalidParameterError("api_max_page_rows and api_max_recoveries must be at least 1")
+        if self.s3_commit not in S3_COMMIT_MODES:
+            raise InvalidParameterError(f"s3_commit {self.s3_commit!r} is not one of {', '.join(S3_COMMIT_MODES)}")
+        for root in (self.lake, self.woven_root):
+            if root is not None:
+                check_lake_uri(str(root))
 
     @property
     def woven(self) -> str:
@@ -107,6 +124,50 @@ class Settings:
         """The confidence threshold a call uses: `value` when given (validated), else the setting's."""
         return check_confidence(self.confidence_threshold if value is None else value)
 
+    @property
+    def remote(self) -> bool:
+        """Whether the lake or the woven tier lives on an object store."""
+        return is_remote(str(self.lake)) or (self.woven_root is not None and is_remote(str(self.woven_root)))
+
+    def storage_options(self, uri: str) -> dict[str, str] | None:
+        """delta-rs' `storage_options` for `uri`: None for a local path, the S3 fields for s3://."""
+        if not is_remote(uri):
+            return None
+        opts: dict[str, str] = {}
+        for key, value in (("aws_endpoint_url", self.s3_endpoint), ("aws_region", self.s3_region),
+                           ("aws_access_key_id", self.s3_access_key_id),
+                           ("aws_secret_access_key", self.s3_secret_access_key)):
+            if value:
+                opts[key] = value
+        if self.s3_allow_http:
+            opts["aws_allow_http"] = "true"
+        if self.s3_commit == "conditional-put":
+            opts["aws_conditional_put"] = "etag"
+        elif self.s3_commit == "unsafe-rename":
+            opts["aws_s3_allow_unsafe_rename"] = "true"
+        return opts
+
+
+S3_COMMIT_MODES = ("conditional-put", "unsafe-rename", "dynamodb")
+REMOTE_SCHEMES = ("s3://",)  # the object stores a lake may live on (s3a:// is Spark's spelling of it)
+
+
+def is_remote(uri: str) -> bool:
+    """Whether `uri` names an object store rather than a local folder (``file://`` is local)."""
+    uri = str(uri)
+    return "://" in uri and not uri.startswith("file://")
+
+
+def check_lake_uri(uri: str) -> str:
+    """`uri` if weaver can keep a lake there: a local path, ``file://`` or ``s3://bucket[/prefix]``."""
+    if is_remote(uri):
+        if uri.startswith("s3a://"):
+            raise InvalidParameterError(f"lake {uri!r}: write it as s3://... (weaver maps it to s3a:// for Spark)")
+        if not uri.startswith(REMOTE_SCHEMES) or not uri[len("s3://"):].strip("/"):
+            raise InvalidParameterError(f"lake {uri!r} is not a local path or s3://bucket/prefix; "
+                                        "other object stores are not supported")
+    return uri
+
 
 def _flag(raw: str) -> bool:
     low = raw.strip().lower()
@@ -123,30 +184,74 @@ def _join(root: str, name: str) -> str:
     return str(Path(root) / name)
 
 
-def lake_policy_path(lake: str) -> Path:
-    """Where a lake's producer records its split policy."""
-    return Path(lake) / "_weaver" / "lake.json"
+def lake_policy_path(lake: str) -> str:
+    """Where a lake's producer records its split policy (a local path or an object URI)."""
+    return _join(_join(lake, "_weaver"), "lake.json")
 
 
-def read_lake_policy(lake: str) -> dict[str, Any]:
-    """The split policy a lake's producer recorded, or {} (remote lakes carry none)."""
-    if "://" in lake:
-        return {}
-    p = lake_policy_path(lake)
-    if not p.exists():
+def read_lake_policy(lake: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """The split policy a lake's producer recorded, or {} when it recorded none.
+
+    An s3:// lake's policy is read with the object-store settings of `env` (the lake is not
+    known to the settings yet: the policy is one of their inputs)."""
+    from weaver.core import objstore
+
+    p = lake_policy_path(str(lake))
+    raw = objstore.read_text(p, storage_options(p, env), missing_ok=True)
+    if raw is None:
         return {}
     try:
-        return json.loads(p.read_text())
+        return json.loads(raw)
     except json.JSONDecodeError as exc:
         raise InvalidParameterError(f"{p} is not valid JSON: {exc}") from exc
+
+
+_S3_ENV = {
+    "WEAVER_S3_ENDPOINT": ("s3_endpoint", str),
+    "WEAVER_S3_REGION": ("s3_region", str),
+    "WEAVER_S3_ACCESS_KEY_ID": ("s3_access_key_id", str),
+    "WEAVER_S3_SECRET_ACCESS_KEY": ("s3_secret_access_key", str),
+    "WEAVER_S3_ALLOW_HTTP": ("s3_allow_http", lambda v: _flag("WEAVER_S3_ALLOW_HTTP", v)),
+    "WEAVER_S3_COMMIT": ("s3_commit", str),
+}
+
+
+def _flag(var: str, value: str) -> bool:
+    v = value.strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"{var} must be true or false")
+
+
+def _s3_fields(env: dict[str, str] | None) -> dict[str, Any]:
+    """The object-store fields of the settings from `env` (the process environment when None)."""
+    env = dict(os.environ if env is None else env)
+    kw: dict[str, Any] = {}
+    for var, (name, conv) in _S3_ENV.items():
+        if env.get(var):
+            try:
+                kw[name] = conv(env[var])
+            except ValueError as exc:
+                raise InvalidParameterError(f"${var}: {exc}") from exc  # never echo the value: it may be a secret
+    return kw
+
+
+def storage_options(uri: str, env: dict[str, str] | None = None) -> dict[str, str] | None:
+    """delta-rs' `storage_options` for `uri` from the object-store settings of `env` (the process
+    environment when None): what every Delta read and write passes, None for a local path."""
+    if not is_remote(uri):
+        return None
+    return Settings(lake="./lake", **_s3_fields(env)).storage_options(uri)
 
 
 def load_settings(env: dict[str, str] | None = None, **overrides: Any) -> Settings:
     """Build the settings from the environment once, then apply explicit overrides."""
     env = dict(os.environ if env is None else env)
     lake = overrides.pop("lake", None) or env.get("WEAVER_LAKE") or "./lake"
-    kw: dict[str, Any] = {"lake": lake}
-    policy = read_lake_policy(lake)
+    kw: dict[str, Any] = {"lake": lake, **_s3_fields(env)}
+    policy = read_lake_policy(check_lake_uri(lake), env)
     if "size_threshold_bytes" in policy:
         kw["size_threshold_bytes"] = int(policy["size_threshold_bytes"])
     if "write_threshold_per_s" in policy:
@@ -175,6 +280,7 @@ def load_settings(env: dict[str, str] | None = None, **overrides: Any) -> Settin
         "WEAVER_FORECAST_TRIAGE": ("forecast_triage", _flag),
         "WEAVER_API_TOKEN": ("api_token", str),
         "WEAVER_DELTA_JARS": ("delta_jars", str),
+        "WEAVER_S3_JARS": ("s3_jars", str),
         "WEAVER_IVY_SETTINGS": ("ivy_settings", str),
         "WEAVER_CACHE": ("cache_dir", str),
         "WEAVER_EXPECTATIONS": ("expectations_dir", str),

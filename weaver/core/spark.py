@@ -5,17 +5,21 @@ from __future__ import annotations
 import os
 import sys
 
-from weaver.core.errors import WeaverError
-from weaver.core.jars import check_java, delta_jars
+from weaver.core.errors import EnvironmentProblem, WeaverError
+from weaver.core.jars import check_java, delta_jars, s3_jars
 from weaver.core.settings import Settings, load_settings
 from weaver.core.storage import SCHEMAS
 
 
 def spark_conf(settings: Settings, app_name: str = "temporal-weaver") -> dict[str, str]:
-    """Spark configuration shared by the session factory and spark-submit (SparkSubmitOperator)."""
+    """Spark configuration shared by the session factory and spark-submit (SparkSubmitOperator).
+
+    With an s3:// lake it adds the S3A filesystem (never the credentials: those reach the JVM
+    through :func:`get_spark`, not a command line or a log)."""
+    jars = delta_jars(settings) + (s3_jars(settings) if settings.remote else [])
     return {
         "spark.app.name": app_name,
-        "spark.jars": ",".join(delta_jars(settings)),
+        "spark.jars": ",".join(jars),
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
         "spark.driver.host": settings.spark_driver_host,
@@ -34,7 +38,33 @@ def spark_conf(settings: Settings, app_name: str = "temporal-weaver") -> dict[st
         "spark.sql.adaptive.enabled": "true",
         "spark.driver.extraJavaOptions": "-Djava.net.preferIPv4Stack=true",
         "spark.executor.extraJavaOptions": "-Djava.net.preferIPv4Stack=true",
+        **(s3a_conf(settings) if settings.remote else {}),
     }
+
+
+def s3a_conf(settings: Settings) -> dict[str, str]:
+    """Hadoop S3A settings for an s3:// lake, secrets excluded.
+
+    Lakes are written ``s3://`` (delta-rs' spelling); Hadoop's ``s3://`` scheme is bound to the
+    S3A filesystem here, so Spark reads the very URIs delta-rs does and Delta's S3 log store
+    (single driver: one Spark writer per table at a time) serves both spellings.
+    """
+    conf = {
+        "spark.hadoop.fs.s3.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
+        "spark.hadoop.fs.AbstractFileSystem.s3.impl": "org.apache.hadoop.fs.s3a.S3A",
+        # Fail in seconds, not after S3A's default of minutes of retries, when the store is away.
+        "spark.hadoop.fs.s3a.attempts.maximum": "3",
+        "spark.hadoop.fs.s3a.retry.limit": "3",
+    }
+    if settings.s3_endpoint:
+        # S3-compatible servers (MinIO, moto, Ceph) answer on one host: path-style addressing.
+        conf["spark.hadoop.fs.s3a.endpoint"] = settings.s3_endpoint
+        conf["spark.hadoop.fs.s3a.path.style.access"] = "true"
+    if settings.s3_region:
+        conf["spark.hadoop.fs.s3a.endpoint.region"] = settings.s3_region
+    if settings.s3_allow_http:
+        conf["spark.hadoop.fs.s3a.connection.ssl.enabled"] = "false"
+    return conf
 
 
 def submitted_master() -> str | None:
@@ -67,7 +97,26 @@ def get_spark(settings: Settings, app_name: str = "temporal-weaver"):
         builder = builder.config(k, v)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
+    if settings.remote:
+        _use_s3(spark, settings)
     return spark
+
+
+def _use_s3(spark, settings: Settings) -> None:
+    """Give a session the lake's S3 credentials, or refuse one started without the S3A filesystem.
+
+    The keys go into the live Hadoop configuration (which Spark ships to executors with each job),
+    never into SparkConf: SparkConf is printed by spark-submit and shown in the UI. Unset keys
+    leave S3A's own AWS provider chain (AWS_* variables, instance profiles) in charge.
+    """
+    if spark.conf.get("spark.hadoop.fs.s3.impl", None) is None:
+        raise EnvironmentProblem(
+            "this process' Spark session was started for a local lake (no S3A filesystem on its classpath); "
+            "run the s3:// lake's Spark work in a new process (`weaver ...` or spark-submit)")
+    hconf = spark.sparkContext._jsc.hadoopConfiguration()
+    if settings.s3_access_key_id and settings.s3_secret_access_key:
+        hconf.set("fs.s3a.access.key", settings.s3_access_key_id)
+        hconf.set("fs.s3a.secret.key", settings.s3_secret_access_key)
 
 
 def spark_schema(name: str):

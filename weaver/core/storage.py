@@ -295,15 +295,12 @@ def check_output_target(settings, out: str, *, what: str = "--out") -> str:
 
 
 def write_parquet_atomic(path: str | Path, table: pa.Table) -> str:
-    """Write `table` as one local Parquet file via a temporary name: a reader never sees half a file."""
-    import pyarrow.parquet as pq
+    """Write `table` as one Parquet file (a local path via a temporary name, or an s3:// object in
+    one PUT): a reader never sees half a file."""
+    from weaver.core import objstore
 
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(p)
-    return str(p)
+    uri = str(path)
+    return objstore.write_parquet(uri, table, options(uri))
 
 
 # --- Arrow helpers shared by every stage ---------------------------------------------------------
@@ -389,12 +386,20 @@ def _cast(col: pa.ChunkedArray, target: pa.DataType) -> pa.ChunkedArray:
 
 
 # --- delta-rs I/O --------------------------------------------------------------------------------
+def options(uri: str) -> dict[str, str] | None:
+    """delta-rs storage options for `uri` (None for a local path); pass them to every DeltaTable
+    and write_deltalake call so an s3:// lake reaches its endpoint with its credentials."""
+    from weaver.core.settings import storage_options
+
+    return storage_options(uri)
+
+
 def is_table(uri: str) -> bool:
     """Whether a Delta table exists (and can be opened) at `uri`."""
     from deltalake import DeltaTable
 
     try:
-        return DeltaTable.is_deltatable(uri)
+        return DeltaTable.is_deltatable(uri, storage_options=options(uri))
     except Exception:  # noqa: BLE001 - an unreadable location is simply not a table
         return False
 
@@ -406,7 +411,7 @@ def open_table(uri: str, name: str = "", version: int | None = None):
     if not is_table(uri):
         raise TableNotFoundError(f"no Delta table {name or ''} at {uri}; run the stage that writes it")
     try:
-        return DeltaTable(uri, version=version) if version is not None else DeltaTable(uri)
+        return DeltaTable(uri, version=version, storage_options=options(uri))
     except Exception as exc:  # noqa: BLE001 - delta-rs raises several types for a broken log
         raise CorruptTableError(f"Delta table {name or uri} at {uri} cannot be opened: {exc}") from exc
 
@@ -521,11 +526,11 @@ def merge(
             # mode="error": a second creator racing this one must fail (and retry as a MERGE),
             # never overwrite the rows the first one committed.
             write_deltalake(uri, rows, mode="error", partition_by=list(partition_by or []) or None,
-                            writer_properties=_writer_properties(compression))
+                            writer_properties=_writer_properties(compression), storage_options=options(uri))
             return {"num_target_rows_inserted": rows.num_rows}
         if rows.num_rows == 0:
             return {"num_target_rows_inserted": 0}
-        dt = DeltaTable(uri)
+        dt = DeltaTable(uri, storage_options=options(uri))
         predicate = " AND ".join(f"t.{k} = s.{k}" for k in keys)
         # A table written before a column was added (ADDED_COLUMNS) gains it here.
         evolve = bool(ADDED_COLUMNS.get(name)) and not set(rows.column_names) <= {f.name for f in dt.schema().fields}
@@ -553,5 +558,6 @@ def overwrite(uri: str, name: str, rows: pa.Table, *, predicate: str | None = No
 
     rows = conform(rows, name)
     retry_commit(lambda: write_deltalake(uri, rows, mode="overwrite", predicate=predicate if is_table(uri) else None,
-                                         writer_properties=_writer_properties(compression)),
+                                         writer_properties=_writer_properties(compression),
+                                         storage_options=options(uri)),
                  what=f"overwrite of {name}")

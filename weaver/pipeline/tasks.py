@@ -15,18 +15,25 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from weaver.core import storage
+from weaver.core import objstore, storage
 from weaver.core.errors import ContractViolation
 from weaver.core.ids import interval_id
-from weaver.core.settings import Settings
+from weaver.core.settings import Settings, is_remote
 from weaver.core.spark import spark_conf
 from weaver.log import ChangeLog
 from weaver.weave import read_woven_catalog
 
 
-def staging_path(settings: Settings, iid: str) -> Path:
+def _lake_file(settings: Settings, *parts: str) -> str:
+    """URI of a plain file under ``<lake>/_weaver`` (a local path or an s3:// object key)."""
+    if is_remote(settings.lake):
+        return "/".join([settings.lake.rstrip("/"), "_weaver", *parts])
+    return str(Path(settings.lake).resolve().joinpath("_weaver", *parts))
+
+
+def staging_path(settings: Settings, iid: str) -> str:
     """Where the interval `iid`'s extracted batch is staged (one Parquet file, replaced on rerun)."""
-    return Path(settings.lake) / "_weaver" / "staging" / "changelog" / f"{iid}.parquet"
+    return _lake_file(settings, "staging", "changelog", f"{iid}.parquet")
 
 
 def extract(settings: Settings, *, start: datetime | None, end: datetime) -> dict:
@@ -43,7 +50,7 @@ def extract(settings: Settings, *, start: datetime | None, end: datetime) -> dic
     changes = changes.take(pc.sort_indices(changes, sort_keys=[("seq", "ascending")])) if changes.num_rows > 1 else changes
     prev_seq = ChangeLog(settings).seq_before(start) if start is not None else 0
     iid = interval_id(start, end)
-    path = storage.write_parquet_atomic(staging_path(settings, iid), changes)
+    path = storage.write_parquet_atomic(staging_path(settings, iid), changes)  # an s3:// key on a remote lake
     per_part = {}
     if changes.num_rows:
         g = changes.group_by("partition_id").aggregate([("seq", "count")])
@@ -95,12 +102,11 @@ def run_summary(settings: Settings, *, at: datetime) -> dict:
             "woven_catalog": status, "woven_version": storage.version_of(storage.uri_for(settings, storage.WOVEN_SNAPSHOTS))}
 
 
-def write_run_record(settings: Settings, run_id: str, record: dict) -> Path:
-    """Publish the run's summary next to the lake (replaced on rerun)."""
-    p = Path(settings.lake) / "_weaver" / "runs" / f"{hashlib.sha1(run_id.encode()).hexdigest()[:16]}.json"
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps({"run_id": run_id, **record}, indent=2, default=str))
-    return p
+def write_run_record(settings: Settings, run_id: str, record: dict) -> str:
+    """Publish the run's summary next to the lake (replaced on rerun); returns its path or URI."""
+    p = _lake_file(settings, "runs", f"{hashlib.sha1(run_id.encode()).hexdigest()[:16]}.json")
+    return objstore.write_text(p, json.dumps({"run_id": run_id, **record}, indent=2, default=str),
+                               settings.storage_options(p))
 
 
 def resume_point(settings: Settings, end: datetime) -> datetime | None:

@@ -162,5 +162,5 @@ def _write_rollback(uri: str, res: RecoveryResult) -> str:
     # Overwrite keyed on the deterministic recovery id: a rerun writes the same rows once.
     write_deltalake(uri, res.table, mode="overwrite", schema_mode="overwrite",
                     description=f"Temporal Weaver rollback of {res.partition_id} at {res.at.isoformat()}",
-                    commit_properties=CommitProperties(custom_metadata=meta))
+                    commit_properties=CommitProperties(custom_metadata=meta), storage_options=storage.options(uri))
     return uri

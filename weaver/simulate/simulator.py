@@ -32,9 +32,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from weaver.core import storage
+from weaver.core import objstore, storage
 from weaver.core.errors import InvalidParameterError
-from weaver.core.settings import lake_policy_path
+from weaver.core.settings import is_remote, lake_policy_path
 
 KEY_SPACE = 100_000_000  # keys k00000000 .. k99999999
 SHAPES = ("default", "steady", "bursty", "diurnal", "shrink", "drift")
@@ -345,7 +345,8 @@ def _value(key: str, seq: int, nbytes: int) -> bytes:
 
 
 def _write(lake: str, cfg: SimConfig, cols, acc, parts, split_rows) -> None:
-    Path(lake).mkdir(parents=True, exist_ok=True)
+    if not is_remote(lake):
+        Path(lake).mkdir(parents=True, exist_ok=True)
     changelog = pa.table(cols, schema=storage.SCHEMAS[storage.CHANGELOG])
     prows = [{"partition_id": p.pid, "key_lo": p.key_lo, "key_hi": p.key_hi, "parent_id": p.parent,
               "created_seq": p.created_seq, "created_ts": p.created_ts, "retired_seq": p.retired_seq,
@@ -360,19 +361,18 @@ def _write(lake: str, cfg: SimConfig, cols, acc, parts, split_rows) -> None:
         uri = storage.table_uri(lake, name)
         if storage.is_table(uri) and _same(uri, name, t):
             continue  # a rerun with the same config adds no Delta version
-        write_deltalake(uri, t, mode="overwrite", schema_mode="overwrite")
+        write_deltalake(uri, t, mode="overwrite", schema_mode="overwrite", storage_options=storage.options(uri))
     policy = lake_policy_path(lake)
-    policy.parent.mkdir(parents=True, exist_ok=True)
     meta = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in asdict(cfg).items()
             if not (k == "shape" and v == "default")}  # the default lake's policy file is unchanged
-    policy.write_text(json.dumps({
+    objstore.write_text(policy, json.dumps({
         "producer": "weaver simulate",
         "size_threshold_bytes": cfg.size_threshold_bytes,
         "write_threshold_per_s": cfg.write_threshold_per_s,
         "bucket": "1h",
         "simulation": meta,
         "end": cfg.end.isoformat(),
-    }, indent=2, default=list))
+    }, indent=2, default=list), storage.options(policy))
 
 
 def _same(uri: str, name: str, t: pa.Table) -> bool:

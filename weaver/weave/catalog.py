@@ -77,7 +77,8 @@ def write_woven_catalog(settings: Settings, rows: list[dict]) -> None:
         try:
             # mode="error": of two racing creators one wins; the other MERGEs below.
             retry_commit(lambda: write_deltalake(uri, table, mode="error", configuration=table_properties(settings),
-                                                 writer_properties=WriterProperties(compression=COMPRESSION)),
+                                                 writer_properties=WriterProperties(compression=COMPRESSION),
+                                                 storage_options=storage.options(uri)),
                          what="create woven_catalog", attempts=0)
             return
         except ConcurrentWriteError:

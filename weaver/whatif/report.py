@@ -22,7 +22,8 @@ import pyarrow.compute as pc
 
 from weaver.core import storage
 from weaver.core.ids import interval_id
-from weaver.core.settings import Settings
+from weaver.core.errors import NotOnObjectStoreError
+from weaver.core.settings import Settings, is_remote
 from weaver.core.time import bucket_us, from_us, parse_timepoint
 from weaver.predict import gather, run_params
 from weaver.predict.models import DEFAULT_MODEL, sample_paths, seed_for
@@ -77,6 +78,9 @@ def render(settings: Settings, *, at: datetime | str, model: str = DEFAULT_MODEL
 
     at = parse_timepoint(at)
     rows = advice_rows if advice_rows is not None else advise(settings, at=at).to_pylist()
+    if not out_dir and is_remote(settings.lake):
+        raise NotOnObjectStoreError(f"the what-if report is a folder of HTML and PNG files; lake {settings.lake} is "
+                                    "on an object store: pass a local output folder (--out DIR)")
     out = Path(out_dir) if out_dir else Path(settings.lake) / "_weaver" / "whatif" / interval_id(None, at)
     out.mkdir(parents=True, exist_ok=True)
     run_ts = rows[0]["run_ts"] if rows else at

@@ -1,0 +1,130 @@
+"""Plain files beside the Delta tables (policy, staged batches, run records) on a local folder or S3.
+
+Delta tables go through delta-rs with :meth:`Settings.storage_options`; the few non-Delta files a
+lake holds go through ``pyarrow.fs`` here, built from the same options, so a lake is one URI
+whether it is ``/data/lake`` or ``s3://bucket/lake``. An object PUT is atomic (a reader sees the
+old object or the new one), so only local writes need a temporary name.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+
+import pyarrow as pa
+
+from weaver.core.errors import EnvironmentProblem, ObjectStoreError
+
+
+def _is_remote(uri: str) -> bool:
+    return "://" in uri and not uri.startswith("file://")
+
+
+def _local(uri: str) -> str:
+    return uri.removeprefix("file://")
+
+
+def filesystem(uri: str, options: dict[str, str] | None):
+    """(pyarrow FileSystem, path inside it) for `uri`; `options` are delta-rs' S3 storage options."""
+    import pyarrow.fs as pafs
+
+    if not _is_remote(uri):
+        return pafs.LocalFileSystem(), str(Path(_local(uri)).resolve())
+    if not uri.startswith("s3://"):
+        raise EnvironmentProblem(f"{uri!r}: only local paths and s3:// URIs are supported")
+    o = dict(options or {})
+    kw: dict = {}
+    endpoint = o.get("aws_endpoint_url")
+    if endpoint:
+        scheme, _, host = endpoint.partition("://")
+        kw["endpoint_override"], kw["scheme"] = (host, scheme) if host else (endpoint, "https")
+    if o.get("aws_region"):
+        kw["region"] = o["aws_region"]
+    if o.get("aws_access_key_id") and o.get("aws_secret_access_key"):
+        kw["access_key"], kw["secret_key"] = o["aws_access_key_id"], o["aws_secret_access_key"]
+    return pafs.S3FileSystem(**kw), uri[len("s3://"):]
+
+
+@contextmanager
+def _store(uri: str, what: str):
+    """Map a remote store's failure to ObjectStoreError (local errors keep their own types)."""
+    try:
+        yield
+    except OSError as exc:
+        if not _is_remote(uri):
+            raise
+        raise ObjectStoreError(f"cannot {what} {uri}: {exc}; check WEAVER_S3_ENDPOINT, WEAVER_S3_REGION, the "
+                               "credentials and that the bucket exists") from exc
+
+
+def _parent(fs, path: str) -> None:
+    import pyarrow.fs as pafs
+
+    if isinstance(fs, pafs.LocalFileSystem):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
+def read_bytes(uri: str, options: dict[str, str] | None, *, missing_ok: bool = False) -> bytes | None:
+    """The bytes of the file at `uri` (None when absent and `missing_ok`)."""
+    import pyarrow.fs as pafs
+
+    fs, path = filesystem(uri, options)
+    with _store(uri, "read"):
+        if missing_ok and fs.get_file_info(path).type == pafs.FileType.NotFound:
+            return None
+        with fs.open_input_stream(path) as f:
+            return f.read()
+
+
+def read_text(uri: str, options: dict[str, str] | None, *, missing_ok: bool = False) -> str | None:
+    """The UTF-8 text of the file at `uri` (None when absent and `missing_ok`)."""
+    raw = read_bytes(uri, options, missing_ok=missing_ok)
+    return None if raw is None else raw.decode("utf-8")
+
+
+def write_bytes(uri: str, data: bytes, options: dict[str, str] | None) -> str:
+    """Replace the file at `uri` with `data`; a reader never sees half of it. Returns `uri`."""
+    import pyarrow.fs as pafs
+
+    fs, path = filesystem(uri, options)
+    _parent(fs, path)
+    if isinstance(fs, pafs.LocalFileSystem):
+        tmp = path + ".tmp"
+        with fs.open_output_stream(tmp) as f:
+            f.write(data)
+        Path(tmp).replace(path)
+    else:
+        with _store(uri, "write"), fs.open_output_stream(path) as f:
+            f.write(data)
+    return uri
+
+
+def write_text(uri: str, text: str, options: dict[str, str] | None) -> str:
+    """Replace the file at `uri` with `text` (UTF-8), atomically. Returns `uri`."""
+    return write_bytes(uri, text.encode("utf-8"), options)
+
+
+def write_parquet(uri: str, table: pa.Table, options: dict[str, str] | None) -> str:
+    """Write `table` as one Parquet file at `uri`, replacing it atomically. Returns `uri`."""
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    fs, path = filesystem(uri, options)
+    _parent(fs, path)
+    if isinstance(fs, pafs.LocalFileSystem):
+        tmp = path + ".tmp"
+        pq.write_table(table, tmp, filesystem=fs)
+        Path(tmp).replace(path)
+    else:
+        with _store(uri, "write"):
+            pq.write_table(table, path, filesystem=fs)
+    return uri
+
+
+def read_parquet(uri: str, options: dict[str, str] | None) -> pa.Table:
+    """The Parquet file at `uri` as an Arrow table."""
+    import pyarrow.parquet as pq
+
+    fs, path = filesystem(uri, options)
+    with _store(uri, "read"):
+        return pq.read_table(path, filesystem=fs)
