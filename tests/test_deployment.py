@@ -269,8 +269,15 @@ def backfill(stack: Stack, first: datetime, last: datetime, *extra: str) -> list
     """`airflow backfill create` over logical dates [first, last]; wait for its runs (fresh ones)."""
     instants = _instants(first, last)
     before = {x["dag_run_id"]: x.get("end_date") for x in stack.runs("temporal_weaver")}
-    p = stack.airflow("backfill", "create", "--dag-id", "temporal_weaver", "--from-date", first.isoformat(),
-                      "--to-date", last.isoformat(), "--max-active-runs", "1", *extra)
+    # The scheduler marks a backfill complete a loop or two after its last run ends; until then
+    # Airflow refuses the next one (AlreadyRunningBackfill), so the next create waits for that.
+    deadline = time.monotonic() + 300
+    while True:
+        p = stack.airflow("backfill", "create", "--dag-id", "temporal_weaver", "--from-date", first.isoformat(),
+                          "--to-date", last.isoformat(), "--max-active-runs", "1", *extra)
+        if p.returncode == 0 or "AlreadyRunningBackfill" not in p.stdout + p.stderr or time.monotonic() > deadline:
+            break
+        time.sleep(5)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
 
     def mine(runs):

@@ -175,7 +175,10 @@ def test_weaver_snapshots_dag_is_wiring_with_policies():
     assert bag.import_errors == {}
     dag = bag.dags["weaver_snapshots"]
     assert "weaver" in dag.tags and dag.catchup is False
-    assert dag.schedule == "@daily"
+    # Daily data intervals (see test_dag_integrity's midnight test for why not a trigger timetable).
+    from airflow.timetables.interval import CronDataIntervalTimetable
+
+    assert isinstance(dag.timetable, CronDataIntervalTimetable) and dag.timetable.summary == "0 0 * * *"
     assert dag.default_args["retries"] >= 1
     order = {t.task_id: sorted(t.downstream_task_ids) for t in dag.tasks}
     assert order == {"validate_changelog": ["take_snapshots"], "take_snapshots": ["report"], "report": []}

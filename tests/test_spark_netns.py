@@ -126,7 +126,7 @@ def test_weave_with_the_driver_on_another_host_equals_local_mode(spark, tmp_path
         _stop(worker)
         _stop(master)
 
-    ref = weave(spark, local, at=at)
+    ref = weave(spark, local, at=at, stage=True)  # the job stages its weaves (check_woven publishes)
     assert ref["timepoints_written"] == summary["timepoints_written"]
     order = [("weave_id", "ascending"), ("timepoint", "ascending"), ("key", "ascending")]
     assert woven_table(remote).sort_by(order).equals(woven_table(local).sort_by(order))

@@ -211,18 +211,9 @@ _S3_ENV = {
     "WEAVER_S3_REGION": ("s3_region", str),
     "WEAVER_S3_ACCESS_KEY_ID": ("s3_access_key_id", str),
     "WEAVER_S3_SECRET_ACCESS_KEY": ("s3_secret_access_key", str),
-    "WEAVER_S3_ALLOW_HTTP": ("s3_allow_http", lambda v: _flag("WEAVER_S3_ALLOW_HTTP", v)),
+    "WEAVER_S3_ALLOW_HTTP": ("s3_allow_http", lambda v: _flag(v) if v.strip() else False),
     "WEAVER_S3_COMMIT": ("s3_commit", str),
 }
-
-
-def _flag(var: str, value: str) -> bool:
-    v = value.strip().lower()
-    if v in ("1", "true", "yes", "on"):
-        return True
-    if v in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError(f"{var} must be true or false")
 
 
 def _s3_fields(env: dict[str, str] | None) -> dict[str, Any]:
