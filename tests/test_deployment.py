@@ -167,15 +167,9 @@ def _alive(pid: int) -> bool:
         return False
 
 
-# Write-audit-publish's transient area: a rerun re-stages its rows there, checks them again and
-# removes them once published (docs/design.md A9); what must not change is every other table.
-STAGING_TABLES = ("predictions_staged",)
-
-
 def _files(lake: Path) -> set[str]:
-    """Data files of every Delta table of the lake but the staging ones (checkpoints excluded)."""
-    return {str(p.relative_to(lake)) for p in lake.rglob("*.parquet")
-            if "_delta_log" not in p.parts and not set(p.relative_to(lake).parts) & set(STAGING_TABLES)}
+    """Data files of every Delta table of the lake (checkpoints excluded)."""
+    return {str(p.relative_to(lake)) for p in lake.rglob("*.parquet") if "_delta_log" not in p.parts}
 
 
 def _ts(s: str) -> datetime:

@@ -329,13 +329,31 @@ def predict(settings, *, at: datetime, window: timedelta | None = None, model: s
     results = {r.partition_id: r for r in run_jobs(jobs, settings, pool=pool, progress=progress)}
     table = _rows(run, results, cmap, triaged)
     if write and stage:
-        staged = table.append_column("status", pa.array([STAGED] * table.num_rows, pa.string()))
-        storage.merge(storage.uri_for(settings, storage.PREDICTIONS_STAGED), storage.PREDICTIONS_STAGED, staged,
-                      keys=["prediction_id"])
+        fresh = _unpublished(settings, table, at=params.at)
+        if fresh.num_rows:
+            staged = fresh.append_column("status", pa.array([STAGED] * fresh.num_rows, pa.string()))
+            storage.merge(storage.uri_for(settings, storage.PREDICTIONS_STAGED), storage.PREDICTIONS_STAGED, staged,
+                          keys=["prediction_id"])
     elif write:
         storage.merge(storage.uri_for(settings, storage.PREDICTIONS), storage.PREDICTIONS, table,
                       keys=["prediction_id"])
     return table
+
+
+def _unpublished(settings, table: pa.Table, *, at: datetime) -> pa.Table:
+    """The rows of `table` that ``predictions`` does not already hold as they are.
+
+    A rerun of a published run (a reprocessing backfill, a retried task) stages nothing, so it
+    writes nothing at all; the gate then audits the run as published (`gate_predictions`).
+    """
+    published = storage.read(storage.uri_for(settings, storage.PREDICTIONS), storage.PREDICTIONS,
+                             filters=[("run_ts", "=", pa.scalar(at, storage.TS))], missing_ok=True)
+    if not published.num_rows:
+        return table
+    cols = table.column_names
+    have = {r["prediction_id"]: r for r in published.select(cols).to_pylist()}
+    keep = [have.get(r["prediction_id"]) != r for r in table.to_pylist()]
+    return table.filter(pa.array(keep, pa.bool_()))
 
 
 def triage_jobs(run: RunInput, cmap=None, *, enabled: bool = True) -> tuple[list[_models.Job], dict[str, str]]:
