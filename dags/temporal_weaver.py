@@ -13,7 +13,7 @@ same interval writes the same rows once.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
@@ -21,7 +21,7 @@ from airflow.sdk import Param, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 # Light at parse time (no pyarrow, no lake access): tests/test_layers.py holds it.
-from weaver.core.settings import dag_default_args, dag_schedule_end, source_wait_max
+from weaver.core.settings import dag_common, settings_from_params, source_wait_max
 from weaver.ingest.sensor import SourceCompleteSensor
 from weaver.pipeline.assets import PREDICTIONS, WOVEN
 
@@ -47,39 +47,28 @@ PARAMS = {
 SOURCE_WAIT_MAX = source_wait_max()
 
 
-def _settings(params: dict):
-    from weaver.core.settings import settings_from_params
-
-    return settings_from_params(params)
-
-
 @dag(
     dag_id="temporal_weaver",
     # Hourly data intervals [t - 1h, t): a run (and a manual `dags test` run) works on a real slice
     # of the change log, not on Airflow 3's zero-length trigger interval.
     schedule=CronDataIntervalTimetable("@hourly", timezone="UTC"),
-    start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
-    end_date=dag_schedule_end(),
-    catchup=False,
-    max_active_runs=1,
     params=PARAMS,
-    tags=["weaver"],
-    default_args=dag_default_args(),
     render_template_as_native_obj=True,
     doc_md=__doc__,
+    **dag_common(scheduled=True),
 )
 def temporal_weaver():
     @task
     def ingest(params=None) -> dict:
         from weaver.ingest.sources import ingest_configured
 
-        return ingest_configured(_settings(params), params.get("ingest_source"))
+        return ingest_configured(settings_from_params(params), params.get("ingest_source"))
 
     @task
     def check_ingest(result: dict, params=None) -> dict:
         from weaver.checks import check_ingested
 
-        return {**result, "check": check_ingested(_settings(params), result)} if result.get("configured") else result
+        return {**result, "check": check_ingested(settings_from_params(params), result)} if result.get("configured") else result
 
     source_complete = SourceCompleteSensor(task_id="source_complete", ingest_task_id="check_ingest",
                                            poke_interval=60, timeout=SOURCE_WAIT_MAX.total_seconds())
@@ -88,13 +77,13 @@ def temporal_weaver():
     def extract(params=None, data_interval_start=None, data_interval_end=None) -> dict:
         from weaver.pipeline import extract as run
 
-        return run(_settings(params), start=data_interval_start, end=data_interval_end)
+        return run(settings_from_params(params), start=data_interval_start, end=data_interval_end)
 
     @task
     def check_changelog(manifest: dict, params=None) -> dict:
         from weaver.pipeline import gate_changelog
 
-        gate_changelog(_settings(params), manifest)
+        gate_changelog(settings_from_params(params), manifest)
         return manifest
 
     @task
@@ -102,7 +91,7 @@ def temporal_weaver():
         from weaver.predict import build_metrics
         from weaver.pipeline import account_metrics, resume_point
 
-        s = _settings(params)
+        s = settings_from_params(params)
         end = datetime.fromisoformat(manifest["end"])
         built = build_metrics(s, start=resume_point(s, end), end=end)
         return {"manifest": manifest, "metrics": built, "accounting": account_metrics(s, manifest)}
@@ -111,7 +100,7 @@ def temporal_weaver():
     def forecast(state: dict, params=None) -> dict:
         from weaver.predict import predict
 
-        s = _settings(params)
+        s = settings_from_params(params)
         at = datetime.fromisoformat(state["manifest"]["end"])
         preds = predict(s, at=at, model=params["model"], stage=True)  # published by check_predictions
         return {"at": at.isoformat(), "predictions": preds.num_rows}
@@ -120,7 +109,7 @@ def temporal_weaver():
     def check_predictions(run: dict, params=None) -> dict:
         from weaver.pipeline import gate_predictions, job_target
 
-        s = _settings(params)
+        s = settings_from_params(params)
         run["check"] = gate_predictions(s, at=datetime.fromisoformat(run["at"]))
         return {**run, **job_target(s)}
 
@@ -144,7 +133,7 @@ def temporal_weaver():
     def check_woven(params=None) -> dict:
         from weaver.pipeline import gate_weaves
 
-        return gate_weaves(_settings(params))
+        return gate_weaves(settings_from_params(params))
 
     @task
     def advise(run: dict, params=None) -> dict:
@@ -152,7 +141,7 @@ def temporal_weaver():
 
         # Proactive advice on this run's published predictions (MERGEd into `advice` on
         # deterministic ids; earlier advice whose window closed is scored). Reads only checked rows.
-        actions = run_advice(_settings(params), at=datetime.fromisoformat(run["at"]),
+        actions = run_advice(settings_from_params(params), at=datetime.fromisoformat(run["at"]),
                              confidence_threshold=params["confidence_threshold"]).column("action").to_pylist()
         return {a: actions.count(a) for a in sorted(set(actions))}
 
@@ -161,7 +150,7 @@ def temporal_weaver():
         from weaver.pipeline import run_summary, write_run_record
         from weaver.weave import reconcile
 
-        s = _settings(params)
+        s = settings_from_params(params)
         at = datetime.fromisoformat(run["at"])
         lifecycle = reconcile(s, at=at)
         summary = {**run_summary(s, at=at), "lifecycle": lifecycle, "woven_check": check, "advice": advice}

@@ -9,12 +9,12 @@ triggered by hand with `start`/`end`.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, task
 
 # Light at parse time (no pyarrow, no lake access): tests/test_layers.py holds it.
-from weaver.core.settings import dag_default_args
+from weaver.core.settings import dag_common, settings_from_params
 from weaver.pipeline.assets import PREDICTIONS, WOVEN
 
 
@@ -41,23 +41,13 @@ PARAMS = {
 }
 
 
-def _settings(params: dict):
-    from weaver.core.settings import settings_from_params
-
-    return settings_from_params(params)
-
-
 @dag(
     dag_id="weaver_backtest",
     # Both assets: temporal_weaver emits them together once a run's checks all passed.
     schedule=[PREDICTIONS, WOVEN],
-    start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
-    catchup=False,
-    max_active_runs=1,
     params=PARAMS,
-    tags=["weaver"],
-    default_args=dag_default_args(),
     doc_md=__doc__,
+    **dag_common(scheduled=False),
 )
 def weaver_backtest():
     @task
@@ -67,7 +57,7 @@ def weaver_backtest():
         from weaver.predict import run_params
         from weaver.core.time import parse_duration, parse_timepoint
 
-        s = _settings(params)
+        s = settings_from_params(params)
         every = parse_duration(params["every"]) if params.get("every") else s.bucket
         start = params.get("start")
         if not start:
@@ -88,7 +78,7 @@ def weaver_backtest():
     def run_backtest(span: dict, params=None) -> dict:
         from weaver.predict import backtest
 
-        s = _settings(params)
+        s = settings_from_params(params)
         r = backtest(s, start=datetime.fromisoformat(span["start"]), end=datetime.fromisoformat(span["end"]),
                      model=params["model"], out_dir=params.get("out_dir"),
                      every=timedelta(seconds=span["every_s"]), near_fraction=params["near"])

@@ -8,9 +8,9 @@ result (tests/test_maintenance.py). Retention is measured to the data interval's
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 
-from weaver.core.settings import dag_default_args  # light: no pyarrow, no lake access
+from weaver.core.settings import dag_common, settings_from_params  # light: no pyarrow, no lake access
 from airflow.sdk import Param, dag, task
 
 PARAMS = {
@@ -18,12 +18,6 @@ PARAMS = {
     "now": Param(None, type=["null", "string"], format="date-time",
                  description="Instant retention is measured to (ISO-8601 with timezone); default: the interval's end"),
 }
-
-
-def _settings(params: dict):
-    from weaver.core.settings import settings_from_params
-
-    return settings_from_params(params)
 
 
 def _now(params: dict, data_interval_end):
@@ -36,33 +30,29 @@ def _now(params: dict, data_interval_end):
 @dag(
     dag_id="weaver_maintenance",
     schedule="@daily",
-    start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
-    catchup=False,
-    max_active_runs=1,
     params=PARAMS,
-    tags=["weaver"],
-    default_args=dag_default_args(),
     doc_md=__doc__,
+    **dag_common(scheduled=False),
 )
 def weaver_maintenance():
     @task
     def snapshot_vacuum(params=None, data_interval_end=None) -> dict:
         from weaver.pitr import vacuum
 
-        r = vacuum(_settings(params), _now(params, data_interval_end))
+        r = vacuum(settings_from_params(params), _now(params, data_interval_end))
         return {k: r[k] for k in ("now", "window_start", "snapshots_expired", "snapshots_kept", "log_rows_deleted")}
 
     @task
     def woven_vacuum(done: dict, params=None, data_interval_end=None) -> dict:
         from weaver.weave import vacuum_woven
 
-        return vacuum_woven(_settings(params), now=_now(params, data_interval_end))
+        return vacuum_woven(settings_from_params(params), now=_now(params, data_interval_end))
 
     @task
     def compact(done: dict, params=None) -> dict:
         from weaver.maintain import compact_tables
 
-        return compact_tables(_settings(params))
+        return compact_tables(settings_from_params(params))
 
     compact(woven_vacuum(snapshot_vacuum()))
 

@@ -8,25 +8,19 @@ deterministic (`{partition}@{seq}`), so a rerun of the same interval writes noth
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 
 from airflow.sdk import Param, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 # Light at parse time (no pyarrow, no lake access): tests/test_layers.py holds it.
-from weaver.core.settings import dag_default_args, dag_schedule_end
+from weaver.core.settings import dag_common, settings_from_params
 
 PARAMS = {
     "lake": Param(None, type=["null", "string"], description="Lake root; default $WEAVER_LAKE or ./lake"),
     "at": Param(None, type=["null", "string"], format="date-time",
                 description="Snapshot instant (ISO-8601 with timezone); default: the data interval's end"),
 }
-
-
-def _settings(params: dict):
-    from weaver.core.settings import settings_from_params
-
-    return settings_from_params(params)
 
 
 def _at(params: dict, data_interval_end) -> str:
@@ -42,14 +36,9 @@ def _at(params: dict, data_interval_end) -> str:
     # with catchup off the latest complete day is still scheduled (a trigger timetable would wait for
     # the next midnight, and skip it if end_date falls before).
     schedule=CronDataIntervalTimetable("@daily", timezone="UTC"),
-    start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
-    end_date=dag_schedule_end(),
-    catchup=False,
-    max_active_runs=1,
     params=PARAMS,
-    tags=["weaver"],
-    default_args=dag_default_args(),
     doc_md=__doc__,
+    **dag_common(scheduled=True),
 )
 def weaver_snapshots():
     @task
@@ -58,7 +47,7 @@ def weaver_snapshots():
         from weaver.pitr import validate_for_snapshot
 
         at = _at(params, data_interval_end)
-        return validate_for_snapshot(_settings(params), parse_timepoint(at)) | {"at": at}
+        return validate_for_snapshot(settings_from_params(params), parse_timepoint(at)) | {"at": at}
 
     @task
     def take_snapshots(checked: dict, params=None) -> dict:
@@ -66,7 +55,7 @@ def weaver_snapshots():
         from weaver.pitr import take_snapshots as run
         from weaver.core.spark import get_spark
 
-        s = _settings(params)
+        s = settings_from_params(params)
         return run(get_spark(s, "weaver-snapshots-dag"), s, parse_timepoint(checked["at"]))
 
     @task

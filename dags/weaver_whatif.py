@@ -8,9 +8,8 @@ origin 'manual') -> impact (children, balance, forecasts, largest partition, cos
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 
-from weaver.core.settings import dag_default_args  # light: no pyarrow, no lake access
+from weaver.core.settings import dag_common, settings_from_params  # light: no pyarrow, no lake access
 from airflow.sdk import Param, dag, task
 
 ISO = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$"
@@ -29,22 +28,12 @@ PARAMS = {
 }
 
 
-def _settings(params: dict):
-    from weaver.core.settings import settings_from_params
-
-    return settings_from_params(params)
-
-
 @dag(
     dag_id="weaver_whatif",
     schedule=None,
-    start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
-    catchup=False,
-    max_active_runs=1,
     params=PARAMS,
-    tags=["weaver"],
-    default_args=dag_default_args(),
     doc_md=__doc__,
+    **dag_common(scheduled=False),
 )
 def weaver_whatif():
     @task
@@ -52,7 +41,7 @@ def weaver_whatif():
         """The what-if's named errors (partition, key, T, until) before any Spark work or write."""
         from weaver.whatif import plan_whatif
 
-        w = plan_whatif(_settings(params), params["partition"], params["at"], split_key=params.get("split_key"),
+        w = plan_whatif(settings_from_params(params), params["partition"], params["at"], split_key=params.get("split_key"),
                         until=params.get("until"), key_by=params["key_by"])
         return {"weave_id": w.sequence.weave_id, "split_key": w.sequence.split_key}
 
@@ -62,7 +51,7 @@ def weaver_whatif():
         from weaver.pipeline import gate_weaves
         from weaver.whatif import whatif_weave
 
-        s = _settings(params)
+        s = settings_from_params(params)
         r = whatif_weave(get_spark(s, "weaver-whatif"), s, params["partition"], params["at"],
                          split_key=plan["split_key"], until=params.get("until"), key_by=params["key_by"], stage=True)
         gate_weaves(s)  # write-audit-publish: publishes the staged weave, or quarantines it and fails
@@ -74,14 +63,14 @@ def weaver_whatif():
 
         from weaver.whatif import impact as run
 
-        r = run(_settings(params), woven["weave_id"], model=params["model"])
+        r = run(settings_from_params(params), woven["weave_id"], model=params["model"])
         return json.loads(json.dumps(r, default=str))
 
     @task
     def report(effect: dict, params=None) -> dict:
         from weaver.whatif import render_report
 
-        r = render_report(_settings(params), at=params["at"], model=params["model"])
+        r = render_report(settings_from_params(params), at=params["at"], model=params["model"])
         print(f"weave {effect['weave_id']}: largest partition {effect['largest_partition']['before_bytes']} B -> "
               f"{effect['largest_partition']['after_bytes']} B; report {r['html']}")
         return r

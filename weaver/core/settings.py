@@ -11,7 +11,7 @@ import json
 import os
 from functools import lru_cache
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -306,6 +306,17 @@ def dag_default_args(env: dict[str, str] | None = None) -> dict[str, Any]:
     if retries < 0:
         raise InvalidParameterError("$WEAVER_TASK_RETRIES must be 0 or more")
     return {"retries": retries, "retry_delay": timedelta(minutes=2)}
+
+
+def dag_common(*, scheduled: bool = False, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """The `@dag` arguments every weaver DAG shares: a fixed start date, no catchup, one active run,
+    the task retry policy; with `scheduled`, the ``WEAVER_SCHEDULE_END`` end date too. Read at DAG
+    parse time, so from the environment only."""
+    common: dict[str, Any] = {"start_date": datetime(2026, 1, 1, tzinfo=timezone.utc), "catchup": False,
+                              "max_active_runs": 1, "tags": ["weaver"], "default_args": dag_default_args(env)}
+    if scheduled:
+        common["end_date"] = dag_schedule_end(env)
+    return common
 
 
 def dag_schedule_end(env: dict[str, str] | None = None) -> datetime | None:
