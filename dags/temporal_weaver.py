@@ -33,7 +33,7 @@ PARAMS = {
     "window": Param("24h", type="string", pattern=r"^[0-9]+[mhdw]$", description="Prediction window"),
     "confidence_threshold": Param(0.75, type="number", minimum=0, maximum=1,
                                   description="Only predictions at or above this are woven"),
-    "model": Param("path", type="string", enum=["path", "prophet", "arima"]),
+    "model": Param("path", type="string", enum=["path", "prophet", "arima", "statsforecast"]),
     "size_threshold": Param(None, type=["null", "integer"], minimum=1, description="Split size threshold (bytes)"),
     "write_threshold": Param(None, type=["null", "number"], exclusiveMinimum=0,
                              description="Split write threshold (writes/s)"),

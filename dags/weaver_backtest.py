@@ -29,7 +29,7 @@ PARAMS = {
                  description="Runs happen strictly before this; default: start + one run spacing"),
     "every": Param(None, type=["null", "string"], pattern=DURATION, description="Run spacing (default: one bucket)"),
     "window": Param("24h", type="string", pattern=DURATION, description="Prediction window"),
-    "model": Param("path", type="string", enum=["path", "prophet", "arima"]),
+    "model": Param("path", type="string", enum=["path", "prophet", "arima", "statsforecast"]),
     "confidence_threshold": Param(0.75, type="number", minimum=0, maximum=1,
                                   description="Probability at which a prediction counts as positive"),
     "size_threshold": Param(None, type=["null", "integer"], minimum=1, description="Split size threshold (bytes)"),

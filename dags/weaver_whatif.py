@@ -23,7 +23,7 @@ PARAMS = {
                        description="Left child holds keys < it; default: size median or load-balancing key at T"),
     "until": Param(None, type=["null", "string"], pattern=ISO, description="Last timepoint; default T + window"),
     "key_by": Param("auto", type="string", enum=["auto", "size", "load"]),
-    "model": Param("path", type="string", enum=["path", "prophet", "arima"],
+    "model": Param("path", type="string", enum=["path", "prophet", "arima", "statsforecast"],
                    description="Model of the children's forecasts and the report's fans"),
 }
 

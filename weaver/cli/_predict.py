@@ -48,7 +48,7 @@ def _overrides(confidence: Optional[float], workers: Optional[int], samples: Opt
 def predict(
     at: str = typer.Option(..., "--at", help="Run instant (ISO-8601 with timezone); only data with ts <= it is used."),
     window: Optional[str] = typer.Option(None, "--window", help="Prediction window, e.g. 24h (default settings.window)."),
-    model: str = typer.Option("path", "--model", help="path | prophet | arima"),
+    model: str = typer.Option("path", "--model", help="path | prophet | arima | statsforecast"),
     size_threshold: Optional[int] = typer.Option(None, "--size-threshold", help="Split size threshold in bytes."),
     write_threshold: Optional[float] = typer.Option(None, "--write-threshold", help="Split write threshold, writes/s."),
     confidence_threshold: Optional[float] = typer.Option(None, "--confidence-threshold",
@@ -110,7 +110,7 @@ def backtest(
     end: str = typer.Option(..., "--to", help="Runs happen strictly before this instant."),
     every: Optional[str] = typer.Option(None, "--every", help="Run spacing, e.g. 1h (default: one metrics bucket)."),
     window: Optional[str] = typer.Option(None, "--window", help="Prediction window, e.g. 24h."),
-    model: str = typer.Option("path", "--model", help="path | prophet | arima"),
+    model: str = typer.Option("path", "--model", help="path | prophet | arima | statsforecast"),
     size_threshold: Optional[int] = typer.Option(None, "--size-threshold", help="Split size threshold in bytes."),
     write_threshold: Optional[float] = typer.Option(None, "--write-threshold", help="Split write threshold, writes/s."),
     confidence_threshold: Optional[float] = typer.Option(None, "--confidence-threshold",

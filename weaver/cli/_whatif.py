@@ -52,7 +52,7 @@ def weave_cmd(
 @whatif_app.command("impact")
 def impact_cmd(
     weave: str = typer.Option(..., "--weave", help="Weave id (16 hex chars or the first 8), predicted or manual."),
-    model: str = typer.Option("path", "--model", help="Model forecasting each child (path | prophet | arima)."),
+    model: str = typer.Option("path", "--model", help="Model forecasting each child (path | prophet | arima | statsforecast)."),
     recovery: bool = typer.Option(True, "--recovery/--no-recovery", help="Measure recovery with/without the weave."),
     lake: Optional[str] = LakeOpt,
     as_json: bool = JsonOpt,
@@ -107,7 +107,7 @@ def advise_cmd(
 @whatif_app.command("report")
 def report_cmd(
     at: str = typer.Option(..., "--at", help="Report on the prediction run latest at or before it (ISO-8601, tz)."),
-    model: str = typer.Option("path", "--model", help="Model of the forecast fans (path | prophet | arima)."),
+    model: str = typer.Option("path", "--model", help="Model of the forecast fans (path | prophet | arima | statsforecast)."),
     out: Optional[str] = typer.Option(None, "--out", help="Folder (default <lake>/_weaver/whatif/<id>)."),
     lake: Optional[str] = LakeOpt,
     as_json: bool = JsonOpt,

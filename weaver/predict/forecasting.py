@@ -261,6 +261,11 @@ def run_jobs(jobs: Sequence[_models.Job], settings, *, pool=None, engine: str | 
             progress(len(jobs), len(jobs))
         return results
     _models.quiet()
+    if jobs[0].model in _models.BATCH_MODELS:  # vectorised over partitions, its own process pool
+        out = _models.run_batch(jobs, n_jobs=_workers(settings))
+        if progress:
+            progress(len(jobs), len(jobs))
+        return out
     if pool is None and (_workers(settings) <= 1 or len(jobs) <= 1):
         out = []
         for i, j in enumerate(jobs):

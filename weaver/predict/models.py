@@ -25,6 +25,11 @@ Models:
   level and its day-over-day growth) times a decaying anomaly (the last hours' deviation from that
   pattern, AR(1) with phi = 0.93) with heavy-tailed (Student t, 4 dof) AR noise, then Poisson
   counts per bucket.
+- ``statsforecast`` - Nixtla statsforecast's `AutoETS` (exponential smoothing, error/trend/season
+  chosen per series by AICc; seasonal candidates once three days of history exist), fitted for
+  all series of a run at once: `StatsForecast(...).simulate` over one frame of every partition's
+  series, spread over `n_jobs` processes (`run_batch`); paths are simulated from the fitted state
+  space model. Size and write rate are two such frames (one model object per frame).
 
 A constant series needs no model: its paths are the constant itself.
 """
@@ -40,7 +45,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-MODELS = ("prophet", "arima", "path")
+MODELS = ("prophet", "arima", "path", "statsforecast")
+BATCH_MODELS = ("statsforecast",)  # fitted for all partitions of a run at once (`run_batch`)
+SF_SEASON_DAYS = 3  # AutoETS gets daily-seasonal candidates from this much history on (fewer: 24 states on 48 points)
 DEFAULT_MODEL = "path"  # chosen by bench/forecast_quality.py; see docs/prediction.md §8
 DAY_US = 86_400 * 1_000_000
 # Prophet's trend flexibility (changepoint_prior_scale). Size keeps Prophet's default 0.05: on 40
@@ -130,6 +137,8 @@ def sample_paths(ds: np.ndarray, y: np.ndarray, horizon: np.ndarray, *, model: s
         return _arima_paths(ds, y, horizon, n, seed, (0, 1, 1) if flexible else (1, 1, 0))
     if model == "path":
         return (_path_rate if flexible else _path_size)(ds, y, horizon, n, seed)
+    if model == "statsforecast":
+        return _sf_paths([(ds, y)], [len(horizon)], n, seed, n_jobs=1, flexible=flexible)[0]
     raise ValueError(f"unknown model {model!r}")
 
 
@@ -326,20 +335,30 @@ def _horizon_from(ds: np.ndarray, horizon: np.ndarray, step: int) -> np.ndarray:
 def run_job(job: Job) -> Result:
     """Sample both series, combine paths pairwise (independent models) and summarise crossings."""
     t0 = time.perf_counter()
-    res = Result(job.partition_id)
     try:
         grid = _horizon_from(job.ds, job.horizon, job.step)  # includes bucket ends between history and window
-        keep = np.isin(grid, job.horizon)
-        size_p = sample_paths(job.ds, job.size, grid, model=job.model, n=job.n_samples, seed=job.seed)[:, keep]
+        size_p = sample_paths(job.ds, job.size, grid, model=job.model, n=job.n_samples, seed=job.seed)
         rate_p = sample_paths(job.ds, job.rate, grid, model=job.model, n=job.n_samples,
-                              seed=(job.seed + 1) % 2**32, flexible=True)[:, keep]
+                              seed=(job.seed + 1) % 2**32, flexible=True)
     except Exception as exc:  # noqa: BLE001 - a model failing on one series must not stop the run
-        res.skip_reason = f"{job.model} fit failed: {type(exc).__name__}: {str(exc)[:200]}"
-        res.fit_seconds = time.perf_counter() - t0
-        return res
+        size_p = rate_p = exc
+    return summarise(job, size_p, rate_p, time.perf_counter() - t0)
+
+
+def summarise(job: Job, size_p, rate_p, seconds: float) -> Result:
+    """A Result from the paths of both series on `_horizon_from`'s grid (or the exception a fit raised)."""
+    t0 = time.perf_counter()
+    res = Result(job.partition_id)
+    for p in (size_p, rate_p):
+        if isinstance(p, BaseException):
+            res.skip_reason = f"{job.model} fit failed: {type(p).__name__}: {str(p)[:200]}"
+            res.fit_seconds = seconds
+            return res
+    keep = np.isin(_horizon_from(job.ds, job.horizon, job.step), job.horizon)
+    size_p, rate_p = size_p[:, keep], rate_p[:, keep]
     if not (np.all(np.isfinite(size_p)) and np.all(np.isfinite(rate_p))):
         res.skip_reason = f"{job.model} produced non-finite sample paths (degenerate fit)"
-        res.fit_seconds = time.perf_counter() - t0
+        res.fit_seconds = seconds
         return res
     h = len(job.horizon)
     fs = first_crossing(size_p, job.size_threshold)
@@ -356,8 +375,153 @@ def run_job(job: Job) -> Result:
         res.p10, res.p50, res.p90 = (int(v) for v in q)
     res.size_median = [float(v) for v in np.median(size_p, axis=0)]
     res.rate_median = [float(v) for v in np.median(rate_p, axis=0)]
-    res.fit_seconds = time.perf_counter() - t0
+    res.fit_seconds = seconds + time.perf_counter() - t0
     return res
+
+
+# --- statsforecast: one fit call for all series of a run -----------------------------------------
+def _sf_season(ds: np.ndarray, step: int) -> int:
+    per_day = max(1, int(round(DAY_US / step)))
+    return per_day if len(ds) > 1 and (ds[-1] - ds[0]) / DAY_US >= SF_SEASON_DAYS and per_day > 1 else 1
+
+
+def _sf_paths(series: list, hs: list[int], n: int, seed: int, *, n_jobs: int, flexible: bool,
+              step: int | None = None) -> list:
+    """AutoETS sample paths (n x hs[i]) for every (ds, y) in `series`, fitted in one `StatsForecast`
+    call per season length; an entry is the exception instead when that series could not be fitted.
+
+    The fits are one `StatsForecast.fit` over a frame of all series, spread over `n_jobs`
+    processes; the paths come from `ets_paths`. Each series is scaled by its largest |value| (a byte count of 1e9 and a rate of 0.01 share a
+    frame; the optimiser wants both near 1). A write rate is floored at 0 (Gaussian noise on a
+    low rate goes negative; a negative rate never crosses a threshold either way).
+    """
+    import pandas as pd
+
+    quiet()
+    from statsforecast import StatsForecast
+    from statsforecast.models import AutoETS
+
+    out: list = [None] * len(series)
+    groups: dict[int, list[int]] = {}
+    for i, (ds, y) in enumerate(series):
+        y = np.asarray(y, dtype=float)
+        if _is_constant(y):
+            out[i] = np.full((n, hs[i]), float(y[0]) if y.size else 0.0)
+            continue
+        st = step or (int(np.median(np.diff(ds))) if len(ds) > 1 else 3_600_000_000)
+        groups.setdefault(_sf_season(np.asarray(ds), st), []).append(i)
+    for m, idx in groups.items():
+        ys = [np.asarray(series[i][1], dtype=float) for i in idx]
+        scale = np.array([float(np.max(np.abs(y))) or 1.0 for y in ys])
+        df = pd.DataFrame({"unique_id": np.repeat(np.arange(len(idx), dtype=np.int64), [len(y) for y in ys]),
+                           "ds": np.concatenate([np.arange(len(y), dtype=np.int64) for y in ys]),
+                           "y": np.concatenate([y / c for y, c in zip(ys, scale)])})
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                sf = StatsForecast(models=[AutoETS(season_length=m)], freq=1, n_jobs=max(1, min(n_jobs, len(idx))))
+                sf.fit(df)
+            if not np.array_equal(np.asarray(sf.uids), np.arange(len(idx))):
+                raise RuntimeError("statsforecast returned series in an unexpected order")
+            fitted = [sf.fitted_[k, 0].model_ for k in range(len(idx))]
+        except Exception:  # noqa: BLE001 - one bad series must not fail the frame: fit one by one
+            fitted = [_sf_fit_one(y / c, m) for y, c in zip(ys, scale)]
+        rng = np.random.default_rng(seed)
+        for k, i in enumerate(idx):
+            if isinstance(fitted[k], BaseException):
+                out[i] = fitted[k]
+                continue
+            p = ets_paths(fitted[k], hs[i], n, rng) * scale[k]
+            out[i] = np.maximum(p, 0.0) if flexible else p
+    return out
+
+
+def _sf_fit_one(z, m):
+    from statsforecast.models import AutoETS
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return AutoETS(season_length=m).fit(z).model_
+    except Exception as exc:  # noqa: BLE001
+        return exc
+
+
+def ets_paths(mod: dict, h: int, n: int, rng) -> np.ndarray:
+    """`n` sample paths (n x h) of a fitted statsforecast ETS model, all paths one step at a time.
+
+    The state-space recursions of statsforecast's own `etssimulate` (Hyndman et al.; R forecast's
+    etssimulate/etsupdate), in numpy over paths. Not statsforecast's `simulate` because 2.1.1
+    sets phi = 0 for an undamped trend there (its `forecast` uses phi = 1): a Holt model's paths
+    lose their trend and a growing partition never crosses; and it loops over paths in Python.
+    """
+    err, trend, season = (str(c) for c in mod["components"][:3])
+    damped = str(mod["components"][3]) != "N"
+    alpha, beta, gamma, phi = (float(v) for v in mod["par"][:4])
+    beta = 0.0 if np.isnan(beta) else beta
+    gamma = 0.0 if np.isnan(gamma) else gamma
+    phi = phi if damped and not np.isnan(phi) else 1.0
+    m = int(mod["m"])
+    x = np.asarray(mod["states"][-1], dtype=float)
+    level = np.full(n, x[0])
+    b = np.full(n, x[1] if trend != "N" else 0.0)
+    k0 = 1 + (trend != "N")
+    s = np.tile(x[k0:k0 + m], (n, 1)) if season != "N" else None
+    e = rng.standard_normal((n, h)) * float(np.sqrt(mod["sigma2"]))
+    y = np.empty((n, h))
+    with np.errstate(all="ignore"):  # a degenerate multiplicative path becomes non-finite: reported, not raised
+        for i in range(h):
+            if trend == "N":
+                phib, q = 0.0, level
+            elif trend == "A":
+                phib = phi * b
+                q = level + phib
+            else:
+                phib = b ** phi
+                q = level * phib
+            sl = s[:, m - 1] if s is not None else None
+            p = q if season == "N" else (q + sl if season == "A" else q * sl)
+            yi = p + e[:, i] if err == "A" else p * (1.0 + e[:, i])
+            y[:, i] = yi
+            t = yi if season == "N" else (yi - sl if season == "A" else yi / sl)
+            old = level
+            level = q + alpha * (t - q)
+            if trend != "N":
+                r = level - old if trend == "A" else level / old
+                b = phib + (beta / alpha) * (r - phib)
+            if s is not None:
+                t = yi - q if season == "A" else yi / q
+                s = np.column_stack([sl + gamma * (t - sl), s[:, : m - 1]])
+    return y
+
+
+def run_batch(jobs, n_jobs: int = 1) -> list[Result]:
+    """Results of `BATCH_MODELS` jobs: every partition's size series in one statsforecast call,
+    every write-rate series in another, each spread over `n_jobs` processes.
+
+    The run's paths are reproducible: the batch seed derives from the jobs' seeds (statsforecast
+    draws one seed per series from it), so the same partitions at the same run time give the
+    same paths; a partition fitted alone (Spark, `run_job`) gets other draws of the same model.
+    """
+    if not jobs:
+        return []
+    t0 = time.perf_counter()
+    out: list[Result | None] = [None] * len(jobs)
+    by_n: dict[tuple[int, int], list[int]] = {}
+    for i, j in enumerate(jobs):
+        by_n.setdefault((j.n_samples, j.step), []).append(i)
+    for (n, step), idx in by_n.items():
+        grids = [_horizon_from(jobs[i].ds, jobs[i].horizon, jobs[i].step) for i in idx]
+        hs = [len(g) for g in grids]
+        seed = seed_for(",".join(str(jobs[i].seed) for i in idx))
+        size_p = _sf_paths([(jobs[i].ds, jobs[i].size) for i in idx], hs, n, seed, n_jobs=n_jobs, flexible=False,
+                           step=step)
+        rate_p = _sf_paths([(jobs[i].ds, jobs[i].rate) for i in idx], hs, n, (seed + 1) % 2**32, n_jobs=n_jobs,
+                           flexible=True, step=step)
+        per = (time.perf_counter() - t0) / len(jobs)  # wall share: the fits ran in one call
+        for k, i in enumerate(idx):
+            out[i] = summarise(jobs[i], size_p[k], rate_p[k], per)
+    return out  # type: ignore[return-value]
 
 
 def spark_fit(pdf):
