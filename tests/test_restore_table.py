@@ -93,3 +93,37 @@ def test_restore_table_refuses_to_write_into_the_lake(tmp_path):
     log, s = _lake(tmp_path)
     with pytest.raises(InvalidParameterError, match="changelog"):
         restore_table(None, s, log["changes"][-1]["ts"], storage.uri_for(s, storage.CHANGELOG))
+
+
+@pytest.mark.spark
+def test_a_restore_killed_before_its_first_commit_is_finished_by_the_rerun(spark, tmp_path):
+    """A kill inside the first Spark write into a new --out leaves data files and no Delta table.
+    The folder carries weaver's unfinished-output marker, so the rerun clears it and writes the
+    whole restore; a foreign folder with files (no marker) is still refused and left untouched."""
+    from weaver.core import storage
+    from weaver.core.errors import InvalidParameterError
+    from weaver.pitr import restore_table
+
+    log, s = _lake(tmp_path)
+    at = log["changes"][13]["ts"]
+    out = tmp_path / "restored"
+    out.mkdir()
+    (out / storage.UNFINISHED).write_text("{}\n")
+    (out / "part-00000-killed.snappy.parquet").write_bytes(b"PAR1 half a file")
+    (out / "_delta_log").mkdir()  # Spark creates it before its first commit
+    r = restore_table(spark, s, at, str(out))
+    assert r["rows"] == len(fold(log["changes"], at=at))
+    got = _by_partition(str(out))
+    assert {(p, k) for p, kv in got.items() for k in kv} == {
+        (p["partition_id"], k) for p in log["partitions"] for k in fold(log["changes"], key_lo=p["key_lo"],
+                                                                       key_hi=p["key_hi"], at=at)
+        if p["partition_id"] in got}
+    assert sum(len(v) for v in got.values()) == len(fold(log["changes"], at=at))
+    assert not (out / storage.UNFINISHED).exists() and not (out / "part-00000-killed.snappy.parquet").exists()
+
+    foreign = tmp_path / "theirs"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    with pytest.raises(InvalidParameterError, match="exists and is not a Delta table"):
+        restore_table(spark, s, at, str(foreign))
+    assert [p.name for p in foreign.iterdir()] == ["notes.txt"]

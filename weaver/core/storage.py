@@ -8,6 +8,9 @@ through delta-rs + Arrow here, without a JVM.
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -289,9 +292,35 @@ def check_output_target(settings, out: str, *, what: str = "--out") -> str:
                                         "a new location: an output is a new table and never touches the source tables")
     if target in {norm(settings.lake), norm(settings.woven)}:
         raise InvalidParameterError(f"{what} {out!r} is a lake root; choose a new folder")
-    if not remote and Path(target).exists() and not is_table(target) and any(Path(target).iterdir()):
+    if (not remote and Path(target).exists() and not is_table(target) and not (Path(target) / UNFINISHED).exists()
+            and any(Path(target).iterdir())):
         raise InvalidParameterError(f"{what} {out!r} exists and is not a Delta table; choose a new folder")
     return out
+
+
+#: Marker an output writer leaves in its (local) target folder until its Delta commit is done. A
+#: writer killed before its first commit leaves data files and no table; the marker proves the
+#: folder is weaver's own unfinished output, so the rerun may clear it instead of refusing it.
+UNFINISHED = "_weaver_unfinished_output"
+
+
+def claim_output(out: str, what: str) -> None:
+    """Before writing the new table `out` (already passed by :func:`check_output_target`): clear
+    what an earlier, killed attempt left there (only when it carries the marker and never
+    committed), then mark the folder as an unfinished output of `what`."""
+    if "://" in out:
+        return  # object stores: no folder, and a PUT is whole or absent
+    p = Path(out)
+    if p.exists() and not is_table(out) and (p / UNFINISHED).exists():
+        shutil.rmtree(p)
+    p.mkdir(parents=True, exist_ok=True)
+    (p / UNFINISHED).write_text(json.dumps({"writer": what, "pid": os.getpid()}) + "\n")
+
+
+def release_output(out: str) -> None:
+    """After the Delta commit into `out`: the folder is a table now, the marker goes."""
+    if "://" not in out:
+        (Path(out) / UNFINISHED).unlink(missing_ok=True)
 
 
 def write_parquet_atomic(path: str | Path, table: pa.Table) -> str:

@@ -149,9 +149,11 @@ def restore_table(spark, settings, at: datetime, out_uri: str) -> dict:
     base = min((pc_.base_seq for ps in plans.values() for pc_ in ps), default=0)
     validate_segment(settings, lineage, base, seq_t, log)
     df = materialize_with_spark(spark, settings, lineage, plans, seq_t)
+    storage.claim_output(out_uri, "restore-table")
     faults.point("restore_table.before_write")
     (df.select("partition_id", "key", "value").write.format("delta").mode("overwrite")
        .option("overwriteSchema", "true").save(out_uri))
+    storage.release_output(out_uri)
     adds = pa.table(storage.open_table(out_uri).get_add_actions(flatten=True)).column("num_records").to_pylist()
     rows = int(sum(n or 0 for n in adds))  # from the commit's own statistics: no second scan
     bases = sorted({pc_.base_seq for ps in plans.values() for pc_ in ps})
