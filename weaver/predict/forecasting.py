@@ -127,12 +127,14 @@ def gather(settings, params: RunParams, *, lineage: Lineage | None = None) -> Ru
     run = RunInput(params, _horizon(params))
     if not active:
         return run
-    log = metrics.read_log(settings, upto=at)
-    if log.base_ts is not None and at_us < log.base_ts:
+    # The fold starts at the latest checkpoint at or before the history's start (never one past
+    # it: a backtest at a past instant folds from an older one or from the log's start).
+    log, ck, _ = metrics.fold_from(settings, last_end - bucket_us(params.history), upto=at)
+    if ck is None and log.base_ts is not None and at_us < log.base_ts:
         raise InvalidTimepointError(
             f"{at.isoformat()} is before the retained change log (vacuum kept changes from "
             f"{from_us(log.base_ts).isoformat()} on); pick a later run time")
-    first_bucket = log.first_bucket(bu)
+    first_bucket = ck.first_us if ck is not None else log.first_bucket(bu)
     first_bucket = last_end if first_bucket is None else first_bucket
     hist_start = max(first_bucket, last_end - bucket_us(params.history))
     hist_start = min(hist_start, last_end)
