@@ -295,13 +295,24 @@ class Checkpoint:
 
 def checkpoints(settings) -> list[Checkpoint]:
     """The stored checkpoints, oldest first (none when checkpoints are off or never written)."""
-    uri = storage.uri_for(settings, storage.METRICS_STATE)
-    if settings.metrics_checkpoints <= 0 or not storage.is_table(uri):
+    ds = _state_dataset(settings)
+    if ds is None:
         return []
-    t = storage.read(uri, storage.METRICS_STATE, columns=["as_of_ts", "as_of_seq", "log_first_ts"])
+    # Projected: the key lists stay on disk.
+    t = ds.to_table(columns=["as_of_ts", "as_of_seq", "log_first_ts"])
     seen = {(int(a), int(q), int(f)) for a, q, f in zip(_us(t.column("as_of_ts")), t.column("as_of_seq").to_pylist(),
                                                         _us(t.column("log_first_ts")))}
     return [Checkpoint(a, q, f) for a, q, f in sorted(seen)]
+
+
+def _state_dataset(settings):
+    uri = storage.uri_for(settings, storage.METRICS_STATE)
+    if settings.metrics_checkpoints <= 0 or not storage.is_table(uri):
+        return None
+    try:
+        return storage.open_table(uri, storage.METRICS_STATE).to_pyarrow_dataset()
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise CorruptTableError(f"Delta table {storage.METRICS_STATE} at {uri} cannot be read: {exc}") from exc
 
 
 def _us(col) -> list[int]:
@@ -331,10 +342,10 @@ def increment_log(settings, ck: Checkpoint, *, before: datetime | None = None,
                                                                                                storage.TS)))
     if head.num_rows:
         return None
-    t = storage.read(storage.uri_for(settings, storage.METRICS_STATE), storage.METRICS_STATE,
-                     columns=["as_of_ts", "as_of_seq", "keys", "item_bytes"],
-                     filters=[("as_of_ts", "=", pa.scalar(from_us(ck.as_of_us), storage.TS))])
-    t = t.filter(pc.equal(t.column("as_of_seq"), ck.as_of_seq))
+    t = _state_dataset(settings).to_table(
+        columns=["keys", "item_bytes"],
+        filter=(pc.field("as_of_ts") == pa.scalar(from_us(ck.as_of_us), storage.TS))
+        & (pc.field("as_of_seq") == ck.as_of_seq))
     keys = pc.list_flatten(t.column("keys")).combine_chunks() if t.num_rows else pa.array([], pa.string())
     nbytes = pc.list_flatten(t.column("item_bytes")).to_numpy() if t.num_rows else np.zeros(0, np.int64)
     # The state's instant is just before the boundary: the first bucket it fully knows starts there.
@@ -405,7 +416,7 @@ def _write_checkpoint(settings, log: LogView, lineage: Lineage, at_us: int, firs
     })
     rows = rows.filter(pa.array((counts > 0) | (np.arange(len(ids)) > 0)))  # no empty '' row
     storage.merge(uri, storage.METRICS_STATE, rows, keys=["state_id"])
-    all_cks = checkpoints(settings)
+    all_cks = existing + [Checkpoint(at_us, seq, first_us)]
     keep = _retained([c.as_of_us for c in all_cks], settings.metrics_checkpoints,
                      bucket_us(settings.forecast_history) + 2 * _DAY_US)
     _delete_checkpoints(uri, [c for c in all_cks if c.as_of_us not in keep])

@@ -1,0 +1,125 @@
+"""Per-run cost of metrics and forecast inputs at 1x and 2x history: from scratch vs incremental.
+
+Setup: one simulated lake (``weaver simulate`` workload, ``--partitions`` partitions,
+``2 * --days`` days, daily growth held low so the write rate stays comparable across the span).
+Hourly runs are replayed every ``--cadence`` hours with checkpoints on (the `metrics_state`
+table), as the DAG would leave them. At 1x (end of day ``--days``) and 2x (end of day
+``2 * --days``) one run is timed, both ways, side by side in this process:
+
+* ``build_metrics`` of the last hour (``start`` = the DAG's resume point, one bucket back);
+* ``gather`` (the forecast inputs of every active partition at the run's instant).
+
+``scratch`` sets ``metrics_checkpoints = 0`` (every run folds the change log from its start, the
+code before issue 11.1); ``incremental`` starts from the stored checkpoints. Each figure is the
+median of ``--repeats`` runs. ``per_run_cost_growth`` = incremental cost at 2x / at 1x (goal
+<= 1.2); the same ratio from scratch is reported beside it.
+
+Run: ``.venv/bin/python bench/incremental.py [--partitions 8] [--days 10]`` -> bench/results/incremental.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import _common  # noqa: E402  (bench/_common.py, beside this script)
+from weaver.core import storage  # noqa: E402
+from weaver.core.settings import load_settings  # noqa: E402
+from weaver.predict import forecasting, metrics  # noqa: E402
+from weaver.simulate import SimConfig, simulate  # noqa: E402
+
+H = timedelta(hours=1)
+
+
+def timed(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def measure(s, scratch, at, repeats: int) -> dict:
+    """Seconds of one hourly run at `at`: build_metrics of the last bucket and gather, both ways."""
+    out = {}
+    for name, st in (("scratch", scratch), ("incremental", s)):
+        build = timed(lambda: metrics.build_metrics(st, start=at - H, end=at), repeats)
+        params = forecasting.run_params(st, at=at)
+        gather = timed(lambda: forecasting.gather(st, params), repeats)
+        out[name] = {"build_metrics_s": round(build, 4), "gather_s": round(gather, 4),
+                     "run_s": round(build + gather, 4)}
+    # the two ways give the same inputs (the property test checks this against the oracle too)
+    a = forecasting.gather(s, forecasting.run_params(s, at=at))
+    b = forecasting.gather(scratch, forecasting.run_params(scratch, at=at))
+    out["same_inputs"] = all(x.partition.partition_id == y.partition.partition_id and (x.size == y.size).all()
+                             and (x.rate == y.rate).all() and x.size_key == y.size_key
+                             for x, y in zip(a.partitions, b.partitions)) and len(a.partitions) == len(b.partitions)
+    return out
+
+
+def run(args) -> dict:
+    with tempfile.TemporaryDirectory(prefix="weaver-bench-incremental-") as tmp:
+        lake = Path(tmp) / "lake"
+        cfg = SimConfig(seed=5, partitions=args.partitions, days=2 * args.days, base_rate=args.rate,
+                        daily_growth=(1.0, 1.04), burst=False)
+        t0 = time.perf_counter()
+        sim = simulate(str(lake), cfg)
+        setup = {"simulate_s": round(time.perf_counter() - t0, 1), "changes": sim.changes,
+                 "partitions_total": sim.partitions, "splits": sim.splits}
+        s = load_settings(lake=str(lake), forecast_workers=1)
+        scratch = s.with_overrides(metrics_checkpoints=0)
+        x1, x2 = cfg.start + timedelta(days=args.days), cfg.start + timedelta(days=2 * args.days)
+        t0 = time.perf_counter()
+        at, out = cfg.start + args.cadence * H, {}
+        for label, target in (("1x", x1), ("2x", x2)):
+            while at < target - H:  # the hourly DAG's runs, every `cadence` hours, up to the timed one
+                metrics.build_metrics(s, end=at)
+                at += args.cadence * H
+            metrics.build_metrics(s, end=target - H)
+            metrics.build_metrics(s, end=target)  # its checkpoint is the resume point's successor
+            out[label] = measure(s, scratch, target, args.repeats)
+            out[label]["history_days"] = (target - cfg.start).days
+            out[label]["log_changes_before"] = int(storage.read(
+                storage.uri_for(s, storage.CHANGELOG), storage.CHANGELOG, columns=["ts"],
+                filters=[("ts", "<", target)]).num_rows)
+        setup["replay_runs_s"] = round(time.perf_counter() - t0, 1)
+        setup["checkpoints_kept"] = len(metrics.checkpoints(s))
+        lake_bytes = sum(f.stat().st_size for f in lake.rglob("*") if f.is_file())
+        state_bytes = sum(f.stat().st_size for f in (lake / storage.METRICS_STATE).rglob("*") if f.is_file())
+        setup.update(lake_mib=round(lake_bytes / 2**20, 1), metrics_state_mib=round(state_bytes / 2**20, 2))
+    ratios = {"per_run_cost_growth": round(out["2x"]["incremental"]["run_s"] / out["1x"]["incremental"]["run_s"], 3),
+              "per_run_cost_growth_scratch": round(out["2x"]["scratch"]["run_s"] / out["1x"]["scratch"]["run_s"], 3),
+              "build_metrics_growth": round(out["2x"]["incremental"]["build_metrics_s"]
+                                            / out["1x"]["incremental"]["build_metrics_s"], 3),
+              "gather_growth": round(out["2x"]["incremental"]["gather_s"] / out["1x"]["incremental"]["gather_s"], 3),
+              "scratch_over_incremental_2x": round(out["2x"]["scratch"]["run_s"] / out["2x"]["incremental"]["run_s"], 2)}
+    return {"benchmark": "incremental", "params": vars(args), "setup": setup, "runs": out, "ratios": ratios,
+            "goal": {"per_run_cost_growth": "<= 1.2"}, "machine": _common.machine("deltalake", "pyarrow")}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--partitions", type=int, default=8)
+    ap.add_argument("--days", type=int, default=10, help="1x history in days (the lake holds twice that)")
+    ap.add_argument("--rate", type=float, default=400.0, help="writes per hour per initial partition")
+    ap.add_argument("--cadence", type=int, default=6, help="hours between the replayed runs")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "incremental.json"))
+    args = ap.parse_args()
+    res = run(args)
+    Path(args.out).write_text(json.dumps(res, indent=2, default=str) + "\n")
+    print(json.dumps({"setup": res["setup"], "ratios": res["ratios"]}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
