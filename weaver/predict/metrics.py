@@ -376,9 +376,19 @@ def fold_from(settings, need_us: int, *, before: datetime | None = None,
         ck = fits[-1]
         view = increment_log(settings, ck, before=before, upto=upto)
         if view is not None:
-            return view, ck, None
+            return view, _after_vacuum(settings, ck), None
         stale = late_change_ts(settings, ck)
     return read_log(settings, before=before, upto=upto), None, stale
+
+
+def _after_vacuum(settings, ck: Checkpoint) -> Checkpoint:
+    """`ck` with its first bucket moved past a prefix vacuum removed after it was written."""
+    log = ChangeLog(settings)
+    if not log.start or log.start <= 1:
+        return ck
+    bu = bucket_us(settings.bucket)
+    first = (to_us(log.ts_of(log.start)) // bu + 1) * bu  # as read_log's vacuum base sees it
+    return ck if first <= ck.first_us else Checkpoint(ck.as_of_us, ck.as_of_seq, first)
 
 
 def _write_checkpoint(settings, log: LogView, lineage: Lineage, at_us: int, first_us: int) -> bool:
