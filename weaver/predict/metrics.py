@@ -293,9 +293,9 @@ class Checkpoint:
     first_us: int  # the first bucket the log fully knew when the checkpoint was taken
 
 
-def checkpoints(settings) -> list[Checkpoint]:
+def checkpoints(settings, ds=None) -> list[Checkpoint]:
     """The stored checkpoints, oldest first (none when checkpoints are off or never written)."""
-    ds = _state_dataset(settings)
+    ds = ds if ds is not None else _state_dataset(settings)
     if ds is None:
         return []
     # Projected: the key lists stay on disk.
@@ -320,13 +320,13 @@ def _us(col) -> list[int]:
 
 
 def increment_log(settings, ck: Checkpoint, *, before: datetime | None = None,
-                  upto: datetime | None = None) -> LogView | None:
+                  upto: datetime | None = None, log: ChangeLog | None = None, state_ds=None) -> LogView | None:
     """The checkpoint's state plus the change log after its seq (``ts < before`` / ``ts <= upto``).
 
     None when the checkpoint no longer describes the log: vacuum removed changes after its seq,
     or a change after its seq has a ts before its instant (it arrived late).
     """
-    log = ChangeLog(settings)
+    log = log or ChangeLog(settings)
     if log.start is not None and ck.as_of_seq + 1 < log.start:
         return None
     filters: list = [("seq", ">", int(ck.as_of_seq))]
@@ -342,7 +342,7 @@ def increment_log(settings, ck: Checkpoint, *, before: datetime | None = None,
                                                                                                storage.TS)))
     if head.num_rows:
         return None
-    t = _state_dataset(settings).to_table(
+    t = (state_ds if state_ds is not None else _state_dataset(settings)).to_table(
         columns=["keys", "item_bytes"],
         filter=(pc.field("as_of_ts") == pa.scalar(from_us(ck.as_of_us), storage.TS))
         & (pc.field("as_of_seq") == ck.as_of_seq))
@@ -371,19 +371,19 @@ def fold_from(settings, need_us: int, *, before: datetime | None = None,
     stored checkpoints are stale (a late change), else None.
     """
     stale = None
-    fits = [c for c in checkpoints(settings) if c.as_of_us <= need_us]
+    state_ds = _state_dataset(settings)
+    fits = [c for c in checkpoints(settings, state_ds) if c.as_of_us <= need_us] if state_ds is not None else []
     if fits:
-        ck = fits[-1]
-        view = increment_log(settings, ck, before=before, upto=upto)
+        ck, log = fits[-1], ChangeLog(settings)
+        view = increment_log(settings, ck, before=before, upto=upto, log=log, state_ds=state_ds)
         if view is not None:
-            return view, _after_vacuum(settings, ck), None
+            return view, _after_vacuum(settings, ck, log), None
         stale = late_change_ts(settings, ck)
     return read_log(settings, before=before, upto=upto), None, stale
 
 
-def _after_vacuum(settings, ck: Checkpoint) -> Checkpoint:
+def _after_vacuum(settings, ck: Checkpoint, log: ChangeLog) -> Checkpoint:
     """`ck` with its first bucket moved past a prefix vacuum removed after it was written."""
-    log = ChangeLog(settings)
     if not log.start or log.start <= 1:
         return ck
     bu = bucket_us(settings.bucket)
