@@ -430,7 +430,22 @@ def _write_checkpoint(settings, log: LogView, lineage: Lineage, at_us: int, firs
     keep = _retained([c.as_of_us for c in all_cks], settings.metrics_checkpoints,
                      bucket_us(settings.forecast_history) + 2 * _DAY_US)
     _delete_checkpoints(uri, [c for c in all_cks if c.as_of_us not in keep])
+    _vacuum_state(uri)
     return True
+
+
+#: Files of pruned checkpoints are removed this long after their delete: a run that listed a
+#: checkpoint just before the prune can still read it.
+_STATE_FILE_GRACE_HOURS = 1
+
+
+def _vacuum_state(uri: str) -> None:
+    """Remove the files of pruned checkpoints (each holds every live key: they must not pile up)."""
+    dt = storage.open_table(uri, storage.METRICS_STATE)
+    if dt.vacuum(retention_hours=_STATE_FILE_GRACE_HOURS, enforce_retention_duration=False, dry_run=True):
+        retry_commit(lambda: storage.open_table(uri, storage.METRICS_STATE).vacuum(
+            retention_hours=_STATE_FILE_GRACE_HOURS, enforce_retention_duration=False, dry_run=False),
+            what=f"VACUUM {storage.METRICS_STATE}")
 
 
 def _retained(instants: list[int], latest: int, horizon_us: int) -> set[int]:
