@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 from datetime import datetime, timedelta
 
-import numpy as np
 import pyarrow as pa
 from hypothesis import HealthCheck, example, given, settings as hyp_settings, strategies as st
 
