@@ -156,6 +156,23 @@ def test_late_change_invalidates_checkpoints(tmp_path):
     assert r["checkpoint"] == end + H
 
 
+def test_dag_resume_point_bootstraps_checkpoints(tmp_path):
+    """The DAG always passes a start (its resume point): the first runs still leave a checkpoint."""
+    from weaver.pipeline import resume_point
+    from weaver.predict import build_metrics
+
+    log = make_log(5, 90, keys=20, span=timedelta(hours=9), split_at=50)
+    lake = write_lake(tmp_path / "lake", log)
+    s = _settings(lake)
+    build_metrics(s, start=T0 + 2 * H, end=T0 + 3 * H)  # a table that starts late
+    used = []
+    for h in range(4, 9):
+        end = T0 + h * H
+        used.append(build_metrics(s, start=resume_point(s, end), end=end)["checkpoint"])
+    assert used[2:] == [T0 + (h - 2) * H for h in range(6, 9)]  # from the third run on: one bucket back
+    assert stored(lake) == oracle_metrics(lake, T0, T0 + 8 * H, changes=log["changes"])
+
+
 def test_retention_is_idempotent():
     from weaver.predict.metrics import _DAY_US, _retained
 

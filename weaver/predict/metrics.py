@@ -507,7 +507,14 @@ def build_metrics(settings, *, end: datetime, start: datetime | None = None) -> 
     # From a checkpoint the run rebuilds every bucket since it: the table then holds every bucket
     # up to `end`, which is what lets this run leave a checkpoint at `end` for the next one.
     fold_start = from_us(ck.as_of_us) if ck is not None else start
-    covered = ck is not None or (first is not None and to_us(start) <= first)
+    if ck is None and settings.metrics_checkpoints > 0 and first is not None and first < to_us(start) < stop_us:
+        latest = checkpoints(settings)
+        if not latest or latest[-1].as_of_us < stop_us:
+            # No checkpoint to continue from (the first run with one, or the DAG's first run after
+            # a late change): the fold covers the whole log anyway, so rebuild every bucket once
+            # (unchanged rows are not rewritten) and leave a checkpoint for the next run.
+            fold_start = from_us(first)
+    covered = ck is not None or (first is not None and to_us(fold_start) <= first)
     lineage = Lineage.load(settings)
     access = read_access(settings, start=fold_start, end=end)
     table = compute_metrics(log, lineage, start=fold_start, end=end, bucket=settings.bucket, access=access)
