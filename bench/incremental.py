@@ -11,6 +11,9 @@ table), as the DAG would leave them. At 1x (end of day ``--days``) and 2x (end o
 * ``build_metrics`` of the last hour (``start`` = the DAG's resume point, one bucket back);
 * ``gather`` (the forecast inputs of every active partition at the run's instant).
 
+Once a simulated day the replay runs ``compact_tables`` as the daily maintenance DAG does (the
+MERGE-written tables, `metrics_state` among them, compacted and checkpointed).
+
 ``scratch`` sets ``metrics_checkpoints = 0`` (every run folds the change log from its start, the
 code before issue 11.1); ``incremental`` starts from the stored checkpoints. Each figure is the
 median of ``--repeats`` runs. ``per_run_cost_growth`` = incremental cost at 2x / at 1x (goal
@@ -36,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 import _common  # noqa: E402  (bench/_common.py, beside this script)
 from weaver.core import storage  # noqa: E402
 from weaver.core.settings import load_settings  # noqa: E402
+from weaver.maintain import compact_tables  # noqa: E402
 from weaver.predict import forecasting, metrics  # noqa: E402
 from weaver.simulate import SimConfig, simulate  # noqa: E402
 
@@ -111,6 +115,8 @@ def run(args) -> dict:
         for label, target in (("1x", x1), ("2x", x2)):
             while at < target - H:  # the hourly DAG's runs, every `cadence` hours, up to the timed one
                 metrics.build_metrics(s, end=at)
+                if (at - cfg.start) % timedelta(days=1) < args.cadence * H:
+                    compact_tables(s)  # the daily maintenance DAG: compaction + Delta checkpoints
                 at += args.cadence * H
             metrics.build_metrics(s, end=target - H)
             metrics.build_metrics(s, end=target)  # its checkpoint is the resume point's successor
