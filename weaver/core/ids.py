@@ -95,6 +95,12 @@ def backtest_id(start: datetime, end: datetime, every: timedelta, model: str, wi
     return hashlib.sha1(raw.encode()).hexdigest()[:16]
 
 
+def metrics_state_id(partition_id: str, as_of_ts: datetime, as_of_seq: int) -> str:
+    """Deterministic id of one partition's row of a metrics checkpoint: sha1 of
+    ``"metrics_state|{pid}|{as_of_ts iso}|{as_of_seq}"``, first 16 hex digits."""
+    return _sha1(f"metrics_state|{partition_id}|{as_of_ts.astimezone(timezone.utc).isoformat()}|{as_of_seq}")[:16]
+
+
 def advice_id(prediction_id: str) -> str:
     """Deterministic id of the advice given on a prediction: sha1 of ``"advice|{prediction_id}"``[:16]."""
     return _sha1(f"advice|{prediction_id}")[:16]

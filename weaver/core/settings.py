@@ -57,6 +57,9 @@ class Settings:
     forecast_samples: int = 200
     forecast_workers: int = 0  # 0 = one per core
     forecast_history: timedelta = timedelta(days=7)  # model history a forecast reads (bounded)
+    # Metrics-fold checkpoints kept besides one a day over the forecast history; 0 = never checkpoint
+    # (every run folds the change log from its start).
+    metrics_checkpoints: int = 3
     min_history_buckets: int = 12  # fewer complete buckets: the partition is skipped, with a reason
     forecast_mp_context: str | None = None  # worker start method; default fork on Linux
     forecast_triage: bool = True  # skip fits of partitions that cannot reach a threshold (docs/prediction.md)
@@ -95,6 +98,8 @@ class Settings:
             raise InvalidParameterError("forecast_samples must be at least 10")
         if self.min_history_buckets < 2:
             raise InvalidParameterError("min_history_buckets must be at least 2")
+        if self.metrics_checkpoints < 0:
+            raise InvalidParameterError("metrics_checkpoints must be 0 or more")
         if self.task_retries < 0:
             raise InvalidParameterError("task_retries must be 0 or more")
         if self.commit_retries < 0:
@@ -267,6 +272,7 @@ def load_settings(env: dict[str, str] | None = None, **overrides: Any) -> Settin
         "WEAVER_FORECAST_WORKERS": ("forecast_workers", int),
         "WEAVER_FORECAST_HISTORY": ("forecast_history", parse_duration),
         "WEAVER_MIN_HISTORY_BUCKETS": ("min_history_buckets", int),
+        "WEAVER_METRICS_CHECKPOINTS": ("metrics_checkpoints", int),
         "WEAVER_FORECAST_MP_CONTEXT": ("forecast_mp_context", str),
         "WEAVER_FORECAST_TRIAGE": ("forecast_triage", _flag),
         "WEAVER_API_TOKEN": ("api_token", str),

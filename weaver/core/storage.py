@@ -38,6 +38,7 @@ INGEST_WATERMARKS = "ingest_watermarks"
 INGEST_LOG = "ingest_log"
 PREDICTIONS_STAGED = "predictions_staged"  # write-audit-publish: a run's rows before their check
 QUARANTINE = "quarantine"  # what a failed check held back, with the validation result
+METRICS_STATE = "metrics_state"  # checkpoints of the metrics fold: live keys per partition at a bucket boundary
 
 WOVEN_TABLES = frozenset({WOVEN_CATALOG, WOVEN_SNAPSHOTS})
 
@@ -256,6 +257,20 @@ SCHEMAS[QUARANTINE] = pa.schema(
         pa.field("result", pa.string(), nullable=False),  # the failed expectations, as GX reported them
         pa.field("rows", pa.int64(), nullable=False),
         pa.field("quarantined_at", TS, nullable=False),
+    ]
+)
+
+# A checkpoint of the metrics fold (weaver.predict.metrics): the live keys and their item bytes
+# after every change with ts < as_of_ts (a bucket boundary), one row per partition active then.
+SCHEMAS[METRICS_STATE] = pa.schema(
+    [
+        pa.field("state_id", pa.string(), nullable=False),  # ids.metrics_state_id(partition_id, as_of_ts, as_of_seq)
+        pa.field("partition_id", pa.string(), nullable=False),  # '' holds live keys no active partition covers
+        pa.field("as_of_ts", TS, nullable=False),
+        pa.field("as_of_seq", pa.int64(), nullable=False),
+        pa.field("log_first_ts", TS, nullable=False),  # the first bucket the log knew fully (vacuum base)
+        pa.field("keys", pa.list_(pa.string()), nullable=False),
+        pa.field("item_bytes", pa.list_(pa.int64()), nullable=False),
     ]
 )
 

@@ -27,7 +27,8 @@ from weaver.weave import vacuum_woven
 
 #: Tables written by delta-rs MERGEs keyed on deterministic ids (many small commits each).
 MERGE_TABLES = (storage.PARTITION_METRICS, storage.PREDICTIONS, storage.PREDICTIONS_STAGED,
-                storage.SNAPSHOT_CATALOG, storage.BACKTEST_RESULTS, storage.WOVEN_CATALOG, storage.QUARANTINE)
+                storage.SNAPSHOT_CATALOG, storage.BACKTEST_RESULTS, storage.WOVEN_CATALOG, storage.QUARANTINE,
+                storage.METRICS_STATE)
 
 
 def compact_tables(settings: Settings, names: tuple[str, ...] = MERGE_TABLES, *,

@@ -127,15 +127,25 @@ def gather(settings, params: RunParams, *, lineage: Lineage | None = None) -> Ru
     run = RunInput(params, _horizon(params))
     if not active:
         return run
-    log = metrics.read_log(settings, upto=at)
-    if log.base_ts is not None and at_us < log.base_ts:
+    # The state at `at` (split keys, the last bucket's writes) folds from the latest checkpoint at
+    # or before `at - bucket`: only the increment since it is read.
+    log, ck, _ = metrics.fold_from(settings, at_us - bu + 1, upto=at)
+    if ck is None and log.base_ts is not None and at_us < log.base_ts:
         raise InvalidTimepointError(
             f"{at.isoformat()} is before the retained change log (vacuum kept changes from "
             f"{from_us(log.base_ts).isoformat()} on); pick a later run time")
-    first_bucket = log.first_bucket(bu)
+    first_bucket = ck.first_us if ck is not None else log.first_bucket(bu)
     first_bucket = last_end if first_bucket is None else first_bucket
     hist_start = max(first_bucket, last_end - bucket_us(params.history))
     hist_start = min(hist_start, last_end)
+    hist_log: list = []
+
+    def history_log():
+        """The log from the history's start on: the latest checkpoint at or before it (never one
+        past it: a backtest at a past instant folds from an older one or the log's start)."""
+        if not hist_log:
+            hist_log.append(log if ck is None else metrics.fold_from(settings, hist_start, upto=at)[0])
+        return hist_log[0]
 
     # Own buckets: those starting at or after the partition's creation (a bucket it was born
     # inside belongs to its range history, which counts the whole bucket's writes).
@@ -143,21 +153,25 @@ def gather(settings, params: RunParams, *, lineage: Lineage | None = None) -> Ru
         born = -((-to_us(p.created_ts)) // bu) * bu
         return range(max(born, hist_start), last_end, bu)
 
-    own_rows = _own_metrics(settings, log, lineage, active, hist_start, last_end, params, own_buckets, run)
-    # Range history before birth, for every active partition at once (one fold of the log).
-    ranges = [(p.key_lo, p.key_hi) for p in active]
-    rh = metrics.range_history(log, ranges, start=from_us(hist_start), end=from_us(last_end),
-                               bucket=params.bucket) if last_end > hist_start else None
+    own_rows = _own_metrics(settings, history_log, lineage, active, hist_start, last_end, params, own_buckets, run)
+    # Range history before birth, for the partitions born inside the history (one fold of the log).
+    young = [p for p in active if own_buckets(p).start > hist_start or not len(own_buckets(p))]
+    rh = {}
+    if young and last_end > hist_start:
+        hl = history_log()
+        got = metrics.range_history(hl, [(p.key_lo, p.key_hi) for p in young], start=from_us(hist_start),
+                                    end=from_us(last_end), bucket=params.bucket)
+        rh = {p.partition_id: r for p, r in zip(young, got)}
 
     state = metrics.KeyState(log)
     state.advance(log.n)
     recent_lo = log.pos_before_ts(at_us - bu + 1)  # writes with ts in (at - bucket, at]
     recent = log.kidx[recent_lo:]
-    for i, p in enumerate(active):
+    for p in active:
         own = own_buckets(p)
         ds, size, writes = [], [], []
-        if rh is not None:
-            r = rh[i]
+        r = rh.get(p.partition_id)
+        if r is not None:
             pre = r["bucket_start"] < (own.start if len(own) else last_end)
             ds += list(r["bucket_start"][pre] + bu)
             size += list(r["size_bytes"][pre])
@@ -190,7 +204,7 @@ def gather(settings, params: RunParams, *, lineage: Lineage | None = None) -> Ru
     return run
 
 
-def _own_metrics(settings, log, lineage, active, hist_start, last_end, params, own_buckets, run) -> dict:
+def _own_metrics(settings, history_log, lineage, active, hist_start, last_end, params, own_buckets, run) -> dict:
     """{(partition_id, bucket_start us): (size_bytes, writes)} from the table, or computed."""
     need = {(p.partition_id, b) for p in active for b in own_buckets(p)}
     if not need:
@@ -202,7 +216,7 @@ def _own_metrics(settings, log, lineage, active, hist_start, last_end, params, o
         return have
     # The table lags this run: compute the same rows from the log (ts <= at only) in memory.
     run.metrics_source = "changelog"
-    t = metrics.compute_metrics(log, lineage, start=from_us(hist_start), end=from_us(last_end),
+    t = metrics.compute_metrics(history_log(), lineage, start=from_us(hist_start), end=from_us(last_end),
                                 bucket=params.bucket)
     return _rows_by_key(t)
 

@@ -18,10 +18,21 @@ A run for ``[start, end)`` continues from the state at ``start``: the live-key s
 by folding a narrow projection of the log (seq, ts, key, op, value_bytes; never the values) up
 to ``start``, then advanced bucket by bucket with numpy over a sorted key universe. Rows are
 MERGEd on ``(partition_id, bucket_start)``, so reruns of an interval write the same rows once.
+
+Incremental cost: a run that covered every bucket up to ``B = floor(end)`` also stores the fold's
+state at ``B`` (the live keys and their item bytes, one row per active partition) in the
+`metrics_state` table - a checkpoint. The next run starts from the latest checkpoint at or before
+the first bucket it needs and reads only the change log after the checkpoint's seq
+(:func:`increment_log`), so its cost follows the increment, not the history. A checkpoint past the
+run's start (a backfill, a backtest at a past instant) is never used: an earlier one is, or the
+run folds from the log's start. A checkpoint is also refused when the log changed under it (a
+change after its seq with ts before its instant, or vacuum removed changes after its seq): the
+run then folds from scratch and replaces the checkpoints the late change invalidated.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from datetime import datetime, timedelta
 from typing import Iterable, Sequence
@@ -32,11 +43,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from weaver.core import storage
+from weaver.core.ids import metrics_state_id
 from weaver.core.time import bucket_floor, bucket_us, from_us, parse_timepoint, to_us
 from weaver.log.changelog import ChangeLog, log_start_seq
 from weaver.log.lineage import Lineage, Partition
 from weaver.pitr import restore_partition
 from weaver.replay.sizes import KeyState, LogView
+from weaver.core.retry import retry_commit
 from weaver.core.errors import CorruptTableError, InvalidParameterError, NonMonotonicTimestampError, SchemaMismatchError
 
 
@@ -71,7 +84,11 @@ def read_log(settings, *, before: datetime | None = None, upto: datetime | None 
     if upto is not None:
         e = pc.field("ts") <= pa.scalar(upto, storage.TS)
         expr = e if expr is None else expr & e
-    ds = dt.to_pyarrow_dataset()
+    return _narrow(dt.to_pyarrow_dataset(), expr, uri, base=base)
+
+
+def _narrow(ds, expr, uri: str, base=None) -> LogView:
+    """The narrow LogView of the rows of `ds` matching `expr` (on top of `base` when given)."""
     cols = ["seq", "ts", "partition_id", "key", "op", "value_bytes"]
     try:
         t = ds.to_table(columns=[c for c in cols if c in ds.schema.names], filter=expr)
@@ -263,40 +280,259 @@ def read_access(settings, *, start: datetime, end: datetime) -> pa.Table | None:
                         filters=[("ts", ">=", pa.scalar(start, storage.TS)), ("ts", "<", pa.scalar(end, storage.TS))])
 
 
+# --- checkpoints of the fold (incremental runs) --------------------------------------------------
+_DAY_US = 86_400_000_000
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A stored state of the fold: every change with ts < ``as_of_us`` (a bucket boundary) applied."""
+
+    as_of_us: int
+    as_of_seq: int
+    first_us: int  # the first bucket the log fully knew when the checkpoint was taken
+
+
+def checkpoints(settings, ds=None) -> list[Checkpoint]:
+    """The stored checkpoints, oldest first (none when checkpoints are off or never written)."""
+    ds = ds if ds is not None else _state_dataset(settings)
+    if ds is None:
+        return []
+    # Projected: the key lists stay on disk.
+    t = ds.to_table(columns=["as_of_ts", "as_of_seq", "log_first_ts"])
+    seen = {(int(a), int(q), int(f)) for a, q, f in zip(_us(t.column("as_of_ts")), t.column("as_of_seq").to_pylist(),
+                                                        _us(t.column("log_first_ts")))}
+    return [Checkpoint(a, q, f) for a, q, f in sorted(seen)]
+
+
+def _state_dataset(settings):
+    uri = storage.uri_for(settings, storage.METRICS_STATE)
+    if settings.metrics_checkpoints <= 0 or not storage.is_table(uri):
+        return None
+    try:
+        return storage.open_table(uri, storage.METRICS_STATE).to_pyarrow_dataset()
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise CorruptTableError(f"Delta table {storage.METRICS_STATE} at {uri} cannot be read: {exc}") from exc
+
+
+def _us(col) -> list[int]:
+    return pc.cast(pc.cast(col, storage.TS), pa.int64()).to_pylist()
+
+
+def increment_log(settings, ck: Checkpoint, *, before: datetime | None = None,
+                  upto: datetime | None = None, log: ChangeLog | None = None, state_ds=None) -> LogView | None:
+    """The checkpoint's state plus the change log after its seq (``ts < before`` / ``ts <= upto``).
+
+    None when the checkpoint no longer describes the log: vacuum removed changes after its seq,
+    or a change after its seq has a ts before its instant (it arrived late).
+    """
+    log = log or ChangeLog(settings)
+    if log.start is not None and ck.as_of_seq + 1 < log.start:
+        return None
+    filters: list = [("seq", ">", int(ck.as_of_seq))]
+    expr = pc.field("seq") > ck.as_of_seq
+    if before is not None:
+        filters.append(("ts", "<", before))
+        expr = expr & (pc.field("ts") < pa.scalar(before, storage.TS))
+    if upto is not None:
+        filters.append(("ts", "<=", upto))
+        expr = expr & (pc.field("ts") <= pa.scalar(upto, storage.TS))
+    head = log.pruned(filters[:1] + [("ts", "<", from_us(ck.as_of_us))]).to_table(
+        columns=["seq"], filter=(pc.field("seq") > ck.as_of_seq) & (pc.field("ts") < pa.scalar(from_us(ck.as_of_us),
+                                                                                               storage.TS)))
+    if head.num_rows:
+        return None
+    t = (state_ds if state_ds is not None else _state_dataset(settings)).to_table(
+        columns=["keys", "item_bytes"],
+        filter=(pc.field("as_of_ts") == pa.scalar(from_us(ck.as_of_us), storage.TS))
+        & (pc.field("as_of_seq") == ck.as_of_seq))
+    keys = pc.list_flatten(t.column("keys")).combine_chunks() if t.num_rows else pa.array([], pa.string())
+    nbytes = pc.list_flatten(t.column("item_bytes")).to_numpy() if t.num_rows else np.zeros(0, np.int64)
+    # The state's instant is just before the boundary: the first bucket it fully knows starts there.
+    base = (keys.cast(pa.string()), np.asarray(nbytes, np.int64), ck.as_of_seq, ck.as_of_us - 1)
+    return _narrow(log.pruned(filters), expr, log.uri, base=base)
+
+
+def late_change_ts(settings, ck: Checkpoint) -> int | None:
+    """Earliest ts (us) of a change after the checkpoint's seq that is older than its instant."""
+    log = ChangeLog(settings)
+    at = pa.scalar(from_us(ck.as_of_us), storage.TS)
+    t = log.pruned([("seq", ">", int(ck.as_of_seq)), ("ts", "<", from_us(ck.as_of_us))]).to_table(
+        columns=["ts"], filter=(pc.field("seq") > ck.as_of_seq) & (pc.field("ts") < at))
+    return int(pc.cast(pc.min(t.column("ts")), pa.int64()).as_py()) if t.num_rows else None
+
+
+def fold_from(settings, need_us: int, *, before: datetime | None = None,
+              upto: datetime | None = None) -> tuple[LogView, Checkpoint | None, int | None]:
+    """The narrow log a run needs from bucket `need_us` on: (view, checkpoint used, invalidated after).
+
+    The latest checkpoint at or before `need_us` and the log after it; else the whole log
+    (:func:`read_log`, a from-scratch fold). The third value is the instant (us) after which the
+    stored checkpoints are stale (a late change), else None.
+    """
+    stale = None
+    state_ds = _state_dataset(settings)
+    fits = [c for c in checkpoints(settings, state_ds) if c.as_of_us <= need_us] if state_ds is not None else []
+    if fits:
+        ck, log = fits[-1], ChangeLog(settings)
+        view = increment_log(settings, ck, before=before, upto=upto, log=log, state_ds=state_ds)
+        if view is not None:
+            return view, _after_vacuum(settings, ck, log), None
+        stale = late_change_ts(settings, ck)
+    return read_log(settings, before=before, upto=upto), None, stale
+
+
+def _after_vacuum(settings, ck: Checkpoint, log: ChangeLog) -> Checkpoint:
+    """`ck` with its first bucket moved past a prefix vacuum removed after it was written."""
+    if not log.start or log.start <= 1:
+        return ck
+    bu = bucket_us(settings.bucket)
+    first = (to_us(log.ts_of(log.start)) // bu + 1) * bu  # as read_log's vacuum base sees it
+    return ck if first <= ck.first_us else Checkpoint(ck.as_of_us, ck.as_of_seq, first)
+
+
+def _write_checkpoint(settings, log: LogView, lineage: Lineage, at_us: int, first_us: int) -> bool:
+    """Store the fold's state at bucket boundary `at_us` and prune old checkpoints; False if not newer."""
+    uri = storage.uri_for(settings, storage.METRICS_STATE)
+    existing = checkpoints(settings)
+    if existing and existing[-1].as_of_us >= at_us:
+        return False  # a backfill never moves the checkpoints back; a rerun finds its own
+    pos = log.pos_before_ts(at_us)
+    seq = int(log.seq[pos - 1]) if pos else int(log.base_seq)
+    state = KeyState(log)
+    state.advance(pos)
+    live = np.flatnonzero(state.live)
+    parts = lineage.active(at_seq=seq)
+    lo = np.array([log.key_index(p.key_lo) for p in parts], np.int64)
+    hi = np.array([log.key_index(p.key_hi, upper=True) for p in parts], np.int64)
+    j = np.searchsorted(lo, live, side="right") - 1
+    ok = j >= 0
+    ok[ok] = live[ok] < hi[j[ok]]
+    owner = np.where(ok, j, -1)
+    order = np.argsort(owner, kind="stable")
+    live, owner = live[order], owner[order]
+    ids = [""] + [p.partition_id for p in parts]
+    counts = np.bincount(owner + 1, minlength=len(ids))
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    at = from_us(at_us)
+    rows = pa.table({
+        "state_id": [metrics_state_id(pid, at, seq) for pid in ids],
+        "partition_id": ids,
+        "as_of_ts": pa.array([at] * len(ids), storage.TS),
+        "as_of_seq": pa.array([seq] * len(ids), pa.int64()),
+        "log_first_ts": pa.array([from_us(first_us)] * len(ids), storage.TS),
+        "keys": pa.ListArray.from_arrays(pa.array(offsets), pa.array(log.universe[live], pa.string())),
+        "item_bytes": pa.ListArray.from_arrays(pa.array(offsets), pa.array(state.bytes[live], pa.int64())),
+    })
+    rows = rows.filter(pa.array((counts > 0) | (np.arange(len(ids)) > 0)))  # no empty '' row
+    storage.merge(uri, storage.METRICS_STATE, rows, keys=["state_id"])
+    all_cks = existing + [Checkpoint(at_us, seq, first_us)]
+    keep = _retained([c.as_of_us for c in all_cks], settings.metrics_checkpoints,
+                     bucket_us(settings.forecast_history) + 2 * _DAY_US)
+    _delete_checkpoints(uri, [c for c in all_cks if c.as_of_us not in keep])
+    _vacuum_state(uri)
+    return True
+
+
+#: Files of pruned checkpoints are removed this long after their delete: a run that listed a
+#: checkpoint just before the prune can still read it.
+_STATE_FILE_GRACE_HOURS = 1
+
+
+def _vacuum_state(uri: str) -> None:
+    """Remove the files of pruned checkpoints (each holds every live key: they must not pile up)."""
+    dt = storage.open_table(uri, storage.METRICS_STATE)
+    if dt.vacuum(retention_hours=_STATE_FILE_GRACE_HOURS, enforce_retention_duration=False, dry_run=True):
+        retry_commit(lambda: storage.open_table(uri, storage.METRICS_STATE).vacuum(
+            retention_hours=_STATE_FILE_GRACE_HOURS, enforce_retention_duration=False, dry_run=False),
+            what=f"VACUUM {storage.METRICS_STATE}")
+
+
+def _retained(instants: list[int], latest: int, horizon_us: int) -> set[int]:
+    """The checkpoints to keep: the `latest` newest and, over the forecast history (`horizon_us`
+    back from the newest), the earliest of each UTC day - a past run's history start needs one.
+    Applying the rule to what it keeps keeps everything (pruning is idempotent)."""
+    if not instants:
+        return set()
+    xs = sorted(instants)
+    keep = set(xs[-latest:]) if latest > 0 else set()
+    days: dict[int, int] = {}
+    for x in xs:
+        if x >= xs[-1] - horizon_us:
+            days.setdefault(x // _DAY_US, x)
+    return keep | set(days.values())
+
+
+def _delete_checkpoints(uri: str, gone: list[Checkpoint]) -> None:
+    if not gone:
+        return
+    pred = " OR ".join(f"(as_of_seq = {c.as_of_seq} AND as_of_ts = '{from_us(c.as_of_us).isoformat()}')"
+                       for c in gone)
+
+    def attempt():
+        return storage.open_table(uri, storage.METRICS_STATE).delete(pred)
+
+    retry_commit(attempt, what=f"DELETE from {storage.METRICS_STATE}")
+
+
 def build_metrics(settings, *, end: datetime, start: datetime | None = None) -> dict:
     """Compute and MERGE `partition_metrics` for the complete buckets in [start, end).
 
-    ``start`` None starts at the log's first bucket. The state at ``start`` is re-derived from the
-    change log, so any interval can be (re)built on its own; rerunning writes the same rows once.
-    Returns counts: buckets, rows, partitions, changes (in the span), reads.
+    ``start`` None continues from the latest checkpoint (see the module doc), or starts at the
+    log's first bucket when there is none. With a checkpoint at or before ``start`` the run folds
+    from the checkpoint and rebuilds the buckets from it (unchanged rows are not rewritten);
+    without one the state at ``start`` is re-derived from the whole change log. Rerunning writes
+    the same rows once and commits nothing. Returns counts over [start, end): buckets, rows,
+    partitions, changes, reads; and ``checkpoint`` (the instant the run started from, or None).
     """
     end = parse_timepoint(end)
     start = parse_timepoint(start) if start is not None else None
     if start is not None and start >= end:
         raise InvalidParameterError(f"start {start.isoformat()} must be before end {end.isoformat()}")
-    log = read_log(settings, before=end)
     bu = bucket_us(settings.bucket)
-    first = log.first_bucket(bu)
+    stop_us = (to_us(end) // bu) * bu
+    need = to_us(bucket_floor(start, settings.bucket)) if start is not None else stop_us
+    log, ck, stale = fold_from(settings, need, before=end)
+    first = ck.first_us if ck is not None else log.first_bucket(bu)
+    if ck is not None and start is None:
+        start = from_us(ck.as_of_us)  # every bucket before the checkpoint is in the table
     if start is None:
         if first is None:
             return {"buckets": 0, "rows": 0, "partitions": 0, "changes": 0, "reads": 0, "start": None,
-                    "end": end}
+                    "end": end, "checkpoint": None}
         start = from_us(first)
     start = bucket_floor(start, settings.bucket)
-    if log.base_ts is not None and to_us(start) < first:
+    if first is not None and to_us(start) < first and (ck is not None or log.base_ts is not None):
         start = from_us(first)  # before the vacuumed log's base nothing can be measured
+    # From a checkpoint the run rebuilds every bucket since it: the table then holds every bucket
+    # up to `end`, which is what lets this run leave a checkpoint at `end` for the next one.
+    fold_start = from_us(ck.as_of_us) if ck is not None else start
+    if ck is None and settings.metrics_checkpoints > 0 and first is not None and first < to_us(start) < stop_us:
+        latest = checkpoints(settings)
+        if not latest or latest[-1].as_of_us < stop_us:
+            # No checkpoint to continue from (the first run with one, or the DAG's first run after
+            # a late change): the fold covers the whole log anyway, so rebuild every bucket once
+            # (unchanged rows are not rewritten) and leave a checkpoint for the next run.
+            fold_start = from_us(first)
+    covered = ck is not None or (first is not None and to_us(fold_start) <= first)
     lineage = Lineage.load(settings)
-    access = read_access(settings, start=start, end=end)
-    table = compute_metrics(log, lineage, start=start, end=end, bucket=settings.bucket, access=access)
+    access = read_access(settings, start=fold_start, end=end)
+    table = compute_metrics(log, lineage, start=fold_start, end=end, bucket=settings.bucket, access=access)
     uri = storage.uri_for(settings, storage.PARTITION_METRICS)
     if table.num_rows or not storage.is_table(uri):
         storage.merge(uri, storage.PARTITION_METRICS, table, keys=["partition_id", "bucket_start"])
+    if stale is not None:  # a late change: every checkpoint after it is wrong, forget them
+        _delete_checkpoints(storage.uri_for(settings, storage.METRICS_STATE),
+                            [c for c in checkpoints(settings) if c.as_of_us > stale])
+    if settings.metrics_checkpoints > 0 and covered and first is not None and stop_us > first:
+        _write_checkpoint(settings, log, lineage, stop_us, first)
+    mine = table.filter(pc.greater_equal(table.column("bucket_start"), pa.scalar(start, storage.TS)))
     n_buckets = max(0, to_us(end) // bu - to_us(start) // bu)
-    span = (log.pos_before_ts(to_us(start)), log.pos_before_ts((to_us(end) // bu) * bu))
-    return {"buckets": int(n_buckets), "rows": table.num_rows,
-            "partitions": len(set(table.column("partition_id").to_pylist())),
-            "changes": int(span[1] - span[0]), "reads": int(pc.sum(table.column("reads")).as_py() or 0),
-            "start": start, "end": end}
+    span = (log.pos_before_ts(to_us(start)), log.pos_before_ts(stop_us))
+    return {"buckets": int(n_buckets), "rows": mine.num_rows,
+            "partitions": len(set(mine.column("partition_id").to_pylist())),
+            "changes": int(span[1] - span[0]), "reads": int(pc.sum(mine.column("reads")).as_py() or 0),
+            "start": start, "end": end, "checkpoint": from_us(ck.as_of_us) if ck is not None else None}
 
 
 def read_metrics(settings, *, partition_ids: Iterable[str] | None = None, start: datetime | None = None,
