@@ -17,13 +17,20 @@ import pyarrow.compute as pc
 from weaver.core import storage
 from weaver.core.storage import filter_range, is_increasing
 from weaver.core.deltafiles import delta_files
-from weaver.core.errors import InvalidTimepointError, SeqGapError
+from weaver.core.errors import InvalidTimepointError, NonMonotonicTimestampError, SeqGapError
 from weaver.core.time import MICROSECOND, to_us
 from weaver.log.lineage import Lineage
 from weaver.log.validate import validate_changes
 
 #: Table property on `changelog` recording the first seq vacuum kept (see weaver.pitr.retention).
 LOG_START_PROPERTY = "weaver.logStartSeq"
+#: Bytes (in memory) of the change-log window :func:`validate_segment` checks at once. Far below
+#: pyarrow's 2 GiB offset limit of a binary column; tests lower it to cross windows on small logs.
+SEGMENT_WINDOW_BYTES = 128 * 1024 * 1024
+_FIRST_WINDOW = 16  # seqs in the first window, before its bytes per change are known (then x4 at most)
+#: Above this many bytes a table is sorted through 64-bit offsets (a plain `take` concatenates
+#: each binary column into one array, which fails past 2 GiB).
+WIDE_SORT_BYTES = 1 << 30
 _MS = timedelta(milliseconds=1)
 
 
@@ -119,7 +126,7 @@ class ChangeLog:
         if columns is None:
             t = storage.conform(t, storage.CHANGELOG, where=f" at {self.uri}")
         if t.num_rows > 1 and not is_increasing(t.column("seq")):
-            t = t.take(pc.sort_indices(t, sort_keys=[("seq", "ascending")]))
+            t = sort_by_seq(t)
         return t
 
     def check_start(self, after_seq: int) -> None:
@@ -141,7 +148,7 @@ class ChangeLog:
         # n values strictly increasing inside (after_seq, upto_seq], n == its length: each seq once.
         if n == upto_seq - after_seq and (n == 0 or is_increasing(col, strict=True)):
             return
-        validate_changes(self.read(after_seq, upto_seq), expected_first_seq=after_seq + 1)
+        validate_segment(None, None, after_seq, upto_seq, log=self)  # window by window: names the seq
         # validate_changes found no gap inside the segment: the missing seqs are at its end.
         last = int(pc.max(col).as_py()) if n else after_seq
         raise SeqGapError(f"change log lacks seq {last + 1}..{upto_seq}; re-extract it before restoring",
@@ -150,6 +157,31 @@ class ChangeLog:
     def ts_of(self, seq: int) -> datetime:
         t = self.read(seq - 1, seq, columns=["seq", "ts"])
         return t.column("ts")[0].as_py()
+
+
+def sort_by_seq(t: pa.Table) -> pa.Table:
+    """`t` sorted by seq, also when its binary/string columns hold more than 2 GiB.
+
+    A plain `take` concatenates each binary column into one 32-bit-offset array. Past
+    :data:`WIDE_SORT_BYTES` the batches are reordered as they are when each is sorted and their
+    seq ranges do not overlap (files of an append-only log: no copy), else the rows are taken
+    through large_binary/large_string and handed back in chunks of the table's own schema.
+    """
+    if t.nbytes <= WIDE_SORT_BYTES:
+        return t.take(pc.sort_indices(t, sort_keys=[("seq", "ascending")]))
+    batches = [b for b in t.to_batches() if b.num_rows]
+    if all(is_increasing(b.column("seq"), strict=True) for b in batches):
+        batches.sort(key=lambda b: b.column("seq")[0].as_py())
+        if all(a.column("seq")[-1].as_py() < b.column("seq")[0].as_py() for a, b in zip(batches, batches[1:])):
+            return pa.Table.from_batches(batches, t.schema)
+    widen = {pa.binary(): pa.large_binary(), pa.string(): pa.large_string()}
+    wide = t.cast(pa.schema([f.with_type(widen.get(f.type, f.type)) for f in t.schema]))
+    out = wide.take(pc.sort_indices(wide, sort_keys=[("seq", "ascending")]))
+    del wide
+    rows = max(1, int(t.num_rows * (WIDE_SORT_BYTES / 2) // t.nbytes))
+    # A slice keeps its parent's 64-bit offsets: take it afresh so that the cast sees small ones.
+    return pa.Table.from_batches([b.take(pa.array(range(b.num_rows))).cast(t.schema)
+                                  for b in out.to_batches(max_chunksize=rows)], t.schema)
 
 
 def _int_or_none(v) -> int | None:
@@ -188,19 +220,69 @@ def validate_segment(settings, lineage: Lineage | None, after_seq: int, upto_seq
 
     Raises the named errors of validate_changes (gap, duplicate, ts order, op, key range, schema)
     before anything is written; a segment vacuum already cut is an InvalidTimepointError.
+    The segment is read in seq windows of about :data:`SEGMENT_WINDOW_BYTES` (seq contiguity and
+    ts order carried from one window to the next), so a log of any size is checked in bounded
+    memory and never builds one binary column past pyarrow's 2 GiB offsets.
     """
     if upto_seq <= after_seq:
         return 0
     log = log or ChangeLog(settings)
     log.check_start(after_seq)
-    seg = log.read(after_seq, upto_seq)
     # A log never vacuumed may start at any seq; otherwise the segment must start right after the base.
-    expected = after_seq + 1 if (after_seq > 0 or log.start is not None) else None
-    n = validate_changes(seg, lineage, expected_first_seq=expected)
-    if n == 0 or int(pc.max(seg.column("seq")).as_py()) != upto_seq:
+    known_start = after_seq > 0 or log.start is not None
+    first = after_seq + 1 if known_start else _next_seq(log, after_seq, upto_seq)
+    if first is None:
+        raise SeqGapError(f"change log lacks seq {after_seq + 1}..{upto_seq}; re-extract it",
+                          seq=after_seq + 1, partition_id=None)
+    n, cur, width, prev = 0, first, _FIRST_WINDOW, None  # prev: (seq, ts) of the last change checked
+    while cur <= upto_seq:
+        end = min(upto_seq, cur + width - 1)
+        win = log.read(cur - 1, end)
+        if win.num_rows == 0:
+            nxt = _next_seq(log, end, upto_seq)
+            if nxt is None:
+                if n == 0 and not known_start:
+                    break
+                raise SeqGapError(f"change log lacks seq {cur}..{upto_seq}; re-extract it", seq=cur,
+                                  partition_id=None)
+            win = log.read(nxt - 1, nxt)
+        head_seq = int(win.column("seq")[0].as_py())
+        head_pid = win.column("partition_id")[0].as_py()
+        if head_seq != cur:
+            # The same messages as inside one batch: a gap is named by its neighbours.
+            if prev is None:
+                raise SeqGapError(f"change log resumes at seq {head_seq} but seq {cur} was expected "
+                                  f"(a gap before {head_seq})", seq=cur, partition_id=head_pid)
+            raise SeqGapError(f"gap in seq after {cur - 1}: next is {head_seq} (partition {head_pid}); "
+                              "the change log is incomplete - re-extract it before running",
+                              seq=cur, partition_id=head_pid)
+        if prev is not None:
+            head_ts = win.column("ts")[0].as_py()
+            if head_ts < prev[1]:
+                raise NonMonotonicTimestampError(
+                    f"ts goes backwards at seq {head_seq} (partition {head_pid}): {head_ts} < {prev[1]}",
+                    seq=head_seq, partition_id=head_pid)
+        n += validate_changes(win, lineage, expected_first_seq=cur)
+        last = int(win.column("seq")[-1].as_py())
+        prev = (last, win.column("ts")[-1].as_py())
+        # Size the next window from the bytes this one took, to stay near the budget.
+        width = max(1, min(width * 4, int(SEGMENT_WINDOW_BYTES * win.num_rows / max(1, win.nbytes))))
+        cur = last + 1
+    if n == 0 or prev[0] != upto_seq:
         raise SeqGapError(f"change log lacks seq {upto_seq} although a change was found at it; re-extract it",
                           seq=upto_seq, partition_id=None)
     return n
+
+
+def _next_seq(log: ChangeLog, after_seq: int, upto_seq: int) -> int | None:
+    """Smallest seq in (after_seq, upto_seq], scanning `seq` batch by batch (None: no change)."""
+    best = None
+    expr = (pc.field("seq") > after_seq) & (pc.field("seq") <= upto_seq)
+    for b in log.seq_range(after_seq, upto_seq).to_batches(columns=["seq"], filter=expr):
+        if b.num_rows:
+            m = int(pc.min(b.column(0)).as_py())
+            best = m if best is None else min(best, m)
+    return best
 
 
 def read_changes(
@@ -228,7 +310,7 @@ def read_changes(
     if key_hi is not None:
         filters.append(("key", "<", key_hi))
     t = storage.read(storage.uri_for(settings, storage.CHANGELOG), storage.CHANGELOG, filters=filters or None)
-    return t.take(pc.sort_indices(t, sort_keys=[("seq", "ascending")])) if t.num_rows > 1 else t
+    return sort_by_seq(t) if t.num_rows > 1 else t
 
 
 def read_tail(settings, after_seq: int, at: datetime, key_lo: str | None, key_hi: str | None) -> pa.Table:
@@ -254,5 +336,5 @@ def read_tail(settings, after_seq: int, at: datetime, key_lo: str | None, key_hi
             check_contiguous(settings, after_seq, top)  # raises the named error
     t = filter_range(t, key_lo or None, key_hi)
     if t.num_rows > 1:
-        t = t.take(pc.sort_indices(t, sort_keys=[("seq", "ascending")]))
+        t = sort_by_seq(t)
     return t
