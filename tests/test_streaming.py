@@ -30,7 +30,7 @@ def tiny_windows(monkeypatch):
     from weaver.log import changelog
 
     monkeypatch.setattr(changelog, "SEGMENT_WINDOW_BYTES", 2048)
-    monkeypatch.setattr(changelog, "_FIRST_WINDOW", 1)
+    monkeypatch.setattr(changelog, "FIRST_WINDOW_SEQS", 1)
     seen: list[tuple[int, int]] = []
     read = changelog.ChangeLog.read
 

@@ -27,7 +27,7 @@ LOG_START_PROPERTY = "weaver.logStartSeq"
 #: Bytes (in memory) of the change-log window :func:`validate_segment` checks at once. Far below
 #: pyarrow's 2 GiB offset limit of a binary column; tests lower it to cross windows on small logs.
 SEGMENT_WINDOW_BYTES = 128 * 1024 * 1024
-_FIRST_WINDOW = 16  # seqs in the first window, before its bytes per change are known (then x4 at most)
+FIRST_WINDOW_SEQS = 16  # seqs in the first window, before its bytes per change are known (then x4 at most)
 #: Above this many bytes a table is sorted through 64-bit offsets (a plain `take` concatenates
 #: each binary column into one array, which fails past 2 GiB).
 WIDE_SORT_BYTES = 1 << 30
@@ -234,7 +234,7 @@ def validate_segment(settings, lineage: Lineage | None, after_seq: int, upto_seq
     if first is None:
         raise SeqGapError(f"change log lacks seq {after_seq + 1}..{upto_seq}; re-extract it",
                           seq=after_seq + 1, partition_id=None)
-    n, cur, width, prev = 0, first, _FIRST_WINDOW, None  # prev: (seq, ts) of the last change checked
+    n, cur, width, prev = 0, first, FIRST_WINDOW_SEQS, None  # prev: (seq, ts) of the last change checked
     while cur <= upto_seq:
         end = min(upto_seq, cur + width - 1)
         win = log.read(cur - 1, end)
