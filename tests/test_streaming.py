@@ -26,43 +26,55 @@ def _settings(lake):
 
 @pytest.fixture
 def tiny_windows(monkeypatch):
-    """A window budget of a few changes (the first window: one), and a record of every window's size in bytes."""
+    """A piece budget of a few changes (scan batches of 4 rows, a first window of one), and a
+    record of every piece checked: (rows, bytes)."""
     from weaver.log import changelog
 
     monkeypatch.setattr(changelog, "SEGMENT_WINDOW_BYTES", 2048)
+    monkeypatch.setattr(changelog, "STREAM_BATCH_ROWS", 4)
     monkeypatch.setattr(changelog, "FIRST_WINDOW_SEQS", 1)
     seen: list[tuple[int, int]] = []
-    read = changelog.ChangeLog.read
+    check = changelog.validate_changes
 
-    def spy(self, after_seq, upto_seq, *a, **kw):
-        t = read(self, after_seq, upto_seq, *a, **kw)
-        if not a and not kw:  # whole-row reads: the windows
-            seen.append((t.num_rows, t.nbytes))
-        return t
+    def spy(piece, *a, **kw):
+        seen.append((piece.num_rows, piece.nbytes))
+        return check(piece, *a, **kw)
 
-    monkeypatch.setattr(changelog.ChangeLog, "read", spy)
+    monkeypatch.setattr(changelog, "validate_changes", spy)
     return seen
 
 
-def test_windows_cover_the_segment_exactly_in_bounded_pieces(tmp_path, tiny_windows):
+@pytest.mark.parametrize("layout", ["sorted_files", "one_shuffled_file"])
+def test_pieces_cover_the_segment_exactly_in_bounded_pieces(tmp_path, tiny_windows, layout):
+    """Sorted, disjoint files take the one-pass scan; a file stored out of seq order the windows."""
+    import random
+
     from weaver.log import Lineage, validate_segment
 
     log = make_log(11, n=300, keys=30)
-    lake = write_lake(tmp_path / "lake", log, log_chunk=37)  # windows straddle file boundaries too
+    if layout == "sorted_files":
+        lake = write_lake(tmp_path / "lake", log, log_chunk=37)  # pieces straddle file boundaries too
+    else:
+        random.Random(1).shuffle(log["changes"])
+        lake = write_lake(tmp_path / "lake", log)
     s = _settings(lake)
     n = len(log["changes"])
     assert validate_segment(s, Lineage.load(s), 0, n) == n
     assert validate_segment(s, Lineage.load(s), 100, 250) == 150
-    windows = [w for w in tiny_windows if w[0]]
-    assert len(windows) > 10
-    # One window is sized from the previous one's bytes per change: never far above the budget.
-    assert max(b for _, b in windows) <= 3 * 2048
+    assert len(tiny_windows) > 10
+    assert sum(rows for rows, _ in tiny_windows) == n + 150  # each change checked once per call
+    # A piece is the budget plus at most one scan batch (or a window sized from the last one's bytes).
+    assert max(b for _, b in tiny_windows) <= 3 * 2048
 
 
 @pytest.mark.parametrize("name,mutate,error,seq,pid", CASES, ids=[c[0] for c in CASES])
-def test_every_named_error_survives_window_boundaries(tmp_path, tiny_windows, name, mutate, error, seq, pid):
+def test_every_named_error_survives_window_boundaries(tmp_path, tiny_windows, monkeypatch, name, mutate, error, seq,
+                                                     pid):
     from weaver.core import errors
+    from weaver.log import changelog
     from weaver.pitr import validate_for_snapshot
+
+    monkeypatch.setattr(changelog, "SEGMENT_WINDOW_BYTES", 1)  # every scan batch / window is a piece
 
     log = _corrupt(mutate)
     lake = write_lake(tmp_path / "lake", log, log_chunk=2)
@@ -72,7 +84,7 @@ def test_every_named_error_survives_window_boundaries(tmp_path, tiny_windows, na
     assert (f"after {seq - 1}" if error == "SeqGapError" else f"seq {seq}") in str(info.value)
     if pid is not None:
         assert info.value.partition_id == pid
-    assert any(rows for rows, _ in tiny_windows) and len(tiny_windows) > 1
+    assert tiny_windows and max(rows for rows, _ in tiny_windows) <= 4  # it was found piece by piece
 
 
 def test_gap_wider_than_a_window_and_missing_tail(tmp_path, tiny_windows):

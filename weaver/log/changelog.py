@@ -26,11 +26,13 @@ from weaver.log.validate import validate_changes
 LOG_START_PROPERTY = "weaver.logStartSeq"
 #: Bytes (in memory) of the change-log window :func:`validate_segment` checks at once. Far below
 #: pyarrow's 2 GiB offset limit of a binary column; tests lower it to cross windows on small logs.
-SEGMENT_WINDOW_BYTES = 128 * 1024 * 1024
+SEGMENT_WINDOW_BYTES = 32 * 1024 * 1024
 FIRST_WINDOW_SEQS = 16  # seqs in the first window, before its bytes per change are known (then x4 at most)
 #: Above this many bytes a table is sorted through 64-bit offsets (a plain `take` concatenates
 #: each binary column into one array, which fails past 2 GiB).
 WIDE_SORT_BYTES = 1 << 30
+#: Rows per batch of the one-pass scan (pieces of SEGMENT_WINDOW_BYTES are gathered from them).
+STREAM_BATCH_ROWS = 32_768
 _MS = timedelta(milliseconds=1)
 
 
@@ -220,9 +222,11 @@ def validate_segment(settings, lineage: Lineage | None, after_seq: int, upto_seq
 
     Raises the named errors of validate_changes (gap, duplicate, ts order, op, key range, schema)
     before anything is written; a segment vacuum already cut is an InvalidTimepointError.
-    The segment is read in seq windows of about :data:`SEGMENT_WINDOW_BYTES` (seq contiguity and
-    ts order carried from one window to the next), so a log of any size is checked in bounded
-    memory and never builds one binary column past pyarrow's 2 GiB offsets.
+    The segment is checked in pieces of about :data:`SEGMENT_WINDOW_BYTES` (seq contiguity and ts
+    order carried from one piece to the next), so a log of any size is checked in bounded memory
+    and never builds one binary column past pyarrow's 2 GiB offsets: one pass over the files in
+    seq order when their statistics say they do not overlap and each is stored sorted (an
+    append-only log), else seq windows read by filter.
     """
     if upto_seq <= after_seq:
         return 0
@@ -234,7 +238,88 @@ def validate_segment(settings, lineage: Lineage | None, after_seq: int, upto_seq
     if first is None:
         raise SeqGapError(f"change log lacks seq {after_seq + 1}..{upto_seq}; re-extract it",
                           seq=after_seq + 1, partition_id=None)
-    n, cur, width, prev = 0, first, FIRST_WINDOW_SEQS, None  # prev: (seq, ts) of the last change checked
+    got = _validate_in_file_order(log, lineage, first, upto_seq)
+    n, prev = got if got is not None else _validate_in_windows(log, lineage, first, upto_seq, known_start)
+    if n == 0 or prev[0] != upto_seq:
+        lack = prev[0] + 1 if n else first
+        raise SeqGapError(f"change log lacks seq {lack}..{upto_seq}; re-extract it", seq=lack, partition_id=None)
+    return n
+
+
+def _check_piece(piece: pa.Table, lineage, cur: int, prev) -> tuple[int, tuple]:
+    """Check one piece of a segment that must start at seq `cur`, after the change `prev` (seq, ts)
+    of the previous piece; return its size and its own last (seq, ts)."""
+    piece = piece if is_increasing(piece.column("seq")) else sort_by_seq(piece)
+    head_seq = int(piece.column("seq")[0].as_py())
+    head_pid = piece.column("partition_id")[0].as_py()
+    if head_seq != cur:
+        # The same messages as inside one batch: a gap is named by its neighbours.
+        if prev is None:
+            raise SeqGapError(f"change log resumes at seq {head_seq} but seq {cur} was expected "
+                              f"(a gap before {head_seq})", seq=cur, partition_id=head_pid)
+        raise SeqGapError(f"gap in seq after {cur - 1}: next is {head_seq} (partition {head_pid}); "
+                          "the change log is incomplete - re-extract it before running",
+                          seq=cur, partition_id=head_pid)
+    if prev is not None:
+        head_ts = piece.column("ts")[0].as_py()
+        if head_ts < prev[1]:
+            raise NonMonotonicTimestampError(
+                f"ts goes backwards at seq {head_seq} (partition {head_pid}): {head_ts} < {prev[1]}",
+                seq=head_seq, partition_id=head_pid)
+    n = validate_changes(piece, lineage, expected_first_seq=cur)
+    return n, (int(piece.column("seq")[-1].as_py()), piece.column("ts")[-1].as_py())
+
+
+def _validate_in_file_order(log: ChangeLog, lineage, first: int, upto_seq: int):
+    """One pass over the segment's files in seq order, checked in pieces of about
+    SEGMENT_WINDOW_BYTES; None (nothing concluded) when the table is not a plain local one, the
+    files' seq ranges overlap or lack statistics, or a file is not stored sorted by seq - then
+    the seq windows decide."""
+    import pyarrow.parquet as pq
+
+    files = delta_files(log.uri, storage.CHANGELOG)
+    if not files.native:
+        return None
+    spans = sorted((lo, hi, path) for path, lo, hi in zip(files.column("path"), files.column("min.seq"),
+                                                          files.column("max.seq"))
+                   if lo is None or hi is None or (hi >= first and lo <= upto_seq))
+    if any(lo is None or hi is None for lo, hi, _ in spans) or \
+            any(a[1] >= b[0] for a, b in zip(spans, spans[1:])):
+        return None
+    n, cur, prev, buf, size, last = 0, first, None, [], 0, first - 1
+    for _, _, path in spans:
+        # Row group by row group, batch by batch, no read-ahead: memory follows the piece budget.
+        pf = pq.ParquetFile(files.local_path(path), pre_buffer=False)
+        for batch in pf.iter_batches(batch_size=STREAM_BATCH_ROWS, use_threads=False):
+            seq = batch.column("seq")
+            batch = batch.filter(pc.and_(pc.greater_equal(seq, first), pc.less_equal(seq, upto_seq)))
+            if not batch.num_rows:
+                continue
+            seq = batch.column("seq")
+            if int(seq[0].as_py()) <= last or not is_increasing(seq, strict=True):
+                return None  # not in seq order as stored
+            last = int(seq[-1].as_py())
+            buf.append(batch)
+            size += batch.nbytes
+            if size >= SEGMENT_WINDOW_BYTES:
+                k, prev = _check_piece(_table(buf), lineage, cur, prev)
+                n, cur, buf, size = n + k, prev[0] + 1, [], 0
+    if buf:
+        k, prev = _check_piece(_table(buf), lineage, cur, prev)
+        n += k
+    if n == 0:
+        return None
+    return n, prev
+
+
+def _table(batches: list[pa.RecordBatch]) -> pa.Table:
+    # Files by different writers may differ in nullability or metadata: unify, keep the chunks.
+    return pa.concat_tables([pa.Table.from_batches([b]) for b in batches], promote_options="permissive")
+
+
+def _validate_in_windows(log: ChangeLog, lineage, first: int, upto_seq: int, known_start: bool):
+    """Check the segment in seq windows read by filter, whatever the file layout."""
+    n, cur, width, prev = 0, first, FIRST_WINDOW_SEQS, (first - 1, None)  # last (seq, ts) checked
     while cur <= upto_seq:
         end = min(upto_seq, cur + width - 1)
         win = log.read(cur - 1, end)
@@ -246,32 +331,12 @@ def validate_segment(settings, lineage: Lineage | None, after_seq: int, upto_seq
                 raise SeqGapError(f"change log lacks seq {cur}..{upto_seq}; re-extract it", seq=cur,
                                   partition_id=None)
             win = log.read(nxt - 1, nxt)
-        head_seq = int(win.column("seq")[0].as_py())
-        head_pid = win.column("partition_id")[0].as_py()
-        if head_seq != cur:
-            # The same messages as inside one batch: a gap is named by its neighbours.
-            if prev is None:
-                raise SeqGapError(f"change log resumes at seq {head_seq} but seq {cur} was expected "
-                                  f"(a gap before {head_seq})", seq=cur, partition_id=head_pid)
-            raise SeqGapError(f"gap in seq after {cur - 1}: next is {head_seq} (partition {head_pid}); "
-                              "the change log is incomplete - re-extract it before running",
-                              seq=cur, partition_id=head_pid)
-        if prev is not None:
-            head_ts = win.column("ts")[0].as_py()
-            if head_ts < prev[1]:
-                raise NonMonotonicTimestampError(
-                    f"ts goes backwards at seq {head_seq} (partition {head_pid}): {head_ts} < {prev[1]}",
-                    seq=head_seq, partition_id=head_pid)
-        n += validate_changes(win, lineage, expected_first_seq=cur)
-        last = int(win.column("seq")[-1].as_py())
-        prev = (last, win.column("ts")[-1].as_py())
+        k, prev = _check_piece(win, lineage, cur, prev if n else None)
+        n += k
         # Size the next window from the bytes this one took, to stay near the budget.
         width = max(1, min(width * 4, int(SEGMENT_WINDOW_BYTES * win.num_rows / max(1, win.nbytes))))
-        cur = last + 1
-    if n == 0 or prev[0] != upto_seq:
-        raise SeqGapError(f"change log lacks seq {upto_seq} although a change was found at it; re-extract it",
-                          seq=upto_seq, partition_id=None)
-    return n
+        cur = prev[0] + 1
+    return n, prev
 
 
 def _next_seq(log: ChangeLog, after_seq: int, upto_seq: int) -> int | None:
