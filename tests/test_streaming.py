@@ -105,9 +105,12 @@ def test_gap_wider_than_a_window_and_missing_tail(tmp_path, tiny_windows):
 
 
 @pytest.mark.spark
-def test_snapshots_on_small_windows_equal_the_oracle(spark, tmp_path, tiny_windows):
+def test_snapshots_on_small_windows_equal_the_oracle(spark, tmp_path, tiny_windows, monkeypatch):
     from weaver.core import storage
+    from weaver.log import changelog
     from weaver.pitr import take_snapshots
+
+    monkeypatch.setattr(changelog, "SEGMENT_WINDOW_BYTES", 1)  # every scan batch is a piece
 
     log, _ = split_log()
     lake = write_lake(tmp_path / "lake", log, log_chunk=3)
