@@ -2,9 +2,10 @@
 
 The window budget is a module constant; these tests lower it so that a log of a few hundred
 bytes crosses dozens of windows, and check that nothing a whole-segment check would catch is
-lost at a window boundary: every named error keeps its seq and partition, a valid segment is
-counted exactly, and a snapshot run built on it equals the oracle fold. The slow test crosses
-pyarrow's 2 GiB offset limit of one binary column for real.
+lost at a window boundary: every named error keeps its seq and partition, and a valid segment
+is counted exactly (the snapshots built after it are compared with the oracle fold in
+tests/test_snapshots.py). The slow test crosses pyarrow's 2 GiB offset limit of one binary
+column for real.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from datetime import timedelta
 import pyarrow as pa
 import pytest
 
-from tests.lakes import T0, make_log, oracle_snapshots, split_log, write_lake
+from tests.lakes import T0, make_log, write_lake
 from tests.test_validation import CASES, _corrupt
 
 
@@ -102,28 +103,6 @@ def test_gap_wider_than_a_window_and_missing_tail(tmp_path, tiny_windows):
     s = _settings(write_lake(tmp_path / "short", short, log_chunk=25))
     with pytest.raises(SeqGapError, match="121"):
         validate_segment(s, None, 100, 150)
-
-
-@pytest.mark.spark
-def test_snapshots_on_small_windows_equal_the_oracle(spark, tmp_path, tiny_windows, monkeypatch):
-    from weaver.core import storage
-    from weaver.log import changelog
-    from weaver.pitr import take_snapshots
-
-    monkeypatch.setattr(changelog, "SEGMENT_WINDOW_BYTES", 1)  # every scan batch is a piece
-
-    log, _ = split_log()
-    lake = write_lake(tmp_path / "lake", log, log_chunk=3)
-    s = _settings(lake)
-    at = max(c["ts"] for c in log["changes"])
-    top = max(c["seq"] for c in log["changes"])
-    r = take_snapshots(spark, s, at)
-    assert r["changes_validated"] == top
-    want, _ = oracle_snapshots(log, [top])
-    got = storage.read(storage.uri_for(s, storage.SNAPSHOTS), storage.SNAPSHOTS)
-    assert sorted(((r["snapshot_id"], r["key"], r["value"]) for r in got.to_pylist()), key=lambda x: x[:2]) == \
-        sorted(((r["snapshot_id"], r["key"], r["value"]) for r in want), key=lambda x: x[:2])
-    assert len(tiny_windows) > 1
 
 
 @pytest.mark.slow
