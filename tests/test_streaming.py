@@ -45,9 +45,9 @@ def tiny_windows(monkeypatch):
     return seen
 
 
-@pytest.mark.parametrize("layout", ["sorted_files", "one_shuffled_file"])
+@pytest.mark.parametrize("layout", ["sorted_files", "interleaved_files", "one_shuffled_file"])
 def test_pieces_cover_the_segment_exactly_in_bounded_pieces(tmp_path, tiny_windows, layout):
-    """Sorted, disjoint files take the one-pass scan; a file stored out of seq order the windows."""
+    """Files each sorted by seq take the one-pass merge; a file stored out of seq order the windows."""
     import random
 
     from weaver.log import Lineage, validate_segment
@@ -55,6 +55,9 @@ def test_pieces_cover_the_segment_exactly_in_bounded_pieces(tmp_path, tiny_windo
     log = make_log(11, n=300, keys=30)
     if layout == "sorted_files":
         lake = write_lake(tmp_path / "lake", log, log_chunk=37)  # pieces straddle file boundaries too
+    elif layout == "interleaved_files":  # each file sorted, their seq ranges overlapping (a parallel writer)
+        odd, even = [c for c in log["changes"] if c["seq"] % 2], [c for c in log["changes"] if not c["seq"] % 2]
+        lake = write_lake(tmp_path / "lake", dict(log, changes=odd + even), log_chunk=len(odd))
     else:
         random.Random(1).shuffle(log["changes"])
         lake = write_lake(tmp_path / "lake", log)

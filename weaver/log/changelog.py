@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 from weaver.core import storage
 from weaver.core.storage import filter_range, is_increasing
 from weaver.core.deltafiles import delta_files
-from weaver.core.errors import InvalidTimepointError, NonMonotonicTimestampError, SeqGapError
+from weaver.core.errors import InvalidTimepointError, NonMonotonicTimestampError, SeqGapError, WeaverError
 from weaver.core.time import MICROSECOND, to_us
 from weaver.log.lineage import Lineage
 from weaver.log.validate import validate_changes
@@ -32,7 +32,9 @@ FIRST_WINDOW_SEQS = 16  # seqs in the first window, before its bytes per change 
 #: each binary column into one array, which fails past 2 GiB).
 WIDE_SORT_BYTES = 1 << 30
 #: Rows per batch of the one-pass scan (pieces of SEGMENT_WINDOW_BYTES are gathered from them).
-STREAM_BATCH_ROWS = 32_768
+STREAM_BATCH_ROWS = 8_192
+#: Most sorted runs merged at once (one batch of each is held); beyond, the seq windows read.
+MAX_MERGE_RUNS = 64
 _MS = timedelta(milliseconds=1)
 
 
@@ -271,50 +273,108 @@ def _check_piece(piece: pa.Table, lineage, cur: int, prev) -> tuple[int, tuple]:
 
 
 def _validate_in_file_order(log: ChangeLog, lineage, first: int, upto_seq: int):
-    """One pass over the segment's files in seq order, checked in pieces of about
-    SEGMENT_WINDOW_BYTES; None (nothing concluded) when the table is not a plain local one, the
-    files' seq ranges overlap or lack statistics, or a file is not stored sorted by seq - then
-    the seq windows decide."""
-    import pyarrow.parquet as pq
-
+    """One pass over the segment's files, merged in seq order, checked in pieces of about
+    SEGMENT_WINDOW_BYTES; None (nothing concluded) when the table is not a plain local one, a
+    file lacks statistics, or two files hold the same seq - then the seq windows decide."""
     files = delta_files(log.uri, storage.CHANGELOG)
     if not files.native:
         return None
-    spans = sorted((lo, hi, path) for path, lo, hi in zip(files.column("path"), files.column("min.seq"),
-                                                          files.column("max.seq"))
-                   if lo is None or hi is None or (hi >= first and lo <= upto_seq))
-    if any(lo is None or hi is None for lo, hi, _ in spans) or \
-            any(a[1] >= b[0] for a, b in zip(spans, spans[1:])):
+    spans = [(lo, hi, path) for path, lo, hi in zip(files.column("path"), files.column("min.seq"),
+                                                    files.column("max.seq"))
+             if lo is None or hi is None or (hi >= first and lo <= upto_seq)]
+    if not spans or any(lo is None or hi is None for lo, hi, _ in spans):
         return None
+    try:
+        return _merge_pass(_merged(files, sorted(spans), first, upto_seq), lineage, first)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, KeyError, _Unmergeable):
+        return None  # a file off the contract's schema: the windows' read names the mismatch
+    except WeaverError:
+        # A file found unsorted later in the pass can hold what looked missing: the windows,
+        # which read by seq, name the error for sure.
+        return None
+
+
+class _Unmergeable(Exception):
+    """The files are too far from seq order for the one-pass merge."""
+
+
+def _merge_pass(parts, lineage, first: int):
     n, cur, prev, buf, size, last = 0, first, None, [], 0, first - 1
-    for _, _, path in spans:
-        # Row group by row group, batch by batch, no read-ahead: memory follows the piece budget.
-        pf = pq.ParquetFile(files.local_path(path), pre_buffer=False)
-        for batch in pf.iter_batches(batch_size=STREAM_BATCH_ROWS, use_threads=False):
-            seq = batch.column("seq")
-            batch = batch.filter(pc.and_(pc.greater_equal(seq, first), pc.less_equal(seq, upto_seq)))
-            if not batch.num_rows:
-                continue
-            seq = batch.column("seq")
-            if int(seq[0].as_py()) <= last or not is_increasing(seq, strict=True):
-                return None  # not in seq order as stored
-            last = int(seq[-1].as_py())
-            buf.append(batch)
-            size += batch.nbytes
-            if size >= SEGMENT_WINDOW_BYTES:
-                k, prev = _check_piece(_table(buf), lineage, cur, prev)
-                n, cur, buf, size = n + k, prev[0] + 1, [], 0
+    for part in parts:
+        seq = part.column("seq")
+        if int(seq[0].as_py()) <= last or not is_increasing(seq, strict=True):
+            return None  # a seq in two files: the windows name the duplicate
+        last = int(seq[-1].as_py())
+        buf.append(part)
+        size += part.nbytes
+        if size >= SEGMENT_WINDOW_BYTES:
+            k, prev = _check_piece(pa.concat_tables(buf), lineage, cur, prev)
+            n, cur, buf, size = n + k, prev[0] + 1, [], 0
     if buf:
-        k, prev = _check_piece(_table(buf), lineage, cur, prev)
+        k, prev = _check_piece(pa.concat_tables(buf), lineage, cur, prev)
         n += k
     if n == 0:
         return None
     return n, prev
 
 
-def _table(batches: list[pa.RecordBatch]) -> pa.Table:
-    # Files by different writers may differ in nullability or metadata: unify, keep the chunks.
-    return pa.concat_tables([pa.Table.from_batches([b]) for b in batches], promote_options="permissive")
+def _merged(files, spans: list, first: int, upto_seq: int):
+    """Tables of the files' rows in [first, upto_seq], in seq order, one batch per sorted run
+    held at a time: a k-way merge of the runs (a parallel writer interleaves files, and a row
+    group may hold more than one run). Runs are found from the `seq` column alone."""
+    import pyarrow.parquet as pq
+
+    runs = []  # (path, row group, first row, end row) each sorted by seq
+    for lo, hi, path in spans:
+        pf = pq.ParquetFile(files.local_path(path), pre_buffer=False)
+        for g in range(pf.num_row_groups):
+            seq = pf.read_row_group(g, columns=["seq"], use_threads=False).column("seq")
+            if not len(seq):
+                continue
+            arr = seq.combine_chunks()
+            down = pc.less_equal(arr.slice(1), arr.slice(0, len(arr) - 1))
+            cuts = [0] + [i + 1 for i in pc.indices_nonzero(down).to_pylist()] + [len(arr)]
+            runs += [(path, g, a, b) for a, b in zip(cuts, cuts[1:])]
+
+    if len(runs) > MAX_MERGE_RUNS:
+        raise _Unmergeable  # a file stored out of order: each run would re-read its row group
+
+    def batches(path, g, a, b):
+        # One row group, batch by batch, no read-ahead: memory follows the batch size.
+        pf = pq.ParquetFile(files.local_path(path), pre_buffer=False)
+        row = 0
+        for batch in pf.iter_batches(batch_size=STREAM_BATCH_ROWS, row_groups=[g], use_threads=False):
+            lo, hi = max(a - row, 0), min(b - row, batch.num_rows)
+            row += batch.num_rows
+            if hi <= lo:
+                if row >= b:
+                    return
+                continue
+            batch = batch.slice(lo, hi - lo)
+            seq = batch.column("seq")
+            batch = batch.filter(pc.and_(pc.greater_equal(seq, first), pc.less_equal(seq, upto_seq)))
+            if batch.num_rows:
+                yield pa.Table.from_batches([batch])
+
+    live = [[batches(*r), None] for r in runs]  # [iterator, pending table]
+    while True:
+        for s in live:
+            while s[1] is None or s[1].num_rows == 0:
+                s[1] = next(s[0], None)
+                if s[1] is None:
+                    break
+        live = [s for s in live if s[1] is not None]
+        if not live:
+            return
+        # Every row at or below the smallest pending tail is already pending in its run.
+        bound = min(s[1].column("seq")[-1].as_py() for s in live)
+        out = []
+        for s in live:
+            k = int(pc.sum(pc.less_equal(s[1].column("seq"), bound)).as_py())
+            out.append(s[1].slice(0, k))
+            s[1] = s[1].slice(k)
+        part = pa.concat_tables([t for t in out if t.num_rows], promote_options="permissive")
+        yield part if len(out) == 1 else part.take(pc.sort_indices(part, sort_keys=[("seq", "ascending")]))
 
 
 def _validate_in_windows(log: ChangeLog, lineage, first: int, upto_seq: int, known_start: bool):
