@@ -54,8 +54,9 @@ def run_stage(name: str, args: list[str], code_root: Path, timeout_s: float) -> 
     cmd = [sys.executable, "-c", args[1], *args[2:]] if args[0] == "-c" else \
         [sys.executable, "-c", "from weaver.cli import main; main()", *args]
     t0 = time.perf_counter()
+    # cwd outside any checkout: `python -c` puts the cwd first on sys.path, ahead of PYTHONPATH.
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, cwd=tempfile.gettempdir())
     peak_tree, stop = [0], threading.Event()
 
     def sample() -> None:
