@@ -17,13 +17,24 @@ import pyarrow.compute as pc
 from weaver.core import storage
 from weaver.core.storage import filter_range, is_increasing
 from weaver.core.deltafiles import delta_files
-from weaver.core.errors import InvalidTimepointError, SeqGapError
+from weaver.core.errors import InvalidTimepointError, NonMonotonicTimestampError, SeqGapError, WeaverError
 from weaver.core.time import MICROSECOND, to_us
 from weaver.log.lineage import Lineage
 from weaver.log.validate import validate_changes
 
 #: Table property on `changelog` recording the first seq vacuum kept (see weaver.pitr.retention).
 LOG_START_PROPERTY = "weaver.logStartSeq"
+#: Bytes (in memory) of the change-log window :func:`validate_segment` checks at once. Far below
+#: pyarrow's 2 GiB offset limit of a binary column; tests lower it to cross windows on small logs.
+SEGMENT_WINDOW_BYTES = 32 * 1024 * 1024
+FIRST_WINDOW_SEQS = 16  # seqs in the first window, before its bytes per change are known (then x4 at most)
+#: Above this many bytes a table is sorted through 64-bit offsets (a plain `take` concatenates
+#: each binary column into one array, which fails past 2 GiB).
+WIDE_SORT_BYTES = 1 << 30
+#: Rows per batch of the one-pass scan (pieces of SEGMENT_WINDOW_BYTES are gathered from them).
+STREAM_BATCH_ROWS = 8_192
+#: Most sorted runs merged at once (one batch of each is held); beyond, the seq windows read.
+MAX_MERGE_RUNS = 64
 _MS = timedelta(milliseconds=1)
 
 
@@ -119,7 +130,7 @@ class ChangeLog:
         if columns is None:
             t = storage.conform(t, storage.CHANGELOG, where=f" at {self.uri}")
         if t.num_rows > 1 and not is_increasing(t.column("seq")):
-            t = t.take(pc.sort_indices(t, sort_keys=[("seq", "ascending")]))
+            t = sort_by_seq(t)
         return t
 
     def check_start(self, after_seq: int) -> None:
@@ -141,7 +152,7 @@ class ChangeLog:
         # n values strictly increasing inside (after_seq, upto_seq], n == its length: each seq once.
         if n == upto_seq - after_seq and (n == 0 or is_increasing(col, strict=True)):
             return
-        validate_changes(self.read(after_seq, upto_seq), expected_first_seq=after_seq + 1)
+        validate_segment(None, None, after_seq, upto_seq, log=self)  # window by window: names the seq
         # validate_changes found no gap inside the segment: the missing seqs are at its end.
         last = int(pc.max(col).as_py()) if n else after_seq
         raise SeqGapError(f"change log lacks seq {last + 1}..{upto_seq}; re-extract it before restoring",
@@ -150,6 +161,31 @@ class ChangeLog:
     def ts_of(self, seq: int) -> datetime:
         t = self.read(seq - 1, seq, columns=["seq", "ts"])
         return t.column("ts")[0].as_py()
+
+
+def sort_by_seq(t: pa.Table) -> pa.Table:
+    """`t` sorted by seq, also when its binary/string columns hold more than 2 GiB.
+
+    A plain `take` concatenates each binary column into one 32-bit-offset array. Past
+    :data:`WIDE_SORT_BYTES` the batches are reordered as they are when each is sorted and their
+    seq ranges do not overlap (files of an append-only log: no copy), else the rows are taken
+    through large_binary/large_string and handed back in chunks of the table's own schema.
+    """
+    if t.nbytes <= WIDE_SORT_BYTES:
+        return t.take(pc.sort_indices(t, sort_keys=[("seq", "ascending")]))
+    batches = [b for b in t.to_batches() if b.num_rows]
+    if all(is_increasing(b.column("seq"), strict=True) for b in batches):
+        batches.sort(key=lambda b: b.column("seq")[0].as_py())
+        if all(a.column("seq")[-1].as_py() < b.column("seq")[0].as_py() for a, b in zip(batches, batches[1:])):
+            return pa.Table.from_batches(batches, t.schema)
+    widen = {pa.binary(): pa.large_binary(), pa.string(): pa.large_string()}
+    wide = t.cast(pa.schema([f.with_type(widen.get(f.type, f.type)) for f in t.schema]))
+    out = wide.take(pc.sort_indices(wide, sort_keys=[("seq", "ascending")]))
+    del wide
+    rows = max(1, int(t.num_rows * (WIDE_SORT_BYTES / 2) // t.nbytes))
+    # A slice keeps its parent's 64-bit offsets: take it afresh so that the cast sees small ones.
+    return pa.Table.from_batches([b.take(pa.array(range(b.num_rows))).cast(t.schema)
+                                  for b in out.to_batches(max_chunksize=rows)], t.schema)
 
 
 def _int_or_none(v) -> int | None:
@@ -188,19 +224,190 @@ def validate_segment(settings, lineage: Lineage | None, after_seq: int, upto_seq
 
     Raises the named errors of validate_changes (gap, duplicate, ts order, op, key range, schema)
     before anything is written; a segment vacuum already cut is an InvalidTimepointError.
+    The segment is checked in pieces of about :data:`SEGMENT_WINDOW_BYTES` (seq contiguity and ts
+    order carried from one piece to the next), so a log of any size is checked in bounded memory
+    and never builds one binary column past pyarrow's 2 GiB offsets: one pass over the files in
+    seq order when their statistics say they do not overlap and each is stored sorted (an
+    append-only log), else seq windows read by filter.
     """
     if upto_seq <= after_seq:
         return 0
     log = log or ChangeLog(settings)
     log.check_start(after_seq)
-    seg = log.read(after_seq, upto_seq)
     # A log never vacuumed may start at any seq; otherwise the segment must start right after the base.
-    expected = after_seq + 1 if (after_seq > 0 or log.start is not None) else None
-    n = validate_changes(seg, lineage, expected_first_seq=expected)
-    if n == 0 or int(pc.max(seg.column("seq")).as_py()) != upto_seq:
-        raise SeqGapError(f"change log lacks seq {upto_seq} although a change was found at it; re-extract it",
-                          seq=upto_seq, partition_id=None)
+    known_start = after_seq > 0 or log.start is not None
+    first = after_seq + 1 if known_start else _next_seq(log, after_seq, upto_seq)
+    if first is None:
+        raise SeqGapError(f"change log lacks seq {after_seq + 1}..{upto_seq}; re-extract it",
+                          seq=after_seq + 1, partition_id=None)
+    got = _validate_in_file_order(log, lineage, first, upto_seq)
+    n, prev = got if got is not None else _validate_in_windows(log, lineage, first, upto_seq, known_start)
+    if n == 0 or prev[0] != upto_seq:
+        lack = prev[0] + 1 if n else first
+        raise SeqGapError(f"change log lacks seq {lack}..{upto_seq}; re-extract it", seq=lack, partition_id=None)
     return n
+
+
+def _check_piece(piece: pa.Table, lineage, cur: int, prev) -> tuple[int, tuple]:
+    """Check one piece of a segment that must start at seq `cur`, after the change `prev` (seq, ts)
+    of the previous piece; return its size and its own last (seq, ts)."""
+    piece = piece if is_increasing(piece.column("seq")) else sort_by_seq(piece)
+    head_seq = int(piece.column("seq")[0].as_py())
+    head_pid = piece.column("partition_id")[0].as_py()
+    if head_seq != cur:
+        # The same messages as inside one batch: a gap is named by its neighbours.
+        if prev is None:
+            raise SeqGapError(f"change log resumes at seq {head_seq} but seq {cur} was expected "
+                              f"(a gap before {head_seq})", seq=cur, partition_id=head_pid)
+        raise SeqGapError(f"gap in seq after {cur - 1}: next is {head_seq} (partition {head_pid}); "
+                          "the change log is incomplete - re-extract it before running",
+                          seq=cur, partition_id=head_pid)
+    if prev is not None:
+        head_ts = piece.column("ts")[0].as_py()
+        if head_ts < prev[1]:
+            raise NonMonotonicTimestampError(
+                f"ts goes backwards at seq {head_seq} (partition {head_pid}): {head_ts} < {prev[1]}",
+                seq=head_seq, partition_id=head_pid)
+    n = validate_changes(piece, lineage, expected_first_seq=cur)
+    return n, (int(piece.column("seq")[-1].as_py()), piece.column("ts")[-1].as_py())
+
+
+def _validate_in_file_order(log: ChangeLog, lineage, first: int, upto_seq: int):
+    """One pass over the segment's files, merged in seq order, checked in pieces of about
+    SEGMENT_WINDOW_BYTES; None (nothing concluded) when the table is not a plain local one, a
+    file lacks statistics, or two files hold the same seq - then the seq windows decide."""
+    files = delta_files(log.uri, storage.CHANGELOG)
+    if not files.native:
+        return None
+    spans = [(lo, hi, path) for path, lo, hi in zip(files.column("path"), files.column("min.seq"),
+                                                    files.column("max.seq"))
+             if lo is None or hi is None or (hi >= first and lo <= upto_seq)]
+    if not spans or any(lo is None or hi is None for lo, hi, _ in spans):
+        return None
+    try:
+        return _merge_pass(_merged(files, sorted(spans), first, upto_seq), lineage, first)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, KeyError, _Unmergeable):
+        return None  # a file off the contract's schema: the windows' read names the mismatch
+    except WeaverError:
+        # A file found unsorted later in the pass can hold what looked missing: the windows,
+        # which read by seq, name the error for sure.
+        return None
+
+
+class _Unmergeable(Exception):
+    """The files are too far from seq order for the one-pass merge."""
+
+
+def _merge_pass(parts, lineage, first: int):
+    n, cur, prev, buf, size, last = 0, first, None, [], 0, first - 1
+    for part in parts:
+        seq = part.column("seq")
+        if int(seq[0].as_py()) <= last or not is_increasing(seq, strict=True):
+            return None  # a seq in two files: the windows name the duplicate
+        last = int(seq[-1].as_py())
+        buf.append(part)
+        size += part.nbytes
+        if size >= SEGMENT_WINDOW_BYTES:
+            k, prev = _check_piece(pa.concat_tables(buf), lineage, cur, prev)
+            n, cur, buf, size = n + k, prev[0] + 1, [], 0
+    if buf:
+        k, prev = _check_piece(pa.concat_tables(buf), lineage, cur, prev)
+        n += k
+    if n == 0:
+        return None
+    return n, prev
+
+
+def _merged(files, spans: list, first: int, upto_seq: int):
+    """Tables of the files' rows in [first, upto_seq], in seq order, one batch per sorted run
+    held at a time: a k-way merge of the runs (a parallel writer interleaves files, and a row
+    group may hold more than one run). Runs are found from the `seq` column alone."""
+    import pyarrow.parquet as pq
+
+    runs = []  # (path, row group, first row, end row) each sorted by seq
+    for lo, hi, path in spans:
+        pf = pq.ParquetFile(files.local_path(path), pre_buffer=False)
+        for g in range(pf.num_row_groups):
+            seq = pf.read_row_group(g, columns=["seq"], use_threads=False).column("seq")
+            if not len(seq):
+                continue
+            arr = seq.combine_chunks()
+            down = pc.less_equal(arr.slice(1), arr.slice(0, len(arr) - 1))
+            cuts = [0] + [i + 1 for i in pc.indices_nonzero(down).to_pylist()] + [len(arr)]
+            runs += [(path, g, a, b) for a, b in zip(cuts, cuts[1:])]
+
+    if len(runs) > MAX_MERGE_RUNS:
+        raise _Unmergeable  # a file stored out of order: each run would re-read its row group
+
+    def batches(path, g, a, b):
+        # One row group, batch by batch, no read-ahead: memory follows the batch size.
+        pf = pq.ParquetFile(files.local_path(path), pre_buffer=False)
+        row = 0
+        for batch in pf.iter_batches(batch_size=STREAM_BATCH_ROWS, row_groups=[g], use_threads=False):
+            lo, hi = max(a - row, 0), min(b - row, batch.num_rows)
+            row += batch.num_rows
+            if hi <= lo:
+                if row >= b:
+                    return
+                continue
+            batch = batch.slice(lo, hi - lo)
+            seq = batch.column("seq")
+            batch = batch.filter(pc.and_(pc.greater_equal(seq, first), pc.less_equal(seq, upto_seq)))
+            if batch.num_rows:
+                yield pa.Table.from_batches([batch])
+
+    live = [[batches(*r), None] for r in runs]  # [iterator, pending table]
+    while True:
+        for s in live:
+            while s[1] is None or s[1].num_rows == 0:
+                s[1] = next(s[0], None)
+                if s[1] is None:
+                    break
+        live = [s for s in live if s[1] is not None]
+        if not live:
+            return
+        # Every row at or below the smallest pending tail is already pending in its run.
+        bound = min(s[1].column("seq")[-1].as_py() for s in live)
+        out = []
+        for s in live:
+            k = int(pc.sum(pc.less_equal(s[1].column("seq"), bound)).as_py())
+            out.append(s[1].slice(0, k))
+            s[1] = s[1].slice(k)
+        part = pa.concat_tables([t for t in out if t.num_rows], promote_options="permissive")
+        yield part if len(out) == 1 else part.take(pc.sort_indices(part, sort_keys=[("seq", "ascending")]))
+
+
+def _validate_in_windows(log: ChangeLog, lineage, first: int, upto_seq: int, known_start: bool):
+    """Check the segment in seq windows read by filter, whatever the file layout."""
+    n, cur, width, prev = 0, first, FIRST_WINDOW_SEQS, (first - 1, None)  # last (seq, ts) checked
+    while cur <= upto_seq:
+        end = min(upto_seq, cur + width - 1)
+        win = log.read(cur - 1, end)
+        if win.num_rows == 0:
+            nxt = _next_seq(log, end, upto_seq)
+            if nxt is None:
+                if n == 0 and not known_start:
+                    break
+                raise SeqGapError(f"change log lacks seq {cur}..{upto_seq}; re-extract it", seq=cur,
+                                  partition_id=None)
+            win = log.read(nxt - 1, nxt)
+        k, prev = _check_piece(win, lineage, cur, prev if n else None)
+        n += k
+        # Size the next window from the bytes this one took, to stay near the budget.
+        width = max(1, min(width * 4, int(SEGMENT_WINDOW_BYTES * win.num_rows / max(1, win.nbytes))))
+        cur = prev[0] + 1
+    return n, prev
+
+
+def _next_seq(log: ChangeLog, after_seq: int, upto_seq: int) -> int | None:
+    """Smallest seq in (after_seq, upto_seq], scanning `seq` batch by batch (None: no change)."""
+    best = None
+    expr = (pc.field("seq") > after_seq) & (pc.field("seq") <= upto_seq)
+    for b in log.seq_range(after_seq, upto_seq).to_batches(columns=["seq"], filter=expr):
+        if b.num_rows:
+            m = int(pc.min(b.column(0)).as_py())
+            best = m if best is None else min(best, m)
+    return best
 
 
 def read_changes(
@@ -228,7 +435,7 @@ def read_changes(
     if key_hi is not None:
         filters.append(("key", "<", key_hi))
     t = storage.read(storage.uri_for(settings, storage.CHANGELOG), storage.CHANGELOG, filters=filters or None)
-    return t.take(pc.sort_indices(t, sort_keys=[("seq", "ascending")])) if t.num_rows > 1 else t
+    return sort_by_seq(t) if t.num_rows > 1 else t
 
 
 def read_tail(settings, after_seq: int, at: datetime, key_lo: str | None, key_hi: str | None) -> pa.Table:
@@ -254,5 +461,5 @@ def read_tail(settings, after_seq: int, at: datetime, key_lo: str | None, key_hi
             check_contiguous(settings, after_seq, top)  # raises the named error
     t = filter_range(t, key_lo or None, key_hi)
     if t.num_rows > 1:
-        t = t.take(pc.sort_indices(t, sort_keys=[("seq", "ascending")]))
+        t = sort_by_seq(t)
     return t
