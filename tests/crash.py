@@ -145,6 +145,7 @@ def base_lake(root: Path) -> Path:
     lake = root / "lake"
     write_lake(lake, DATA, [_seq_at(SNAP_AT), _seq_at(T0 + 6 * H)])
     put_predictions(settings(lake), [PRED])
+    _ingest_exports(root)  # written once: every copy ingests the same bytes (gzip headers hold a time)
     return lake
 
 
@@ -222,6 +223,66 @@ def _restore_prepare(lake: Path) -> None:
     shutil.rmtree(_restore_out(lake), ignore_errors=True)
 
 
+# --- ingest: the second batch (an incremental DynamoDB export) of a lake the first one created ---
+def _ingest_parts(lake: Path):
+    from tests.test_ingest_dynamodb import T0 as I0, T1 as I1, full_export, incremental, make_writes
+
+    writes = make_writes()
+    root = lake.parent / "bucket"
+    return writes, root, I0, I1, full_export, incremental
+
+
+def _ingest_exports(root: Path) -> None:
+    """The source's two exports under <root>/bucket: a full one, then an increment."""
+    writes, _, i0, i1, full_export, incremental = _ingest_parts(root / "lake")
+    full_export(root / "bucket", writes, i0)
+    incremental(root / "bucket", writes, i0, i1, "02-inc")
+
+
+def _ingest_prepare(lake: Path) -> None:
+    """A lake made by ingesting the full export (in-process); the command ingests the increment."""
+    from weaver.core.settings import load_settings
+    from weaver.ingest.dynamodb import DynamoDBExport
+    from weaver.ingest.writer import ingest
+
+    shutil.rmtree(lake, ignore_errors=True)
+    ingest(load_settings(lake=str(lake)),
+           DynamoDBExport(lake.parent / "bucket" / "AWSDynamoDB" / "01-full", keys="pk,sk"))
+
+
+def _ingest_args(lake: Path) -> list[str]:
+    return ["ingest", "--source", "dynamodb-export", "--input", str(lake.parent / "bucket" / "AWSDynamoDB" / "02-inc"),
+            "--keys", "pk,sk", "--lake", str(lake), "--json"]
+
+
+def _ingest_state(lake: Path):
+    from weaver.core import storage
+    from weaver.core.settings import load_settings
+
+    s = load_settings(lake=str(lake))
+    return (table(storage.uri_for(s, storage.CHANGELOG)), table(storage.uri_for(s, storage.INGEST_LOG)),
+            table(storage.uri_for(s, storage.PARTITIONS)),
+            table(storage.uri_for(s, storage.INGEST_WATERMARKS), drop=("committed_at",)))
+
+
+def _ingest_reader(lake: Path) -> None:
+    """The change log holds the first batch alone or both batches whole: seqs 1..n without a gap,
+    and the table restored at the increment's end is either the state before it or after it."""
+    from datetime import timedelta as td
+
+    from tests.ingest_helpers import lake_state
+    from tests.test_ingest_dynamodb import state_at
+    from weaver.core.settings import load_settings
+
+    s = load_settings(lake=str(lake))
+    writes, _, i0, i1, _, _ = _ingest_parts(lake)
+    log = _ingest_state(lake)[0]
+    assert [r[0] for r in log] == list(range(1, len(log) + 1)), "a gap in the change log's seq"
+    got = lake_state(s, i1 - td(microseconds=1))
+    assert got in (state_at(writes, i0 - td(microseconds=1)), state_at(writes, i1 - td(microseconds=1))), \
+        "a reader saw part of the increment"
+
+
 VACUUM_NOW = T0 + 9 * H
 
 
@@ -255,6 +316,8 @@ SCENARIOS = {
                                                              str(_restore_out(lake)), "--lake", str(lake)],
                               ["restore_table.before_write"], _restore_state, _restore_reader,
                               prepare=_restore_prepare, timed=[0.5, 1.5, 3.0]),
+    "ingest": Scenario("ingest", _ingest_args, ["ingest.after_ingest_log", "ingest.after_changelog"],
+                       _ingest_state, _ingest_reader, prepare=_ingest_prepare),
     "vacuum": Scenario("vacuum", lambda lake: ["vacuum", "--now", VACUUM_NOW.isoformat(), "--recovery-window", "3h",
                                                "--lake", str(lake)],
                        ["vacuum.after_snapshot_catalog", "vacuum.after_snapshots", "vacuum.after_log_start"],

@@ -2,8 +2,8 @@
 nothing partial for readers, a rerun completes, and its result equals an uninterrupted run.
 
 The harness is tests/crash.py; bench/crash.py runs every point of every command and commits the
-counts (docs/operations.md quotes them). Here: every vacuum point (no JVM, seconds) and one point
-of predict (an ARIMA fit per subprocess: marked slow).
+counts (docs/operations.md quotes them). Here: every vacuum point (no JVM, seconds), ingest at its
+commit point, and one point of predict (an ARIMA fit per subprocess: marked slow).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ def references(template, tmp_path_factory):
 # The Spark commands (snapshot, weave, restore-table) run through bench/crash.py only: each kill
 # costs three JVM starts, too slow for the suite.
 CASES = [("vacuum", p) for p in crash.SCENARIOS["vacuum"].points] + [
+    ("ingest", "ingest.after_changelog"),  # the commit point: the ledger is behind, the rerun repairs it
     pytest.param("predict", "predict.after_publish", marks=pytest.mark.slow),
 ]
 

@@ -37,7 +37,7 @@ from typing import Callable, Optional
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from weaver.core import storage
+from weaver.core import faults, storage
 from weaver.core.errors import InvalidParameterError, TableNotFoundError
 from weaver.ingest.base import (
     Adapter,
@@ -278,12 +278,15 @@ def ingest(settings, adapter: Adapter, *, partitioning: Partitioning = Partition
     # --- writes (everything above raised before this point on bad input) ---
     if parts_table is not None:
         storage.overwrite(parts_uri, storage.PARTITIONS, parts_table)
+        faults.point("ingest.after_partitions")
     if new:
         log_rows = pa.table({"seq": seqs, "source": [source] * len(seqs), "position": poss,
                              "source_ts": pa.array(srcts, storage.TS)}, schema=storage.SCHEMAS[storage.INGEST_LOG])
         storage.overwrite(storage.uri_for(settings, storage.INGEST_LOG), storage.INGEST_LOG, log_rows,
                           predicate=f"seq >= {last_seq + 1}")
+        faults.point("ingest.after_ingest_log")
     _commit_changes(settings, changes, source, batch_no, record)
+    faults.point("ingest.after_changelog")
     if not _crash_after_changelog:
         storage.merge(storage.uri_for(settings, storage.INGEST_WATERMARKS), storage.INGEST_WATERMARKS,
                       pa.Table.from_pylist([{**record, "complete_to": batch.complete_to, "committed_at": now}],
