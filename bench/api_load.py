@@ -91,7 +91,10 @@ def requests_plan(lake, n: int, seed: int) -> list[tuple[str, str, str, dict]]:
     return plan
 
 
-async def drive(base: str, plan: list, clients: int, time_limit_s: float) -> tuple[list[dict], float]:
+async def drive(base: str, plan: list, clients: int, time_limit_s: float,
+                samples: list | None = None, pid: int | None = None) -> tuple[list[dict], float]:
+    """Run `plan` with `clients` concurrent clients; with `samples`, append (requests done, server
+    RSS KiB) about once a second, so memory can be followed through the run, not only at its ends."""
     import httpx
 
     queue: asyncio.Queue = asyncio.Queue()
@@ -116,8 +119,16 @@ async def drive(base: str, plan: list, clients: int, time_limit_s: float) -> tup
 
     t0 = time.perf_counter()
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async def sampler() -> None:
+        while True:
+            samples.append((len(results), rss_kib(pid)))
+            await asyncio.sleep(1.0)
+
     async with httpx.AsyncClient(base_url=base, timeout=60.0, limits=limits) as client:
+        task = asyncio.create_task(sampler()) if samples is not None else None
         await asyncio.gather(*(worker(client) for _ in range(clients)))
+        if task is not None:
+            task.cancel()
     return results, time.perf_counter() - t0
 
 
@@ -160,8 +171,10 @@ def main() -> int:
         asyncio.run(drive(base, warm, 4, 60.0))  # first reads load the Delta handles
         rss_before = rss_kib(server.pid)
         plan = requests_plan(lake, args.requests, seed=2)
-        results, wall = asyncio.run(drive(base, plan, args.clients, args.time_limit))
+        samples: list[tuple[int, int]] = []
+        results, wall = asyncio.run(drive(base, plan, args.clients, args.time_limit, samples, server.pid))
         rss_after = rss_kib(server.pid)
+        samples.append((len(results), rss_after))
         alive = server.poll() is None
     finally:
         try:
@@ -185,6 +198,8 @@ def main() -> int:
     bad_4xx = sum(1 for r in results if r["kind"] == "bad_request" and isinstance(r["status"], int)
                   and 400 <= r["status"] < 500)
     n_bad = len(by_kind["bad_request"])
+    half = len(results) // 2
+    half_rss = next((r for n, r in samples if n >= half), rss_after)
     figures = {
         "requests_planned": args.requests, "requests_done": len(results), "wall_s": round(wall, 2),
         "throughput_rps": round(len(results) / wall, 1) if wall else None,
@@ -196,6 +211,8 @@ def main() -> int:
         "bad_requests_answered_4xx": f"{bad_4xx}/{n_bad}",
         "count_429": sum(1 for r in results if r["status"] == 429),
         "rss_kib_before": rss_before, "rss_kib_after": rss_after,
+        # (requests done, RSS KiB) through the run; "flat" = the second half adds (almost) nothing.
+        "rss_kib_samples": samples, "rss_kib_at_half": half_rss,
         "server_alive_after": alive, "lake_build_s": round(build_s, 1),
     }
     result = {"bench": "api_load", "machine": machine("fastapi", "uvicorn", "deltalake", "httpx"),
@@ -204,6 +221,7 @@ def main() -> int:
                          "changes": args.changes, "api_max_recoveries": args.max_recoveries,
                          "mix": "45% woven-snapshot reads, 35% recoveries, 20% bad requests"},
               "ratios": {"rss_after_over_before": round(rss_after / rss_before, 3) if rss_before > 0 else None,
+                         "rss_after_over_half": round(rss_after / half_rss, 3) if half_rss > 0 else None,
                          "share_5xx": round(n5xx / len(results), 4) if results else None},
               "figures": figures}
     (ROOT / "bench" / "results" / "api_load.json").write_text(json.dumps(result, indent=2) + "\n")
