@@ -357,7 +357,7 @@ def test_backfill_equals_backtest_and_reprocessing_writes_no_new_files(stack):
     stack.set_paused("temporal_weaver", False)
     stack.set_paused("weaver_backtest", True)
     # 30 h before the lake's end: the 24 h window covers its real splits (as in `weaver demo`). One
-    # logical date per backfill keeps the module inside the test budget; `_instants` is span-general.
+    # logical date per backfill keeps the module shorter; `_instants` is span-general.
     first = last = stack.end - timedelta(hours=30)
     backfill(stack, first, last)
     files = _files(stack.lake)
