@@ -199,13 +199,13 @@ def _initial_partitions(bounds: list[str], created_ts: datetime) -> pa.Table:
 
 # --- ingest --------------------------------------------------------------------------------------
 def ingest(settings, adapter: Adapter, *, partitioning: Partitioning = Partitioning(),
-           progress: Optional[Callable[[int], None]] = None,
-           _crash_after_changelog: bool = False) -> IngestResult:
+           progress: Optional[Callable[[int], None]] = None) -> IngestResult:
     """Ingest the adapter's input into the lake exactly once; see the module docstring.
 
     Raises the adapter's named input errors, StaleInputError, WatermarkGapError and the
     contract errors of validate_changes, each before anything is written.
-    ``_crash_after_changelog`` stops right after the changelog commit (tests of the crash path).
+    The pause point ``ingest.after_changelog`` (`weaver.core.faults`) lies between the commit
+    point and the ledger row: crash tests stop there.
     """
     source = adapter.source
     wm = load_watermark(settings, source)
@@ -287,11 +287,10 @@ def ingest(settings, adapter: Adapter, *, partitioning: Partitioning = Partition
         faults.point("ingest.after_ingest_log")
     _commit_changes(settings, changes, source, batch_no, record)
     faults.point("ingest.after_changelog")
-    if not _crash_after_changelog:
-        storage.merge(storage.uri_for(settings, storage.INGEST_WATERMARKS), storage.INGEST_WATERMARKS,
-                      pa.Table.from_pylist([{**record, "complete_to": batch.complete_to, "committed_at": now}],
-                                           schema=storage.SCHEMAS[storage.INGEST_WATERMARKS]),
-                      keys=["source", "batch"])
+    storage.merge(storage.uri_for(settings, storage.INGEST_WATERMARKS), storage.INGEST_WATERMARKS,
+                  pa.Table.from_pylist([{**record, "complete_to": batch.complete_to, "committed_at": now}],
+                                       schema=storage.SCHEMAS[storage.INGEST_WATERMARKS]),
+                  keys=["source", "batch"])
     result.changes_written = len(new)
     result.new_watermark = record["watermark"]
     result.first_seq, result.last_seq = record["first_seq"], record["last_seq"]
