@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from typer.testing import CliRunner
 
 from tests.lakes import standard_lake, weave_id_of
 from tests.oracle import rows_to_dict
+from tests.procs import free_port
 from weaver.cli import app
 
 runner = CliRunner()
@@ -120,15 +120,9 @@ def test_serve_refuses_without_token(lake):
     assert r.exit_code == 2 and "WEAVER_API_TOKEN" in r.output and "--insecure-local" in r.output
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.integration
 def test_serve_insecure_local_binds_loopback(lake):
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "WEAVER_LAKE": lake.settings.lake}
     env.pop("WEAVER_API_TOKEN", None)
     proc = subprocess.Popen([sys.executable, "-c", "from weaver.cli import main; main()", "serve", "--insecure-local",

@@ -34,6 +34,7 @@ from pathlib import Path
 import pytest
 
 from tests.oracle import fold, rows_to_dict
+from tests.procs import alive, listen_addresses
 
 ROOT = Path(__file__).resolve().parent.parent
 # Through the compose file's ${VAR:-default}s: no retries (a failure shows at once), fewer sample
@@ -129,7 +130,7 @@ def stack(request):
     finally:
         pids = _service_pids(state)
         down = _weaver("services", "down", "--state-dir", str(state), "--timeout", "20", "--json", timeout=300)
-        left = [p for p in pids if _alive(p)]
+        left = [p for p in pids if alive(p)]
         if request.session.testsfailed:
             # Keep what explains a failure: the services' logs and the Airflow task logs.
             keep = Path(tempfile.mkdtemp(prefix="weaver-deploy-logs-"))
@@ -159,14 +160,6 @@ def _service_pids(state: Path) -> set[int]:
     return pids
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def _files(lake: Path) -> set[str]:
     """Data files of every Delta table of the lake (checkpoints excluded)."""
     return {str(p.relative_to(lake)) for p in lake.rglob("*.parquet") if "_delta_log" not in p.parts}
@@ -186,11 +179,9 @@ def test_every_service_is_up_healthy_and_on_loopback(stack):
         assert s["healthy"] in (True, None), s
     st = _weaver("services", "status", "--state-dir", str(stack.state), "--json")
     assert st.returncode == 0, st.stdout + st.stderr
-    from tests.test_spark_cluster import _listen_addresses
-
     for s in json.loads(st.stdout)["services"]:
         for port in s["ports"].values():
-            assert _listen_addresses(int(port)) <= {"127.0.0.1"}, (s["service"], port)
+            assert listen_addresses(int(port)) <= {"127.0.0.1"}, (s["service"], port)
 
 
 # --- 2. params -----------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.procs import listen_addresses
 from weaver.deploy.postgres import LocalPostgres, ensure_postgres_binaries
 from weaver.core.errors import EnvironmentProblem, PortInUseError, ServiceStartError
 
@@ -27,26 +28,6 @@ def pg_root():
     for s in servers:
         s.stop(timeout=20)
     shutil.rmtree(root, ignore_errors=True)
-
-
-def _listen_addresses(port: int) -> set[str]:
-    """Local addresses of LISTEN sockets on `port`, read from /proc (independent of postgres)."""
-    found = set()
-    for table, v6 in (("/proc/net/tcp", False), ("/proc/net/tcp6", True)):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            local, state = line.split()[1], line.split()[3]
-            addr, p = local.split(":")
-            if state != "0A" or int(p, 16) != port:
-                continue
-            if v6:
-                found.add("v6:" + addr)
-            else:
-                found.add(socket.inet_ntoa(bytes.fromhex(addr)[::-1]))
-    return found
 
 
 def _postgres_processes(data_dir: Path) -> list[int]:
@@ -76,7 +57,7 @@ def test_start_settings_database_restart_stop(pg_root):
     assert pg.psql("SHOW wal_level") == "logical"
     assert pg.psql("SHOW max_replication_slots") == "4"
     assert pg.psql("SHOW listen_addresses") == "127.0.0.1"
-    assert _listen_addresses(pg.port) == {"127.0.0.1"}
+    assert listen_addresses(pg.port) == {"127.0.0.1"}
 
     pg.create_database("airflow")
     pg.create_database("airflow")  # idempotent
@@ -89,7 +70,7 @@ def test_start_settings_database_restart_stop(pg_root):
     first_port = pg.port
     pg.stop(timeout=30)
     assert pg.running_pid() is None
-    assert _listen_addresses(first_port) == set()
+    assert listen_addresses(first_port) == set()
 
     again = LocalPostgres(root / "pg", user="airflow", password="airflow")
     servers.append(again)

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.procs import alive, listen_addresses
+
 ROOT = Path(__file__).resolve().parent.parent
 WEAVER = str(Path(sys.executable).parent / "weaver")
 pytestmark = pytest.mark.integration
@@ -42,20 +44,12 @@ def _weaver(*args: str, env: dict | None = None, timeout: float = 180) -> subpro
                           env=env or dict(os.environ, PYTHONPATH=str(ROOT)))
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def _nothing_running(state_dir: Path) -> None:
     st = json.loads((state_dir / "state.json").read_text()) if (state_dir / "state.json").exists() else {}
     pg = state_dir / "postgres" / "data" / "postmaster.pid"
-    assert not pg.exists() or not _alive(int(pg.read_text().split()[0])), "postgres left running"
+    assert not pg.exists() or not alive(int(pg.read_text().split()[0])), "postgres left running"
     for name, e in st.get("services", {}).items():
-        assert not (e.get("pid") and _alive(e["pid"])), f"{name} left running"
+        assert not (e.get("pid") and alive(e["pid"])), f"{name} left running"
 
 
 SMALL = """
@@ -95,9 +89,7 @@ def test_up_status_exec_down_on_a_small_stack(state):
     # The init job saw the translated address; the web server binds loopback only.
     log = Path(json.loads((sd / "state.json").read_text())["services"]["init"]["log"]).read_text()
     assert f"postgresql://app:secret@127.0.0.1:{pg_port}/appdb" in log
-    from tests.test_spark_cluster import _listen_addresses
-
-    assert _listen_addresses(web_port) == {"127.0.0.1"}
+    assert listen_addresses(web_port) == {"127.0.0.1"}
     # The required secret was generated once and kept private.
     secrets = sd / "secrets.env"
     assert "WEB_TOKEN=" in secrets.read_text() and oct(secrets.stat().st_mode & 0o777) == "0o600"
