@@ -1,5 +1,6 @@
 """API limits (issue 14): rows per page capped by settings; past the configured number of concurrent
-recoveries a request gets 429 with Retry-After, and is served again once a slot is free."""
+recoveries a request gets 429 with Retry-After (an unknown partition still gets 404), and is served again
+once a slot is free."""
 
 from __future__ import annotations
 
@@ -27,6 +28,9 @@ def test_recoveries_past_the_limit_get_429_with_retry_after_and_pages_are_capped
             assert busy.status_code == 429, busy.text
             assert busy.headers["Retry-After"] == "1"
             assert busy.json()["error"] == "TooManyRequestsError"
+            # A request that could never succeed is told so (404), not to come back later.
+            unknown = c.post("/v1/recoveries", json={**body, "partition_id": "P404"})
+            assert unknown.status_code == 404 and unknown.json()["error"] == "UnknownPartitionError", unknown.text
         finally:
             app.state.recovery_slots.release()
         ok = c.post("/v1/recoveries", json=body)

@@ -46,7 +46,7 @@ from weaver.core.settings import Settings
 from weaver.core.spark import get_spark
 from weaver.pipeline import gate_weaves
 from weaver.log import Lineage
-from weaver.recover import recover, woven_snapshot
+from weaver.recover import recover, resolve, woven_snapshot
 from weaver.weave import read_woven_catalog
 from weaver.whatif import plan_whatif, read_advice, whatif_weave
 
@@ -117,8 +117,12 @@ def recoveries(
     at = _timepoint(body.timepoint)
     c = s.confidence(body.confidence_threshold)
     fmt = _choose_format(request, format, "json")
+    # An unknown partition is a 404 even on a busy server: resolved before a slot is taken (the
+    # lineage and catalog are memoized per Delta version, so recover() does not read them again).
+    lineage = Lineage.load(s)
+    resolve(s, body.partition_id, lineage=lineage, catalog=read_woven_catalog(s))
     with recovery_slot(request.app):
-        res = recover(s, body.partition_id, at, confidence_threshold=c, mode=body.mode)
+        res = recover(s, body.partition_id, at, confidence_threshold=c, mode=body.mode, lineage=lineage)
     summary = res.summary()
     if fmt == "json" and cursor is None:
         return JSONResponse(summary)
