@@ -1,6 +1,6 @@
 """API limits (issue 14): rows per page capped by settings; past the configured number of concurrent
 recoveries a request gets 429 with Retry-After (an unknown partition still gets 404), and is served again
-once a slot is free."""
+once a slot is free. The pages of one recovery share one computed result."""
 
 from __future__ import annotations
 
@@ -37,6 +37,8 @@ def test_recoveries_past_the_limit_get_429_with_retry_after_and_pages_are_capped
         assert ok.status_code == 200 and ok.json()["rows"] == len(lake.expected("P3", at))
 
         # a page holds at most api_max_page_rows rows whatever `limit` asks; the cursor walks the rest
+        cache = app.state.recovery_cache
+        computed = cache.misses
         got, cursor, pages = {}, None, 0
         while True:
             params = {"format": "ndjson", "limit": 1000, **({"cursor": cursor} if cursor else {})}
@@ -51,3 +53,12 @@ def test_recoveries_past_the_limit_get_429_with_retry_after_and_pages_are_capped
             if not cursor:
                 break
         assert got == lake.expected("P3", at) and pages >= len(got) // 3
+        # The pages reused the recovery the summary request computed: none recovered again.
+        assert cache.misses == computed and cache.hits >= pages
+
+    # Without the cache every page recovers again, with the same rows.
+    app = create_app(replace(s, api_recovery_cache_mb=0), insecure=True)
+    with TestClient(app) as c:
+        page = c.post("/v1/recoveries", params={"format": "ndjson"}, json=body)
+        assert page.status_code == 200 and page.headers.get("X-Next-Cursor")
+        assert len(app.state.recovery_cache) == 0 and app.state.recovery_cache.misses == 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from weaver.api.cache import RecoveryCache
 from weaver.api.http import install_error_handlers
 from weaver.api.routes import router
 from weaver.api.schemas import API_VERSION, RecoverySummary, WovenPage
@@ -45,6 +46,7 @@ def create_app(settings: Settings | None = None, *, insecure: bool = False) -> F
     app.state.settings = settings
     app.state.insecure = insecure
     install_error_handlers(app)
+    app.state.recovery_cache = RecoveryCache(settings.api_recovery_cache_mb * 2**20)
     app.include_router(router)
 
     def openapi() -> dict:

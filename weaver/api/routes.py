@@ -9,6 +9,7 @@ import pyarrow.compute as pc
 from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import JSONResponse, Response
 
+from weaver.api.cache import RecoveryCache
 from weaver.api.http import (
     AUTH,
     _choose_format,
@@ -46,7 +47,7 @@ from weaver.core.settings import Settings
 from weaver.core.spark import get_spark
 from weaver.pipeline import gate_weaves
 from weaver.log import Lineage
-from weaver.recover import recover, resolve, woven_snapshot
+from weaver.recover import RecoveryResult, recover, resolve, woven_snapshot
 from weaver.weave import read_woven_catalog
 from weaver.whatif import plan_whatif, read_advice, whatif_weave
 
@@ -121,8 +122,17 @@ def recoveries(
     # lineage and catalog are memoized per Delta version, so recover() does not read them again).
     lineage = Lineage.load(s)
     resolve(s, body.partition_id, lineage=lineage, catalog=read_woven_catalog(s))
-    with recovery_slot(request.app):
-        res = recover(s, body.partition_id, at, confidence_threshold=c, mode=body.mode, lineage=lineage)
+
+    def run() -> RecoveryResult:
+        with recovery_slot(request.app):
+            return recover(s, body.partition_id, at, confidence_threshold=c, mode=body.mode, lineage=lineage)
+
+    cache: RecoveryCache = request.app.state.recovery_cache
+    if body.mode == "point_in_time" and cache.budget:
+        # The pages of one recovery share one result (a rollback writes its table: never cached).
+        res = cache.get_or_compute(RecoveryCache.key(s, body.partition_id, at, c, body.mode), run)
+    else:
+        res = run()
     summary = res.summary()
     if fmt == "json" and cursor is None:
         return JSONResponse(summary)

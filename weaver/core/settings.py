@@ -73,6 +73,8 @@ class Settings:
     commit_retries: int = 6  # Delta optimistic-concurrency conflicts retried before ConcurrentWriteError
     api_max_page_rows: int = 10_000  # the largest page of rows one API response carries
     api_max_recoveries: int = 4  # concurrent recoveries the API runs; more get 429 + Retry-After
+    # Recovered tables the API keeps for paging (the next page reuses them); 0 = recompute every page.
+    api_recovery_cache_mb: int = 256
     # Object-store lakes (s3://bucket/prefix): unset fields fall back to the engines' own AWS
     # discovery (AWS_* variables, instance profiles). The secret never appears in a repr or a log.
     s3_endpoint: str | None = None  # e.g. http://127.0.0.1:9000 for an S3-compatible server
@@ -106,6 +108,8 @@ class Settings:
             raise InvalidParameterError("commit_retries must be 0 or more")
         if self.api_max_page_rows < 1 or self.api_max_recoveries < 1:
             raise InvalidParameterError("api_max_page_rows and api_max_recoveries must be at least 1")
+        if self.api_recovery_cache_mb < 0:
+            raise InvalidParameterError("api_recovery_cache_mb must be 0 or more")
         if self.s3_commit not in S3_COMMIT_MODES:
             raise InvalidParameterError(f"s3_commit {self.s3_commit!r} is not one of {', '.join(S3_COMMIT_MODES)}")
         for root in (self.lake, self.woven_root):
@@ -285,6 +289,7 @@ def load_settings(env: dict[str, str] | None = None, **overrides: Any) -> Settin
         "WEAVER_COMMIT_RETRIES": ("commit_retries", int),
         "WEAVER_API_MAX_PAGE_ROWS": ("api_max_page_rows", int),
         "WEAVER_API_MAX_RECOVERIES": ("api_max_recoveries", int),
+        "WEAVER_API_RECOVERY_CACHE_MB": ("api_recovery_cache_mb", int),
     }
     for var, (name, conv) in mapping.items():
         if env.get(var):
