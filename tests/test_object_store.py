@@ -192,6 +192,13 @@ def test_predict_on_s3_equals_predict_on_a_local_lake(s3, tmp_path):
     remote, local = f"s3://{BUCKET}/predict", str(tmp_path / "lake")
     _simulate(remote)
     _simulate(local)
+    # simulate onto the bucket: the same tables as onto a local folder, and a rerun adds no version
+    for name, key in ((storage.CHANGELOG, ["seq"]), (storage.PARTITIONS, ["partition_id"]),
+                      (storage.SPLITS, ["parent_id"])):
+        assert _table(storage.table_uri(remote, name), name, key) == _table(storage.table_uri(local, name), name, key)
+    versions = {n: storage.version_of(storage.table_uri(remote, n)) for n in (storage.CHANGELOG, storage.PARTITIONS)}
+    _simulate(remote)
+    assert {n: storage.version_of(storage.table_uri(remote, n)) for n in versions} == versions
     at = (CFG_START + 40 * H).isoformat()
     out = {}
     for lake in (remote, local):
@@ -354,7 +361,7 @@ def test_calibration_maps_and_backtest_reports_are_objects_in_the_bucket(s3, tmp
         storage.merge(storage.uri_for(s, storage.PREDICTIONS), storage.PREDICTIONS, _history(lake, 56),
                       keys=["prediction_id"])
         maps[lake] = cal.map_for_run(s, "path", at, "platt")
-        reports[lake] = backtest(s, start=FORECAST_T0 + 30 * H, end=FORECAST_T0 + 40 * H, every="5h", model="arima")
+        reports[lake] = backtest(s, start=FORECAST_T0 + 30 * H, end=FORECAST_T0 + 40 * H, every="5h", model="path")
     m = maps[remote]
     assert m.method == "platt" and (m.version, m.params) == (maps[local].version, maps[local].params)
     # Stored with the model, in the bucket: the same JSON as the local lake's file.
@@ -390,17 +397,16 @@ def test_whatif_report_is_written_into_the_bucket(s3, tmp_path):
 
     remote, local = _pair(tmp_path, "whatif")
     at = FORECAST_T0 + 30 * H
-    got = {lake: render(forecast_settings(lake), at=at, model="path", advice_rows=[], samples=20)
-           for lake in (remote, local)}
+    got = render(forecast_settings(remote), at=at, model="path", advice_rows=[], samples=20)
     folder = f"{remote}/_weaver/whatif/{interval_id(None, at)}"
-    assert got[remote]["html"] == folder + "/report.html" and got[remote]["plots"] == got[local]["plots"]
-    page = objstore.read_text(got[remote]["html"], storage.options(folder))
-    assert page == Path(got[local]["html"]).read_text(encoding="utf-8") and "What-if report" in page
-    assert objstore.read_text(folder + "/advice.json", storage.options(folder)) == "[]"
-    # An explicit s3:// --out on a local lake is a bucket prefix too.
+    assert got["html"] == folder + "/report.html"
+    page = objstore.read_text(got["html"], storage.options(folder))
+    # The reference: the local copy of the lake, its report sent to an explicit s3:// --out.
     out = f"s3://{BUCKET}/reports/whatif-1"
-    r = render(forecast_settings(local), at=at, model="path", advice_rows=[], samples=20, out_dir=out)
-    assert r["html"] == out + "/report.html" and objstore.read_text(r["html"], storage.options(out)) == page
+    ref = render(forecast_settings(local), at=at, model="path", advice_rows=[], samples=20, out_dir=out)
+    assert ref["html"] == out + "/report.html" and ref["plots"] == got["plots"] == 2
+    assert page == objstore.read_text(ref["html"], storage.options(out)) and "What-if report" in page
+    assert objstore.read_text(folder + "/advice.json", storage.options(folder)) == "[]"
     assert not Path("s3:").exists()
 
 
@@ -555,6 +561,15 @@ def test_the_demo_refuses_an_s3_lake_before_doing_anything(tmp_path):
     with pytest.raises(NotOnObjectStoreError, match="--lake DIR"):
         demo(f"s3://{BUCKET}/demo", home=str(tmp_path / "home"))
     assert not Path("s3:").exists() and not (tmp_path / "home").exists()
+
+
+def test_services_refuse_an_s3_lake_as_their_lake_volume(tmp_path):
+    from weaver.core.errors import NotOnObjectStoreError
+    from weaver.deploy.services import up
+
+    with pytest.raises(NotOnObjectStoreError, match="compose file"):
+        up(state_dir=tmp_path / "state", lake=f"s3://{BUCKET}/lake")
+    assert not (tmp_path / "state").exists() and not Path("s3:").exists()
 
 
 def test_hadoop_aws_pin_matches_the_hadoop_inside_pyspark():
