@@ -14,7 +14,10 @@ the same command on a local copy of the lake):
 - `weaver snapshot` and `weaver weave` (Spark, S3A through hadoop-aws) in their own processes;
   the woven snapshots equal the oracle's fold cut at the split key;
 - recovery from the s3 lake: the woven path and the standard path (from the Spark-written base
-  snapshot) both return the oracle's rows.
+  snapshot) both return the oracle's rows;
+- without Spark, against the same command on a local copy of the lake: simulate; the DAG's task
+  bodies (called as the DAG calls them); calibration maps; backtest and what-if reports; the
+  vacuumed log's metrics base (and the oracle fold of the uncut log); ingest (hand-computed log).
 """
 
 from __future__ import annotations
