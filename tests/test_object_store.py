@@ -14,7 +14,10 @@ the same command on a local copy of the lake):
 - `weaver snapshot` and `weaver weave` (Spark, S3A through hadoop-aws) in their own processes;
   the woven snapshots equal the oracle's fold cut at the split key;
 - recovery from the s3 lake: the woven path and the standard path (from the Spark-written base
-  snapshot) both return the oracle's rows.
+  snapshot) both return the oracle's rows;
+- without Spark, against the same command on a local copy of the lake: simulate; the DAG's task
+  bodies (called as the DAG calls them); calibration maps; backtest and what-if reports; the
+  vacuumed log's metrics base (and the oracle fold of the uncut log); ingest (hand-computed log).
 """
 
 from __future__ import annotations
@@ -29,9 +32,10 @@ import subprocess
 import sys
 import time
 import urllib.request
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
@@ -191,6 +195,13 @@ def test_predict_on_s3_equals_predict_on_a_local_lake(s3, tmp_path):
     remote, local = f"s3://{BUCKET}/predict", str(tmp_path / "lake")
     _simulate(remote)
     _simulate(local)
+    # simulate onto the bucket: the same tables as onto a local folder, and a rerun adds no version
+    for name, key in ((storage.CHANGELOG, ["seq"]), (storage.PARTITIONS, ["partition_id"]),
+                      (storage.SPLITS, ["parent_id"])):
+        assert _table(storage.table_uri(remote, name), name, key) == _table(storage.table_uri(local, name), name, key)
+    versions = {n: storage.version_of(storage.table_uri(remote, n)) for n in (storage.CHANGELOG, storage.PARTITIONS)}
+    _simulate(remote)
+    assert {n: storage.version_of(storage.table_uri(remote, n)) for n in versions} == versions
     at = (CFG_START + 40 * H).isoformat()
     out = {}
     for lake in (remote, local):
@@ -254,6 +265,246 @@ def test_snapshot_weave_recover_with_spark_on_s3(s3):
 
 
 
+
+# --- the rest of the loop on s3 (no Spark): each command on the bucket and on a local copy -----
+def _upload(local: str, name: str) -> str:
+    """Copy a local lake folder into the bucket under `name`; returns its s3:// URI."""
+    import pyarrow.fs as pafs
+
+    from weaver.core import objstore
+
+    uri = f"s3://{BUCKET}/{name}"
+    fs, path = objstore.filesystem(uri, storage.options(uri))
+    pafs.copy_files(local, path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+    return uri
+
+
+def _pair(tmp_path: Path, name: str, build=None) -> tuple[str, str]:
+    """(s3 lake, local lake): one hand-built lake (tests.lakes.forecast_split_lake by default), twice."""
+    from tests.lakes import forecast_split_lake
+
+    local = (build or forecast_split_lake)(tmp_path / name)
+    return _upload(str(local), name), str(local)
+
+
+def _table(uri: str, name: str, key: list[str]) -> list[dict]:
+    return storage.read(uri, name, missing_ok=True).sort_by([(k, "ascending") for k in key]).to_pylist()
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_the_dag_task_bodies_on_s3_equal_a_local_lake(s3, tmp_path):
+    """The temporal_weaver DAG's non-Spark tasks, called as its task bodies call them, on both lakes."""
+    from tests.lakes import FORECAST_T0, forecast_settings
+    from weaver.core import objstore
+    from weaver.pipeline import (account_metrics, extract, gate_changelog, gate_predictions, gate_weaves, job_target,
+                                 resume_point, run_summary, write_run_record)
+    from weaver.predict import build_metrics, predict
+    from weaver.weave import reconcile
+    from weaver.whatif import advise
+
+    remote, local = _pair(tmp_path, "dag")
+    start, end = FORECAST_T0 + 49 * H, FORECAST_T0 + 50 * H
+    out = {}
+    for lake in (remote, local):
+        s = forecast_settings(lake)
+        manifest = extract(s, start=start, end=end)
+        gate_changelog(s, manifest)
+        built = build_metrics(s, start=resume_point(s, end), end=end)
+        accounting = account_metrics(s, manifest)
+        staged = predict(s, at=end, model="path", stage=True)
+        check = gate_predictions(s, at=end)
+        target = job_target(s)
+        woven = gate_weaves(s)
+        actions = advise(s, at=end, confidence_threshold=s.confidence_threshold).column("action").to_pylist()
+        summary = {**run_summary(s, at=end), "lifecycle": reconcile(s, at=end), "woven_check": woven,
+                   "advice": {a: actions.count(a) for a in sorted(set(actions))}}
+        record = write_run_record(s, "manual__dag-on-s3", summary)
+        out[lake] = {
+            "manifest": {k: v for k, v in manifest.items() if k != "staged"}, "staged_uri": manifest["staged"],
+            "staged": objstore.read_parquet(manifest["staged"], storage.options(manifest["staged"])).to_pylist(),
+            "built": built, "accounting": accounting, "staged_rows": staged.num_rows, "published": check["published"],
+            "target": target, "record_uri": record,
+            "record": json.loads(objstore.read_text(record, storage.options(record))),
+            "metrics": _table(storage.uri_for(s, storage.PARTITION_METRICS), storage.PARTITION_METRICS,
+                              ["partition_id", "bucket_start"]),
+            "predictions": _table(storage.uri_for(s, storage.PREDICTIONS), storage.PREDICTIONS, ["prediction_id"]),
+            "advice": _table(storage.uri_for(s, storage.ADVICE), storage.ADVICE, ["advice_id"]),
+        }
+    r, loc = out[remote], out[local]
+    # Every plain file the tasks wrote is an object under the lake's prefix, none a local folder.
+    assert r["staged_uri"].startswith(remote + "/_weaver/staging/") and r["record_uri"].startswith(remote + "/_weaver/runs/")
+    assert r["target"]["lake"] == remote and r["target"]["woven"] == remote + "/woven"
+    assert r["target"]["spark_conf"]["spark.hadoop.fs.s3.impl"] == "org.apache.hadoop.fs.s3a.S3AFileSystem"
+    assert r["manifest"]["changes"] > 0 and r["metrics"] and r["predictions"]
+    for k in ("manifest", "staged", "built", "accounting", "staged_rows", "published", "metrics", "predictions",
+              "advice"):
+        assert r[k] == loc[k], k
+    assert r["record"] == loc["record"]
+    assert not Path("s3:").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_calibration_maps_and_backtest_reports_are_objects_in_the_bucket(s3, tmp_path):
+    from tests.lakes import FORECAST_T0, forecast_settings
+    from tests.test_backtest import _lakes
+    from tests.test_calibration import _history
+    from weaver.core import objstore
+    from weaver.core.errors import InvalidParameterError
+    from weaver.predict import backtest, read_results
+    from weaver.predict import calibration as cal
+
+    _, b = _lakes(tmp_path)  # g splits at 60 h; data until 72 h
+    remote, local = _upload(b, "calib"), b
+    at = FORECAST_T0 + 66 * H
+    maps, reports = {}, {}
+    for lake in (remote, local):
+        s = forecast_settings(lake)
+        storage.merge(storage.uri_for(s, storage.PREDICTIONS), storage.PREDICTIONS, _history(lake, 56),
+                      keys=["prediction_id"])
+        maps[lake] = cal.map_for_run(s, "path", at, "platt")
+        reports[lake] = backtest(s, start=FORECAST_T0 + 30 * H, end=FORECAST_T0 + 40 * H, every="5h", model="path")
+    m = maps[remote]
+    assert m.method == "platt" and (m.version, m.params) == (maps[local].version, maps[local].params)
+    # Stored with the model, in the bucket: the same JSON as the local lake's file.
+    obj = f"{remote}/_weaver/calibration/path/{m.version}.json"
+    stored = json.loads(objstore.read_text(obj, storage.options(obj)))
+    assert stored == json.loads((Path(local) / "_weaver" / "calibration" / "path" / f"{m.version}.json").read_text())
+    s = forecast_settings(remote)
+    assert cal.load(s, "path", m.version).apply([0.5]).tolist() == m.apply([0.5]).tolist()
+    with pytest.raises(InvalidParameterError, match="no calibration map"):
+        cal.load(s, "path", "0" * 16)
+
+    rr, rl = reports[remote], reports[local]
+    assert rr["backtest_id"] == rl["backtest_id"] and rr["scores"] == rl["scores"] and rr["runs"] == 2
+    key = ["backtest_id", "prediction_id"]
+    assert read_results(s).sort_by([(k, "ascending") for k in key]).to_pylist() == \
+        read_results(forecast_settings(local)).sort_by([(k, "ascending") for k in key]).to_pylist()
+    folder = f"{remote}/_weaver/backtests/{rr['backtest_id']}"
+    assert rr["report"] == {"html": folder + "/report.html", "png": folder + "/backtest.png",
+                            "json": folder + "/summary.json"}
+    for kind in ("html", "json"):
+        assert objstore.read_text(rr["report"][kind], storage.options(folder)) == Path(rl["report"][kind]).read_text()
+    assert objstore.read_bytes(rr["report"]["png"], storage.options(folder))[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not Path("s3:").exists() and not Path("out").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_whatif_report_is_written_into_the_bucket(s3, tmp_path):
+    from tests.lakes import FORECAST_T0, forecast_settings
+    from weaver.core import objstore
+    from weaver.core.ids import interval_id
+    from weaver.whatif.report import render
+
+    remote, local = _pair(tmp_path, "whatif")
+    at = FORECAST_T0 + 30 * H
+    got = render(forecast_settings(remote), at=at, model="path", advice_rows=[], samples=20)
+    folder = f"{remote}/_weaver/whatif/{interval_id(None, at)}"
+    assert got["html"] == folder + "/report.html"
+    page = objstore.read_text(got["html"], storage.options(folder))
+    # The reference: the local copy of the lake, its report sent to an explicit s3:// --out.
+    out = f"s3://{BUCKET}/reports/whatif-1"
+    ref = render(forecast_settings(local), at=at, model="path", advice_rows=[], samples=20, out_dir=out)
+    assert ref["html"] == out + "/report.html" and ref["plots"] == got["plots"] == 2
+    assert page == objstore.read_text(ref["html"], storage.options(out)) and "What-if report" in page
+    assert objstore.read_text(folder + "/advice.json", storage.options(folder)) == "[]"
+    assert not Path("s3:").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_vacuumed_log_keeps_its_metrics_base_in_the_bucket(s3, tmp_path):
+    """The metrics base of a vacuumed log is cached as an object and read back on the next run."""
+    import pyarrow.fs as pafs
+
+    from tests.lakes import event_log, oracle_snapshots, part, write_lake
+    from tests.test_metrics import oracle_metrics, stored
+    from weaver.core import objstore
+    from weaver.core.settings import load_settings
+    from weaver.log import log_start_seq
+    from weaver.pitr import vacuum
+    from weaver.predict import build_metrics
+    from weaver.predict.metrics import read_log
+
+    t0 = datetime(2026, 5, 1, tzinfo=timezone.utc)
+    ev = []
+    for h in range(30):
+        for j in range(6):
+            ts = t0 + h * H + timedelta(minutes=5 + 9 * j)
+            k = f"k{(h * 6 + j) % 97:03d}"
+            ev.append((ts, None, k, "DELETE" if (h * 6 + j) % 11 == 0 else "PUT", 20 + (h * 6 + j) % 13))
+    split_ts = t0 + 15 * H
+    n = sum(1 for e in ev if e[0] < split_ts)
+    ev = [(ts, ("p" if ts < split_ts else ("l" if k < "k050" else "r")), k, op, nb) for ts, _, k, op, nb in ev]
+    parts = [part("p", "", None, created=t0, retired=split_ts, retired_seq=n),
+             part("l", "", "k050", created=split_ts, parent="p", created_seq=n),
+             part("r", "k050", None, created=split_ts, parent="p", created_seq=n)]
+    local = write_lake(tmp_path / "vac", event_log(parts, ev, splits=[
+        {"parent_id": "p", "split_seq": n, "split_ts": split_ts, "split_key": "k050", "left_id": "l", "right_id": "r",
+         "reason": "manual"}]))
+    changes = storage.read(storage.table_uri(local, storage.CHANGELOG), storage.CHANGELOG).to_pylist()
+    log = {"changes": changes, "partitions": storage.read(storage.table_uri(local, storage.PARTITIONS),
+                                                          storage.PARTITIONS).to_pylist()}
+    rows, cat = oracle_snapshots(log, [60, 120])
+    for name, t in ((storage.SNAPSHOTS, rows), (storage.SNAPSHOT_CATALOG, cat)):
+        storage.overwrite(storage.table_uri(local, name), name, pa.Table.from_pylist(t, schema=storage.SCHEMAS[name]))
+    now = t0 + 30 * H
+    vacuum(load_settings(lake=local).with_overrides(recovery_window="8h"), now)
+    assert log_start_seq(load_settings(lake=local)) == 120
+    remote = _upload(local, "vacuumed")
+    s = load_settings(lake=remote)
+    build_metrics(s, end=now)
+    first = t0 + 20 * H  # the base is the instant of seq 120 (hour 19): the next full bucket is 20 h
+    assert stored(remote) == oracle_metrics(local, first, now, changes=changes)
+    cache = f"{remote}/_weaver/metrics_base/base-120.parquet"
+    assert objstore.exists(cache, storage.options(cache))
+    build_metrics(load_settings(lake=local), end=now)  # the same command on the local copy
+    assert objstore.read_parquet(cache, storage.options(cache)).equals(
+        objstore.read_parquet(str(Path(local) / "_weaver" / "metrics_base" / "base-120.parquet"), None))
+    # The next run reads the cached base: with the snapshots gone from the bucket it still folds.
+    fs, path = objstore.filesystem(remote, storage.options(remote))
+    for name in (storage.SNAPSHOTS, storage.SNAPSHOT_CATALOG):
+        fs.delete_dir(f"{path}/{name}")
+    assert fs.get_file_info(f"{path}/{storage.SNAPSHOTS}").type == pafs.FileType.NotFound
+    view = read_log(s, upto=now)
+    assert view.base_seq == 120 and int(view.base_bytes.sum()) == sum(
+        len(k.encode()) + len(v) for k, v in fold(changes, upto_seq=120).items())
+    assert not Path("s3:").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_ingest_writes_into_an_s3_lake(s3, tmp_path):
+    """A local Debezium export ingested into an s3:// lake: hand-computed log, exactly once."""
+    from tests.ingest_helpers import lake_state
+    from tests.test_ingest_writer import ev
+    from weaver.core.settings import load_settings
+    from weaver.ingest import ingest
+    from weaver.ingest.debezium import DebeziumFile
+
+    t = datetime(2026, 5, 1, 10, 0, 0, tzinfo=timezone.utc)
+    a, b, c = t + timedelta(seconds=5), t + timedelta(seconds=3), t + timedelta(seconds=7)
+    events = [ev("c", 150, 160, b, {"id": 2, "v": "b"}), ev("c", 110, 120, a, {"id": 1, "v": "a"}),
+              ev("u", 170, 180, c, {"id": 2, "v": "b2"})]
+    f = tmp_path / "ev.json"
+    f.write_text("".join(json.dumps(e) + "\n" for e in events))
+    remote, local = f"s3://{BUCKET}/ingested", str(tmp_path / "ingested")
+    for lake in (remote, local):
+        r = ingest(load_settings(lake=lake), DebeziumFile(f, keys="id"))
+        assert (r.first_seq, r.last_seq, r.ts_carried_forward) == (1, 3, 1)
+    s = load_settings(lake=remote)
+    log = _table(storage.uri_for(s, storage.CHANGELOG), storage.CHANGELOG, ["seq"])
+    # Hand-computed: commit-LSN order, ts = running max of commit times.
+    assert [(x["seq"], x["ts"]) for x in log] == [(1, a), (2, a), (3, c)]
+    assert log == _table(storage.table_uri(local, storage.CHANGELOG), storage.CHANGELOG, ["seq"])
+    assert lake_state(s, b) == {} and lake_state(s, c)[(2,)]["v"] == {"S": "b2"}
+    again = ingest(s, DebeziumFile(f, keys="id"))  # a rerun of the same export adds nothing
+    assert again.changes_written == 0
+    assert _table(storage.uri_for(s, storage.CHANGELOG), storage.CHANGELOG, ["seq"]) == log
+    assert not Path("s3:").exists()
+
 # --- fast checks, no server ------------------------------------------------------------------------
 def _closed_port_settings(**kw):
     from weaver.core.settings import Settings
@@ -306,13 +557,22 @@ def test_unreachable_store_is_a_named_error_without_the_secret():
     assert err.value.http_status == 503
 
 
-def test_whatif_report_refuses_to_write_into_an_object_store():
+def test_the_demo_refuses_an_s3_lake_before_doing_anything(tmp_path):
     from weaver.core.errors import NotOnObjectStoreError
-    from weaver.whatif.report import render
+    from weaver.pipeline.demo import demo
 
-    with pytest.raises(NotOnObjectStoreError, match="--out"):
-        render(_closed_port_settings(), at="2026-01-02T00:00:00Z", advice_rows=[])
-    assert not Path("s3:").exists()
+    with pytest.raises(NotOnObjectStoreError, match="--lake DIR"):
+        demo(f"s3://{BUCKET}/demo", home=str(tmp_path / "home"))
+    assert not Path("s3:").exists() and not (tmp_path / "home").exists()
+
+
+def test_services_refuse_an_s3_lake_as_their_lake_volume(tmp_path):
+    from weaver.core.errors import NotOnObjectStoreError
+    from weaver.deploy.services import up
+
+    with pytest.raises(NotOnObjectStoreError, match="compose file"):
+        up(state_dir=tmp_path / "state", lake=f"s3://{BUCKET}/lake")
+    assert not (tmp_path / "state").exists() and not Path("s3:").exists()
 
 
 def test_hadoop_aws_pin_matches_the_hadoop_inside_pyspark():

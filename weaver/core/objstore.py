@@ -1,4 +1,5 @@
-"""Plain files beside the Delta tables (policy, staged batches, run records) on a local folder or S3.
+"""Plain files beside the Delta tables (policy, staged batches, run records, calibration maps,
+metrics bases, reports) on a local folder or S3.
 
 Delta tables go through delta-rs with :meth:`Settings.storage_options`; the few non-Delta files a
 lake holds go through ``pyarrow.fs`` here, built from the same options, so a lake is one URI
@@ -8,8 +9,10 @@ old object or the new one), so only local writes need a temporary name.
 
 from __future__ import annotations
 
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pyarrow as pa
 
@@ -22,6 +25,18 @@ def _is_remote(uri: str) -> bool:
 
 def _local(uri: str) -> str:
     return uri.removeprefix("file://")
+
+
+def join(root: str, *parts: str) -> str:
+    """URI of `parts` under `root`: an object key under an s3:// root, else a resolved local path."""
+    if _is_remote(root):
+        return "/".join([root.rstrip("/"), *parts])
+    return str(Path(_local(root)).resolve().joinpath(*parts))
+
+
+def lake_file(lake: str, *parts: str) -> str:
+    """URI of a plain file (or folder) under ``<lake>/_weaver`` (a local path or an s3:// key)."""
+    return join(lake, "_weaver", *parts)
 
 
 def filesystem(uri: str, options: dict[str, str] | None):
@@ -121,10 +136,55 @@ def write_parquet(uri: str, table: pa.Table, options: dict[str, str] | None) -> 
     return uri
 
 
-def read_parquet(uri: str, options: dict[str, str] | None) -> pa.Table:
-    """The Parquet file at `uri` as an Arrow table."""
+def exists(uri: str, options: dict[str, str] | None) -> bool:
+    """Whether a file is at `uri`."""
+    import pyarrow.fs as pafs
+
+    fs, path = filesystem(uri, options)
+    with _store(uri, "look up"):
+        return fs.get_file_info(path).type == pafs.FileType.File
+
+
+def read_parquet(uri: str, options: dict[str, str] | None, *, missing_ok: bool = False) -> pa.Table | None:
+    """The Parquet file at `uri` as an Arrow table (None when absent and `missing_ok`)."""
     import pyarrow.parquet as pq
 
+    if missing_ok and not exists(uri, options):
+        return None
     fs, path = filesystem(uri, options)
     with _store(uri, "read"):
         return pq.read_table(path, filesystem=fs)
+
+
+class Folder:
+    """A local folder standing in for `uri` while files are written into it (see :func:`folder`)."""
+
+    def __init__(self, uri: str, path: Path):
+        self.uri, self.path = uri, path
+
+    def uri_of(self, local: str | Path) -> str:
+        """The final URI of a file written under :attr:`path`."""
+        rel = Path(local).resolve().relative_to(self.path.resolve())
+        return join(self.uri, *rel.parts) if rel.parts else self.uri
+
+
+@contextmanager
+def folder(uri: str, options: dict[str, str] | None) -> Iterator[Folder]:
+    """A folder of plain files (a report's HTML, PNG, JSON) at `uri`, written by local-file code.
+
+    A local `uri` is the folder itself. For an s3:// `uri` the writer gets a temporary folder whose
+    files are PUT under `uri` (same relative names) when the block ends without an error; renderers
+    such as matplotlib's savefig need a real file, and each PUT is whole, so a reader sees an old
+    or a new file, never half of one. Nothing is uploaded when the block raises.
+    """
+    if not _is_remote(uri):
+        p = Path(_local(uri))
+        p.mkdir(parents=True, exist_ok=True)
+        yield Folder(str(p.resolve()), p)
+        return
+    filesystem(uri, options)  # a bad URI fails before any rendering
+    with tempfile.TemporaryDirectory(prefix="weaver-objstore-") as tmp:
+        f = Folder(uri.rstrip("/"), Path(tmp))
+        yield f
+        for local in sorted(p for p in Path(tmp).rglob("*") if p.is_file()):
+            write_bytes(f.uri_of(local), local.read_bytes(), options)

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from weaver.core.errors import EnvironmentProblem, PortInUseError, ServiceStartError
+from weaver.core.errors import EnvironmentProblem, NotOnObjectStoreError, PortInUseError, ServiceStartError
 from weaver.core.jars import check_java
-from weaver.core.settings import PROJECT_ROOT
+from weaver.core.settings import PROJECT_ROOT, is_remote
 from weaver.deploy.compose import (
     ComposeError,
     Health,
@@ -227,6 +227,11 @@ def up(compose_file: Path | None = None, state_dir: Path | None = None, *, lake:
     Refuses (nothing started) when the stack already runs, a published port is taken or Java is
     missing; on any later failure stops what it started and raises ServiceStartError.
     """
+    if lake is not None and is_remote(lake):
+        # The stack mounts the lake as its `lake` volume (WEAVER_LAKE=/data/lake in the compose file).
+        raise NotOnObjectStoreError(f"`weaver services up --lake` takes a local folder (the stack's `lake` volume), "
+                                    f"not {lake}; set WEAVER_LAKE and the WEAVER_S3_* settings in the compose "
+                                    "file's x-weaver-env instead")
     say = progress or (lambda m: None)
     compose_file = Path(compose_file or default_compose()).resolve()
     state_dir = Path(state_dir or default_state_dir()).resolve()

@@ -16,6 +16,7 @@ from typing import Callable, Optional
 
 import pyarrow as pa
 
+from weaver.core import storage
 from weaver.core.errors import InvalidParameterError
 from weaver.ingest.base import Batch, Change, Position, Watermark, key_attrs
 from weaver.ingest.errors import MalformedInputError, MissingKeyAttributeError, UnknownEventError, UnorderableKeyError
@@ -37,9 +38,10 @@ class DeltaCDF:
 
         self.uri = str(uri)
         self.keys = key_attrs(keys)
-        if not DeltaTable.is_deltatable(self.uri):
+        opts = storage.options(self.uri)  # the source table may itself be on the object store
+        if not DeltaTable.is_deltatable(self.uri, storage_options=opts):
             raise InvalidParameterError(f"no Delta table at {self.uri}")
-        self.dt = DeltaTable(self.uri)
+        self.dt = DeltaTable(self.uri, storage_options=opts)
         conf = self.dt.metadata().configuration
         if str(conf.get("delta.enableChangeDataFeed", "false")).lower() != "true":
             raise InvalidParameterError(f"{self.uri} does not record a change feed; run ALTER TABLE ... SET TBLPROPERTIES "

@@ -356,4 +356,4 @@ def _commit_changes(settings, changes: pa.Table, source: str, batch_no: int, rec
     props = CommitProperties(custom_metadata={COMMIT_KEY: json.dumps(record, sort_keys=True)},
                              app_transactions=[Transaction(app_id=app_id(source), version=batch_no)])
     write_deltalake(uri, changes, mode="append", commit_properties=props,
-                    writer_properties=storage._writer_properties())
+                    writer_properties=storage._writer_properties(), storage_options=storage.options(uri))

@@ -22,8 +22,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from weaver.core import storage
-from weaver.core.errors import EnvironmentProblem
-from weaver.core.settings import Settings, load_settings
+from weaver.core.errors import EnvironmentProblem, NotOnObjectStoreError
+from weaver.core.settings import Settings, is_remote, load_settings
 from weaver.core.time import format_duration
 from weaver.pipeline.airflow_env import airflow_env, migrate
 from weaver.pitr import restore_partition
@@ -79,6 +79,10 @@ def demo(lake: str = "./lake", *, home: str | None = None, config: SimConfig | N
     The first run predicts splits inside its 24 h window; by the second run their predicted times
     have passed and the change log has caught up, so the sequences get their woven timepoints.
     """
+    if is_remote(lake):
+        # The demo is a local walk-through (its Airflow home sits beside the lake); on a bucket, run
+        # the DAGs of a deployed stack with WEAVER_LAKE=s3://... (docs/deployment.md §6).
+        raise NotOnObjectStoreError(f"`weaver demo` runs on a local lake folder, not {lake}; pass --lake DIR")
     t0 = time.perf_counter()
     config = config or SimConfig()
     step = progress or (lambda msg: None)

@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 from weaver.core import objstore, storage
 from weaver.core.errors import ContractViolation
 from weaver.core.ids import interval_id
-from weaver.core.settings import Settings, is_remote
+from weaver.core.settings import Settings
 from weaver.core.spark import spark_conf
 from weaver.log import ChangeLog
 from weaver.weave import read_woven_catalog
@@ -26,9 +26,7 @@ from weaver.weave import read_woven_catalog
 
 def _lake_file(settings: Settings, *parts: str) -> str:
     """URI of a plain file under ``<lake>/_weaver`` (a local path or an s3:// object key)."""
-    if is_remote(settings.lake):
-        return "/".join([settings.lake.rstrip("/"), "_weaver", *parts])
-    return str(Path(settings.lake).resolve().joinpath("_weaver", *parts))
+    return objstore.lake_file(settings.lake, *parts)
 
 
 def staging_path(settings: Settings, iid: str) -> str:

@@ -31,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from weaver.core import storage
+from weaver.core import objstore, storage
 from weaver.core.errors import InvalidParameterError
 from weaver.core.ids import backtest_id
 from weaver.core.time import format_duration, from_us, parse_duration, parse_timepoint
@@ -216,7 +216,8 @@ def backtest(settings, *, start: datetime, end: datetime, model: str = forecasti
         "calibration": _calibration_summary(settings, model, times[-1], calibration),
     }
     out = _out_dir(settings, bid, out_dir)
-    summary["report"] = render_report(summary, rows, out)
+    with objstore.folder(out, storage.options(out)) as folder:  # an s3:// report is uploaded when complete
+        summary["report"] = {k: folder.uri_of(v) for k, v in render_report(summary, rows, folder.path).items()}
     return summary
 
 
@@ -229,12 +230,9 @@ def _calibration_summary(settings, model: str, at: datetime, method: str | None)
             "params": cm.params, "cutoff": cm.cutoff, "curve": [float(v) for v in cm.apply(np.linspace(0, 1, 101))]}
 
 
-def _out_dir(settings, bid: str, out_dir) -> Path:
-    if out_dir is not None:
-        return Path(out_dir)
-    if "://" in settings.lake:
-        return Path("out") / "backtests" / bid
-    return Path(settings.lake) / "_weaver" / "backtests" / bid
+def _out_dir(settings, bid: str, out_dir) -> str:
+    """The report folder: `out_dir` (a path or an s3:// prefix), else ``<lake>/_weaver/backtests/<id>``."""
+    return str(out_dir) if out_dir is not None else objstore.lake_file(settings.lake, "backtests", bid)
 
 
 # --- report --------------------------------------------------------------------------------------

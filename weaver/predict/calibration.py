@@ -30,16 +30,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from weaver.core import storage
+from weaver.core import objstore, storage
 from weaver.core.errors import InvalidParameterError
 
 METHODS = ("none", "isotonic", "platt", "beta")
@@ -196,8 +194,9 @@ def scored_history(settings, model: str, at: datetime) -> tuple[list[str], np.nd
     return [ids[i] for i in order], p[order], y[order]
 
 
-def calibration_dir(settings, model: str) -> Path:
-    return Path(settings.lake) / "_weaver" / "calibration" / model
+def calibration_dir(settings, model: str) -> str:
+    """Where `model`'s maps are kept: ``<lake>/_weaver/calibration/<model>`` (a path or an s3:// prefix)."""
+    return objstore.lake_file(settings.lake, "calibration", model)
 
 
 def map_for_run(settings, model: str, at: datetime, method: str = DEFAULT_METHOD, *, store: bool = True) -> CalibrationMap:
@@ -208,28 +207,25 @@ def map_for_run(settings, model: str, at: datetime, method: str = DEFAULT_METHOD
         return CalibrationMap(model, "identity", note="calibration disabled")
     ids, p, y = scored_history(settings, model, at)
     cm = fit(p, y, method, model=model, cutoff=at.isoformat(), ids=ids)
-    if store and cm.method != "identity" and "://" not in settings.lake:
+    if store and cm.method != "identity":
         save(settings, cm)
     return cm
 
 
-def save(settings, cm: CalibrationMap) -> Path:
-    """Write the map to ``<lake>/_weaver/calibration/<model>/<version>.json`` atomically."""
-    d = calibration_dir(settings, cm.model)
-    d.mkdir(parents=True, exist_ok=True)
-    path = d / f"{cm.version}.json"
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(asdict(cm), indent=2, sort_keys=True))
-    os.replace(tmp, path)
-    return path
+def save(settings, cm: CalibrationMap) -> str:
+    """Write the map to ``<lake>/_weaver/calibration/<model>/<version>.json`` atomically; returns its URI."""
+    path = objstore.join(calibration_dir(settings, cm.model), f"{cm.version}.json")
+    return objstore.write_text(path, json.dumps(asdict(cm), indent=2, sort_keys=True), storage.options(path))
 
 
 def load(settings, model: str, version: str) -> CalibrationMap:
     """A stored map by model and version."""
-    path = calibration_dir(settings, model) / f"{version}.json"
-    if not path.exists():
-        raise InvalidParameterError(f"no calibration map {version} for model {model} under {path.parent}")
-    return CalibrationMap(**json.loads(path.read_text()))
+    d = calibration_dir(settings, model)
+    path = objstore.join(d, f"{version}.json")
+    text = objstore.read_text(path, storage.options(path), missing_ok=True)
+    if text is None:
+        raise InvalidParameterError(f"no calibration map {version} for model {model} under {d}")
+    return CalibrationMap(**json.loads(text))
 
 
 # --- scores --------------------------------------------------------------------------------------

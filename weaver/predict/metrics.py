@@ -33,16 +33,14 @@ run then folds from scratch and replaces the checkpoints the late change invalid
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from datetime import datetime, timedelta
 from typing import Iterable, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from weaver.core import storage
+from weaver.core import objstore, storage
 from weaver.core.ids import metrics_state_id
 from weaver.core.time import bucket_floor, bucket_us, from_us, parse_timepoint, to_us
 from weaver.log.changelog import ChangeLog, log_start_seq
@@ -120,10 +118,9 @@ def _vacuum_base(settings) -> tuple[pa.Array, np.ndarray, int, int] | None:
         return None
     at = first.column("ts")[0].as_py()
     base_seq = ChangeLog(settings).seq_at(at)
-    cache = None if "://" in settings.lake else Path(settings.lake) / "_weaver" / "metrics_base" / f"base-{base_seq}.parquet"
-    if cache is not None and cache.exists():
-        t = pq.read_table(cache)
-    else:
+    cache = objstore.lake_file(settings.lake, "metrics_base", f"base-{base_seq}.parquet")
+    t = objstore.read_parquet(cache, storage.options(cache), missing_ok=True)
+    if t is None:
         lineage = Lineage.load(settings)
         parts = [restore_partition(settings, p.partition_id, at, lineage=lineage).table
                  for p in lineage.active(at_seq=base_seq)]
@@ -131,8 +128,7 @@ def _vacuum_base(settings) -> tuple[pa.Array, np.ndarray, int, int] | None:
         size = pc.add(pc.binary_length(pc.cast(t.column("key"), pa.binary())), pc.binary_length(t.column("value")))
         t = pa.table({"key": t.column("key"), "item_bytes": pc.cast(size, pa.int64())})
         t = t.take(pc.sort_indices(t, [("key", "ascending")]))
-        if cache is not None:
-            storage.write_parquet_atomic(cache, t)
+        storage.write_parquet_atomic(cache, t)
     return t.column("key").combine_chunks(), t.column("item_bytes").to_numpy(), base_seq, to_us(at)
 
 

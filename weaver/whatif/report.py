@@ -20,10 +20,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from weaver.core import storage
+from weaver.core import objstore, storage
 from weaver.core.ids import interval_id
-from weaver.core.errors import NotOnObjectStoreError
-from weaver.core.settings import Settings, is_remote
+from weaver.core.settings import Settings
 from weaver.core.time import bucket_us, from_us, parse_timepoint
 from weaver.predict import gather, run_params
 from weaver.predict.models import DEFAULT_MODEL, sample_paths, seed_for
@@ -78,11 +77,13 @@ def render(settings: Settings, *, at: datetime | str, model: str = DEFAULT_MODEL
 
     at = parse_timepoint(at)
     rows = advice_rows if advice_rows is not None else advise(settings, at=at).to_pylist()
-    if not out_dir and is_remote(settings.lake):
-        raise NotOnObjectStoreError(f"the what-if report is a folder of HTML and PNG files; lake {settings.lake} is "
-                                    "on an object store: pass a local output folder (--out DIR)")
-    out = Path(out_dir) if out_dir else Path(settings.lake) / "_weaver" / "whatif" / interval_id(None, at)
-    out.mkdir(parents=True, exist_ok=True)
+    target = str(out_dir) if out_dir else objstore.lake_file(settings.lake, "whatif", interval_id(None, at))
+    with objstore.folder(target, storage.options(target)) as folder:  # an s3:// report is uploaded when complete
+        r = _render(settings, at, model, rows, folder.path, samples, plt)
+        return {**r, "html": folder.uri_of(r["html"])}
+
+
+def _render(settings: Settings, at: datetime, model: str, rows: list[dict], out: Path, samples: int, plt) -> dict:
     run_ts = rows[0]["run_ts"] if rows else at
     chosen = [r for r in rows if r["action"] != WAIT] or sorted(rows, key=lambda r: -r["probability"])[:1]
     chosen = chosen[:MAX_PARTITIONS]
