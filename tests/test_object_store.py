@@ -26,8 +26,6 @@ import hashlib
 import json
 import os
 import secrets
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -41,6 +39,7 @@ from typer.testing import CliRunner
 
 from tests.lakes import H, assert_matches_oracle, put_predictions
 from tests.oracle import fold, rows_to_dict
+from tests.procs import free_port, stop_group
 from weaver.core import storage
 from weaver.simulate import SimConfig
 
@@ -50,29 +49,10 @@ CFG = dict(seed=11, partitions=3, days=2, base_rate=60.0, size_threshold_bytes=4
 CFG_START = SimConfig(**CFG).start
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """End a process started in its own session and whatever is left of its group, bounded in time."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)  # also after the leader exited: a child may linger
-    except ProcessLookupError:
-        pass
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
     """A moto S3 server on 127.0.0.1 with one bucket; yields the WEAVER_S3_* environment."""
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("moto") / "moto.log"
     server = Path(sys.executable).parent / "moto_server"
     with open(log, "wb") as fh:
@@ -101,7 +81,7 @@ def s3(tmp_path_factory):
                 mp.setenv(k, v)
             yield env
     finally:
-        _stop(proc)
+        stop_group(proc)
 
 
 def _simulate(lake: str) -> None:
@@ -154,7 +134,7 @@ def _spark_stages(env: dict, lake: str, snap_at, at, run_ts, timeout: float = 60
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     finally:
-        _stop(proc)  # the process group: the driver's JVM too, also on a timeout
+        stop_group(proc)  # the process group: the driver's JVM too, also on a timeout
     assert proc.returncode == 0, f"Spark stages failed: {stdout[-1500:]} {stderr[-3000:]}"
     return json.loads(stdout.strip().splitlines()[-1])
 
@@ -509,7 +489,7 @@ def test_ingest_writes_into_an_s3_lake(s3, tmp_path):
 def _closed_port_settings(**kw):
     from weaver.core.settings import Settings
 
-    return Settings(lake=f"s3://{BUCKET}/lake", s3_endpoint=f"http://127.0.0.1:{_free_port()}", s3_region="us-east-1",
+    return Settings(lake=f"s3://{BUCKET}/lake", s3_endpoint=f"http://127.0.0.1:{free_port()}", s3_region="us-east-1",
                     s3_access_key_id="AKIDTEST", s3_secret_access_key="not-a-real-secret-123", s3_allow_http=True, **kw)
 
 
