@@ -256,3 +256,25 @@ def test_path_known_answers(known_lake):
     again = predict(forecast_settings(known_lake), at=AT, model="path", write=False, calibration="none").to_pylist()
     assert [r for r in again] == list(rows.values())
     assert all(r["probability_raw"] == r["probability"] for r in again if r["skip_reason"] is None)
+
+
+def test_probability_splits_by_the_kind_of_the_first_crossing():
+    """`Result.p_size` / `p_throughput` on hand-built paths: the first threshold crossed names the
+    kind, a tie is a size split (the data manager checks size first), the two sum to the probability."""
+    from weaver.predict import models as M
+
+    step = 3_600_000_000
+    ds = np.arange(1, 4, dtype=np.int64) * step
+    horizon = np.arange(4, 10, dtype=np.int64) * step  # 6 future buckets right after the history
+    job = M.Job("x", ds, np.ones(3), np.ones(3), horizon, size_threshold=10.0, write_threshold=1.0, n_samples=4,
+                seed=0, model="path", step=step)
+    size = np.zeros((4, 6))
+    rate = np.zeros((4, 6))
+    size[0, 2:] = 11  # path 0: size at step 2, rate later at step 4 -> size
+    rate[0, 4:] = 2
+    rate[1, 1:] = 2  # path 1: rate only -> throughput
+    size[2, 3:] = 11  # path 2: both at step 3 -> size (tie)
+    rate[2, 3:] = 2
+    r = M.summarise(job, size, rate, 0.0)  # path 3 crosses nothing
+    assert (r.probability, r.p_size, r.p_throughput) == (0.75, 0.5, 0.25)
+    assert r.reason == "size"

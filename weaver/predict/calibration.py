@@ -17,7 +17,12 @@ Methods (``METHODS``):
 - ``none``     - the identity.
 
 Fallback: with fewer than ``MIN_ROWS`` scored rows, or fewer than ``MIN_CLASS`` positives or
-negatives among them, the map is the identity (method ``identity``, reason stated).
+negatives among them, `fit` returns the identity (method ``identity``, reason stated); a run
+(`map_for_run`) then applies the model's *prior* map where one ships (``PRIORS``, method
+``prior`` alone applies only it): a map fitted by ``bench/forecast_quality.py --fit-prior`` on
+simulated lakes whose seeds the committed evaluation does not use, versioned by its parameters.
+It is the simulator fleet's calibration, not this lake's: the stated fallback while the lake's own
+history is too thin, replaced by the lake's own map once there is enough.
 
 Storage: every fitted map is a JSON file ``<lake>/_weaver/calibration/<model>/<version>.json``
 (method, parameters, the history cut-off, row counts); ``version`` hashes the model, the method
@@ -42,7 +47,7 @@ import pyarrow.compute as pc
 from weaver.core import storage
 from weaver.core.errors import InvalidParameterError
 
-METHODS = ("none", "isotonic", "platt", "beta")
+METHODS = ("none", "prior", "isotonic", "platt", "beta")
 DEFAULT_METHOD = "none"  # chosen by bench/forecast_quality.py (docs/prediction.md §8)
 MIN_ROWS = 50  # scored predictions needed before a map is fitted
 MIN_CLASS = 5  # ... of which at least this many positives and negatives
@@ -73,6 +78,33 @@ class CalibrationMap:
             q = np.clip(p, EPS, 1 - EPS)
             return _sigmoid(self.params["a"] * np.log(q) - self.params["b"] * np.log(1 - q) + self.params["c"])
         return p
+
+
+# Shipped prior maps per model (see the module docstring): written by
+# `bench/forecast_quality.py --fit-prior`, which prints this entry with its provenance.
+PRIORS: dict[str, dict] = {}
+
+
+def prior(model: str) -> CalibrationMap | None:
+    """The shipped prior map of `model` (None when it has none); its version hashes its parameters."""
+    d = PRIORS.get(model)
+    if d is None:
+        return None
+    version = "prior-" + hashlib.sha1(json.dumps([model, d["method"], d["params"]], sort_keys=True).encode()).hexdigest()[:12]
+    return CalibrationMap(model, d["method"], dict(d["params"]), d["rows"], d["positives"], None, version,
+                          f"prior map (fitted on {d['fitted_on']})")
+
+
+def with_prior(cm: CalibrationMap) -> CalibrationMap:
+    """`cm`, or the model's prior map where `cm` is the identity for want of history."""
+    if cm.method != "identity" or cm.note == "calibration disabled":
+        return cm
+    pm = prior(cm.model)
+    if pm is None:
+        return cm
+    pm.note = f"{pm.note}; the lake's own history is too thin ({cm.note})"
+    pm.cutoff = cm.cutoff
+    return pm
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -136,6 +168,13 @@ def fit(p, y, method: str = "platt", *, model: str = "", cutoff: str | None = No
     if method == "none":
         cm.note = "calibration disabled"
         return cm
+    if method == "prior":
+        pm = prior(model)
+        if pm is None:
+            cm.note = f"identity: model {model!r} ships no prior map"
+            return cm
+        pm.cutoff = cutoff
+        return pm
     if n < MIN_ROWS or pos < MIN_CLASS or n - pos < MIN_CLASS:
         cm.note = (f"identity: {n} scored rows ({pos} splits) before the run; a map needs {MIN_ROWS} rows "
                    f"with {MIN_CLASS} of each outcome")
@@ -206,8 +245,11 @@ def map_for_run(settings, model: str, at: datetime, method: str = DEFAULT_METHOD
         raise InvalidParameterError(f"calibration {method!r} is unknown; choose one of {', '.join(METHODS)}")
     if method == "none":
         return CalibrationMap(model, "identity", note="calibration disabled")
-    ids, p, y = scored_history(settings, model, at)
-    cm = fit(p, y, method, model=model, cutoff=at.isoformat(), ids=ids)
+    if method == "prior":
+        cm = fit([], [], "prior", model=model, cutoff=at.isoformat())
+    else:
+        ids, p, y = scored_history(settings, model, at)
+        cm = with_prior(fit(p, y, method, model=model, cutoff=at.isoformat(), ids=ids))
     if store and cm.method != "identity" and "://" not in settings.lake:
         save(settings, cm)
     return cm
