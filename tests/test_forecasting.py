@@ -160,8 +160,10 @@ def test_young_child_inherits_its_range_history(split_lake):
     rows = _by_pid(predict(s.with_overrides(forecast_triage=False), at=T0 + 45 * H, model="arima", write=False))
     assert rows["r"]["skip_reason"] is None and rows["l"]["skip_reason"] is None
     assert rows["r"]["probability"] <= 0.2
-    # With triage, 225 kB growing at most ~5 kB/h cannot reach 400 kB within 24 h: unreachable, no fit.
-    rows = _by_pid(predict(s, at=T0 + 45 * H, model="arima", write=False))
+    # With triage, 225 kB growing ~5 kB/h cannot reach 400 kB within 12 h: unreachable, no fit.
+    # (Within 24 h the envelope no longer proves it: the path model's level draw, which the envelope
+    # bounds, spreads with the recent shift, 2 x 667 B/h here, on less than two days of history.)
+    rows = _by_pid(predict(s, at=T0 + 45 * H, window=timedelta(hours=12), model="arima", write=False))
     assert rows["r"]["skip_reason"].startswith("unreachable") and rows["r"]["probability"] == 0.0
     rows = _by_pid(predict(s, at=T0 + 45 * H, window=timedelta(hours=40), model="arima", write=False))
     assert rows["r"]["probability"] >= 0.8 and rows["r"]["reason"] == "size"
