@@ -147,6 +147,15 @@ def test_thin_history_is_identity_in_predict(tmp_path):
             assert r["probability"] == r["probability_raw"]
         else:
             assert r["probability_raw"] is None and r["probability"] == 0.0
+    # A lake-own method on a thin history falls back to the shipped prior (by its own x/y table),
+    # and the map applied is stored with the model under its version.
+    prior = cal.PRIORS["path"]["params"]
+    fell = predict(forecast_settings(lake), at=T0 + 40 * H, model="path", write=False, calibration="beta").to_pylist()
+    live = [r for r in fell if r["skip_reason"] is None]
+    assert live
+    for r in live:
+        assert r["probability"] == pytest.approx(float(np.interp(r["probability_raw"], prior["x"], prior["y"])))
+    assert list((Path(lake) / "_weaver" / "calibration" / "path").glob("prior-*.json"))
 
 
 def test_old_predictions_table_without_probability_raw(tmp_path):
