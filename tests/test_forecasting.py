@@ -280,3 +280,10 @@ def test_probability_splits_by_the_kind_of_the_first_crossing():
     r = M.summarise(job, size, rate, 0.0)  # path 3 crosses nothing
     assert (r.probability, r.p_size, r.p_throughput) == (0.75, 0.5, 0.25)
     assert r.reason == "size"
+    # From probability 0.5 on, the predicted time is the median over all paths (a path that has not
+    # crossed crosses later): first crossings at steps 0, 3 and never, never -> step 3, not step 0.
+    size = np.zeros((4, 6))
+    size[0, 0:] = 11
+    size[1, 3:] = 11
+    r = M.summarise(job, size, np.zeros((4, 6)), 0.0)
+    assert (r.probability, r.p10, r.p50, r.p90) == (0.5, horizon[0], horizon[3], horizon[3])
