@@ -10,8 +10,10 @@ cuts at the run instant); every model sees the same inputs, and the baselines
 
 Calibrated variants: for a run at t, a map (`weaver.predict.calibration.fit`, each of isotonic,
 Platt, beta) is fitted on the same model's earlier runs *of the same lake* whose windows had closed
-by t (no look-ahead; identity below `calibration.MIN_ROWS` rows), then applied to t's raw
-probabilities - what `predict` does live.
+by t (no look-ahead; below `calibration.MIN_ROWS` rows the model's shipped prior map,
+`calibration.with_prior`, or the identity for a model without one), then applied to t's raw
+probabilities - what `predict` does live. ``+prior`` applies the shipped prior map alone. The prior
+is fitted by ``--fit-prior`` on lakes of other seeds (100 and up), never on the evaluated ones.
 
 Scores per model variant (all lakes pooled; also per shape and per split kind):
 
@@ -22,10 +24,17 @@ Scores per model variant (all lakes pooled; also per shape and per split kind):
   (the median of the first-crossing distribution; baseline_near has no timing).
 
 Split kinds: a positive is ``size`` or ``throughput`` by the reason of the real split; the kind's
-scores use its positives and all negatives.
+scores use its positives and all negatives, and the probability *of that kind* (``p_size`` /
+``p_throughput``: the model's share of paths whose first crossing is that threshold; a calibrated
+variant splits its calibrated probability by the raw shares; the line baseline is size-only, the
+"near" baseline's alarm is of the threshold it is near, size first). Scoring a kind with the
+any-kind probability counts every predicted size split as a throughput false alarm: with ~10x more
+negatives than throughput positives no threshold then reaches precision 0.8 (recall 0 for every
+model in the first committed run).
 
 Run: ``.venv/bin/python bench/forecast_quality.py`` -> bench/results/forecast_quality.json
-(``--quick``: one seed, two shapes, no Prophet/ARIMA).
+(``--quick``: one seed, two shapes, no Prophet/ARIMA; any run other than 5 shapes x seeds 0-4 x
+path, prophet, arima is marked ``"reduced": true`` in its setup).
 """
 
 from __future__ import annotations
@@ -58,6 +67,8 @@ from weaver.simulate import SimConfig, simulate  # noqa: E402
 
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)
 H = 3600.0
+FULL_SHAPES = ["steady", "bursty", "diurnal", "shrink", "drift"]
+FULL_MODELS = ["path", "prophet", "arima"]
 LAKE = dict(base_rate=60.0, size_threshold_bytes=600_000, write_threshold_per_s=0.12)
 
 
@@ -114,10 +125,17 @@ def evaluate_lake(shape: str, seed: int, models: list[str], partitions: int, day
                 r = out.get((m, pid))
                 skipped = pin.skip_reason is not None or r is None or r.skip_reason is not None
                 rows.append({**common, "model": m, "p": 0.0 if skipped else r.probability, "skipped": skipped,
+                             "p_size": 0.0 if skipped else r.p_size, "p_throughput": 0.0 if skipped else r.p_throughput,
                              "pred_ts": None if skipped or r.p50 is None else int(r.p50)})
             for b in BASELINES:
                 br = base[(b, pid)]
-                rows.append({**common, "model": b, "p": float(br["probability"]), "skipped": pin.skip_reason is not None,
+                pb = float(br["probability"])
+                # Kind of the baseline's alarm: the line extrapolates size only; "near" names the
+                # threshold it is near (size first, as the data manager checks).
+                size_near = b == "baseline_linear" or (pin.skip_reason is None and len(pin.size) > 0 and
+                                                       pin.size[-1] >= (1 - DEFAULT_NEAR) * params.size_threshold)
+                rows.append({**common, "model": b, "p": pb, "skipped": pin.skip_reason is not None,
+                             "p_size": pb if size_near else 0.0, "p_throughput": 0.0 if size_near else pb,
                              "pred_ts": to_us(br["predicted_split_ts"]) if br["predicted_split_ts"] else None})
     kinds = {}
     for sp in splits:
@@ -134,17 +152,27 @@ def calibrate_rows(rows: list[dict], model: str, method: str) -> list[dict]:
         t = r["run_ts"]
         if t not in maps:
             hist = [h for h in mine if h["window_end"] <= t and not h["skipped"]]
-            maps[t] = calibration.fit([h["p"] for h in hist], [h["y"] for h in hist], method, model=model)
+            maps[t] = calibration.with_prior(
+                calibration.fit([h["p"] for h in hist], [h["y"] for h in hist], method, model=model))
         p = r["p"] if r["skipped"] else float(maps[t].apply([r["p"]])[0])
-        out.append({**r, "model": f"{model}+{method}", "p": p})
+        out.append(recalibrated(r, f"{model}+{method}", p))
     return out
 
 
-def scores(rows: list[dict]) -> dict:
-    """Brier, log loss, ECE, best recall at precision >= 0.8 (+ its threshold), timing of its true positives."""
+def recalibrated(r: dict, variant: str, p: float) -> dict:
+    """A copy of row `r` with calibrated probability `p`, split into kinds by the raw kind shares
+    (P(kind) = P(split) x P(kind | split); the map is fitted on the any-kind event)."""
+    share = r["p_size"] / r["p"] if r["p"] > 0 else 1.0
+    return {**r, "model": variant, "p": p, "p_size": p * share, "p_throughput": p * (1.0 - share)}
+
+
+def scores(rows: list[dict], key: str = "p") -> dict:
+    """Brier, log loss, ECE, best recall at precision >= 0.8 (+ its threshold), timing of its true positives.
+
+    `key`: the probability scored (``p`` any kind, ``p_size`` / ``p_throughput`` one kind's)."""
     if not rows:
         return {}
-    p = np.array([r["p"] for r in rows], float)
+    p = np.array([r[key] for r in rows], float)
     y = np.array([r["y"] for r in rows], float)
     q = np.clip(p, 1e-3, 1 - 1e-3)
     out = {"rows": len(rows), "positives": int(y.sum()), "brier": float(np.mean((p - y) ** 2)),
@@ -160,7 +188,7 @@ def scores(rows: list[dict]) -> dict:
     out["recall_at_p80"] = best if y.any() else None
     out["threshold_at_p80"] = thr
     te = [abs(r["pred_ts"] - r["split_ts"]) / 3.6e9 for r in rows
-          if thr is not None and r["y"] and r["p"] >= thr and r["pred_ts"] is not None]
+          if thr is not None and r["y"] and r[key] >= thr and r["pred_ts"] is not None]
     out["median_abs_timing_h"] = float(np.median(te)) if te else None
     out["timed_true_positives"] = len(te)
     return out
@@ -172,15 +200,32 @@ def summarise(rows: list[dict], variants: list[str]) -> dict:
         mine = [r for r in rows if r["model"] == v]
         res[v] = {"all": scores(mine)}
         for kind in ("size", "throughput"):
-            res[v][kind] = scores([r for r in mine if r["y"] == 0 or r["kind"] == kind])
+            res[v][kind] = scores([r for r in mine if r["y"] == 0 or r["kind"] == kind], f"p_{kind}")
     return res
+
+
+def print_prior(rows: list[dict], model: str, method: str, seeds: list[int], shapes: list[str]) -> None:
+    """Fit `method` on `model`'s scored rows (hourly and grid runs, skipped rows left out) and print
+    the `weaver.predict.calibration.PRIORS` entry."""
+    mine = [r for r in rows if r["model"] == model and r["scored"] and not r["skipped"]]
+    cm = calibration.fit([r["p"] for r in mine], [r["y"] for r in mine], method, model=model)
+    commit = _common.machine()["git_commit"][:12]
+    entry = {"method": cm.method, "params": cm.params, "rows": cm.rows, "positives": cm.positives,
+             "fitted_on": f"bench/forecast_quality.py --fit-prior {method} at {commit}: seeds {seeds[0]}-{seeds[-1]}"
+                          f" x {'/'.join(shapes)}, {cm.rows} scored runs"}
+    print(json.dumps({model: entry}, indent=4))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--shapes", default="steady,bursty,diurnal,shrink,drift")
+    ap.add_argument("--shapes", default=",".join(FULL_SHAPES))
     ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--models", default="path,prophet,arima")
+    ap.add_argument("--seed-start", type=int, default=0,
+                    help="first seed (the committed evaluation uses 0..4; tune and fit priors on 100 and up)")
+    ap.add_argument("--fit-prior", metavar="METHOD", default=None,
+                    help="fit METHOD (platt|beta|isotonic) on the first model's scored rows of these lakes and print "
+                         "the `calibration.PRIORS` entry (use seeds the evaluation does not)")
+    ap.add_argument("--models", default=",".join(FULL_MODELS))
     ap.add_argument("--partitions", type=int, default=3)
     ap.add_argument("--days", type=int, default=4)
     ap.add_argument("--every", type=int, default=12, help="hours between scoring-grid runs (all models)")
@@ -190,7 +235,7 @@ def main() -> None:
     args = ap.parse_args()
     shapes = args.shapes.split(",")
     models = args.models.split(",")
-    seeds = list(range(args.seeds))
+    seeds = list(range(args.seed_start, args.seed_start + args.seeds))
     if args.quick:
         shapes, seeds, models = shapes[:2], [0], ["path"]
     info = _common.machine("prophet", "statsmodels", "numpy")
@@ -207,6 +252,9 @@ def main() -> None:
                 print(f"{lk['shape']} seed {lk['seed']}: {len(lk['rows'])} rows, splits {lk['real_splits']}, "
                       f"{lk['seconds']:.0f} s", flush=True)
     rows = [r for lk in lakes for r in lk["rows"]]
+    if args.fit_prior:
+        print_prior(rows, models[0], args.fit_prior, seeds, shapes)
+        return
     methods = [m for m in calibration.METHODS if m != "none"]
     for lk in lakes:
         for m in models:
@@ -219,7 +267,7 @@ def main() -> None:
             other = [r for r in rows if r["model"] == m and r["grid"] and r["scored"] and not r["skipped"]
                      and (r["shape"], r["seed"]) != (lk["shape"], lk["seed"])]
             fm = calibration.fit([r["p"] for r in other], [r["y"] for r in other], "platt", model=m)
-            rows += [{**r, "model": f"{m}+platt_fleet", "p": r["p"] if r["skipped"] else float(fm.apply([r["p"]])[0])}
+            rows += [recalibrated(r, f"{m}+platt_fleet", r["p"] if r["skipped"] else float(fm.apply([r["p"]])[0]))
                      for r in lk["rows"] if r["model"] == m]
     variants = [f"{m}{suffix}" for m in models for suffix in ("", *(f"+{x}" for x in methods), "+platt_fleet")] \
         + list(BASELINES)
@@ -245,7 +293,8 @@ def main() -> None:
     n_fits = {m: sum(lk["fits"][m] for lk in lakes) for m in models}
     result = {
         "benchmark": "forecast_quality", "machine": info, "wall_s": round(time.perf_counter() - t0, 1),
-        "setup": {"shapes": shapes, "seeds": seeds, "models": models, "partitions": args.partitions, "days": args.days,
+        "setup": {"reduced": (shapes, seeds, models) != (FULL_SHAPES, list(range(5)), FULL_MODELS),
+                  "shapes": shapes, "seeds": seeds, "models": models, "partitions": args.partitions, "days": args.days,
                   "grid_every_h": args.every, "fast_models_hourly_from_h": 12, "window_h": 24, "lake": LAKE,
                   "calibration_min_rows": calibration.MIN_ROWS, "calibration_min_class": calibration.MIN_CLASS,
                   "calibration_methods": methods, "samples": 200},

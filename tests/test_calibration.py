@@ -147,6 +147,15 @@ def test_thin_history_is_identity_in_predict(tmp_path):
             assert r["probability"] == r["probability_raw"]
         else:
             assert r["probability_raw"] is None and r["probability"] == 0.0
+    # A lake-own method on a thin history falls back to the shipped prior (by its own x/y table),
+    # and the map applied is stored with the model under its version.
+    prior = cal.PRIORS["path"]["params"]
+    fell = predict(forecast_settings(lake), at=T0 + 40 * H, model="path", write=False, calibration="beta").to_pylist()
+    live = [r for r in fell if r["skip_reason"] is None]
+    assert live
+    for r in live:
+        assert r["probability"] == pytest.approx(float(np.interp(r["probability_raw"], prior["x"], prior["y"])))
+    assert list((Path(lake) / "_weaver" / "calibration" / "path").glob("prior-*.json"))
 
 
 def test_old_predictions_table_without_probability_raw(tmp_path):
@@ -202,3 +211,27 @@ def test_report_draws_wilson_bands_and_the_map(tmp_path):
     page = Path(out["html"]).read_text()
     assert Path(out["png"]).stat().st_size > 0
     assert "path (raw)" in page and "0.00 - 0.28" in page and "platt" in page
+
+
+# --- the shipped prior map -----------------------------------------------------------------------
+
+
+def test_prior_is_the_thin_history_fallback(monkeypatch):
+    # A hand-set prior: Platt with a = 2, b = 0 maps p to p^2 / (p^2 + (1 - p)^2).
+    monkeypatch.setitem(cal.PRIORS, "m", {"method": "platt", "params": {"a": 2.0, "b": 0.0}, "rows": 10,
+                                          "positives": 3, "fitted_on": "a test"})
+    thin = cal.fit([0.2, 0.9], [0, 1], "platt", model="m")
+    assert thin.method == "identity"  # fit itself stays the identity below MIN_ROWS ...
+    pm = cal.with_prior(thin)  # ... and a run falls back to the prior, saying so
+    assert pm.method == "platt" and pm.version.startswith("prior-") and "too thin" in pm.note
+    assert pm.apply([0.25, 0.5, 0.75]).tolist() == pytest.approx([1 / 10, 0.5, 9 / 10])
+    # method "prior" applies only the prior, whatever the history
+    assert cal.fit(np.linspace(0, 1, 200), np.arange(200) % 2, "prior", model="m").version == pm.version
+    # a model without a prior keeps the identity; "none" is never replaced
+    assert cal.with_prior(cal.fit([0.5], [1], "platt", model="other")).method == "identity"
+    assert cal.with_prior(cal.fit([0.5], [1], "none", model="m")).method == "identity"
+    # enough history: the lake's own map, not the prior
+    own = cal.with_prior(cal.fit(np.repeat([0.2, 0.8], 100), np.r_[np.zeros(80), np.ones(20), np.zeros(20),
+                                                                    np.ones(80)], "platt", model="m"))
+    assert own.method == "platt" and not own.version.startswith("prior-")
+    assert own.apply([0.2, 0.8]).tolist() == pytest.approx([0.2, 0.8], abs=2e-3)

@@ -17,7 +17,12 @@ Methods (``METHODS``):
 - ``none``     - the identity.
 
 Fallback: with fewer than ``MIN_ROWS`` scored rows, or fewer than ``MIN_CLASS`` positives or
-negatives among them, the map is the identity (method ``identity``, reason stated).
+negatives among them, `fit` returns the identity (method ``identity``, reason stated); a run
+(`map_for_run`) then applies the model's *prior* map where one ships (``PRIORS``, method
+``prior`` alone applies only it): a map fitted by ``bench/forecast_quality.py --fit-prior`` on
+simulated lakes whose seeds the committed evaluation does not use, versioned by its parameters.
+It is the simulator fleet's calibration, not this lake's: the stated fallback while the lake's own
+history is too thin, replaced by the lake's own map once there is enough.
 
 Storage: every fitted map is a JSON file ``<lake>/_weaver/calibration/<model>/<version>.json``
 (method, parameters, the history cut-off, row counts); ``version`` hashes the model, the method
@@ -40,7 +45,7 @@ import pyarrow.compute as pc
 from weaver.core import objstore, storage
 from weaver.core.errors import InvalidParameterError
 
-METHODS = ("none", "isotonic", "platt", "beta")
+METHODS = ("none", "prior", "isotonic", "platt", "beta")
 DEFAULT_METHOD = "none"  # chosen by bench/forecast_quality.py (docs/prediction.md §8)
 MIN_ROWS = 50  # scored predictions needed before a map is fitted
 MIN_CLASS = 5  # ... of which at least this many positives and negatives
@@ -71,6 +76,49 @@ class CalibrationMap:
             q = np.clip(p, EPS, 1 - EPS)
             return _sigmoid(self.params["a"] * np.log(q) - self.params["b"] * np.log(1 - q) + self.params["c"])
         return p
+
+
+# Shipped prior maps per model (see the module docstring): written by
+# `bench/forecast_quality.py --fit-prior`, which prints this entry with its provenance.
+PRIORS: dict[str, dict] = {
+    "path": {
+        "method": "isotonic",
+        "params": {
+            "x": [0.0, 0.005, 0.01, 0.0314, 0.0716, 0.1042, 0.1916, 0.2669, 0.2822, 0.3252, 0.4322, 0.5249,
+                  0.5668, 0.5973, 0.625, 0.6485, 0.6699, 0.716, 0.7553, 0.7972, 0.8461, 0.8704, 0.8962,
+                  0.936, 0.9685, 0.9959, 1.0],
+            "y": [0.0953, 0.1117, 0.1263, 0.1268, 0.1304, 0.1586, 0.1839, 0.2, 0.2424, 0.3049, 0.3583,
+                  0.3942, 0.4062, 0.4255, 0.5422, 0.5636, 0.5758, 0.6337, 0.6852, 0.7297, 0.7514, 0.8125,
+                  0.8308, 0.8555, 0.8576, 0.8754, 0.8754],
+        },
+        "rows": 6485, "positives": 3086,
+        "fitted_on": ("bench/forecast_quality.py --fit-prior isotonic at 096c058e74f3: seeds 100-104 x "
+                      "steady/bursty/diurnal/shrink/drift, 6485 scored runs"),
+    },
+}
+
+
+def prior(model: str) -> CalibrationMap | None:
+    """The shipped prior map of `model` (None when it has none); its version hashes its parameters."""
+    d = PRIORS.get(model)
+    if d is None:
+        return None
+    key = json.dumps([model, d["method"], d["params"]], sort_keys=True)
+    version = "prior-" + hashlib.sha1(key.encode()).hexdigest()[:12]
+    return CalibrationMap(model, d["method"], dict(d["params"]), d["rows"], d["positives"], None, version,
+                          f"prior map (fitted on {d['fitted_on']})")
+
+
+def with_prior(cm: CalibrationMap) -> CalibrationMap:
+    """`cm`, or the model's prior map where `cm` is the identity for want of history."""
+    if cm.method != "identity" or cm.note == "calibration disabled":
+        return cm
+    pm = prior(cm.model)
+    if pm is None:
+        return cm
+    pm.note = f"{pm.note}; the lake's own history is too thin ({cm.note})"
+    pm.cutoff = cm.cutoff
+    return pm
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -134,6 +182,13 @@ def fit(p, y, method: str = "platt", *, model: str = "", cutoff: str | None = No
     if method == "none":
         cm.note = "calibration disabled"
         return cm
+    if method == "prior":
+        pm = prior(model)
+        if pm is None:
+            cm.note = f"identity: model {model!r} ships no prior map"
+            return cm
+        pm.cutoff = cutoff
+        return pm
     if n < MIN_ROWS or pos < MIN_CLASS or n - pos < MIN_CLASS:
         cm.note = (f"identity: {n} scored rows ({pos} splits) before the run; a map needs {MIN_ROWS} rows "
                    f"with {MIN_CLASS} of each outcome")
@@ -205,8 +260,11 @@ def map_for_run(settings, model: str, at: datetime, method: str = DEFAULT_METHOD
         raise InvalidParameterError(f"calibration {method!r} is unknown; choose one of {', '.join(METHODS)}")
     if method == "none":
         return CalibrationMap(model, "identity", note="calibration disabled")
-    ids, p, y = scored_history(settings, model, at)
-    cm = fit(p, y, method, model=model, cutoff=at.isoformat(), ids=ids)
+    if method == "prior":
+        cm = fit([], [], "prior", model=model, cutoff=at.isoformat())
+    else:
+        ids, p, y = scored_history(settings, model, at)
+        cm = with_prior(fit(p, y, method, model=model, cutoff=at.isoformat(), ids=ids))
     if store and cm.method != "identity":
         save(settings, cm)
     return cm

@@ -13,8 +13,8 @@ end, ``P`` = buckets per day, ``b`` = bucket seconds, ``d`` = the size increment
 * size  ``U_s = last size + max_{k in {1, H}} (k * a + S k (k + 1) / (2 P))`` with
   ``a = max d - min mu + mu0 + shift + Z * sd + S / 2`` and ``S = 1.5 * max(slope, 0)``: ``mu`` the
   mean increment of each of the last days (``mu0`` the last), ``slope = mu0 - mu1``, ``shift`` the
-  last 6 buckets' deviation from the same hours of earlier days, ``sd`` the standard error of
-  ``mu0`` - the deterministic terms of the ``path`` model (`models.size_terms`) - and ``Z`` a
+  last 6 buckets' deviation from the same hours of earlier days, ``sd`` the standard deviation of
+  the level draw - the deterministic terms of the ``path`` model (`models.size_terms`) - and ``Z`` a
   one-sided Normal quantile;
 * rate  ``U_r = L + y * sqrt(L / b)`` with ``L = B * exp(a+ + x * sigma)``: ``B`` the largest
   base level (``R`` scaled by the day-over-day level ratio and growth), ``a+`` the positive part
