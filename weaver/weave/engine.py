@@ -1,0 +1,168 @@
+"""Which engine weaves a run, and the Arrow engine's write (single process, delta-rs, no JVM).
+
+Both engines write the same rows (tests/test_weave_engines.py) into ``woven_snapshots`` in ONE
+Delta commit: a replaceWhere on the (weave, timepoint) span the run owns, the table partitioned by
+weave_id with the tier's own table properties. ``auto`` picks Arrow below
+``settings.weave_spark_min_changes`` (the run's work, :func:`run_work`) and Spark at or above it;
+the threshold's default is the crossover bench/weave.py measured (docs/design.md, "Weaving engines").
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from datetime import datetime, timezone
+
+import pyarrow as pa
+
+from weaver.core import storage
+from weaver.core.retry import retry_commit
+from weaver.core.settings import Settings
+from weaver.core.storage import STATE_SCHEMA, filter_range
+from weaver.log.changelog import ChangeLog
+from weaver.pitr.restore import read_snapshot
+from weaver.replay.woven import SCHEMA, WovenStats, woven_batches
+from weaver.weave.catalog import COMPRESSION, table_properties
+from weaver.weave.plan import Sequence
+
+ARROW, SPARK, AUTO = "arrow", "spark", "auto"
+#: Sequences folded in one pass of the change log: their states are held at once, and delta-rs
+#: keeps one open file per weave_id partition, so a run with more sequences makes several passes
+#: (still one commit: the passes feed one write).
+PASS_SEQUENCES = 32
+
+
+def run_work(todo: list[Sequence]) -> int:
+    """The run's size in change-log rows: per sequence, the seqs between its lowest base and its
+    last timepoint (what each sequence's replay spans), summed. Known from the plan, no read."""
+    return sum(int(s.tp_seqs[-1]) - min(int(p.base_seq) for p in s.pieces) for s in todo)
+
+
+def choose_engine(settings: Settings, todo: list[Sequence]) -> tuple[str, int]:
+    """(engine, work): the setting when it names an engine, else Arrow below the threshold."""
+    work = run_work(todo)
+    if settings.weave_engine != AUTO:
+        return settings.weave_engine, work
+    return (SPARK if work >= settings.weave_spark_min_changes else ARROW), work
+
+
+def _ts_sql(t: datetime) -> str:
+    return ("arrow_cast('" + t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ") + "', "
+            "'Timestamp(Microsecond, Some(\"UTC\"))')")
+
+
+def scope_predicate(todo: list[Sequence]) -> str:
+    """delta-rs (DataFusion) predicate: the (weave, timepoint) span this run owns, to the microsecond."""
+    return "(" + " OR ".join(f"(weave_id = '{s.weave_id}' AND timepoint BETWEEN {_ts_sql(s.timepoints[0])} "
+                             f"AND {_ts_sql(s.timepoints[-1])})" for s in todo) + ")"
+
+
+def _base_reader(settings: Settings):
+    """base_of(sequence, piece) for the fold: snapshot rows cut to the piece's range, or an
+    extended sequence's rows at its last woven timepoint. Snapshots are read once per pass."""
+    cache: dict[str, pa.Table] = {}
+    woven_uri = storage.uri_for(settings, storage.WOVEN_SNAPSHOTS)
+
+    def base_of(s: Sequence, piece) -> pa.Table:
+        if piece.snapshot_id:
+            if piece.snapshot_id not in cache:
+                cache[piece.snapshot_id] = read_snapshot(settings, piece.snapshot_id)
+            rows = filter_range(cache[piece.snapshot_id], piece.key_lo or None, piece.key_hi)
+        elif s.last_timepoint is not None:
+            rows = storage.read(woven_uri, storage.WOVEN_SNAPSHOTS, columns=["key", "value"],
+                                filters=[("weave_id", "=", s.weave_id),
+                                         ("timepoint", "=", pa.scalar(s.last_timepoint, storage.TS))])
+        else:
+            return STATE_SCHEMA.empty_table()
+        rows = rows.cast(STATE_SCHEMA)
+        return rows.sort_by([("key", "ascending")]) if rows.num_rows > 1 else rows
+
+    return base_of
+
+
+def _batches(settings: Settings, todo: list[Sequence], stats: WovenStats):
+    log = ChangeLog(settings)
+    for i in range(0, len(todo), PASS_SEQUENCES):
+        yield from woven_batches(log, todo[i:i + PASS_SEQUENCES], _base_reader(settings), stats)
+
+
+_END = object()
+
+
+class _Feed:
+    """Batches made on a thread of our own, handed to delta-rs' writer through a bounded queue.
+
+    delta-rs pulls a RecordBatchReader from a worker of its async runtime, where any further
+    delta-rs call (the pass reads the change log, snapshots and woven rows through it) panics
+    ("Cannot start a runtime from within a runtime"). The queue also bounds what is in flight.
+    """
+
+    def __init__(self, make, depth: int = 8):
+        self.q: queue.Queue = queue.Queue(depth)
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(make,), name="weave-arrow-feed", daemon=True)
+
+    def _put(self, item) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.q.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self, make) -> None:
+        try:
+            for b in make():
+                if not self._put(b):
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the writer's side, re-raised there
+            self.error = exc
+        self._put(_END)
+
+    def batches(self):
+        self.thread.start()
+        while (b := self.q.get()) is not _END:
+            yield b
+        if self.error is not None:
+            raise self.error
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=60)
+
+
+def write_woven_arrow(settings: Settings, todo: list[Sequence]) -> WovenStats:
+    """Weave `todo` with the Arrow fold and write the rows in one delta-rs commit (replaceWhere on
+    the run's span; creates the table partitioned by weave_id with the tier's properties)."""
+    from deltalake import WriterProperties, write_deltalake
+
+    uri = storage.uri_for(settings, storage.WOVEN_SNAPSHOTS)
+    out: dict = {}
+
+    def attempt() -> None:
+        # A fresh pass per try: a retry after a conflict re-reads bases and log from the start.
+        stats = out["stats"] = WovenStats()
+        feed = _Feed(lambda: _batches(settings, todo, stats))
+        try:
+            _write(pa.RecordBatchReader.from_batches(SCHEMA, feed.batches()), WriterProperties(compression=COMPRESSION))
+        except Exception:
+            if feed.error is not None:  # the original, named error rather than delta-rs' wrapping of it
+                raise feed.error from None
+            raise
+        finally:
+            feed.close()
+
+    def _write(reader, props) -> None:
+        if not storage.is_table(uri):
+            # mode="error": of two racing creators one wins; the loser retries as a replaceWhere.
+            write_deltalake(uri, reader, mode="error", partition_by=["weave_id"],
+                            configuration=table_properties(settings), writer_properties=props,
+                            storage_options=storage.options(uri))
+        else:
+            write_deltalake(uri, reader, mode="overwrite", predicate=scope_predicate(todo),
+                            writer_properties=props, storage_options=storage.options(uri))
+
+    retry_commit(attempt, what="weave: write woven_snapshots", attempts=settings.commit_retries)
+    return out["stats"]
