@@ -38,15 +38,16 @@ def test_arrow_and_spark_weave_the_same_rows_as_the_oracle(spark, tmp_path):
 
     data, preds = make_log(seed=11, n=240), _predictions()
     arrow, sp = _lake(tmp_path / "arrow", "arrow", data, preds), _lake(tmp_path / "spark", "spark", data, preds)
-    for at in (T0 + 5 * H, T0 + 9 * H):  # a first run from the bases, then an extension
-        ra, rs = weave(None, arrow, at=at), weave(spark, sp, at=at)
-        assert (ra["engine"], rs["engine"]) == ("arrow", "spark")
-        assert ra["timepoints_written"] == rs["timepoints_written"] > 0
-        assert ra["rows_written"] == rs["rows_written"] > 0
-        assert ra["work_changes"] == rs["work_changes"] > 0
-        a, b = woven_table(arrow).sort_by(KEY_COLS), woven_table(sp).sort_by(KEY_COLS)
-        assert a.equals(b)
-        assert assert_matches_oracle(arrow, data, preds, at=at) >= 3
+    # Arrow in two runs (from the bases, then an extension from its own woven rows), Spark in one
+    # (kept to one run: a Spark weave costs tens of seconds on a busy machine): same rows.
+    r1 = weave(None, arrow, at=T0 + 5 * H)
+    r2, rs = weave(None, arrow, at=T0 + 9 * H), weave(spark, sp, at=T0 + 9 * H)
+    assert (r1["engine"], r2["engine"], rs["engine"]) == ("arrow", "arrow", "spark")
+    assert r1["timepoints_written"] + r2["timepoints_written"] == rs["timepoints_written"] > 0
+    assert r1["rows_written"] + r2["rows_written"] == rs["rows_written"] > 0
+    a, b = woven_table(arrow).sort_by(KEY_COLS), woven_table(sp).sort_by(KEY_COLS)
+    assert a.equals(b)
+    assert assert_matches_oracle(sp, data, preds, at=T0 + 9 * H) >= 9
 
     # Same layout and properties whichever engine wrote the table.
     ua, us = (storage.open_table(storage.uri_for(x, storage.WOVEN_SNAPSHOTS)) for x in (arrow, sp))
