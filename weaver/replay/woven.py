@@ -30,6 +30,9 @@ WINDOW_BYTES = 64 * 1024 * 1024
 #: A piece's unfolded changes past this many bytes are folded into its state before the next
 #: timepoint: the fold is associative, so folding early only bounds memory.
 PENDING_BYTES = 64 * 1024 * 1024
+#: A state is made one chunk after a fold below this size (above, its binary column could pass
+#: the 2 GiB offset limit of one array: it stays chunked).
+COMBINE_MAX_BYTES = 1 << 30
 #: Rows per output record batch.
 OUT_BATCH_ROWS = 64 * 1024
 _FIRST_WINDOW_ROWS = 16 * 1024
@@ -59,6 +62,10 @@ class _Track:
         if self.pending:
             self.state = fold(self.state, pa.concat_tables(self.pending), state_sorted=True)
             self.pending, self.pending_bytes = [], 0
+            if self.state.column(0).num_chunks > 1 and self.state.nbytes < COMBINE_MAX_BYTES:
+                # A splice leaves a chunk per touched key: one chunk keeps the next splice's
+                # key index and the emitted batches few and large.
+                self.state = self.state.combine_chunks()
 
 
 @dataclass
