@@ -126,13 +126,22 @@ def run_child(engine: str, master: str, jobs: list[dict]) -> list[dict]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def digest(table: pa.Table) -> str:
-    t = table.select(["weave_id", "woven_partition_id", "timepoint", "as_of_seq", "key", "value"])
-    t = t.sort_by([("weave_id", "ascending"), ("timepoint", "ascending"), ("key", "ascending")])
-    h = hashlib.sha1()
-    for r in t.to_pylist():
-        h.update(repr(tuple(r.values())).encode())
-    return h.hexdigest()
+def same_rows(lakes: list[str]) -> bool:
+    """Whether the woven_snapshots of `lakes` hold the same rows, compared weave by weave (sorted
+    Arrow tables, so memory holds one sequence of each lake at a time)."""
+    uris = [storage.uri_for(load_settings(env={}, lake=x), storage.WOVEN_SNAPSHOTS) for x in lakes]
+    cols = ["woven_partition_id", "source_partition_id", "timepoint", "as_of_seq", "key", "value"]
+    order = [("timepoint", "ascending"), ("key", "ascending")]
+    ids = [sorted(set(storage.read(u, storage.WOVEN_SNAPSHOTS, columns=["weave_id"]).column("weave_id").to_pylist()))
+           for u in uris]
+    if any(i != ids[0] for i in ids):
+        return False
+    for wid in ids[0]:
+        tabs = [storage.read(u, storage.WOVEN_SNAPSHOTS, filters=[("weave_id", "=", wid)], columns=cols).sort_by(order)
+                for u in uris]
+        if any(not t.equals(tabs[0]) for t in tabs[1:]):
+            return False
+    return True
 
 
 def crossover(xa: list[float], ya: list[float], xb: list[float], yb: list[float]) -> float | None:
@@ -193,13 +202,8 @@ def main() -> None:
                 assert r["engine"] == engine, r
 
         for i in range(len(sizes)):
-            ref = None
-            for name in contenders:
-                s = load_settings(env={}, lake=lake_of[name][i])
-                got = digest(storage.read(storage.uri_for(s, storage.WOVEN_SNAPSHOTS), storage.WOVEN_SNAPSHOTS))
-                ref = ref or got
-                if got != ref:
-                    raise SystemExit(f"{name} wove different rows than arrow at size {sizes[i]}")
+            if not same_rows([lake_of[name][i] for name in contenders]):
+                raise SystemExit(f"the engines wove different rows at size {sizes[i]}")
 
         per_size, ratios = [], {}
         for i, n in enumerate(sizes):
