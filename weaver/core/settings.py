@@ -66,8 +66,9 @@ class Settings:
     # Weaving engine per run (weaver.weave.engine): 'arrow' (one process, no JVM), 'spark', or 'auto':
     # Arrow below weave_spark_min_changes of work (change-log rows the run's sequences span), else Spark.
     weave_engine: str = "auto"
-    # The crossover bench/weave.py measured (bench/results/weave.json; docs/design.md "Weaving engines").
-    weave_spark_min_changes: int = 50_000_000
+    # bench/results/weave.json: Arrow and Spark local[2] wall times cross near 10.9 M changes of work
+    # (figures.crossover_work, on the 2-core bench machine); docs/design.md A11.
+    weave_spark_min_changes: int = 11_000_000
     api_token: str | None = None
     delta_jars: str | None = None  # comma-separated local jar paths overriding the fetched ones
     s3_jars: str | None = None  # comma-separated local hadoop-aws + AWS SDK bundle jars (air-gapped)
