@@ -14,15 +14,15 @@ engine forced by ``weave_engine``:
   same JVM.
 
 Each contender runs in its own process, over the sizes smallest first, on its own copy of each
-lake; wall time from the call to its return; peak RSS of the process (the Spark figure is the
-Python driver's, the JVM is a separate process). ``work`` is the run's size as the engine choice
+lake; wall time from the call to its return; peak RSS of the process (VmHWM; for Spark the Python
+driver's only: the JVM is a separate process, sized by Spark's own settings). ``work`` is the run's size as the engine choice
 sees it (weaver.weave.engine.run_work: change-log rows the sequences span, summed). The outputs
 of the three contenders are checked to be the same rows. Ratios per size: ``spark_local2_vs_arrow``
 (> 1: Spark faster), ``spark_local2_vs_local1`` (parallel speed-up); ``crossover_work`` is where
 straight lines through the two largest sizes' wall times of Arrow and Spark local[2] meet (null:
 they do not meet at a positive size), the measured basis of ``weave_spark_min_changes``.
 
-Run: ``.venv/bin/python bench/weave.py [--sizes 4,16,48 --days 2] [--quick]`` -> bench/results/weave.json
+Run: ``.venv/bin/python bench/weave.py [--sizes 4,16,64 --days 2] [--quick]`` -> bench/results/weave.json
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ import argparse
 import hashlib
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -89,6 +88,14 @@ def make_predictions(lake: Path, run_ts: datetime, window: timedelta) -> list[di
     return rows
 
 
+def peak_rss_mib() -> float | None:
+    """This process's peak RSS (VmHWM: reset by exec, unlike ru_maxrss, which a child inherits)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return None
+
+
 # --- contenders ----------------------------------------------------------------------------------
 def child(engine: str, master: str, jobs_json: str) -> None:
     """Runs in a fresh process: (Spark: warm the JVM on a scratch lake, then) time one weave per job."""
@@ -110,7 +117,7 @@ def child(engine: str, master: str, jobs_json: str) -> None:
         t0 = time.perf_counter()
         summary = weave(spark, s, at=datetime.fromisoformat(job["at"]))
         summary["wall_s"] = time.perf_counter() - t0
-        summary["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        summary["peak_rss_mib"] = peak_rss_mib()
         out.append(summary)
     if spark is not None:
         spark.stop()
@@ -157,7 +164,7 @@ def crossover(xa: list[float], ya: list[float], xb: list[float], yb: list[float]
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", default="4,16,48", help="partitions of the three lakes")
+    ap.add_argument("--sizes", default="4,16,64", help="partitions of the three lakes")
     ap.add_argument("--days", type=int, default=2)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--quick", action="store_true", help="sizes 2,3,4 (a smoke run)")

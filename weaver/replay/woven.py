@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from weaver.core import storage
+from weaver.core.storage import is_increasing
 from weaver.core.time import to_us
 from weaver.log.changelog import ChangeLog
 from weaver.replay.arrow import _SortedKeys, fold
@@ -30,6 +31,9 @@ WINDOW_BYTES = 64 * 1024 * 1024
 #: A piece's unfolded changes past this many bytes are folded into its state before the next
 #: timepoint: the fold is associative, so folding early only bounds memory.
 PENDING_BYTES = 64 * 1024 * 1024
+#: A piece's changes are spliced into its sorted state when the state has this many times more
+#: rows; otherwise the vectorised hash fold (plus a sort) is faster.
+SPLICE_RATIO = 16
 #: A state is made one chunk after a fold below this size (above, its binary column could pass
 #: the 2 GiB offset limit of one array: it stays chunked).
 COMBINE_MAX_BYTES = 1 << 30
@@ -60,7 +64,11 @@ class _Track:
 
     def flush(self) -> None:
         if self.pending:
-            self.state = fold(self.state, pa.concat_tables(self.pending), state_sorted=True)
+            changes = pa.concat_tables(self.pending)
+            # The splice (binary search per touched key, in Python) pays off only when few keys of
+            # a large state change; a woven state is often small next to an hour of changes.
+            splice = changes.num_rows * SPLICE_RATIO < self.state.num_rows
+            self.state = fold(self.state, changes, state_sorted=splice)
             self.pending, self.pending_bytes = [], 0
             if self.state.column(0).num_chunks > 1 and self.state.nbytes < COMBINE_MAX_BYTES:
                 # A splice leaves a chunk per touched key: one chunk keeps the next splice's
@@ -88,10 +96,62 @@ def woven_batches(log: ChangeLog, todo: list[WovenPlan], base_of: Callable[[Wove
     stats = stats if stats is not None else WovenStats()
     tracks = {s.weave_id: [_Track(p.key_lo, p.key_hi, int(p.base_seq), base_of(s, p))
                            for p in sorted(s.pieces, key=lambda p: p.key_lo)] for s in todo}
+    every = [t for ts in tracks.values() for t in ts]
     nxt = {s.weave_id: 0 for s in todo}
-    pos = min(t.base_seq for ts in tracks.values() for t in ts)
+    lo = min(t.base_seq for t in every)
+    cuts = sorted({int(q) for s in todo for q in s.tp_seqs if int(q) > lo})
+    for window, pos in _windows(log, lo, cuts, stats):
+        if window is not None and window.num_rows:
+            _route(window, every, stats)
+        for s in todo:
+            i = nxt[s.weave_id]
+            while i < len(s.tp_seqs) and int(s.tp_seqs[i]) <= pos:
+                yield from _emit(s, tracks[s.weave_id], i, stats)
+                i += 1
+            nxt[s.weave_id] = i
+
+
+def _windows(log: ChangeLog, lo: int, cuts: list[int], stats: WovenStats):
+    """(changes, pos): the log's changes in (lo, cuts[-1]] in seq order, in pieces that end at a
+    cut or hold at most WINDOW_BYTES, each with the seq it reaches (first: (None, lo)).
+
+    One streaming scan in file order serves an append-only log (files and rows in seq order: each
+    batch continues the previous one); at the first batch that does not, the rest is read in seq
+    windows by filter, whatever the layout."""
+    pos = lo
+    yield None, pos
+    if not cuts:
+        return
+    hi = cuts[-1]
+    ci = 0  # cuts[ci] is the next cut > pos
+    buf, size = [], 0
+    ds = log.seq_range(lo, hi)
+    for batch in ds.to_batches(columns=_COLUMNS, filter=(pc.field("seq") > lo) & (pc.field("seq") <= hi)):
+        n = batch.num_rows
+        if not n:
+            continue
+        seq = batch.column(0)
+        if seq[0].as_py() != pos + 1 or seq[n - 1].as_py() != pos + n or not is_increasing(seq, strict=True):
+            break  # out of seq order: fall back to filtered windows from pos
+        stats.changes_read += n
+        a = 0
+        while a < n:
+            take = min(n - a, cuts[ci] - pos)
+            piece = batch.slice(a, take)
+            buf.append(piece)
+            size += piece.nbytes
+            a, pos = a + take, pos + take
+            if pos == cuts[ci] or size >= WINDOW_BYTES:
+                yield pa.Table.from_batches(buf), pos
+                buf, size = [], 0
+                while ci < len(cuts) and cuts[ci] <= pos:
+                    ci += 1
+                if ci == len(cuts):
+                    return
+    if buf:
+        yield pa.Table.from_batches(buf), pos
     rows_per_window = _FIRST_WINDOW_ROWS
-    for cut in sorted({int(q) for s in todo for q in s.tp_seqs}):
+    for cut in cuts:
         while pos < cut:
             end = min(cut, pos + rows_per_window)
             window = log.read(pos, end, columns=_COLUMNS)
@@ -99,14 +159,8 @@ def woven_batches(log: ChangeLog, todo: list[WovenPlan], base_of: Callable[[Wove
             if window.num_rows:
                 # The log is gap-free: rows per window follow from its bytes per change.
                 rows_per_window = max(1024, int(WINDOW_BYTES * window.num_rows / max(1, window.nbytes)))
-                _route(window, [t for ts in tracks.values() for t in ts], stats)
             pos = end
-        for s in todo:
-            i = nxt[s.weave_id]
-            while i < len(s.tp_seqs) and int(s.tp_seqs[i]) <= cut:
-                yield from _emit(s, tracks[s.weave_id], i, stats)
-                i += 1
-            nxt[s.weave_id] = i
+            yield window, pos
 
 
 def _route(window: pa.Table, tracks: list[_Track], stats: WovenStats) -> None:
