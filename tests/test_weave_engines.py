@@ -100,6 +100,9 @@ def test_auto_picks_spark_at_the_threshold_and_the_setting_is_validated(tmp_path
     s = load_settings(env={"WEAVER_WEAVE_SPARK_MIN_CHANGES": "400"}, lake=str(tmp_path))
     assert choose_engine(s, [seq]) == ("spark", 400)  # 400 seqs from the lowest base (0) to the last timepoint
     assert choose_engine(s.with_overrides(weave_spark_min_changes=401), [seq]) == ("arrow", 400)
+    # A session on a cluster master weaves with Spark whatever the size; a forced engine still wins.
+    assert choose_engine(s.with_overrides(weave_spark_min_changes=401), [seq], cluster=True)[0] == "spark"
+    assert choose_engine(s.with_overrides(weave_engine="arrow"), [seq], cluster=True)[0] == "arrow"
     assert choose_engine(s.with_overrides(weave_engine="arrow", weave_spark_min_changes=0), [seq])[0] == "arrow"
     with pytest.raises(InvalidParameterError, match="weave_engine"):
         load_settings(env={"WEAVER_WEAVE_ENGINE": "dask"}, lake=str(tmp_path))

@@ -38,12 +38,19 @@ def run_work(todo: list[Sequence]) -> int:
     return sum(int(s.tp_seqs[-1]) - min(int(p.base_seq) for p in s.pieces) for s in todo)
 
 
-def choose_engine(settings: Settings, todo: list[Sequence]) -> tuple[str, int]:
-    """(engine, work): the setting when it names an engine, else Arrow below the threshold."""
+def choose_engine(settings: Settings, todo: list[Sequence], *, cluster: bool = False) -> tuple[str, int]:
+    """(engine, work): the setting when it names an engine; else Spark on a `cluster` (a session
+    whose master is not local: the threshold was measured in local mode, and a job submitted to a
+    cluster is there to use it), else Arrow below the threshold."""
     work = run_work(todo)
     if settings.weave_engine != AUTO:
         return settings.weave_engine, work
-    return (SPARK if work >= settings.weave_spark_min_changes else ARROW), work
+    return (SPARK if cluster or work >= settings.weave_spark_min_changes else ARROW), work
+
+
+def on_cluster(spark) -> bool:
+    """Whether `spark` is a session on a cluster master (spark://, yarn, k8s), not local[*]."""
+    return spark is not None and not str(spark.sparkContext.master).startswith("local")
 
 
 def _ts_sql(t: datetime) -> str:

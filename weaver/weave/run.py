@@ -33,7 +33,7 @@ from weaver.replay.spark import (
     woven_rows,
 )
 from weaver.weave.catalog import read_woven_catalog, table_properties, write_woven_catalog
-from weaver.weave.engine import ARROW, choose_engine, write_woven_arrow
+from weaver.weave.engine import ARROW, choose_engine, on_cluster, write_woven_arrow
 from weaver.weave.plan import Sequence, check_segment, plan_bases, plan_timepoints, select_predictions, sequence_from_row, sequences_for
 
 
@@ -96,7 +96,7 @@ def weave_sequences(spark, settings: Settings, lineage: Lineage, seqs: list[Sequ
     if todo:
         plan_bases(settings, lineage, todo)
         check_segment(settings, todo)
-        engine, summary["work_changes"] = choose_engine(settings, todo)
+        engine, summary["work_changes"] = choose_engine(settings, todo, cluster=on_cluster(spark))
         summary["engine"] = engine
         faults.point("weave.before_data")
         if engine == ARROW:
