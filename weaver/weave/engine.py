@@ -9,9 +9,9 @@ the threshold's default is the crossover bench/weave.py measured (docs/design.md
 
 from __future__ import annotations
 
-import queue
-import threading
+import tempfile
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pyarrow as pa
 
@@ -93,83 +93,39 @@ def _batches(settings: Settings, todo: list[Sequence], stats: WovenStats):
         yield from woven_batches(log, todo[i:i + PASS_SEQUENCES], _base_reader(settings), stats)
 
 
-_END = object()
-
-
-class _Feed:
-    """Batches made on a thread of our own, handed to delta-rs' writer through a bounded queue.
-
-    delta-rs pulls a RecordBatchReader from a worker of its async runtime, where any further
-    delta-rs call (the pass reads the change log, snapshots and woven rows through it) panics
-    ("Cannot start a runtime from within a runtime"). The queue also bounds what is in flight.
-    """
-
-    def __init__(self, make, depth: int = 8):
-        self.q: queue.Queue = queue.Queue(depth)
-        self.stop = threading.Event()
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, args=(make,), name="weave-arrow-feed", daemon=True)
-
-    def _put(self, item) -> bool:
-        while not self.stop.is_set():
-            try:
-                self.q.put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _run(self, make) -> None:
-        try:
-            for b in make():
-                if not self._put(b):
-                    return
-        except BaseException as exc:  # noqa: BLE001 - handed to the writer's side, re-raised there
-            self.error = exc
-        self._put(_END)
-
-    def batches(self):
-        self.thread.start()
-        while (b := self.q.get()) is not _END:
-            yield b
-        if self.error is not None:
-            raise self.error
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(timeout=60)
-
-
 def write_woven_arrow(settings: Settings, todo: list[Sequence]) -> WovenStats:
     """Weave `todo` with the Arrow fold and write the rows in one delta-rs commit (replaceWhere on
-    the run's span; creates the table partitioned by weave_id with the tier's properties)."""
+    the run's span; creates the table partitioned by weave_id with the tier's properties).
+
+    The pass first spools its batches to a local Arrow IPC stream (lz4), then delta-rs writes from
+    that file. Why not hand delta-rs a Python generator: it pulls batches on a worker of its async
+    runtime, where the pass's own delta-rs reads cannot run (a panic, or - with the pass on
+    another thread - a deadlock once two writes occupy the workers). Memory stays bounded by the
+    pass; the spool costs local disk of about the run's rows (compressed).
+    """
     from deltalake import WriterProperties, write_deltalake
 
     uri = storage.uri_for(settings, storage.WOVEN_SNAPSHOTS)
-    out: dict = {}
+    props = WriterProperties(compression=COMPRESSION)
+    with tempfile.TemporaryDirectory(prefix="weaver-weave-") as tmp:
+        spool = str(Path(tmp) / "woven.arrows")
+        stats = WovenStats()
+        opts = pa.ipc.IpcWriteOptions(compression="lz4")
+        with pa.OSFile(spool, "wb") as sink, pa.ipc.new_stream(sink, SCHEMA, options=opts) as out:
+            for batch in _batches(settings, todo, stats):
+                out.write_batch(batch)
 
-    def attempt() -> None:
-        # A fresh pass per try: a retry after a conflict re-reads bases and log from the start.
-        stats = out["stats"] = WovenStats()
-        feed = _Feed(lambda: _batches(settings, todo, stats))
-        try:
-            _write(pa.RecordBatchReader.from_batches(SCHEMA, feed.batches()), WriterProperties(compression=COMPRESSION))
-        except Exception:
-            if feed.error is not None:  # the original, named error rather than delta-rs' wrapping of it
-                raise feed.error from None
-            raise
-        finally:
-            feed.close()
+        def attempt() -> None:
+            with pa.OSFile(spool, "rb") as src:
+                reader = pa.ipc.open_stream(src)
+                if not storage.is_table(uri):
+                    # mode="error": of two racing creators one wins; the loser retries as a replaceWhere.
+                    write_deltalake(uri, reader, mode="error", partition_by=["weave_id"],
+                                    configuration=table_properties(settings), writer_properties=props,
+                                    storage_options=storage.options(uri))
+                else:
+                    write_deltalake(uri, reader, mode="overwrite", predicate=scope_predicate(todo),
+                                    writer_properties=props, storage_options=storage.options(uri))
 
-    def _write(reader, props) -> None:
-        if not storage.is_table(uri):
-            # mode="error": of two racing creators one wins; the loser retries as a replaceWhere.
-            write_deltalake(uri, reader, mode="error", partition_by=["weave_id"],
-                            configuration=table_properties(settings), writer_properties=props,
-                            storage_options=storage.options(uri))
-        else:
-            write_deltalake(uri, reader, mode="overwrite", predicate=scope_predicate(todo),
-                            writer_properties=props, storage_options=storage.options(uri))
-
-    retry_commit(attempt, what="weave: write woven_snapshots", attempts=settings.commit_retries)
-    return out["stats"]
+        retry_commit(attempt, what="weave: write woven_snapshots", attempts=settings.commit_retries)
+    return stats
