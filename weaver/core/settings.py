@@ -66,10 +66,10 @@ class Settings:
     # Weaving engine per run (weaver.weave.engine): 'arrow' (one process, no JVM), 'spark', or 'auto':
     # Arrow below weave_spark_min_changes of work (change-log rows the run's sequences span), else Spark.
     weave_engine: str = "auto"
-    # bench/results/weave.json measured no crossover: Arrow beat Spark local[2] at every size (4.0x at
-    # the largest, 38 M of work). Arrow's peak RSS grows with the run (0.4 / 0.6 / 1.3 GB at 0.17 /
-    # 2.5 / 38 M); straight on, it reaches ~10 GB near 300 M, where Spark (which spills) takes over.
-    weave_spark_min_changes: int = 300_000_000
+    # bench/results/weave.json: Arrow's and Spark local[2]'s wall times, extrapolated in straight
+    # lines through the two largest sizes, cross at 82.7 M changes of work (figures.crossover_work;
+    # at 38 M Spark local[2] ran at 0.89x Arrow). docs/design.md A11.
+    weave_spark_min_changes: int = 83_000_000
     api_token: str | None = None
     delta_jars: str | None = None  # comma-separated local jar paths overriding the fetched ones
     s3_jars: str | None = None  # comma-separated local hadoop-aws + AWS SDK bundle jars (air-gapped)
