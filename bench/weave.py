@@ -1,25 +1,28 @@
-"""Weaving throughput: the Spark weave job at local[1] and local[2] vs a single-process Arrow replay.
+"""Weaving engines: Spark (local[1], local[2]) vs Arrow (one process) at three run sizes.
 
-Setup: one simulated lake (``weaver simulate``: ``--partitions`` partitions, ``--days`` days, real
-splits on), one prediction per partition alive at the run (split at the partition's median live
-key, ``predicted_split_ts`` = run + 1 h, window 24 h, probability 0.9), woven at the window's end
-with the default hourly cadence: every sequence gets ~24 timepoints in ONE run (the heaviest
-incremental step, e.g. a backfill). The work is identical for all three contenders:
+Setup per size: one simulated lake (``weaver simulate``: ``partitions`` partitions, ``--days`` days,
+real splits on), one prediction per partition alive at the run (split at the partition's median
+live key, ``predicted_split_ts`` = run + 1 h, window 23 h, probability 0.9), woven at the window's
+end with the default hourly cadence: every sequence gets ~23 timepoints in ONE run (the heaviest
+incremental step, e.g. a backfill). Each contender runs ``weaver.weave.weave`` - the product path:
+planning, replay, the one Delta commit of woven_snapshots (zstd), the catalog MERGE - with the
+engine forced by ``weave_engine``:
 
-* ``spark_local1`` / ``spark_local2``: ``weaver.weaving.weave`` in a fresh process with a
-  SparkSession at local[1] / local[2] (4 shuffle partitions), after one warm-up weave on a scratch
-  copy of the lake in the same JVM; timed from the call to its return (planning, replay, Delta
-  write of woven_snapshots in zstd, catalog MERGE);
-* ``arrow``: the same sequences and timepoints replayed in this process with weaver.replay
-  (pyarrow.compute: fold the key-range changes between consecutive timepoints onto the previous
-  state), rows routed by split key and written to a Delta table with delta-rs (zstd).
+* ``arrow``: weaver.replay.woven's one-pass fold, written with delta-rs (no JVM);
+* ``spark_local1`` / ``spark_local2``: weaver.replay.spark's woven_rows at local[1] / local[2]
+  (``shuffle_partitions`` shuffle partitions), after one warm-up weave on a scratch lake in the
+  same JVM.
 
-``changes`` = the change-log rows each replay consumes (per sequence: every change of its key range
-up to its last timepoint); ``changes_per_s`` = changes / wall time. The three outputs are checked to
-be the same rows. Ratios: ``spark_local2_vs_arrow`` (> 1: Spark faster), ``spark_local1_vs_arrow``,
-``spark_local2_vs_local1`` (parallel speed-up of the Spark job).
+Each contender runs in its own process, over the sizes smallest first, on its own copy of each
+lake; wall time from the call to its return; peak RSS of the process (VmHWM; for Spark the Python
+driver's only: the JVM is a separate process, sized by Spark's own settings). ``work`` is the run's size as the engine choice
+sees it (weaver.weave.engine.run_work: change-log rows the sequences span, summed). The outputs
+of the three contenders are checked to be the same rows. Ratios per size: ``spark_local2_vs_arrow``
+(> 1: Spark faster), ``spark_local2_vs_local1`` (parallel speed-up); ``crossover_work`` is where
+straight lines through the two largest sizes' wall times of Arrow and Spark local[2] meet (null:
+they do not meet at a positive size), the measured basis of ``weave_spark_min_changes``.
 
-Run: ``.venv/bin/python bench/weave.py [--partitions 4 --days 2] [--quick]`` -> bench/results/weave.json
+Run: ``.venv/bin/python bench/weave.py [--sizes 4,16,64 --days 2] [--quick]`` -> bench/results/weave.json
 """
 
 from __future__ import annotations
@@ -40,13 +43,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import pyarrow as pa  # noqa: E402
-import pyarrow.compute as pc  # noqa: E402
 
 import _common  # noqa: E402  (bench/_common.py, beside this script)
 from weaver.core import storage  # noqa: E402
 from weaver.core.settings import load_settings  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "weave.json"
+SHUFFLE_PARTITIONS = 4
 
 
 def machine() -> dict:
@@ -85,137 +88,151 @@ def make_predictions(lake: Path, run_ts: datetime, window: timedelta) -> list[di
     return rows
 
 
+def peak_rss_mib() -> float | None:
+    """This process's peak RSS (VmHWM: reset by exec, unlike ru_maxrss, which a child inherits)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return None
+
+
 # --- contenders ----------------------------------------------------------------------------------
-def spark_child(master: str, lake: str, scratch: str, at: str, warm_at: str) -> None:
-    """Runs in a fresh process: warm the JVM on `scratch`, then time one weave of `lake`."""
-    from weaver.core.spark import get_spark
+def child(engine: str, master: str, jobs_json: str) -> None:
+    """Runs in a fresh process: (Spark: warm the JVM on a scratch lake, then) time one weave per job."""
     from weaver.weave import weave
 
-    s = load_settings(env={}, lake=lake, spark_master=master, spark_shuffle_partitions=4)
-    spark = get_spark(s, f"bench-weave-{master}")
-    weave(spark, s.with_overrides(lake=scratch), at=datetime.fromisoformat(warm_at))
-    t0 = time.perf_counter()
-    summary = weave(spark, s, at=datetime.fromisoformat(at))
-    summary["wall_s"] = time.perf_counter() - t0
-    spark.stop()
-    print(json.dumps(summary, default=str))
+    jobs = json.loads(jobs_json)
+    spark = None
+    if engine == "spark":
+        from weaver.core.spark import get_spark
+
+        s = load_settings(env={}, lake=jobs[0]["lake"], spark_master=master, spark_shuffle_partitions=SHUFFLE_PARTITIONS)
+        spark = get_spark(s, f"bench-weave-{master}")
+        w = jobs[0]["warm"]
+        weave(spark, s.with_overrides(lake=w["lake"], weave_engine="spark"), at=datetime.fromisoformat(w["at"]))
+    out = []
+    for job in jobs:
+        s = load_settings(env={}, lake=job["lake"], spark_master=master, spark_shuffle_partitions=SHUFFLE_PARTITIONS,
+                          weave_engine=engine)
+        t0 = time.perf_counter()
+        summary = weave(spark, s, at=datetime.fromisoformat(job["at"]))
+        summary["wall_s"] = time.perf_counter() - t0
+        summary["peak_rss_mib"] = peak_rss_mib()
+        out.append(summary)
+    if spark is not None:
+        spark.stop()
+    print(json.dumps(out, default=str))
 
 
-def run_spark(master: str, lake: Path, scratch: Path, at: datetime, warm_at: datetime) -> dict:
+def run_child(engine: str, master: str, jobs: list[dict]) -> list[dict]:
     env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1", PYSPARK_PYTHON=sys.executable)
-    proc = subprocess.run([sys.executable, __file__, "--child", master, str(lake), str(scratch), at.isoformat(),
-                           warm_at.isoformat()], capture_output=True, text=True, timeout=900, env=env)
+    proc = subprocess.run([sys.executable, __file__, "--child", engine, master, json.dumps(jobs)],
+                          capture_output=True, text=True, timeout=1800, env=env)
     if proc.returncode != 0:
-        raise SystemExit(f"spark child {master} failed:\n{proc.stderr[-4000:]}")
+        raise SystemExit(f"{engine} {master} child failed:\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def arrow_replay(lake: Path, at: datetime) -> dict:
-    """The same work in one process: plan like weave, fold with weaver.replay, write with delta-rs."""
-    from deltalake import WriterProperties, write_deltalake
-
-    from weaver.log import Lineage, read_changes
-    from weaver.replay import fold
-    from weaver.core.storage import filter_range
-    from weaver.weave import plan_timepoints, select_predictions, sequences_for
-
-    t0 = time.perf_counter()
-    s = load_settings(env={}, lake=str(lake))
-    lineage = Lineage.load(s)
-    _, preds = select_predictions(s, at=at)
-    seqs = plan_timepoints(s, sequences_for(preds, lineage, s.confidence_threshold, at), at)
-    upto = max(x.tp_seqs[-1] for x in seqs)
-    log = read_changes(s, upto_seq=upto)
-    parts, changes = [], 0
-    for x in seqs:
-        mine = filter_range(log, x.key_lo or None, x.key_hi)
-        seq_col = mine.column("seq")
-        state, prev = None, 0
-        left, right = x.child_ids
-        for t, q in zip(x.timepoints, x.tp_seqs):
-            step = mine.filter(pc.and_(pc.greater(seq_col, prev), pc.less_equal(seq_col, q)))
-            changes += step.num_rows
-            state = fold(state, step)
-            prev = q
-            n = state.num_rows
-            side = pc.if_else(pc.less(state.column("key"), x.split_key), left, right)
-            parts.append(pa.table({
-                "weave_id": pa.array([x.weave_id] * n, pa.string()), "woven_partition_id": side,
-                "source_partition_id": pa.array([x.source_partition_id] * n, pa.string()),
-                "timepoint": pa.array([t] * n, storage.TS), "as_of_seq": pa.array([q] * n, pa.int64()),
-                "key": state.column("key"), "value": state.column("value")}))
-    out = pa.concat_tables(parts)
-    uri = str(lake / "arrow_woven")
-    write_deltalake(uri, out, mode="overwrite", partition_by=["weave_id"],
-                    writer_properties=WriterProperties(compression="ZSTD"))
-    return {"wall_s": time.perf_counter() - t0, "changes": changes, "rows": out.num_rows,
-            "sequences": len(seqs), "timepoints": sum(len(x.timepoints) for x in seqs), "uri": uri}
+def same_rows(lakes: list[str]) -> bool:
+    """Whether the woven_snapshots of `lakes` hold the same rows, compared weave by weave (sorted
+    Arrow tables, so memory holds one sequence of each lake at a time)."""
+    uris = [storage.uri_for(load_settings(env={}, lake=x), storage.WOVEN_SNAPSHOTS) for x in lakes]
+    cols = ["woven_partition_id", "source_partition_id", "timepoint", "as_of_seq", "key", "value"]
+    order = [("timepoint", "ascending"), ("key", "ascending")]
+    ids = [sorted(set(storage.read(u, storage.WOVEN_SNAPSHOTS, columns=["weave_id"]).column("weave_id").to_pylist()))
+           for u in uris]
+    if any(i != ids[0] for i in ids):
+        return False
+    for wid in ids[0]:
+        tabs = [storage.read(u, storage.WOVEN_SNAPSHOTS, filters=[("weave_id", "=", wid)], columns=cols).sort_by(order)
+                for u in uris]
+        if any(not t.equals(tabs[0]) for t in tabs[1:]):
+            return False
+    return True
 
 
-def digest(table: pa.Table) -> str:
-    t = table.select(["weave_id", "woven_partition_id", "timepoint", "as_of_seq", "key", "value"])
-    t = t.sort_by([("weave_id", "ascending"), ("timepoint", "ascending"), ("key", "ascending")])
-    h = hashlib.sha1()
-    for r in t.to_pylist():
-        h.update(repr(tuple(r.values())).encode())
-    return h.hexdigest()
+def crossover(xa: list[float], ya: list[float], xb: list[float], yb: list[float]) -> float | None:
+    """Where the lines through the last two points of a and of b meet (None: never, at a positive x)."""
+    sa = (ya[-1] - ya[-2]) / (xa[-1] - xa[-2])
+    sb = (yb[-1] - yb[-2]) / (xb[-1] - xb[-2])
+    ia, ib = ya[-1] - sa * xa[-1], yb[-1] - sb * xb[-1]
+    if sa == sb:
+        return None
+    x = (ib - ia) / (sa - sb)
+    return x if x > 0 else None
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--sizes", default="4,16,64", help="partitions of the three lakes")
     ap.add_argument("--days", type=int, default=2)
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--quick", action="store_true", help="2 partitions, 2 days (a smoke run)")
+    ap.add_argument("--quick", action="store_true", help="sizes 2,3,4 (a smoke run)")
     args = ap.parse_args()
-    if args.quick:
-        args.partitions = 2
+    sizes = [2, 3, 4] if args.quick else [int(x) for x in args.sizes.split(",")]
+    mach = machine()
     tmp = Path(tempfile.mkdtemp(prefix="bench_weave_"))
     try:
-        base = tmp / "lake"
-        info = make_lake(base, args.partitions, args.days, args.seed)
-        run_ts = info["start"] + timedelta(days=args.days - 1)
         window = timedelta(hours=23)
-        at = run_ts + window
-        preds = make_predictions(base, run_ts, window)
+        lakes, infos, preds = [], [], []
+        for n in sizes:
+            base = tmp / f"lake{n}"
+            info = make_lake(base, n, args.days, args.seed)
+            run_ts = info["start"] + timedelta(days=args.days - 1)
+            preds.append(len(make_predictions(base, run_ts, window)))
+            info.update(run_ts=run_ts, at=run_ts + window)
+            lakes.append(base)
+            infos.append(info)
         warm = tmp / "warm"
-        lakes = {}
-        for name in ("spark_local1", "spark_local2", "arrow"):
-            lakes[name] = tmp / name
-            shutil.copytree(base, lakes[name])
-        shutil.copytree(base, warm)
-        warm_at = run_ts + timedelta(hours=2)
+        shutil.copytree(lakes[0], warm)
+        warm_at = infos[0]["run_ts"] + timedelta(hours=2)
 
-        results = {"arrow": arrow_replay(lakes["arrow"], at)}
-        results["spark_local1"] = run_spark("local[1]", lakes["spark_local1"], warm, at, warm_at)
-        shutil.rmtree(warm)
-        shutil.copytree(base, warm)
-        results["spark_local2"] = run_spark("local[2]", lakes["spark_local2"], warm, at, warm_at)
+        def jobs(name: str) -> list[dict]:
+            out = []
+            for base, info in zip(lakes, infos):
+                dst = tmp / f"{name}_{base.name}"
+                shutil.copytree(base, dst)
+                out.append({"lake": str(dst), "at": info["at"].isoformat()})
+            w = tmp / f"warm_{name}"
+            shutil.copytree(warm, w)
+            out[0]["warm"] = {"lake": str(w), "at": warm_at.isoformat()}
+            return out
 
-        ref = digest(storage.read(results["arrow"]["uri"], storage.WOVEN_SNAPSHOTS))
-        for name in ("spark_local1", "spark_local2"):
-            s = load_settings(env={}, lake=str(lakes[name]))
-            got = digest(storage.read(storage.uri_for(s, storage.WOVEN_SNAPSHOTS), storage.WOVEN_SNAPSHOTS))
-            if got != ref:
-                raise SystemExit(f"{name} wove different rows than the Arrow replay")
-        changes = results["arrow"]["changes"]
-        figures = {
-            "lake": {"changes": info["changes"], "partitions": info["partitions"], "real_splits": info["splits"]},
-            "work": {"sequences": results["arrow"]["sequences"], "timepoints": results["arrow"]["timepoints"],
-                     "woven_rows": results["arrow"]["rows"], "changes_replayed": changes},
-            "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
-        }
-        for name, r in results.items():
-            figures[name] = {"wall_s": round(r["wall_s"], 3), "changes_per_s": round(changes / r["wall_s"], 1)}
-        ratios = {
-            "spark_local2_vs_arrow": round(results["arrow"]["wall_s"] / results["spark_local2"]["wall_s"], 3),
-            "spark_local1_vs_arrow": round(results["arrow"]["wall_s"] / results["spark_local1"]["wall_s"], 3),
-            "spark_local2_vs_local1": round(results["spark_local1"]["wall_s"] / results["spark_local2"]["wall_s"], 3),
-        }
-        out = {"bench": "weave", "machine": machine(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-               "params": {"partitions": args.partitions, "days": args.days, "seed": args.seed,
-                          "predictions": len(preds), "window_h": 23, "cadence": "1h",
-                          "run_ts": run_ts.isoformat(), "at": at.isoformat(), "shuffle_partitions": 4},
+        contenders = {"arrow": ("arrow", "local[1]"), "spark_local1": ("spark", "local[1]"),
+                      "spark_local2": ("spark", "local[2]")}
+        results, lake_of = {}, {}
+        for name, (engine, master) in contenders.items():
+            js = jobs(name)
+            lake_of[name] = [j["lake"] for j in js]
+            results[name] = run_child(engine, master, js)
+            for r in results[name]:
+                assert r["engine"] == engine, r
+
+        for i in range(len(sizes)):
+            if not same_rows([lake_of[name][i] for name in contenders]):
+                raise SystemExit(f"the engines wove different rows at size {sizes[i]}")
+
+        per_size, ratios = [], {}
+        for i, n in enumerate(sizes):
+            a, s1, s2 = (results[k][i] for k in ("arrow", "spark_local1", "spark_local2"))
+            per_size.append({
+                "partitions": n, "lake_changes": infos[i]["changes"], "lake_partitions": infos[i]["partitions"],
+                "predictions": preds[i], "sequences": a["sequences"], "timepoints": a["timepoints_written"],
+                "woven_rows": a["rows_written"], "work": a["work_changes"],
+                **{f"{k}_wall_s": round(results[k][i]["wall_s"], 3) for k in contenders},
+                **{f"{k}_peak_rss_mib": results[k][i]["peak_rss_mib"] for k in contenders},
+            })
+            ratios[f"spark_local2_vs_arrow_{n}p"] = round(a["wall_s"] / s2["wall_s"], 3)
+            ratios[f"spark_local1_vs_arrow_{n}p"] = round(a["wall_s"] / s1["wall_s"], 3)
+            ratios[f"spark_local2_vs_local1_{n}p"] = round(s1["wall_s"] / s2["wall_s"], 3)
+        work = [float(x["work"]) for x in per_size]
+        cross = crossover(work, [x["arrow_wall_s"] for x in per_size], work,
+                          [x["spark_local2_wall_s"] for x in per_size])
+        figures = {"sizes": per_size, "crossover_work": round(cross) if cross else None,
+                   "load_avg_1m_at_end": round(os.getloadavg()[0], 2)}
+        out = {"bench": "weave", "machine": mach, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+               "params": {"sizes": sizes, "days": args.days, "seed": args.seed, "window_h": 23, "cadence": "1h",
+                          "shuffle_partitions": SHUFFLE_PARTITIONS},
                "ratios": ratios, "figures": figures}
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(out, indent=2) + "\n")
@@ -226,6 +243,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        spark_child(*sys.argv[2:7])
+        child(*sys.argv[2:5])
     else:
         main()

@@ -3,7 +3,9 @@
     spark-submit --master spark://127.0.0.1:7077 --jars <delta jars> spark_jobs/weave.py \
         --lake ./lake --at 2026-01-03T00:00:00Z [--woven-root URI] [--confidence-threshold 0.75] [--run-ts ISO]
 
-The run's weaves land `staged`; the DAG's check_woven task checks and publishes them.
+The run's weaves land `staged`; the DAG's check_woven task checks and publishes them. The engine
+is chosen per run (weaver.weave.engine): on a cluster master Spark; in local mode Arrow (in this
+driver process) below settings.weave_spark_min_changes, unless $WEAVER_WEAVE_ENGINE names one.
 Run with plain `python` it uses settings.spark_master (local[*] unless $WEAVER_SPARK_MASTER).
 The last line printed is one JSON object: the run's summary, or {"error", "message"} (exit 2).
 """

@@ -11,7 +11,6 @@ from rich.table import Table
 from weaver.cli._app import JsonOpt, LakeOpt, app, console, emit, reported, settings_for, timepoint
 from weaver.core.errors import WeaverError
 from weaver.core.settings import check_confidence
-from weaver.core.spark import get_spark
 from weaver.pipeline import gate_weaves
 from weaver.weave import reconcile, vacuum_woven, weave
 
@@ -38,15 +37,16 @@ def weave_cmd(
     lake: Optional[str] = LakeOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Weave shadow snapshot sequences for the predicted splits (Spark), check them, publish them, then
-    reconcile their lifecycle."""
+    """Weave shadow snapshot sequences for the predicted splits (Arrow or Spark by the run's size), check
+    them, publish them, then reconcile their lifecycle."""
     t = timepoint(at)
     rt = timepoint(run_ts, "--run-ts") if run_ts else None
     c = _confidence(confidence_threshold)
     with reported(as_json):
         s = settings_for(lake, woven_root=woven_root, woven_cadence=cadence)
-        with console.status("weaving with Spark..."):
-            r = weave(get_spark(s, "weaver-weave"), s, at=t, confidence_threshold=c, run_ts=rt, stage=True)
+        with console.status("weaving..."):
+            # No session passed: weave starts Spark only when the run's size picks it (no JVM otherwise).
+            r = weave(None, s, at=t, confidence_threshold=c, run_ts=rt, stage=True)
         # Write-audit-publish: the staged weaves become `active` only if the woven suite passes.
         with console.status("checking the staged weaves..."):
             r["check"] = gate_weaves(s)
@@ -54,7 +54,7 @@ def weave_cmd(
             r["reconcile"] = reconcile(s, at=t)
     human = Table(title=f"weave at {t.isoformat()}", show_header=False)
     for k in ("run_ts", "confidence_threshold", "new_sequences", "below_threshold", "sequences",
-              "timepoints_written", "rows_written", "version", "elapsed_s"):
+              "timepoints_written", "rows_written", "engine", "version", "elapsed_s"):
         human.add_row(k, str(r.get(k)))
     if "reconcile" in r:
         rec = r["reconcile"]

@@ -63,6 +63,13 @@ class Settings:
     min_history_buckets: int = 12  # fewer complete buckets: the partition is skipped, with a reason
     forecast_mp_context: str | None = None  # worker start method; default fork on Linux
     forecast_triage: bool = True  # skip fits of partitions that cannot reach a threshold (docs/prediction.md)
+    # Weaving engine per run (weaver.weave.engine): 'arrow' (one process, no JVM), 'spark', or 'auto':
+    # Arrow below weave_spark_min_changes of work (change-log rows the run's sequences span), else Spark.
+    weave_engine: str = "auto"
+    # bench/results/weave.json: Arrow's and Spark local[2]'s wall times, extrapolated in straight
+    # lines through the two largest sizes, cross at 82.7 M changes of work (figures.crossover_work;
+    # at 38 M Spark local[2] ran at 0.89x Arrow). docs/design.md A11.
+    weave_spark_min_changes: int = 83_000_000
     api_token: str | None = None
     delta_jars: str | None = None  # comma-separated local jar paths overriding the fetched ones
     s3_jars: str | None = None  # comma-separated local hadoop-aws + AWS SDK bundle jars (air-gapped)
@@ -110,6 +117,10 @@ class Settings:
             raise InvalidParameterError("api_max_page_rows and api_max_recoveries must be at least 1")
         if self.api_recovery_cache_mb < 0:
             raise InvalidParameterError("api_recovery_cache_mb must be 0 or more")
+        if self.weave_engine not in WEAVE_ENGINES:
+            raise InvalidParameterError(f"weave_engine {self.weave_engine!r} is not one of {', '.join(WEAVE_ENGINES)}")
+        if self.weave_spark_min_changes < 0:
+            raise InvalidParameterError("weave_spark_min_changes must be 0 or more")
         if self.s3_commit not in S3_COMMIT_MODES:
             raise InvalidParameterError(f"s3_commit {self.s3_commit!r} is not one of {', '.join(S3_COMMIT_MODES)}")
         for root in (self.lake, self.woven_root):
@@ -158,6 +169,7 @@ class Settings:
 
 
 S3_COMMIT_MODES = ("conditional-put", "unsafe-rename", "dynamodb")
+WEAVE_ENGINES = ("auto", "arrow", "spark")
 REMOTE_SCHEMES = ("s3://",)  # the object stores a lake may live on (s3a:// is Spark's spelling of it)
 
 
@@ -279,6 +291,8 @@ def load_settings(env: dict[str, str] | None = None, **overrides: Any) -> Settin
         "WEAVER_METRICS_CHECKPOINTS": ("metrics_checkpoints", int),
         "WEAVER_FORECAST_MP_CONTEXT": ("forecast_mp_context", str),
         "WEAVER_FORECAST_TRIAGE": ("forecast_triage", _flag),
+        "WEAVER_WEAVE_ENGINE": ("weave_engine", str),
+        "WEAVER_WEAVE_SPARK_MIN_CHANGES": ("weave_spark_min_changes", int),
         "WEAVER_API_TOKEN": ("api_token", str),
         "WEAVER_DELTA_JARS": ("delta_jars", str),
         "WEAVER_S3_JARS": ("s3_jars", str),

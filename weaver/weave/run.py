@@ -1,4 +1,4 @@
-"""The weaving run (DESIGN §3 woven tier, §4.2): Spark replays, one Delta commit per run.
+"""The weaving run (DESIGN §3 woven tier, §4.2): Spark or Arrow replays, one Delta commit per run.
 
 Runs are incremental. A run at ``at`` registers the new predictions' sequences in
 ``woven_catalog`` and extends every extendable sequence (``active`` or ``confirmed``) with the
@@ -6,8 +6,9 @@ timepoints whose data has arrived, starting from the state at the sequence's las
 (read back from ``woven_snapshots``), not from the base snapshot. The woven rows of a run go into
 ``woven_snapshots`` in ONE Delta commit (a replaceWhere on the (weave, timepoint) span the run
 owns, partitioned by weave_id), so a rerun of the same interval writes nothing and
-``VERSION AS OF`` answers "what did we believe then". The replay itself is
-:func:`weaver.replay.spark.woven_rows`.
+``VERSION AS OF`` answers "what did we believe then". The replay is
+:func:`weaver.replay.spark.woven_rows` (Spark) or :func:`weaver.replay.woven.woven_batches`
+(Arrow, one process, no JVM); :mod:`weaver.weave.engine` picks one per run by its size.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from weaver.replay.spark import (
     woven_rows,
 )
 from weaver.weave.catalog import read_woven_catalog, table_properties, write_woven_catalog
+from weaver.weave.engine import ARROW, choose_engine, on_cluster, write_woven_arrow
 from weaver.weave.plan import Sequence, check_segment, plan_bases, plan_timepoints, select_predictions, sequence_from_row, sequences_for
 
 
@@ -41,7 +43,9 @@ def weave(spark, settings: Settings, *, at: datetime, confidence_threshold: floa
 
     Returns counts: sequences (extended this run), new_sequences, timepoints_written,
     rows_written, version (woven_snapshots' Delta version after the run; None if absent),
-    committed (whether this run added a version). Raises TableNotFoundError, ContractViolation
+    committed (whether this run added a version), engine ('arrow' | 'spark', chosen per run by
+    settings.weave_engine / weave_spark_min_changes; None when nothing was due) and work_changes.
+    `spark` may be None: a session is started only if Spark is chosen. Raises TableNotFoundError, ContractViolation
     (a malformed prediction, a gap in the change log), InvalidParameterError; nothing is written then.
 
     With `stage` (every entry point: the DAG's spark job, ``weaver weave``) the sequences this run
@@ -77,7 +81,9 @@ def weave_sequences(spark, settings: Settings, lineage: Lineage, seqs: list[Sequ
     Predicted runs (:func:`weave`) and what-if weaves (:mod:`weaver.whatif`) both come through
     here, so they keep the same invariants. With `stage` the written sequences' catalog rows are
     ``staged`` (see :func:`weave`). Returns sequences, timepoints_written, rows_written, staged,
-    committed, version.
+    committed, version, engine ('arrow' | 'spark'; None when nothing was due) and work_changes
+    (the run's size that chose the engine, :func:`weaver.weave.engine.run_work`). `spark` may be
+    None: a session is started only when the engine chosen is Spark.
     """
     woven_uri = storage.uri_for(settings, storage.WOVEN_SNAPSHOTS)
     if not storage.is_table(woven_uri):
@@ -86,14 +92,24 @@ def weave_sequences(spark, settings: Settings, lineage: Lineage, seqs: list[Sequ
             s.last_timepoint = s.last_seq = None
     todo = plan_timepoints(settings, seqs, at)
     summary = {"sequences": len(todo), "timepoints_written": sum(len(s.timepoints) for s in todo),
-               "rows_written": 0, "committed": False}
+               "rows_written": 0, "committed": False, "engine": None, "work_changes": 0}
     if todo:
         plan_bases(settings, lineage, todo)
         check_segment(settings, todo)
+        engine, summary["work_changes"] = choose_engine(settings, todo, cluster=on_cluster(spark))
+        summary["engine"] = engine
         faults.point("weave.before_data")
-        _write_woven(spark, settings, _woven_frame(spark, settings, todo), todo)
+        if engine == ARROW:
+            summary["rows_written"] = write_woven_arrow(settings, todo).rows
+        else:
+            if spark is None:
+                # Callers that may weave with Arrow pass no session: a JVM only when Spark is chosen.
+                from weaver.core.spark import get_spark
+
+                spark = get_spark(settings, "weaver-weave")
+            _write_woven(spark, settings, _woven_frame(spark, settings, todo), todo)
+            summary["rows_written"] = _rows_written(woven_uri)
         summary["committed"] = True
-        summary["rows_written"] = _rows_written(woven_uri)
     for s in todo:
         s.last_timepoint, s.last_seq = s.timepoints[-1], s.tp_seqs[-1]
     changed = {s.weave_id: s for s in seqs if s.is_new}
