@@ -1,12 +1,14 @@
 """temporal_weaver: the background loop of Temporal Weaver (DESIGN §6).
 
 [ingest -> check (GX) -> source complete (sensor), when a source is configured] ->
-extract -> check (GX) -> metrics -> forecast -> check (GX) -> weave (spark-submit) -> check (GX)
+extract -> check (GX) -> metrics -> forecast -> check (GX) -> weave -> check (GX)
 -> publish/reconcile (beside weaving, `advise` turns the checked predictions into pre-split advice),
 which emits the `weaver_predictions` and `weaver_woven_tier` Assets (only a
 run whose every check passed reaches it, so consumers never see unchecked data). Write-audit-publish:
 forecast and weave write staged rows; each check task validates exactly those and publishes them only
-on a pass (else quarantines them and fails). Wiring only: each task calls one function of the
+on a pass (else quarantines them and fails). The weave step branches on the run's planned size
+(`weaver.weave.planned_engine`): spark-submit for a run big enough for Spark, else the Arrow engine
+inside the task (no JVM); the `weave_engine` param forces one. Wiring only: each task calls one function of the
 `weaver` package, heavy imports stay inside the tasks, and each task works on the run's data interval, so a rerun of the
 same interval writes the same rows once.
 """
@@ -40,6 +42,8 @@ PARAMS = {
     "ingest_source": Param(None, type=["null", "object", "string"],
                            description="Source to ingest first (JSON spec or path, see docs/ingestion.md); "
                                        "default $WEAVER_INGEST_SOURCE, none = the lake is written by someone else"),
+    "weave_engine": Param(None, type=["null", "string"], enum=[None, "auto", "arrow", "spark"],
+                          description="Weaving engine; default $WEAVER_WEAVE_ENGINE or auto (by the run's size)"),
     "source_grace": Param("2h", type="string", pattern=r"^[0-9]+[mhdw]$",
                           description="How long past the interval's end to wait for the source's watermark"),
 }
@@ -113,6 +117,27 @@ def temporal_weaver():
         run["check"] = gate_predictions(s, at=datetime.fromisoformat(run["at"]))
         return {**run, **job_target(s)}
 
+    @task.branch
+    def weave_engine(run: dict, params=None) -> str:
+        from weaver.weave import planned_engine
+
+        plan = planned_engine(settings_from_params(params), at=datetime.fromisoformat(run["at"]),
+                              confidence_threshold=params["confidence_threshold"])
+        print(f"weave plan: {plan}")
+        return "weave" if plan["engine"] == "spark" else "weave_arrow"
+
+    @task
+    def weave_arrow(run: dict, params=None) -> dict:
+        from dataclasses import replace
+
+        from weaver.weave import weave as run_weave
+
+        s = replace(settings_from_params(params), weave_engine="arrow")  # the branch chose it
+        r = run_weave(None, s, at=datetime.fromisoformat(run["at"]),
+                      confidence_threshold=params["confidence_threshold"], stage=True)
+        return {k: r[k] for k in ("sequences", "new_sequences", "timepoints_written", "rows_written", "engine",
+                                  "committed", "version")}
+
     weave = SparkSubmitOperator(
         task_id="weave",
         conn_id="spark_default",
@@ -125,11 +150,12 @@ def temporal_weaver():
             "--confidence-threshold={{ params.confidence_threshold }}",
             "--lake={{ ti.xcom_pull(task_ids='check_predictions')['lake'] }}",
             "--woven-root={{ ti.xcom_pull(task_ids='check_predictions')['woven'] }}",
+            "--engine=spark",  # the branch chose it
         ],
         env_vars="{{ ti.xcom_pull(task_ids='check_predictions')['spark_env'] }}",
     )
 
-    @task
+    @task(trigger_rule="none_failed_min_one_success")  # after whichever weave branch ran
     def check_woven(params=None) -> dict:
         from weaver.pipeline import gate_weaves
 
@@ -163,7 +189,7 @@ def temporal_weaver():
     check_ingest(ingest()) >> source_complete >> extracted
     checked = check_predictions(forecast(metrics(check_changelog(extracted))))
     woven_ok = check_woven()
-    checked >> weave >> woven_ok
+    weave_engine(checked) >> [weave, weave_arrow(checked)] >> woven_ok
     publish(checked, woven_ok, advise(checked))
 
 

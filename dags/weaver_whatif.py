@@ -38,7 +38,7 @@ PARAMS = {
 def weaver_whatif():
     @task
     def validate(params=None) -> dict:
-        """The what-if's named errors (partition, key, T, until) before any Spark work or write."""
+        """The what-if's named errors (partition, key, T, until) before any weaving or write."""
         from weaver.whatif import plan_whatif
 
         w = plan_whatif(settings_from_params(params), params["partition"], params["at"], split_key=params.get("split_key"),
@@ -47,12 +47,12 @@ def weaver_whatif():
 
     @task
     def weave(plan: dict, params=None) -> dict:
-        from weaver.core.spark import get_spark
         from weaver.pipeline import gate_weaves
         from weaver.whatif import whatif_weave
 
         s = settings_from_params(params)
-        r = whatif_weave(get_spark(s, "weaver-whatif"), s, params["partition"], params["at"],
+        # No session: the run's size picks Arrow (in this task) or Spark (weaver.weave.engine).
+        r = whatif_weave(None, s, params["partition"], params["at"],
                          split_key=plan["split_key"], until=params.get("until"), key_by=params["key_by"], stage=True)
         gate_weaves(s)  # write-audit-publish: publishes the staged weave, or quarantines it and fails
         return {k: r[k] for k in ("weave_id", "split_key", "timepoints_written", "rows_written", "version")}

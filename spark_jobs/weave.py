@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--confidence-threshold", type=float, default=None,
                     help="Weave predictions with probability >= this (default settings: 0.75)")
     ap.add_argument("--run-ts", default=None, help="Weave the predictions of this run (default: latest <= --at)")
+    ap.add_argument("--engine", choices=["auto", "arrow", "spark"], default=None,
+                    help="Weaving engine (default settings.weave_engine: auto); the DAG passes spark")
     args = ap.parse_args(argv)
 
     from weaver.core.spark import run_job
@@ -32,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     return run_job("weaver-weave", lambda spark, settings: weave(
         spark, settings, at=args.at, confidence_threshold=args.confidence_threshold, run_ts=args.run_ts,
         stage=True),
-        settings_overrides={"lake": args.lake, "woven_root": args.woven_root})
+        settings_overrides={"lake": args.lake, "woven_root": args.woven_root, "weave_engine": args.engine})
 
 
 if __name__ == "__main__":

@@ -62,12 +62,18 @@ def test_parse_time_imports_stay_light(path, tmp_path):
 
 def test_temporal_weaver_shape(dagbag):
     dag = dagbag.dags["temporal_weaver"]
-    order = ["extract", "check_changelog", "metrics", "forecast", "check_predictions", "weave", "check_woven", "publish"]
+    order = ["extract", "check_changelog", "metrics", "forecast", "check_predictions", "weave_engine", "weave",
+             "check_woven", "publish"]
     for up, down in zip(order, order[1:]):
         assert down in dag.get_task(up).downstream_task_ids, f"{up} -> {down} missing"
+    # The engine branch: spark-submit or the Arrow engine in the task; the check runs after either.
+    assert dag.get_task("weave_engine").downstream_task_ids == {"weave", "weave_arrow"}
     assert dag.get_task("weave").task_type == "SparkSubmitOperator"
+    assert "--engine=spark" in dag.get_task("weave").application_args
+    assert dag.get_task("weave_arrow").downstream_task_ids == {"check_woven"}
+    assert dag.get_task("check_woven").trigger_rule == "none_failed_min_one_success"
     # Advice reads only checked predictions and the run publishes only after it.
-    assert dag.get_task("check_predictions").downstream_task_ids >= {"weave", "advise"}
+    assert dag.get_task("check_predictions").downstream_task_ids >= {"weave_engine", "weave_arrow", "advise"}
     assert "publish" in dag.get_task("advise").downstream_task_ids
     head = ["ingest", "check_ingest", "source_complete", "extract"]
     for up, down in zip(head, head[1:]):

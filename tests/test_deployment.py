@@ -11,6 +11,8 @@ the SCHEDULER runs the DAGs — no `airflow dags test`.
 - `airflow backfill create` over a past span gives one prediction set per logical date, equal to
   what `weaver backtest` computes for the same instants on an untouched copy of the lake (no
   look-ahead); a second backfill with `--reprocess-behavior completed` writes no new data file;
+  small runs weave with Arrow inside the task, and a run given `weave_engine: spark` spark-submits
+  to the stack's Spark master (the branch not taken is skipped);
   the woven tier holds sequences, and recovery from it equals the standard path and an
   independent fold of the change log.
 
@@ -277,6 +279,12 @@ def backfill(stack: Stack, first: datetime, last: datetime, *extra: str) -> list
     return runs
 
 
+def _branch_states(stack: Stack, run: dict) -> dict[str, str]:
+    """States of the two weave branches (spark-submit `weave`, in-task `weave_arrow`) of a run."""
+    tis = stack.get(f"/api/v2/dags/temporal_weaver/dagRuns/{run['dag_run_id']}/taskInstances")["task_instances"]
+    return {t["task_id"]: t["state"] for t in tis if t["task_id"] in ("weave", "weave_arrow")}
+
+
 def _instants(first: datetime, last: datetime) -> list[datetime]:
     """Hourly logical dates first..last (inclusive) predict at their data-interval ends."""
     n = int((last - first) / timedelta(hours=1)) + 1
@@ -361,8 +369,14 @@ def test_backfill_equals_backtest_and_reprocessing_writes_no_new_files(stack):
                           missing_ok=True)
     assert staged.num_rows == 0, "rows that passed their check were left in staging"
     # A later date (after the real splits) extends the sequences the span started, as data arrives.
+    # The runs so far wove with Arrow inside the task (a run this small is under the Spark
+    # threshold); this one is told to use Spark: the branch submits the job to the cluster.
     later = stack.end - timedelta(hours=3)
-    backfill(stack, later, later)
+    runs = backfill(stack, later, later, "--dag-run-conf", json.dumps({"weave_engine": "spark"}))
+    assert _branch_states(stack, runs[0]) == {"weave": "success", "weave_arrow": "skipped"}
+    first_run = [x for x in stack.runs("temporal_weaver") if x["run_type"] == "backfill"
+                 and _ts(x["data_interval_end"]) == _instants(first, last)[0]]
+    assert _branch_states(stack, first_run[0]) == {"weave": "skipped", "weave_arrow": "success"}
 
     scheduled = [_ts(x["data_interval_end"]) for x in stack.runs("temporal_weaver")
                  if x["run_type"] == "scheduled" and x["state"] == "success"]

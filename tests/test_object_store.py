@@ -127,7 +127,9 @@ def _spark_stages(env: dict, lake: str, snap_at, at, run_ts, timeout: float = 60
     `weaver snapshot` / `weaver weave` call.
     """
     full = {**os.environ, **env, "PYTHONPATH": str(ROOT), "WEAVER_SPARK_MASTER": "local[2]",
-            "WEAVER_SHUFFLE_PARTITIONS": "2", "SPARK_LOCAL_IP": "127.0.0.1"}
+            "WEAVER_SHUFFLE_PARTITIONS": "2", "SPARK_LOCAL_IP": "127.0.0.1",
+            # A run this small would weave with Arrow: force Spark, whose S3A path is what this checks.
+            "WEAVER_WEAVE_ENGINE": "spark"}
     proc = subprocess.Popen([sys.executable, "-c", SPARK_STAGES, lake, snap_at.isoformat(), at.isoformat(),
                              run_ts.isoformat()], env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=str(ROOT), start_new_session=True)
@@ -222,7 +224,7 @@ def test_snapshot_weave_recover_with_spark_on_s3(s3):
     alive_at_snap = {p["partition_id"] for p in parts.values() if p["created_ts"] <= snap_at
                      and (p["retired_ts"] is None or p["retired_ts"] > snap_at)}
     assert {t.split("@")[0] for t in out["snapshot"]["taken"]} == alive_at_snap
-    assert out["weave"]["rows_written"] > 0
+    assert out["weave"]["rows_written"] > 0 and out["weave"]["engine"] == "spark"
     # Write-audit-publish, as `weaver weave` does: the woven suite reads the staged weaves from the bucket.
     wid = hashlib.sha1(pred["prediction_id"].encode()).hexdigest()[:16]
     assert wid in gate_weaves(s)["published"]

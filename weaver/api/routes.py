@@ -44,7 +44,6 @@ from weaver.api.schemas import (
 from weaver.core import storage
 from weaver.core.ids import EXTENDABLE, PARTITION_PATTERN, UNPUBLISHED
 from weaver.core.settings import Settings
-from weaver.core.spark import get_spark
 from weaver.pipeline import gate_weaves
 from weaver.log import Lineage
 from weaver.recover import RecoveryResult, recover, resolve, woven_snapshot
@@ -232,7 +231,9 @@ def whatif(request: Request, body: WhatIfRequest = Body(...)) -> dict:
     at = _timepoint(body.at, "at")
     until = _timepoint(body.until, "until") if body.until is not None else None
     plan_whatif(s, body.partition_id, at, split_key=body.split_key, until=until, key_by=body.key_by)
-    r = whatif_weave(get_spark(s, "weaver-api-whatif"), s, body.partition_id, at, split_key=body.split_key,
+    # No session: the run's size picks the engine, so a what-if under the threshold starts no JVM
+    # inside the API process (weaver.weave.engine).
+    r = whatif_weave(None, s, body.partition_id, at, split_key=body.split_key,
                      until=until, key_by=body.key_by, stage=True)
     if r.get("staged"):
         gate_weaves(s)  # write-audit-publish: a failed `woven` check quarantines it and answers 409

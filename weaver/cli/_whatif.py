@@ -8,7 +8,6 @@ import typer
 from rich.table import Table
 
 from weaver.cli._app import JsonOpt, LakeOpt, app, console, emit, reported, settings_for, timepoint
-from weaver.core.spark import get_spark
 from weaver.pipeline import gate_weaves
 from weaver.whatif import KEY_BY, advise, impact, plan_whatif, render_report, whatif_weave
 
@@ -38,7 +37,7 @@ def weave_cmd(
         s = settings_for(lake, woven_cadence=cadence)
         plan_whatif(s, partition, t, split_key=split_key, until=u, key_by=key_by)  # named errors before Spark starts
         with console.status("weaving the what-if with Spark..."):
-            r = whatif_weave(get_spark(s, "weaver-whatif"), s, partition, t, split_key=split_key, until=u,
+            r = whatif_weave(None, s, partition, t, split_key=split_key, until=u,
                              key_by=key_by, stage=True)
         # Write-audit-publish, as for predicted weaves: the `woven` suite publishes it or quarantines it.
         r["published"] = r["weave_id"] in gate_weaves(s)["published"] if r.get("staged") else True

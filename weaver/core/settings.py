@@ -373,7 +373,7 @@ def settings_from_params(params: dict | None) -> Settings:
     return load_settings(lake=p.get("lake"), window=p.get("window"),
                          confidence_threshold=p.get("confidence_threshold"),
                          size_threshold_bytes=p.get("size_threshold"),
-                         write_threshold_per_s=p.get("write_threshold"))
+                         write_threshold_per_s=p.get("write_threshold"), weave_engine=p.get("weave_engine"))
 
 
 @lru_cache(maxsize=1)

@@ -53,6 +53,33 @@ def weave(spark, settings: Settings, *, at: datetime, confidence_threshold: floa
     check (:func:`weaver.pipeline.gate_weaves`) publishes them as ``active`` or quarantines them.
     """
     t0 = time.perf_counter()
+    summary, lineage, seqs, at = _predicted_sequences(settings, at, confidence_threshold, run_ts)
+    summary.update(weave_sequences(spark, settings, lineage, seqs, at=at, stage=stage))
+    summary["elapsed_s"] = round(time.perf_counter() - t0, 3)
+    return summary
+
+
+def planned_engine(settings: Settings, *, at: datetime, confidence_threshold: float | None = None,
+                   run_ts: datetime | None = None) -> dict:
+    """The engine :func:`weave` with no session would choose for this run, from its plan alone
+    (catalog, predictions, lineage, snapshot catalog: no change-log data is read, nothing written).
+
+    For a scheduler deciding before it starts anything: the DAG submits a Spark job only for a run
+    big enough for Spark. Returns engine ('arrow' | 'spark' | None when nothing is due),
+    work_changes and sequences. Raises what :func:`weave` raises for bad input.
+    """
+    summary, lineage, seqs, at = _predicted_sequences(settings, at, confidence_threshold, run_ts)
+    todo = _due(settings, seqs, at)
+    if not todo:
+        return {"engine": None, "work_changes": 0, "sequences": 0}
+    plan_bases(settings, lineage, todo)
+    engine, work = choose_engine(settings, todo)
+    return {"engine": engine, "work_changes": work, "sequences": len(todo)}
+
+
+def _predicted_sequences(settings: Settings, at, confidence_threshold, run_ts):
+    """(summary so far, lineage, sequences to weave, at): the new predictions' sequences above the
+    threshold plus every extendable one in the catalog."""
     at = parse_timepoint(at)
     run_ts = parse_timepoint(run_ts) if run_ts is not None else None
     threshold = settings.confidence(confidence_threshold)
@@ -68,9 +95,16 @@ def weave(spark, settings: Settings, *, at: datetime, confidence_threshold: floa
     old = [sequence_from_row(r, lineage) for r in catalog.to_pylist() if r["status"] in EXTENDABLE]
     summary = {"at": at.isoformat(), "run_ts": chosen_run.isoformat() if chosen_run else None,
                "confidence_threshold": threshold, "below_threshold": below, "new_sequences": len(new)}
-    summary.update(weave_sequences(spark, settings, lineage, old + new, at=at, stage=stage))
-    summary["elapsed_s"] = round(time.perf_counter() - t0, 3)
-    return summary
+    return summary, lineage, old + new, at
+
+
+def _due(settings: Settings, seqs: list[Sequence], at: datetime) -> list[Sequence]:
+    """The sequences with timepoints due by `at` and reached by the log, each with those timepoints."""
+    if not storage.is_table(storage.uri_for(settings, storage.WOVEN_SNAPSHOTS)):
+        # The rows an extension would start from are gone (tier deleted by hand): re-weave from the base.
+        for s in seqs:
+            s.last_timepoint = s.last_seq = None
+    return plan_timepoints(settings, seqs, at)
 
 
 def weave_sequences(spark, settings: Settings, lineage: Lineage, seqs: list[Sequence], *, at: datetime,
@@ -86,11 +120,7 @@ def weave_sequences(spark, settings: Settings, lineage: Lineage, seqs: list[Sequ
     None: a session is started only when the engine chosen is Spark.
     """
     woven_uri = storage.uri_for(settings, storage.WOVEN_SNAPSHOTS)
-    if not storage.is_table(woven_uri):
-        # The rows an extension would start from are gone (tier deleted by hand): re-weave from the base.
-        for s in seqs:
-            s.last_timepoint = s.last_seq = None
-    todo = plan_timepoints(settings, seqs, at)
+    todo = _due(settings, seqs, at)
     summary = {"sequences": len(todo), "timepoints_written": sum(len(s.timepoints) for s in todo),
                "rows_written": 0, "committed": False, "engine": None, "work_changes": 0}
     if todo:
