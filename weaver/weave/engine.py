@@ -16,6 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from weaver.core import storage
+from weaver.core import faults
 from weaver.core.retry import retry_commit
 from weaver.core.settings import Settings
 from weaver.core.storage import STATE_SCHEMA, filter_range
@@ -103,7 +104,7 @@ def write_woven_arrow(settings: Settings, todo: list[Sequence]) -> WovenStats:
     another thread - a deadlock once two writes occupy the workers). Memory stays bounded by the
     pass; the spool costs local disk of about the run's rows (compressed).
     """
-    from deltalake import WriterProperties, write_deltalake
+    from deltalake import CommitProperties, WriterProperties, write_deltalake
 
     uri = storage.uri_for(settings, storage.WOVEN_SNAPSHOTS)
     props = WriterProperties(compression=COMPRESSION)
@@ -116,13 +117,17 @@ def write_woven_arrow(settings: Settings, todo: list[Sequence]) -> WovenStats:
                 out.write_batch(batch)
 
         def attempt() -> None:
+            faults.point("weave.arrow_commit")  # tests line two writers up here (tests/test_concurrency.py)
             with pa.OSFile(spool, "rb") as src:
                 reader = pa.ipc.open_stream(src)
                 if not storage.is_table(uri):
-                    # mode="error": of two racing creators one wins; the loser retries as a replaceWhere.
+                    # Of two racing creators one wins; the loser retries as a replaceWhere. delta-rs
+                    # would otherwise rebase the loser's commit onto the winner's as a blind append
+                    # (version 1, every row twice): no commit retries inside delta-rs here.
                     write_deltalake(uri, reader, mode="error", partition_by=["weave_id"],
                                     configuration=table_properties(settings), writer_properties=props,
-                                    storage_options=storage.options(uri))
+                                    storage_options=storage.options(uri),
+                                    commit_properties=CommitProperties(max_commit_retries=0))
                 else:
                     write_deltalake(uri, reader, mode="overwrite", predicate=scope_predicate(todo),
                                     writer_properties=props, storage_options=storage.options(uri))
