@@ -558,7 +558,7 @@ def merge(
     Creates the table (protocol 1,2) on first write. Rerunning with the same rows leaves the
     same rows once. Returns delta-rs' metrics.
     """
-    from deltalake import DeltaTable, write_deltalake
+    from deltalake import CommitProperties, DeltaTable, write_deltalake
 
     from weaver.core.retry import retry_commit
 
@@ -568,9 +568,11 @@ def merge(
         # Re-read on every try: a retry after a conflict must plan against the winner's version.
         if not is_table(uri):
             # mode="error": a second creator racing this one must fail (and retry as a MERGE),
-            # never overwrite the rows the first one committed.
+            # never overwrite the rows the first one committed. No commit retries inside delta-rs:
+            # it would rebase the loser's create onto the winner's as a blind append (rows twice).
             write_deltalake(uri, rows, mode="error", partition_by=list(partition_by or []) or None,
-                            writer_properties=_writer_properties(compression), storage_options=options(uri))
+                            writer_properties=_writer_properties(compression), storage_options=options(uri),
+                            commit_properties=CommitProperties(max_commit_retries=0))
             return {"num_target_rows_inserted": rows.num_rows}
         if rows.num_rows == 0:
             return {"num_target_rows_inserted": 0}
