@@ -152,16 +152,15 @@ def test_value_bytes_missing_is_measured(tmp_path):
     assert stored(lake)[("p", t0)]["size_bytes"] == 5 * (2 + 7)
 
 
-def test_vacuumed_log_starts_from_base_snapshots(tmp_path):
-    """After vacuum cut the log's prefix, metrics still equal the fold of the ORIGINAL log."""
-    from weaver.predict import build_metrics
-    from weaver.log import log_start_seq
-    from weaver.pitr import vacuum
+VACUUM_T0 = datetime(2026, 5, 1, tzinfo=timezone.utc)
 
-    t0 = datetime(2026, 5, 1, tzinfo=timezone.utc)
-    ev = []
+
+def split_lake(root) -> str:
+    """30 h of changes on P, split at 15 h into l | r at k050 (6 changes an hour: inserts, updates
+    of older keys, a delete now and then); the lake's root."""
+    t0, ev = VACUUM_T0, []
     for h in range(30):
-        for j in range(6):  # 6 changes an hour: inserts, updates of older keys, a delete now and then
+        for j in range(6):
             ts = t0 + h * H + timedelta(minutes=5 + 9 * j)
             k = f"k{(h * 6 + j) % 97:03d}"
             op = "DELETE" if (h * 6 + j) % 11 == 0 else "PUT"
@@ -172,9 +171,19 @@ def test_vacuumed_log_starts_from_base_snapshots(tmp_path):
     parts = [part("p", "", None, created=t0, retired=split_ts, retired_seq=n),
              part("l", "", "k050", created=split_ts, parent="p", created_seq=n),
              part("r", "k050", None, created=split_ts, parent="p", created_seq=n)]
-    lake = write_lake(tmp_path / "lake", event_log(
+    return str(write_lake(root, event_log(
         parts, ev, splits=[{"parent_id": "p", "split_seq": n, "split_ts": split_ts, "split_key": "k050",
-                            "left_id": "l", "right_id": "r", "reason": "manual"}]))
+                            "left_id": "l", "right_id": "r", "reason": "manual"}])))
+
+
+def test_vacuumed_log_starts_from_base_snapshots(tmp_path):
+    """After vacuum cut the log's prefix, metrics still equal the fold of the ORIGINAL log."""
+    from weaver.predict import build_metrics
+    from weaver.log import log_start_seq
+    from weaver.pitr import vacuum
+
+    t0 = VACUUM_T0
+    lake = split_lake(tmp_path / "lake")
     s = load_settings(lake=str(lake))
     log = {"changes": storage.read(storage.table_uri(str(lake), storage.CHANGELOG), storage.CHANGELOG).to_pylist(),
            "partitions": storage.read(storage.table_uri(str(lake), storage.PARTITIONS), storage.PARTITIONS).to_pylist()}

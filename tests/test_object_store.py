@@ -401,8 +401,8 @@ def test_vacuumed_log_keeps_its_metrics_base_in_the_bucket(s3, tmp_path):
     """The metrics base of a vacuumed log is cached as an object and read back on the next run."""
     import pyarrow.fs as pafs
 
-    from tests.lakes import event_log, oracle_snapshots, part, write_lake
-    from tests.test_metrics import oracle_metrics, stored
+    from tests.lakes import oracle_snapshots
+    from tests.test_metrics import VACUUM_T0, oracle_metrics, split_lake, stored
     from weaver.core import objstore
     from weaver.core.settings import load_settings
     from weaver.log import log_start_seq
@@ -410,22 +410,8 @@ def test_vacuumed_log_keeps_its_metrics_base_in_the_bucket(s3, tmp_path):
     from weaver.predict import build_metrics
     from weaver.predict.metrics import read_log
 
-    t0 = datetime(2026, 5, 1, tzinfo=timezone.utc)
-    ev = []
-    for h in range(30):
-        for j in range(6):
-            ts = t0 + h * H + timedelta(minutes=5 + 9 * j)
-            k = f"k{(h * 6 + j) % 97:03d}"
-            ev.append((ts, None, k, "DELETE" if (h * 6 + j) % 11 == 0 else "PUT", 20 + (h * 6 + j) % 13))
-    split_ts = t0 + 15 * H
-    n = sum(1 for e in ev if e[0] < split_ts)
-    ev = [(ts, ("p" if ts < split_ts else ("l" if k < "k050" else "r")), k, op, nb) for ts, _, k, op, nb in ev]
-    parts = [part("p", "", None, created=t0, retired=split_ts, retired_seq=n),
-             part("l", "", "k050", created=split_ts, parent="p", created_seq=n),
-             part("r", "k050", None, created=split_ts, parent="p", created_seq=n)]
-    local = write_lake(tmp_path / "vac", event_log(parts, ev, splits=[
-        {"parent_id": "p", "split_seq": n, "split_ts": split_ts, "split_key": "k050", "left_id": "l", "right_id": "r",
-         "reason": "manual"}]))
+    t0 = VACUUM_T0
+    local = split_lake(tmp_path / "vac")
     changes = storage.read(storage.table_uri(local, storage.CHANGELOG), storage.CHANGELOG).to_pylist()
     log = {"changes": changes, "partitions": storage.read(storage.table_uri(local, storage.PARTITIONS),
                                                           storage.PARTITIONS).to_pylist()}
