@@ -141,7 +141,7 @@ def woven_check_frame(settings: Settings, *, weave_ids: list[str] | None = None,
     if catalog.num_rows == 0 or not storage.is_table(uri):
         return pd.DataFrame(rows_out, columns=CHECK_COLUMNS)
     lineage = Lineage.load(settings)
-    ds = storage.open_table(uri, storage.WOVEN_SNAPSHOTS).to_pyarrow_dataset()
+    ds = storage.dataset(storage.open_table(uri, storage.WOVEN_SNAPSHOTS))
     for r in catalog.to_pylist():
         if (weave_ids is not None and r["weave_id"] not in weave_ids) or r["status"] == EXPIRED:
             continue

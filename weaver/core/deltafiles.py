@@ -129,7 +129,7 @@ class DeltaFiles:
             if self.native:
                 ds = self._native(paths)
             else:
-                ds = self.dt.to_pyarrow_dataset()
+                ds = storage.dataset(self.dt)
                 if paths is not None:
                     want = set(paths)
                     frags = [fr for fr in ds.get_fragments() if fr.path in want]

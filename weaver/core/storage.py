@@ -438,6 +438,25 @@ def options(uri: str) -> dict[str, str] | None:
     return storage_options(uri)
 
 
+def dataset(dt, **kwargs):
+    """delta-rs' pyarrow dataset of the DeltaTable `dt`; `kwargs` go to ``to_pyarrow_dataset``.
+
+    A local table is read through Arrow's native filesystem. delta-rs' default is a Python
+    filesystem handler: every read takes the GIL, and a scan dropped with read-ahead in flight
+    frees Python buffers on Arrow's I/O threads - once interpreter shutdown has begun, that thread
+    exits inside C++ code and the process aborts (std::terminate, exit 134) after its work is done.
+    """
+    uri = dt.table_uri
+    if "://" not in uri or uri.startswith("file://"):
+        from urllib.parse import unquote
+
+        from pyarrow import fs as pa_fs
+
+        root = str(Path(unquote(uri.removeprefix("file://"))).resolve())
+        kwargs.setdefault("filesystem", pa_fs.SubTreeFileSystem(root, pa_fs.LocalFileSystem()))
+    return dt.to_pyarrow_dataset(**kwargs)
+
+
 def is_table(uri: str) -> bool:
     """Whether a Delta table exists (and can be opened) at `uri`."""
     from deltalake import DeltaTable
@@ -480,7 +499,7 @@ def read(
     dt = open_table(uri, name, version)
     expr = _filters_to_expression(filters) if filters else None
     try:
-        ds = dt.to_pyarrow_dataset()
+        ds = dataset(dt)
         try:
             table = ds.to_table(filter=expr)
             post = None

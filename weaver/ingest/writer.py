@@ -180,7 +180,7 @@ def _log_tail(settings) -> tuple[int, Optional[datetime]]:
     best = None
     if "max.seq" in adds.column_names and adds.column("max.seq").null_count == 0:
         best = int(pc.max(adds.column("max.seq")).as_py())
-    ds = dt.to_pyarrow_dataset()
+    ds = storage.dataset(dt)
     flt = (pc.field("seq") >= best) if best is not None else None
     t = ds.to_table(columns=["seq", "ts"], filter=flt)
     if t.num_rows == 0:

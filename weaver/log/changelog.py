@@ -57,12 +57,12 @@ class ChangeLog:
     @property
     def ds(self):
         """The whole table as a pyarrow dataset (every file)."""
-        return self.dt.to_pyarrow_dataset()
+        return storage.dataset(self.dt)
 
     def pruned(self, filters: list):
         """A dataset of only the files whose Delta min/max statistics may satisfy `filters`
         (tuple filters, pruned in delta-rs; files without statistics are kept)."""
-        return self.dt.to_pyarrow_dataset(file_pruning_predicate=filters)
+        return storage.dataset(self.dt, file_pruning_predicate=filters)
 
     def seq_range(self, after_seq: int, upto_seq: int):
         return self.pruned([("seq", ">", int(after_seq)), ("seq", "<=", int(upto_seq))])

@@ -200,7 +200,7 @@ def _delete_woven_rows(settings: Settings, weave_ids: list[str]) -> int:
     if not storage.is_table(uri):
         return 0
     ids = sorted(set(weave_ids))
-    n = storage.open_table(uri).to_pyarrow_dataset().to_table(
+    n = storage.dataset(storage.open_table(uri)).to_table(
         columns=["weave_id"], filter=pc.field("weave_id").isin(ids)).num_rows
     if n:
         from deltalake import WriterProperties

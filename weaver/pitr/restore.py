@@ -50,7 +50,7 @@ def read_snapshot(settings, snapshot_id: str, dt=None) -> pa.Table:
     dt = dt or storage.open_table(uri, storage.SNAPSHOTS)
     if "snapshot_id" in dt.metadata().partition_columns:
         # Partition pruning is exact here: no row filter, no partition column materialised.
-        ds = dt.to_pyarrow_dataset(file_pruning_predicate=[("snapshot_id", "=", snapshot_id)])
+        ds = storage.dataset(dt, file_pruning_predicate=[("snapshot_id", "=", snapshot_id)])
         t = ds.to_table(columns=["key", "value"])
     else:  # a snapshots table laid out otherwise (another producer): filter rows
         t = storage.read(uri, storage.SNAPSHOTS, filters=[("snapshot_id", "=", snapshot_id)], columns=["key", "value"])

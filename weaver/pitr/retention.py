@@ -118,5 +118,5 @@ def _orphans(settings, cataloged: set[str], window_start_seq: int) -> set[str]:
 
 
 def _count_below(uri: str, seq: int) -> int:
-    ds = storage.open_table(uri).to_pyarrow_dataset()
+    ds = storage.dataset(storage.open_table(uri))
     return ds.to_table(columns=["seq"], filter=pc.field("seq") < seq).num_rows

@@ -118,7 +118,7 @@ def score(rows: list[dict], threshold: float, model: str) -> Scores:
 def _history_end(settings, splits: pa.Table) -> datetime:
     """The end of known history: the later of the last change and the last recorded split."""
     dt = storage.open_table(storage.uri_for(settings, storage.CHANGELOG), storage.CHANGELOG)
-    ts = dt.to_pyarrow_dataset().to_table(columns=["ts"]).column("ts")
+    ts = storage.dataset(dt).to_table(columns=["ts"]).column("ts")
     last = pc.max(ts).as_py() if len(ts) else None
     if splits.num_rows:
         s = pc.max(splits.column("split_ts")).as_py()

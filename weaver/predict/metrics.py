@@ -82,7 +82,7 @@ def read_log(settings, *, before: datetime | None = None, upto: datetime | None 
     if upto is not None:
         e = pc.field("ts") <= pa.scalar(upto, storage.TS)
         expr = e if expr is None else expr & e
-    return _narrow(dt.to_pyarrow_dataset(), expr, uri, base=base)
+    return _narrow(storage.dataset(dt), expr, uri, base=base)
 
 
 def _narrow(ds, expr, uri: str, base=None) -> LogView:
@@ -112,7 +112,7 @@ def _vacuum_base(settings) -> tuple[pa.Array, np.ndarray, int, int] | None:
     if not start or start <= 1:
         return None
     uri = storage.uri_for(settings, storage.CHANGELOG)
-    first = storage.open_table(uri, storage.CHANGELOG).to_pyarrow_dataset().to_table(
+    first = storage.dataset(storage.open_table(uri, storage.CHANGELOG)).to_table(
         columns=["ts"], filter=pc.field("seq") == start)
     if first.num_rows == 0:
         return None
@@ -306,7 +306,7 @@ def _state_dataset(settings):
     if settings.metrics_checkpoints <= 0 or not storage.is_table(uri):
         return None
     try:
-        return storage.open_table(uri, storage.METRICS_STATE).to_pyarrow_dataset()
+        return storage.dataset(storage.open_table(uri, storage.METRICS_STATE))
     except (OSError, pa.ArrowInvalid) as exc:
         raise CorruptTableError(f"Delta table {storage.METRICS_STATE} at {uri} cannot be read: {exc}") from exc
 

@@ -117,5 +117,5 @@ def woven_as_of(settings: Settings, *, version: int | None = None, timestamp: da
         raise InvalidParameterError(
             f"woven_snapshots has no version at {version if version is not None else timestamp}: {exc}") from exc
     expr = pc.field("weave_id") == weave_id if weave_id else None
-    t = storage.conform(dt.to_pyarrow_dataset().to_table(filter=expr), storage.WOVEN_SNAPSHOTS)
+    t = storage.conform(storage.dataset(dt).to_table(filter=expr), storage.WOVEN_SNAPSHOTS)
     return t.sort_by([("weave_id", "ascending"), ("timepoint", "ascending"), ("key", "ascending")])

@@ -82,7 +82,7 @@ def vacuum_woven(settings: Settings, *, now: datetime) -> dict:
         dt = storage.open_table(uri, storage.WOVEN_SNAPSHOTS)
         present = set()
         if expired:
-            meta = dt.to_pyarrow_dataset().to_table(columns=["weave_id"], filter=pc.field("weave_id").isin(expired))
+            meta = storage.dataset(dt).to_table(columns=["weave_id"], filter=pc.field("weave_id").isin(expired))
             present = set(meta.column("weave_id").to_pylist())
             deleted = meta.num_rows
         if present:
