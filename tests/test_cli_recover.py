@@ -87,6 +87,7 @@ def test_recover_rollback(lake, tmp_path):
     (["--partition", "P0", "--at", "2026-01-01T12:00:00Z", "--mode", "undo", "--out", "x.parquet"], "--mode"),
     (["--partition", "P0", "--at", "2026-01-01T12:00:00Z", "--confidence-threshold", "3", "--out", "x.parquet"],
      "confidence-threshold"),
+    (["--partition", "P0", "--at", "2026-01-01T12:00:00Z", "--out", "gs://bucket/x.parquet"], "s3://bucket/key"),
 ])
 def test_recover_bad_input(lake, tmp_path, args, needle):
     r = run("recover", *args, "--lake", lake.settings.lake)

@@ -16,7 +16,7 @@ from typing import Iterator
 
 import pyarrow as pa
 
-from weaver.core.errors import EnvironmentProblem, ObjectStoreError
+from weaver.core.errors import InvalidParameterError, ObjectStoreError
 
 
 def _is_remote(uri: str) -> bool:
@@ -46,7 +46,9 @@ def filesystem(uri: str, options: dict[str, str] | None):
     if not _is_remote(uri):
         return pafs.LocalFileSystem(), str(Path(_local(uri)).resolve())
     if not uri.startswith("s3://"):
-        raise EnvironmentProblem(f"{uri!r}: only local paths and s3:// URIs are supported")
+        # Bad input, not a broken environment: raised before anything is written.
+        raise InvalidParameterError(f"{uri!r}: only local paths and s3://bucket/key URIs are supported; "
+                                    "choose one of those")
     o = dict(options or {})
     kw: dict = {}
     endpoint = o.get("aws_endpoint_url")
