@@ -56,6 +56,18 @@ def test_recoveries_past_the_limit_get_429_with_retry_after_and_pages_are_capped
         # The pages reused the recovery the summary request computed: none recovered again.
         assert cache.misses == computed and cache.hits >= pages
 
+        # A new commit to the change log (here one adding no row) is a new state of the lake: the
+        # same request is recovered afresh, never served from the old state's entry.
+        from deltalake import DeltaTable, write_deltalake
+
+        from weaver.core import storage
+
+        log_uri = storage.uri_for(s, storage.CHANGELOG)
+        write_deltalake(log_uri, DeltaTable(log_uri).to_pyarrow_table().slice(0, 0), mode="append")
+        again = c.post("/v1/recoveries", json=body)
+        assert again.status_code == 200 and again.json()["rows"] == len(lake.expected("P3", at))
+        assert cache.misses == computed + 1
+
     # Without the cache every page recovers again, with the same rows.
     app = create_app(replace(s, api_recovery_cache_mb=0), insecure=True)
     with TestClient(app) as c:

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Callable
 
 from weaver.core import storage
+from weaver.core.deltafiles import delta_files
 from weaver.core.settings import Settings
 from weaver.recover import RecoveryResult
 
@@ -33,10 +34,13 @@ class RecoveryCache:
 
     @staticmethod
     def key(settings: Settings, partition_id: str, at: datetime, confidence: float, mode: str) -> tuple:
-        """The request plus the versions of the tables that decide its answer."""
-        versions = tuple(storage.version_of(storage.uri_for(settings, name))
-                         for name in (storage.CHANGELOG, storage.PARTITIONS, storage.WOVEN_CATALOG))
-        return (partition_id, at.isoformat(), confidence, mode, versions)
+        """The request plus the versions of the tables that decide its answer (read from the
+        process's kept Delta handles: a local table's version costs no log replay)."""
+        versions = []
+        for name in (storage.CHANGELOG, storage.PARTITIONS, storage.WOVEN_CATALOG):
+            snap = delta_files(storage.uri_for(settings, name), name, missing_ok=True)
+            versions.append(None if snap is None else snap.version)
+        return (partition_id, at.isoformat(), confidence, mode, tuple(versions))
 
     def get_or_compute(self, key: tuple, compute: Callable[[], RecoveryResult]) -> RecoveryResult:
         """The cached result for `key`, or `compute()`'s, kept if it fits the budget.
