@@ -66,9 +66,11 @@ class Settings:
     # Weaving engine per run (weaver.weave.engine): 'arrow' (one process, no JVM), 'spark', or 'auto':
     # Arrow below weave_spark_min_changes of work (change-log rows the run's sequences span), else Spark.
     weave_engine: str = "auto"
-    # bench/results/weave.json: Arrow's and Spark local[2]'s wall times, extrapolated in straight
-    # lines through the two largest sizes, cross at 82.7 M changes of work (figures.crossover_work;
-    # at 38 M Spark local[2] ran at 0.89x Arrow). docs/design.md A11.
+    # Not re-derived at 3ca42d4: bench/results/weave.json (load 6-7 from other work) measured no
+    # crossover - Arrow won at every size up to 38.2 M changes of work (Spark local[2] 0.28x) and the
+    # lines through the two largest sizes do not meet (figures.crossover_work null). The default stays
+    # above the largest measured size: 83 M, the earlier quiet run's extrapolated crossover
+    # (517abca). docs/design.md A11.
     weave_spark_min_changes: int = 83_000_000
     api_token: str | None = None
     delta_jars: str | None = None  # comma-separated local jar paths overriding the fetched ones

@@ -9,8 +9,8 @@ key winning:
   its seq until the key's next event, so it belongs to the contiguous run of timepoints whose seq
   lies in that interval (array index arithmetic, one explode, no per-timepoint join).
 
-The plans (pieces, timepoints, child ids) are small and travel inside the expressions as
-literals or a broadcast frame, so a fold is one scan -> one shuffle -> one write.
+The plans (pieces, timepoints, child ids) are small and travel as broadcast frames, so a fold is
+one scan -> one shuffle -> one write.
 """
 
 from __future__ import annotations
@@ -39,33 +39,40 @@ class WovenPlan(Protocol):
     def child_ids(self) -> tuple[str, str]: ...
 
 
-# The run's plan (pieces, timepoints, child ids) is small and travels inside the expressions as
-# literals: no broadcast joins, so the replay is one scan -> one shuffle (the per-key ordering)
-# -> one write, on a laptop or a cluster alike.
-def _pieces_lit(todo: list[WovenPlan]):
-    """Literal array<struct>: one entry per (sequence, base piece) with its key range and seq span."""
+# The run's plan (pieces, timepoints, child ids) is small: it travels as broadcast frames built
+# from Python rows (one createDataFrame each), joined to the events. Literal expressions holding
+# the plan (a map or array literal per row expression) were measured to cost the driver 12-45 s
+# of analysis and optimisation at 64 sequences (docs/design.md, "Weaving engines"), and
+# higher-order functions over a literal array are interpreted per row; a broadcast join is
+# compiled, and its size does not grow the plan.
+_PIECES = ("_p_weave_id string, _p_lo string, _p_hi string, _p_snapshot_id string, _p_base_seq long, "
+           "_p_end_seq long")
+_PLAN = ("_w string, source_partition_id string, split_key string, left_id string, right_id string, "
+         "tp_us array<long>, tp_seqs array<long>")
+
+
+def _pieces_frame(spark, todo: list[WovenPlan]):
+    """Broadcast frame: one row per (sequence, base piece) with its key range and seq span."""
     from pyspark.sql import functions as F
 
-    return F.array(*[
-        F.struct(F.lit(s.weave_id).alias("weave_id"), F.lit(p.key_lo).alias("lo"),
-                 F.lit(p.key_hi).cast("string").alias("hi"), F.lit(p.snapshot_id).cast("string").alias("snapshot_id"),
-                 F.lit(int(p.base_seq)).cast("long").alias("base_seq"), F.lit(int(s.tp_seqs[-1])).cast("long").alias("end_seq"))
-        for s in todo for p in s.pieces])
+    rows = [(s.weave_id, p.key_lo, p.key_hi, p.snapshot_id, int(p.base_seq), int(s.tp_seqs[-1]))
+            for s in todo for p in s.pieces]
+    return F.broadcast(spark.createDataFrame(rows, _PIECES))
 
 
-def _plan_lit(todo: list[WovenPlan]):
-    """Literal map weave_id -> struct(source, split_key, left_id, right_id, tp_us, tp_seqs)."""
+def _plan_frame(spark, todo: list[WovenPlan]):
+    """Broadcast frame: weave_id (as _w) -> source, split_key, left_id, right_id, tp_us, tp_seqs."""
     from pyspark.sql import functions as F
 
-    kv = []
-    for s in todo:
-        left, right = s.child_ids
-        kv += [F.lit(s.weave_id), F.struct(
-            F.lit(s.source_partition_id).alias("source_partition_id"), F.lit(s.split_key).alias("split_key"),
-            F.lit(left).alias("left_id"), F.lit(right).alias("right_id"),
-            F.array(*[F.lit(to_us(t)).cast("long") for t in s.timepoints]).alias("tp_us"),
-            F.array(*[F.lit(int(q)).cast("long") for q in s.tp_seqs]).alias("tp_seqs"))]
-    return F.create_map(*kv)
+    rows = [(s.weave_id, s.source_partition_id, s.split_key, *s.child_ids, [to_us(t) for t in s.timepoints],
+             [int(q) for q in s.tp_seqs]) for s in todo]
+    return F.broadcast(spark.createDataFrame(rows, _PLAN))
+
+
+def _in_piece():
+    from pyspark.sql import functions as F
+
+    return (F.col("key") >= F.col("_p_lo")) & (F.col("_p_hi").isNull() | (F.col("key") < F.col("_p_hi")))
 
 
 def filter_seq_span(after_seq: int, upto_seq: int) -> Callable:
@@ -81,10 +88,10 @@ def with_weave_of_change(todo: list[WovenPlan]) -> Callable:
     from pyspark.sql import functions as F
 
     def f(df):
-        key, seq = F.col("key"), F.col("seq")
-        hits = F.filter(_pieces_lit(todo), lambda p: (key >= p["lo"]) & (p["hi"].isNull() | (key < p["hi"]))
-                        & (seq > p["base_seq"]) & (seq <= p["end_seq"]))
-        return df.withColumn("_p", F.explode(hits)).withColumn("weave_id", F.col("_p.weave_id")).drop("_p")
+        seq = F.col("seq")
+        hit = _in_piece() & (seq > F.col("_p_base_seq")) & (seq <= F.col("_p_end_seq"))
+        return (df.join(_pieces_frame(df.sparkSession, todo), hit)
+                  .select(*[df[c] for c in df.columns], F.col("_p_weave_id").alias("weave_id")))
     return f
 
 
@@ -93,11 +100,9 @@ def with_weave_of_snapshot_row(todo: list[WovenPlan]) -> Callable:
     from pyspark.sql import functions as F
 
     def f(df):
-        key, sid = F.col("key"), F.col("snapshot_id")
-        hits = F.filter(_pieces_lit(todo), lambda p: (p["snapshot_id"] == sid) & (key >= p["lo"])
-                        & (p["hi"].isNull() | (key < p["hi"])))
-        return (df.withColumn("_p", F.explode(hits))
-                  .select(F.col("_p.weave_id").alias("weave_id"), "key", F.col("_p.base_seq").alias("seq"),
+        hit = (F.col("snapshot_id") == F.col("_p_snapshot_id")) & _in_piece()
+        return (df.join(_pieces_frame(df.sparkSession, todo), hit)
+                  .select(F.col("_p_weave_id").alias("weave_id"), "key", F.col("_p_base_seq").alias("seq"),
                           F.lit("PUT").alias("op"), "value"))
     return f
 
@@ -106,15 +111,14 @@ def filter_last_timepoint(ext: list[WovenPlan]) -> Callable:
     """Rows of each extended sequence's last woven timepoint, as PUT events at its last_seq."""
     from pyspark.sql import functions as F
 
-    last_us = F.create_map(*[x for s in ext for x in (F.lit(s.weave_id), F.lit(to_us(s.last_timepoint)).cast("long"))])
-    last_seq = F.create_map(*[x for s in ext for x in (F.lit(s.weave_id), F.lit(int(s.last_seq)).cast("long"))])
-
     def f(df):
-        wid = F.col("weave_id")
-        return (df.where(wid.isin([s.weave_id for s in ext]))
-                  .where(F.unix_micros(F.col("timepoint")) == F.element_at(last_us, wid))
-                  .select("weave_id", "key", F.element_at(last_seq, wid).alias("seq"), F.lit("PUT").alias("op"),
-                          "value"))
+        last = F.broadcast(df.sparkSession.createDataFrame(
+            [(s.weave_id, to_us(s.last_timepoint), int(s.last_seq)) for s in ext],
+            "_w string, _last_us long, _last_seq long"))
+        # The isin stays a literal: it is what prunes woven_snapshots' weave_id partitions.
+        return (df.where(F.col("weave_id").isin([s.weave_id for s in ext]))
+                  .join(last, (F.col("weave_id") == F.col("_w")) & (F.unix_micros(F.col("timepoint")) == F.col("_last_us")))
+                  .select("weave_id", "key", F.col("_last_seq").alias("seq"), F.lit("PUT").alias("op"), "value"))
     return f
 
 
@@ -139,8 +143,7 @@ def with_plan(todo: list[WovenPlan]) -> Callable:
     from pyspark.sql import functions as F
 
     def f(df):
-        plan = F.element_at(_plan_lit(todo), F.col("weave_id"))
-        return df.withColumn("_plan", plan).select("*", "_plan.*").drop("_plan")
+        return df.join(_plan_frame(df.sparkSession, todo), F.col("weave_id") == F.col("_w")).drop("_w")
     return f
 
 
