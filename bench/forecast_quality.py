@@ -103,10 +103,12 @@ def evaluate_lake(shape: str, seed: int, models: list[str], partitions: int, day
         run = forecasting.gather(s, params, lineage=lineage)
         bu = bucket_us(params.bucket)
         out = {}
+        ctx = forecasting.job_context(run)  # what `predict` adds: the moving hot spot (path model only)
         for m in run_models:
             jobs = [_models.Job(p.partition.partition_id, p.ds, p.size, p.rate, run.horizon, params.size_threshold,
                                 params.write_threshold, params.samples,
-                                _models.seed_for(prediction_id(t, p.partition.partition_id, m)), m, bu)
+                                _models.seed_for(prediction_id(t, p.partition.partition_id, m)), m, bu,
+                                **ctx.get(p.partition.partition_id, {}))
                     for p in run.partitions if p.skip_reason is None]
             for r in (_models.run_job(j) for j in jobs):
                 out[(m, r.partition_id)] = r
@@ -223,7 +225,7 @@ def main() -> None:
     ap.add_argument("--seed-start", type=int, default=0,
                     help="first seed (the committed evaluation uses 0..4; tune and fit priors on 100 and up)")
     ap.add_argument("--fit-prior", metavar="METHOD", default=None,
-                    help="fit METHOD (platt|beta|isotonic) on the first model's scored rows of these lakes and print "
+                    help="fit METHOD (platt|beta|isotonic, or several comma-separated) on the first model's scored rows of these lakes and print "
                          "the `calibration.PRIORS` entry (use seeds the evaluation does not)")
     ap.add_argument("--models", default=",".join(FULL_MODELS))
     ap.add_argument("--partitions", type=int, default=3)
@@ -253,7 +255,8 @@ def main() -> None:
                       f"{lk['seconds']:.0f} s", flush=True)
     rows = [r for lk in lakes for r in lk["rows"]]
     if args.fit_prior:
-        print_prior(rows, models[0], args.fit_prior, seeds, shapes)
+        for method in args.fit_prior.split(","):
+            print_prior(rows, models[0], method, seeds, shapes)
         return
     methods = [m for m in calibration.METHODS if m != "none"]
     for lk in lakes:

@@ -411,13 +411,16 @@ def triage_jobs(run: RunInput, cmap=None, *, enabled: bool = True) -> tuple[list
     q = _triage.path_budget(p.samples, _triage.min_crossing_count(p.samples, p.confidence_threshold, cmap)) \
         if enabled else 0.0
     jobs, triaged = [], {}
+    ctx = job_context(run) if p.model == "path" else {}
     for pin in run.partitions:
         if pin.skip_reason is not None:
             continue
         pid = pin.partition.partition_id
         job = _models.Job(pid, pin.ds, pin.size, pin.rate, run.horizon, p.size_threshold, p.write_threshold,
-                          p.samples, _models.seed_for(prediction_id(p.at, pid, p.model)), p.model, bu)
-        reason = _triage.check(job, q) if q > 0 else None
+                          p.samples, _models.seed_for(prediction_id(p.at, pid, p.model)), p.model, bu,
+                          **ctx.get(pid, {}))
+        # The envelope bounds a partition's own history only: one a moving hot spot may reach is fitted.
+        reason = _triage.check(job, q) if q > 0 and job.hot is None else None
         if reason is None:
             jobs.append(job)
         else:
