@@ -403,7 +403,7 @@ def key_positions(keys: list[str]) -> list[float]:
         elif digits:
             out.append(int(k[len(pre):].ljust(width, "0")) / 10 ** width)
         else:
-            b = k[len(pre):].encode()[:8].ljust(8, b"\\0")
+            b = k[len(pre):].encode()[:8].ljust(8, b"\x00")
             out.append(int.from_bytes(b, "big") / 2.0 ** 64)
     return out
 
