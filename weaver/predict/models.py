@@ -354,6 +354,7 @@ HOT_COVER = 0.75  # share of the window's buckets with a hot range (a few hours'
 HOT_MIN_RUN = 3  # the last buckets must all be hot
 HOT_MIN_MOVE = 0.05  # key positions the fitted track must move over the window
 HOT_SPEED_SD = 0.25  # log-normal spread of the speed across paths
+HOT_EDGE = 0.1  # the spot is placed at least this share of the hot range's width from its edges
 HOT_LAST = 6  # buckets averaged for the spot's current excess and a partition's share of it
 
 
@@ -456,7 +457,16 @@ def track_hot_spot(ranges: list[tuple[float, float]], ds: np.ndarray, rates: np.
         return None, None
     now = [i for i in range(k) if hot[i, m - 1]]
     lo, hi = min(ranges[i][0] for i in now), max(ranges[i][1] for i in now)
-    pos = float(np.clip(speed * (m - 1) + icpt, lo, hi))
+    # Where in the range hot now: it entered at the edge behind the spot when that range turned
+    # hot, and moved on since (the fitted line lags or leads a range's edges by hours, and a spot
+    # put on the edge it is heading for leaves at once although the range is still hot).
+    held = hot[now].any(axis=0)
+    gaps = np.flatnonzero(~held[:-1][::-1])  # buckets back from the last one that were not hot
+    since = int(gaps[0]) + 1 if gaps.size else m
+    fitted = speed * (m - 1) + icpt
+    edge = lo if speed > 0 else hi
+    pos = edge + speed * since if since < w else fitted
+    pos = float(np.clip(pos, lo + HOT_EDGE * (hi - lo), hi - HOT_EDGE * (hi - lo)))
     tail = slice(m - HOT_LAST, m)
     ex_rate = float(np.mean(ex[:, tail].sum(axis=0)))
     ex_bytes = float(np.mean(ex_b[:, tail].sum(axis=0)))
