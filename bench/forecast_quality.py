@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import sys
 import tempfile
 import time
@@ -296,6 +297,7 @@ def main() -> None:
     n_fits = {m: sum(lk["fits"][m] for lk in lakes) for m in models}
     result = {
         "benchmark": "forecast_quality", "machine": info, "wall_s": round(time.perf_counter() - t0, 1),
+        "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
         "setup": {"reduced": (shapes, seeds, models) != (FULL_SHAPES, list(range(5)), FULL_MODELS),
                   "shapes": shapes, "seeds": seeds, "models": models, "partitions": args.partitions, "days": args.days,
                   "grid_every_h": args.every, "fast_models_hourly_from_h": 12, "window_h": 24, "lake": LAKE,
