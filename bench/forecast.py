@@ -318,6 +318,7 @@ def main() -> None:
     machine_at_start = machine()  # the load average before the run
     result = run(args)
     result["machine"] = machine_at_start
+    result["load_avg_1m_at_end"] = load()
     print(json.dumps(result["ratios"], indent=2))
     if not args.quick:
         Path(args.out).write_text(json.dumps(result, indent=2, default=str) + "\n")

@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import sys
 import tempfile
 import time
@@ -103,10 +104,12 @@ def evaluate_lake(shape: str, seed: int, models: list[str], partitions: int, day
         run = forecasting.gather(s, params, lineage=lineage)
         bu = bucket_us(params.bucket)
         out = {}
+        ctx = forecasting.job_context(run)  # what `predict` adds: the moving hot spot (path model only)
         for m in run_models:
             jobs = [_models.Job(p.partition.partition_id, p.ds, p.size, p.rate, run.horizon, params.size_threshold,
                                 params.write_threshold, params.samples,
-                                _models.seed_for(prediction_id(t, p.partition.partition_id, m)), m, bu)
+                                _models.seed_for(prediction_id(t, p.partition.partition_id, m)), m, bu,
+                                **ctx.get(p.partition.partition_id, {}))
                     for p in run.partitions if p.skip_reason is None]
             for r in (_models.run_job(j) for j in jobs):
                 out[(m, r.partition_id)] = r
@@ -223,7 +226,7 @@ def main() -> None:
     ap.add_argument("--seed-start", type=int, default=0,
                     help="first seed (the committed evaluation uses 0..4; tune and fit priors on 100 and up)")
     ap.add_argument("--fit-prior", metavar="METHOD", default=None,
-                    help="fit METHOD (platt|beta|isotonic) on the first model's scored rows of these lakes and print "
+                    help="fit METHOD (platt|beta|isotonic, or several comma-separated) on the first model's scored rows of these lakes and print "
                          "the `calibration.PRIORS` entry (use seeds the evaluation does not)")
     ap.add_argument("--models", default=",".join(FULL_MODELS))
     ap.add_argument("--partitions", type=int, default=3)
@@ -253,7 +256,8 @@ def main() -> None:
                       f"{lk['seconds']:.0f} s", flush=True)
     rows = [r for lk in lakes for r in lk["rows"]]
     if args.fit_prior:
-        print_prior(rows, models[0], args.fit_prior, seeds, shapes)
+        for method in args.fit_prior.split(","):
+            print_prior(rows, models[0], method, seeds, shapes)
         return
     methods = [m for m in calibration.METHODS if m != "none"]
     for lk in lakes:
@@ -293,6 +297,7 @@ def main() -> None:
     n_fits = {m: sum(lk["fits"][m] for lk in lakes) for m in models}
     result = {
         "benchmark": "forecast_quality", "machine": info, "wall_s": round(time.perf_counter() - t0, 1),
+        "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
         "setup": {"reduced": (shapes, seeds, models) != (FULL_SHAPES, list(range(5)), FULL_MODELS),
                   "shapes": shapes, "seeds": seeds, "models": models, "partitions": args.partitions, "days": args.days,
                   "grid_every_h": args.every, "fast_models_hourly_from_h": 12, "window_h": 24, "lake": LAKE,

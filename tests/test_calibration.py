@@ -141,20 +141,24 @@ def test_thin_history_is_identity_in_predict(tmp_path):
     from weaver.predict import predict
 
     _, lake = _lakes(tmp_path)
-    rows = predict(forecast_settings(lake), at=T0 + 40 * H, model="path", write=False).to_pylist()
+    rows = predict(forecast_settings(lake), at=T0 + 40 * H, model="path", write=False,
+                   calibration="none").to_pylist()
     for r in rows:
         if r["skip_reason"] is None:
             assert r["probability"] == r["probability_raw"]
         else:
             assert r["probability_raw"] is None and r["probability"] == 0.0
     # A lake-own method on a thin history falls back to the shipped prior (by its own x/y table),
-    # and the map applied is stored with the model under its version.
+    # and the map applied is stored with the model under its version; the default applies the prior.
     prior = cal.PRIORS["path"]["params"]
-    fell = predict(forecast_settings(lake), at=T0 + 40 * H, model="path", write=False, calibration="beta").to_pylist()
-    live = [r for r in fell if r["skip_reason"] is None]
-    assert live
-    for r in live:
-        assert r["probability"] == pytest.approx(float(np.interp(r["probability_raw"], prior["x"], prior["y"])))
+    assert cal.DEFAULT_METHOD == "prior"
+    for method in ("beta", None):
+        fell = predict(forecast_settings(lake), at=T0 + 40 * H, model="path", write=False,
+                       calibration=method).to_pylist()
+        live = [r for r in fell if r["skip_reason"] is None]
+        assert live
+        for r in live:
+            assert r["probability"] == pytest.approx(float(np.interp(r["probability_raw"], prior["x"], prior["y"])))
     assert list((Path(lake) / "_weaver" / "calibration" / "path").glob("prior-*.json"))
 
 
@@ -235,3 +239,15 @@ def test_prior_is_the_thin_history_fallback(monkeypatch):
                                                                     np.ones(80)], "platt", model="m"))
     assert own.method == "platt" and not own.version.startswith("prior-")
     assert own.apply([0.2, 0.8]).tolist() == pytest.approx([0.2, 0.8], abs=2e-3)
+
+
+def test_shipped_prior_is_monotone_and_keeps_the_weaving_threshold():
+    """The default map (the path model's prior): a probability, never decreasing in the raw one,
+    and with 200 paths (probabilities in steps of 0.005) exactly the raw probabilities >= 0.75 reach
+    the 0.75 confidence threshold: what weaves does not move (docs/prediction.md §8)."""
+    pm = cal.prior("path")
+    grid = np.linspace(0.0, 1.0, 1001)
+    out = pm.apply(grid)
+    assert np.all(np.diff(out) >= 0) and out.min() >= 0.0 and out.max() <= 1.0
+    steps = np.arange(0, 201) / 200
+    assert np.array_equal(pm.apply(steps) >= 0.75, steps >= 0.75)

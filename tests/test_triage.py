@@ -55,7 +55,7 @@ def _run(lake: str, *, triage_on: bool, model: str = "path"):
 
     jobs: list[int] = []
     s = forecast_settings(lake, forecast_triage=triage_on)
-    t = predict(s, at=AT, model=model, write=False, progress=lambda i, n: jobs.append(n))
+    t = predict(s, at=AT, model=model, write=False, progress=lambda i, n: jobs.append(n), calibration="none")
     return {r["partition_id"]: r for r in t.to_pylist()}, (jobs[-1] if jobs else 0), t
 
 

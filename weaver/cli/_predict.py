@@ -56,7 +56,7 @@ def predict(
     workers: Optional[int] = typer.Option(None, "--workers", help="Fit processes (default: one per core)."),
     samples: Optional[int] = typer.Option(None, "--samples", help="Predictive sample paths per series."),
     calibration: Optional[str] = typer.Option(None, "--calibration",
-                                              help="none | prior | platt | isotonic | beta (default none; below 50 scored "
+                                              help="none | prior | platt | isotonic | beta (default prior; below 50 scored "
                                                    "rows the prior map, if the model has one, else the identity)."),
     write: bool = typer.Option(True, "--write/--no-write", help="Stage the rows, check them, publish them into `predictions`."),
     check: bool = typer.Option(True, "--check/--no-check", help="Run the `predictions` expectation suite."),
@@ -120,7 +120,7 @@ def backtest(
     workers: Optional[int] = typer.Option(None, "--workers", help="Fit processes (default: one per core)."),
     samples: Optional[int] = typer.Option(None, "--samples", help="Predictive sample paths per series."),
     calibration: Optional[str] = typer.Option(None, "--calibration",
-                                              help="none | prior | platt | isotonic | beta (default none; below 50 scored "
+                                              help="none | prior | platt | isotonic | beta (default prior; below 50 scored "
                                                    "rows the prior map, if the model has one, else the identity)."),
     out: Optional[str] = typer.Option(None, "--out", help="Report folder (default <lake>/_weaver/backtests/<id>)."),
     lake: Optional[str] = LakeOpt,

@@ -46,7 +46,7 @@ from weaver.core import objstore, storage
 from weaver.core.errors import InvalidParameterError
 
 METHODS = ("none", "prior", "isotonic", "platt", "beta")
-DEFAULT_METHOD = "none"  # chosen by bench/forecast_quality.py (docs/prediction.md §8)
+DEFAULT_METHOD = "prior"  # chosen on tuning seeds, confirmed by bench/forecast_quality.py (docs/prediction.md §8)
 MIN_ROWS = 50  # scored predictions needed before a map is fitted
 MIN_CLASS = 5  # ... of which at least this many positives and negatives
 EPS = 1e-4  # probabilities are clipped to [EPS, 1 - EPS] before logits
@@ -84,15 +84,15 @@ PRIORS: dict[str, dict] = {
     "path": {
         "method": "isotonic",
         "params": {
-            "x": [0.0, 0.005, 0.01, 0.0314, 0.0716, 0.1042, 0.1916, 0.2669, 0.2822, 0.3252, 0.4322, 0.5249,
-                  0.5668, 0.5973, 0.625, 0.6485, 0.6699, 0.716, 0.7553, 0.7972, 0.8461, 0.8704, 0.8962,
-                  0.936, 0.9685, 0.9959, 1.0],
-            "y": [0.0953, 0.1117, 0.1263, 0.1268, 0.1304, 0.1586, 0.1839, 0.2, 0.2424, 0.3049, 0.3583,
-                  0.3942, 0.4062, 0.4255, 0.5422, 0.5636, 0.5758, 0.6337, 0.6852, 0.7297, 0.7514, 0.8125,
-                  0.8308, 0.8555, 0.8576, 0.8754, 0.8754],
+            "x": [0.0, 0.005, 0.0282, 0.0743, 0.1033, 0.1644, 0.236, 0.267, 0.275, 0.2835, 0.295, 0.3431,
+                  0.449, 0.5231, 0.5527, 0.5643, 0.5929, 0.6252, 0.6525, 0.6732, 0.7163, 0.7552, 0.7911,
+                  0.82, 0.825, 0.8392, 0.884, 0.92, 0.9385, 0.9813, 1.0],
+            "y": [0.0621, 0.1067, 0.116, 0.1304, 0.1833, 0.2333, 0.2349, 0.2667, 0.2727, 0.3, 0.3077, 0.3293,
+                  0.3832, 0.3942, 0.4167, 0.45, 0.4948, 0.5942, 0.6418, 0.65, 0.6872, 0.7619, 0.7685, 0.8,
+                  0.8095, 0.8313, 0.8347, 0.875, 0.8798, 0.8868, 0.8886],
         },
         "rows": 6485, "positives": 3086,
-        "fitted_on": ("bench/forecast_quality.py --fit-prior isotonic at 096c058e74f3: seeds 100-104 x "
+        "fitted_on": ("bench/forecast_quality.py --fit-prior isotonic at 10ba3cdce879: seeds 100-104 x "
                       "steady/bursty/diurnal/shrink/drift, 6485 scored runs"),
     },
 }

@@ -376,6 +376,29 @@ def _unpublished(settings, table: pa.Table, *, at: datetime) -> pa.Table:
     return table.filter(pa.array(keep, pa.bool_()))
 
 
+def job_context(run: RunInput) -> dict[str, dict]:
+    """{partition_id: extra `Job` fields} that need the run's other partitions: the moving hot spot
+    (`weaver.predict.models.hot_contexts`) over the key-range histories of every partition with history."""
+    pins = [p for p in run.partitions if len(p.ds) >= 2]
+    if len(pins) < 3:
+        return {}
+    ds = np.unique(np.concatenate([p.ds for p in pins]))
+    rates = np.full((len(pins), len(ds)), np.nan)
+    sizes = np.full((len(pins), len(ds)), np.nan)
+    for i, p in enumerate(pins):
+        at = np.searchsorted(ds, p.ds)
+        rates[i, at], sizes[i, at] = p.rate, p.size
+    bounds = _models.key_positions([k for p in pins for k in (p.partition.key_lo, p.partition.key_hi)])
+    ranges = list(zip(bounds[0::2], bounds[1::2]))
+    out = {}
+    for p, c in zip(pins, _models.hot_contexts(ranges, ds, rates, sizes)):
+        if c is not None:
+            at = np.searchsorted(ds, p.ds)  # back onto the partition's own buckets
+            c.hist_bytes, c.hist_rate = c.hist_bytes[at], c.hist_rate[at]
+            out[p.partition.partition_id] = {"hot": c}
+    return out
+
+
 def triage_jobs(run: RunInput, cmap=None, *, enabled: bool = True) -> tuple[list[_models.Job], dict[str, str]]:
     """The fits a run needs, and {partition_id: ``unreachable ...`` reason} of those triaged away.
 
@@ -388,13 +411,16 @@ def triage_jobs(run: RunInput, cmap=None, *, enabled: bool = True) -> tuple[list
     q = _triage.path_budget(p.samples, _triage.min_crossing_count(p.samples, p.confidence_threshold, cmap)) \
         if enabled else 0.0
     jobs, triaged = [], {}
+    ctx = job_context(run) if p.model == "path" else {}
     for pin in run.partitions:
         if pin.skip_reason is not None:
             continue
         pid = pin.partition.partition_id
         job = _models.Job(pid, pin.ds, pin.size, pin.rate, run.horizon, p.size_threshold, p.write_threshold,
-                          p.samples, _models.seed_for(prediction_id(p.at, pid, p.model)), p.model, bu)
-        reason = _triage.check(job, q) if q > 0 else None
+                          p.samples, _models.seed_for(prediction_id(p.at, pid, p.model)), p.model, bu,
+                          **ctx.get(pid, {}))
+        # The envelope bounds a partition's own history only: one a moving hot spot may reach is fitted.
+        reason = _triage.check(job, q) if q > 0 and job.hot is None else None
         if reason is None:
             jobs.append(job)
         else:

@@ -76,6 +76,7 @@ class Job:
     seed: int
     model: str = "prophet"
     step: int = 3_600_000_000  # us between buckets
+    hot: HotContext | None = None  # the run's moving hot spot as it concerns this partition (`path` only)
 
 
 @dataclass
@@ -338,6 +339,173 @@ def _path_rate(ds, y, horizon, n, seed) -> np.ndarray:
     return rng.poisson(lam * bucket_s) / bucket_s
 
 
+# --- a write hot spot moving across the key space (cross-partition) ------------------------------
+# A partition's own history cannot show a hot spot that is about to arrive from its neighbour: the
+# run's partitions together can. `track_hot_spot` finds, over the range histories of all partitions
+# of a run (data up to the run instant only), the buckets where a contiguous key range wrote at
+# least HOT_RATIO times the run's median partition rate, the moments that range moved to the
+# adjacent one (a crossing of their shared boundary), and from the last two crossings in one
+# direction the spot's speed. `hot_deltas` then moves the spot on per sample path and adds its
+# excess writes (bytes and rate) to the partition it is in, and takes them away from one it leaves.
+HOT_RATIO = 2.0  # a range writing this many times the median partition is hot (the drift shape: x5)
+HOT_WINDOW = 24  # buckets through which the spot's track is fitted
+HOT_MIN_BUCKETS = 12  # fewer buckets of history: no track
+HOT_COVER = 0.75  # share of the window's buckets with a hot range (a few hours' burst is not a moving spot)
+HOT_MIN_RUN = 3  # the last buckets must all be hot
+HOT_MIN_MOVE = 0.05  # key positions the fitted track must move over the window
+HOT_SPEED_SD = 0.25  # log-normal spread of the speed across paths
+HOT_EDGE = 0.1  # the spot is placed at least this share of the hot range's width from its edges
+HOT_LAST = 6  # buckets averaged for the spot's current excess and a partition's share of it
+
+
+@dataclass
+class HotSpot:
+    """A hot spot tracked over a run's partitions: where it is at the last history bucket end and
+    how it moves, in key positions (0..1, `key_positions`) per bucket."""
+
+    pos: float
+    speed: float  # signed, key positions per bucket
+    lo: float  # the key range hot in the last bucket (the spot is inside it)
+    hi: float
+    excess_bytes: float  # extra size increment per bucket of the range holding it
+    excess_rate: float  # extra writes/s of the range holding it
+
+
+@dataclass
+class HotContext:
+    """The hot spot as it concerns one partition: its key range and the spot's excess in its history."""
+
+    spot: HotSpot
+    lo: float
+    hi: float
+    # The spot's excess in this partition's own history (per bucket of `Job.ds`): taken out before
+    # the model sees the history, so a spot that passed is not read as the partition's own growth.
+    hist_bytes: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    hist_rate: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+
+def key_positions(keys: list[str]) -> list[float]:
+    """Order-preserving positions in [0, 1] of boundary keys ("" = the start, None = the end).
+
+    Keys that are a common prefix plus decimal digits (the simulator's ``k00000000``) map linearly
+    by their number; other keys by their first 8 bytes after the common prefix read as a base-256
+    fraction (monotone, coarse)."""
+    real = [k for k in keys if k]
+    pre = os.path.commonprefix(real) if real else ""
+    rest = [k[len(pre):] for k in real]
+    width = max((len(r) for r in rest), default=0)
+    digits = width > 0 and all(r.isdigit() or r == "" for r in rest)
+    out = []
+    for k in keys:
+        if k is None:
+            out.append(1.0)
+        elif not k or k == pre:
+            out.append(0.0)
+        elif digits:
+            out.append(int(k[len(pre):].ljust(width, "0")) / 10 ** width)
+        else:
+            b = k[len(pre):].encode()[:8].ljust(8, b"\x00")
+            out.append(int.from_bytes(b, "big") / 2.0 ** 64)
+    return out
+
+
+def _hot_excess(rates: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(hot, excess writes/s, excess bytes per bucket), partitions x buckets (excess 0 where not hot).
+
+    Each partition's rate is taken against its own usual rate (ranges differ in width), and that
+    against the run's median partition in the same bucket (the daily cycle and growth are common
+    to all). Its excess bytes are the increment above its own median increment of cool buckets."""
+    with np.errstate(all="ignore"):
+        own = np.nanmedian(rates, axis=1)
+        rel = rates / np.maximum(own, 1e-12)[:, None]
+        med_rel = np.nanmedian(rel, axis=0)
+        hot = (rel >= HOT_RATIO * med_rel[None, :]) & (med_rel[None, :] > 0) & (own[:, None] > 0)
+        ex = np.where(hot, rates - own[:, None] * med_rel[None, :], 0.0)
+        inc = np.diff(sizes, axis=1, prepend=np.nan)
+        cool = np.nanmedian(np.where(hot, np.nan, inc), axis=1)
+        ex_b = np.where(hot, inc - np.nan_to_num(cool)[:, None], 0.0)
+    return hot, np.nan_to_num(np.maximum(ex, 0.0)), np.nan_to_num(ex_b)
+
+
+def track_hot_spot(ranges: list[tuple[float, float]], ds: np.ndarray, rates: np.ndarray,
+                   sizes: np.ndarray) -> tuple[HotSpot | None, np.ndarray | None]:
+    """The moving hot spot of a run, or None when the histories show none moving.
+
+    `ranges` are the partitions' key positions (lo, hi), `rates` / `sizes` their histories on the
+    common bucket ends `ds` (partitions x buckets, NaN where a partition has no value). Per bucket
+    of the last HOT_WINDOW, the spot's position is the excess-weighted centre of the hot ranges
+    (those writing >= HOT_RATIO x the median partition); a straight line through those centres
+    gives its position now and its speed. Returns the spot and the boolean hot matrix."""
+    k, m = rates.shape
+    w = min(HOT_WINDOW, m)
+    if k < 3 or w < HOT_MIN_BUCKETS:
+        return None, None
+    hot, ex, ex_b = _hot_excess(rates, sizes)
+    mid = np.array([(lo + hi) / 2 for lo, hi in ranges])
+    tot = ex.sum(axis=0)
+    t = np.arange(m - w, m)
+    ok = tot[t] > 0
+    # A spot that moves: hot somewhere in most buckets of the window and in the last ones.
+    if ok.mean() < HOT_COVER or not ok[-HOT_MIN_RUN:].all():
+        return None, None
+    centre = (ex[:, t] * mid[:, None]).sum(axis=0)[ok] / tot[t][ok]
+    tt = t[ok].astype(float)
+    speed, icpt = np.polyfit(tt, centre, 1)
+    resid = centre - (speed * tt + icpt)
+    moved = abs(speed) * (tt[-1] - tt[0])
+    if moved < HOT_MIN_MOVE or moved < 2.0 * float(np.std(resid)):
+        return None, None
+    now = [i for i in range(k) if hot[i, m - 1]]
+    lo, hi = min(ranges[i][0] for i in now), max(ranges[i][1] for i in now)
+    # Where in the range hot now: it entered at the edge behind the spot when that range turned
+    # hot, and moved on since (the fitted line lags or leads a range's edges by hours, and a spot
+    # put on the edge it is heading for leaves at once although the range is still hot).
+    held = hot[now].any(axis=0)
+    gaps = np.flatnonzero(~held[:-1][::-1])  # buckets back from the last one that were not hot
+    since = int(gaps[0]) + 1 if gaps.size else m
+    fitted = speed * (m - 1) + icpt
+    edge = lo if speed > 0 else hi
+    pos = edge + speed * since if since < w else fitted
+    pos = float(np.clip(pos, lo + HOT_EDGE * (hi - lo), hi - HOT_EDGE * (hi - lo)))
+    tail = slice(m - HOT_LAST, m)
+    ex_rate = float(np.mean(ex[:, tail].sum(axis=0)))
+    ex_bytes = float(np.mean(ex_b[:, tail].sum(axis=0)))
+    if not (np.isfinite(ex_rate) and np.isfinite(ex_bytes)):
+        return None, None
+    return HotSpot(pos, float(speed), lo, hi, max(ex_bytes, 0.0), max(ex_rate, 0.0)), hot
+
+
+def hot_contexts(ranges: list[tuple[float, float]], ds: np.ndarray, rates: np.ndarray,
+                 sizes: np.ndarray) -> list[HotContext | None]:
+    """Per partition (rows of `rates`), its `HotContext`, or all None when no spot moves."""
+    spot, hot = track_hot_spot(ranges, ds, rates, sizes)
+    if spot is None:
+        return [None] * len(ranges)
+    _, ex, ex_b = _hot_excess(rates, sizes)
+    return [HotContext(spot, lo, hi, ex_b[i], ex[i]) for i, (lo, hi) in enumerate(ranges)]
+
+
+def hot_deltas(ctx: HotContext, h: int, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """What the moving spot adds to one partition's paths: (size, rate) deltas, n x h each.
+
+    Per path the speed is drawn log-normally around the tracked one; the spot moves on from its
+    position (held at the key space's ends) and the partition gains the spot's excess in the
+    buckets it holds it (its history has the spot taken out, `clean_history`)."""
+    s = ctx.spot
+    rng = np.random.default_rng((seed + 7) % 2**32)
+    v = s.speed * np.exp(HOT_SPEED_SD * rng.standard_normal(n))
+    x = np.clip(s.pos + v[:, None] * np.arange(1, h + 1)[None, :], 0.0, 1.0)
+    inside = ((x >= ctx.lo) & (x < ctx.hi)) | ((ctx.hi >= 1.0) & (x >= 1.0))
+    return np.cumsum(np.where(inside, s.excess_bytes, 0.0), axis=1), np.where(inside, s.excess_rate, 0.0)
+
+
+def clean_history(ctx: HotContext, size: np.ndarray, rate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The partition's (size, rate) history without the hot spot's excess (same length)."""
+    if len(ctx.hist_bytes) != len(size):
+        return size, rate
+    return size - np.cumsum(ctx.hist_bytes), np.maximum(rate - ctx.hist_rate, 0.0)
+
+
 def first_crossing(paths: np.ndarray, threshold: float) -> np.ndarray:
     """Index of the first horizon point where each path exceeds `threshold` (len = no crossing)."""
     above = paths > threshold
@@ -355,9 +523,15 @@ def run_job(job: Job) -> Result:
     t0 = time.perf_counter()
     try:
         grid = _horizon_from(job.ds, job.horizon, job.step)  # includes bucket ends between history and window
-        size_p = sample_paths(job.ds, job.size, grid, model=job.model, n=job.n_samples, seed=job.seed)
-        rate_p = sample_paths(job.ds, job.rate, grid, model=job.model, n=job.n_samples,
+        hot = job.hot if job.model == "path" else None
+        size, rate = clean_history(hot, job.size, job.rate) if hot is not None else (job.size, job.rate)
+        size_p = sample_paths(job.ds, size, grid, model=job.model, n=job.n_samples, seed=job.seed)
+        rate_p = sample_paths(job.ds, rate, grid, model=job.model, n=job.n_samples,
                               seed=(job.seed + 1) % 2**32, flexible=True)
+        if hot is not None:
+            dsz, drt = hot_deltas(hot, len(grid), job.n_samples, job.seed)
+            size_p = size_p + dsz + (job.size[-1] - size[-1])  # paths start from the real size
+            rate_p = rate_p + drt
     except Exception as exc:  # noqa: BLE001 - a model failing on one series must not stop the run
         size_p = rate_p = exc
     return summarise(job, size_p, rate_p, time.perf_counter() - t0)

@@ -1,0 +1,108 @@
+"""The path model's moving hot spot (cross-partition): hand-built histories with a known spot.
+
+Five partitions of equal key width (boundaries k2, k4, k6, k8) each insert BASE items an hour; a
+hot spot adds HOT items an hour to the partition holding its position, which moves at SPEED key
+positions an hour. Everything expected follows from that construction: where the spot is at the
+run, when it reaches the next partition, and which partitions can reach the size threshold.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.lakes import FORECAST_T0 as T0
+from tests.lakes import H, VALUE, WRITE_T, event_log, forecast_settings, key, part, spread, write_lake
+from weaver.predict import models
+
+BOUNDS = ["", "k2", "k4", "k6", "k8", None]
+IDS = ["a", "b", "c", "d", "e"]
+HOURS = 48
+BASE, HOT = 5, 20  # items (1000 B) an hour
+POS0, SPEED = 0.04, 0.015  # the spot at hour h: POS0 + SPEED * h -> 0.76 at the run, at 0.8 (e) after 2.67 h
+SIZE_T = 650_000
+
+
+def spot_at(h: float) -> float:
+    return POS0 + SPEED * h
+
+
+def holder(h: float) -> int:
+    return min(4, int(spot_at(h) / 0.2))
+
+
+def test_key_positions_are_linear_in_digit_keys_and_monotone_otherwise():
+    assert models.key_positions(BOUNDS) == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    assert models.key_positions(["", "k25000000", "k5", None]) == [0.0, 0.25, 0.5, 1.0]
+    other = models.key_positions(["", "apple", "apricot", "banana", None])
+    assert other == sorted(other) and len(set(other)) == 5
+
+
+def matrices(hot_of=holder, hours: int = HOURS) -> tuple[np.ndarray, np.ndarray]:
+    """(rates in writes/s, sizes in bytes), partitions x hours, of the construction."""
+    writes = np.full((5, hours), float(BASE))
+    for h in range(hours):
+        writes[hot_of(h + 0.5), h] += HOT
+    return writes / 3600.0, np.cumsum(writes * 1000.0, axis=1)
+
+
+RANGES = [(0.0, 0.2), (0.2, 0.4), (0.4, 0.6), (0.6, 0.8), (0.8, 1.0)]
+
+
+def test_tracked_spot_matches_the_construction():
+    rates, sizes = matrices()
+    spot, _ = models.track_hot_spot(RANGES, np.arange(HOURS), rates, sizes)
+    assert spot is not None
+    assert spot.speed == pytest.approx(SPEED, rel=0.3)
+    assert (spot.lo, spot.hi) == (0.6, 0.8)  # the range hot in the last hour holds it
+    assert 0.6 <= spot.pos <= 0.8
+    assert spot.excess_rate == pytest.approx(HOT / 3600.0, rel=0.1)
+    assert spot.excess_bytes == pytest.approx(HOT * 1000.0, rel=0.1)
+
+
+@pytest.mark.parametrize("hot_of", [lambda h: 3,  # one range hot all along: nothing moves
+                                    lambda h: 2 if 40 <= h < 43 else 0,  # a 3-hour burst elsewhere
+                                    ], ids=["static", "burst"])
+def test_no_moving_spot_no_context(hot_of):
+    rates, sizes = matrices(hot_of)
+    assert models.track_hot_spot(RANGES, np.arange(HOURS), rates, sizes)[0] is None
+    assert models.hot_contexts(RANGES, np.arange(HOURS), rates, sizes) == [None] * 5
+
+
+@pytest.fixture(scope="module")
+def hot_lake(tmp_path_factory) -> str:
+    """The construction written as a change log: inserts at the hour's spread instants."""
+    ev, n = [], [0] * 5
+    for h in range(HOURS):
+        for i, pid in enumerate(IDS):
+            count = BASE + (HOT if holder(h + 0.5) == i else 0)
+            for ts in spread(h, count):
+                ev.append((ts, pid, key(f"k{2 * i}", n[i]), "PUT", VALUE))
+                n[i] += 1
+    parts = [part(pid, lo, hi) for pid, lo, hi in zip(IDS, BOUNDS, BOUNDS[1:])]
+    return write_lake(tmp_path_factory.mktemp("hot") / "lake", event_log(parts, ev),
+                      policy={"size_threshold_bytes": SIZE_T, "write_threshold_per_s": WRITE_T, "bucket": "1h"})
+
+
+def test_neighbours_spot_raises_the_next_partition_and_not_one_it_left(hot_lake):
+    """At hour 48 the spot is in d (0.6-0.8) and reaches e after ~2.7 h: e then gains 25 000 B/h
+    from 240 000 B and crosses 650 000 B about 16 h later (inside 24 h even at 0.6x the speed);
+    at its own 5 000 B/h it would reach only 360 000 B. c, which the spot left 11 h before, is at
+    ~500 000 B and needs 150 000 B at its own 5 000 B/h (30 h): it cannot split in 24 h, though its
+    last day (13 hot hours of 25 000 B) read as its own growth says it will."""
+    from weaver.predict import predict
+    from weaver.predict.forecasting import gather, job_context, run_params
+
+    s = forecast_settings(hot_lake)
+    at = T0 + HOURS * H
+    rows = {r["partition_id"]: r for r in predict(s, at=at, model="path", write=False,
+                                                  calibration="none").to_pylist()}
+    assert rows["e"]["probability"] >= 0.8 and rows["e"]["reason"] == "size"
+    assert rows["c"]["probability"] <= 0.1
+    # The same partitions forecast from their own history alone (no context): wrong both ways.
+    run = gather(s, run_params(s, at=at, model="path"))
+    assert set(job_context(run)) == set(IDS)
+    alone = {p.partition.partition_id: models.run_job(models.Job(
+        p.partition.partition_id, p.ds, p.size, p.rate, run.horizon, SIZE_T, WRITE_T, 200, 1, "path")).probability
+        for p in run.partitions}
+    assert alone["e"] <= 0.1 and alone["c"] >= 0.5
