@@ -17,11 +17,11 @@ its memory is its own:
    at the end of the previous day (its cost is reported on its own), then the previous hour's
    cycle (warming the incremental state as an hourly schedule would); then the hour ending at H
    (2H) is the measured cycle.
-3. The whole loop on the full lake at its end, the way an operator runs it with the CLI:
-   ``snapshot --at END`` from scratch (snapshots dropped first: the first base snapshot over the
-   whole log), ``predict --at END``, ``weave --at END`` (woven tier dropped first: the run's
-   sequences woven from nothing), ``recover`` of one partition, ``backtest`` over the last 12 h
-   (runs every 6 h).
+3. The whole loop on the full lake, the way an operator runs it with the CLI: ``predict --at
+   END-6h``, ``weave --at END --run-ts END-6h`` (woven tier dropped first: that run's sequences
+   woven from nothing over 6 h of timepoints, from the daily snapshots), ``snapshot --at END``
+   from scratch (snapshots dropped first: the first base snapshot over the whole log),
+   ``recover`` of one partition at END, ``backtest`` over the last 12 h (runs every 6 h).
 
 Per stage: wall seconds, exit code, ``peak_rss_mb`` (largest resident set of one process of the
 stage, ``wait4`` rusage) and ``peak_tree_rss_mb`` (largest sum over its process tree - CLI + JVM -
@@ -295,14 +295,14 @@ def main() -> None:
                                     args.timeout)
                 stages += run_cycle(label, lake, t - timedelta(hours=1), t, work, args.timeout)
         if "loop" in todo:
-            end_s = end.isoformat()
-            drop(lake, "snapshots", "snapshot_catalog")
+            end_s, run_s = end.isoformat(), (end - timedelta(hours=6)).isoformat()
+            stages.append(run_stage("loop:predict", ["predict", "--at", run_s, "--lake", lake, "--json"], ROOT,
+                                    args.timeout))
+            drop(lake, "woven")  # that run's sequences woven from nothing (bases: the daily snapshots)
+            stages.append(run_stage("loop:weave", ["weave", "--at", end_s, "--run-ts", run_s, "--lake", lake,
+                                                   "--json"], ROOT, args.timeout))
+            drop(lake, "snapshots", "snapshot_catalog")  # the first base snapshot, over the whole log
             stages.append(run_stage("loop:snapshot", ["snapshot", "--at", end_s, "--lake", lake, "--json"], ROOT,
-                                    args.timeout))
-            stages.append(run_stage("loop:predict", ["predict", "--at", end_s, "--lake", lake, "--json"], ROOT,
-                                    args.timeout))
-            drop(lake, "woven")
-            stages.append(run_stage("loop:weave", ["weave", "--at", end_s, "--lake", lake, "--json"], ROOT,
                                     args.timeout))
             stages.append(run_stage("loop:recover", ["recover", "--partition", facts["recover_partition"], "--at", end_s,
                                                      "--out", str(work / "recovered.parquet"), "--lake", lake, "--json"],
