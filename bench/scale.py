@@ -263,6 +263,10 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=3600.0, help="seconds per stage")
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--append", action="store_true", help="add this run's stages to the result already at --out")
+    ap.add_argument("--simulate-time", default=None,
+                    help="with --reuse: the `/usr/bin/time -v` report of the run that simulated the lake (recorded as "
+                         "the simulate stage, marked as measured apart)")
+    ap.add_argument("--simulate-commit", default=None, help="the commit whose simulator made the reused lake")
     args = ap.parse_args()
     if args.days % 2:
         ap.error("--days must be even (history H = days/2, 2H = days)")
@@ -281,6 +285,8 @@ def main() -> None:
                     f"base_rate={SIM['base_rate']}, daily_growth={SIM['daily_growth']})); "
                     "print(json.dumps({'changes': r.changes, 'partitions': r.partitions, 'splits': r.splits}))")
             stages.append(run_stage("simulate", ["-c", code, lake], ROOT, args.timeout))
+        elif args.simulate_time:
+            stages.append(time_v_record(args.simulate_time, args.simulate_commit))
         facts = lake_facts(lake)
         print(json.dumps(facts), flush=True)
         end = datetime.fromisoformat(facts["end"])
@@ -335,6 +341,18 @@ def main() -> None:
               "stages": stages, "ratios": ratios(stages)}
     Path(args.out).write_text(json.dumps(result, indent=2, default=str) + "\n")
     print(json.dumps(result["ratios"], indent=2))
+
+
+def time_v_record(path: str, commit: str | None) -> dict:
+    """The simulate stage from a `/usr/bin/time -v` report (the lake was simulated apart, then reused)."""
+    text = Path(path).read_text()
+    wall = next(line.rsplit(" ", 1)[1] for line in text.splitlines() if "Elapsed (wall clock)" in line)
+    secs = sum(float(x) * 60**i for i, x in enumerate(reversed(wall.split(":"))))
+    rss_kb = next(int(line.rsplit(" ", 1)[1]) for line in text.splitlines() if "Maximum resident set size" in line)
+    code = next((int(line.rsplit(" ", 1)[1]) for line in text.splitlines() if "Exit status" in line), None)
+    return {"stage": "simulate", "measured_apart": "/usr/bin/time -v, outside the bench lock", "code": commit,
+            "exit_code": code, "elapsed_s": round(secs, 1), "peak_rss_mb": round(rss_kb / 1024.0, 1),
+            "peak_tree_rss_mb": round(rss_kb / 1024.0, 1)}
 
 
 def _counts(out: dict) -> dict:
