@@ -165,6 +165,20 @@ def drop(lake: str, *names: str) -> None:
         shutil.rmtree(Path(lake) / name, ignore_errors=True)
 
 
+SIMULATED = {"changelog", "partitions", "splits", "access_log"}
+
+
+def reset_derived(lake: str) -> None:
+    """A reused lake back to what `simulate` wrote: every table and file a stage derived is deleted."""
+    for p in Path(lake).iterdir():
+        if p.name == "_weaver":
+            for q in p.iterdir():
+                if q.name != "lake.json":
+                    shutil.rmtree(q) if q.is_dir() else q.unlink()
+        elif p.name not in SIMULATED:
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+
 def cycle_stage(stage: str, lake: str, start: str, end: str, state_file: str) -> dict:
     """One task of the `temporal_weaver` DAG for the interval [start, end), called the way the task
     calls it (dags/temporal_weaver.py); XCom between tasks is the JSON file `state_file`."""
@@ -285,8 +299,10 @@ def main() -> None:
                     f"base_rate={SIM['base_rate']}, daily_growth={SIM['daily_growth']})); "
                     "print(json.dumps({'changes': r.changes, 'partitions': r.partitions, 'splits': r.splits}))")
             stages.append(run_stage("simulate", ["-c", code, lake], ROOT, args.timeout))
-        elif args.simulate_time:
-            stages.append(time_v_record(args.simulate_time, args.simulate_commit))
+        else:
+            reset_derived(lake)
+            if args.simulate_time:
+                stages.append(time_v_record(args.simulate_time, args.simulate_commit))
         facts = lake_facts(lake)
         print(json.dumps(facts), flush=True)
         end = datetime.fromisoformat(facts["end"])
