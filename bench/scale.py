@@ -252,12 +252,15 @@ def cycle_stage(stage: str, lake: str, start: str, end: str, state_file: str) ->
     return out
 
 
-def run_cycle(label: str, lake: str, start: datetime, end: datetime, work: Path, timeout_s: float) -> list[dict]:
-    """The DAG's tasks for [start, end) in order, one process each; stops at the first failure."""
+def run_cycle(label: str, lake: str, start: datetime, end: datetime, work: Path, timeout_s: float,
+              skip: frozenset = frozenset()) -> list[dict]:
+    """The DAG's tasks for [start, end) in order (but `skip`), one process each; stops at the first failure."""
     state = work / f"xcom-{label}.json"
     state.unlink(missing_ok=True)
     recs = []
     for stage in CYCLE:
+        if stage in skip:
+            continue
         rec = run_stage(f"{label}:{stage}", ["--cycle", stage, lake, start.isoformat(), end.isoformat(), str(state)],
                         ROOT, timeout_s)
         recs.append(rec)
@@ -276,6 +279,7 @@ def main() -> None:
     ap.add_argument("--parts", default="cycle,loop", help="cycle, loop or both")
     ap.add_argument("--timeout", type=float, default=3600.0, help="seconds per stage")
     ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--skip", default="", help="cycle tasks not run (comma-separated; named in the result)")
     ap.add_argument("--append", action="store_true", help="add this run's stages to the result already at --out")
     ap.add_argument("--simulate-time", default=None,
                     help="with --reuse: the `/usr/bin/time -v` report of the run that simulated the lake (recorded as "
@@ -291,6 +295,7 @@ def main() -> None:
     started = datetime.now(timezone.utc)
     info = _common.machine("pyarrow", "deltalake", "pyspark")
     todo = args.parts.split(",")
+    skip = frozenset(x for x in args.skip.split(",") if x)
     try:
         if not args.reuse:
             code = ("import json, sys; from weaver.simulate import SimConfig; "
@@ -314,8 +319,8 @@ def main() -> None:
                 stages.append(run_stage(f"{label}:daily_snapshot", ["snapshot", "--at", (t - timedelta(days=1)).isoformat(),
                                                                     "--lake", lake, "--json"], ROOT, args.timeout))
                 stages += run_cycle(f"{label}:warm", lake, t - timedelta(hours=2), t - timedelta(hours=1), work,
-                                    args.timeout)
-                stages += run_cycle(label, lake, t - timedelta(hours=1), t, work, args.timeout)
+                                    args.timeout, skip)
+                stages += run_cycle(label, lake, t - timedelta(hours=1), t, work, args.timeout, skip)
         if "loop" in todo:
             end_s, run_s = end.isoformat(), (end - timedelta(hours=6)).isoformat()
             stages.append(run_stage("loop:predict", ["predict", "--at", run_s, "--lake", lake, "--json"], ROOT,
@@ -340,7 +345,7 @@ def main() -> None:
         out = rec.get("output")
         if isinstance(out, dict):
             rec["output"] = _counts(out)
-    run = {"parts": todo, "machine": info, "date": started.isoformat(timespec="seconds"),
+    run = {"parts": todo, "skipped_cycle_tasks": sorted(skip), "machine": info, "date": started.isoformat(timespec="seconds"),
            "load_avg_1m_at_end": round(os.getloadavg()[0], 2)}
     runs = []
     if args.append and Path(args.out).exists():
@@ -380,10 +385,12 @@ def ratios(stages: list[dict]) -> dict:
     """per_run_cost_growth (cycle wall at 2H / H) and per-stage wall and RSS growth."""
     by = {r["stage"]: r for r in stages}
     out: dict = {}
-    cyc = {lab: [by.get(f"{lab}:{st}") for st in CYCLE] for lab in ("H", "2H")}
+    ran = [st for st in CYCLE if f"H:{st}" in by or f"2H:{st}" in by]
+    cyc = {lab: [by.get(f"{lab}:{st}") for st in ran] for lab in ("H", "2H")}
     if all(r and r["exit_code"] == 0 for recs in cyc.values() for r in recs):
         tot = {lab: sum(r["elapsed_s"] for r in recs) for lab, recs in cyc.items()}
         out["cycle_wall_s"] = {lab: round(v, 1) for lab, v in tot.items()}
+        out["cycle_tasks"] = ran
         out["per_run_cost_growth"] = round(tot["2H"] / max(0.1, tot["H"]), 3)
         ch = {lab: by[f"{lab}:extract"]["output"].get("changes") for lab in ("H", "2H")}
         out["increment_changes"] = ch
@@ -391,7 +398,7 @@ def ratios(stages: list[dict]) -> dict:
         out["per_stage"] = {st: {"wall_growth": round(by[f"2H:{st}"]["elapsed_s"] / max(0.1, by[f"H:{st}"]["elapsed_s"]), 2),
                                  "peak_rss_growth": round(by[f"2H:{st}"]["peak_tree_rss_mb"]
                                                           / max(1.0, by[f"H:{st}"]["peak_tree_rss_mb"]), 2)}
-                            for st in CYCLE}
+                            for st in ran}
         out["max_peak_rss_growth"] = max(v["peak_rss_growth"] for v in out["per_stage"].values())
         out["weave_engine"] = {lab: by[f"{lab}:weave"]["output"].get("engine") for lab in ("H", "2H")}
     loop = [r for r in stages if r["stage"].startswith(("loop:", "simulate"))]
