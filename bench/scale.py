@@ -29,7 +29,15 @@ sampled every 0.2 s). Ratios: ``per_run_cost_growth`` (cycle wall at 2H / at H; 
 per stage, RSS at 2H / at H (goal ~1.0: bounded by the increment). Spark vs Arrow weaving at three
 sizes and local[2] vs local[1] are ``bench/weave.py``'s (``bench/results/weave.json``).
 
-Run: ``flock /work/notes/bench.lock .venv/bin/python bench/scale.py [--lake /tmp/x [--reuse]] [--keep]``
+Run (each part under its own hold of the bench lock, since the whole run takes longer than one
+hold may: simulate apart, then ``--reuse``; ``--append`` adds a part's stages to the result)::
+
+    /usr/bin/time -v -o /tmp/sim.time .venv/bin/python bench/scale.py --lake /tmp/x --keep --parts none
+    flock /work/notes/bench.lock .venv/bin/python bench/scale.py --lake /tmp/x --reuse --keep --parts cycle \
+        --simulate-time /tmp/sim.time --simulate-commit $(git rev-parse HEAD)
+    flock /work/notes/bench.lock .venv/bin/python bench/scale.py --lake /tmp/x --reuse --keep --append --parts loop_weave
+    flock /work/notes/bench.lock .venv/bin/python bench/scale.py --lake /tmp/x --reuse --append --parts loop_snapshot
+
 -> bench/results/scale.json (the lake is deleted afterwards unless ``--keep``).
 """
 
@@ -276,7 +284,9 @@ def main() -> None:
     ap.add_argument("--lake", default=None, help="lake folder (default: a new folder under /tmp)")
     ap.add_argument("--reuse", action="store_true", help="use the simulated lake at --lake as is (simulate not measured)")
     ap.add_argument("--keep", action="store_true", help="keep the lake afterwards")
-    ap.add_argument("--parts", default="cycle,loop", help="cycle, loop or both")
+    ap.add_argument("--parts", default="cycle,loop",
+                    help="cycle, loop_weave (predict, weave), loop_snapshot (snapshot, recover, backtest); loop = both "
+                         "loop parts. Run separately (--keep, then --reuse --append) to hold the bench lock < 25 min")
     ap.add_argument("--timeout", type=float, default=3600.0, help="seconds per stage")
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--skip", default="", help="cycle tasks not run (comma-separated; named in the result)")
@@ -294,7 +304,9 @@ def main() -> None:
     stages: list[dict] = []
     started = datetime.now(timezone.utc)
     info = _common.machine("pyarrow", "deltalake", "pyspark")
-    todo = args.parts.split(",")
+    todo = set(args.parts.split(","))
+    if "loop" in todo:
+        todo |= {"loop_weave", "loop_snapshot"}
     skip = frozenset(x for x in args.skip.split(",") if x)
     try:
         if not args.reuse:
@@ -305,7 +317,8 @@ def main() -> None:
                     "print(json.dumps({'changes': r.changes, 'partitions': r.partitions, 'splits': r.splits}))")
             stages.append(run_stage("simulate", ["-c", code, lake], ROOT, args.timeout))
         else:
-            reset_derived(lake)
+            if not args.append:  # a later part continues on what the earlier parts built
+                reset_derived(lake)
             if args.simulate_time:
                 stages.append(time_v_record(args.simulate_time, args.simulate_commit))
         facts = lake_facts(lake)
@@ -321,13 +334,14 @@ def main() -> None:
                 stages += run_cycle(f"{label}:warm", lake, t - timedelta(hours=2), t - timedelta(hours=1), work,
                                     args.timeout, skip)
                 stages += run_cycle(label, lake, t - timedelta(hours=1), t, work, args.timeout, skip)
-        if "loop" in todo:
-            end_s, run_s = end.isoformat(), (end - timedelta(hours=6)).isoformat()
+        end_s, run_s = end.isoformat(), (end - timedelta(hours=6)).isoformat()
+        if "loop_weave" in todo:
             stages.append(run_stage("loop:predict", ["predict", "--at", run_s, "--lake", lake, "--json"], ROOT,
                                     args.timeout))
             drop(lake, "woven")  # that run's sequences woven from nothing (bases: the daily snapshots)
             stages.append(run_stage("loop:weave", ["weave", "--at", end_s, "--run-ts", run_s, "--lake", lake,
                                                    "--json"], ROOT, args.timeout))
+        if "loop_snapshot" in todo:
             drop(lake, "snapshots", "snapshot_catalog")  # the first base snapshot, over the whole log
             stages.append(run_stage("loop:snapshot", ["snapshot", "--at", end_s, "--lake", lake, "--json"], ROOT,
                                     args.timeout))
@@ -345,7 +359,7 @@ def main() -> None:
         out = rec.get("output")
         if isinstance(out, dict):
             rec["output"] = _counts(out)
-    run = {"parts": todo, "skipped_cycle_tasks": sorted(skip), "machine": info, "date": started.isoformat(timespec="seconds"),
+    run = {"parts": sorted(todo), "skipped_cycle_tasks": sorted(skip), "machine": info, "date": started.isoformat(timespec="seconds"),
            "load_avg_1m_at_end": round(os.getloadavg()[0], 2)}
     runs = []
     if args.append and Path(args.out).exists():
