@@ -289,6 +289,9 @@ def main() -> None:
                          "loop parts. Run separately (--keep, then --reuse --append) to hold the bench lock < 25 min")
     ap.add_argument("--timeout", type=float, default=3600.0, help="seconds per stage")
     ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--lengths", default="H,2H", help="history lengths whose cycle runs (H, 2H or both)")
+    ap.add_argument("--no-daily-snapshot", action="store_true",
+                    help="no snapshot run before a length's cycles (the weave then starts from older bases)")
     ap.add_argument("--skip", default="", help="cycle tasks not run (comma-separated; named in the result)")
     ap.add_argument("--append", action="store_true", help="add this run's stages to the result already at --out")
     ap.add_argument("--simulate-time", default=None,
@@ -327,10 +330,14 @@ def main() -> None:
         t_start = end - timedelta(days=args.days)
         if "cycle" in todo:
             for label, day in (("H", args.days // 2), ("2H", args.days)):
+                if label not in args.lengths.split(","):
+                    continue
                 t = t_start + timedelta(days=day)
-                # The daily snapshot DAG's run at the end of the previous day: the weave's bases.
-                stages.append(run_stage(f"{label}:daily_snapshot", ["snapshot", "--at", (t - timedelta(days=1)).isoformat(),
-                                                                    "--lake", lake, "--json"], ROOT, args.timeout))
+                if not args.no_daily_snapshot:
+                    # The daily snapshot DAG's run at the end of the previous day: the weave's bases.
+                    stages.append(run_stage(f"{label}:daily_snapshot",
+                                            ["snapshot", "--at", (t - timedelta(days=1)).isoformat(), "--lake", lake,
+                                             "--json"], ROOT, args.timeout))
                 stages += run_cycle(f"{label}:warm", lake, t - timedelta(hours=2), t - timedelta(hours=1), work,
                                     args.timeout, skip)
                 stages += run_cycle(label, lake, t - timedelta(hours=1), t, work, args.timeout, skip)
@@ -359,14 +366,17 @@ def main() -> None:
         out = rec.get("output")
         if isinstance(out, dict):
             rec["output"] = _counts(out)
-    run = {"parts": sorted(todo), "skipped_cycle_tasks": sorted(skip), "machine": info, "date": started.isoformat(timespec="seconds"),
+    run = {"parts": sorted(todo), "lengths": args.lengths, "daily_snapshot": not args.no_daily_snapshot,
+           "skipped_cycle_tasks": sorted(skip), "machine": info, "date": started.isoformat(timespec="seconds"),
            "load_avg_1m_at_end": round(os.getloadavg()[0], 2)}
     runs = []
     if args.append and Path(args.out).exists():
         # One result from parts run separately (each under its own hold of the bench lock).
         prev = json.loads(Path(args.out).read_text())
         runs = prev.get("runs", [])
-        stages = [r for r in prev["stages"] if r["stage"] not in {x["stage"] for x in stages}] + stages
+        # A stage killed by a signal (an interrupted part) is dropped; a rerun replaces a stage.
+        stages = [r for r in prev["stages"] if r["stage"] not in {x["stage"] for x in stages}
+                  and r.get("exit_code", 0) >= 0] + stages
     result = {"bench": "scale", "runs": [*runs, run],
               "setup": {"partitions": args.partitions, "days": args.days, "simulation": SIM, "reused_lake": args.reuse,
                         "history_H": (t_start + timedelta(days=args.days // 2)).isoformat(),
@@ -399,9 +409,10 @@ def ratios(stages: list[dict]) -> dict:
     """per_run_cost_growth (cycle wall at 2H / H) and per-stage wall and RSS growth."""
     by = {r["stage"]: r for r in stages}
     out: dict = {}
-    ran = [st for st in CYCLE if f"H:{st}" in by or f"2H:{st}" in by]
-    cyc = {lab: [by.get(f"{lab}:{st}") for st in ran] for lab in ("H", "2H")}
-    if all(r and r["exit_code"] == 0 for recs in cyc.values() for r in recs):
+    ran = [st for st in CYCLE if all(by.get(f"{lab}:{st}", {}).get("exit_code") == 0 for lab in ("H", "2H"))]
+    out["not_compared"] = [st for st in CYCLE if st not in ran]
+    cyc = {lab: [by[f"{lab}:{st}"] for st in ran] for lab in ("H", "2H")}
+    if "extract" in ran:
         tot = {lab: sum(r["elapsed_s"] for r in recs) for lab, recs in cyc.items()}
         out["cycle_wall_s"] = {lab: round(v, 1) for lab, v in tot.items()}
         out["cycle_tasks"] = ran
@@ -414,7 +425,8 @@ def ratios(stages: list[dict]) -> dict:
                                                           / max(1.0, by[f"H:{st}"]["peak_tree_rss_mb"]), 2)}
                             for st in ran}
         out["max_peak_rss_growth"] = max(v["peak_rss_growth"] for v in out["per_stage"].values())
-        out["weave_engine"] = {lab: by[f"{lab}:weave"]["output"].get("engine") for lab in ("H", "2H")}
+    out["weave_engine"] = {lab: (by[f"{lab}:weave"].get("output") or {}).get("engine")
+                           for lab in ("H", "2H") if isinstance(by.get(f"{lab}:weave", {}).get("output"), dict)}
     loop = [r for r in stages if r["stage"].startswith(("loop:", "simulate"))]
     if loop:
         out["loop_peak_tree_rss_mb"] = {r["stage"]: r["peak_tree_rss_mb"] for r in loop}
