@@ -139,6 +139,34 @@ def test_data_committed_without_catalog_row_is_invisible_then_replaced(spark, tm
     assert spark.read.format("delta").load(storage.uri_for(s, storage.SNAPSHOTS)).where(F.col("value") == b"junk").count() == 0
 
 
+@pytest.mark.spark
+def test_batched_run_equals_the_oracle_with_a_batch_boundary_between_split_children(spark, tmp_path):
+    from deltalake import DeltaTable
+
+    from tests.lakes import make_log
+    from weaver.core import storage
+    from weaver.log import Lineage
+    from weaver.pitr import read_snapshot_catalog, take_snapshots
+
+    log = make_log(11)  # p0 splits into p2 ['', k10) / p3 [k10, k20) after seq 90; p1 [k20, )
+    s = _settings(write_lake(tmp_path / "lake", log, [60]))  # p0@60, p1@60 exist: log-apply across the split
+    at = log["changes"][-1]["ts"]
+    version_before = DeltaTable(storage.uri_for(s, storage.SNAPSHOTS)).version()
+    r = take_snapshots(spark, s, at, batch_partitions=2)
+    # Key order p2, p3 | p1: one Delta commit per batch, every snapshot exact.
+    assert r["batches"] == 2 and sorted(r["taken"]) == ["p1@160", "p2@160", "p3@160"]
+    assert DeltaTable(storage.uri_for(s, storage.SNAPSHOTS)).version() == version_before + 2
+    assert r["sources"] == ["p0@60", "p1@60"]
+    _check_against_oracle(s, log["changes"], Lineage.load(s), r)
+    assert r["rows"] == sum(len(fold(log["changes"], key_lo=lo, key_hi=hi, upto_seq=160))
+                            for lo, hi in (("", "k10"), ("k10", "k20"), ("k20", None)))
+    # A rerun finds every batch catalogued: no new data commit, no new catalog rows.
+    again = take_snapshots(spark, s, at, batch_partitions=1)
+    assert again["taken"] == [] and again["batches"] == 0 and sorted(again["skipped"]) == sorted(r["taken"])
+    assert DeltaTable(storage.uri_for(s, storage.SNAPSHOTS)).version() == version_before + 2
+    assert read_snapshot_catalog(s).num_rows == 2 + 3
+
+
 def test_with_retry_retries_infrastructure_failures_only():
     from weaver.core.errors import SeqGapError
     from weaver.pitr import with_retry

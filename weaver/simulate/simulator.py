@@ -153,16 +153,22 @@ def simulate(lake: str, config: SimConfig = SimConfig()) -> SimResult:
     schema = storage.SCHEMAS[storage.CHANGELOG]
     total = [0]
 
+    access: list[pa.RecordBatch] = []
+    acc_schema = storage.SCHEMAS[storage.ACCESS_LOG]
+
     def changes():
         # The log leaves as Arrow batches while it is generated: memory follows CHUNK_ROWS, not the log.
+        # The read log (a fifth of the changes) is kept as Arrow batches, not as Python objects.
         for _ in _hours(config, rng, parts, shape, burst_hours, cols, acc, split_rows, new_id, total):
             if len(cols["seq"]) >= CHUNK_ROWS:
+                access.append(_flush(acc, acc_schema))
                 yield _flush(cols, schema)
         if cols["seq"]:
             yield _flush(cols, schema)
+        access.append(_flush(acc, acc_schema))
 
     _write_changelog(lake, config, pa.RecordBatchReader.from_batches(schema, changes()))
-    _write(lake, config, acc, parts, split_rows)
+    _write(lake, config, pa.Table.from_batches(access, schema=acc_schema), parts, split_rows)
     return SimResult(total[0], len(parts), len(split_rows), config.start, config.end, lake)
 
 
@@ -397,13 +403,12 @@ def _write_changelog(lake: str, cfg: SimConfig, batches: pa.RecordBatchReader) -
                     commit_properties=CommitProperties(custom_metadata={_FINGERPRINT: mark}))
 
 
-def _write(lake: str, cfg: SimConfig, acc, parts, split_rows) -> None:
+def _write(lake: str, cfg: SimConfig, access: pa.Table, parts, split_rows) -> None:
     prows = [{"partition_id": p.pid, "key_lo": p.key_lo, "key_hi": p.key_hi, "parent_id": p.parent,
               "created_seq": p.created_seq, "created_ts": p.created_ts, "retired_seq": p.retired_seq,
               "retired_ts": p.retired_ts} for p in sorted(parts.values(), key=lambda p: p.pid)]
     partitions = pa.Table.from_pylist(prows, schema=storage.SCHEMAS[storage.PARTITIONS])
     splits = pa.Table.from_pylist(split_rows, schema=storage.SCHEMAS[storage.SPLITS])
-    access = pa.table(acc, schema=storage.SCHEMAS[storage.ACCESS_LOG])
     from deltalake import write_deltalake
 
     for name, t in ((storage.PARTITIONS, partitions),
