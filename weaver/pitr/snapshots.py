@@ -32,7 +32,7 @@ from weaver.core.time import parse_timepoint
 from weaver.log.changelog import ChangeLog, resolve_seq, validate_segment
 from weaver.log.lineage import Lineage
 from weaver.pitr.catalog import catalog_index, plan_restore, read_snapshot_catalog
-from weaver.replay.spark import with_last_state
+from weaver.replay.spark import base_events, with_last_state
 
 T = TypeVar("T")
 
@@ -174,14 +174,8 @@ def materialize_batch(spark, settings, lineage: Lineage, todo: dict, seq_t: int)
     snap_ids = sorted({r[4] for r in rows if r[4]})
     if snap_ids:
         one_per_piece = pieces_df.where(F.col("writer") == F.col("target"))  # the writers' fan-out is for the log
-        snap_pids = sorted({r[5] for r in rows if r[5]})
-        base = (spark.read.format("delta").load(storage.uri_for(settings, storage.SNAPSHOTS))
-                .where(F.col("partition_id").isin(snap_pids) & F.col("snapshot_id").isin(snap_ids))
-                .select("snapshot_id", "key", "value"))
-        base = (base.join(one_per_piece, (F.col("snapshot_id") == F.col("snap_id")) & in_piece)
-                .select(F.col("target").alias("partition_id"), "key", F.col("base_seq").alias("seq"),
-                        F.lit("PUT").alias("op"), "value"))
-        tail = tail.unionByName(base)
+        tail = tail.unionByName(base_events(spark, settings, one_per_piece, snap_ids,
+                                            sorted({r[5] for r in rows if r[5]})))
     return tail.transform(with_last_state)
 
 

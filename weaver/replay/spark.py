@@ -224,15 +224,23 @@ def materialize_with_spark(spark, settings, lineage: Lineage, plans: dict[str, l
             .select(F.col("target").alias("partition_id"), "key", "seq", "op", "value"))
     snap_ids = sorted({r[3] for r in rows if r[3]})
     if snap_ids:
-        snap_pids = sorted({r[4] for r in rows if r[4]})
-        base = (spark.read.format("delta").load(storage.uri_for(settings, storage.SNAPSHOTS))
-                .where(F.col("partition_id").isin(snap_pids) & F.col("snapshot_id").isin(snap_ids))
-                .select("snapshot_id", "key", "value"))
-        base = (base.join(pieces_df, (F.col("snapshot_id") == F.col("snap_id")) & in_piece)
-                .select(F.col("target").alias("partition_id"), "key", F.col("base_seq").alias("seq"),
-                        F.lit("PUT").alias("op"), "value"))
-        tail = tail.unionByName(base)
+        tail = tail.unionByName(base_events(spark, settings, pieces_df, snap_ids, sorted({r[4] for r in rows if r[4]})))
     return tail.transform(with_last_state)
+
+
+def base_events(spark, settings, pieces_df, snap_ids: list[str], snap_pids: list[str]):
+    """The base snapshots' rows as events (partition_id = the piece's target, key, seq = the
+    piece's base seq, op PUT, value): each row of snapshot `snap_id` that lies in a piece's
+    [lo, hi). `pieces_df` has columns target, lo, hi, snap_id, base_seq (one row per piece)."""
+    from pyspark.sql import functions as F
+
+    in_piece = (F.col("key") >= F.col("lo")) & (F.col("hi").isNull() | (F.col("key") < F.col("hi")))
+    base = (spark.read.format("delta").load(storage.uri_for(settings, storage.SNAPSHOTS))
+            .where(F.col("partition_id").isin(snap_pids) & F.col("snapshot_id").isin(snap_ids))
+            .select("snapshot_id", "key", "value"))
+    return (base.join(pieces_df, (F.col("snapshot_id") == F.col("snap_id")) & in_piece)
+            .select(F.col("target").alias("partition_id"), "key", F.col("base_seq").alias("seq"),
+                    F.lit("PUT").alias("op"), "value"))
 
 
 def with_last_state(events):
