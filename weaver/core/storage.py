@@ -457,6 +457,21 @@ def dataset(dt, **kwargs):
     return dt.to_pyarrow_dataset(**kwargs)
 
 
+def create_table(uri: str, data, **kwargs) -> None:
+    """Create the Delta table `uri` with its first rows (`data`: Arrow table or reader; `kwargs` go
+    to ``write_deltalake``), failing with delta-rs' ``CommitFailedError`` when another writer
+    created it first.
+
+    ``mode="error"`` so a racing creator never replaces the winner's rows, and no commit retries
+    inside delta-rs: left to itself it rebases the loser's create onto the winner's version as a
+    blind append (every row twice). Callers retry the loser as a MERGE / replaceWhere.
+    """
+    from deltalake import CommitProperties, write_deltalake
+
+    write_deltalake(uri, data, mode="error", storage_options=options(uri),
+                    commit_properties=CommitProperties(max_commit_retries=0), **kwargs)
+
+
 def is_table(uri: str) -> bool:
     """Whether a Delta table exists (and can be opened) at `uri`."""
     from deltalake import DeltaTable
@@ -577,7 +592,7 @@ def merge(
     Creates the table (protocol 1,2) on first write. Rerunning with the same rows leaves the
     same rows once. Returns delta-rs' metrics.
     """
-    from deltalake import CommitProperties, DeltaTable, write_deltalake
+    from deltalake import DeltaTable
 
     from weaver.core.retry import retry_commit
 
@@ -586,12 +601,9 @@ def merge(
     def attempt() -> dict:
         # Re-read on every try: a retry after a conflict must plan against the winner's version.
         if not is_table(uri):
-            # mode="error": a second creator racing this one must fail (and retry as a MERGE),
-            # never overwrite the rows the first one committed. No commit retries inside delta-rs:
-            # it would rebase the loser's create onto the winner's as a blind append (rows twice).
-            write_deltalake(uri, rows, mode="error", partition_by=list(partition_by or []) or None,
-                            writer_properties=_writer_properties(compression), storage_options=options(uri),
-                            commit_properties=CommitProperties(max_commit_retries=0))
+            # A second creator racing this one fails and retries as a MERGE.
+            create_table(uri, rows, partition_by=list(partition_by or []) or None,
+                         writer_properties=_writer_properties(compression))
             return {"num_target_rows_inserted": rows.num_rows}
         if rows.num_rows == 0:
             return {"num_target_rows_inserted": 0}

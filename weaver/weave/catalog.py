@@ -66,7 +66,7 @@ def write_woven_catalog(settings: Settings, rows: list[dict]) -> None:
     """MERGE catalog rows keyed on weave_id (delta-rs, zstd); creates the table with the tier's retention."""
     if not rows:
         return
-    from deltalake import CommitProperties, WriterProperties, write_deltalake
+    from deltalake import WriterProperties
 
     from weaver.core.retry import retry_commit
 
@@ -75,12 +75,9 @@ def write_woven_catalog(settings: Settings, rows: list[dict]) -> None:
                             storage.WOVEN_CATALOG)
     if not storage.is_table(uri):
         try:
-            # mode="error": of two racing creators one wins; the other MERGEs below (no commit
-            # retries inside delta-rs, which would rebase the loser's create as a blind append).
-            retry_commit(lambda: write_deltalake(uri, table, mode="error", configuration=table_properties(settings),
-                                                 writer_properties=WriterProperties(compression=COMPRESSION),
-                                                 storage_options=storage.options(uri),
-                                                 commit_properties=CommitProperties(max_commit_retries=0)),
+            # Of two racing creators one wins; the other MERGEs below.
+            retry_commit(lambda: storage.create_table(uri, table, configuration=table_properties(settings),
+                                                      writer_properties=WriterProperties(compression=COMPRESSION)),
                          what="create woven_catalog", attempts=0)
             return
         except ConcurrentWriteError:

@@ -104,7 +104,7 @@ def write_woven_arrow(settings: Settings, todo: list[Sequence]) -> WovenStats:
     another thread - a deadlock once two writes occupy the workers). Memory stays bounded by the
     pass; the spool costs local disk of about the run's rows (compressed).
     """
-    from deltalake import CommitProperties, WriterProperties, write_deltalake
+    from deltalake import WriterProperties, write_deltalake
 
     uri = storage.uri_for(settings, storage.WOVEN_SNAPSHOTS)
     props = WriterProperties(compression=COMPRESSION)
@@ -121,13 +121,9 @@ def write_woven_arrow(settings: Settings, todo: list[Sequence]) -> WovenStats:
             with pa.OSFile(spool, "rb") as src:
                 reader = pa.ipc.open_stream(src)
                 if not storage.is_table(uri):
-                    # Of two racing creators one wins; the loser retries as a replaceWhere. delta-rs
-                    # would otherwise rebase the loser's commit onto the winner's as a blind append
-                    # (version 1, every row twice): no commit retries inside delta-rs here.
-                    write_deltalake(uri, reader, mode="error", partition_by=["weave_id"],
-                                    configuration=table_properties(settings), writer_properties=props,
-                                    storage_options=storage.options(uri),
-                                    commit_properties=CommitProperties(max_commit_retries=0))
+                    # Of two racing creators one wins; the loser retries as a replaceWhere.
+                    storage.create_table(uri, reader, partition_by=["weave_id"],
+                                         configuration=table_properties(settings), writer_properties=props)
                 else:
                     write_deltalake(uri, reader, mode="overwrite", predicate=scope_predicate(todo),
                                     writer_properties=props, storage_options=storage.options(uri))
