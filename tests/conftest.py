@@ -27,6 +27,23 @@ for var in ("WEAVER_LAKE", "WEAVER_WOVEN_ROOT", "WEAVER_API_TOKEN", "WEAVER_SPAR
     os.environ.pop(var, None)
 
 
+SPARK_GROUP = "spark-session"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Two xdist workers (`-n 2 --dist loadgroup`, pyproject.toml) without a second SparkSession or
+    a second service stack: every module that uses the `spark` fixture goes to one group, hence one
+    worker, hence one SparkSession in the whole run; every other module is a group of its own, so a
+    module-scoped fixture (the deployment stack, a Postgres server) is built once, on one worker."""
+    modules = {}
+    for item in items:
+        modules.setdefault(item.module.__name__, []).append(item)
+    for name, its in modules.items():
+        group = SPARK_GROUP if any("spark" in it.fixturenames for it in its) else name
+        for it in its:
+            it.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(scope="session")
 def spark():
     """The one SparkSession of the test session: local[2], UI off, few shuffle partitions."""
