@@ -186,10 +186,11 @@ def test_woven_check_restores_each_source_once_per_base_and_equals_the_oracle(tm
     tails: list[tuple] = []
     real = ChangeLog.read
 
-    def spy(self, after_seq, upto_seq, key_lo=None, key_hi=None, columns=None):
+    def spy(self, after_seq, upto_seq, key_lo=None, key_hi=None, columns=None, **kw):
+        t = real(self, after_seq, upto_seq, key_lo, key_hi, columns, **kw)
         if columns is None:  # a tail of values (check_contiguous reads only seq)
-            tails.append((key_lo, key_hi, after_seq, upto_seq))
-        return real(self, after_seq, upto_seq, key_lo, key_hi, columns)
+            tails.append((after_seq, upto_seq, kw.get("ranges") or [(key_lo, key_hi)], t.num_rows))
+        return t
 
     monkeypatch.setattr(ChangeLog, "read", spy)
     frame = woven_check_frame(lake.settings).to_dict("records")
@@ -208,16 +209,13 @@ def test_woven_check_restores_each_source_once_per_base_and_equals_the_oracle(tm
         assert errors == dict.fromkeys(errors, 0), r
         assert r["value_mismatch"] == (len(expect) if w is bad else 0), r
 
-    # The bound: per source range, the value tails read never overlap (each change is read once),
-    # and a base is restored only when it is nearer than the previous timepoint's state.
-    by_range: dict = {}
-    for lo, hi, s0, s1 in tails:
-        by_range.setdefault((lo, hi), []).append((s0, s1))
-    for rng, spans in by_range.items():
-        spans.sort()
-        assert all(x[1] <= y[0] for x, y in zip(spans, spans[1:])), (rng, spans)
-    p0 = by_range[(None, "k4")]
-    assert p0 == [(100, lake.seq_at(ts(110))), (lake.seq_at(ts(110)), lake.seq_at(ts(190)))]
-    # P2 at 310 starts from its parent's base @200; at 420 its own @400 is nearer than 310's state.
-    assert by_range[("k4", "k7")] == [(200, lake.seq_at(ts(310))), (400, lake.seq_at(ts(420))),
-                                      (lake.seq_at(ts(420)), lake.seq_at(ts(480)))]
+    # The bound: one filtered scan of the change log per span of overlapping seq ranges, for every
+    # source and timepoint together. P0: base @100 to 190; P2: its parent's base @200 to 310, then
+    # its own @400 to 480; P3: @200 to 320, then its own @400 (no tail). Each change of a source
+    # range is read once: no restore per timepoint, no tail per partition.
+    sources = [lake.ranges[p] for p in ("P0", "P2", "P3")]
+    assert [(lo, hi) for lo, hi, _, _ in tails] == \
+        [(100, lake.seq_at(ts(190))), (200, lake.seq_at(ts(320))), (400, lake.seq_at(ts(480)))]
+    for lo, hi, ranges, n in tails:
+        assert sorted(ranges, key=str) == sorted(sources, key=str)
+        assert n == sum(1 for ch in lake.changes if lo < ch["seq"] <= hi and any(_in(ch["key"], *r) for r in sources))

@@ -17,7 +17,7 @@ from weaver.core import storage
 from weaver.core.ids import EXPIRED
 from weaver.core.settings import Settings
 from weaver.log.lineage import Lineage
-from weaver.pitr import restore_series
+from weaver.pitr import restore_many
 from weaver.predict.splitkey import in_range
 from weaver.weave import read_woven_catalog
 
@@ -125,11 +125,11 @@ CHECK_COLUMNS = ["weave_id", "timepoint", "as_of_seq", "rows_left", "rows_right"
 def woven_check_frame(settings: Settings, *, weave_ids: list[str] | None = None, sample: int | None = 3):
     """Per sampled (weave, timepoint): DESIGN §4.2 counted against the standard PITR restore.
 
-    restore(P, T) comes from the standard PITR path, ``weaver.pitr.restore_series`` (base snapshot +
-    Arrow replay, an engine independent of the weave's own replay): the sampled timepoints of
-    every weave of one source partition are restored as one series - one base restore and one
-    read of the change-log tail per source partition (per base), advanced through the sorted
-    timepoints - with the same rows and as_of_seq as one ``restore_partition`` per timepoint. Columns: rows_left/right/restore; missing
+    restore(P, T) comes from the standard PITR path, ``weaver.pitr.restore_many`` (base snapshot +
+    Arrow replay, an engine independent of the weave's own replay), with the work done once: each
+    source partition is restored from its nearest base once (per base) and advanced through its
+    sorted sampled timepoints, and the change-log rows all sources need are read in one filtered
+    scan - the same rows and as_of_seq as one ``restore_partition`` per timepoint. Columns: rows_left/right/restore; missing
     (in restore, not woven), extra (woven, not in restore), misrouted (on the wrong side of
     split_key, or under another child id), value_mismatch, duplicates (a key twice at one
     timepoint), seq_mismatch (as_of_seq != the restore's seq), row_diff (left + right - restore).
@@ -161,8 +161,8 @@ def woven_check_frame(settings: Settings, *, weave_ids: list[str] | None = None,
     for r, tps in todo:
         by_source.setdefault(r["source_partition_id"], set()).update(tps)
     per_weave: dict[int, list[dict]] = {}
-    for source, points in by_source.items():
-        restored = {x.at: x for x in restore_series(settings, source, points, lineage=lineage)}
+    for source, results in restore_many(settings, by_source, lineage=lineage):
+        restored = {x.at: x for x in results}
         for n, (r, tps) in enumerate(todo):
             if r["source_partition_id"] == source:
                 per_weave[n] = _woven_rows_checked(ds, r, tps, restored)
