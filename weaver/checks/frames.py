@@ -129,9 +129,9 @@ def woven_check_frame(settings: Settings, *, weave_ids: list[str] | None = None,
     Arrow replay, an engine independent of the weave's own replay), with the work done once: each
     source partition is restored from its nearest base once (per base) and advanced through its
     sorted sampled timepoints, and the change-log rows all sources need are read in one filtered
-    scan - the same rows and as_of_seq as one ``restore_partition`` per timepoint. Columns: rows_left/right/restore; missing
-    (in restore, not woven), extra (woven, not in restore), misrouted (on the wrong side of
-    split_key, or under another child id), value_mismatch, duplicates (a key twice at one
+    scan - the same rows and as_of_seq as one ``restore_partition`` per timepoint.
+    Columns: rows_left/right/restore; missing (in restore, not woven), extra (woven, not in
+    restore), misrouted (on the wrong side of split_key, or under another child id), value_mismatch, duplicates (a key twice at one
     timepoint), seq_mismatch (as_of_seq != the restore's seq), row_diff (left + right - restore).
     Every count is 0 when the woven tier is correct. `sample` timepoints per weave, evenly spaced
     with the first and the last (None or 0: all); expired weaves are skipped.
