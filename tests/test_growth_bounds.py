@@ -102,15 +102,17 @@ def _oracle_advice(lake: Lake, pred: dict, active: list[str]) -> dict:
 
 @pytest.fixture
 def seq_spy(monkeypatch):
-    """Every narrow change-log view built (weaver.predict.metrics._view): the seqs of the rows read."""
+    """Every narrow change-log view built (weaver.predict.metrics._view): the seqs of the rows read
+    and the largest key it holds (rows and base items)."""
     from weaver.predict import metrics
 
     seen: list = []
     real = metrics._view
 
-    def spy(seq, *a, **kw):
-        seen.append(seq.to_numpy())
-        return real(seq, *a, **kw)
+    def spy(seq, ts, pid, key, op, vb, base=None):
+        keys = key.to_pylist() + (base[0].to_pylist() if base is not None else [])
+        seen.append((seq.to_numpy(), max(keys, default=None)))
+        return real(seq, ts, pid, key, op, vb, base=base)
 
     monkeypatch.setattr(metrics, "_view", spy)
     return seen
@@ -132,7 +134,7 @@ def test_advice_reads_only_the_log_after_the_checkpoint_and_equals_the_brute_for
     assert 0 < ck.as_of_seq < lake.seq_at(run - H)
     active = ["P0", "P2", "P3"]
     preds = []
-    for pid, prob, reason in (("P0", 0.9, "size"), ("P2", 0.95, "throughput"), ("P3", 0.8, "size")):
+    for pid, prob, reason in (("P0", 0.9, "size"), ("P2", 0.95, "throughput"), ("P3", 0.5, "size")):
         p = prediction(pid, run_ts=run, window=window, probability=prob, model="path")
         p.update(reason=reason, predicted_split_ts=None, split_ts_p10=None, split_ts_p90=None)
         preds.append(p)
@@ -142,23 +144,27 @@ def test_advice_reads_only_the_log_after_the_checkpoint_and_equals_the_brute_for
 
     # The bound: only changes after the checkpoint's seq were read, and none after run_ts.
     assert seq_spy and all(len(x) == 0 or (x.min() > ck.as_of_seq and x.max() <= lake.seq_at(run))
-                           for x in seq_spy), [(x.min(), x.max()) for x in seq_spy if len(x)]
+                           for x, _ in seq_spy), [(x.min(), x.max()) for x, _ in seq_spy if len(x)]
     # The rows: the brute-force fold of the whole log.
     assert set(rows) == set(active)
-    for pred in preds:
+    assert (rows["P3"]["action"], rows["P3"]["split_key"], rows["P3"]["largest_before_bytes"]) == ("wait", None, None)
+    for pred in preds[:2]:
         want = _oracle_advice(lake, pred, active)
         got = {k: rows[pred["partition_id"]][k] for k in want}
         assert got == want, (pred["partition_id"], pred["reason"])
-    assert {r["action"] for r in rows.values()} <= {"pre_split", "raise_capacity"}
 
-    # Scoring at the window's end reads [the checkpoint at or before the run, window_end] only.
+    # Scoring at the window's end reads [the checkpoint at or before the run, window_end] of the
+    # advised partitions' key ranges only (P0 ['', k4), P2 [k4, k7); P3 was told to wait).
     build_metrics(s, end=run + window)
     seq_spy.clear()
     assert score_advice(s, at=run + window)["scored"] == 3
-    assert seq_spy and all(len(x) == 0 or (x.min() > ck.as_of_seq and x.max() <= lake.seq_at(run + window))
-                           for x in seq_spy)
+    assert seq_spy and all(len(x) == 0 or (x.min() > ck.as_of_seq and x.max() <= lake.seq_at(run + window)
+                                           and top < "k7") for x, top in seq_spy)
     outcomes = set()
     for r in read_advice(s).to_pylist():
+        if r["partition_id"] == "P3":
+            assert (r["backtest"], r["actual_split"]) == ("no_split", False)
+            continue
         lo, hi = lake.ranges[r["partition_id"]]
         crossed = False
         for b in range(4):

@@ -139,10 +139,16 @@ def score_advice(settings: Settings, *, at: datetime) -> dict:
     splits = storage.read(storage.uri_for(settings, storage.SPLITS), storage.SPLITS, missing_ok=True).to_pylist()
     lineage = Lineage.load(settings)
     bu = bucket_us(settings.bucket)
-    # Only [the earliest due run's bucket, the latest window end]: the latest metrics checkpoint at
-    # or before that bucket plus the log after it (the whole log only without a usable checkpoint).
-    log, _ck, _stale = fold_from(settings, (to_us(min(r["run_ts"] for r in due)) // bu) * bu,
-                                 upto=max(r["window_end"] for r in due))
+    # Only what the split advice needs: the advised partitions' key ranges over [the earliest such
+    # run's bucket, the latest window end] - the latest metrics checkpoint at or before that bucket
+    # plus the log after it (the whole log up to window_end only without a usable checkpoint).
+    cut = [r for r in due if r["action"] != WAIT and r["split_key"] is not None]
+    log = None
+    if cut:
+        ranges = sorted({(lineage.get(r["partition_id"]).key_lo, lineage.get(r["partition_id"]).key_hi)
+                         for r in cut}, key=lambda x: (x[0], x[1] is None, x[1] or ""))
+        log, _ck, _stale = fold_from(settings, (to_us(min(r["run_ts"] for r in cut)) // bu) * bu,
+                                     upto=max(r["window_end"] for r in cut), ranges=ranges)
     for r in due:
         r["actual_split"] = any(s["parent_id"] == r["partition_id"] and r["run_ts"] < s["split_ts"] <= r["window_end"]
                                 for s in splits)
