@@ -12,7 +12,8 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from tests.lakes import H, PARTS, T0, Lake, add_weave, owner, put_predictions, random_changes, write_lake
+from tests.lakes import (H, PARTS, T0, Lake, add_weave, owner, prediction, put_predictions, random_changes,
+                         write_lake)
 from tests.oracle import fold
 
 N, SPLIT_SEQ = 600, 300
@@ -122,7 +123,6 @@ def test_advice_reads_only_the_log_after_the_checkpoint_and_equals_the_brute_for
     from weaver.predict import build_metrics
     from weaver.predict.metrics import checkpoints
     from weaver.whatif import advise, read_advice, score_advice
-    from tests.lakes import prediction
 
     lake = _lake(tmp_path / "lake", size_threshold_bytes=SIZE_T, write_threshold_per_s=WRITE_T)
     s = lake.settings
