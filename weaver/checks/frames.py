@@ -17,7 +17,7 @@ from weaver.core import storage
 from weaver.core.ids import EXPIRED
 from weaver.core.settings import Settings
 from weaver.log.lineage import Lineage
-from weaver.pitr import restore_partition
+from weaver.pitr import restore_many
 from weaver.predict.splitkey import in_range
 from weaver.weave import read_woven_catalog
 
@@ -125,10 +125,13 @@ CHECK_COLUMNS = ["weave_id", "timepoint", "as_of_seq", "rows_left", "rows_right"
 def woven_check_frame(settings: Settings, *, weave_ids: list[str] | None = None, sample: int | None = 3):
     """Per sampled (weave, timepoint): DESIGN §4.2 counted against the standard PITR restore.
 
-    restore(P, T) comes from ``weaver.pitr.restore_partition`` (base snapshot + Arrow replay, an
-    engine independent of this module's Spark replay). Columns: rows_left/right/restore; missing
-    (in restore, not woven), extra (woven, not in restore), misrouted (on the wrong side of
-    split_key, or under another child id), value_mismatch, duplicates (a key twice at one
+    restore(P, T) comes from the standard PITR path, ``weaver.pitr.restore_many`` (base snapshot +
+    Arrow replay, an engine independent of the weave's own replay), with the work done once: each
+    source partition is restored from its nearest base once (per base) and advanced through its
+    sorted sampled timepoints, and the change-log rows all sources need are read in one filtered
+    scan - the same rows and as_of_seq as one ``restore_partition`` per timepoint.
+    Columns: rows_left/right/restore; missing (in restore, not woven), extra (woven, not in
+    restore), misrouted (on the wrong side of split_key, or under another child id), value_mismatch, duplicates (a key twice at one
     timepoint), seq_mismatch (as_of_seq != the restore's seq), row_diff (left + right - restore).
     Every count is 0 when the woven tier is correct. `sample` timepoints per weave, evenly spaced
     with the first and the last (None or 0: all); expired weaves are skipped.
@@ -142,6 +145,7 @@ def woven_check_frame(settings: Settings, *, weave_ids: list[str] | None = None,
         return pd.DataFrame(rows_out, columns=CHECK_COLUMNS)
     lineage = Lineage.load(settings)
     ds = storage.dataset(storage.open_table(uri, storage.WOVEN_SNAPSHOTS))
+    todo: list[tuple[dict, list]] = []  # (catalog row, sampled timepoints), in catalog order
     for r in catalog.to_pylist():
         if (weave_ids is not None and r["weave_id"] not in weave_ids) or r["status"] == EXPIRED:
             continue
@@ -151,35 +155,54 @@ def woven_check_frame(settings: Settings, *, weave_ids: list[str] | None = None,
             present.add(r["last_timepoint"])  # woven even when its state is empty
         if not present:
             continue
-        tps = _sample(sorted(present), sample)
-        woven = ds.to_table(filter=mine & pc.field("timepoint").isin(pa.array(tps, storage.TS)))
-        left_id, right_id = r["child_ids"]
-        k = r["split_key"]
-        for tp in tps:
-            restored = restore_partition(settings, r["source_partition_id"], tp, lineage=lineage)
-            expect = dict(zip(restored.table.column("key").to_pylist(), restored.table.column("value").to_pylist()))
-            at_tp = woven.filter(pc.equal(woven.column("timepoint"), pa.scalar(tp, storage.TS))).to_pylist()
-            got: dict[str, bytes] = {}
-            dup = mis = left = right = seq_bad = 0
-            for w in at_tp:
-                key, side = w["key"], w["woven_partition_id"]
-                dup += key in got
-                got[key] = w["value"]
-                left += side == left_id
-                right += side == right_id
-                mis += not ((side == left_id and key < k) or (side == right_id and key >= k))
-                seq_bad += w["as_of_seq"] != restored.as_of_seq
-            rows_out.append({
-                "weave_id": r["weave_id"], "timepoint": tp, "as_of_seq": restored.as_of_seq,
-                "rows_left": left, "rows_right": right, "rows_restore": len(expect),
-                "missing": sum(1 for key in expect if key not in got),
-                "extra": sum(1 for key in got if key not in expect),
-                "misrouted": mis,
-                "value_mismatch": sum(1 for key, v in got.items() if key in expect and expect[key] != v),
-                "duplicates": dup, "seq_mismatch": seq_bad,
-                "row_diff": left + right - len(expect),
-            })
+        todo.append((r, _sample(sorted(present), sample)))
+    # One restore series per source partition: every sampled timepoint of every weave of it.
+    by_source: dict[str, set] = {}
+    for r, tps in todo:
+        by_source.setdefault(r["source_partition_id"], set()).update(tps)
+    per_weave: dict[int, list[dict]] = {}
+    for source, results in restore_many(settings, by_source, lineage=lineage):
+        restored = {x.at: x for x in results}
+        for n, (r, tps) in enumerate(todo):
+            if r["source_partition_id"] == source:
+                per_weave[n] = _woven_rows_checked(ds, r, tps, restored)
+    for n in range(len(todo)):
+        rows_out.extend(per_weave[n])
     return pd.DataFrame(rows_out, columns=CHECK_COLUMNS)
+
+
+def _woven_rows_checked(ds, r: dict, tps: list, restored_at: dict) -> list[dict]:
+    """CHECK_COLUMNS rows of one weave at its sampled timepoints against the restores at them."""
+    mine = pc.field("weave_id") == r["weave_id"]
+    woven = ds.to_table(filter=mine & pc.field("timepoint").isin(pa.array(tps, storage.TS)))
+    left_id, right_id = r["child_ids"]
+    k = r["split_key"]
+    out = []
+    for tp in tps:
+        restored = restored_at[tp]
+        expect = dict(zip(restored.table.column("key").to_pylist(), restored.table.column("value").to_pylist()))
+        at_tp = woven.filter(pc.equal(woven.column("timepoint"), pa.scalar(tp, storage.TS))).to_pylist()
+        got: dict[str, bytes] = {}
+        dup = mis = left = right = seq_bad = 0
+        for w in at_tp:
+            key, side = w["key"], w["woven_partition_id"]
+            dup += key in got
+            got[key] = w["value"]
+            left += side == left_id
+            right += side == right_id
+            mis += not ((side == left_id and key < k) or (side == right_id and key >= k))
+            seq_bad += w["as_of_seq"] != restored.as_of_seq
+        out.append({
+            "weave_id": r["weave_id"], "timepoint": tp, "as_of_seq": restored.as_of_seq,
+            "rows_left": left, "rows_right": right, "rows_restore": len(expect),
+            "missing": sum(1 for key in expect if key not in got),
+            "extra": sum(1 for key in got if key not in expect),
+            "misrouted": mis,
+            "value_mismatch": sum(1 for key, v in got.items() if key in expect and expect[key] != v),
+            "duplicates": dup, "seq_mismatch": seq_bad,
+            "row_diff": left + right - len(expect),
+        })
+    return out
 
 
 def _sample(items: list, n: int | None) -> list:

@@ -112,13 +112,25 @@ class ChangeLog:
         return self.seq_at(at - MICROSECOND)
 
     def read(self, after_seq: int, upto_seq: int, key_lo: str | None = None, key_hi: str | None = None,
-             columns: list[str] | None = None) -> pa.Table:
-        """Changes with after_seq < seq <= upto_seq (and key in [key_lo, key_hi)), sorted by seq."""
+             columns: list[str] | None = None, *, ranges: list[tuple[str | None, str | None]] | None = None
+             ) -> pa.Table:
+        """Changes with after_seq < seq <= upto_seq (and key in [key_lo, key_hi), and in one of
+        `ranges` when given: one scan for several key ranges), sorted by seq."""
         expr = (pc.field("seq") > after_seq) & (pc.field("seq") <= upto_seq)
         if key_lo:
             expr = expr & (pc.field("key") >= key_lo)
         if key_hi is not None:
             expr = expr & (pc.field("key") < key_hi)
+        if ranges is not None:
+            anyof = None
+            for lo, hi in ranges:
+                e = pc.scalar(True)
+                if lo:
+                    e = e & (pc.field("key") >= lo)
+                if hi is not None:
+                    e = e & (pc.field("key") < hi)
+                anyof = e if anyof is None else anyof | e
+            expr = expr & (anyof if anyof is not None else pc.scalar(False))
         ds = self.seq_range(after_seq, upto_seq)
         try:
             t = ds.to_table(filter=expr, columns=columns)

@@ -13,8 +13,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Iterable
+from typing import Iterable, Iterator, Mapping
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -23,7 +24,7 @@ from weaver.core.errors import InvalidParameterError
 from weaver.core.storage import STATE_SCHEMA, check_output_target, filter_range, write_parquet_atomic
 from weaver.core.time import parse_timepoint
 from weaver.log.changelog import ChangeLog, resolve_seq, validate_segment
-from weaver.log.lineage import Lineage
+from weaver.log.lineage import Lineage, Partition
 from weaver.log.validate import validate_changes
 from weaver.pitr.catalog import Piece, catalog_index, plan_restore, read_snapshot_catalog
 from weaver.replay.arrow import empty_state, fold
@@ -57,11 +58,11 @@ def read_snapshot(settings, snapshot_id: str, dt=None) -> pa.Table:
     return t.cast(STATE_SCHEMA) if t.schema != STATE_SCHEMA else t
 
 
-def _read_snapshot_rows(settings, pieces: Iterable[Piece]) -> dict[str, pa.Table]:
+def _read_snapshot_rows(settings, pieces: Iterable[Piece], dt=None) -> dict[str, pa.Table]:
     ids = sorted({p.snapshot_id for p in pieces if p.snapshot_id})
     if not ids:
         return {}
-    dt = storage.open_table(storage.uri_for(settings, storage.SNAPSHOTS), storage.SNAPSHOTS)
+    dt = dt or storage.open_table(storage.uri_for(settings, storage.SNAPSHOTS), storage.SNAPSHOTS)
     return {sid: read_snapshot(settings, sid, dt) for sid in ids}
 
 
@@ -95,16 +96,113 @@ def restore_partition(settings, partition_id: str, at: datetime, *, lineage: Lin
                          elapsed_ms=(time.perf_counter() - t0) * 1000.0)
 
 
+def restore_series(settings, partition_id: str, ats: Iterable[datetime], *,
+                   lineage: Lineage | None = None) -> list[RestoreResult]:
+    """:func:`restore_partition` of `partition_id` at each instant of `ats` (sorted by instant),
+    with the work shared as in :func:`restore_many`."""
+    for _pid, results in restore_many(settings, {partition_id: ats}, lineage=lineage):
+        return results
+    return []
+
+
+def restore_many(settings, instants: Mapping[str, Iterable[datetime]], *,
+                 lineage: Lineage | None = None) -> Iterator[tuple[str, list[RestoreResult]]]:
+    """(partition id, its restores at its instants, sorted by instant) for every partition of
+    `instants`: the same rows, as_of_seq and base(s) as one :func:`restore_partition` per instant.
+
+    The work is shared. The catalog, the log's Delta state and the lineage are read once. Per
+    partition the sorted instants form runs one base serves: the first instant of a run is
+    restored from its nearest base snapshot(s) (its own plan), the next ones advance that state
+    (a later instant whose own plan has a base past the previous instant's seq starts a new run
+    from that base, so no instant replays more than its own restore would). The change-log rows
+    every run needs - seq in (run's oldest base, run's last instant], key in its partition's
+    range - are read in ONE filtered scan per span of overlapping seq ranges for all partitions
+    together (each change read once), checked contiguous and validated like any restore tail.
+    Results are yielded partition by partition, so only one partition's states are held.
+    """
+    lineage = lineage if lineage is not None else Lineage.load(settings)
+    log = ChangeLog(settings)
+    idx = catalog_index(read_snapshot_catalog(settings))
+    seq_of: dict[datetime, int] = {}
+    plans: list[tuple[Partition, list[datetime], list[int], list[tuple[list[Piece], list[int]]]]] = []
+    for pid, ats in instants.items():
+        part = lineage.get(pid)
+        points = sorted(parse_timepoint(a) for a in ats)
+        for a in points:
+            if a not in seq_of:
+                seq_of[a] = resolve_seq(settings, a, log)
+        seqs = [seq_of[a] for a in points]
+        runs: list[tuple[list[Piece], list[int]]] = []  # (base pieces, indexes of the run's instants)
+        for i, seq_t in enumerate(seqs):
+            pieces = plan_restore(idx, lineage, pid, seq_t)
+            if runs and min(p.base_seq for p in pieces) <= seqs[runs[-1][1][-1]]:
+                runs[-1][1].append(i)  # the previous instant's state is at least as close as this base
+            else:
+                runs.append((pieces, [i]))
+        plans.append((part, points, seqs, runs))
+    spans = sorted((min(p.base_seq for p in pieces), seqs[members[-1]])
+                   for _part, _pts, seqs, runs in plans for pieces, members in runs)
+    merged: list[list[int]] = []
+    for lo, hi in spans:
+        if hi <= lo:
+            continue
+        if merged and lo <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], hi)
+        else:
+            merged.append([lo, hi])
+    ranges = [(part.key_lo, part.key_hi) for part, *_ in plans]
+    tails = []
+    for lo, hi in merged:
+        log.check_contiguous(lo, hi)
+        t = log.read(lo, hi, ranges=ranges)
+        validate_changes(t, lineage, check_gaps=False)
+        tails.append(t)
+    tail_all = pa.concat_tables(tails) if tails else storage.empty(storage.CHANGELOG)
+    snap_dt = None
+    for part, points, seqs, runs in plans:
+        mine = filter_range(tail_all, part.key_lo or None, part.key_hi) if tail_all.num_rows else tail_all
+        out: list[RestoreResult] = []
+        for pieces, members in runs:
+            t0 = time.perf_counter()
+            first = members[0]
+            if snap_dt is None and any(p.snapshot_id for p in pieces):
+                snap_dt = storage.open_table(storage.uri_for(settings, storage.SNAPSHOTS), storage.SNAPSHOTS)
+            table, replayed = _materialize(settings, log, lineage, part.key_lo, part.key_hi, pieces, seqs[first],
+                                           tail=mine, snap_dt=snap_dt)
+            ids = [p.snapshot_id for p in pieces if p.snapshot_id]
+            source = "+".join(ids) if ids else None
+            out.append(RestoreResult(part.partition_id, points[first], seqs[first], table, source, replayed,
+                                     (time.perf_counter() - t0) * 1000.0))
+            seq_col = mine.column("seq").to_numpy() if mine.num_rows else np.zeros(0, np.int64)
+            done = int(np.searchsorted(seq_col, seqs[first], side="right"))  # rows folded so far
+            for i in members[1:]:
+                t0 = time.perf_counter()
+                upto = int(np.searchsorted(seq_col, seqs[i], side="right"))
+                table = fold(table, mine.slice(done, upto - done), state_sorted=True)
+                replayed += upto - done
+                done = upto
+                out.append(RestoreResult(part.partition_id, points[i], seqs[i], table, source, replayed,
+                                         (time.perf_counter() - t0) * 1000.0))
+        yield part.partition_id, out
+
+
 def _materialize(settings, log: ChangeLog, lineage: Lineage, key_lo: str, key_hi: str | None,
-                 pieces: list[Piece], seq_t: int) -> tuple[pa.Table, int]:
+                 pieces: list[Piece], seq_t: int, *, tail: pa.Table | None = None,
+                 snap_dt=None) -> tuple[pa.Table, int]:
+    """The range's state at seq_t from `pieces`; `tail`: the range's changes already read, checked
+    and validated over a span covering (oldest base, seq_t] (sorted by seq), else read here."""
     base_seq = min(p.base_seq for p in pieces)
-    if seq_t > base_seq:
+    if seq_t <= base_seq:
+        tail = storage.empty(storage.CHANGELOG)
+    elif tail is not None:
+        s = tail.column("seq").to_numpy() if tail.num_rows else np.zeros(0, np.int64)
+        lo, hi = int(np.searchsorted(s, base_seq, side="right")), int(np.searchsorted(s, seq_t, side="right"))
+        tail = tail.slice(lo, hi - lo)
+    else:
         log.check_contiguous(base_seq, seq_t)
         tail = log.read(base_seq, seq_t, key_lo or None, key_hi)
         validate_changes(tail, lineage, check_gaps=False)
-    else:
-        tail = storage.empty(storage.CHANGELOG)
-    snaps = _read_snapshot_rows(settings, pieces)
+    snaps = _read_snapshot_rows(settings, pieces, snap_dt)
     parts: list[pa.Table] = []
     replayed = 0
     whole = len(pieces) == 1

@@ -65,8 +65,10 @@ def _column(t: pa.Table, name: str, typ: pa.DataType) -> pa.ChunkedArray:
         raise SchemaMismatchError(f"table 'changelog': column {name!r} is {col.type}, the contract says {typ}") from exc
 
 
-def read_log(settings, *, before: datetime | None = None, upto: datetime | None = None) -> LogView:
-    """The narrow change log with ``ts < before`` and/or ``ts <= upto`` (both optional).
+def read_log(settings, *, before: datetime | None = None, upto: datetime | None = None,
+             ranges: Sequence[tuple[str, str | None]] | None = None) -> LogView:
+    """The narrow change log with ``ts < before`` and/or ``ts <= upto`` (both optional), and with
+    `ranges` only the changes (and base items) whose key lies in one of those key ranges.
 
     On a log whose prefix `weaver vacuum` removed, the view starts from a base: the state at the
     first retained change's instant, restored from base snapshots (weaver.pitr) and cached under
@@ -82,14 +84,50 @@ def read_log(settings, *, before: datetime | None = None, upto: datetime | None 
     if upto is not None:
         e = pc.field("ts") <= pa.scalar(upto, storage.TS)
         expr = e if expr is None else expr & e
+    if ranges is not None:
+        expr = _in_ranges(ranges) if expr is None else expr & _in_ranges(ranges)
+        base = _clip_base(base, ranges)
     return _narrow(storage.dataset(dt), expr, uri, base=base)
+
+
+def _in_ranges(ranges: Sequence[tuple[str, str | None]]) -> pc.Expression:
+    """key in one of the [lo, hi) ranges (hi None: unbounded)."""
+    anyof = pc.scalar(False)
+    for lo, hi in ranges:
+        e = pc.scalar(True)
+        if lo:
+            e = e & (pc.field("key") >= lo)
+        if hi is not None:
+            e = e & (pc.field("key") < hi)
+        anyof = anyof | e
+    return anyof
+
+
+def _clip_base(base, ranges: Sequence[tuple[str, str | None]]):
+    """A view base (keys, item bytes, seq, ts) cut to the keys in `ranges`."""
+    if base is None:
+        return None
+    keys = base[0]
+    mask = np.zeros(len(keys), dtype=bool)
+    for lo, hi in ranges:
+        m = pc.greater_equal(keys, lo or "")
+        if hi is not None:
+            m = pc.and_(m, pc.less(keys, hi))
+        mask |= pc.fill_null(m, False).to_numpy(zero_copy_only=False)
+    return (keys.filter(pa.array(mask)), np.asarray(base[1])[mask], base[2], base[3])
 
 
 def _narrow(ds, expr, uri: str, base=None) -> LogView:
     """The narrow LogView of the rows of `ds` matching `expr` (on top of `base` when given)."""
     cols = ["seq", "ts", "partition_id", "key", "op", "value_bytes"]
     try:
-        t = ds.to_table(columns=[c for c in cols if c in ds.schema.names], filter=expr)
+        try:
+            t = ds.to_table(columns=[c for c in cols if c in ds.schema.names], filter=expr)
+        except pa.ArrowNotImplementedError:
+            # Files rewritten by delta-rs MERGE/DELETE carry string_view, which pyarrow filters
+            # cannot compare (a key-range filter): read those whole and filter in memory.
+            t = ds.to_table(columns=[c for c in cols if c in ds.schema.names])
+            t = t.filter(expr) if expr is not None else t
     except (OSError, pa.ArrowInvalid) as exc:
         raise CorruptTableError(f"change log at {uri} cannot be read: {exc}") from exc
     vb = _column(t, "value_bytes", pa.int64()) if "value_bytes" in t.column_names else None
@@ -316,8 +354,10 @@ def _us(col) -> list[int]:
 
 
 def increment_log(settings, ck: Checkpoint, *, before: datetime | None = None,
-                  upto: datetime | None = None, log: ChangeLog | None = None, state_ds=None) -> LogView | None:
-    """The checkpoint's state plus the change log after its seq (``ts < before`` / ``ts <= upto``).
+                  upto: datetime | None = None, log: ChangeLog | None = None, state_ds=None,
+                  ranges: Sequence[tuple[str, str | None]] | None = None) -> LogView | None:
+    """The checkpoint's state plus the change log after its seq (``ts < before`` / ``ts <= upto``;
+    with `ranges`, only keys in those key ranges).
 
     None when the checkpoint no longer describes the log: vacuum removed changes after its seq,
     or a change after its seq has a ts before its instant (it arrived late).
@@ -346,6 +386,8 @@ def increment_log(settings, ck: Checkpoint, *, before: datetime | None = None,
     nbytes = pc.list_flatten(t.column("item_bytes")).to_numpy() if t.num_rows else np.zeros(0, np.int64)
     # The state's instant is just before the boundary: the first bucket it fully knows starts there.
     base = (keys.cast(pa.string()), np.asarray(nbytes, np.int64), ck.as_of_seq, ck.as_of_us - 1)
+    if ranges is not None:
+        expr, base = expr & _in_ranges(ranges), _clip_base(base, ranges)
     return _narrow(log.pruned(filters), expr, log.uri, base=base)
 
 
@@ -358,8 +400,9 @@ def late_change_ts(settings, ck: Checkpoint) -> int | None:
     return int(pc.cast(pc.min(t.column("ts")), pa.int64()).as_py()) if t.num_rows else None
 
 
-def fold_from(settings, need_us: int, *, before: datetime | None = None,
-              upto: datetime | None = None) -> tuple[LogView, Checkpoint | None, int | None]:
+def fold_from(settings, need_us: int, *, before: datetime | None = None, upto: datetime | None = None,
+              ranges: Sequence[tuple[str, str | None]] | None = None
+              ) -> tuple[LogView, Checkpoint | None, int | None]:
     """The narrow log a run needs from bucket `need_us` on: (view, checkpoint used, invalidated after).
 
     The latest checkpoint at or before `need_us` and the log after it; else the whole log
@@ -371,11 +414,11 @@ def fold_from(settings, need_us: int, *, before: datetime | None = None,
     fits = [c for c in checkpoints(settings, state_ds) if c.as_of_us <= need_us] if state_ds is not None else []
     if fits:
         ck, log = fits[-1], ChangeLog(settings)
-        view = increment_log(settings, ck, before=before, upto=upto, log=log, state_ds=state_ds)
+        view = increment_log(settings, ck, before=before, upto=upto, log=log, state_ds=state_ds, ranges=ranges)
         if view is not None:
             return view, _after_vacuum(settings, ck, log), None
         stale = late_change_ts(settings, ck)
-    return read_log(settings, before=before, upto=upto), None, stale
+    return read_log(settings, before=before, upto=upto, ranges=ranges), None, stale
 
 
 def _after_vacuum(settings, ck: Checkpoint, log: ChangeLog) -> Checkpoint:

@@ -29,9 +29,8 @@ from weaver.core.ids import advice_id
 from weaver.core.settings import Settings
 from weaver.core.time import bucket_us, parse_timepoint, to_us
 from weaver.log import Lineage
-from weaver.predict import read_log
-from weaver.predict.metrics import range_history
-from weaver.replay import KeyState
+from weaver.predict.metrics import fold_from, range_history
+from weaver.replay import KeyState, LogView
 from weaver.weave import select_predictions
 from weaver.whatif.impact import largest_partition
 from weaver.whatif.keys import SIZE, split_candidates
@@ -60,7 +59,7 @@ def advise_run(settings: Settings, predictions: pa.Table, *, confidence_threshol
         return storage.empty(storage.ADVICE)
     run_ts = preds[0]["run_ts"]
     lineage = Lineage.load(settings)
-    log = read_log(settings, upto=run_ts)
+    log = advice_log(settings, run_ts)
     state = KeyState(log)
     state.advance(log.n)
     secs = settings.bucket.total_seconds()
@@ -73,7 +72,7 @@ def advise_run(settings: Settings, predictions: pa.Table, *, confidence_threshol
                "largest_after_bytes": None, "backtest": None, "actual_split": None, "scored_at": None}
         p = lineage.by_id.get(r["partition_id"])
         if r["probability"] >= c and p is not None and r["reason"] is not None:
-            choice = split_candidates(settings, p, run_ts, log=log)
+            choice = split_candidates(settings, p, run_ts, log=log, state=state)
             if choice.cuts:
                 reason = r["reason"]
                 best = min(choice.cuts.values(), key=lambda cut: (max(_shares(cut, reason)), cut.by != SIZE))
@@ -93,6 +92,21 @@ def advise_run(settings: Settings, predictions: pa.Table, *, confidence_threshol
                            largest_before_bytes=lp["before_bytes"], largest_after_bytes=lp["after_bytes"])
         rows.append(row)
     return pa.Table.from_pylist(rows, schema=storage.SCHEMAS[storage.ADVICE])
+
+
+def advice_log(settings: Settings, run_ts: datetime) -> LogView:
+    """The narrow change log advice at `run_ts` needs: every live item at `run_ts` and the changes
+    of the last bucket up to it (the recent writes of a cut).
+
+    Bounded by the increment: the latest metrics checkpoint at or before ``run_ts - bucket``
+    (the live items and their bytes, as the incremental metrics keep them) plus only the log
+    after its seq with ``ts <= run_ts`` - the way the forecast reads its input. Without a usable
+    checkpoint (checkpoints off, none yet, or a late change invalidated them) the whole log up
+    to `run_ts` (:func:`weaver.predict.read_log`); both give the same sizes, items and writes.
+    """
+    bu = bucket_us(settings.bucket)
+    log, _ck, _stale = fold_from(settings, to_us(run_ts) - bu + 1, upto=run_ts)
+    return log
 
 
 def advise(settings: Settings, *, at: datetime, run_ts: datetime | None = None,
@@ -125,7 +139,16 @@ def score_advice(settings: Settings, *, at: datetime) -> dict:
     splits = storage.read(storage.uri_for(settings, storage.SPLITS), storage.SPLITS, missing_ok=True).to_pylist()
     lineage = Lineage.load(settings)
     bu = bucket_us(settings.bucket)
-    log = read_log(settings, upto=max(r["window_end"] for r in due))
+    # Only what the split advice needs: the advised partitions' key ranges over [the earliest such
+    # run's bucket, the latest window end] - the latest metrics checkpoint at or before that bucket
+    # plus the log after it (the whole log up to window_end only without a usable checkpoint).
+    cut = [r for r in due if r["action"] != WAIT and r["split_key"] is not None]
+    log = None
+    if cut:
+        ranges = sorted({(lineage.get(r["partition_id"]).key_lo, lineage.get(r["partition_id"]).key_hi)
+                         for r in cut}, key=lambda x: (x[0], x[1] is None, x[1] or ""))
+        log, _ck, _stale = fold_from(settings, (to_us(min(r["run_ts"] for r in cut)) // bu) * bu,
+                                     upto=max(r["window_end"] for r in cut), ranges=ranges)
     for r in due:
         r["actual_split"] = any(s["parent_id"] == r["partition_id"] and r["run_ts"] < s["split_ts"] <= r["window_end"]
                                 for s in splits)

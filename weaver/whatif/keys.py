@@ -78,14 +78,20 @@ def cut_at(settings: Settings, log: LogView, state: KeyState, p: Partition, rece
     return Cut(key, by, lb, rb, li, ri, lw, rw, round(max(util(lb, lw), util(rb, rw)), 6))
 
 
-def split_candidates(settings: Settings, p: Partition, at: datetime, *, log: LogView | None = None) -> KeyChoice:
+def split_candidates(settings: Settings, p: Partition, at: datetime, *, log: LogView | None = None,
+                     state: KeyState | None = None) -> KeyChoice:
     """Size-median and load-balancing cuts of `p` at `at` (writes of the last bucket up to `at`),
-    and the one with the lower peak utilization (ties: the size median). Reads data with ts <= at only."""
+    and the one with the lower peak utilization (ties: the size median). Reads data with ts <= at only.
+
+    `log` must hold the live items at `at` and every change of the last bucket up to `at` (a
+    checkpoint-based view does); `state`, a fold of `log` already advanced to `at`, is reused
+    instead of folding again (advice cuts many partitions of one run)."""
     log = log if log is not None else read_log(settings, upto=at)
     at_us = to_us(at)
     upto = log.pos_before_ts(at_us + 1)
-    state = KeyState(log)
-    state.advance(upto)
+    if state is None or state.log is not log or state.pos != upto:
+        state = KeyState(log)
+        state.advance(upto)
     i0, i1 = log.key_index(p.key_lo), log.key_index(p.key_hi, upper=True)
     keys, item_bytes = state.items(i0, i1)
     lo_pos = log.pos_before_ts(at_us - int(settings.bucket.total_seconds() * 1e6) + 1)
