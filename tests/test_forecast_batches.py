@@ -19,12 +19,13 @@ H = timedelta(hours=1)
 
 @pytest.fixture(scope="module")
 def sim_lake(tmp_path_factory):
-    """Two days, 4 initial partitions: 16 alive at the run, all split children born that day, deletes."""
+    """Two days, 4 initial partitions, a hot spot sweeping the key space (the path model's cross-partition
+    context is not empty): 29 partitions alive at the run, split children side by side, deletes."""
     from weaver.simulate import SimConfig, simulate
 
     root = tmp_path_factory.mktemp("fbatch") / "lake"
     cfg = SimConfig(seed=5, partitions=4, days=2, base_rate=120.0, size_threshold_bytes=300_000,
-                    write_threshold_per_s=0.3)
+                    write_threshold_per_s=0.3, shape="drift")
     simulate(str(root), cfg)
     return root, cfg
 
@@ -111,6 +112,8 @@ def test_batched_run_equals_one_batch_and_the_oracle(sim_lake, tmp_path, metrics
             assert (pin.size_key, pin.throughput_key) == _oracle_keys(changes, pin.partition, at, params.bucket), \
                 pin.partition.partition_id
     assert seen == [p.partition_id for p in active]
+    whole = f.gather(_settings(lake, 0), params, lineage=lineage)
+    assert f.job_context(whole), "the hot spot must reach the path model's jobs"
     rows = {r["partition_id"]: r for r in many.to_pylist()}
     for p in active:
         r = rows[p.partition_id]
