@@ -151,3 +151,33 @@ def test_batches_cut_neighbours_in_key_order():
     assert [[p.key_lo for p in g] for g in got] == [["", "b", "d"], ["k"]]
     assert key_span(got[0]) == ("", "k") and key_span(got[1]) == ("k", None)
     assert batches(ps, 0) == [ps] and batches([], 2) == []
+
+
+def test_a_batch_whose_keys_start_late_keeps_the_tables_first_bucket(tmp_path):
+    """No checkpoint, no metrics table: a batch's history starts at the table's first bucket, not at
+    its own first change (b's keys are first written at hour 6: hours 0-5 are empty buckets of b)."""
+    from tests.lakes import FORECAST_T0 as T0
+    from tests.lakes import event_log, growing, part, write_lake
+    from weaver.predict import forecasting as f
+
+    ev = growing("a", "a", 20) + [e for e in growing("b", "n", 20) if e[0] >= T0 + 6 * H]
+    lake = write_lake(tmp_path / "lake", event_log([part("a", "", "m"), part("b", "m", None)], ev),
+                      policy={"size_threshold_bytes": 10_000_000, "write_threshold_per_s": 1.0, "bucket": "1h"})
+    at = T0 + 20 * H + timedelta(minutes=10)
+    s = _settings(lake, 1)
+    params = f.run_params(s, at=at, model="path")
+    first = f.log_first_bucket(s, at, 3_600_000_000)
+    assert first == int(T0.timestamp()) * 1_000_000
+    lineage = Lineage.load(s)
+    whole = f.gather(s, params, lineage=lineage)
+    parts = [f.gather(s, params, lineage=lineage, partitions=[p], first_us=first).partitions[0]
+             for p in lineage.active_at_ts(at)]
+    b = parts[1]
+    assert b.partition.partition_id == "b"
+    assert [int(x) for x in b.ds] == [int((T0 + (h + 1) * H).timestamp()) * 1_000_000 for h in range(20)]
+    assert list(b.size[:6]) == [0.0] * 6 and list(b.size[6:]) == [10 * 1000.0 * (h - 5) for h in range(6, 20)]
+    for w, p in zip(whole.partitions, parts):
+        assert (list(w.ds), list(w.size), list(w.rate), w.size_key, w.throughput_key) == \
+            (list(p.ds), list(p.size), list(p.rate), p.size_key, p.throughput_key)
+    assert f.predict(s, at=at, model="path", write=False).to_pylist() == \
+        f.predict(_settings(lake, 0), at=at, model="path", write=False).to_pylist()
