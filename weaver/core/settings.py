@@ -63,6 +63,7 @@ class Settings:
     min_history_buckets: int = 12  # fewer complete buckets: the partition is skipped, with a reason
     forecast_mp_context: str | None = None  # worker start method; default fork on Linux
     forecast_triage: bool = True  # skip fits of partitions that cannot reach a threshold (docs/prediction.md)
+    forecast_batch_partitions: int = 256  # a forecast run gathers and fits this many neighbouring partitions at a time (0: all)
     # Weaving engine per run (weaver.weave.engine): 'arrow' (one process, no JVM), 'spark', or 'auto':
     # Arrow below weave_spark_min_changes of work (change-log rows the run's sequences span), else Spark.
     weave_engine: str = "auto"
@@ -103,6 +104,8 @@ class Settings:
         for name in _DURATIONS:
             if getattr(self, name) <= timedelta(0):
                 raise InvalidParameterError(f"{name} must be positive")
+        if self.forecast_batch_partitions < 0:
+            raise InvalidParameterError("forecast_batch_partitions must be 0 (one batch) or a positive count")
         if self.forecast_samples < 10:
             raise InvalidParameterError("forecast_samples must be at least 10")
         if self.min_history_buckets < 2:
@@ -291,6 +294,7 @@ def load_settings(env: dict[str, str] | None = None, **overrides: Any) -> Settin
         "WEAVER_METRICS_CHECKPOINTS": ("metrics_checkpoints", int),
         "WEAVER_FORECAST_MP_CONTEXT": ("forecast_mp_context", str),
         "WEAVER_FORECAST_TRIAGE": ("forecast_triage", _flag),
+        "WEAVER_FORECAST_BATCH_PARTITIONS": ("forecast_batch_partitions", int),
         "WEAVER_WEAVE_ENGINE": ("weave_engine", str),
         "WEAVER_WEAVE_SPARK_MIN_CHANGES": ("weave_spark_min_changes", int),
         "WEAVER_API_TOKEN": ("api_token", str),

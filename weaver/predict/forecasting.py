@@ -116,26 +116,77 @@ def _horizon(p: RunParams) -> np.ndarray:
     return np.arange(first, last + 1, bu, dtype=np.int64)
 
 
-def gather(settings, params: RunParams, *, lineage: Lineage | None = None) -> RunInput:
-    """Histories, skip reasons and split keys of the partitions active at ``params.at``."""
+def key_span(parts: Sequence[Partition]) -> tuple[str, str | None]:
+    """The smallest key range [lo, hi) holding every partition of `parts` (hi None: unbounded)."""
+    lo = min(p.key_lo or "" for p in parts)
+    his = [p.key_hi for p in parts]
+    return lo, (None if any(h is None for h in his) else max(his))
+
+
+def batches(active: Sequence[Partition], size: int) -> list[list[Partition]]:
+    """`active` (sorted by key range) cut into runs of `size` neighbouring partitions (``size <= 0``:
+    one batch). Each batch's key span (`key_span`) is then a contiguous slice of the key space."""
+    parts = list(active)
+    if size <= 0 or len(parts) <= size:
+        return [parts] if parts else []
+    return [parts[i:i + size] for i in range(0, len(parts), size)]
+
+
+def log_first_bucket(settings, at: datetime, bu: int) -> int | None:
+    """Start (us) of the first bucket of the whole change log with ``ts <= at`` (None: no change by
+    then): what `LogView.first_bucket` says of an unclipped, unvacuumed view. A key-range view starts
+    at its range's first change, so a batch asks the table. Read from the Delta file statistics
+    (min ts over files); files without statistics are scanned for their ts column."""
+    from weaver.log.changelog import ChangeLog
+
+    log = ChangeLog(settings)
+    adds = pa.table(log.dt.get_add_actions(flatten=True))
+    lo = None
+    if "min.ts" in adds.column_names and adds.num_rows and not adds.column("min.ts").null_count:
+        lo = to_us(pc.min(adds.column("min.ts")).as_py())
+    else:
+        edge = pa.scalar(at, storage.TS)
+        for b in log.ds.to_batches(columns=["ts"], filter=pc.field("ts") <= edge):
+            if b.num_rows:
+                m = to_us(pc.min(b.column("ts")).as_py())
+                lo = m if lo is None else min(lo, m)
+    if lo is None or lo > to_us(at):
+        return None
+    return (lo // bu) * bu
+
+
+def gather(settings, params: RunParams, *, lineage: Lineage | None = None,
+           partitions: Sequence[Partition] | None = None, first_us: int | None = None) -> RunInput:
+    """Histories, skip reasons and split keys of the partitions active at ``params.at``.
+
+    With `partitions` (a batch of them, `batches`) only those, reading only their key span of the
+    change log and of the checkpoint state: the memory follows the batch, not the table.
+    `first_us` is then the table's first bucket when no checkpoint applies (`log_first_bucket`).
+    """
     at = params.at
     bu = bucket_us(params.bucket)
     bucket_s = params.bucket.total_seconds()
     at_us = to_us(at)
     last_end = (at_us // bu) * bu  # end of the last complete bucket
     lineage = lineage or Lineage.load(settings)
-    active = lineage.active_at_ts(at)
+    active = list(partitions) if partitions is not None else lineage.active_at_ts(at)
     run = RunInput(params, _horizon(params))
     if not active:
         return run
+    ranges = [key_span(active)] if partitions is not None else None
     # The state at `at` (split keys, the last bucket's writes) folds from the latest checkpoint at
-    # or before `at - bucket`: only the increment since it is read.
-    log, ck, _ = metrics.fold_from(settings, at_us - bu + 1, upto=at)
+    # or before `at - bucket`: only the increment since it is read (of the batch's key span only).
+    log, ck, _ = metrics.fold_from(settings, at_us - bu + 1, upto=at, ranges=ranges)
     if ck is None and log.base_ts is not None and at_us < log.base_ts:
         raise InvalidTimepointError(
             f"{at.isoformat()} is before the retained change log (vacuum kept changes from "
             f"{from_us(log.base_ts).isoformat()} on); pick a later run time")
-    first_bucket = ck.first_us if ck is not None else log.first_bucket(bu)
+    if ck is not None:
+        first_bucket = ck.first_us
+    elif ranges is None or log.base_ts is not None:
+        first_bucket = log.first_bucket(bu)
+    else:
+        first_bucket = first_us if first_us is not None else log_first_bucket(settings, at, bu)
     first_bucket = last_end if first_bucket is None else first_bucket
     hist_start = max(first_bucket, last_end - bucket_us(params.history))
     hist_start = min(hist_start, last_end)
@@ -145,7 +196,7 @@ def gather(settings, params: RunParams, *, lineage: Lineage | None = None) -> Ru
         """The log from the history's start on: the latest checkpoint at or before it (never one
         past it: a backtest at a past instant folds from an older one or the log's start)."""
         if not hist_log:
-            hist_log.append(log if ck is None else metrics.fold_from(settings, hist_start, upto=at)[0])
+            hist_log.append(log if ck is None else metrics.fold_from(settings, hist_start, upto=at, ranges=ranges)[0])
         return hist_log[0]
 
     # Own buckets: those starting at or after the partition's creation (a bucket it was born
@@ -154,7 +205,9 @@ def gather(settings, params: RunParams, *, lineage: Lineage | None = None) -> Ru
         born = -((-to_us(p.created_ts)) // bu) * bu
         return range(max(born, hist_start), last_end, bu)
 
-    own_rows = _own_metrics(settings, history_log, lineage, active, hist_start, last_end, params, own_buckets, run)
+    # A batch computes lagging metrics for its own partitions only (its log holds only their keys).
+    own_rows = _own_metrics(settings, history_log, active if ranges is not None else lineage, active, hist_start,
+                            last_end, params, own_buckets, run)
     # Range history before birth, for the partitions born inside the history (one fold of the log).
     young = [p for p in active if own_buckets(p).start > hist_start or not len(own_buckets(p))]
     rh = {}
@@ -342,12 +395,13 @@ def predict(settings, *, at: datetime, window: timedelta | None = None, model: s
     if calibration is not None and calibration not in _calibration.METHODS:
         raise InvalidParameterError(f"calibration {calibration!r} is unknown; choose one of "
                                     f"{', '.join(_calibration.METHODS)}")
-    run = run_input or gather(settings, params, lineage=lineage)
     # The map is stored even by a dry run: it is derived from closed history only (same history, same file).
     cmap = _calibration.map_for_run(settings, params.model, params.at, calibration or _calibration.DEFAULT_METHOD)
-    jobs, triaged = triage_jobs(run, cmap, enabled=settings.forecast_triage)
-    results = {r.partition_id: r for r in run_jobs(jobs, settings, pool=pool, progress=progress)}
-    table = _rows(run, results, cmap, triaged)
+    if run_input is not None:
+        table = _predict_batch(settings, run_input, cmap, job_context(run_input) if params.model == "path" else {},
+                               pool=pool, progress=progress)
+    else:
+        table = _predict_batched(settings, params, cmap, lineage=lineage, pool=pool, progress=progress)
     if write and stage:
         fresh = _unpublished(settings, table, at=params.at)
         if fresh.num_rows:
@@ -358,6 +412,48 @@ def predict(settings, *, at: datetime, window: timedelta | None = None, model: s
         storage.merge(storage.uri_for(settings, storage.PREDICTIONS), storage.PREDICTIONS, table,
                       keys=["prediction_id"])
     return table
+
+
+def _predict_batch(settings, run: RunInput, cmap, ctx: dict, *, pool=None, progress=None) -> pa.Table:
+    """Triage, fits and rows of the partitions of `run` (`ctx`: the run-wide `job_context`)."""
+    jobs, triaged = triage_jobs(run, cmap, enabled=settings.forecast_triage, ctx=ctx)
+    results = {r.partition_id: r for r in run_jobs(jobs, settings, pool=pool, progress=progress)}
+    return _rows(run, results, cmap, triaged)
+
+
+def _predict_batched(settings, params: RunParams, cmap, *, lineage: Lineage | None = None, pool=None,
+                     progress=None) -> pa.Table:
+    """A run over the active partitions in batches of ``settings.forecast_batch_partitions``
+    neighbouring partitions (DESIGN §5, issue 11): memory follows a batch, not the table.
+
+    Pass 1 gathers each batch from its key span (change log, checkpoint state, metrics) and keeps
+    only its `PartitionInput`s (bucket histories and two split keys per partition: the run-wide
+    summary the path model's hot-spot context needs). Pass 2 fits batch by batch and keeps only
+    rows. Batch models (statsforecast) draw one seed from all of a run's jobs: their fits stay one
+    call over all jobs, so the paths equal a one-batch run's.
+    """
+    lineage = lineage or Lineage.load(settings)
+    active = lineage.active_at_ts(params.at)
+    groups = batches(active, int(settings.forecast_batch_partitions))
+    first_us = log_first_bucket(settings, params.at, bucket_us(params.bucket)) if len(groups) > 1 else None
+    runs = []
+    for g in groups:
+        part = gather(settings, params, lineage=lineage, partitions=g if len(groups) > 1 else None, first_us=first_us)
+        runs.append(part)
+    whole = RunInput(params, _horizon(params), [p for r in runs for p in r.partitions],
+                     "changelog" if any(r.metrics_source == "changelog" for r in runs) else "table")
+    ctx = job_context(whole) if params.model == "path" else {}
+    if len(runs) <= 1 or params.model in _models.BATCH_MODELS:
+        return _predict_batch(settings, whole, cmap, ctx, pool=pool, progress=progress)
+    own = forecast_pool(settings) if pool is None and _workers(settings) > 1 else None
+    with (own if own is not None else _nullpool(pool)) as shared:
+        tables = [_predict_batch(settings, r, cmap, ctx, pool=shared, progress=progress) for r in runs]
+    return pa.concat_tables(tables)
+
+
+@contextmanager
+def _nullpool(pool):
+    yield pool
 
 
 def _unpublished(settings, table: pa.Table, *, at: datetime) -> pa.Table:
@@ -399,19 +495,22 @@ def job_context(run: RunInput) -> dict[str, dict]:
     return out
 
 
-def triage_jobs(run: RunInput, cmap=None, *, enabled: bool = True) -> tuple[list[_models.Job], dict[str, str]]:
+def triage_jobs(run: RunInput, cmap=None, *, enabled: bool = True,
+                ctx: dict | None = None) -> tuple[list[_models.Job], dict[str, str]]:
     """The fits a run needs, and {partition_id: ``unreachable ...`` reason} of those triaged away.
 
     A partition is triaged when its envelope (`weaver.predict.triage`) shows that fewer paths
     can cross than the smallest count whose calibrated probability reaches the run's
     confidence threshold. ``enabled=False`` (``settings.forecast_triage``) fits every partition.
+    `ctx` is the run-wide `job_context` when `run` is one batch of a run (default: `run`'s own).
     """
     p = run.params
     bu = bucket_us(p.bucket)
     q = _triage.path_budget(p.samples, _triage.min_crossing_count(p.samples, p.confidence_threshold, cmap)) \
         if enabled else 0.0
     jobs, triaged = [], {}
-    ctx = job_context(run) if p.model == "path" else {}
+    if ctx is None:
+        ctx = job_context(run) if p.model == "path" else {}
     for pin in run.partitions:
         if pin.skip_reason is not None:
             continue
