@@ -206,7 +206,7 @@ def _write_woven(spark, settings: Settings, out, todo: list[Sequence]) -> None:
     def attempt() -> None:
         # Decided per try: a writer that lost the race to create the table retries as replaceWhere.
         create = not storage.is_table(uri)
-        with _SessionConf(spark, _write_conf(settings, create=create)):
+        with _SessionConf(spark, _write_conf(settings, create=create, sequences=len(todo))):
             w = out.write.format("delta")
             if create:
                 w.mode("errorifexists").partitionBy("weave_id").save(uri)
@@ -216,18 +216,21 @@ def _write_woven(spark, settings: Settings, out, todo: list[Sequence]) -> None:
     retry_commit(attempt, what="weave: write woven_snapshots", attempts=settings.commit_retries)
 
 
-#: Woven files one write task keeps open at once (one per weave_id it holds) before sorting instead.
-CONCURRENT_WRITERS = 128
+#: Runs of at most this many sequences write one open file per weave_id per task, without a sort.
+CONCURRENT_WRITERS = 64
 
 
-def _write_conf(settings: Settings, *, create: bool) -> dict[str, str]:
+def _write_conf(settings: Settings, *, create: bool, sequences: int) -> dict[str, str]:
     # Concurrent writers: the rows reach the writer clustered by key, not by weave_id, and Delta's
     # writer would otherwise sort them by its partition column first (measured: 1.8 GB spilled at
-    # 64 sequences with local mode's 1 GiB heap). Past this many open files per task it falls back
-    # to that sort (spilling, never failing); Parquet's memory manager shrinks the row groups of
-    # many open files to fit the heap.
+    # 64 sequences with local mode's 1 GiB heap). Only for runs of up to CONCURRENT_WRITERS
+    # sequences (64: measured to fit that heap): past the limit Spark keeps the files it opened
+    # open while it sorts the rest, and at 1,339 sequences with a limit of 128 the open Parquet
+    # writers alone exhausted the heap (OutOfMemoryError, bench/scale.py's loop weave). Larger
+    # runs sort (spilling, never failing).
+    writers = CONCURRENT_WRITERS if sequences <= CONCURRENT_WRITERS else 0
     conf = {"spark.sql.parquet.compression.codec": "zstd",
-            "spark.sql.maxConcurrentOutputFileWriters": str(CONCURRENT_WRITERS)}
+            "spark.sql.maxConcurrentOutputFileWriters": str(writers)}
     if create:
         # New-table defaults apply to this table only: the tier's own retention.
         for k, v in table_properties(settings).items():
