@@ -225,3 +225,39 @@ def test_woven_check_restores_each_source_once_per_base_and_equals_the_oracle(tm
     for lo, hi, ranges, n in tails:
         assert sorted(ranges, key=str) == sorted(sources, key=str)
         assert n == sum(1 for ch in lake.changes if lo < ch["seq"] <= hi and any(_in(ch["key"], *r) for r in sources))
+
+
+def test_woven_check_in_groups_of_one_source_holds_one_tail_and_equals_the_oracle(tmp_path, monkeypatch):
+    """restore_many reads and holds the tails of RESTORE_MANY_GROUP sources at a time (all 1,339
+    sources' tails at once passed 12 GB and pyarrow's 2 GiB offsets): with groups of one, every
+    scan covers one source's range, and the frame still equals the brute-force fold."""
+    from weaver.checks import woven_check_frame
+    from weaver.log.changelog import ChangeLog
+    from weaver.pitr import restore as restore_mod
+
+    lake = _lake(tmp_path / "lake", snap_seqs=[100, 200, 400])
+    ts = lake.ts_of
+    a = add_weave(lake, "P0", "k2", 0.9, [ts(110), ts(150), ts(190)], prediction_id="pred-a")
+    c = add_weave(lake, "P2", "k5", 0.7, [ts(310), ts(420), ts(480)], prediction_id="pred-c")
+    d = add_weave(lake, "P3", "k8", 0.6, [ts(320), ts(400)], prediction_id="pred-d")
+    scans: list[list] = []
+    real = ChangeLog.read
+
+    def spy(self, after_seq, upto_seq, key_lo=None, key_hi=None, columns=None, **kw):
+        if columns is None:
+            scans.append(kw.get("ranges") or [(key_lo, key_hi)])
+        return real(self, after_seq, upto_seq, key_lo, key_hi, columns, **kw)
+
+    monkeypatch.setattr(ChangeLog, "read", spy)
+    monkeypatch.setattr(restore_mod, "RESTORE_MANY_GROUP", 1)
+    frame = woven_check_frame(lake.settings).to_dict("records")
+    weaves = {w["weave_id"]: w for w in (a, c, d)}
+    assert len(frame) == 8
+    for r in frame:
+        w, tp = weaves[r["weave_id"]], r["timepoint"].to_pydatetime()
+        expect = lake.expected(w["source_partition_id"], tp)
+        assert (r["as_of_seq"], r["rows_restore"], r["row_diff"]) == (lake.seq_at(tp), len(expect), 0)
+        errors = {k: r[k] for k in ("missing", "extra", "misrouted", "duplicates", "seq_mismatch", "value_mismatch")}
+        assert errors == dict.fromkeys(errors, 0), r
+    assert scans and all(len(rs) == 1 for rs in scans), scans
+    assert sorted({tuple(rs[0]) for rs in scans}, key=str) == sorted({tuple(lake.ranges[p]) for p in ("P0", "P2", "P3")}, key=str)
