@@ -30,18 +30,34 @@ for var in ("WEAVER_LAKE", "WEAVER_WOVEN_ROOT", "WEAVER_API_TOKEN", "WEAVER_SPAR
 SPARK_GROUP = "spark-session"
 
 
-def pytest_collection_modifyitems(config, items):
-    """Two xdist workers (`-n 2 --dist loadgroup`, pyproject.toml) without a second SparkSession or
-    a second service stack: every module that uses the `spark` fixture goes to one group, hence one
-    worker, hence one SparkSession in the whole run; every other module is a group of its own, so a
-    module-scoped fixture (the deployment stack, a Postgres server) is built once, on one worker."""
-    modules = {}
-    for item in items:
-        modules.setdefault(item.module.__name__, []).append(item)
-    for name, its in modules.items():
-        group = SPARK_GROUP if any("spark" in it.fixturenames for it in its) else name
-        for it in its:
-            it.add_marker(pytest.mark.xdist_group(group))
+def _uses_spark(path: Path) -> bool:
+    """Whether a test module asks for the `spark` fixture (a test's or a fixture's parameter)."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    return any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and
+               any(a.arg == "spark" for a in n.args.args + n.args.kwonlyargs) for n in ast.walk(tree))
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """Two xdist workers (`-n 2`, pyproject.toml) without a second SparkSession or a second service
+    stack: the test modules that use the `spark` fixture are one scheduling unit, hence run on one
+    worker, hence one SparkSession in the whole run; every other module is a unit of its own, so a
+    module-scoped fixture (the deployment stack, a Postgres server) is built once, on one worker.
+    (xdist's own `--dist loadgroup` cannot do it under pytest 9, which ignores the node id suffix
+    it sets.) The controller does not import the tests: the modules are read with `ast`."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    spark_modules: dict[str, bool] = {}
+
+    class ModuleOrSparkScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            if module not in spark_modules:
+                spark_modules[module] = _uses_spark(Path(config.rootpath) / module)
+            return SPARK_GROUP if spark_modules[module] else module
+
+    return ModuleOrSparkScheduling(config, log)
 
 
 @pytest.fixture(scope="session")
