@@ -348,6 +348,20 @@ def write_parquet_atomic(path: str | Path, table: pa.Table) -> str:
 
 
 # --- Arrow helpers shared by every stage ---------------------------------------------------------
+def key_ranges_expr(ranges: Sequence[tuple[str | None, str | None]]) -> pc.Expression:
+    """Dataset filter: key in one of the [lo, hi) ranges (lo None or "": unbounded below, hi None:
+    unbounded above; no range: nothing)."""
+    anyof = pc.scalar(False)
+    for lo, hi in ranges:
+        e = pc.scalar(True)
+        if lo:
+            e = e & (pc.field("key") >= lo)
+        if hi is not None:
+            e = e & (pc.field("key") < hi)
+        anyof = anyof | e
+    return anyof
+
+
 def filter_range(table: pa.Table, key_lo: str | None, key_hi: str | None) -> pa.Table:
     """Rows with key_lo <= key < key_hi (None = unbounded)."""
     mask = None

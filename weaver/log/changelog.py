@@ -122,15 +122,7 @@ class ChangeLog:
         if key_hi is not None:
             expr = expr & (pc.field("key") < key_hi)
         if ranges is not None:
-            anyof = None
-            for lo, hi in ranges:
-                e = pc.scalar(True)
-                if lo:
-                    e = e & (pc.field("key") >= lo)
-                if hi is not None:
-                    e = e & (pc.field("key") < hi)
-                anyof = e if anyof is None else anyof | e
-            expr = expr & (anyof if anyof is not None else pc.scalar(False))
+            expr = expr & storage.key_ranges_expr(ranges)
         ds = self.seq_range(after_seq, upto_seq)
         try:
             t = ds.to_table(filter=expr, columns=columns)

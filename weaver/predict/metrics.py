@@ -85,22 +85,10 @@ def read_log(settings, *, before: datetime | None = None, upto: datetime | None 
         e = pc.field("ts") <= pa.scalar(upto, storage.TS)
         expr = e if expr is None else expr & e
     if ranges is not None:
-        expr = _in_ranges(ranges) if expr is None else expr & _in_ranges(ranges)
+        within = storage.key_ranges_expr(ranges)
+        expr = within if expr is None else expr & within
         base = _clip_base(base, ranges)
     return _narrow(storage.dataset(dt), expr, uri, base=base)
-
-
-def _in_ranges(ranges: Sequence[tuple[str, str | None]]) -> pc.Expression:
-    """key in one of the [lo, hi) ranges (hi None: unbounded)."""
-    anyof = pc.scalar(False)
-    for lo, hi in ranges:
-        e = pc.scalar(True)
-        if lo:
-            e = e & (pc.field("key") >= lo)
-        if hi is not None:
-            e = e & (pc.field("key") < hi)
-        anyof = anyof | e
-    return anyof
 
 
 def _clip_base(base, ranges: Sequence[tuple[str, str | None]]):
@@ -387,7 +375,7 @@ def increment_log(settings, ck: Checkpoint, *, before: datetime | None = None,
     # The state's instant is just before the boundary: the first bucket it fully knows starts there.
     base = (keys.cast(pa.string()), np.asarray(nbytes, np.int64), ck.as_of_seq, ck.as_of_us - 1)
     if ranges is not None:
-        expr, base = expr & _in_ranges(ranges), _clip_base(base, ranges)
+        expr, base = expr & storage.key_ranges_expr(ranges), _clip_base(base, ranges)
     return _narrow(log.pruned(filters), expr, log.uri, base=base)
 
 
