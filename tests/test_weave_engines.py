@@ -58,6 +58,41 @@ def test_arrow_and_spark_weave_the_same_rows_as_the_oracle(spark, tmp_path):
     assert (ua.protocol().min_reader_version, ua.protocol().min_writer_version) == (1, 2)
 
 
+@pytest.mark.spark
+def test_a_large_spark_run_writes_each_weave_from_one_task_with_the_oracles_rows(spark, tmp_path, monkeypatch):
+    # A run of more than CONCURRENT_WRITERS sequences (forced here with a limit of 1) shuffles the
+    # events by weave_id into weave_tasks() tasks and writes through the sort: the rows are still
+    # the oracle's, and each weave's rows of one commit are one file (one task), not one per task
+    # (the key-partitioned path writes one per task: this fails without the weave_id shuffle).
+    from weaver.weave import run as weave_run
+
+    monkeypatch.setattr(weave_run, "CONCURRENT_WRITERS", 1)
+    # AQE would coalesce this small run's shuffle into one task and hide the layout.
+    spark.conf.set("spark.sql.adaptive.coalescePartitions.enabled", "false")
+    monkeypatch.setattr(weave_run, "WEAVE_TIMEPOINTS_PER_TASK", 1)  # as many tasks as sequences
+    try:
+        _large_run(spark, tmp_path)
+    finally:
+        spark.conf.unset("spark.sql.adaptive.coalescePartitions.enabled")
+
+
+def _large_run(spark, tmp_path):
+    from weaver.core import storage
+    from weaver.weave import weave
+
+    data, preds = make_log(seed=11, n=240), _predictions()
+    sp = _lake(tmp_path / "spark", "spark", data, preds)
+    uri = storage.uri_for(sp, storage.WOVEN_SNAPSHOTS)
+    for at in (T0 + 5 * H, T0 + 9 * H):
+        before = set(storage.open_table(uri).file_uris()) if storage.is_table(uri) else set()
+        r = weave(spark, sp, at=at)
+        assert r["engine"] == "spark" and r["sequences"] >= 2 and r["rows_written"] > 0
+        new = set(storage.open_table(uri).file_uris()) - before
+        weave_of = [f.split("weave_id=")[1].split("/")[0] for f in new]
+        assert len(weave_of) == len(set(weave_of)) == r["sequences"], sorted(new)
+    assert assert_matches_oracle(sp, data, preds, at=T0 + 9 * H) >= 9
+
+
 def test_an_arrow_rerun_changes_nothing_and_a_lost_catalog_update_is_redone_in_place(tmp_path):
     from weaver.core import storage
     from weaver.weave import weave
