@@ -19,8 +19,10 @@ driver's only: the JVM is a separate process, sized by Spark's own settings). ``
 sees it (weaver.weave.engine.run_work: change-log rows the sequences span, summed). The outputs
 of the three contenders are checked to be the same rows. Ratios per size: ``spark_local2_vs_arrow``
 (> 1: Spark faster), ``spark_local2_vs_local1`` (parallel speed-up); ``crossover_work`` is where
-straight lines through the two largest sizes' wall times of Arrow and Spark local[2] meet (null:
-they do not meet at a positive size), the measured basis of ``weave_spark_min_changes``.
+Arrow's and Spark local[2]'s wall times are equal, interpolated between the two neighbouring sizes
+where the faster engine changes (else where straight lines through the two largest sizes meet;
+null: not at a positive size), the measured basis of ``weave_spark_min_changes``.
+``--rescore [file]`` recomputes it from a result's figures.
 
 Run: ``.venv/bin/python bench/weave.py [--sizes 4,16,64 --days 2] [--quick]`` -> bench/results/weave.json
 """
@@ -152,7 +154,13 @@ def same_rows(lakes: list[str]) -> bool:
 
 
 def crossover(xa: list[float], ya: list[float], xb: list[float], yb: list[float]) -> float | None:
-    """Where the lines through the last two points of a and of b meet (None: never, at a positive x)."""
+    """Where a and b (wall times at the same sizes xa == xb) are equal: interpolated between the
+    two neighbouring sizes where their order flips (the first flip); with no flip, where the
+    lines through the last two points meet (None: never, at a positive x)."""
+    d = [p - q for p, q in zip(ya, yb)]
+    for i in range(1, len(d)):
+        if (d[i - 1] < 0) != (d[i] < 0):
+            return xa[i - 1] + (xa[i] - xa[i - 1]) * d[i - 1] / (d[i - 1] - d[i])
     sa = (ya[-1] - ya[-2]) / (xa[-1] - xa[-2])
     sb = (yb[-1] - yb[-2]) / (xb[-1] - xb[-2])
     ia, ib = ya[-1] - sa * xa[-1], yb[-1] - sb * xb[-1]
@@ -160,6 +168,18 @@ def crossover(xa: list[float], ya: list[float], xb: list[float], yb: list[float]
         return None
     x = (ib - ia) / (sa - sb)
     return x if x > 0 else None
+
+
+def rescore(path: Path) -> None:
+    """Recompute crossover_work of a result from its figures (after a change to :func:`crossover`)."""
+    out = json.loads(path.read_text())
+    per = out["figures"]["sizes"]
+    work = [float(x["work"]) for x in per]
+    cross = crossover(work, [x["arrow_wall_s"] for x in per], work, [x["spark_local2_wall_s"] for x in per])
+    out["figures"]["crossover_work"] = round(cross) if cross else None
+    out["crossover_computed_by"] = _common.git()
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    print(out["figures"]["crossover_work"])
 
 
 def main() -> None:
@@ -244,5 +264,7 @@ def main() -> None:
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         child(*sys.argv[2:5])
+    elif len(sys.argv) > 1 and sys.argv[1] == "--rescore":
+        rescore(Path(sys.argv[2]) if len(sys.argv) > 2 else RESULTS)
     else:
         main()
