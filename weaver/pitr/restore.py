@@ -151,26 +151,10 @@ def restore_many(settings, instants: Mapping[str, Iterable[datetime]], *,
     snap_dt = None
     for g in range(0, len(plans), RESTORE_MANY_GROUP):
         group = plans[g:g + RESTORE_MANY_GROUP]
-        spans = sorted((min(p.base_seq for p in pieces), seqs[members[-1]])
-                       for _part, _pts, seqs, runs in group for pieces, members in runs)
-        merged: list[list[int]] = []
-        for lo, hi in spans:
-            if hi <= lo:
-                continue
-            if merged and lo <= merged[-1][1]:
-                merged[-1][1] = max(merged[-1][1], hi)
-            else:
-                merged.append([lo, hi])
-        ranges = [(part.key_lo, part.key_hi) for part, *_ in group]
-        tails = []
-        for lo, hi in merged:
-            log.check_contiguous(lo, hi)
-            t = log.read(lo, hi, ranges=ranges)
-            validate_changes(t, lineage, check_gaps=False)
-            tails.append(t)
-        tail_all = pa.concat_tables(tails) if tails else storage.empty(storage.CHANGELOG)
+        tail_all = _group_tail(log, lineage, group)
         for part, points, seqs, runs in group:
             mine = filter_range(tail_all, part.key_lo or None, part.key_hi) if tail_all.num_rows else tail_all
+            seq_col = mine.column("seq").to_numpy() if mine.num_rows else np.zeros(0, np.int64)
             out: list[RestoreResult] = []
             for pieces, members in runs:
                 t0 = time.perf_counter()
@@ -183,7 +167,6 @@ def restore_many(settings, instants: Mapping[str, Iterable[datetime]], *,
                 source = "+".join(ids) if ids else None
                 out.append(RestoreResult(part.partition_id, points[first], seqs[first], table, source, replayed,
                                          (time.perf_counter() - t0) * 1000.0))
-                seq_col = mine.column("seq").to_numpy() if mine.num_rows else np.zeros(0, np.int64)
                 done = int(np.searchsorted(seq_col, seqs[first], side="right"))  # rows folded so far
                 for i in members[1:]:
                     t0 = time.perf_counter()
@@ -194,6 +177,30 @@ def restore_many(settings, instants: Mapping[str, Iterable[datetime]], *,
                     out.append(RestoreResult(part.partition_id, points[i], seqs[i], table, source, replayed,
                                              (time.perf_counter() - t0) * 1000.0))
             yield part.partition_id, out
+
+
+def _group_tail(log: ChangeLog, lineage: Lineage, group: list) -> pa.Table:
+    """The change-log rows a group of restore_many plans needs: one filtered scan per span of
+    overlapping seq ranges (each run's oldest base to its last instant), keys in the group's
+    partition ranges, each span checked contiguous and validated."""
+    spans = sorted((min(p.base_seq for p in pieces), seqs[members[-1]])
+                   for _part, _pts, seqs, runs in group for pieces, members in runs)
+    merged: list[list[int]] = []
+    for lo, hi in spans:
+        if hi <= lo:
+            continue
+        if merged and lo <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], hi)
+        else:
+            merged.append([lo, hi])
+    ranges = [(part.key_lo, part.key_hi) for part, *_ in group]
+    tails = []
+    for lo, hi in merged:
+        log.check_contiguous(lo, hi)
+        t = log.read(lo, hi, ranges=ranges)
+        validate_changes(t, lineage, check_gaps=False)
+        tails.append(t)
+    return pa.concat_tables(tails) if tails else storage.empty(storage.CHANGELOG)
 
 
 def _materialize(settings, log: ChangeLog, lineage: Lineage, key_lo: str, key_hi: str | None,

@@ -206,7 +206,7 @@ def weave_tasks(settings: Settings, todo: list[Sequence]) -> int:
     4 shuffle partitions each task's sort spilled so often that merging its spill files ran the
     1 GiB heap out of memory. A weave is one partition's key range, which splits at the size
     threshold, so a task holding a few whole weaves has bounded rows."""
-    if len(todo) <= CONCURRENT_WRITERS:
+    if not _large_run(len(todo)):
         return 0
     timepoints = sum(len(s.timepoints) for s in todo)
     want = -(-timepoints // WEAVE_TIMEPOINTS_PER_TASK)
@@ -246,6 +246,11 @@ def _write_woven(spark, settings: Settings, out, todo: list[Sequence]) -> None:
 CONCURRENT_WRITERS = 64
 
 
+def _large_run(sequences: int) -> bool:
+    """A run past CONCURRENT_WRITERS: shuffled by weave_id (weave_tasks) and written through the sort."""
+    return sequences > CONCURRENT_WRITERS
+
+
 def _write_conf(settings: Settings, *, create: bool, sequences: int) -> dict[str, str]:
     # Concurrent writers: the rows reach the writer clustered by key, not by weave_id, and Delta's
     # writer would otherwise sort them by its partition column first (measured: 1.8 GB spilled at
@@ -254,7 +259,7 @@ def _write_conf(settings: Settings, *, create: bool, sequences: int) -> dict[str
     # open while it sorts the rest, and at 1,339 sequences with a limit of 128 the open Parquet
     # writers alone exhausted the heap (OutOfMemoryError, bench/scale.py's loop weave). Larger
     # runs sort (spilling, never failing).
-    large = sequences > CONCURRENT_WRITERS
+    large = _large_run(sequences)
     conf = {"spark.sql.parquet.compression.codec": "zstd",
             "spark.sql.maxConcurrentOutputFileWriters": str(0 if large else CONCURRENT_WRITERS)}
     if large:
