@@ -13,6 +13,7 @@ import os
 from datetime import datetime, timedelta
 
 import pyarrow as pa
+import pytest
 from hypothesis import HealthCheck, example, given, settings as hyp_settings, strategies as st
 
 from tests.lakes import T0, make_log, write_lake
@@ -77,14 +78,17 @@ def _inputs(run) -> dict:
                                          pin.size_key, pin.throughput_key, pin.skip_reason) for pin in run.partitions}
 
 
-def check_runs(lake, log: dict, instants: list[datetime]) -> None:
+def check_runs(lake, log: dict, instants: list[datetime], **kw) -> list[int]:
+    """Run build_metrics at each instant and check it; the fold batches of each run."""
     from weaver.predict import build_metrics, gather, run_params
     from weaver.predict.metrics import checkpoints
 
-    s, scratch = _settings(lake), _settings(lake, metrics_checkpoints=0)
+    s, scratch = _settings(lake, **kw), _settings(lake, metrics_checkpoints=0)
     first = min(c["ts"] for c in log["changes"]).replace(minute=0, second=0, microsecond=0)
+    batches = []
     for i, at in enumerate(instants):
         r = build_metrics(s, end=at)
+        batches.append(r["fold_batches"])
         if i:  # every run after the first continues from the previous run's checkpoint
             assert r["checkpoint"] == instants[i - 1].replace(minute=0, second=0, microsecond=0)
         last = at.replace(minute=0, second=0, microsecond=0)
@@ -107,15 +111,19 @@ def check_runs(lake, log: dict, instants: list[datetime]) -> None:
     want = oracle_inputs(log["changes"], log["partitions"], past, s.forecast_history)
     assert {p: v[:3] for p, v in _inputs(inc).items()} == {p: (d, [float(x) for x in sz], [float(w) for w in wr])
                                                            for p, (d, sz, wr) in want.items()}
+    return batches
 
 
 # The split (change 90 of 100, about 10.8 h) falls between the third and the fourth run: the
-# children start from the checkpoint their parent's keys were folded into.
+# children start from the checkpoint their parent's keys were folded into. With one partition per
+# fold batch, a parent splitting inside a run stays in its children's batch.
+@pytest.mark.parametrize("batch", [0, 1], ids=["one-fold", "fold-per-partition"])
 @example(seed=11, n=100, split_at=90, steps=[60, 60, 60, 60])
+@example(seed=3, n=120, split_at=20, steps=[30, 90, 10])
 @hyp_settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 10_000), n=st.integers(40, 140), split_at=st.one_of(st.none(), st.integers(5, 35)),
        steps=st.lists(st.integers(1, 150), min_size=3, max_size=4))
-def test_incremental_equals_scratch_and_oracle(tmp_path_factory, seed, n, split_at, steps):
+def test_incremental_equals_scratch_and_oracle(tmp_path_factory, batch, seed, n, split_at, steps):
     log = make_log(seed, n, keys=30, span=timedelta(hours=12), split_at=split_at)
     lake = write_lake(tmp_path_factory.mktemp("lake"), log)
     # run ends: minutes after the first change, strictly increasing, some mid-bucket
@@ -123,7 +131,10 @@ def test_incremental_equals_scratch_and_oracle(tmp_path_factory, seed, n, split_
     for m in steps:
         t = t + timedelta(minutes=m + 60)
         instants.append(t)
-    check_runs(lake, log, instants)
+    batches = check_runs(lake, log, instants, metrics_batch_partitions=batch)
+    # the first run folds from the log's start (one fold); with a fold per partition every later
+    # run folds the two roots' key ranges apart
+    assert batches == [1] * len(instants) if batch == 0 else batches[0] == 1 and min(batches[1:]) >= 2, batches
 
 
 def test_late_change_invalidates_checkpoints(tmp_path):

@@ -60,6 +60,9 @@ class Settings:
     # Metrics-fold checkpoints kept besides one a day over the forecast history; 0 = never checkpoint
     # (every run folds the change log from its start).
     metrics_checkpoints: int = 3
+    # A metrics run from a checkpoint folds this many neighbouring partitions' keys at a time
+    # (docs/design.md A10: memory follows the batch, not the table); 0 = every key at once.
+    metrics_batch_partitions: int = 512
     min_history_buckets: int = 12  # fewer complete buckets: the partition is skipped, with a reason
     forecast_mp_context: str | None = None  # worker start method; default fork on Linux
     forecast_triage: bool = True  # skip fits of partitions that cannot reach a threshold (docs/prediction.md)
@@ -112,6 +115,8 @@ class Settings:
             raise InvalidParameterError("min_history_buckets must be at least 2")
         if self.metrics_checkpoints < 0:
             raise InvalidParameterError("metrics_checkpoints must be 0 or more")
+        if self.metrics_batch_partitions < 0:
+            raise InvalidParameterError("metrics_batch_partitions must be 0 (one batch) or a positive count")
         if self.task_retries < 0:
             raise InvalidParameterError("task_retries must be 0 or more")
         if self.commit_retries < 0:
@@ -292,6 +297,7 @@ def load_settings(env: dict[str, str] | None = None, **overrides: Any) -> Settin
         "WEAVER_FORECAST_HISTORY": ("forecast_history", parse_duration),
         "WEAVER_MIN_HISTORY_BUCKETS": ("min_history_buckets", int),
         "WEAVER_METRICS_CHECKPOINTS": ("metrics_checkpoints", int),
+        "WEAVER_METRICS_BATCH_PARTITIONS": ("metrics_batch_partitions", int),
         "WEAVER_FORECAST_MP_CONTEXT": ("forecast_mp_context", str),
         "WEAVER_FORECAST_TRIAGE": ("forecast_triage", _flag),
         "WEAVER_FORECAST_BATCH_PARTITIONS": ("forecast_batch_partitions", int),

@@ -600,11 +600,15 @@ def merge(
     *,
     partition_by: Sequence[str] | None = None,
     compression: str = "SNAPPY",
+    target_filter: str | None = None,
 ) -> dict:
     """Idempotent upsert of `rows` into a contract table keyed on deterministic `keys`.
 
     Creates the table (protocol 1,2) on first write. Rerunning with the same rows leaves the
-    same rows once. Returns delta-rs' metrics.
+    same rows once. Returns delta-rs' metrics. `target_filter` (SQL on the target's columns,
+    alias ``t``) is a condition every matching target row meets: it joins the MERGE predicate so
+    delta-rs reads only the files whose statistics can hold such rows (the caller guarantees that
+    no row outside it shares a key with `rows`).
     """
     from deltalake import DeltaTable
 
@@ -622,7 +626,7 @@ def merge(
         if rows.num_rows == 0:
             return {"num_target_rows_inserted": 0}
         dt = DeltaTable(uri, storage_options=options(uri))
-        predicate = " AND ".join(f"t.{k} = s.{k}" for k in keys)
+        predicate = " AND ".join([f"t.{k} = s.{k}" for k in keys] + ([f"({target_filter})"] if target_filter else []))
         # A table written before a column was added (ADDED_COLUMNS) gains it here.
         evolve = bool(ADDED_COLUMNS.get(name)) and not set(rows.column_names) <= {f.name for f in dt.schema().fields}
         # Only rows that differ are rewritten: a rerun of the same interval commits nothing and adds no file.

@@ -437,9 +437,11 @@ def _predict_batched(settings, params: RunParams, cmap, *, lineage: Lineage | No
     groups = batches(active, int(settings.forecast_batch_partitions))
     first_us = log_first_bucket(settings, params.at, bucket_us(params.bucket)) if len(groups) > 1 else None
     runs = []
-    for g in groups:
-        part = gather(settings, params, lineage=lineage, partitions=g if len(groups) > 1 else None, first_us=first_us)
-        runs.append(part)
+    with metrics.local_states():  # the batches read one local copy of the checkpoint by key range
+        for g in groups:
+            part = gather(settings, params, lineage=lineage, partitions=g if len(groups) > 1 else None,
+                          first_us=first_us)
+            runs.append(part)
     whole = RunInput(params, _horizon(params), [p for r in runs for p in r.partitions],
                      "changelog" if any(r.metrics_source == "changelog" for r in runs) else "table")
     ctx = job_context(whole) if params.model == "path" else {}
