@@ -437,7 +437,8 @@ def _predict_batched(settings, params: RunParams, cmap, *, lineage: Lineage | No
     groups = batches(active, int(settings.forecast_batch_partitions))
     first_us = log_first_bucket(settings, params.at, bucket_us(params.bucket)) if len(groups) > 1 else None
     runs = []
-    with metrics.local_states():  # the batches read one local copy of the checkpoint by key range
+    # The batches read one local copy of the checkpoint and of each change-log read, by key range.
+    with metrics.local_copies([key_span(g) for g in groups] if len(groups) > 1 else None):
         for g in groups:
             part = gather(settings, params, lineage=lineage, partitions=g if len(groups) > 1 else None,
                           first_us=first_us)

@@ -42,6 +42,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.ipc  # noqa: F401  (pa.ipc)
 import pyarrow.parquet as pq
 
 from weaver.core import objstore, storage
@@ -89,9 +90,7 @@ def read_log(settings, *, before: datetime | None = None, upto: datetime | None 
         e = pc.field("ts") <= pa.scalar(upto, storage.TS)
         expr = e if expr is None else expr & e
     if ranges is not None:
-        within = storage.key_ranges_expr(ranges)
-        expr = within if expr is None else expr & within
-        base = _clip_base(base, ranges)
+        return _view_of(_ranged_read(storage.dataset(dt), expr, ranges, uri), base=_clip_base(base, ranges))
     return _narrow(storage.dataset(dt), expr, uri, base=base)
 
 
@@ -379,7 +378,7 @@ def increment_log(settings, ck: Checkpoint, *, before: datetime | None = None,
     # The state's instant is just before the boundary: the first bucket it fully knows starts there.
     base = (keys, nbytes, ck.as_of_seq, ck.as_of_us - 1)
     if ranges is not None:
-        expr = expr & storage.key_ranges_expr(ranges)
+        return _view_of(_ranged_read(log.pruned(filters), expr, ranges, log.uri), base=base)
     return _narrow(log.pruned(filters), expr, log.uri, base=base)
 
 
@@ -405,7 +404,7 @@ _STATE_ROWS_PER_BATCH = 64
 def _state_items(state_ds, ck: Checkpoint, ranges: Sequence[tuple[str, str | None]] | None = None, *,
                  uri: str = "") -> tuple[pa.Array, np.ndarray]:
     """The checkpoint's live keys and item bytes; with `ranges` only keys in them, read a few
-    checkpoint rows at a time (memory follows the ranges), or inside :func:`local_states` from the
+    checkpoint rows at a time (memory follows the ranges), or inside :func:`local_copies` from the
     run's local copy of the checkpoint (time follows the ranges too)."""
     if ranges is None:
         t = state_ds.to_table(columns=["keys", "item_bytes"], filter=_state_filter(ck))
@@ -462,17 +461,106 @@ class _LocalState:
         return keys, nbytes
 
 
-#: The scope of `local_states` (innermost last): its folder and the copies made in it.
-_LOCAL: list[tuple[str, dict[tuple, _LocalState]]] = []
+class _LocalLog:
+    """The narrow change-log rows of one read (a dataset and a filter, no key range) copied to
+    local Arrow IPC files, one per key range of the scope's (disjoint, sorted) ranges, in one
+    streaming pass: a later read of keys inside one of those ranges maps that range's file only."""
+
+    _SCHEMA = pa.schema([("seq", pa.int64()), ("ts", storage.TS), ("partition_id", pa.string()),
+                         ("key", pa.string()), ("op", pa.string()), ("value_bytes", pa.int64())])
+
+    class Unsupported(Exception):
+        """The log leaves value_bytes empty: reads measure values, which the copy does not keep."""
+
+    def __init__(self, ds, expr, ranges: list[tuple[str, str | None]], folder: str, uri: str):
+        self.ranges = ranges
+        self.paths: list[str | None] = [None] * len(ranges)
+        if "value_bytes" not in ds.schema.names:
+            raise self.Unsupported()
+        writers: list = [None] * len(ranges)
+        bounds = [lo for lo, _ in ranges[1:]]
+        his = pa.array([hi for _, hi in ranges], pa.string())
+        try:
+            for rb in ds.to_batches(columns=self._SCHEMA.names, filter=expr):
+                if not rb.num_rows:
+                    continue
+                if rb.column("value_bytes").null_count:
+                    raise self.Unsupported()
+                t = pa.Table.from_batches([rb])
+                t = pa.table({f.name: _column(t, f.name, f.type) for f in self._SCHEMA}, schema=self._SCHEMA)
+                key = t.column("key").combine_chunks()
+                gi = _group_of(key, bounds)
+                # inside its group's range: at or above the first range's start, below its own end
+                hi = his.take(pa.array(gi))
+                inside = pc.and_(pc.greater_equal(key, ranges[0][0] or ""),
+                                 pc.or_(pc.is_null(hi), pc.less(key, pc.fill_null(hi, ""))))
+                gi = np.where(pc.fill_null(inside, False).to_numpy(zero_copy_only=False), gi, -1)
+                order = np.argsort(gi, kind="stable")
+                cuts = np.searchsorted(gi[order], np.arange(-1, len(ranges) + 1))
+                t = t.take(pa.array(order))
+                for g in range(len(ranges)):
+                    lo_, hi_ = int(cuts[g + 1]), int(cuts[g + 2])
+                    if hi_ <= lo_:
+                        continue
+                    if writers[g] is None:
+                        self.paths[g] = os.path.join(folder, f"range-{g}.arrow")
+                        writers[g] = pa.ipc.new_file(self.paths[g], self._SCHEMA)
+                    writers[g].write_table(t.slice(lo_, hi_ - lo_))
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise CorruptTableError(f"change log at {uri} cannot be read: {exc}") from exc
+        finally:
+            for w in writers:
+                if w is not None:
+                    w.close()
+
+    def holds(self, ranges: Sequence[tuple[str, str | None]]) -> list[int] | None:
+        """The copy's ranges that hold `ranges` (each inside one of them), else None."""
+        out = set()
+        for lo, hi in ranges:
+            for g, (a, b) in enumerate(self.ranges):
+                if (lo or "") >= (a or "") and (b is None or (hi is not None and hi <= b)):
+                    out.add(g)
+                    break
+            else:
+                return None
+        return sorted(out)
+
+    def read(self, groups: list[int], ranges: Sequence[tuple[str, str | None]]) -> pa.Table:
+        parts = [pa.ipc.open_file(pa.memory_map(self.paths[g])).read_all() for g in groups if self.paths[g]]
+        t = pa.concat_tables(parts) if parts else self._SCHEMA.empty_table()
+        return t.filter(storage.key_ranges_expr(ranges))
+
+
+class _Scope:
+    """What `local_copies` keeps for one run: its folder, checkpoint copies and log copies."""
+
+    def __init__(self, folder: str, ranges: list[tuple[str, str | None]] | None):
+        self.folder = folder
+        self.ranges = ranges
+        self.states: dict[tuple, _LocalState] = {}
+        self.logs: dict[tuple, _LocalLog | None] = {}
+        self.n = 0
+
+    def path(self, what: str) -> str:
+        self.n += 1
+        path = os.path.join(self.folder, f"{what}-{self.n}")
+        os.makedirs(path, exist_ok=True)
+        return path
+
+
+#: The scope of `local_copies` (innermost last).
+_LOCAL: list[_Scope] = []
 
 
 @contextmanager
-def local_states():
-    """A scope (one run reading many key ranges of a checkpoint: the forecast's batches, the
-    metrics fold's groups) in which a checkpoint is copied once to a local temporary folder and
-    read from there by key range; the folder is removed when the scope ends."""
-    with tempfile.TemporaryDirectory(prefix="weaver-state-") as folder:
-        _LOCAL.append((folder, {}))
+def local_copies(ranges: Sequence[tuple[str, str | None]] | None = None):
+    """A scope for a run that reads many key ranges (the forecast's batches, the metrics fold's
+    groups): a checkpoint is copied once to a local temporary folder and read from there by key
+    range; with `ranges` (the run's disjoint key ranges, sorted), a narrow change-log read over
+    some of them (the same filter, different ranges) is copied once per range too. The folder is
+    removed when the scope ends."""
+    with tempfile.TemporaryDirectory(prefix="weaver-run-") as folder:
+        _LOCAL.append(_Scope(folder, sorted(ranges, key=lambda r: r[0]) if ranges else None))
         try:
             yield
         finally:
@@ -481,11 +569,31 @@ def local_states():
 
 def _local_state(state_ds, ck: Checkpoint, uri: str) -> _LocalState:
     """The scope's local copy of a checkpoint (checkpoints never change once written)."""
-    folder, copies = _LOCAL[-1]
+    scope = _LOCAL[-1]
     key = (uri, ck.as_of_us, ck.as_of_seq)
-    if key not in copies:
-        copies[key] = _LocalState(state_ds, ck, os.path.join(folder, f"state-{len(copies)}.parquet"))
-    return copies[key]
+    if key not in scope.states:
+        scope.states[key] = _LocalState(state_ds, ck, os.path.join(scope.path("state"), "state.parquet"))
+    return scope.states[key]
+
+
+def _ranged_read(ds, expr, ranges: Sequence[tuple[str, str | None]], uri: str) -> pa.Table:
+    """The narrow rows of `ds` matching `expr` with a key in `ranges`: from the scope's local copy
+    of that read when one applies (made on first use), else read directly."""
+    scope = _LOCAL[-1] if _LOCAL else None
+    if scope is not None and scope.ranges:
+        files = tuple(sorted(ds.files)) if hasattr(ds, "files") else None
+        key = (uri, str(expr), files)
+        if files is not None and key not in scope.logs:
+            try:
+                scope.logs[key] = _LocalLog(ds, expr, scope.ranges, scope.path("log"), uri)
+            except _LocalLog.Unsupported:
+                scope.logs[key] = None
+        copy = scope.logs.get(key)
+        groups = copy.holds(ranges) if copy is not None else None
+        if groups is not None:
+            return copy.read(groups, ranges)
+    within = storage.key_ranges_expr(ranges)
+    return _narrow_table(ds, within if expr is None else expr & within, uri)
 
 
 def late_change_ts(settings, ck: Checkpoint) -> int | None:
@@ -801,7 +909,7 @@ def _build_in_batches(settings, *, start: datetime | None, end: datetime, need: 
     access = read_access(settings, start=fold_start, end=end)
 
     tables, pieces, loose = [], [], []
-    with local_states():
+    with local_copies():
         local = _local_state(state_ds, ck, storage.uri_for(settings, storage.METRICS_STATE))
         for i, (lo, hi, parts) in enumerate(groups):
             keys, nbytes = local.read([(lo, hi)])
