@@ -119,12 +119,14 @@ def seq_spy(monkeypatch):
     return seen
 
 
-def test_advice_reads_only_the_log_after_the_checkpoint_and_equals_the_brute_force_fold(tmp_path, seq_spy):
+@pytest.mark.parametrize("batch", [0, 1], ids=["one-fold", "fold-per-partition"])
+def test_advice_reads_only_the_log_after_the_checkpoint_and_equals_the_brute_force_fold(tmp_path, seq_spy, batch):
     from weaver.predict import build_metrics
     from weaver.predict.metrics import checkpoints
     from weaver.whatif import advise, read_advice, score_advice
 
-    lake = _lake(tmp_path / "lake", size_threshold_bytes=SIZE_T, write_threshold_per_s=WRITE_T)
+    lake = _lake(tmp_path / "lake", size_threshold_bytes=SIZE_T, write_threshold_per_s=WRITE_T,
+                 forecast_batch_partitions=batch)
     s = lake.settings
     run = _hour_ceil(lake.ts_of(SPLIT_SEQ)) + 3 * H
     window = timedelta(hours=4)
@@ -145,6 +147,9 @@ def test_advice_reads_only_the_log_after_the_checkpoint_and_equals_the_brute_for
     # The bound: only changes after the checkpoint's seq were read, and none after run_ts.
     assert seq_spy and all(len(x) == 0 or (x.min() > ck.as_of_seq and x.max() <= lake.seq_at(run))
                            for x, _ in seq_spy), [(x.min(), x.max()) for x, _ in seq_spy if len(x)]
+    # In groups of one partition, each group folds its own key range: P0's ['', k4) alone is read.
+    tops = [top for x, top in seq_spy]
+    assert (len(tops) >= 3 and any(t is not None and t < "k4" for t in tops)) if batch else len(tops) == 1, tops
     # The rows: the brute-force fold of the whole log.
     assert set(rows) == set(active)
     assert (rows["P3"]["action"], rows["P3"]["split_key"], rows["P3"]["largest_before_bytes"]) == ("wait", None, None)
@@ -177,6 +182,23 @@ def test_advice_reads_only_the_log_after_the_checkpoint_and_equals_the_brute_for
         assert (r["backtest"], r["actual_split"]) == ("child_crossed" if crossed else "avoided", False), r
         outcomes.add(r["backtest"])
     assert outcomes == {"child_crossed", "avoided"}  # both outcomes are exercised
+
+
+def test_advice_with_every_prediction_below_the_threshold_reads_no_change_log(tmp_path, seq_spy):
+    from weaver.whatif import advise
+
+    lake = _lake(tmp_path / "lake", size_threshold_bytes=SIZE_T, write_threshold_per_s=WRITE_T)
+    run = _hour_ceil(lake.ts_of(SPLIT_SEQ)) + 3 * H
+    preds = []
+    for pid in ("P0", "P2", "P3"):
+        p = prediction(pid, run_ts=run, window=timedelta(hours=4), probability=0.5, model="path")
+        p.update(reason="size")
+        preds.append(p)
+    put_predictions(lake.settings, preds)
+    rows = advise(lake.settings, at=run).to_pylist()
+    assert [(r["partition_id"], r["action"], r["split_key"]) for r in rows] == \
+        [("P0", "wait", None), ("P2", "wait", None), ("P3", "wait", None)]
+    assert seq_spy == []
 
 
 def test_woven_check_restores_each_source_once_per_base_and_equals_the_oracle(tmp_path, monkeypatch):

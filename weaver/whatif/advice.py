@@ -29,10 +29,11 @@ from weaver.core.ids import advice_id
 from weaver.core.settings import Settings
 from weaver.core.time import bucket_us, parse_timepoint, to_us
 from weaver.log import Lineage
-from weaver.predict.metrics import fold_from, range_history
+from weaver.predict.forecasting import batches, key_span
+from weaver.predict.metrics import fold_from, local_copies, range_history
 from weaver.replay import KeyState, LogView
 from weaver.weave import select_predictions
-from weaver.whatif.impact import largest_partition
+from weaver.whatif.impact import largest_of
 from weaver.whatif.keys import SIZE, split_candidates
 
 PRE_SPLIT, WAIT, RAISE_CAPACITY = "pre_split", "wait", "raise_capacity"
@@ -51,52 +52,91 @@ def _shares(cut, reason: str) -> tuple[float, float]:
 
 
 def advise_run(settings: Settings, predictions: pa.Table, *, confidence_threshold: float | None = None) -> pa.Table:
-    """Advice rows (the `advice` schema) for one run's predictions; reads data up to the run only."""
+    """Advice rows (the `advice` schema) for one run's predictions; reads data up to the run only.
+
+    Nothing is read when every row is a wait. Otherwise the partitions active at the run are taken
+    in key-range groups of `forecast_batch_partitions` neighbours (the forecast's batches), each
+    folded alone over its key span (:func:`advice_log` with ``ranges``; the groups share one local
+    copy of the checkpoint and of the log read, :func:`weaver.predict.metrics.local_copies`): a
+    group gives its partitions' sizes and its advised partitions' cuts. The largest partition
+    before and after each advised split then comes from the sizes of all groups. Memory follows a
+    group, not the table's live keys; the rows equal one fold over every key."""
     c = settings.confidence(confidence_threshold)
-    rows = []
-    preds = predictions.to_pylist()
+    preds = sorted(predictions.to_pylist(), key=lambda x: x["partition_id"])
     if not preds:
         return storage.empty(storage.ADVICE)
     run_ts = preds[0]["run_ts"]
     lineage = Lineage.load(settings)
-    log = advice_log(settings, run_ts)
-    state = KeyState(log)
-    state.advance(log.n)
-    secs = settings.bucket.total_seconds()
-    for r in sorted(preds, key=lambda x: x["partition_id"]):
+    advised = {r["partition_id"]: r for r in preds
+               if r["probability"] >= c and r["reason"] is not None and r["partition_id"] in lineage.by_id}
+    cuts: dict[str, dict] = {}
+    sizes: dict[str, int] = {}
+    if advised:
+        active = lineage.active_at_ts(run_ts)
+        groups = batches(active, int(settings.forecast_batch_partitions))
+        # An advised partition not active at the run (a hand-made prediction) is folded on its own.
+        alone = [[lineage.by_id[pid]] for pid in sorted(set(advised) - {p.partition_id for p in active})]
+        spans = [key_span(g) for g in groups]
+        with local_copies(spans if len(groups) > 1 else None):
+            for g in groups + alone:
+                log = advice_log(settings, run_ts, ranges=[key_span(g)] if len(groups) + len(alone) > 1 else None)
+                state = KeyState(log)
+                state.advance(log.n)
+                for p in g:
+                    if p.active_at_ts(run_ts):
+                        sizes[p.partition_id] = _bytes(log, state, p.key_lo, p.key_hi)
+                    if p.partition_id in advised:
+                        cut = _advised_cut(settings, advised[p.partition_id], p, log, state)
+                        if cut is not None:
+                            cuts[p.partition_id] = cut
+    rows = []
+    for r in preds:
         row = {"advice_id": advice_id(r["prediction_id"]), "run_ts": r["run_ts"], "partition_id": r["partition_id"],
                "prediction_id": r["prediction_id"], "probability": float(r["probability"]), "reason": r["reason"],
                "predicted_split_ts": r["predicted_split_ts"], "window_end": r["window_end"], "action": WAIT,
                "split_key": None, "key_by": None, "expected_left_share": None, "expected_right_share": None,
                "expected_peak_utilization": None, "expected_hours_to_recross": None, "largest_before_bytes": None,
                "largest_after_bytes": None, "backtest": None, "actual_split": None, "scored_at": None}
-        p = lineage.by_id.get(r["partition_id"])
-        if r["probability"] >= c and p is not None and r["reason"] is not None:
-            choice = split_candidates(settings, p, run_ts, log=log, state=state)
-            if choice.cuts:
-                reason = r["reason"]
-                best = min(choice.cuts.values(), key=lambda cut: (max(_shares(cut, reason)), cut.by != SIZE))
-                left, right = _shares(best, reason)
-                peak = max(left, right)
-                thr = settings.write_threshold_per_s if reason == "throughput" else settings.size_threshold_bytes
-                now = choice.recent_writes / secs if reason == "throughput" else choice.size_bytes
-                hours = None
-                if r["predicted_split_ts"] is not None and r["predicted_split_ts"] > run_ts and now < thr:
-                    slope = (thr - now) / (r["predicted_split_ts"] - run_ts).total_seconds()
-                    hours = round((1.0 - peak) * thr / (peak * slope) / 3600.0, 3) if peak > 0 else None
-                lp = largest_partition(log, state, lineage, run_ts, p.partition_id,
-                                       [(p.key_lo, best.key), (best.key, p.key_hi)])
-                row.update(action=RAISE_CAPACITY if peak >= RAISE_AT else PRE_SPLIT, split_key=best.key,
-                           key_by=best.by, expected_left_share=round(left, 6), expected_right_share=round(right, 6),
-                           expected_peak_utilization=round(peak, 6), expected_hours_to_recross=hours,
-                           largest_before_bytes=lp["before_bytes"], largest_after_bytes=lp["after_bytes"])
+        cut = cuts.get(r["partition_id"])
+        if cut is not None:
+            children = cut.pop("children")
+            lp = largest_of(sizes, r["partition_id"], children)
+            row.update(cut, largest_before_bytes=lp["before_bytes"], largest_after_bytes=lp["after_bytes"])
         rows.append(row)
     return pa.Table.from_pylist(rows, schema=storage.SCHEMAS[storage.ADVICE])
 
 
-def advice_log(settings: Settings, run_ts: datetime) -> LogView:
+def _bytes(log: LogView, state: KeyState, lo: str, hi: str | None) -> int:
+    return state.totals(log.key_index(lo), log.key_index(hi, upper=True))[0]
+
+
+def _advised_cut(settings: Settings, r: dict, p, log: LogView, state: KeyState) -> dict | None:
+    """The advice columns of an above-threshold prediction `r` of partition `p` (None: no cut, a
+    wait), with ``children``: the two children's bytes at the run."""
+    run_ts = r["run_ts"]
+    choice = split_candidates(settings, p, run_ts, log=log, state=state)
+    if not choice.cuts:
+        return None
+    reason = r["reason"]
+    best = min(choice.cuts.values(), key=lambda cut: (max(_shares(cut, reason)), cut.by != SIZE))
+    left, right = _shares(best, reason)
+    peak = max(left, right)
+    thr = settings.write_threshold_per_s if reason == "throughput" else settings.size_threshold_bytes
+    now = choice.recent_writes / settings.bucket.total_seconds() if reason == "throughput" else choice.size_bytes
+    hours = None
+    if r["predicted_split_ts"] is not None and r["predicted_split_ts"] > run_ts and now < thr:
+        slope = (thr - now) / (r["predicted_split_ts"] - run_ts).total_seconds()
+        hours = round((1.0 - peak) * thr / (peak * slope) / 3600.0, 3) if peak > 0 else None
+    return {"action": RAISE_CAPACITY if peak >= RAISE_AT else PRE_SPLIT, "split_key": best.key, "key_by": best.by,
+            "expected_left_share": round(left, 6), "expected_right_share": round(right, 6),
+            "expected_peak_utilization": round(peak, 6), "expected_hours_to_recross": hours,
+            "children": [_bytes(log, state, p.key_lo, best.key), _bytes(log, state, best.key, p.key_hi)]}
+
+
+def advice_log(settings: Settings, run_ts: datetime, *,
+               ranges: list[tuple[str, str | None]] | None = None) -> LogView:
     """The narrow change log advice at `run_ts` needs: every live item at `run_ts` and the changes
-    of the last bucket up to it (the recent writes of a cut).
+    of the last bucket up to it (the recent writes of a cut); with `ranges`, of those key ranges only.
 
     Bounded by the increment: the latest metrics checkpoint at or before ``run_ts - bucket``
     (the live items and their bytes, as the incremental metrics keep them) plus only the log
@@ -105,7 +145,7 @@ def advice_log(settings: Settings, run_ts: datetime) -> LogView:
     to `run_ts` (:func:`weaver.predict.read_log`); both give the same sizes, items and writes.
     """
     bu = bucket_us(settings.bucket)
-    log, _ck, _stale = fold_from(settings, to_us(run_ts) - bu + 1, upto=run_ts)
+    log, _ck, _stale = fold_from(settings, to_us(run_ts) - bu + 1, upto=run_ts, ranges=ranges)
     return log
 
 

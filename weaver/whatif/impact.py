@@ -95,16 +95,24 @@ def child_forecast(settings, log: LogView, lo: str, hi: str | None, at: datetime
 def largest_partition(log: LogView, state: KeyState, lineage: Lineage, at: datetime, source_id: str,
                       children: list[tuple[str, str | None]]) -> dict:
     """Largest real partition's bytes at `at`, and the same with the source replaced by the children."""
-    sizes = {p.partition_id: state.totals(log.key_index(p.key_lo), log.key_index(p.key_hi, upper=True))[0]
-             for p in lineage.active_at_ts(at)}
+    def size(lo: str, hi: str | None) -> int:
+        return state.totals(log.key_index(lo), log.key_index(hi, upper=True))[0]
+
+    sizes = {p.partition_id: size(p.key_lo, p.key_hi) for p in lineage.active_at_ts(at)}
+    return {"at": at, **largest_of(sizes, source_id, [size(lo, hi) for lo, hi in children])}
+
+
+def largest_of(sizes: dict[str, int], source_id: str, child_bytes: list[int]) -> dict:
+    """Largest of the partitions' `sizes` (bytes by id), and the same with the source replaced by
+    children of `child_bytes` (unchanged when the source is not among them)."""
     before = max(sizes.values(), default=0)
     after_sizes = dict(sizes)
     replaced = source_id in after_sizes
     if replaced:
         del after_sizes[source_id]
-        for i, (lo, hi) in enumerate(children):
-            after_sizes[f"child{i}"] = state.totals(log.key_index(lo), log.key_index(hi, upper=True))[0]
-    return {"at": at, "before_bytes": int(before), "after_bytes": int(max(after_sizes.values(), default=0)),
+        for i, b in enumerate(child_bytes):
+            after_sizes[f"child{i}"] = b
+    return {"before_bytes": int(before), "after_bytes": int(max(after_sizes.values(), default=0)),
             "before_partition": max(sizes, key=sizes.get) if sizes else None, "source_active": replaced,
             "partitions": len(sizes)}
 
