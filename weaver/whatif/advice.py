@@ -189,17 +189,28 @@ def score_advice(settings: Settings, *, at: datetime) -> dict:
                          for r in cut}, key=lambda x: (x[0], x[1] is None, x[1] or ""))
         log, _ck, _stale = fold_from(settings, (to_us(min(r["run_ts"] for r in cut)) // bu) * bu,
                                      upto=max(r["window_end"] for r in cut), ranges=ranges)
+    # The children's histories: one pass over the log per (run, window) - every row of a run shares
+    # them - for all of that run's cuts at once, not one pass per row (a catch-up scores thousands).
+    hists: dict[str, list] = {}
+    by_window: dict[tuple, list[dict]] = {}
+    for r in cut:
+        by_window.setdefault((r["run_ts"], r["window_end"]), []).append(r)
+    for (run_ts, window_end), rs in by_window.items():
+        children = []
+        for r in rs:
+            p = lineage.get(r["partition_id"])
+            children += [(p.key_lo, r["split_key"]), (r["split_key"], p.key_hi)]
+        out = range_history(log, children, start=run_ts, end=window_end, bucket=settings.bucket)
+        for i, r in enumerate(rs):
+            hists[r["advice_id"]] = out[2 * i:2 * i + 2]
     for r in due:
         r["actual_split"] = any(s["parent_id"] == r["partition_id"] and r["run_ts"] < s["split_ts"] <= r["window_end"]
                                 for s in splits)
         if r["action"] == WAIT or r["split_key"] is None:
             r["backtest"] = "split_happened" if r["actual_split"] else "no_split"
         else:
-            p = lineage.get(r["partition_id"])
-            hist = range_history(log, [(p.key_lo, r["split_key"]), (r["split_key"], p.key_hi)],
-                                 start=r["run_ts"], end=r["window_end"], bucket=settings.bucket)
             crossed = False
-            for h in hist:
+            for h in hists[r["advice_id"]]:
                 keep = (h["bucket_start"] >= (to_us(r["run_ts"]) // bu) * bu)
                 crossed |= bool(np.any(h["size_bytes"][keep] >= settings.size_threshold_bytes)) or bool(
                     np.any(h["writes"][keep] / settings.bucket.total_seconds() >= settings.write_threshold_per_s))
