@@ -136,13 +136,15 @@ def test_advice_reads_only_the_log_after_the_checkpoint_and_equals_the_brute_for
     assert 0 < ck.as_of_seq < lake.seq_at(run - H)
     active = ["P0", "P2", "P3"]
     preds = []
-    for pid, prob, reason in (("P0", 0.9, "size"), ("P2", 0.95, "throughput"), ("P3", 0.5, "size")):
-        p = prediction(pid, run_ts=run, window=window, probability=prob, model="path")
+    # Two models' predictions of P0 in the same run: each gets its own advice (its own reason).
+    for pid, prob, reason, model in (("P0", 0.9, "size", "path"), ("P2", 0.95, "throughput", "path"),
+                                     ("P3", 0.5, "size", "path"), ("P0", 0.8, "throughput", "arima")):
+        p = prediction(pid, run_ts=run, window=window, probability=prob, model=model)
         p.update(reason=reason, predicted_split_ts=None, split_ts_p10=None, split_ts_p90=None)
         preds.append(p)
     put_predictions(s, preds)
     seq_spy.clear()
-    rows = {r["partition_id"]: r for r in advise(s, at=run).to_pylist()}
+    rows = {r["prediction_id"]: r for r in advise(s, at=run).to_pylist()}
 
     # The bound: only changes after the checkpoint's seq were read, and none after run_ts.
     assert seq_spy and all(len(x) == 0 or (x.min() > ck.as_of_seq and x.max() <= lake.seq_at(run))
@@ -151,18 +153,19 @@ def test_advice_reads_only_the_log_after_the_checkpoint_and_equals_the_brute_for
     tops = [top for x, top in seq_spy]
     assert (len(tops) >= 3 and any(t is not None and t < "k4" for t in tops)) if batch else len(tops) == 1, tops
     # The rows: the brute-force fold of the whole log.
-    assert set(rows) == set(active)
-    assert (rows["P3"]["action"], rows["P3"]["split_key"], rows["P3"]["largest_before_bytes"]) == ("wait", None, None)
-    for pred in preds[:2]:
+    assert set(rows) == {p["prediction_id"] for p in preds}
+    p3 = rows[preds[2]["prediction_id"]]
+    assert (p3["action"], p3["split_key"], p3["largest_before_bytes"]) == ("wait", None, None)
+    for pred in (preds[0], preds[1], preds[3]):
         want = _oracle_advice(lake, pred, active)
-        got = {k: rows[pred["partition_id"]][k] for k in want}
+        got = {k: rows[pred["prediction_id"]][k] for k in want}
         assert got == want, (pred["partition_id"], pred["reason"])
 
     # Scoring at the window's end reads [the checkpoint at or before the run, window_end] of the
     # advised partitions' key ranges only (P0 ['', k4), P2 [k4, k7); P3 was told to wait).
     build_metrics(s, end=run + window)
     seq_spy.clear()
-    assert score_advice(s, at=run + window)["scored"] == 3
+    assert score_advice(s, at=run + window)["scored"] == 4
     assert seq_spy and all(len(x) == 0 or (x.min() > ck.as_of_seq and x.max() <= lake.seq_at(run + window)
                                            and top < "k7") for x, top in seq_spy)
     outcomes = set()

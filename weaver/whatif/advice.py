@@ -67,9 +67,11 @@ def advise_run(settings: Settings, predictions: pa.Table, *, confidence_threshol
         return storage.empty(storage.ADVICE)
     run_ts = preds[0]["run_ts"]
     lineage = Lineage.load(settings)
-    advised = {r["partition_id"]: r for r in preds
-               if r["probability"] >= c and r["reason"] is not None and r["partition_id"] in lineage.by_id}
-    cuts: dict[str, dict] = {}
+    advised: dict[str, list[dict]] = {}  # partition -> its above-threshold predictions (one per model)
+    for r in preds:
+        if r["probability"] >= c and r["reason"] is not None and r["partition_id"] in lineage.by_id:
+            advised.setdefault(r["partition_id"], []).append(r)
+    cuts: dict[str, dict] = {}  # by prediction_id
     sizes: dict[str, int] = {}
     if advised:
         active = lineage.active_at_ts(run_ts)
@@ -85,10 +87,10 @@ def advise_run(settings: Settings, predictions: pa.Table, *, confidence_threshol
                 for p in g:
                     if p.active_at_ts(run_ts):
                         sizes[p.partition_id] = _bytes(log, state, p.key_lo, p.key_hi)
-                    if p.partition_id in advised:
-                        cut = _advised_cut(settings, advised[p.partition_id], p, log, state)
+                    for r in advised.get(p.partition_id, ()):
+                        cut = _advised_cut(settings, r, p, log, state)
                         if cut is not None:
-                            cuts[p.partition_id] = cut
+                            cuts[r["prediction_id"]] = cut
     rows = []
     for r in preds:
         row = {"advice_id": advice_id(r["prediction_id"]), "run_ts": r["run_ts"], "partition_id": r["partition_id"],
@@ -97,7 +99,7 @@ def advise_run(settings: Settings, predictions: pa.Table, *, confidence_threshol
                "split_key": None, "key_by": None, "expected_left_share": None, "expected_right_share": None,
                "expected_peak_utilization": None, "expected_hours_to_recross": None, "largest_before_bytes": None,
                "largest_after_bytes": None, "backtest": None, "actual_split": None, "scored_at": None}
-        cut = cuts.get(r["partition_id"])
+        cut = cuts.get(r["prediction_id"])
         if cut is not None:
             children = cut.pop("children")
             lp = largest_of(sizes, r["partition_id"], children)
