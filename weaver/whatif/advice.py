@@ -71,17 +71,17 @@ def advise_run(settings: Settings, predictions: pa.Table, *, confidence_threshol
     for r in preds:
         if r["probability"] >= c and r["reason"] is not None and r["partition_id"] in lineage.by_id:
             advised.setdefault(r["partition_id"], []).append(r)
-    cuts: dict[str, dict] = {}  # by prediction_id
+    cuts: dict[str, tuple[dict, list[int]]] = {}  # by prediction_id: advice columns, children's bytes
     sizes: dict[str, int] = {}
     if advised:
         active = lineage.active_at_ts(run_ts)
         groups = batches(active, int(settings.forecast_batch_partitions))
         # An advised partition not active at the run (a hand-made prediction) is folded on its own.
-        alone = [[lineage.by_id[pid]] for pid in sorted(set(advised) - {p.partition_id for p in active})]
-        spans = [key_span(g) for g in groups]
-        with local_copies(spans if len(groups) > 1 else None):
-            for g in groups + alone:
-                log = advice_log(settings, run_ts, ranges=[key_span(g)] if len(groups) + len(alone) > 1 else None)
+        units = groups + [[lineage.by_id[pid]] for pid in sorted(set(advised) - {p.partition_id for p in active})]
+        spans = [key_span(g) for g in units]
+        with local_copies(spans[:len(groups)] if len(groups) > 1 else None):
+            for g, span in zip(units, spans):
+                log = advice_log(settings, run_ts, ranges=[span] if len(units) > 1 else None)
                 state = KeyState(log)
                 state.advance(log.n)
                 for p in g:
@@ -99,11 +99,10 @@ def advise_run(settings: Settings, predictions: pa.Table, *, confidence_threshol
                "split_key": None, "key_by": None, "expected_left_share": None, "expected_right_share": None,
                "expected_peak_utilization": None, "expected_hours_to_recross": None, "largest_before_bytes": None,
                "largest_after_bytes": None, "backtest": None, "actual_split": None, "scored_at": None}
-        cut = cuts.get(r["prediction_id"])
-        if cut is not None:
-            children = cut.pop("children")
+        if r["prediction_id"] in cuts:
+            cols, children = cuts[r["prediction_id"]]
             lp = largest_of(sizes, r["partition_id"], children)
-            row.update(cut, largest_before_bytes=lp["before_bytes"], largest_after_bytes=lp["after_bytes"])
+            row.update(cols, largest_before_bytes=lp["before_bytes"], largest_after_bytes=lp["after_bytes"])
         rows.append(row)
     return pa.Table.from_pylist(rows, schema=storage.SCHEMAS[storage.ADVICE])
 
@@ -112,9 +111,9 @@ def _bytes(log: LogView, state: KeyState, lo: str, hi: str | None) -> int:
     return state.totals(log.key_index(lo), log.key_index(hi, upper=True))[0]
 
 
-def _advised_cut(settings: Settings, r: dict, p, log: LogView, state: KeyState) -> dict | None:
-    """The advice columns of an above-threshold prediction `r` of partition `p` (None: no cut, a
-    wait), with ``children``: the two children's bytes at the run."""
+def _advised_cut(settings: Settings, r: dict, p, log: LogView, state: KeyState) -> tuple[dict, list[int]] | None:
+    """The advice columns of an above-threshold prediction `r` of partition `p` and the two
+    children's bytes at the run (None: no cut, a wait)."""
     run_ts = r["run_ts"]
     choice = split_candidates(settings, p, run_ts, log=log, state=state)
     if not choice.cuts:
@@ -129,10 +128,10 @@ def _advised_cut(settings: Settings, r: dict, p, log: LogView, state: KeyState) 
     if r["predicted_split_ts"] is not None and r["predicted_split_ts"] > run_ts and now < thr:
         slope = (thr - now) / (r["predicted_split_ts"] - run_ts).total_seconds()
         hours = round((1.0 - peak) * thr / (peak * slope) / 3600.0, 3) if peak > 0 else None
-    return {"action": RAISE_CAPACITY if peak >= RAISE_AT else PRE_SPLIT, "split_key": best.key, "key_by": best.by,
+    cols = {"action": RAISE_CAPACITY if peak >= RAISE_AT else PRE_SPLIT, "split_key": best.key, "key_by": best.by,
             "expected_left_share": round(left, 6), "expected_right_share": round(right, 6),
-            "expected_peak_utilization": round(peak, 6), "expected_hours_to_recross": hours,
-            "children": [_bytes(log, state, p.key_lo, best.key), _bytes(log, state, best.key, p.key_hi)]}
+            "expected_peak_utilization": round(peak, 6), "expected_hours_to_recross": hours}
+    return cols, [_bytes(log, state, p.key_lo, best.key), _bytes(log, state, best.key, p.key_hi)]
 
 
 def advice_log(settings: Settings, run_ts: datetime, *,
