@@ -139,9 +139,13 @@ def test_staged_batched_run_is_idempotent(sim_lake, tmp_path):
     assert staged.num_rows == a.num_rows  # MERGE on prediction_id: written once
 
 
-def test_negative_batch_size_is_refused(tmp_path):
-    with pytest.raises(InvalidParameterError):
-        load_settings(lake=str(tmp_path / "lake"), forecast_batch_partitions=-1)
+@pytest.mark.parametrize("field", ["forecast_batch_partitions", "metrics_batch_partitions"])
+def test_negative_batch_size_is_refused(tmp_path, monkeypatch, field):
+    with pytest.raises(InvalidParameterError, match=field):
+        load_settings(lake=str(tmp_path / "lake"), **{field: -1})
+    monkeypatch.setenv("WEAVER_" + field.upper(), "-3")  # the same through the environment
+    with pytest.raises(InvalidParameterError, match=field):
+        load_settings(lake=str(tmp_path / "lake"))
     assert not (tmp_path / "lake").exists()
 
 
