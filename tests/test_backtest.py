@@ -69,19 +69,44 @@ def test_backtest_predictions_are_what_live_runs_wrote(tmp_path):
 
 
 # --- scores with known answers -------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def scored(split_lake, tmp_path_factory):
+@pytest.fixture(scope="module", params=[0, 1], ids=["one-batch", "batch-per-partition"])
+def scored(request, split_lake, tmp_path_factory):
     """Backtest of the edge lake: p (10 000 B/h, threshold 400 000 B) really splits at 40 h.
 
     Runs at 30, 32, 34, 36, 38 h with a 24 h window. p's split lies in every window. c never
     splits; its windows from 36 h on end after the known history (~60 h): censored.
+
+    Run with the default batches (one holds both partitions) and with one partition per batch:
+    every run is then gathered a key range at a time, as a live run over many partitions is, and
+    the metrics fold from the log's start runs one key range at a time too.
     """
-    from weaver.predict import backtest
+    from weaver.predict import backtest, forecasting, metrics
 
     lake = tmp_path_factory.mktemp("bt") / "lake"
     shutil.copytree(split_lake, lake)
     out = tmp_path_factory.mktemp("report")
-    r = backtest(forecast_settings(lake), start=T0 + 30 * H, end=T0 + 40 * H, every="2h", model="arima", out_dir=out)
+    kw = {"forecast_batch_partitions": 1, "metrics_batch_partitions": 1} if request.param else {}
+    gathered, folds = [], []
+    real_gather, real_build = forecasting.gather, metrics._build_in_batches
+
+    def gather(*a, **k):
+        gathered.append(k.get("partitions"))
+        return real_gather(*a, **k)
+
+    def build(*a, **k):
+        folds.append(real_build(*a, **k))
+        return folds[-1]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(forecasting, "gather", gather)
+        mp.setattr(metrics, "_build_in_batches", build)
+        r = backtest(forecast_settings(lake, **kw), start=T0 + 30 * H, end=T0 + 40 * H, every="2h", model="arima",
+                     out_dir=out)
+    if request.param:  # 5 runs, each gathered in batches of one partition; one fold per key range
+        assert len(gathered) >= 10 and all(p is not None and len(p) == 1 for p in gathered)
+        assert len(folds) == 1 and folds[0]["fold_batches"] >= 2
+    else:
+        assert gathered == [None] * 5 and folds == [None]
     return lake, r
 
 

@@ -169,11 +169,13 @@ def backtest(settings, *, start: datetime, end: datetime, model: str = forecasti
         for i, t in enumerate(times):
             params = forecasting.run_params(settings, at=t, window=window, model=model,
                                             size_threshold=size_threshold, write_threshold=write_threshold)
-            run = forecasting.gather(settings, params, lineage=lineage)
+            # Gathered batch by batch, as a live run is: memory follows a batch, not the table.
+            runs = forecasting.gather_batched(settings, params, lineage=lineage)
             preds = forecasting.predict(settings, at=t, window=window, model=model, size_threshold=size_threshold,
                                         write_threshold=write_threshold, write=write_predictions, pool=pool,
-                                        lineage=lineage, run_input=run, calibration=calibration)
-            for r in preds.to_pylist() + baseline_rows(run, near_fraction):
+                                        lineage=lineage, run_input=runs, calibration=calibration)
+            base = [row for run in runs for row in baseline_rows(run, near_fraction)]
+            for r in preds.to_pylist() + base:
                 s = split_of.get(r["partition_id"])
                 hit = s is not None and t < s["split_ts"] <= r["window_end"]
                 if not hit and r["window_end"] > known_until:

@@ -132,27 +132,8 @@ def batches(active: Sequence[Partition], size: int) -> list[list[Partition]]:
     return [parts[i:i + size] for i in range(0, len(parts), size)]
 
 
-def log_first_bucket(settings, at: datetime, bu: int) -> int | None:
-    """Start (us) of the first bucket of the whole change log with ``ts <= at`` (None: no change by
-    then): what `LogView.first_bucket` says of an unclipped, unvacuumed view. A key-range view starts
-    at its range's first change, so a batch asks the table. Read from the Delta file statistics
-    (min ts over files); files without statistics are scanned for their ts column."""
-    from weaver.log.changelog import ChangeLog
-
-    log = ChangeLog(settings)
-    adds = pa.table(log.dt.get_add_actions(flatten=True))
-    lo = None
-    if "min.ts" in adds.column_names and adds.num_rows and not adds.column("min.ts").null_count:
-        lo = to_us(pc.min(adds.column("min.ts")).as_py())
-    else:
-        edge = pa.scalar(at, storage.TS)
-        for b in log.ds.to_batches(columns=["ts"], filter=pc.field("ts") <= edge):
-            if b.num_rows:
-                m = to_us(pc.min(b.column("ts")).as_py())
-                lo = m if lo is None else min(lo, m)
-    if lo is None or lo > to_us(at):
-        return None
-    return (lo // bu) * bu
+#: The change log's first bucket, from the Delta file statistics (see `metrics.log_first_bucket`).
+log_first_bucket = metrics.log_first_bucket
 
 
 def gather(settings, params: RunParams, *, lineage: Lineage | None = None,
@@ -375,7 +356,8 @@ def _run_spark(jobs, settings, spark=None) -> list[_models.Result]:
 def predict(settings, *, at: datetime, window: timedelta | None = None, model: str = DEFAULT_MODEL,
             size_threshold: int | None = None, write_threshold: float | None = None, write: bool = True,
             progress: Callable[[int, int], None] | None = None, pool=None, lineage: Lineage | None = None,
-            run_input: RunInput | None = None, stage: bool = False, calibration: str | None = None) -> pa.Table:
+            run_input: RunInput | Sequence[RunInput] | None = None, stage: bool = False,
+            calibration: str | None = None) -> pa.Table:
     """Predict splits for every partition active at `at`; MERGE into `predictions` when `write`.
 
     With `stage` (the DAG's forecast task, ``weaver predict``) the rows go to
@@ -389,6 +371,8 @@ def predict(settings, *, at: datetime, window: timedelta | None = None, model: s
     ``probability`` is the model's raw probability (kept in ``probability_raw``) mapped through
     the calibration `calibration` (default `weaver.predict.calibration.DEFAULT_METHOD`; ``none``
     keeps it raw) fitted on this model's predictions whose windows closed by `at`.
+    `run_input` is the run's inputs when the caller gathered them already: one `RunInput` (all
+    partitions) or the batches of `gather_batched`.
     """
     params = run_params(settings, at=at, window=window, model=model, size_threshold=size_threshold,
                         write_threshold=write_threshold)
@@ -397,9 +381,11 @@ def predict(settings, *, at: datetime, window: timedelta | None = None, model: s
                                     f"{', '.join(_calibration.METHODS)}")
     # The map is stored even by a dry run: it is derived from closed history only (same history, same file).
     cmap = _calibration.map_for_run(settings, params.model, params.at, calibration or _calibration.DEFAULT_METHOD)
-    if run_input is not None:
+    if isinstance(run_input, RunInput):
         table = _predict_batch(settings, run_input, cmap, job_context(run_input) if params.model == "path" else {},
                                pool=pool, progress=progress)
+    elif run_input is not None:  # a run gathered in batches (`gather_batched`)
+        table = _predict_runs(settings, params, run_input, cmap, pool=pool, progress=progress)
     else:
         table = _predict_batched(settings, params, cmap, lineage=lineage, pool=pool, progress=progress)
     if write and stage:
@@ -421,28 +407,38 @@ def _predict_batch(settings, run: RunInput, cmap, ctx: dict, *, pool=None, progr
     return _rows(run, results, cmap, triaged)
 
 
-def _predict_batched(settings, params: RunParams, cmap, *, lineage: Lineage | None = None, pool=None,
-                     progress=None) -> pa.Table:
-    """A run over the active partitions in batches of ``settings.forecast_batch_partitions``
-    neighbouring partitions (DESIGN §5, issue 11): memory follows a batch, not the table.
-
-    Pass 1 gathers each batch from its key span (change log, checkpoint state, metrics) and keeps
-    only its `PartitionInput`s (bucket histories and two split keys per partition: the run-wide
-    summary the path model's hot-spot context needs). Pass 2 fits batch by batch and keeps only
-    rows. Batch models (statsforecast) draw one seed from all of a run's jobs: their fits stay one
-    call over all jobs, so the paths equal a one-batch run's.
-    """
+def gather_batched(settings, params: RunParams, *, lineage: Lineage | None = None) -> list[RunInput]:
+    """`gather` of the partitions active at ``params.at`` in batches of
+    ``settings.forecast_batch_partitions`` neighbouring partitions (DESIGN §5, issue 11): each
+    batch reads its key span only, from one run-local copy of the checkpoint and of each
+    change-log read, so memory follows a batch, not the table. One `RunInput` per batch (one in
+    all when a single batch holds every partition); their partitions, concatenated, are the
+    partitions of an unbatched `gather`, in key order."""
     lineage = lineage or Lineage.load(settings)
     active = lineage.active_at_ts(params.at)
     groups = batches(active, int(settings.forecast_batch_partitions))
     first_us = log_first_bucket(settings, params.at, bucket_us(params.bucket)) if len(groups) > 1 else None
-    runs = []
-    # The batches read one local copy of the checkpoint and of each change-log read, by key range.
     with metrics.local_copies([key_span(g) for g in groups] if len(groups) > 1 else None):
-        for g in groups:
-            part = gather(settings, params, lineage=lineage, partitions=g if len(groups) > 1 else None,
-                          first_us=first_us)
-            runs.append(part)
+        return [gather(settings, params, lineage=lineage, partitions=g if len(groups) > 1 else None,
+                       first_us=first_us) for g in groups]
+
+
+def _predict_batched(settings, params: RunParams, cmap, *, lineage: Lineage | None = None, pool=None,
+                     progress=None) -> pa.Table:
+    """A run over the active partitions in batches (`gather_batched`, `_predict_runs`)."""
+    return _predict_runs(settings, params, gather_batched(settings, params, lineage=lineage), cmap, pool=pool,
+                         progress=progress)
+
+
+def _predict_runs(settings, params: RunParams, runs: Sequence[RunInput], cmap, *, pool=None,
+                  progress=None) -> pa.Table:
+    """Triage, fits and rows of a run gathered in batches (`gather_batched`).
+
+    Pass 1 (the gather) kept only each batch's `PartitionInput`s (bucket histories and two split
+    keys per partition: the run-wide summary the path model's hot-spot context needs). Pass 2
+    fits batch by batch and keeps only rows. Batch models (statsforecast) draw one seed from all
+    of a run's jobs: their fits stay one call over all jobs, so the paths equal a one-batch run's.
+    """
     whole = RunInput(params, _horizon(params), [p for r in runs for p in r.partitions],
                      "changelog" if any(r.metrics_source == "changelog" for r in runs) else "table")
     ctx = job_context(whole) if params.model == "path" else {}

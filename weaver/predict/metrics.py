@@ -848,56 +848,107 @@ def _group_of(keys: pa.Array, bounds: list[str]) -> np.ndarray:
     return gi
 
 
-def _build_in_batches(settings, *, start: datetime | None, end: datetime, need: int) -> dict | None:
-    """build_metrics from a checkpoint, folding groups of neighbouring partitions one at a time.
+def log_first_bucket(settings, at: datetime, bu: int) -> int | None:
+    """Start (us) of the first bucket of the whole change log with ``ts <= at`` (None: no change by
+    then): what `LogView.first_bucket` says of an unclipped, unvacuumed view. A key-range view starts
+    at its range's first change, so a batch asks the table. Read from the Delta file statistics
+    (min ts over files); files without statistics are scanned for their ts column."""
+    log = ChangeLog(settings)
+    adds = pa.table(log.dt.get_add_actions(flatten=True))
+    lo = None
+    if "min.ts" in adds.column_names and adds.num_rows and not adds.column("min.ts").null_count:
+        lo = to_us(pc.min(adds.column("min.ts")).as_py())
+    else:
+        edge = pa.scalar(at, storage.TS)
+        for b in log.ds.to_batches(columns=["ts"], filter=pc.field("ts") <= edge):
+            if b.num_rows:
+                m = to_us(pc.min(b.column("ts")).as_py())
+                lo = m if lo is None else min(lo, m)
+    if lo is None or lo > to_us(at):
+        return None
+    return (lo // bu) * bu
 
-    The run reads the change log after the checkpoint once (narrow columns) and the checkpoint's
-    key lists once, a few rows at a time, spilling each group's keys to a local file; then each
-    group's keys are folded and measured alone, so the fold's memory (key universe, hash tables,
-    per-key state) follows `metrics_batch_partitions`, not the table. The partitions' rows and the
-    next checkpoint are then written as the one-batch run writes them (one MERGE each).
+
+def _build_in_batches(settings, *, start: datetime | None, end: datetime, need: int) -> dict | None:
+    """build_metrics folding groups of neighbouring partitions one at a time.
+
+    From a checkpoint the run reads the change log after it once (narrow columns) and the
+    checkpoint's key lists once, a few rows at a time, spilling each group's keys to a local
+    file. Without one (the first run, a backtest before every checkpoint) it folds the whole log
+    from its first change: one streaming pass copies the narrow log to one local file per group
+    (`local_copies`). Then each group's keys are folded and measured alone, so the fold's memory
+    (key universe, hash tables, per-key state) follows `metrics_batch_partitions`, not the table.
+    The partitions' rows and the next checkpoint are then written as the one-batch run writes
+    them (one MERGE each).
 
     None - the caller runs the one-batch fold - when batching is off or useless (fewer than two
-    groups), there is no usable checkpoint (none at or before `need`, a late change, vacuum), or a
-    change in the increment belongs to a partition outside its key's group (the lineage's times
-    disagree with the log's owners); both paths give the same rows.
+    groups), the checkpoint is not usable (a late change, vacuum), a log without a checkpoint was
+    vacuumed (its fold starts from restored base snapshots), or a change belongs to a partition
+    outside its key's group (the lineage's times disagree with the log's owners); both paths give
+    the same rows.
     """
     n = settings.metrics_batch_partitions
-    state_ds = _state_dataset(settings) if n > 0 else None
-    if state_ds is None:
+    if n <= 0:
         return None
-    fits = [c for c in checkpoints(settings, state_ds) if c.as_of_us <= need]
-    if not fits:
-        return None
-    log, ck = ChangeLog(settings), fits[-1]
-    if not _fresh(ck, log):
-        return None
+    state_ds = _state_dataset(settings)
+    existing = checkpoints(settings, state_ds) if state_ds is not None else []
+    fits = [c for c in existing if c.as_of_us <= need]
+    log = ChangeLog(settings)
     bu = bucket_us(settings.bucket)
     stop_us = (to_us(end) // bu) * bu
-    first = _after_vacuum(settings, ck, log).first_us
-    start = bucket_floor(from_us(ck.as_of_us) if start is None else start, settings.bucket)
-    if to_us(start) < first:
-        start = from_us(first)
-    fold_start = from_us(ck.as_of_us)
+    newer = not existing or existing[-1].as_of_us < stop_us  # a checkpoint at `end` would be new
+    if fits:
+        ck = fits[-1]
+        if not _fresh(ck, log):
+            return None
+        first = _after_vacuum(settings, ck, log).first_us
+        start = bucket_floor(from_us(ck.as_of_us) if start is None else start, settings.bucket)
+        if to_us(start) < first:
+            start = from_us(first)
+        fold_start = from_us(ck.as_of_us)
+        write_ck = stop_us > first and newer
+    else:
+        ck = None
+        if log.start is not None and log.start > 1:
+            return None
+        first = log_first_bucket(settings, end - timedelta(microseconds=1), bu)
+        if first is None:
+            return None
+        start = bucket_floor(start, settings.bucket) if start is not None else from_us(first)
+        # As the one fold: with checkpoints on, a run that has none to continue from rebuilds
+        # every bucket once (unchanged rows are not rewritten) and leaves one for the next run.
+        fold_start = start
+        if settings.metrics_checkpoints > 0 and first < to_us(start) < stop_us and newer:
+            fold_start = from_us(first)
+        write_ck = settings.metrics_checkpoints > 0 and to_us(fold_start) <= first and stop_us > first and newer
     lineage = Lineage.load(settings)
-    groups = _fold_groups([p for p in lineage if _alive(p, fold_start, end)], n)
+    # Without a checkpoint the fold replays every change since the log's first bucket: a group
+    # must hold every partition that owned one, not only those alive from `fold_start`.
+    since = fold_start if ck is not None else from_us(min(first, to_us(fold_start)))
+    groups = _fold_groups([p for p in lineage if _alive(p, since, end)], n)
     if len(groups) < 2:
         return None
-    group_of_pid = {p.partition_id: i for i, (_, _, ps) in enumerate(groups) for p in ps}
     bounds = [lo for lo, _, _ in groups[1:]]
 
-    inc = _narrow_table(log.pruned([("seq", ">", int(ck.as_of_seq)), ("ts", "<", end)]),
-                        (pc.field("seq") > ck.as_of_seq) & (pc.field("ts") < pa.scalar(end, storage.TS)), log.uri)
-    inc_group = _group_of(_column(inc, "key", pa.string()), bounds)
-    pid_group = np.array([group_of_pid.get(p, -1) for p in _column(inc, "partition_id", pa.string()).to_pylist()],
-                         np.int64)
-    if np.any(pid_group != inc_group):
-        return None
-    seq_np, ts_np = _column(inc, "seq", pa.int64()).to_numpy(), pc.cast(_column(inc, "ts", storage.TS), pa.int64()).to_numpy()
-    before_stop = seq_np[ts_np < stop_us]
-    ck_seq = int(before_stop.max()) if len(before_stop) else int(ck.as_of_seq)
-    existing = checkpoints(settings, state_ds)
-    write_ck = stop_us > first and existing[-1].as_of_us < stop_us
+    if ck is not None:
+        inc = _narrow_table(log.pruned([("seq", ">", int(ck.as_of_seq)), ("ts", "<", end)]),
+                            (pc.field("seq") > ck.as_of_seq) & (pc.field("ts") < pa.scalar(end, storage.TS)), log.uri)
+        inc_group = _group_of(_column(inc, "key", pa.string()), bounds)
+        group_of_pid = {p.partition_id: i for i, (_, _, ps) in enumerate(groups) for p in ps}
+        pid_group = np.array([group_of_pid.get(p, -1) for p in _column(inc, "partition_id", pa.string()).to_pylist()],
+                             np.int64)
+        if np.any(pid_group != inc_group):
+            return None
+        seq_np = _column(inc, "seq", pa.int64()).to_numpy()
+        ts_np = pc.cast(_column(inc, "ts", storage.TS), pa.int64()).to_numpy()
+        before_stop = seq_np[ts_np < stop_us]
+        ck_seq = int(before_stop.max()) if len(before_stop) else int(ck.as_of_seq)
+        changes = int(np.count_nonzero((ts_np >= to_us(start)) & (ts_np < stop_us)))
+    else:
+        whole_log = log.pruned([("ts", "<", end)])
+        log_expr = pc.field("ts") < pa.scalar(end, storage.TS)
+        ck_seq = log.seq_before(from_us(stop_us))
+        changes = 0
     # The checkpoint's partitions by key range: one created at `end` (a split at the run's last
     # change) is not in the run's window, but lies inside its parent's group.
     active = lineage.active(at_seq=ck_seq) if write_ck else []
@@ -909,20 +960,31 @@ def _build_in_batches(settings, *, start: datetime | None, end: datetime, need: 
     access = read_access(settings, start=fold_start, end=end)
 
     tables, pieces, loose = [], [], []
-    with local_copies():
-        local = _local_state(state_ds, ck, storage.uri_for(settings, storage.METRICS_STATE))
+    with local_copies([(lo, hi) for lo, hi, _ in groups] if ck is None else None):
+        local = _local_state(state_ds, ck, storage.uri_for(settings, storage.METRICS_STATE)) if ck is not None else None
         for i, (lo, hi, parts) in enumerate(groups):
-            keys, nbytes = local.read([(lo, hi)])
-            view = _view_of(inc.filter(pa.array(inc_group == i)), base=(keys, nbytes, ck.as_of_seq, ck.as_of_us - 1))
+            if ck is not None:
+                keys, nbytes = local.read([(lo, hi)])
+                view = _view_of(inc.filter(pa.array(inc_group == i)),
+                                base=(keys, nbytes, ck.as_of_seq, ck.as_of_us - 1))
+                del keys, nbytes
+            else:
+                rows = _ranged_read(whole_log, log_expr, [(lo, hi)], log.uri)  # a streaming pass on first use
+                owners = pc.unique(_column(rows, "partition_id", pa.string())).to_pylist()
+                if not set(owners) <= {p.partition_id for p in parts}:
+                    return None
+                view = _view_of(rows)
+                del rows
+                changes += int(np.count_nonzero((view.ts >= to_us(start)) & (view.ts < stop_us)))
             ids = pa.array([p.partition_id for p in parts], pa.string())
             acc = access.filter(pc.is_in(access.column("partition_id"), value_set=ids)) if access is not None else None
             tables.append(compute_metrics(view, parts, start=fold_start, end=end, bucket=settings.bucket, access=acc))
             if write_ck:
                 mine = [p for p, g in zip(active, active_group) if g == i]
-                rows, free = _checkpoint_rows(view, mine, stop_us, ck_seq, first)
-                pieces.append(rows)
+                rows_ck, free = _checkpoint_rows(view, mine, stop_us, ck_seq, first)
+                pieces.append(rows_ck)
                 loose.append(free)
-            del view, keys, nbytes
+            del view
     table = pa.concat_tables(tables)
     table = table.take(pc.sort_indices(table, [("bucket_start", "ascending"), ("partition_id", "ascending")]))
     uri = storage.uri_for(settings, storage.PARTITION_METRICS)
@@ -930,7 +992,6 @@ def _build_in_batches(settings, *, start: datetime | None, end: datetime, need: 
         storage.merge(uri, storage.PARTITION_METRICS, table, keys=["partition_id", "bucket_start"])
     if write_ck:
         _store_checkpoint(settings, pieces, loose, existing, stop_us, ck_seq, first)
-    changes = int(np.count_nonzero((ts_np >= to_us(start)) & (ts_np < stop_us)))
     return _summary(table, start=start, end=end, bu=bu, changes=changes, ck=ck, batches=len(groups))
 
 
