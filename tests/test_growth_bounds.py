@@ -253,9 +253,12 @@ def test_woven_check_restores_each_source_once_per_base_and_equals_the_oracle(tm
 
 
 def test_woven_check_in_groups_of_one_source_holds_one_tail_and_equals_the_oracle(tmp_path, monkeypatch):
-    """restore_many reads and holds the tails of RESTORE_MANY_GROUP sources at a time (all 1,339
-    sources' tails at once passed 12 GB and pyarrow's 2 GiB offsets): with groups of one, every
-    scan covers one source's range, and the frame still equals the brute-force fold."""
+    """restore_many holds the tails of RESTORE_MANY_GROUP sources at a time (all 1,339 sources'
+    tails at once passed 12 GB and pyarrow's 2 GiB offsets). With several groups their tails come
+    from ONE streaming pass per span of all groups' merged seq spans (a scan per group decoded the
+    same rows once per group), spilled to a local file per group. With groups of one, each group's
+    tail holds exactly its source's changes over its own spans, and the frame still equals the
+    brute-force fold."""
     from weaver.checks import woven_check_frame
     from weaver.log.changelog import ChangeLog
     from weaver.pitr import restore as restore_mod
@@ -265,15 +268,22 @@ def test_woven_check_in_groups_of_one_source_holds_one_tail_and_equals_the_oracl
     a = add_weave(lake, "P0", "k2", 0.9, [ts(110), ts(150), ts(190)], prediction_id="pred-a")
     c = add_weave(lake, "P2", "k5", 0.7, [ts(310), ts(420), ts(480)], prediction_id="pred-c")
     d = add_weave(lake, "P3", "k8", 0.6, [ts(320), ts(400)], prediction_id="pred-d")
-    scans: list[list] = []
-    real = ChangeLog.read
+    scans: list = []
+    real_read, real_group = ChangeLog.read, restore_mod._GroupTails.read
+    held: list[tuple[int, set]] = []
 
     def spy(self, after_seq, upto_seq, key_lo=None, key_hi=None, columns=None, **kw):
         if columns is None:
             scans.append(kw.get("ranges") or [(key_lo, key_hi)])
-        return real(self, after_seq, upto_seq, key_lo, key_hi, columns, **kw)
+        return real_read(self, after_seq, upto_seq, key_lo, key_hi, columns, **kw)
+
+    def group_read(self, g, lineage):
+        t = real_group(self, g, lineage)
+        held.append((g, set(t.column("seq").to_pylist())))
+        return t
 
     monkeypatch.setattr(ChangeLog, "read", spy)
+    monkeypatch.setattr(restore_mod._GroupTails, "read", group_read)
     monkeypatch.setattr(restore_mod, "RESTORE_MANY_GROUP", 1)
     frame = woven_check_frame(lake.settings).to_dict("records")
     weaves = {w["weave_id"]: w for w in (a, c, d)}
@@ -284,5 +294,12 @@ def test_woven_check_in_groups_of_one_source_holds_one_tail_and_equals_the_oracl
         assert (r["as_of_seq"], r["rows_restore"], r["row_diff"]) == (lake.seq_at(tp), len(expect), 0)
         errors = {k: r[k] for k in ("missing", "extra", "misrouted", "duplicates", "seq_mismatch", "value_mismatch")}
         assert errors == dict.fromkeys(errors, 0), r
-    assert scans and all(len(rs) == 1 for rs in scans), scans
-    assert sorted({tuple(rs[0]) for rs in scans}, key=str) == sorted({tuple(lake.ranges[p]) for p in ("P0", "P2", "P3")}, key=str)
+    assert scans == []  # no filtered scan per group: the shared pass read them
+    # Groups in key order (P0, P2, P3), each with its source's changes over its own spans only:
+    # P0 base @100 to 190; P2 its parent's base @200 to 310, then its own @400 to 480; P3 @200 to 320.
+    spans = {"P0": [(100, lake.seq_at(ts(190)))], "P2": [(200, lake.seq_at(ts(310))), (400, lake.seq_at(ts(480)))],
+             "P3": [(200, lake.seq_at(ts(320)))]}
+    assert [g for g, _ in held] == [0, 1, 2]
+    for (_, seqs), p in zip(held, ("P0", "P2", "P3")):
+        assert seqs == {ch["seq"] for ch in lake.changes
+                        if _in(ch["key"], *lake.ranges[p]) and any(lo < ch["seq"] <= hi for lo, hi in spans[p])}, p
