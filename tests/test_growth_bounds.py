@@ -11,6 +11,7 @@ import random
 from datetime import datetime, timedelta
 
 import pytest
+from hypothesis import given, settings as hyp_settings, strategies as st
 
 from tests.lakes import (H, PARTS, T0, Lake, add_weave, owner, prediction, put_predictions, random_changes,
                          write_lake)
@@ -303,3 +304,28 @@ def test_woven_check_in_groups_of_one_source_holds_one_tail_and_equals_the_oracl
     for (_, seqs), p in zip(held, ("P0", "P2", "P3")):
         assert seqs == {ch["seq"] for ch in lake.changes
                         if _in(ch["key"], *lake.ranges[p]) and any(lo < ch["seq"] <= hi for lo, hi in spans[p])}, p
+
+@hyp_settings(max_examples=60, deadline=None)
+@given(keys=st.lists(st.text(alphabet="ab\x00", min_size=1, max_size=4), min_size=1, max_size=40),
+       bounds=st.lists(st.tuples(st.text(alphabet="ab\x00", max_size=3),
+                                 st.one_of(st.none(), st.text(alphabet="ab\x00", min_size=1, max_size=3))),
+                       min_size=1, max_size=5))
+def test_group_tail_key_membership_equals_brute_force(keys, bounds):
+    """restore_many's shared pass assigns a change to a group when its key lies in one of the
+    group's ranges [lo, hi): the vectorised search (keys and bounds without NUL) and the exact Arrow
+    comparison (any key, trailing NULs included, which numpy's fixed-width strings drop) both
+    equal Python's comparison, key by key."""
+    import numpy as np
+    import pyarrow as pa
+
+    from weaver.pitr.restore import _disjoint, _in_ranges, _in_ranges_exact
+
+    ranges = [(lo, hi) for lo, hi in bounds if hi is None or lo < hi]
+    if not ranges:
+        return
+    truth = [any(lo <= k and (hi is None or k < hi) for lo, hi in ranges) for k in keys]
+    assert _in_ranges_exact(pa.chunked_array([keys], pa.string()), ranges).tolist() == truth
+    plain = [i for i, k in enumerate(keys) if "\x00" not in k]
+    if all("\x00" not in (b or "") for r in ranges for b in r) and plain:
+        got = _in_ranges(np.asarray([keys[i] for i in plain], dtype=str), _disjoint(ranges))
+        assert got.tolist() == [truth[i] for i in plain]

@@ -235,7 +235,11 @@ class _GroupTails:
 
     def __init__(self, log: ChangeLog, groups: list[list], folder: str):
         self.spans = [np.array(_group_spans(g), np.int64).reshape(-1, 2) for g in groups]
-        self.ranges = [_disjoint([(part.key_lo or "", part.key_hi) for part, *_ in g]) for g in groups]
+        raw = [[(part.key_lo or "", part.key_hi) for part, *_ in g] for g in groups]
+        self.ranges = [_disjoint(r) for r in raw]
+        # numpy's fixed-width strings drop trailing NULs: a key or bound holding one is compared
+        # exactly, by Arrow (a rare user key; a batch without one takes the vectorised search).
+        nul_bounds = any("\x00" in (b or "") for r in raw for rng in r for b in rng)
         self.paths: list[str | None] = [None] * len(groups)
         self.schema = storage.SCHEMAS[storage.CHANGELOG]
         writers: list = [None] * len(groups)
@@ -249,9 +253,12 @@ class _GroupTails:
                         continue
                     t = storage.conform(pa.Table.from_batches([rb]), storage.CHANGELOG, where=f" at {log.uri}")
                     seq = t.column("seq").to_numpy()
-                    keys = np.asarray(t.column("key").to_numpy(zero_copy_only=False), dtype=str)
+                    key = t.column("key")
+                    exact = nul_bounds or bool(pc.any(pc.match_substring(key, "\x00")).as_py())
+                    keys = None if exact else np.asarray(key.to_numpy(zero_copy_only=False), dtype=str)
                     for g in range(len(groups)):
-                        m = _in_spans(seq, self.spans[g]) & _in_ranges(keys, self.ranges[g])
+                        inside = _in_ranges_exact(key, raw[g]) if exact else _in_ranges(keys, self.ranges[g])
+                        m = _in_spans(seq, self.spans[g]) & inside
                         if not m.any():
                             continue
                         if writers[g] is None:
@@ -294,6 +301,17 @@ def _in_ranges(keys: np.ndarray, ranges: tuple[np.ndarray, np.ndarray, np.ndarra
     ok = i >= 0
     j = np.maximum(i, 0)
     return ok & (~bounded[j] | (keys < his[j]))
+
+
+def _in_ranges_exact(keys: pa.ChunkedArray, ranges: list[tuple[str, str | None]]) -> np.ndarray:
+    """`_in_ranges` by Arrow's byte-wise string comparison (any key, trailing NULs included)."""
+    inside = np.zeros(len(keys), dtype=bool)
+    for lo, hi in ranges:
+        m = pc.greater_equal(keys, lo)
+        if hi is not None:
+            m = pc.and_(m, pc.less(keys, hi))
+        inside |= pc.fill_null(m, False).to_numpy(zero_copy_only=False)
+    return inside
 
 
 def _in_spans(seq: np.ndarray, spans: np.ndarray) -> np.ndarray:
