@@ -24,7 +24,7 @@ from weaver.core import objstore, storage
 from weaver.core.ids import interval_id
 from weaver.core.settings import Settings
 from weaver.core.time import bucket_us, from_us, parse_timepoint
-from weaver.predict import gather, run_params
+from weaver.predict import gather_batched, run_params
 from weaver.predict.models import DEFAULT_MODEL, sample_paths, seed_for
 from weaver.log import Lineage
 from weaver.whatif.advice import WAIT, advise
@@ -88,8 +88,9 @@ def _render(settings: Settings, at: datetime, model: str, rows: list[dict], out:
     chosen = [r for r in rows if r["action"] != WAIT] or sorted(rows, key=lambda r: -r["probability"])[:1]
     chosen = chosen[:MAX_PARTITIONS]
     params = run_params(settings, at=run_ts, model=model)
-    run = gather(settings, params)
-    pins = {p.partition.partition_id: p for p in run.partitions}
+    runs = gather_batched(settings, params)  # batch by batch, as the run was: memory follows a batch
+    pins = {p.partition.partition_id: p for r in runs for p in r.partitions}
+    horizon = runs[0].horizon if runs else None
     bu = bucket_us(settings.bucket)
     plots: list[tuple[str, str]] = []
     size_t, write_t = settings.size_threshold_bytes, settings.write_threshold_per_s
@@ -97,7 +98,7 @@ def _render(settings: Settings, at: datetime, model: str, rows: list[dict], out:
         pin = pins.get(a["partition_id"])
         if pin is None or len(pin.ds) < 2:
             continue
-        f = fan(pin, run.horizon, model, samples, bu)
+        f = fan(pin, horizon, model, samples, bu)
         g = _dt(f["grid"])
         fig, axes = plt.subplots(1, 2, figsize=(12, 3.6))
         for ax, hist, qs, thr, label in ((axes[0], pin.size, f["size"], size_t, "size (bytes)"),
