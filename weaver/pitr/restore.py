@@ -241,7 +241,6 @@ class _GroupTails:
         # exactly, by Arrow (a rare user key; a batch without one takes the vectorised search).
         nul_bounds = any("\x00" in (b or "") for r in raw for rng in r for b in rng)
         self.paths: list[str | None] = [None] * len(groups)
-        self.schema = storage.SCHEMAS[storage.CHANGELOG]
         writers: list = [None] * len(groups)
         try:
             for lo, hi in _merge_spans((int(a), int(b)) for sp in self.spans for a, b in sp):

@@ -890,6 +890,9 @@ def _build_in_batches(settings, *, start: datetime | None, end: datetime, need: 
     n = settings.metrics_batch_partitions
     if n <= 0:
         return None
+    lineage = Lineage.load(settings)
+    if len(lineage) <= n:
+        return None  # at most one group: nothing to read before the one fold
     state_ds = _state_dataset(settings)
     existing = checkpoints(settings, state_ds) if state_ds is not None else []
     fits = [c for c in existing if c.as_of_us <= need]
@@ -921,7 +924,6 @@ def _build_in_batches(settings, *, start: datetime | None, end: datetime, need: 
         if settings.metrics_checkpoints > 0 and first < to_us(start) < stop_us and newer:
             fold_start = from_us(first)
         write_ck = settings.metrics_checkpoints > 0 and to_us(fold_start) <= first and stop_us > first and newer
-    lineage = Lineage.load(settings)
     # Without a checkpoint the fold replays every change since the log's first bucket: a group
     # must hold every partition that owned one, not only those alive from `fold_start`.
     since = fold_start if ck is not None else from_us(min(first, to_us(fold_start)))
