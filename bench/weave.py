@@ -13,8 +13,10 @@ engine forced by ``weave_engine``:
   (``shuffle_partitions`` shuffle partitions), after one warm-up weave on a scratch lake in the
   same JVM.
 
-Each contender runs in its own process, over the sizes smallest first, on its own copy of each
-lake; wall time from the call to its return; peak RSS of the process (VmHWM; for Spark the Python
+Each contender runs in its own process, over the sizes smallest first, ``--repeat`` times per size
+(default 3), each time on a fresh copy of the lake; wall time from the call to its return, the
+median of the repeats (all of them are kept: ``*_wall_s_runs``; Spark local[2]'s wall time was
+seen to vary by several seconds between identical runs, enough to move local[2] / local[1] by 0.1); peak RSS of the process (VmHWM; for Spark the Python
 driver's only: the JVM is a separate process, sized by Spark's own settings). ``work`` is the run's size as the engine choice
 sees it (weaver.weave.engine.run_work: change-log rows the sequences span, summed). The outputs
 of the three contenders are checked to be the same rows. Ratios per size: ``spark_local2_vs_arrow``
@@ -34,6 +36,7 @@ import hashlib
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -188,6 +191,7 @@ def main() -> None:
     ap.add_argument("--days", type=int, default=2)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--quick", action="store_true", help="sizes 2,3,4 (a smoke run)")
+    ap.add_argument("--repeat", type=int, default=3, help="weaves per contender and size (median wall time)")
     args = ap.parse_args()
     sizes = [2, 3, 4] if args.quick else [int(x) for x in args.sizes.split(",")]
     mach = machine()
@@ -210,9 +214,10 @@ def main() -> None:
         def jobs(name: str) -> list[dict]:
             out = []
             for base, info in zip(lakes, infos):
-                dst = tmp / f"{name}_{base.name}"
-                shutil.copytree(base, dst)
-                out.append({"lake": str(dst), "at": info["at"].isoformat()})
+                for r in range(args.repeat):
+                    dst = tmp / f"{name}_{base.name}_{r}"
+                    shutil.copytree(base, dst)
+                    out.append({"lake": str(dst), "at": info["at"].isoformat()})
             w = tmp / f"warm_{name}"
             shutil.copytree(warm, w)
             out[0]["warm"] = {"lake": str(w), "at": warm_at.isoformat()}
@@ -223,10 +228,19 @@ def main() -> None:
         results, lake_of = {}, {}
         for name, (engine, master) in contenders.items():
             js = jobs(name)
-            lake_of[name] = [j["lake"] for j in js]
-            results[name] = run_child(engine, master, js)
-            for r in results[name]:
+            lake_of[name] = [j["lake"] for j in js][::args.repeat]  # each size's first copy
+            runs = run_child(engine, master, js)
+            for r in runs:
                 assert r["engine"] == engine, r
+            # Per size: the first run's summary, with the median wall time of the repeats.
+            results[name] = []
+            for i in range(len(sizes)):
+                rep = runs[i * args.repeat:(i + 1) * args.repeat]
+                walls = [r["wall_s"] for r in rep]
+                assert all(r["rows_written"] == rep[0]["rows_written"] for r in rep), rep
+                results[name].append({**rep[0], "wall_s": statistics.median(walls),
+                                      "wall_s_runs": [round(w, 3) for w in walls],
+                                      "peak_rss_mib": max(r["peak_rss_mib"] or 0 for r in rep)})
 
         for i in range(len(sizes)):
             if not same_rows([lake_of[name][i] for name in contenders]):
@@ -240,6 +254,7 @@ def main() -> None:
                 "predictions": preds[i], "sequences": a["sequences"], "timepoints": a["timepoints_written"],
                 "woven_rows": a["rows_written"], "work": a["work_changes"],
                 **{f"{k}_wall_s": round(results[k][i]["wall_s"], 3) for k in contenders},
+                **{f"{k}_wall_s_runs": results[k][i]["wall_s_runs"] for k in contenders},
                 **{f"{k}_peak_rss_mib": results[k][i]["peak_rss_mib"] for k in contenders},
             })
             ratios[f"spark_local2_vs_arrow_{n}p"] = round(a["wall_s"] / s2["wall_s"], 3)
@@ -252,7 +267,7 @@ def main() -> None:
                    "load_avg_1m_at_end": round(os.getloadavg()[0], 2)}
         out = {"bench": "weave", "machine": mach, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "params": {"sizes": sizes, "days": args.days, "seed": args.seed, "window_h": 23, "cadence": "1h",
-                          "shuffle_partitions": SHUFFLE_PARTITIONS},
+                          "shuffle_partitions": SHUFFLE_PARTITIONS, "repeat": args.repeat},
                "ratios": ratios, "figures": figures}
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(out, indent=2) + "\n")

@@ -14,8 +14,8 @@ import pytest
 from pyspark.testing import assertDataFrameEqual
 
 from weaver.replay.spark import (
-    explode_timepoints, filter_last_timepoint, filter_puts, filter_seq_span, with_last_state, with_next_seq,
-    with_timepoint_span, with_weave_of_change, with_weave_of_snapshot_row, with_woven_partition, woven_rows,
+    filter_last_timepoint, filter_puts, filter_seq_span, with_last_state, with_next_seq, with_timepoints,
+    with_weave_of_change, with_weave_of_snapshot_row, with_woven_partition, woven_rows,
 )
 
 pytestmark = pytest.mark.spark
@@ -105,35 +105,31 @@ def test_filter_puts_drops_deletes(spark):
     assertDataFrameEqual(events.transform(filter_puts), expected)
 
 
-def test_with_timepoint_span_counts_timepoint_seqs_below_seq_and_next_seq(spark):
-    """Timepoints at seqs 3, 5, 8: an event is live at timepoint i when seq <= tp_seqs[i] < next_seq."""
-    tps = [3, 5, 8]
+def test_with_timepoints_one_row_per_timepoint_whose_seq_the_event_is_live_at(spark):
+    """w1's timepoints T1, T2, T3 at seqs 3, 5, 8: an event is live at a timepoint when
+    seq <= its seq < next_seq (no next_seq: every later one). w2 (one timepoint, T2 at seq 4)
+    never meets w1's events, though its seq lies in their spans."""
+    plans = [Plan("w1", "P", "k5", [T1, T2, T3], [3, 5, 8]), Plan("w2", "Q", "m", [T2], [4])]
+    cols = "weave_id string, key string, seq long, next_seq long"
     df = spark.createDataFrame([
-        (1, 4, tps),  # live at seq 3 only
-        (3, 5, tps),  # an event AT a timepoint's seq belongs to it; its successor at seq 5 takes over there
-        (4, None, tps),  # the key's last event: live from seq 5 to the end
-        (6, 7, tps),  # replaced before the next timepoint: no timepoint
-        (9, None, tps),  # after the last timepoint
-    ], "seq long, next_seq long, tp_seqs array<long>")
-    expected = spark.createDataFrame([
-        (1, 4, tps, 0, 1), (3, 5, tps, 0, 1), (4, None, tps, 1, 3), (6, 7, tps, 2, 2), (9, None, tps, 3, 3),
-    ], "seq long, next_seq long, tp_seqs array<long>, i0 int, i1 int")
-    assertDataFrameEqual(df.transform(with_timepoint_span), expected)
-
-
-def test_explode_timepoints_one_row_per_timepoint_in_the_span(spark):
-    tp_us, tp_seqs = [us(T1), us(T2), us(T3)], [3, 5, 8]
-    cols = "key string, i0 int, i1 int, tp_us array<long>, tp_seqs array<long>"
-    df = spark.createDataFrame([
-        ("a", 0, 1, tp_us, tp_seqs), ("b", 1, 3, tp_us, tp_seqs),
-        ("c", 2, 2, tp_us, tp_seqs),  # an empty span: no row
+        ("w1", "a", 1, 4),  # live at seq 3 only
+        ("w1", "b", 3, 5),  # an event AT a timepoint's seq belongs to it; its successor at seq 5 takes over there
+        ("w1", "c", 4, None),  # the key's last event: live from seq 5 to the end
+        ("w1", "d", 6, 7),  # replaced before the next timepoint: no timepoint
+        ("w1", "e", 9, None),  # after the last timepoint
+        ("w2", "a", 2, None),  # w2's own timepoint only
     ], cols)
+    plan = "source_partition_id string, split_key string, left_id string, right_id string"
     expected = spark.createDataFrame([
-        ("a", 0, 1, tp_us, tp_seqs, 0, T1, 3),
-        ("b", 1, 3, tp_us, tp_seqs, 1, T2, 5),
-        ("b", 1, 3, tp_us, tp_seqs, 2, T3, 8),
-    ], cols + ", i int, timepoint timestamp, as_of_seq long")
-    assertDataFrameEqual(df.transform(explode_timepoints), expected)
+        ("w1", "a", 1, 4, "P", "k5", "P~w1~L", "P~w1~R", T1, 3),
+        ("w1", "b", 3, 5, "P", "k5", "P~w1~L", "P~w1~R", T1, 3),
+        ("w1", "c", 4, None, "P", "k5", "P~w1~L", "P~w1~R", T2, 5),
+        ("w1", "c", 4, None, "P", "k5", "P~w1~L", "P~w1~R", T3, 8),
+        ("w2", "a", 2, None, "Q", "m", "Q~w2~L", "Q~w2~R", T2, 4),
+    ], f"{cols}, {plan}, timepoint timestamp, as_of_seq long")
+    got = df.transform(with_timepoints(plans))
+    assertDataFrameEqual(got.select(*expected.columns), expected)
+    assert sorted(got.columns) == sorted(expected.columns)
 
 
 def test_with_woven_partition_routes_keys_below_split_key_left(spark):
