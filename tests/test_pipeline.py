@@ -65,3 +65,22 @@ def test_suite_passes_a_good_batch(small_lake):
 def test_suite_fails_a_bad_batch_naming_the_check(small_lake, name, mutate, needle):
     with pytest.raises(ExpectationFailedError, match=needle):
         validate("changelog", _frame(small_lake, mutate))
+
+
+def test_suite_fails_a_write_by_a_partition_after_it_split(small_lake):
+    """A change in the parent's key range, labelled with the parent after the split retired it:
+    the key is in range, but the parent no longer owns it (owner_ok, from the lineage's
+    created/retired seqs)."""
+    lin = Lineage(storage.read(storage.table_uri(str(small_lake), storage.PARTITIONS), storage.PARTITIONS))
+    parent = next(p for p in lin if p.retired_seq is not None)
+    children = {p.partition_id for p in lin if p.parent_id == parent.partition_id}
+    rows = _changes(small_lake).to_pylist()
+    i = next(i for i, r in enumerate(rows) if r["seq"] > parent.retired_seq and r["partition_id"] in children)
+    window = rows[i - 5:i + 5]
+    window[5] = dict(window[5], partition_id=parent.partition_id)
+    t = pa.Table.from_pylist(window, schema=storage.SCHEMAS[storage.CHANGELOG])
+    frame = changelog_check_frame(t, lin, expected_first_seq=window[0]["seq"])
+    assert frame["in_range"].tolist() == [True] * 10
+    assert frame["owner_ok"].tolist() == [True] * 5 + [False] + [True] * 4
+    with pytest.raises(ExpectationFailedError, match="owner_ok"):
+        validate("changelog", frame)

@@ -51,7 +51,10 @@ def changelog_check_frame(changes: pa.Table, lineage: Lineage, expected_first_se
     j = df.merge(parts, on="partition_id", how="left")
     known = j["_lo"].notna()
     in_range = known & (j["key"] >= j["_lo"].fillna("")) & (j["_hi"].isna() | (j["key"] < j["_hi"].fillna("")))
-    owner = known & (j["seq"] > j["_c"].fillna(0)) & (j["_r"].isna() | (j["seq"] <= j["_r"].fillna(0)))
+    # created/retired seqs as floats (NaN for none): fillna on the object column they come in as
+    # is deprecated in pandas 2 (silent downcasting).
+    c, r = pd.to_numeric(j["_c"]), pd.to_numeric(j["_r"])
+    owner = known & (j["seq"] > c.fillna(0)) & (r.isna() | (j["seq"] <= r.fillna(0)))
     df["in_range"] = in_range.to_numpy(dtype=bool)
     df["owner_ok"] = owner.to_numpy(dtype=bool)
     df["value_bytes"] = df["value_bytes"].fillna(0)
