@@ -16,8 +16,8 @@ engine forced by ``weave_engine``:
 Each contender runs in its own process, over the sizes smallest first, ``--repeat`` times per size
 (default 3), each time on a fresh copy of the lake; wall time from the call to its return, the
 median of the repeats (all of them are kept: ``*_wall_s_runs``; Spark local[2]'s wall time was
-seen to vary by several seconds between identical runs, enough to move local[2] / local[1] by 0.1); peak RSS of the process (VmHWM; for Spark the Python
-driver's only: the JVM is a separate process, sized by Spark's own settings). ``work`` is the run's size as the engine choice
+seen to vary by several seconds between identical runs, enough to move local[2] / local[1] by
+0.1); peak RSS of the process over its runs (VmHWM; for Spark the Python driver's only: the JVM is a separate process, sized by Spark's own settings). ``work`` is the run's size as the engine choice
 sees it (weaver.weave.engine.run_work: change-log rows the sequences span, summed). The outputs
 of the three contenders are checked to be the same rows. Ratios per size: ``spark_local2_vs_arrow``
 (> 1: Spark faster), ``spark_local2_vs_local1`` (parallel speed-up); ``crossover_work`` is where

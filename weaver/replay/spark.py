@@ -147,7 +147,9 @@ def with_timepoints(todo: list[WovenPlan]) -> Callable:
     An equi-join on weave_id with the span as its (compiled) condition: each event meets its own
     sequence's timepoints and leaves once per timepoint that holds it - the explode of the span,
     without per-row array functions (higher-order functions are interpreted row by row; measured
-    at 256 sequences x 23 timepoints, docs/design.md "Weaving engines")."""
+    at 256 sequences x 23 timepoints, docs/design.md "Profile of the Spark path"). The broadcast
+    holds one row per (sequence, timepoint) of the run - the same data the per-sequence arrays
+    held before."""
     from pyspark.sql import functions as F
 
     def f(df):
