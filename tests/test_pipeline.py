@@ -43,8 +43,12 @@ def test_extract_stages_exactly_the_interval(small_lake, tmp_path):
     assert extract(s, start=start, end=end) == m
 
 
+def _lineage(lake):
+    return Lineage(storage.read(storage.table_uri(str(lake), storage.PARTITIONS), storage.PARTITIONS))
+
+
 def _frame(lake, mutate):
-    lin = Lineage(storage.read(storage.table_uri(str(lake), storage.PARTITIONS), storage.PARTITIONS))
+    lin = _lineage(lake)
     rows = _changes(lake).slice(1000, 200).to_pylist()
     mutate(rows)
     t = pa.Table.from_pylist(rows, schema=storage.SCHEMAS[storage.CHANGELOG])
@@ -71,7 +75,7 @@ def test_suite_fails_a_write_by_a_partition_after_it_split(small_lake):
     """A change in the parent's key range, labelled with the parent after the split retired it:
     the key is in range, but the parent no longer owns it (owner_ok, from the lineage's
     created/retired seqs)."""
-    lin = Lineage(storage.read(storage.table_uri(str(small_lake), storage.PARTITIONS), storage.PARTITIONS))
+    lin = _lineage(small_lake)
     parent = next(p for p in lin if p.retired_seq is not None)
     children = {p.partition_id for p in lin if p.parent_id == parent.partition_id}
     rows = _changes(small_lake).to_pylist()
