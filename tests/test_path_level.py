@@ -63,3 +63,26 @@ def test_level_spread_takes_only_a_share_of_the_recent_growth():
     assert terms.slope == 0.0
     assert terms.sd == pytest.approx(M.PATH_LEVEL_WIDTH * np.hypot(se, M.PATH_SPREAD_SHARE * abs(shift)))
     assert M.PATH_SPREAD_SHARE < 1.0
+
+
+def test_blocks_from_a_busier_day_are_scaled_not_shifted():
+    """An insert-only partition (every hourly increment positive) with a daily cycle whose oldest
+    day ran at 3x the level of the last two: the size never shrank, so a path should not either.
+    A bootstrapped block from the busy day *shifted* down to the last day's mean carries its large
+    troughs below zero (72 % of paths shrank at some hour before `models.PATH_SCALE_RANGE`);
+    scaled to the step's mean it keeps the cycle's shape. Only paths whose Normal level draw falls
+    to <= 0 may step down (a fraction of a percent here)."""
+    t = np.arange(72)
+    inc = np.where(t < 24, 3000.0, 1000.0) * (1 + 0.9 * np.sin(2 * np.pi * t / 24))
+    assert inc.min() > 0
+    size = 50_000.0 + np.concatenate([[0.0], np.cumsum(inc)])[:72]
+    ds = np.arange(1, 73, dtype=np.int64) * H
+    horizon = np.arange(73, 97, dtype=np.int64) * H
+    paths = M._path_size(ds, size, horizon, 2000, 7)
+    steps = np.diff(np.concatenate([np.full((len(paths), 1), size[-1]), paths], axis=1), axis=1)
+    assert (steps < 0).any(axis=1).mean() <= 0.01
+    # the cycle survives: step k is the increment of hour 72 + k, and the history's cycle peaks at
+    # hour 6 of a day and bottoms at hour 18 (1 +- 0.9; +-1 h of jitter blurs it)
+    med = np.median(steps, axis=0)
+    assert 5 <= int(np.argmax(med)) <= 8 and 17 <= int(np.argmin(med)) <= 20
+    assert med.max() >= 5 * med.min() > 0

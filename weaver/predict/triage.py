@@ -10,12 +10,14 @@ The envelope, per partition, with ``H`` = buckets from the last history point to
 end, ``P`` = buckets per day, ``b`` = bucket seconds, ``d`` = the size increments of the history,
 ``R`` = the largest write rate of the history:
 
-* size  ``U_s = last size + max_{k in {1, H}} (k * a + S k (k + 1) / (2 P))`` with
-  ``a = max d - min mu + mu0 + shift + Z * sd + S / 2`` and ``S = 1.5 * max(slope, 0)``: ``mu`` the
-  mean increment of each of the last days (``mu0`` the last), ``slope = mu0 - mu1``, ``shift`` the
-  last 6 buckets' deviation from the same hours of earlier days, ``sd`` the standard deviation of
-  the level draw - the deterministic terms of the ``path`` model (`models.size_terms`) - and ``Z`` a
-  one-sided Normal quantile;
+* size  ``U_s = last size + max_k sum_{i <= k} max(a + S i / P, d+ * min(hi, max(lo, M_i / mu+)))``
+  with ``a = max d - min mu + mu0 + shift + Z * sd + S / 2``, ``M_i = mu0 + shift + Z * sd + S i / P``
+  and ``S = 1.5 * max(slope, 0)``: ``mu`` the
+  mean increment of each of the last days (``mu0`` the last, ``mu+`` the least positive one),
+  ``d+ = max(max d, 0)``, ``(lo, hi) = models.PATH_SCALE_RANGE``, ``slope = mu0 - mu1``, ``shift``
+  the last 6 buckets' deviation from the same hours of earlier days, ``sd`` the standard deviation
+  of the level draw - the deterministic terms of the ``path`` model (`models.size_terms`) - and
+  ``Z`` a one-sided Normal quantile (the second term bounds an increment scaled to the step's mean);
 * rate  ``U_r = L + y * sqrt(L / b)`` with ``L = B * exp(a+ + x * sigma)``: ``B`` the largest
   base level (``R`` scaled by the day-over-day level ratio and growth), ``a+`` the positive part
   of the current anomaly, ``sigma`` the day-over-day log-rate noise (<= 1) - the same history
@@ -120,13 +122,21 @@ def _cantelli(H: int, q: float) -> float:
 
 
 def _size_bound(y: np.ndarray, H: int, P: int, Z: float) -> float:
-    # The path model's step k is inc[idx] - mu[day] + mu0 + shift + sd * z + share * slope * (k/P + 0.5)
-    # with mu0, shift, slope, sd fixed by the history: inc[idx] <= max inc, mu[day] >= min mu,
-    # z <= Z, share in [0, 1.5].
+    # The path model's step k has the mean m_k = mu0 + shift + sd * z + share * slope * k / P with
+    # mu0, shift, slope, sd fixed by the history, z <= Z, share in [0, 1.5]: m_k <= M_k. The step is
+    # inc[idx] * clip(m_k / mu[day], lo, hi) where mu[day] > 0 and m_k > 0 - at most
+    # max(max inc, 0) * min(hi, max(lo, M_k / the least positive mu)) - else
+    # inc[idx] - mu[day] + m_k <= max inc - min mu + M_k (+ S / 2 of slack).
     t = _models.size_terms(y, P)
     S = 1.5 * max(t.slope, 0.0)
-    a = float(t.inc.max() - t.mu.min() + t.mu[0] + t.shift + Z * t.sd + 0.5 * S)
-    return float(y[-1] + max(k * a + S * k * (k + 1) / (2 * P) for k in (1, H)))
+    k = np.arange(1, H + 1)
+    M = t.mu[0] + t.shift + Z * t.sd + S * k / P
+    shifted = t.inc.max() - t.mu.min() + M + 0.5 * S
+    lo, hi = _models.PATH_SCALE_RANGE
+    pos = t.mu[t.mu > 0]
+    scaled = max(float(t.inc.max()), 0.0) * np.minimum(hi, np.maximum(lo, np.maximum(M, 0.0) / pos.min())) \
+        if pos.size else np.zeros(H)
+    return float(y[-1] + np.max(np.cumsum(np.maximum(shifted, scaled))))
 
 
 def _rate_bound(r: np.ndarray, H: int, P: int, b: float, x: float, y: float) -> float:
