@@ -648,10 +648,10 @@ def overwrite_batches(uri: str, name: str, batches: Callable[[], Iterable[pa.Tab
                       compression: str = "SNAPPY", row_group_rows: int | None = None,
                       file_bytes: int | None = None) -> None:
     """Replace the rows matching `predicate` (replaceWhere) with the tables `batches()` yields, in one
-    commit, streamed: delta-rs writes one batch at a time, so memory follows a batch (and a file
-    of up to `file_bytes`, which delta-rs buffers before its upload), not the rows. Rows whose
-    values are long lists want a small `row_group_rows`: a reader decodes a row group at once.
-    `batches` is called once per attempt (a retry after a conflict streams them again)."""
+    commit, streamed: the caller's tables need not be in memory together (delta-rs buffers a file
+    of up to `file_bytes` before its upload, and its own RSS still grows with the rows written).
+    Rows whose values are long lists want a small `row_group_rows`: a reader decodes a row group at
+    once. `batches` is called once per attempt (a retry after a conflict streams them again)."""
     from deltalake import WriterProperties
     from deltalake import write_deltalake
 
