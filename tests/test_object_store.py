@@ -312,15 +312,17 @@ def test_the_dag_task_bodies_on_s3_equal_a_local_lake(s3, tmp_path):
                               ["partition_id", "bucket_start"]),
             "predictions": _table(storage.uri_for(s, storage.PREDICTIONS), storage.PREDICTIONS, ["prediction_id"]),
             "advice": _table(storage.uri_for(s, storage.ADVICE), storage.ADVICE, ["advice_id"]),
+            # the metrics checkpoint: Parquet files Arrow wrote into the bucket, committed with their stats
+            "state": _table(storage.uri_for(s, storage.METRICS_STATE), storage.METRICS_STATE, ["state_id"]),
         }
     r, loc = out[remote], out[local]
     # Every plain file the tasks wrote is an object under the lake's prefix, none a local folder.
     assert r["staged_uri"].startswith(remote + "/_weaver/staging/") and r["record_uri"].startswith(remote + "/_weaver/runs/")
     assert r["target"]["lake"] == remote and r["target"]["woven"] == remote + "/woven"
     assert r["target"]["spark_conf"]["spark.hadoop.fs.s3.impl"] == "org.apache.hadoop.fs.s3a.S3AFileSystem"
-    assert r["manifest"]["changes"] > 0 and r["metrics"] and r["predictions"]
+    assert r["manifest"]["changes"] > 0 and r["metrics"] and r["predictions"] and r["state"]
     for k in ("manifest", "staged", "built", "accounting", "staged_rows", "published", "metrics", "predictions",
-              "advice"):
+              "advice", "state"):
         assert r[k] == loc[k], k
     assert r["record"] == loc["record"]
     assert not Path("s3:").exists()

@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -642,37 +642,6 @@ def merge(
         )
 
     return retry_commit(attempt, what=f"MERGE into {name}")
-
-
-def overwrite_batches(uri: str, name: str, batches: Callable[[], Iterable[pa.Table]], *, predicate: str,
-                      compression: str = "SNAPPY", row_group_rows: int | None = None,
-                      file_bytes: int | None = None) -> None:
-    """Replace the rows matching `predicate` (replaceWhere) with the tables `batches()` yields, in one
-    commit, streamed: the caller's tables need not be in memory together (delta-rs buffers a file
-    of up to `file_bytes` before its upload, and its own RSS still grows with the rows written).
-    Rows whose values are long lists want a small `row_group_rows`: a reader decodes a row group at
-    once. `batches` is called once per attempt (a retry after a conflict streams them again)."""
-    from deltalake import WriterProperties
-    from deltalake import write_deltalake
-
-    from weaver.core.retry import retry_commit
-
-    schema = SCHEMAS[name]
-
-    def reader() -> pa.RecordBatchReader:
-        return pa.RecordBatchReader.from_batches(
-            schema, (b for t in batches() for b in conform(t, name).to_batches() if b.num_rows))
-
-    props = WriterProperties(compression=compression, max_row_group_size=row_group_rows)
-
-    def attempt() -> None:
-        if not is_table(uri):
-            create_table(uri, reader(), writer_properties=props, target_file_size=file_bytes)
-            return
-        write_deltalake(uri, reader(), mode="overwrite", predicate=predicate, writer_properties=props,
-                        target_file_size=file_bytes, storage_options=options(uri))
-
-    retry_commit(attempt, what=f"overwrite of {name}")
 
 
 def overwrite(uri: str, name: str, rows: pa.Table, *, predicate: str | None = None,

@@ -25,10 +25,15 @@ from weaver.core.time import parse_timepoint
 from weaver.pitr import vacuum
 from weaver.weave import vacuum_woven
 
-#: Tables written by delta-rs MERGEs keyed on deterministic ids (many small commits each).
+#: Tables written by delta-rs MERGEs keyed on deterministic ids (many small commits each), and
+#: the metrics checkpoints.
 MERGE_TABLES = (storage.PARTITION_METRICS, storage.PREDICTIONS, storage.PREDICTIONS_STAGED,
                 storage.SNAPSHOT_CATALOG, storage.BACKTEST_RESULTS, storage.WOVEN_CATALOG, storage.QUARANTINE,
                 storage.METRICS_STATE)
+#: Only their log is checkpointed: a metrics checkpoint is written once, in files of up to 32 MiB
+#: with one row group per 64 partitions (metrics reads a few rows at a time); delta-rs' compaction
+#: would rewrite every live key into large row groups with a writer whose memory grows with them.
+_LOG_ONLY = frozenset({storage.METRICS_STATE})
 
 
 def compact_tables(settings: Settings, names: tuple[str, ...] = MERGE_TABLES, *,
@@ -53,7 +58,8 @@ def compact_tables(settings: Settings, names: tuple[str, ...] = MERGE_TABLES, *,
             dt = storage.open_table(uri)
             return dt.optimize.compact(writer_properties=WriterProperties(compression=compression))
 
-        metrics = retry_commit(compact, what=f"compact {name}") if files_before >= min_files else {}
+        metrics = (retry_commit(compact, what=f"compact {name}")
+                   if files_before >= min_files and name not in _LOG_ONLY else {})
         faults.point("maintain.before_checkpoint")
         after = storage.open_table(uri)
         after.create_checkpoint()

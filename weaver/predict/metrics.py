@@ -46,7 +46,7 @@ import pyarrow.compute as pc
 import pyarrow.ipc  # noqa: F401  (pa.ipc)
 import pyarrow.parquet as pq
 
-from weaver.core import objstore, storage
+from weaver.core import filecommit, objstore, storage
 from weaver.core.ids import metrics_state_id
 from weaver.core.time import bucket_floor, bucket_us, from_us, parse_timepoint, to_us
 from weaver.log.changelog import ChangeLog, log_start_seq
@@ -704,11 +704,11 @@ def _store_checkpoint(settings, pieces: Callable[[], Iterable[pa.Table]], loose:
         }, schema=storage.SCHEMAS[storage.METRICS_STATE])]
     # A checkpoint is written once per instant (a run whose instant is stored writes none), so
     # replacing the instant's rows is idempotent; unlike a MERGE of every live key (1.5 GB peak at
-    # 6.6 M keys, bench/scale.py's 2H metrics) the write holds one piece at a time. The predicate
-    # names the instant and seq: delta-rs reads only files that can hold them.
-    storage.overwrite_batches(uri, storage.METRICS_STATE, lambda: (t for part in (head, pieces()) for t in part),
-                              predicate=f"as_of_ts = '{at.isoformat()}' AND as_of_seq = {seq}",
-                              row_group_rows=_STATE_ROWS_PER_BATCH, file_bytes=_STATE_FILE_BYTES)
+    # 6.6 M keys, bench/scale.py's 2H metrics) or delta-rs' own writer (whose memory grows with the
+    # rows written), Arrow writes the files a piece at a time (filecommit).
+    filecommit.replace_rows(uri, storage.METRICS_STATE, lambda: (t for part in (head, pieces()) for t in part),
+                            match={"as_of_ts": at, "as_of_seq": seq},
+                            row_group_rows=_STATE_ROWS_PER_BATCH, file_bytes=_STATE_FILE_BYTES)
     all_cks = existing + [Checkpoint(at_us, seq, first_us)]
     keep = _retained([c.as_of_us for c in all_cks], settings.metrics_checkpoints,
                      bucket_us(settings.forecast_history) + 2 * _DAY_US)
@@ -746,15 +746,9 @@ def _retained(instants: list[int], latest: int, horizon_us: int) -> set[int]:
 
 
 def _delete_checkpoints(uri: str, gone: list[Checkpoint]) -> None:
-    if not gone:
-        return
-    pred = " OR ".join(f"(as_of_seq = {c.as_of_seq} AND as_of_ts = '{from_us(c.as_of_us).isoformat()}')"
-                       for c in gone)
-
-    def attempt():
-        return storage.open_table(uri, storage.METRICS_STATE).delete(pred)
-
-    retry_commit(attempt, what=f"DELETE from {storage.METRICS_STATE}")
+    filecommit.delete_rows(uri, storage.METRICS_STATE,
+                           [{"as_of_ts": from_us(c.as_of_us), "as_of_seq": c.as_of_seq} for c in gone],
+                           row_group_rows=_STATE_ROWS_PER_BATCH)
 
 
 def build_metrics(settings, *, end: datetime, start: datetime | None = None) -> dict:
