@@ -199,7 +199,7 @@ def test_retention_is_idempotent():
 def test_checkpoint_streams_to_small_row_groups_and_replaces_only_its_instant(tmp_path, monkeypatch):
     """The batched fold spills each group's checkpoint rows to a local file and writes them in
     one commit of small row groups (a later run decodes a few partitions at a time); the write
-    replaces only its own instant's rows, and the spill folder is gone afterwards."""
+    replaces only its own instant's rows, and the run folder with the spill is gone afterwards."""
     import glob
     import tempfile
 
@@ -216,8 +216,16 @@ def test_checkpoint_streams_to_small_row_groups_and_replaces_only_its_instant(tm
     s = _settings(lake, metrics_batch_partitions=1)
     first = min(c["ts"] for c in log["changes"]).replace(minute=0, second=0, microsecond=0)
     instants = [T0 + 6 * H, T0 + 8 * H]
+    spills, add = [], metrics._Spill.add
+
+    def recording_add(self, t):
+        add(self, t)
+        spills.append(self._path)
+
+    monkeypatch.setattr(metrics._Spill, "add", recording_add)
     for at in instants:
         assert build_metrics(s, end=at)["fold_batches"] >= 2
+    assert spills and all(p.startswith(str(tmp_path / "tmp" / "weaver-run-")) for p in spills)
     uri = storage.table_uri(str(lake), storage.METRICS_STATE)
     state = storage.read(uri, storage.METRICS_STATE)
     assert [c.as_of_us for c in checkpoints(s)] == [int(t.timestamp()) * 1_000_000 for t in instants]
@@ -236,5 +244,5 @@ def test_checkpoint_streams_to_small_row_groups_and_replaces_only_its_instant(tm
     files = glob.glob(os.path.join(uri, "*.parquet"))
     assert files and all(pq.ParquetFile(f).metadata.row_group(i).num_rows == 1
                          for f in files for i in range(pq.ParquetFile(f).metadata.num_row_groups))
-    assert not glob.glob(str(tmp_path / "tmp" / "weaver-spill-*"))
+    assert not glob.glob(str(tmp_path / "tmp" / "weaver-*"))  # the run folder, with its spill, is gone
     assert stored(lake) == oracle_metrics(lake, first, instants[-1], changes=log["changes"])

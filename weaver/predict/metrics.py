@@ -33,9 +33,8 @@ run then folds from scratch and replaces the checkpoints the late change invalid
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Callable, Iterable, Sequence
@@ -561,11 +560,11 @@ def local_copies(ranges: Sequence[tuple[str, str | None]] | None = None):
     groups): a checkpoint is copied once to a local temporary folder and read from there by key
     range; with `ranges` (the run's disjoint key ranges, sorted), a narrow change-log read over
     some of them (the same filter, different ranges) is copied once per range too. The folder is
-    removed when the scope ends."""
+    removed when the scope ends. Yields the scope (`_Scope.path` makes a folder in it)."""
     with tempfile.TemporaryDirectory(prefix="weaver-run-") as folder:
         _LOCAL.append(_Scope(folder, sorted(ranges, key=lambda r: r[0]) if ranges else None))
         try:
-            yield
+            yield _LOCAL[-1]
         finally:
             _LOCAL.pop()
 
@@ -871,12 +870,13 @@ def log_first_bucket(settings, at: datetime, bu: int) -> int | None:
 
 
 class _Spill:
-    """Tables of one schema spilled to a local Parquet file as they come (a row group each) and
-    read back a few rows at a time: what a run writes last need not stay in memory meanwhile."""
+    """Tables of one schema spilled to a local Parquet file in the run's `local_copies` folder as
+    they come (a row group each) and read back a few rows at a time: what a run writes last need
+    not stay in memory meanwhile. The file goes with the scope's folder."""
 
-    def __init__(self, what: str, read_rows: int = 64):
-        self._dir = tempfile.mkdtemp(prefix=f"weaver-spill-{what}-")
-        self._path = os.path.join(self._dir, "spill.parquet")
+    def __init__(self, scope: "_Scope", what: str, read_rows: int = 64):
+        self._scope, self._what = scope, what
+        self._path: str | None = None
         self._writer: pq.ParquetWriter | None = None
         self._read_rows = read_rows
 
@@ -884,26 +884,22 @@ class _Spill:
         if not t.num_rows:
             return
         if self._writer is None:
+            self._path = os.path.join(self._scope.path(self._what), "spill.parquet")
             self._writer = pq.ParquetWriter(self._path, t.schema)
         self._writer.write_table(t, row_group_size=max(1, t.num_rows))
 
     def tables(self) -> Iterable[pa.Table]:
-        """Everything added, in order (callable again: a retried write streams it again)."""
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-        if not os.path.exists(self._path):
+        """Everything added, in order."""
+        self.close()
+        if self._path is None:
             return
         for b in pq.ParquetFile(self._path).iter_batches(batch_size=self._read_rows):
             yield pa.Table.from_batches([b])
 
-    def __enter__(self) -> "_Spill":
-        return self
-
-    def __exit__(self, *exc) -> None:
+    def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
-        shutil.rmtree(self._dir, ignore_errors=True)
+            self._writer = None
 
 
 def _build_in_batches(settings, *, start: datetime | None, end: datetime, need: int) -> dict | None:
@@ -999,8 +995,9 @@ def _build_in_batches(settings, *, start: datetime | None, end: datetime, need: 
     access = read_access(settings, start=fold_start, end=end)
 
     tables, loose = [], []
-    pieces = _Spill("ck")  # the checkpoint's rows, group by group, on local disk until written
-    with pieces, local_copies([(lo, hi) for lo, hi, _ in groups] if ck is None else None):
+    # the checkpoint's rows, group by group, on local disk (the run's folder) until written
+    with local_copies([(lo, hi) for lo, hi, _ in groups] if ck is None else None) as scope, \
+            closing(_Spill(scope, "ck")) as pieces:
         local = _local_state(state_ds, ck, storage.uri_for(settings, storage.METRICS_STATE)) if ck is not None else None
         for i, (lo, hi, parts) in enumerate(groups):
             if ck is not None:
