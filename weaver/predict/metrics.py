@@ -721,12 +721,15 @@ _STATE_FILE_GRACE_HOURS = 1
 
 
 def _vacuum_state(uri: str) -> None:
-    """Remove the files of pruned checkpoints (each holds every live key: they must not pile up)."""
-    dt = storage.open_table(uri, storage.METRICS_STATE)
-    if dt.vacuum(retention_hours=_STATE_FILE_GRACE_HOURS, enforce_retention_duration=False, dry_run=True):
-        retry_commit(lambda: storage.open_table(uri, storage.METRICS_STATE).vacuum(
-            retention_hours=_STATE_FILE_GRACE_HOURS, enforce_retention_duration=False, dry_run=False),
-            what=f"VACUUM {storage.METRICS_STATE}")
+    """Remove the files of pruned checkpoints (each holds every live key: they must not pile up),
+    and, once as old as the grace, files no version references (a checkpoint write killed between
+    its files and its commit: `full`)."""
+    def vacuum(dry_run: bool):
+        return storage.open_table(uri, storage.METRICS_STATE).vacuum(
+            retention_hours=_STATE_FILE_GRACE_HOURS, enforce_retention_duration=False, dry_run=dry_run, full=True)
+
+    if vacuum(True):
+        retry_commit(lambda: vacuum(False), what=f"VACUUM {storage.METRICS_STATE}")
 
 
 def _retained(instants: list[int], latest: int, horizon_us: int) -> set[int]:
