@@ -53,11 +53,16 @@ def run(args: list[str], extra_env: dict[str, str] | None = None) -> subprocess.
 
 
 def kill_at(args: list[str], point: str, *, delay_s: float = 0.0, extra_env: dict[str, str] | None = None) -> str:
-    """Start the command with `point` armed; SIGKILL its process group `delay_s` after the point is
-    reached. Returns 'killed', or 'finished' when the process ended first (the point was not on its
-    path, or a ':go' write beat the delay)."""
+    """Start the weaver command with `point` armed; SIGKILL its process group `delay_s` after the
+    point is reached. Returns 'killed', or 'finished' when the process ended first (the point was
+    not on its path, or a ':go' write beat the delay)."""
+    return kill_cmd(WEAVER + args, point, delay_s=delay_s, extra_env=extra_env)
+
+
+def kill_cmd(cmd: list[str], point: str, *, delay_s: float = 0.0, extra_env: dict[str, str] | None = None) -> str:
+    """`kill_at` for any command line (e.g. ``python -c`` calling a library function)."""
     e = env(WEAVER_TEST_PAUSE_POINTS=point, **(extra_env or {}))
-    p = subprocess.Popen(WEAVER + args, env=e, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    p = subprocess.Popen(cmd, env=e, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                          cwd=str(ROOT), start_new_session=True)
     reached = threading.Event()
 

@@ -172,30 +172,15 @@ filecommit.replace_rows(sys.argv[1], NAME, lambda: iter([new.slice(0, 2), new.sl
 def test_a_write_killed_before_its_commit_leaves_the_table_as_it_was(tmp_path, monkeypatch):
     """SIGKILL after the files are written, before the commit: a reader sees the old rows, the
     stray files are in no version, a rerun writes the new rows once, vacuum removes the strays."""
-    import signal
-    import subprocess
     import sys
 
-    from tests.crash import PAUSED, env
+    from tests.crash import kill_cmd
 
     uri = str(tmp_path / "ms")
     old = rows(5, ["p1", "p9"], tag="old")
     filecommit.replace_rows(uri, NAME, lambda: iter([old]), match={"as_of_ts": T0, "as_of_seq": 5})
     version, files = DeltaTable(uri).version(), parquet_files(uri)
-    p = subprocess.Popen([sys.executable, "-c", CHILD, uri], env=env(WEAVER_TEST_PAUSE_POINTS="filecommit.before_commit"),
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        for line in p.stderr:  # the child announces the pause, then sleeps until killed
-            if line.startswith(PAUSED):
-                break
-        assert p.poll() is None, "the write finished before its commit point"
-        os.killpg(p.pid, signal.SIGKILL)
-    finally:
-        try:
-            os.killpg(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        p.wait(timeout=30)
+    assert kill_cmd([sys.executable, "-c", CHILD, uri], "filecommit.before_commit") == "killed"
     stray = parquet_files(uri) - files
     assert stray  # the killed write's files exist ...
     assert DeltaTable(uri).version() == version and content(uri) == expect(old)  # ... and are in no version
