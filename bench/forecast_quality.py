@@ -74,12 +74,13 @@ LAKE = dict(base_rate=60.0, size_threshold_bytes=600_000, write_threshold_per_s=
 
 
 def evaluate_lake(shape: str, seed: int, models: list[str], partitions: int, days: int, every_h: int,
-                  tmp: str, fast: tuple[str, ...] = ("path",)) -> dict:
+                  tmp: str, fast: tuple[str, ...] = ("path",), features: bool = False) -> dict:
     """Simulate one lake and return the raw rows of every model and baseline (no writes to the lake).
 
     Scoring grid: runs every `every_h` hours from day 1 to one window before the end (``grid``
     rows). Fast models also run every hour from hour 12: their calibration history, and the
-    hourly scores (``path@1h``)."""
+    hourly scores (``path@1h``). With `features`, each model row also carries ``x``, the
+    `row_features` of its partition (None when skipped; ``bench/forecast_transfer.py``)."""
     _models.quiet()
     lake = str(Path(tmp) / f"{shape}-{seed}")
     t0 = time.perf_counter()
@@ -130,6 +131,8 @@ def evaluate_lake(shape: str, seed: int, models: list[str], partitions: int, day
                 rows.append({**common, "model": m, "p": 0.0 if skipped else r.probability, "skipped": skipped,
                              "p_size": 0.0 if skipped else r.p_size, "p_throughput": 0.0 if skipped else r.p_throughput,
                              "pred_ts": None if skipped or r.p50 is None else int(r.p50)})
+                if features:
+                    rows[-1]["x"] = None if skipped else row_features(pin, r, params, t, pid in ctx)
             for b in BASELINES:
                 br = base[(b, pid)]
                 pb = float(br["probability"])
@@ -145,6 +148,34 @@ def evaluate_lake(shape: str, seed: int, models: list[str], partitions: int, day
         kinds[sp["reason"]] = kinds.get(sp["reason"], 0) + 1
     return {"shape": shape, "seed": seed, "rows": rows, "fit_seconds": fit_s, "fits": fits, "runs": len(times),
             "grid_runs": len(grid), "real_splits": kinds, "seconds": time.perf_counter() - t0, "end": end.isoformat()}
+
+
+FEATURES = ("logit_p", "gap", "inc_day", "inc_6h", "inc_prev_day", "median_end", "rate_6h", "rate_max_day",
+            "rate_median_max", "lead", "spread", "shrinking_share", "size_share", "hot_spot")
+
+
+def row_features(pin, r, params, t: datetime, hot: bool) -> list[float]:
+    """What a richer recalibration could use besides the probability (``FEATURES``): the raw
+    probability's logit, the distance to the size threshold, the mean size increment of the last
+    day / 6 h / the day before (per day, as a share of the threshold), the median path's end
+    size, the recent and largest write rates and the median rate path's peak (shares of the write
+    threshold), the median first crossing's lead and the 10-90 % spread (shares of the window),
+    the last day's share of shrinking buckets, the size share of the probability and whether the
+    run's moving hot spot concerns the partition. Nothing that tells the lake's age or the hour:
+    those would let a learner find a generator's schedule."""
+    s, rt = np.asarray(pin.size, float), np.asarray(pin.rate, float)
+    thr, wthr, win = params.size_threshold, params.write_threshold, params.window.total_seconds() * 1e6
+    inc = np.diff(s) if len(s) > 1 else np.zeros(1)
+    day = inc[-24:]
+    prev = inc[-48:-24] if len(inc) >= 48 else day
+    q = min(max(r.probability, 0.0025), 0.9975)
+    at = to_us(t)
+    return [float(np.log(q / (1 - q))), 1.0 - s[-1] / thr, day.mean() * 24 / thr, inc[-6:].mean() * 24 / thr,
+            prev.mean() * 24 / thr, (r.size_median[-1] if r.size_median else s[-1]) / thr, rt[-6:].mean() / wthr,
+            rt[-24:].max() / wthr, (max(r.rate_median) if r.rate_median else 0.0) / wthr,
+            (r.p50 - at) / win if r.p50 is not None else 1.5, (r.p90 - r.p10) / win if r.p90 is not None else 0.0,
+            float(np.mean(day < 0)), r.p_size / r.probability if r.probability > 0 else 1.0,
+            float(hot)]
 
 
 def calibrate_rows(rows: list[dict], model: str, method: str) -> list[dict]:
