@@ -19,8 +19,16 @@ of a workload family the map has seen) and **leave one shape out** (fit on the o
 workload family it has never seen - what a user's lake is to a map shipped with the product).
 Skipped rows keep probability 0 in every variant, as in `predict`.
 
+Second part, **the lake's own history** (``--own-days``, default 8: lakes twice as long, seeds
+100-102): what a map fitted on the lake's *own* closed windows gives once there is history, run by
+run as `predict` would (no look-ahead), against the raw model and the shipped prior:
+``own_isotonic`` is the product's ``isotonic`` method (the lake's map from `calibration.MIN_ROWS`
+scored rows, the prior before), ``own_stacked`` the stacked map above fitted on the lake's own rows
+from ``OWN_STACK_MIN`` rows with ``OWN_STACK_MIN_CLASS`` of each outcome (the prior before). Scored on
+the runs from day 2 on, pooled and per shape.
+
 Run: ``.venv/bin/python bench/forecast_transfer.py`` -> bench/results/forecast_transfer.json
-(~6 min on 2 cores).
+(~7 min on 2 cores).
 """
 
 from __future__ import annotations
@@ -47,6 +55,10 @@ from weaver.predict import calibration  # noqa: E402
 from weaver.predict import models as _models  # noqa: E402
 
 VARIANTS = ("raw", "prior", "isotonic", "stacked")
+OWN_VARIANTS = ("raw", "prior", "own_isotonic", "own_stacked")
+OWN_STACK_MIN = 200  # the lake's scored rows before its own stacked map is fitted (14 inputs)
+OWN_STACK_MIN_CLASS = 20
+H_US = 3_600_000_000
 
 
 def stacked(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, ridge: float) -> np.ndarray:
@@ -74,12 +86,39 @@ def out_of_fold(rows: list[dict], groups: np.ndarray, ridge: float) -> dict[str,
     return out
 
 
+def lake_own(rows: list[dict], ridge: float, from_h: int = 48) -> dict[str, list[dict]]:
+    """One lake's path rows re-scored run by run with maps fitted on its own closed windows."""
+    prior = calibration.prior("path")
+    start = min(r["run_ts"] for r in rows) - 12 * H_US  # forecast_quality's first run is at hour 12
+    out: dict[str, list[dict]] = {v: [] for v in OWN_VARIANTS}
+    for t in sorted({r["run_ts"] for r in rows}):
+        cur = [r for r in rows if r["run_ts"] == t]
+        if t - start < from_h * H_US or not any(r["scored"] for r in cur):
+            continue
+        hist = [h for h in rows if h["window_end"] <= t and h["x"] is not None]
+        hp, hy = np.array([h["p"] for h in hist]), np.array([h["y"] for h in hist], float)
+        p = np.array([r["p"] for r in cur])
+        fitted = np.array([r["x"] is not None for r in cur])
+        pr = prior.apply(p)
+        iso = calibration.with_prior(calibration.fit(hp, hy, "isotonic", model="path")).apply(p)
+        if len(hist) >= OWN_STACK_MIN and min(hy.sum(), len(hy) - hy.sum()) >= OWN_STACK_MIN_CLASS:
+            x = np.array([r["x"] if r["x"] is not None else [0.0] * len(fq.FEATURES) for r in cur], float)
+            st = stacked(np.array([h["x"] for h in hist], float), hy, x, ridge)
+        else:
+            st = pr
+        for v, q in (("raw", p), ("prior", pr), ("own_isotonic", iso), ("own_stacked", st)):
+            out[v] += [{**r, "p": float(a) if f else 0.0} for r, a, f in zip(cur, q, fitted)]
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--seed-start", type=int, default=100, help="tuning seeds (the evaluation's 0-4 stay unread)")
     ap.add_argument("--ridge", type=float, default=1.0)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--own-days", type=int, default=8, help="length of the lakes of the lake-own part (0: skip it)")
+    ap.add_argument("--own-seeds", type=int, default=3)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "forecast_transfer.json"))
     args = ap.parse_args()
     seeds = list(range(args.seed_start, args.seed_start + args.seeds))
@@ -87,10 +126,15 @@ def main() -> None:
     t0 = time.perf_counter()
     _models.preload()
     with tempfile.TemporaryDirectory(prefix="weaver-bench-ft-") as tmp:
+        os.makedirs(f"{tmp}/own")
         with ProcessPoolExecutor(args.workers, mp_context=mp.get_context("fork")) as pool:
             futs = [pool.submit(fq.evaluate_lake, sh, sd, ["path"], 3, 4, 12, tmp, ("path",), True)
                     for sh in fq.FULL_SHAPES for sd in seeds]
+            own_seeds = seeds[:args.own_seeds] if args.own_days else []
+            own_futs = [pool.submit(fq.evaluate_lake, sh, sd, ["path"], 3, args.own_days, 12, f"{tmp}/own", ("path",),
+                                    True) for sh in fq.FULL_SHAPES for sd in own_seeds]
             lakes = [f.result() for f in futs]
+            own_lakes = [f.result() for f in own_futs]
     rows = [r for lk in lakes for r in lk["rows"] if r["model"] == "path" and r["scored"]]
     result = {"benchmark": "forecast_transfer", "machine": info,
               "setup": {"shapes": fq.FULL_SHAPES, "seeds": seeds, "lake": fq.LAKE, "partitions": 3, "days": 4,
@@ -108,6 +152,19 @@ def main() -> None:
                       "per_group_brier": {str(g): float(np.mean([(m["p"] - m["y"]) ** 2 for m in mine if m[key] == g]))
                                           for g in np.unique(groups)}}
         result["held_out"][scheme] = res
+    if own_lakes:
+        per_lake = [lake_own([r for r in lk["rows"] if r["model"] == "path"], args.ridge) for lk in own_lakes]
+        own = {}
+        for v in OWN_VARIANTS:
+            mine = [r for d in per_lake for r in d[v]]
+            own[v] = {"all": fq.scores(mine), "per_shape_brier": {
+                sh: float(np.mean([(r["p"] - r["y"]) ** 2 for r in mine if r["shape"] == sh])) for sh in fq.FULL_SHAPES},
+                "per_lake_brier": {f"{d[v][0]['shape']}-{d[v][0]['seed']}": float(np.mean([(r["p"] - r["y"]) ** 2
+                                                                                       for r in d[v]]))
+                                   for d in per_lake if d[v]}}
+        result["lake_own"] = {"days": args.own_days, "seeds": own_seeds, "scored_from_hour": 48,
+                              "stack_min_rows": OWN_STACK_MIN, "stack_min_class": OWN_STACK_MIN_CLASS,
+                              "isotonic_min_rows": calibration.MIN_ROWS, "variants": own}
     result["wall_s"] = round(time.perf_counter() - t0, 1)
     result["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -118,6 +175,12 @@ def main() -> None:
             a = r["all"]
             per = " ".join(f"{g}:{b:.3f}" for g, b in r["per_group_brier"].items())
             print(f"{v:<9}  {a['brier']:.4f}  {a['log_loss']:.4f}  {a['ece']:.3f}  {a['recall_at_p80']:.3f}  {per}")
+    if "lake_own" in result:
+        print(f"\nlake-own maps on {args.own_days}-day lakes (runs from hour 48)\nvariant       brier   ece    R@P.8  per shape")
+        for v, r in result["lake_own"]["variants"].items():
+            a = r["all"]
+            per = " ".join(f"{g}:{b:.3f}" for g, b in r["per_shape_brier"].items())
+            print(f"{v:<12}  {a['brier']:.4f}  {a['ece']:.3f}  {a['recall_at_p80']:.3f}  {per}")
     print(f"wall {result['wall_s']} s -> {args.out}")
 
 
