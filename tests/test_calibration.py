@@ -31,9 +31,9 @@ def test_pav_pools_violators():
 
 
 def test_isotonic_map_interpolates_block_means():
-    # 60 rows at p=0.2 with 30 % splits, 60 at p=0.6 with 90 % splits.
-    p = np.repeat([0.2, 0.6], 60)
-    y = np.concatenate([np.arange(60) < 18, np.arange(60) < 54]).astype(float)
+    # 100 rows at p=0.2 with 30 % splits, 100 at p=0.6 with 90 % splits.
+    p = np.repeat([0.2, 0.6], 100)
+    y = np.concatenate([np.arange(100) < 30, np.arange(100) < 90]).astype(float)
     m = cal.fit(p, y, "isotonic")
     assert m.method == "isotonic"
     assert m.apply([0.2, 0.6, 0.4, 0.0, 1.0]).tolist() == pytest.approx([0.3, 0.9, 0.6, 0.3, 0.9])
@@ -149,10 +149,11 @@ def test_thin_history_is_identity_in_predict(tmp_path):
         else:
             assert r["probability_raw"] is None and r["probability"] == 0.0
     # A lake-own method on a thin history falls back to the shipped prior (by its own x/y table),
-    # and the map applied is stored with the model under its version; the default applies the prior.
+    # and the map applied is stored with the model under its version; so does the default (the
+    # lake's own isotonic map once it has MIN_ROWS scored rows), and "prior" always.
     prior = cal.PRIORS["path"]["params"]
-    assert cal.DEFAULT_METHOD == "prior"
-    for method in ("beta", None):
+    assert cal.DEFAULT_METHOD == "isotonic"
+    for method in ("beta", None, "prior"):
         fell = predict(forecast_settings(lake), at=T0 + 40 * H, model="path", write=False,
                        calibration=method).to_pylist()
         live = [r for r in fell if r["skip_reason"] is None]
