@@ -149,10 +149,10 @@ def test_thin_history_is_identity_in_predict(tmp_path):
         else:
             assert r["probability_raw"] is None and r["probability"] == 0.0
     # A lake-own method on a thin history falls back to the shipped prior (by its own x/y table),
-    # and the map applied is stored with the model under its version; so does the default (the
-    # lake's own isotonic map once it has MIN_ROWS scored rows), and "prior" always.
+    # and the map applied is stored with the model under its version; the
+    # default and "prior" apply only the prior, whatever the history.
     prior = cal.PRIORS["path"]["params"]
-    assert cal.DEFAULT_METHOD == "isotonic"
+    assert cal.DEFAULT_METHOD == "prior"
     for method in ("beta", None, "prior"):
         fell = predict(forecast_settings(lake), at=T0 + 40 * H, model="path", write=False,
                        calibration=method).to_pylist()

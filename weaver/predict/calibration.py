@@ -46,13 +46,11 @@ from weaver.core import objstore, storage
 from weaver.core.errors import InvalidParameterError
 
 METHODS = ("none", "prior", "isotonic", "platt", "beta")
-# The lake's own isotonic map once it has MIN_ROWS scored rows, the shipped prior before (was
-# "prior": the prior alone, always). The prior is fitted on 4-day lakes, whose runs see at most two
-# days of history and a shape's schedule (the deletes' onset, the hot spot's passes) squeezed into
-# them; on 8-day lakes it made every score worse than the raw model's (tuning seeds 100-102 from
-# hour 48: Brier 0.0734 vs 0.0703, ECE 0.059 vs 0.025; bench/results/forecast_transfer.json), while
-# the lake's own map keeps the calibration (ECE 0.022) - docs/prediction.md §8, sixth pass.
-DEFAULT_METHOD = "isotonic"
+# The shipped prior alone, whatever the lake's history (issue 15's second pass). It is fitted on
+# 4-day lakes; on lakes twice as long it is worse than the raw model and the lake's own isotonic
+# map (`isotonic`) keeps the calibration: docs/prediction.md §8, sixth pass, for why that is not
+# the default yet (its per-run read of the scored history grows with the lake's history).
+DEFAULT_METHOD = "prior"
 # Scored predictions needed before a lake-own map is fitted. 50 fitted maps on the first ~2 days
 # of a 4-day lake, a non-stationary history too thin for them (hourly Brier of the isotonic method
 # on tuning seeds 100-104: 0.154 at 50, 0.142 at 100, 0.1313 at 200 vs 0.1314 for the prior; on
