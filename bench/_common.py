@@ -40,7 +40,9 @@ def git() -> dict:
 
     try:
         return {"git_commit": run("rev-parse", "HEAD") or None,
+                # Code only: a result file another benchmark just wrote (bench/results) is not a change
+                # of what is measured.
                 "git_dirty": bool(run("status", "--porcelain", "--untracked-files=no", "--", "weaver", "bench",
-                                      "spark_jobs"))}
+                                      "spark_jobs", ":(exclude)bench/results"))}
     except (OSError, subprocess.SubprocessError):
         return {"git_commit": None, "git_dirty": None}
