@@ -34,7 +34,8 @@ model in the first committed run).
 
 Run: ``.venv/bin/python bench/forecast_quality.py`` -> bench/results/forecast_quality.json
 (``--quick``: one seed, two shapes, no Prophet/ARIMA; any run other than 5 shapes x seeds 0-4 x
-path, prophet, arima is marked ``"reduced": true`` in its setup).
+path, prophet, arima is marked ``"reduced": true`` in its setup). Lakes twice as long (docs/prediction.md
+§8, sixth pass): ``--days 8 --models path --out bench/results/forecast_quality_8d.json`` (~10 min).
 """
 
 from __future__ import annotations
