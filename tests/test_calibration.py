@@ -137,6 +137,31 @@ def test_future_rows_and_splits_do_not_change_a_past_runs_calibration(tmp_path):
     assert cal.load(s, "path", m1.version).apply([0.5]).tolist() == m1.apply([0.5]).tolist()
 
 
+def test_scored_history_reads_only_recent_closed_windows(tmp_path):
+    # The lake-own history is bounded (calibration.HISTORY_DAYS): windows closed within `days` before
+    # the run, labelled from `splits` exactly as before. Oracle: the hand-built rows filtered by hand.
+    _, lake = _lakes(tmp_path)  # g splits at 60 h
+    s = forecast_settings(lake)
+    hist = _history(lake, 56)
+    storage.merge(storage.uri_for(s, storage.PREDICTIONS), storage.PREDICTIONS, hist, keys=["prediction_id"])
+    at = T0 + 66 * H
+    rows = hist.to_pylist()
+    label = {r["prediction_id"]: float(r["partition_id"] == "g" and r["run_ts"] < T0 + 60 * H <= r["window_end"])
+             for r in rows}
+    ids, p, y = cal.scored_history(s, "path", at, days=0.5)
+    want = sorted(r["prediction_id"] for r in rows if at - 12 * H < r["window_end"] <= at)
+    assert ids == want and len(ids) == 2 * 24  # runs in (44 h, 56 h], two partitions
+    assert y.tolist() == [label[i] for i in ids] and 0 < y.sum() < len(y)
+    raw = {r["prediction_id"]: r["probability_raw"] for r in rows}
+    assert p.tolist() == [raw[i] for i in ids]
+    # This history is shorter than the default bound: every closed window is read.
+    ids_all, _, y_all = cal.scored_history(s, "path", at)
+    assert ids_all == sorted(r["prediction_id"] for r in rows if r["window_end"] <= at)
+    assert y_all.tolist() == [label[i] for i in ids_all]
+    # Another model's rows are not read.
+    assert cal.scored_history(s, "arima", at)[0] == []
+
+
 def test_thin_history_is_identity_in_predict(tmp_path):
     from weaver.predict import predict
 

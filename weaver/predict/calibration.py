@@ -36,7 +36,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 import pyarrow as pa
@@ -57,6 +57,11 @@ DEFAULT_METHOD = "prior"
 # 8-day lakes 0.0753 at 200, 0.0759 at 400, prior 0.0767).
 MIN_ROWS = 200
 MIN_CLASS = 5  # ... of which at least this many positives and negatives
+# Only predictions whose windows closed within this many days before the run are read and scored:
+# the read stays bounded as the lake ages (the hourly cycle's cost must not grow with history,
+# issue 11), and a regime of weeks ago does not outvote the recent one. 7 days of hourly runs hold
+# 168 x (live partitions) scored rows, far above MIN_ROWS.
+HISTORY_DAYS = 7.0
 EPS = 1e-4  # probabilities are clipped to [EPS, 1 - EPS] before logits
 
 
@@ -230,17 +235,24 @@ def fit(p, y, method: str = "platt", *, model: str = "", cutoff: str | None = No
 
 
 # --- the lake's scored history -------------------------------------------------------------------
-def scored_history(settings, model: str, at: datetime) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """(prediction ids, raw probabilities, outcomes) of `model`'s predictions whose windows closed by `at`."""
-    t = storage.read(storage.uri_for(settings, storage.PREDICTIONS), storage.PREDICTIONS, missing_ok=True)
+def scored_history(settings, model: str, at: datetime,
+                   days: float = HISTORY_DAYS) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(prediction ids, raw probabilities, outcomes) of `model`'s predictions whose windows closed by
+    `at`, and no earlier than `days` before it (``HISTORY_DAYS``; the read is pushed down to Delta
+    file skipping on ``window_end``, so its cost follows the days read, not the lake's age)."""
+    at_s = pa.scalar(at, storage.TS)
+    since = pa.scalar(at - timedelta(days=days), storage.TS)
+    t = storage.read(storage.uri_for(settings, storage.PREDICTIONS), storage.PREDICTIONS, missing_ok=True,
+                     filters=[("window_end", ">", since), ("window_end", "<=", at_s), ("model", "=", model)])
     if t.num_rows == 0:
         return [], np.zeros(0), np.zeros(0)
-    at_s = pa.scalar(at, storage.TS)
-    t = t.filter(pc.and_(pc.equal(t.column("model"), model), pc.less_equal(t.column("window_end"), at_s)))
     t = t.filter(pc.is_null(t.column("skip_reason")))
     if t.num_rows == 0:
         return [], np.zeros(0), np.zeros(0)
-    splits = storage.read(storage.uri_for(settings, storage.SPLITS), storage.SPLITS, missing_ok=True)
+    # Only splits that can label these rows: after the earliest run read, by `at`.
+    first_run = pc.min(t.column("run_ts"))
+    splits = storage.read(storage.uri_for(settings, storage.SPLITS), storage.SPLITS, missing_ok=True,
+                          filters=[("split_ts", ">", first_run), ("split_ts", "<=", at_s)])
     # Only splits known at `at` (every split inside a closed window is, but be explicit).
     first: dict[str, datetime] = {}
     for s in splits.to_pylist():
