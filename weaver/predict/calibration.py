@@ -49,12 +49,14 @@ METHODS = ("none", "prior", "isotonic", "platt", "beta")
 # The shipped prior alone, whatever the lake's history (issue 15's second pass). It is fitted on
 # 4-day lakes; on lakes twice as long it is worse than the raw model and the lake's own isotonic
 # map (`isotonic`) keeps the calibration: docs/prediction.md §8, sixth pass, for why that is not
-# the default yet (its per-run read of the scored history grows with the lake's history).
+# the default yet (each hourly run would then read the last HISTORY_DAYS of scored predictions, a
+# cost bench/scale.py has not measured).
 DEFAULT_METHOD = "prior"
 # Scored predictions needed before a lake-own map is fitted. 50 fitted maps on the first ~2 days
 # of a 4-day lake, a non-stationary history too thin for them (hourly Brier of the isotonic method
-# on tuning seeds 100-104: 0.154 at 50, 0.142 at 100, 0.1313 at 200 vs 0.1314 for the prior; on
-# 8-day lakes 0.0753 at 200, 0.0759 at 400, prior 0.0767).
+# on tuning seeds 100-104, by hand: 0.154 at 50, 0.142 at 100, 0.1313 at 200 vs 0.1314 for the
+# prior; on 8-day tuning lakes from hour 48, bench/results/forecast_transfer.json: 0.0719 at 200,
+# 0.0750 at 50, prior 0.0734).
 MIN_ROWS = 200
 MIN_CLASS = 5  # ... of which at least this many positives and negatives
 # Only predictions whose windows closed within this many days before the run are read and scored:
