@@ -87,27 +87,28 @@ def out_of_fold(rows: list[dict], groups: np.ndarray, ridge: float) -> dict[str,
 
 
 def lake_own(rows: list[dict], ridge: float, from_h: int = 48) -> dict[str, list[dict]]:
-    """One lake's path rows re-scored run by run with maps fitted on its own closed windows."""
-    prior = calibration.prior("path")
+    """One lake's path rows from hour `from_h` on, re-scored run by run with maps fitted on its own
+    closed windows: ``prior`` and ``own_isotonic`` are `forecast_quality.calibrate_rows` (what
+    `predict` applies per run), ``own_stacked`` the stacked map on the same closed windows."""
     start = min(r["run_ts"] for r in rows) - 12 * H_US  # forecast_quality's first run is at hour 12
-    out: dict[str, list[dict]] = {v: [] for v in OWN_VARIANTS}
-    for t in sorted({r["run_ts"] for r in rows}):
-        cur = [r for r in rows if r["run_ts"] == t]
-        if t - start < from_h * H_US or not any(r["scored"] for r in cur):
-            continue
+
+    def kept(rs: list[dict]) -> list[dict]:
+        return [r for r in rs if r["scored"] and r["run_ts"] - start >= from_h * H_US]
+
+    out = {"raw": kept(rows), "prior": kept(fq.calibrate_rows(rows, "path", "prior")),
+           "own_isotonic": kept(fq.calibrate_rows(rows, "path", "isotonic")), "own_stacked": []}
+    prior = calibration.prior("path")
+    for t in sorted({r["run_ts"] for r in out["raw"]}):
+        cur = [r for r in out["raw"] if r["run_ts"] == t]
         hist = [h for h in rows if h["window_end"] <= t and h["x"] is not None]
-        hp, hy = np.array([h["p"] for h in hist]), np.array([h["y"] for h in hist], float)
+        hy = np.array([h["y"] for h in hist], float)
         p = np.array([r["p"] for r in cur])
-        fitted = np.array([r["x"] is not None for r in cur])
-        pr = prior.apply(p)
-        iso = calibration.with_prior(calibration.fit(hp, hy, "isotonic", model="path")).apply(p)
         if len(hist) >= OWN_STACK_MIN and min(hy.sum(), len(hy) - hy.sum()) >= OWN_STACK_MIN_CLASS:
             x = np.array([r["x"] if r["x"] is not None else [0.0] * len(fq.FEATURES) for r in cur], float)
             st = stacked(np.array([h["x"] for h in hist], float), hy, x, ridge)
         else:
-            st = pr
-        for v, q in (("raw", p), ("prior", pr), ("own_isotonic", iso), ("own_stacked", st)):
-            out[v] += [{**r, "p": float(a) if f else 0.0} for r, a, f in zip(cur, q, fitted)]
+            st = prior.apply(p)
+        out["own_stacked"] += [{**r, "p": float(a) if r["x"] is not None else 0.0} for r, a in zip(cur, st)]
     return out
 
 
