@@ -160,7 +160,6 @@ def test_delete_rows_removes_instants_and_rewrites_only_mixed_files(tmp_path):
 
 CHILD = """
 import sys
-from datetime import datetime, timezone
 from tests.test_filecommit import NAME, T0, rows
 from weaver.core import filecommit
 new = rows(5, ["p1", "p2", "p3"], tag="new")
