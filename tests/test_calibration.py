@@ -129,6 +129,16 @@ def test_future_rows_and_splits_do_not_change_a_past_runs_calibration(tmp_path):
     assert live
     for r in live:
         assert r["probability"] == pytest.approx(float(m1.apply([r["probability_raw"]])[0]))
+    # The default is the lake's own isotonic map once the history is thick enough, not the prior.
+    default = predict(s, at=at, model="path", write=False).to_pylist()
+    assert default == predict(s, at=at, model="path", write=False, calibration="isotonic").to_pylist()
+    iso = cal.map_for_run(s, "path", at, "isotonic", store=False)
+    assert iso.method == "isotonic" and iso.rows == m1.rows
+    prior = cal.PRIORS["path"]["params"]
+    live_d = [r for r in default if r["skip_reason"] is None]
+    assert all(r["probability"] == pytest.approx(float(iso.apply([r["probability_raw"]])[0])) for r in live_d)
+    assert any(abs(r["probability"] - float(np.interp(r["probability_raw"], prior["x"], prior["y"]))) > 1e-6
+               for r in live_d)
     # a later cut-off sees more history and gives another map
     assert cal.map_for_run(s, "path", T0 + 80 * H, "platt").version != m1.version
     # the map is stored with the model, by version
@@ -173,11 +183,11 @@ def test_thin_history_is_identity_in_predict(tmp_path):
             assert r["probability"] == r["probability_raw"]
         else:
             assert r["probability_raw"] is None and r["probability"] == 0.0
-    # A lake-own method on a thin history falls back to the shipped prior (by its own x/y table),
-    # and the map applied is stored with the model under its version; the
-    # default and "prior" apply only the prior, whatever the history.
+    # A lake-own method on a thin history - the default, isotonic, among them - falls back to the
+    # shipped prior (by its own x/y table), and the map applied is stored with the model under its
+    # version; "prior" applies only the prior, whatever the history.
     prior = cal.PRIORS["path"]["params"]
-    assert cal.DEFAULT_METHOD == "prior"
+    assert cal.DEFAULT_METHOD == "isotonic"
     for method in ("beta", None, "prior"):
         fell = predict(forecast_settings(lake), at=T0 + 40 * H, model="path", write=False,
                        calibration=method).to_pylist()

@@ -46,12 +46,12 @@ from weaver.core import objstore, storage
 from weaver.core.errors import InvalidParameterError
 
 METHODS = ("none", "prior", "isotonic", "platt", "beta")
-# The shipped prior alone, whatever the lake's history (issue 15's second pass). It is fitted on
-# 4-day lakes; on lakes twice as long it is worse than the raw model and the lake's own isotonic
-# map (`isotonic`) keeps the calibration: docs/prediction.md §8, sixth pass, for why that is not
-# the default yet (each hourly run would then read the last HISTORY_DAYS of scored predictions, a
-# cost bench/scale.py has not measured).
-DEFAULT_METHOD = "prior"
+# The lake's own isotonic map once MIN_ROWS scored rows of closed windows exist, the shipped prior
+# before that (issue 15's sixth pass, docs/prediction.md §8): on 4-day lakes it equals the prior (too
+# little closed history to replace it), on lakes twice as long it keeps the calibration (ECE 0.023)
+# where the prior, fitted on young lakes, loses it (0.063). Each run reads the last HISTORY_DAYS of
+# scored predictions for it; bench/scale.py measures that read inside the hourly cycle.
+DEFAULT_METHOD = "isotonic"
 # Scored predictions needed before a lake-own map is fitted. 50 fitted maps on the first ~2 days
 # of a 4-day lake, a non-stationary history too thin for them (hourly Brier of the isotonic method
 # on tuning seeds 100-104, by hand: 0.154 at 50, 0.142 at 100, 0.1313 at 200 vs 0.1314 for the
