@@ -280,10 +280,18 @@ def test_probability_splits_by_the_kind_of_the_first_crossing():
     r = M.summarise(job, size, rate, 0.0)  # path 3 crosses nothing
     assert (r.probability, r.p_size, r.p_throughput) == (0.75, 0.5, 0.25)
     assert r.reason == "size"
-    # From probability 0.5 on, the predicted time is the median over all paths (a path that has not
-    # crossed crosses later): first crossings at steps 0, 3 and never, never -> step 3, not step 0.
+    # The predicted time is the median first crossing among the crossing paths (the split's time
+    # given that it falls in the window), whatever the probability: first crossings at steps 0, 3
+    # and never, never -> step 0 (the lower median, an inverted CDF), not step 3.
     size = np.zeros((4, 6))
     size[0, 0:] = 11
     size[1, 3:] = 11
     r = M.summarise(job, size, np.zeros((4, 6)), 0.0)
-    assert (r.probability, r.p10, r.p50, r.p90) == (0.5, horizon[0], horizon[3], horizon[3])
+    assert (r.probability, r.p10, r.p50, r.p90) == (0.5, horizon[0], horizon[0], horizon[3])
+    # ... and at probability 0.75 (crossings at steps 4, 1, 2): step 2.
+    size = np.zeros((4, 6))
+    size[0, 4:] = 11
+    size[1, 1:] = 11
+    size[2, 2:] = 11
+    r = M.summarise(job, size, np.zeros((4, 6)), 0.0)
+    assert (r.probability, r.p10, r.p50, r.p90) == (0.75, horizon[1], horizon[2], horizon[4])

@@ -11,8 +11,7 @@ A run at instant ``at`` looks only at data with ``ts <= at`` (DESIGN §4.4):
 3. Per partition, predictive sample paths of size (bytes) and write rate (writes/s) at the bucket
    ends inside the window, from Prophet (default) or SARIMAX; ``probability`` is the share of
    paths where size or write rate exceeds its threshold; ``predicted_split_ts`` and p10/p90 are
-   quantiles of the first crossing among the crossing paths (from probability 0.5 on the
-   predicted time is the median over all paths, `models.summarise`); ``reason`` is the threshold most
+   quantiles of the first crossing among the crossing paths; ``reason`` is the threshold most
    paths cross first. Fits run in parallel (processes; Spark ``applyInPandas`` on a cluster).
 4. The split key from the partition's state at ``at`` (see `weaver.splitkey`).
 
