@@ -47,7 +47,7 @@ from weaver.core.errors import InvalidParameterError
 
 METHODS = ("none", "prior", "isotonic", "platt", "beta")
 # The lake's own isotonic map once MIN_ROWS scored rows of closed windows exist, the shipped prior
-# before that (issue 15's sixth pass, docs/prediction.md §8): on 4-day lakes it equals the prior (too
+# before that (issue 15's seventh pass, docs/prediction.md §8): on 4-day lakes it equals the prior (too
 # little closed history to replace it), on lakes twice as long it keeps the calibration (ECE 0.023)
 # where the prior, fitted on young lakes, loses it (0.063). Each run reads the last HISTORY_DAYS of
 # scored predictions for it; bench/scale.py measures that read inside the hourly cycle.
