@@ -36,7 +36,23 @@ def test_isotonic_map_interpolates_block_means():
     y = np.concatenate([np.arange(100) < 30, np.arange(100) < 90]).astype(float)
     m = cal.fit(p, y, "isotonic")
     assert m.method == "isotonic"
-    assert m.apply([0.2, 0.6, 0.4, 0.0, 1.0]).tolist() == pytest.approx([0.3, 0.9, 0.6, 0.3, 0.9])
+    # Each block's k/n is shrunk to Jeffreys' posterior mean (k + 1/2) / (n + 1).
+    lo, hi = 30.5 / 101, 90.5 / 101
+    assert m.apply([0.2, 0.6, 0.4, 0.0, 1.0]).tolist() == pytest.approx([lo, hi, (lo + hi) / 2, lo, hi])
+
+
+def test_isotonic_map_never_reaches_0_or_1_and_stays_monotone():
+    # 1 row at p=0.01 (no split), 200 at p=0.3 (2 splits), 100 at p=0.9 (all split). Raw block means
+    # 0 < 0.01 < 1; shrunk: 0.5/2 = 0.25 > 2.5/201, so the first two pool into (0.5 + 2.5) / (2 + 201).
+    p = np.concatenate([[0.01], np.full(200, 0.3), np.full(100, 0.9)])
+    y = np.concatenate([[0.0], np.arange(200) < 2, np.ones(100)]).astype(float)
+    m = cal.fit(p, y, "isotonic")
+    low, top = 3 / 203, 100.5 / 101
+    centre = (0.01 * 2 + 0.3 * 201) / 203  # the pooled block's weighted centre
+    at_03 = low + (top - low) * (0.3 - centre) / (0.9 - centre)  # linear between the block centres
+    assert m.apply([0.0, 0.01, centre, 0.3, 0.9, 1.0]).tolist() == pytest.approx([low, low, low, at_03, top, top])
+    assert 0.0 < min(m.params["y"]) and max(m.params["y"]) < 1.0
+    assert np.all(np.diff(m.params["y"]) >= 0)
 
 
 def test_platt_recovers_exact_frequencies():

@@ -10,7 +10,8 @@ after the run is read). Skipped rows (``skip_reason``) are not scored.
 Methods (``METHODS``):
 
 - ``isotonic`` - pool-adjacent-violators on the raw probability, interpolated linearly between
-  block centres (monotone, non-parametric; needs the most data);
+  block centres (monotone, non-parametric; needs the most data); a block of k splits in n rows
+  maps to (k + 1/2) / (n + 1), Jeffreys' posterior mean, never to exactly 0 or 1;
 - ``platt``    - logistic regression on logit(raw): ``sigmoid(a * logit(p) + b)``;
 - ``beta``     - logistic regression on ``(ln p, -ln(1 - p))`` (Kull et al. 2017, three
   parameters; contains the identity and Platt's family);
@@ -160,24 +161,35 @@ def _logistic(X: np.ndarray, y: np.ndarray, ridge: float = 1e-3, iters: int = 10
     return w
 
 
-def pav(p: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Isotonic (non-decreasing) least-squares fit of y on p: block centres x and block means."""
+def _pava(x: np.ndarray, v: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Weighted pool-adjacent-violators over points sorted by `x`: the non-decreasing fit of values
+    `v` with weights `w`; returns the blocks' weighted centres, weighted means and total weights."""
+    blocks: list[list[float]] = []  # [sum v*w, sum w, sum x*w]
+    for xi, vi, wi in zip(x, v, w):
+        blocks.append([vi * wi, wi, xi * wi])
+        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] > blocks[-1][0] / blocks[-1][1]:
+            s2, c2, x2 = blocks.pop()
+            blocks[-1][0] += s2
+            blocks[-1][1] += c2
+            blocks[-1][2] += x2
+    b = np.array(blocks, dtype=float).reshape(-1, 3)
+    return b[:, 2] / b[:, 1], b[:, 0] / b[:, 1], b[:, 1]
+
+
+def _blocks(p: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """PAV blocks of outcomes `y` on raw probabilities `p`: centres, split frequencies, row counts."""
     order = np.argsort(p, kind="mergesort")
     xs, ys = np.asarray(p, float)[order], np.asarray(y, float)[order]
     # Equal raw probabilities form one block to start with (a map must be a function of p).
     ux, start = np.unique(xs, return_index=True)
     sums = np.add.reduceat(ys, start)
     cnt = np.diff(np.append(start, len(xs))).astype(float)
-    blocks: list[list[float]] = []  # [sum y, count, sum x*count]
-    for x, s, c in zip(ux, sums, cnt):
-        blocks.append([s, c, x * c])
-        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] > blocks[-1][0] / blocks[-1][1]:
-            s2, c2, x2 = blocks.pop()
-            blocks[-1][0] += s2
-            blocks[-1][1] += c2
-            blocks[-1][2] += x2
-    bx = np.array([b[2] / b[1] for b in blocks])
-    by = np.array([b[0] / b[1] for b in blocks])
+    return _pava(ux, sums / cnt, cnt)
+
+
+def pav(p: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Isotonic (non-decreasing) least-squares fit of y on p: block centres x and block means."""
+    bx, by, _ = _blocks(p, y)
     return bx, by
 
 
@@ -209,7 +221,11 @@ def fit(p, y, method: str = "platt", *, model: str = "", cutoff: str | None = No
                    f"with {MIN_CLASS} of each outcome")
         return cm
     if method == "isotonic":
-        bx, by = pav(p, y)
+        bx, by, bn = _blocks(p, y)
+        # Each block's split frequency k/n becomes its posterior mean under Jeffreys' prior,
+        # (k + 1/2) / (n + 1), so no block maps to exactly 0 or 1: 500 splits out of 500 rows say
+        # 0.999, not certainty. Blocks the shrinkage leaves out of order are pooled again.
+        bx, by, _ = _pava(bx, (by * bn + 0.5) / (bn + 1.0), bn + 1.0)
         # Anchor the ends so the map covers [0, 1] (flat beyond the outermost blocks).
         x = np.concatenate([[0.0], bx, [1.0]])
         v = np.concatenate([[by[0]], by, [by[-1]]])
