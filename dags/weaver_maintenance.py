@@ -1,7 +1,8 @@
 """weaver_maintenance: retention and housekeeping of both tiers, daily (issue 14).
 
 snapshot vacuum (inside the recovery window) -> woven vacuum (expired/refuted sequences past the
-woven retention) -> compaction + checkpoints of the MERGE-written tables. Wiring only: each task
+woven retention) -> compaction + checkpoints of the MERGE-written tables -> stored calibration maps
+older than the calibration retention deleted. Wiring only: each task
 calls one function of `weaver`; every step is idempotent, and none changes a restore or recovery
 result (tests/test_maintenance.py). Retention is measured to the data interval's end (or `now`).
 """
@@ -54,7 +55,13 @@ def weaver_maintenance():
 
         return compact_tables(settings_from_params(params))
 
-    compact(woven_vacuum(snapshot_vacuum()))
+    @task
+    def prune_calibration(done: dict, params=None, data_interval_end=None) -> dict:
+        from weaver.predict.calibration import prune
+
+        return prune(settings_from_params(params), _now(params, data_interval_end))
+
+    prune_calibration(compact(woven_vacuum(snapshot_vacuum())))
 
 
 weaver_maintenance()

@@ -303,3 +303,47 @@ def test_shipped_prior_is_monotone_and_keeps_the_weaving_threshold():
     assert np.all(np.diff(out) >= 0) and out.min() >= 0.0 and out.max() <= 1.0
     steps = np.arange(0, 201) / 200
     assert np.array_equal(pm.apply(steps) >= 0.75, steps >= 0.75)
+
+
+# --- stored maps: names and retention ------------------------------------------------------------
+def test_prune_deletes_stored_maps_of_runs_before_the_retention(tmp_path):
+    """`prune` (a `weaver maintain` step) deletes the maps of runs older than the retention, dated by
+    the run instant in the name (or, for a map stored before maps were named so, by its JSON's
+    cutoff); the shipped prior and anything that is not a map stay. Oracle: the hand-chosen instants."""
+    from datetime import datetime, timedelta, timezone
+
+    from weaver.core.settings import load_settings
+
+    s = load_settings(env={}, lake=str(tmp_path / "lake"))
+    now = datetime(2026, 3, 10, 12, tzinfo=timezone.utc)
+    p, y = np.repeat([0.2, 0.8], 100), np.r_[np.zeros(80), np.ones(20), np.zeros(20), np.ones(80)]
+
+    def own(model: str, at: datetime) -> cal.CalibrationMap:
+        m = cal.fit(p, y, "isotonic", model=model, cutoff=at.isoformat())
+        cal.save(s, m)
+        return m
+
+    # The name starts with the run instant in UTC (here given at +02:00).
+    m = own("path", datetime(2026, 3, 1, 5, tzinfo=timezone(timedelta(hours=2))))
+    assert m.version.startswith("20260301T030000Z-") and len(m.version) == len("20260301T030000Z-") + 12
+    old = {m.version, own("path", now - timedelta(days=1, seconds=1)).version, own("arima", now - timedelta(days=3)).version}
+    new = {own("path", now - timedelta(days=1)).version, own("path", now - timedelta(hours=1)).version}
+    folder = tmp_path / "lake" / "_weaver" / "calibration"
+    # maps stored under the earlier, undated names: dated by the cutoff in the JSON
+    for name, at in (("0123456789abcdef", now - timedelta(days=5)), ("fedcba9876543210", now - timedelta(hours=2))):
+        (folder / "path" / f"{name}.json").write_text(json.dumps({"cutoff": at.isoformat(), "model": "path"}))
+    cal.save(s, cal.prior("path"))
+    (folder / "path" / "x.json.tmp").write_text("{}")  # a crashed local write's leftover: not a map
+
+    r = cal.prune(s, now, timedelta(days=1))
+    assert (r["maps_deleted"], r["maps_kept"]) == (4, 4), r
+    left = {f.name for f in folder.rglob("*") if f.is_file()}
+    assert left == {f"{v}.json" for v in new} | {"fedcba9876543210.json", f"{cal.prior('path').version}.json",
+                                                  "x.json.tmp"}
+    assert not old & {n.removesuffix(".json") for n in left}
+    again = cal.prune(s, now, timedelta(days=1))  # idempotent
+    assert (again["maps_deleted"], again["maps_kept"]) == (0, 4)
+    # default retention: settings.calibration_retention (35 days): nothing left is that old
+    assert cal.prune(s, now)["maps_deleted"] == 0
+    # a lake without stored maps
+    assert cal.prune(load_settings(env={}, lake=str(tmp_path / "empty")), now)["maps_deleted"] == 0

@@ -53,7 +53,20 @@ def test_one_maintenance_pass_changes_no_restore_or_recovery_result(tmp_path):
         assert rows == fold(data["changes"], key_lo=lake.ranges[pid][0], key_hi=lake.ranges[pid][1], at=at), (pid, at)
     assert before[("p1", ts[235])][0] == "woven"  # the live weave serves, before and after
 
+    # Two stored calibration maps: a run 6 h before `now` (past the 5 h retention) and one 1 h before.
+    import numpy as np
+
+    from weaver.predict import calibration as cal
+
+    s = s.with_overrides(calibration_retention=timedelta(hours=5))
+    p, y = np.repeat([0.2, 0.8], 100), np.r_[np.zeros(80), np.ones(20), np.zeros(20), np.ones(80)]
+    maps = [cal.fit(p, y, "isotonic", model="path", cutoff=(now - timedelta(hours=h)).isoformat()) for h in (6, 1)]
+    for m in maps:
+        cal.save(s, m)
+
     r = maintain(s, now=now)
+    assert r["calibration"]["maps_deleted"] == 1 and r["calibration"]["maps_kept"] == 1, r["calibration"]
+    assert [f.stem for f in (Path(root) / "_weaver" / "calibration" / "path").iterdir()] == [maps[1].version]
     assert r["snapshots"]["snapshots_expired"] >= 1 and r["snapshots"]["log_rows_deleted"] > 0, r["snapshots"]
     assert r["woven"]["expired_sequences"] == 1 and r["woven"]["rows_deleted"] > 0, r["woven"]
     comp = r["compacted"]["predictions"]

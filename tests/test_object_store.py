@@ -359,6 +359,13 @@ def test_calibration_maps_and_backtest_reports_are_objects_in_the_bucket(s3, tmp
     assert cal.load(s, "path", m.version).apply([0.5]).tolist() == m.apply([0.5]).tolist()
     with pytest.raises(InvalidParameterError, match="no calibration map"):
         cal.load(s, "path", "0" * 16)
+    # Retention (a `weaver maintain` step): the bucket loses the same maps as the local lake.
+    later, opts = at + timedelta(days=2), storage.options(obj)
+    pruned = {lake: cal.prune(forecast_settings(lake), later, timedelta(days=1)) for lake in (remote, local)}
+    assert pruned[remote] == pruned[local] and pruned[remote]["maps_deleted"] >= 1, pruned
+    assert not objstore.exists(obj, opts)
+    assert objstore.list_folder(f"{remote}/_weaver/calibration/path", opts) == sorted(
+        f.name for f in (Path(local) / "_weaver" / "calibration" / "path").iterdir())
 
     rr, rl = reports[remote], reports[local]
     assert rr["backtest_id"] == rl["backtest_id"] and rr["scores"] == rl["scores"] and rr["runs"] == 2

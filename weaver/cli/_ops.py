@@ -64,7 +64,7 @@ def maintain_cmd(
     lake: Optional[str] = LakeOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Snapshot vacuum (recovery window), woven vacuum, compaction and checkpoints: one pass."""
+    """Snapshot vacuum (recovery window), woven vacuum, compaction and checkpoints, old calibration maps: one pass."""
     t = timepoint(now, "--now") if now else datetime.now(timezone.utc)
     with reported(as_json):
         r = maintain(settings_for(lake), now=t, compact=compact)
@@ -76,5 +76,7 @@ def maintain_cmd(
     human.add_row("woven rows deleted", str(r["woven"]["rows_deleted"]))
     for name, c in (r.get("compacted") or {}).items():
         human.add_row(f"{name}: files", f"{c['files_before']} -> {c['files_after']} (checkpoint at v{c['version_after']})")
+    cal = r["calibration"]
+    human.add_row("calibration maps deleted / kept", f"{cal['maps_deleted']} / {cal['maps_kept']}")
     human.add_row("elapsed", f"{r['elapsed_s']} s")
     emit(r, as_json, human)

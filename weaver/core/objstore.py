@@ -147,6 +147,28 @@ def exists(uri: str, options: dict[str, str] | None) -> bool:
         return fs.get_file_info(path).type == pafs.FileType.File
 
 
+def list_folder(uri: str, options: dict[str, str] | None, *, folders: bool = False) -> list[str]:
+    """Sorted names of the files (or, with `folders`, the sub-folders) directly under `uri`; empty
+    when `uri` does not exist. On S3 a "folder" is a common key prefix."""
+    import pyarrow.fs as pafs
+
+    fs, path = filesystem(uri, options)
+    want = pafs.FileType.Directory if folders else pafs.FileType.File
+    with _store(uri, "list"):
+        infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    return sorted(i.base_name for i in infos if i.type == want)
+
+
+def delete(uri: str, options: dict[str, str] | None) -> None:
+    """Remove the file at `uri` (nothing happens when it is already gone)."""
+    import pyarrow.fs as pafs
+
+    fs, path = filesystem(uri, options)
+    with _store(uri, "delete"):
+        if fs.get_file_info(path).type == pafs.FileType.File:
+            fs.delete_file(path)
+
+
 def read_parquet(uri: str, options: dict[str, str] | None, *, missing_ok: bool = False) -> pa.Table | None:
     """The Parquet file at `uri` as an Arrow table (None when absent and `missing_ok`)."""
     import pyarrow.parquet as pq

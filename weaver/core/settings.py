@@ -19,7 +19,8 @@ from weaver.core.errors import InvalidConfidenceError, InvalidParameterError
 from weaver.core.time import parse_duration, parse_timepoint
 
 GIB = 1024**3
-_DURATIONS = ("window", "bucket", "woven_cadence", "recovery_window", "woven_retention", "forecast_history")
+_DURATIONS = ("window", "bucket", "woven_cadence", "recovery_window", "woven_retention", "forecast_history",
+              "calibration_retention")
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -54,6 +55,9 @@ class Settings:
     woven_cadence: timedelta = timedelta(hours=1)
     recovery_window: timedelta = timedelta(days=35)
     woven_retention: timedelta = timedelta(days=7)
+    # Stored calibration maps (one per forecast run) whose run instant is older than this are
+    # deleted by `weaver maintain`; each can be refitted from the predictions and splits it was fitted on.
+    calibration_retention: timedelta = timedelta(days=35)
     forecast_samples: int = 200
     forecast_workers: int = 0  # 0 = one per core
     forecast_history: timedelta = timedelta(days=7)  # model history a forecast reads (bounded)
@@ -292,6 +296,7 @@ def load_settings(env: dict[str, str] | None = None, **overrides: Any) -> Settin
         "WEAVER_WOVEN_CADENCE": ("woven_cadence", parse_duration),
         "WEAVER_RECOVERY_WINDOW": ("recovery_window", parse_duration),
         "WEAVER_WOVEN_RETENTION": ("woven_retention", parse_duration),
+        "WEAVER_CALIBRATION_RETENTION": ("calibration_retention", parse_duration),
         "WEAVER_FORECAST_SAMPLES": ("forecast_samples", int),
         "WEAVER_FORECAST_WORKERS": ("forecast_workers", int),
         "WEAVER_FORECAST_HISTORY": ("forecast_history", parse_duration),

@@ -9,6 +9,9 @@
    for every table written by small MERGEs, so reads open few files and replay a short log.
    Compaction rewrites files without changing a row (a new version with ``dataChange = false``);
    the files it replaces stay for time travel until the table's own file retention passes.
+4. Calibration maps (``weaver.predict.calibration.prune``): the stored maps of forecast runs older
+   than ``calibration_retention`` are deleted (each run refits its own; a deleted one can be
+   refitted from the predictions and splits it was fitted on).
 
 Each step is idempotent; a crash between steps is finished by the next pass.
 """
@@ -23,6 +26,7 @@ from weaver.core.retry import retry_commit
 from weaver.core.settings import Settings
 from weaver.core.time import parse_timepoint
 from weaver.pitr import vacuum
+from weaver.predict import calibration
 from weaver.weave import vacuum_woven
 
 #: Tables written by delta-rs MERGEs keyed on deterministic ids (many small commits each), and
@@ -74,7 +78,8 @@ def maintain(settings: Settings, *, now: datetime, compact: bool = True) -> dict
     now = parse_timepoint(now)
     t0 = time.perf_counter()
     result: dict = {"now": now.isoformat(), "recovery_window_s": settings.recovery_window.total_seconds(),
-                    "woven_retention_s": settings.woven_retention.total_seconds()}
+                    "woven_retention_s": settings.woven_retention.total_seconds(),
+                    "calibration_retention_s": settings.calibration_retention.total_seconds()}
     if storage.is_table(storage.uri_for(settings, storage.CHANGELOG)):
         v = vacuum(settings, now)
         result["snapshots"] = {k: v[k] for k in ("snapshots_expired", "snapshots_kept", "log_rows_deleted",
@@ -83,5 +88,6 @@ def maintain(settings: Settings, *, now: datetime, compact: bool = True) -> dict
     result["woven"] = vacuum_woven(settings, now=now)
     if compact:
         result["compacted"] = compact_tables(settings)
+    result["calibration"] = calibration.prune(settings, now)
     result["elapsed_s"] = round(time.perf_counter() - t0, 3)
     return result

@@ -26,9 +26,10 @@ It is the simulator fleet's calibration, not this lake's: the stated fallback wh
 history is too thin, replaced by the lake's own map once there is enough.
 
 Storage: every fitted map is a JSON file ``<lake>/_weaver/calibration/<model>/<version>.json``
-(method, parameters, the history cut-off, row counts); ``version`` hashes the model, the method
-and the scored rows (prediction ids and labels), so the same history gives the same version and a
-rerun rewrites the same file. The `predictions` table keeps the raw probability in
+(method, parameters, the history cut-off, row counts); ``version`` is the run instant (UTC) and a
+hash of the model, the method, the instant and the scored rows (prediction ids and labels), so the
+same history gives the same version and a rerun rewrites the same file. `prune` (a `weaver
+maintain` step) deletes the maps of runs older than ``settings.calibration_retention``. The `predictions` table keeps the raw probability in
 ``probability_raw`` beside the calibrated ``probability``.
 """
 
@@ -36,8 +37,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pyarrow as pa
@@ -248,8 +250,22 @@ def fit(p, y, method: str = "platt", *, model: str = "", cutoff: str | None = No
     h = hashlib.sha1(f"{model}|{method}|{cutoff}".encode())
     for i, label in zip(ids or [f"{a:.12g}" for a in p], y):
         h.update(f"|{i}:{int(label)}".encode())
-    cm.version = h.hexdigest()[:16]
+    cm.version = _version(cutoff, h.hexdigest())
     return cm
+
+
+_STAMP = "%Y%m%dT%H%M%SZ"
+_DATED = re.compile(r"^(\d{8}T\d{6}Z)-[0-9a-f]+\.json$")
+
+
+def _version(cutoff: str | None, digest: str) -> str:
+    """``<cutoff, UTC, %Y%m%dT%H%M%SZ>-<12 hex of the digest>`` (the run instant first, so `prune`
+    dates a stored map from its name); a map fitted without a cutoff is named by its digest alone."""
+    if not cutoff:
+        return digest[:16]
+    at = datetime.fromisoformat(cutoff)
+    at = at.replace(tzinfo=timezone.utc) if at.tzinfo is None else at.astimezone(timezone.utc)
+    return f"{at.strftime(_STAMP)}-{digest[:12]}"
 
 
 # --- the lake's scored history -------------------------------------------------------------------
@@ -322,6 +338,49 @@ def load(settings, model: str, version: str) -> CalibrationMap:
     if text is None:
         raise InvalidParameterError(f"no calibration map {version} for model {model} under {d}")
     return CalibrationMap(**json.loads(text))
+
+
+def prune(settings, now: datetime, retention: timedelta | None = None) -> dict:
+    """Delete the stored lake-own maps of runs before ``now - retention``
+    (``settings.calibration_retention`` by default); the `weaver maintain` step.
+
+    Each run stores its map, so an hourly cycle adds ~8,760 files a year per model. Nothing reads a
+    stored map back to forecast (each run refits on its own history), and a deleted one can be
+    refitted: the same predictions and splits give the same map and version while the predictions
+    are kept. A map is dated by the run instant in its name; one stored before maps were named so is
+    dated by its JSON's ``cutoff``. The shipped priors (``prior-*``, one file each) are kept.
+    Deleting is idempotent: a rerun, or a pass after a crash, deletes what is left.
+    """
+    retention = settings.calibration_retention if retention is None else retention
+    before = now - retention
+    root = objstore.lake_file(settings.lake, "calibration")
+    opts = storage.options(root)
+    deleted = kept = 0
+    for model in objstore.list_folder(root, opts, folders=True):
+        folder = objstore.join(root, model)
+        for name in objstore.list_folder(folder, opts):
+            if not name.endswith(".json"):
+                continue  # a local write's leftover temporary file, not a map
+            if name.startswith("prior-"):
+                kept += 1
+                continue
+            path = objstore.join(folder, name)
+            m = _DATED.match(name)
+            if m:
+                cut = datetime.strptime(m.group(1), _STAMP).replace(tzinfo=timezone.utc)
+            else:
+                try:
+                    cut = datetime.fromisoformat(json.loads(objstore.read_text(path, opts) or "{}")["cutoff"])
+                except (KeyError, TypeError, ValueError):
+                    cut = None  # no instant to date it by: left alone
+                if cut is not None and cut.tzinfo is None:
+                    cut = None
+            if cut is not None and cut < before:
+                objstore.delete(path, opts)
+                deleted += 1
+            else:
+                kept += 1
+    return {"maps_deleted": deleted, "maps_kept": kept, "deleted_before": before.isoformat()}
 
 
 # --- scores --------------------------------------------------------------------------------------
