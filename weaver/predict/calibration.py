@@ -336,7 +336,9 @@ def load(settings, model: str, version: str) -> CalibrationMap:
     path = objstore.join(d, f"{version}.json")
     text = objstore.read_text(path, storage.options(path), missing_ok=True)
     if text is None:
-        raise InvalidParameterError(f"no calibration map {version} for model {model} under {d}")
+        raise InvalidParameterError(f"no calibration map {version} for model {model} under {d}; `weaver maintain` "
+                                    "deletes the maps of runs older than calibration_retention (a rerun of that "
+                                    "run refits the same map)")
     return CalibrationMap(**json.loads(text))
 
 
