@@ -372,7 +372,8 @@ def prune(settings, now: datetime, retention: timedelta | None = None) -> dict:
                 cut = datetime.strptime(m.group(1), _STAMP).replace(tzinfo=timezone.utc)
             else:
                 try:
-                    cut = datetime.fromisoformat(json.loads(objstore.read_text(path, opts) or "{}")["cutoff"])
+                    text = objstore.read_text(path, opts, missing_ok=True)  # a concurrent prune may take it
+                    cut = datetime.fromisoformat(json.loads(text or "{}")["cutoff"])
                 except (KeyError, TypeError, ValueError):
                     cut = None  # no instant to date it by: left alone
                 if cut is not None and cut.tzinfo is None:
