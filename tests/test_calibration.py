@@ -25,9 +25,10 @@ def _logit(p):
 # --- known answers -------------------------------------------------------------------------------
 def test_pav_pools_violators():
     # 0.2 -> 1 then 0.3 -> 0 violate monotonicity: pooled into one block at x 0.25 with mean 0.5.
-    x, y = cal.pav(np.array([0.3, 0.1, 0.4, 0.2]), np.array([0, 0, 1, 1]))
+    x, y, n = cal.pav(np.array([0.3, 0.1, 0.4, 0.2]), np.array([0, 0, 1, 1]))
     assert x.tolist() == pytest.approx([0.1, 0.25, 0.4])
     assert y.tolist() == pytest.approx([0.0, 0.5, 1.0])
+    assert n.tolist() == [1.0, 2.0, 1.0]
 
 
 def test_isotonic_map_interpolates_block_means():

@@ -178,8 +178,9 @@ def _pava(x: np.ndarray, v: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.n
     return b[:, 2] / b[:, 1], b[:, 0] / b[:, 1], b[:, 1]
 
 
-def _blocks(p: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """PAV blocks of outcomes `y` on raw probabilities `p`: centres, split frequencies, row counts."""
+def pav(p: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Isotonic (non-decreasing) least-squares fit of outcomes `y` on raw probabilities `p`: the
+    blocks' centres, split frequencies and row counts."""
     order = np.argsort(p, kind="mergesort")
     xs, ys = np.asarray(p, float)[order], np.asarray(y, float)[order]
     # Equal raw probabilities form one block to start with (a map must be a function of p).
@@ -187,12 +188,6 @@ def _blocks(p: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
     sums = np.add.reduceat(ys, start)
     cnt = np.diff(np.append(start, len(xs))).astype(float)
     return _pava(ux, sums / cnt, cnt)
-
-
-def pav(p: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Isotonic (non-decreasing) least-squares fit of y on p: block centres x and block means."""
-    bx, by, _ = _blocks(p, y)
-    return bx, by
 
 
 def fit(p, y, method: str = "platt", *, model: str = "", cutoff: str | None = None,
@@ -223,7 +218,7 @@ def fit(p, y, method: str = "platt", *, model: str = "", cutoff: str | None = No
                    f"with {MIN_CLASS} of each outcome")
         return cm
     if method == "isotonic":
-        bx, by, bn = _blocks(p, y)
+        bx, by, bn = pav(p, y)
         # Each block's split frequency k/n becomes its posterior mean under Jeffreys' prior,
         # (k + 1/2) / (n + 1), so no block maps to exactly 0 or 1: 500 splits out of 500 rows say
         # 0.999, not certainty. Blocks the shrinkage leaves out of order are pooled again.
