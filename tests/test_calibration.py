@@ -14,6 +14,7 @@ from tests.lakes import FORECAST_T0 as T0
 from tests.lakes import H, forecast_settings
 from tests.test_backtest import _lakes
 from weaver.core import storage
+from weaver.core.errors import InvalidParameterError, InvalidTimepointError
 from weaver.core.ids import prediction_id
 from weaver.predict import calibration as cal
 
@@ -336,6 +337,12 @@ def test_prune_deletes_stored_maps_of_runs_before_the_retention(tmp_path):
     cal.save(s, cal.prior("path"))
     (folder / "path" / "x.json.tmp").write_text("{}")  # a crashed local write's leftover: not a map
 
+    before_bad = sorted(f.name for f in folder.rglob("*"))
+    with pytest.raises(InvalidTimepointError):  # no timezone: refused, nothing deleted
+        cal.prune(s, now.replace(tzinfo=None), timedelta(days=1))
+    with pytest.raises(InvalidParameterError, match="retention must be positive"):
+        cal.prune(s, now, timedelta(0))
+    assert sorted(f.name for f in folder.rglob("*")) == before_bad
     r = cal.prune(s, now, timedelta(days=1))
     assert (r["maps_deleted"], r["maps_kept"]) == (4, 4), r
     left = {f.name for f in folder.rglob("*") if f.is_file()}

@@ -47,6 +47,7 @@ import pyarrow.compute as pc
 
 from weaver.core import objstore, storage
 from weaver.core.errors import InvalidParameterError
+from weaver.core.time import parse_timepoint
 
 METHODS = ("none", "prior", "isotonic", "platt", "beta")
 # The lake's own isotonic map once MIN_ROWS scored rows of closed windows exist, the shipped prior
@@ -348,7 +349,10 @@ def prune(settings, now: datetime, retention: timedelta | None = None) -> dict:
     dated by its JSON's ``cutoff``. The shipped priors (``prior-*``, one file each) are kept.
     Deleting is idempotent: a rerun, or a pass after a crash, deletes what is left.
     """
+    now = parse_timepoint(now)  # a naive instant is refused before anything is deleted
     retention = settings.calibration_retention if retention is None else retention
+    if retention <= timedelta(0):
+        raise InvalidParameterError(f"calibration retention must be positive, got {retention}")
     before = now - retention
     root = objstore.lake_file(settings.lake, "calibration")
     opts = storage.options(root)
