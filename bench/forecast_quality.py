@@ -321,6 +321,12 @@ def main() -> None:
     hourly = summarise([r for r in rows if r["scored"]], hourly_variants) if "path" in models else {}
     per_shape = {sh: {v: scores([r for r in grid_rows if r["shape"] == sh and r["model"] == v]) for v in variants}
                  for sh in shapes}
+    # By the lake's age at the run (whole days of history): where a short lake's error comes from.
+    start_us = to_us(START)
+    age_of = lambda r: str(int((r["run_ts"] - start_us) // (24 * 3.6e9)))  # noqa: E731
+    ages = sorted({age_of(r) for r in grid_rows}, key=int)
+    per_age = {a: {v: scores([r for r in grid_rows if age_of(r) == a and r["model"] == v]) for v in variants}
+               for a in ages}
 
     def goals_of(table: dict, vs: list[str]) -> dict:
         best = min(table[b]["all"]["brier"] for b in BASELINES)
@@ -328,7 +334,7 @@ def main() -> None:
         for v in vs:
             a = table[v]["all"]
             out[v] = {"brier_ratio_to_best_naive": a["brier"] / best, "brier_le_half_best_naive": a["brier"] <= 0.5 * best,
-                      "recall_ge_0.9_at_p80": (a["recall_at_p80"] or 0) >= 0.9,
+                      "recall_ge_0.9_at_p80": bool((a["recall_at_p80"] or 0) >= 0.9),
                       "median_abs_timing_le_1h": a["median_abs_timing_h"] is not None and a["median_abs_timing_h"] <= 1.0,
                       "ece_le_0.05": a["ece"] <= 0.05}
         return out
@@ -353,6 +359,7 @@ def main() -> None:
         "scores_grid": pooled, "goals_grid": goals_of(pooled, variants),
         "scores_hourly": hourly, "goals_hourly": goals_of(hourly, hourly_variants) if hourly else {},
         "per_shape_grid": per_shape,
+        "per_age_days_grid": per_age,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2, default=str))
