@@ -38,8 +38,9 @@ model in the first committed run).
 Run: ``.venv/bin/python bench/forecast_quality.py`` -> bench/results/forecast_quality.json
 (``--quick``: one seed, two shapes, no Prophet/ARIMA; any run other than 5 shapes x seeds 0-4 x
 path, prophet, arima is marked ``"reduced": true`` in its setup). Lakes twice as long (docs/prediction.md
-§8, sixth pass): ``--days 8 --models path --out bench/results/forecast_quality_8d.json`` (~10 min).
-"""
+§8, sixth and ninth passes): ``--days 8 --out bench/results/forecast_quality_8d.json`` (every model, ~31 min on 2
+cores; ``--models path``: ~6 min, marked reduced). The result also holds the grid scores by the lake's age at
+the run (``per_age_days_grid``: whole days of history)."""
 
 from __future__ import annotations
 
