@@ -19,7 +19,8 @@ t reads only rows whose windows closed by t). Rules (``RULES``):
 * ``pick24_any`` - ``pick24`` letting the identity win from the first closed window on.
 
 Scores (`forecast_quality.scores`) on the grid runs (every 12 h from day 1) and the hourly runs,
-pooled and by the lake's age at the run (whole days of history).
+pooled and by the lake's age at the run (whole days of history); for the default rule also the
+timing errors of its true positives by how far ahead the split was (``lake_timing_by_lead``).
 
 Run: ``.venv/bin/python bench/calibration_guard.py`` -> bench/results/calibration_guard.json (~12 min
 on 2 cores).
@@ -116,7 +117,27 @@ def summary(lakes: list[dict]) -> dict:
             res[scope][n] = {"all": fq.scores(mine),
                              "per_age_days_brier": {str(a): fq.scores([r for r in mine if age(r) == a])["brier"]
                                                     for a in sorted({age(r) for r in mine})}}
+        res[scope]["lake_timing_by_lead"] = timing_by_lead([r for r in rows["lake"] if sel(r)],
+                                                           res[scope]["lake"]["all"]["threshold_at_p80"])
     return res
+
+
+def timing_by_lead(rows: list[dict], threshold: float | None) -> dict:
+    """Timing errors of the true positives at `threshold` (the score's recall-at-precision-0.8 one),
+    by how far ahead the real split was (4 h bins): count, share within 1 h, share more than 1 h
+    late / early, signed median (h; > 0: predicted late)."""
+    if threshold is None:
+        return {}
+    tp = [r for r in rows if r["y"] and r["p"] >= threshold and r["pred_ts"] is not None]
+    out = {}
+    for lo in range(0, 24, 4):
+        e = np.array([(r["pred_ts"] - r["split_ts"]) / H_US for r in tp
+                      if lo <= min((r["split_ts"] - r["run_ts"]) / H_US, 23.9) < lo + 4])  # 24 h: the last bin
+        if e.size:
+            out[f"{lo}-{lo + 4}h"] = {"n": int(e.size), "share_le_1h": float(np.mean(np.abs(e) <= 1)),
+                                      "share_late": float(np.mean(e > 1)), "share_early": float(np.mean(e < -1)),
+                                      "median_signed_h": float(np.median(e))}
+    return out
 
 
 def main() -> None:
@@ -155,6 +176,9 @@ def main() -> None:
                 a = res[scope][n]["all"]
                 ages = " ".join(f"{k}:{v:.4f}" for k, v in res[scope][n]["per_age_days_brier"].items())
                 print(f"{n:<12} {a['brier']:.4f}  {a['ece']:.3f}  {a['log_loss']:.3f}   {a['recall_at_p80']:.3f}  {ages}")
+            for lead, t in res[scope]["lake_timing_by_lead"].items():
+                print(f"  lake timing, split {lead} ahead: n {t['n']}, within 1 h {t['share_le_1h']:.2f}, "
+                      f"late {t['share_late']:.2f}, early {t['share_early']:.2f}, signed median {t['median_signed_h']:+.0f} h")
     print(f"wall {result['wall_s']} s -> {args.out}")
 
 
