@@ -22,7 +22,7 @@ Scores (`forecast_quality.scores`) on the grid runs (every 12 h from day 1) and 
 pooled and by the lake's age at the run (whole days of history); for the default rule also the
 timing errors of its true positives by how far ahead the split was (``lake_timing_by_lead``).
 
-Run: ``.venv/bin/python bench/calibration_guard.py`` -> bench/results/calibration_guard.json (~12 min
+Run: ``.venv/bin/python bench/calibration_guard.py`` -> bench/results/calibration_guard.json (~7 min
 on 2 cores).
 """
 
