@@ -1,26 +1,29 @@
 """When should a lake switch from the shipped prior map to its own? (issue 15, docs/prediction.md §8)
 
-The default calibration (`calibration.DEFAULT_METHOD`, ``isotonic``) applies the shipped prior map
+The calibration ``isotonic`` (the default until issue 15's tenth pass) applies the shipped prior map
 until the lake has `calibration.MIN_ROWS` scored rows of closed windows, and the lake's own isotonic
-map from then on. On the evaluated 8-day lakes that map costs Brier in its first days (grid runs of
-day 3: 0.103 against 0.083 raw, `forecast_quality_8d.json`, ``per_age_days_grid``). This benchmark
+map from then on. On the evaluated 8-day lakes that map cost Brier in its first days (grid runs of
+day 3: 0.103 against 0.083 raw, `forecast_quality_8d.json` at c7f1b72, ``per_age_days_grid``); this
+benchmark chose the rule the default, ``auto`` (`calibration.choose`), now applies: ``pick24``. It
 compares switching rules on the *tuning* lakes only (seeds 100-104 by default, 5 shapes, lakes of 4
 and of 8 days; the evaluation's seeds 0-4 are never read), run by run as `predict` would (a run at
 t reads only rows whose windows closed by t). Rules (``RULES``):
 
 * ``raw`` - the identity; ``prior`` - the shipped prior map alone;
-* ``lake`` - the product's default: the lake's map from ``MIN_ROWS`` rows, the prior before;
+* ``lake`` - the ``isotonic`` method: the lake's map from ``MIN_ROWS`` rows, the prior before;
 * ``lake_min800`` - the same from 800 rows;
 * ``blend1000`` - from ``MIN_ROWS`` rows, w x lake map + (1 - w) x prior, w = n / (n + 1000);
 * ``pick24`` / ``pick48`` - a held-out choice: the lake's rows whose windows closed in the last
   24 (48) h are held out, a lake map is fitted on the rest, and of {prior, identity, that map} the
   one with the lowest Brier on the held-out rows is used (the map refitted on all rows when it
-  wins); the prior while the lake has fewer than ``MIN_ROWS`` rows;
+  wins); the prior while the lake has fewer than ``MIN_ROWS`` rows. ``pick24`` is the product's
+  ``auto`` (`calibration.choose` itself);
 * ``pick24_any`` - ``pick24`` letting the identity win from the first closed window on.
 
 Scores (`forecast_quality.scores`) on the grid runs (every 12 h from day 1) and the hourly runs,
 pooled and by the lake's age at the run (whole days of history); for the default rule also the
-timing errors of its true positives by how far ahead the split was (``lake_timing_by_lead``).
+timing errors of its true positives by how far ahead the split was (``lake_timing_by_lead``, and
+``auto_timing_by_lead`` for the default).
 
 Run: ``.venv/bin/python bench/calibration_guard.py`` -> bench/results/calibration_guard.json (~7 min
 on 2 cores).
@@ -76,7 +79,9 @@ def calibrated(rows: list[dict]) -> dict[str, list[dict]]:
                       "lake_min800": full if ok and len(hist) >= 800 else prior}
         w = len(hist) / (len(hist) + 1000.0)
         maps["blend1000"] = (full, w) if ok else prior
-        for name, hold_h, strict in (("pick24", 24, True), ("pick48", 48, True), ("pick24_any", 24, False)):
+        held24 = [h["window_end"] > t - calibration.HOLDOUT_HOURS * H_US for h in hist]
+        maps["pick24"] = calibration.choose([h["p"] for h in hist], [h["y"] for h in hist], held24, model="path")
+        for name, hold_h, strict in (("pick48", 48, True), ("pick24_any", 24, False)):
             held = [h for h in hist if h["window_end"] > t - hold_h * H_US]
             rest = [h for h in hist if h["window_end"] <= t - hold_h * H_US]
             cands = [(_brier(prior, held) if held else 0.0, prior)]
@@ -117,8 +122,8 @@ def summary(lakes: list[dict]) -> dict:
             res[scope][n] = {"all": fq.scores(mine),
                              "per_age_days_brier": {str(a): fq.scores([r for r in mine if age(r) == a])["brier"]
                                                     for a in sorted({age(r) for r in mine})}}
-        res[scope]["lake_timing_by_lead"] = timing_by_lead([r for r in rows["lake"] if sel(r)],
-                                                           res[scope]["lake"]["all"]["threshold_at_p80"])
+        for n, key in (("lake", "lake_timing_by_lead"), ("pick24", "auto_timing_by_lead")):
+            res[scope][key] = timing_by_lead([r for r in rows[n] if sel(r)], res[scope][n]["all"]["threshold_at_p80"])
     return res
 
 
@@ -176,9 +181,11 @@ def main() -> None:
                 a = res[scope][n]["all"]
                 ages = " ".join(f"{k}:{v:.4f}" for k, v in res[scope][n]["per_age_days_brier"].items())
                 print(f"{n:<12} {a['brier']:.4f}  {a['ece']:.3f}  {a['log_loss']:.3f}   {a['recall_at_p80']:.3f}  {ages}")
-            for lead, t in res[scope]["lake_timing_by_lead"].items():
-                print(f"  lake timing, split {lead} ahead: n {t['n']}, within 1 h {t['share_le_1h']:.2f}, "
-                      f"late {t['share_late']:.2f}, early {t['share_early']:.2f}, signed median {t['median_signed_h']:+.0f} h")
+            for key in ("lake_timing_by_lead", "auto_timing_by_lead"):
+                for lead, t in res[scope][key].items():
+                    print(f"  {key.split('_')[0]} timing, split {lead} ahead: n {t['n']}, within 1 h {t['share_le_1h']:.2f}, "
+                          f"late {t['share_late']:.2f}, early {t['share_early']:.2f}, "
+                          f"signed median {t['median_signed_h']:+.0f} h")
     print(f"wall {result['wall_s']} s -> {args.out}")
 
 

@@ -12,7 +12,10 @@ Calibrated variants: for a run at t, a map (`weaver.predict.calibration.fit`, ea
 Platt, beta) is fitted on the same model's earlier runs *of the same lake* whose windows had closed
 by t (no look-ahead; below `calibration.MIN_ROWS` rows the model's shipped prior map,
 `calibration.with_prior`, or the identity for a model without one), then applied to t's raw
-probabilities - what `predict` does live. ``+prior`` applies the shipped prior map alone. The prior
+probabilities - what `predict` does live. ``+auto`` (the default, `calibration.choose`): of the
+prior, the identity and an isotonic map fitted on the rows closed before the last
+`calibration.HOLDOUT_HOURS`, the one with the lowest Brier on the rows closed within them (the prior
+below `calibration.MIN_ROWS`). ``+prior`` applies the shipped prior map alone. The prior
 is fitted by ``--fit-prior`` on lakes of other seeds (100 and up), never on the evaluated ones.
 
 Scores per model variant (all lakes pooled; also per shape and per split kind):
@@ -191,8 +194,12 @@ def calibrate_rows(rows: list[dict], model: str, method: str) -> list[dict]:
         t = r["run_ts"]
         if t not in maps:
             hist = [h for h in mine if h["window_end"] <= t and not h["skipped"]]
-            maps[t] = calibration.with_prior(
-                calibration.fit([h["p"] for h in hist], [h["y"] for h in hist], method, model=model))
+            if method == "auto":  # held out: the rows whose windows closed in the last HOLDOUT_HOURS
+                held = [h["window_end"] > t - calibration.HOLDOUT_HOURS * 3.6e9 for h in hist]
+                maps[t] = calibration.choose([h["p"] for h in hist], [h["y"] for h in hist], held, model=model)
+            else:
+                maps[t] = calibration.with_prior(
+                    calibration.fit([h["p"] for h in hist], [h["y"] for h in hist], method, model=model))
         p = r["p"] if r["skipped"] else float(maps[t].apply([r["p"]])[0])
         out.append(recalibrated(r, f"{model}+{method}", p))
     return out

@@ -147,16 +147,23 @@ def test_future_rows_and_splits_do_not_change_a_past_runs_calibration(tmp_path):
     assert live
     for r in live:
         assert r["probability"] == pytest.approx(float(m1.apply([r["probability_raw"]])[0]))
-    # The default is the lake's own isotonic map once the history is thick enough, not the prior.
-    default = predict(s, at=at, model="path", write=False).to_pylist()
-    assert default == predict(s, at=at, model="path", write=False, calibration="isotonic").to_pylist()
+    # `isotonic` is the lake's own isotonic map once the history is thick enough, not the prior.
+    iso_run = predict(s, at=at, model="path", write=False, calibration="isotonic").to_pylist()
     iso = cal.map_for_run(s, "path", at, "isotonic", store=False)
     assert iso.method == "isotonic" and iso.rows == m1.rows
     prior = cal.PRIORS["path"]["params"]
-    live_d = [r for r in default if r["skip_reason"] is None]
-    assert all(r["probability"] == pytest.approx(float(iso.apply([r["probability_raw"]])[0])) for r in live_d)
+    live_i = [r for r in iso_run if r["skip_reason"] is None]
+    assert all(r["probability"] == pytest.approx(float(iso.apply([r["probability_raw"]])[0])) for r in live_i)
     assert any(abs(r["probability"] - float(np.interp(r["probability_raw"], prior["x"], prior["y"]))) > 1e-6
-               for r in live_d)
+               for r in live_i)
+    # The default (`auto`) chooses on the rows whose windows closed in the 24 h before the run: windows
+    # end 10 h after their run, so the runs after 32 h - 48 half-hourly runs x 2 partitions.
+    default = predict(s, at=at, model="path", write=False).to_pylist()
+    assert default == predict(s, at=at, model="path", write=False, calibration="auto").to_pylist()
+    auto = cal.map_for_run(s, "path", at, "auto", store=False)
+    assert auto.note.startswith("auto: ") and " chosen on the 96 rows " in auto.note
+    live_d = [r for r in default if r["skip_reason"] is None]
+    assert all(r["probability"] == pytest.approx(float(auto.apply([r["probability_raw"]])[0])) for r in live_d)
     # a later cut-off sees more history and gives another map
     assert cal.map_for_run(s, "path", T0 + 80 * H, "platt").version != m1.version
     # the map is stored with the model, by version
@@ -201,11 +208,11 @@ def test_thin_history_is_identity_in_predict(tmp_path):
             assert r["probability"] == r["probability_raw"]
         else:
             assert r["probability_raw"] is None and r["probability"] == 0.0
-    # A lake-own method on a thin history - the default, isotonic, among them - falls back to the
+    # A lake-own method on a thin history - the default, auto, among them - falls back to the
     # shipped prior (by its own x/y table), and the map applied is stored with the model under its
     # version; "prior" applies only the prior, whatever the history.
     prior = cal.PRIORS["path"]["params"]
-    assert cal.DEFAULT_METHOD == "isotonic"
+    assert cal.DEFAULT_METHOD == "auto"
     for method in ("beta", None, "prior"):
         fell = predict(forecast_settings(lake), at=T0 + 40 * H, model="path", write=False,
                        calibration=method).to_pylist()
@@ -355,3 +362,62 @@ def test_prune_deletes_stored_maps_of_runs_before_the_retention(tmp_path):
     assert cal.prune(s, now)["maps_deleted"] == 0
     # a lake without stored maps
     assert cal.prune(load_settings(env={}, lake=str(tmp_path / "empty")), now)["maps_deleted"] == 0
+
+
+# --- the default: a held-out choice (``auto``) ---------------------------------------------------
+def _blocks(*blocks):
+    """Rows from (raw p, rows, splits) blocks: the first `splits` rows of a block are positives."""
+    p = np.concatenate([np.full(n, x) for x, n, _ in blocks])
+    y = np.concatenate([np.r_[np.ones(k), np.zeros(n - k)] for _, n, k in blocks])
+    return p, y
+
+
+@pytest.mark.parametrize("rest,held,winner", [
+    # the earlier rows' map holds on the held-out day: the lake's map (refitted on all rows)
+    (((0.2, 150, 15), (0.6, 150, 150)), ((0.2, 20, 2), (0.6, 20, 20)), "lake map"),
+    # the held-out day is calibrated as it stands: the identity
+    (((0.2, 150, 75), (0.6, 150, 150)), ((0.2, 20, 4), (0.6, 20, 12)), "identity"),
+    # neither: the prior (here p^2 / (p^2 + (1 - p)^2)) is nearest
+    (((0.2, 150, 75), (0.6, 150, 150)), ((0.2, 20, 1), (0.6, 20, 14)), "prior"),
+])
+def test_auto_applies_the_candidate_best_on_the_held_out_rows(monkeypatch, rest, held, winner):
+    monkeypatch.setitem(cal.PRIORS, "m", {"method": "platt", "params": {"a": 2.0, "b": 0.0}, "rows": 10,
+                                          "positives": 3, "fitted_on": "a test"})
+    # Each candidate's held-out Brier by hand: the prior by its formula, the map from the earlier
+    # rows as Jeffreys' block means (k + 1/2) / (n + 1) at the two raw values.
+    block = {x: (k + 0.5) / (n + 1) for x, n, k in rest}
+    cands = {"prior": lambda x: x * x / (x * x + (1 - x) ** 2), "identity": lambda x: x, "lake map": block.get}
+    hand = {c: sum(k * (1 - f(x)) ** 2 + (n - k) * f(x) ** 2 for x, n, k in held) / sum(n for _, n, _ in held)
+            for c, f in cands.items()}
+    assert min(hand, key=hand.get) == winner  # the case is what it says
+    p1, y1 = _blocks(*rest)
+    p2, y2 = _blocks(*held)
+    cm = cal.choose(np.r_[p1, p2], np.r_[y1, y2], np.r_[np.zeros(len(p1), bool), np.ones(len(p2), bool)],
+                    model="m", cutoff="2026-01-02T00:00:00+00:00")
+    assert cm.note.startswith(f"auto: {winner} chosen on the 40 rows")
+    for c, b in hand.items():
+        assert f"{c} {b:.4f}" in cm.note
+    got = cm.apply([0.2, 0.6]).tolist()
+    if winner == "lake map":  # refitted on all rows
+        both = {x: (sum(k for a, _, k in rest + held if a == x) + 0.5) / (sum(n for a, n, _ in rest + held if a == x) + 1)
+                for x in (0.2, 0.6)}
+        assert cm.method == "isotonic" and got == pytest.approx([both[0.2], both[0.6]])
+    elif winner == "identity":
+        assert cm.method == "identity" and got == pytest.approx([0.2, 0.6])
+    else:
+        assert cm.version.startswith("prior-") and got == pytest.approx([0.04 / 0.68, 0.36 / 0.52])
+
+
+def test_auto_falls_back_to_the_prior(monkeypatch):
+    monkeypatch.setitem(cal.PRIORS, "m", {"method": "platt", "params": {"a": 2.0, "b": 0.0}, "rows": 10,
+                                          "positives": 3, "fitted_on": "a test"})
+    p, y = _blocks((0.2, 150, 15), (0.6, 150, 150))
+    # no window closed in the last HOLDOUT_HOURS: no evidence to choose on, the prior
+    none_held = cal.choose(p, y, np.zeros(len(p), bool), model="m")
+    assert none_held.version.startswith("prior-") and "no window closed" in none_held.note
+    # a thin history: the prior, as for the lake-own methods
+    thin = cal.choose(p[:100], y[:100], np.ones(100, bool), model="m")
+    assert thin.version.startswith("prior-") and "too thin" in thin.note
+    # "auto" is a choice, not a fit
+    with pytest.raises(InvalidParameterError, match="auto"):
+        cal.fit(p, y, "auto")

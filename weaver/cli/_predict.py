@@ -56,9 +56,11 @@ def predict(
     workers: Optional[int] = typer.Option(None, "--workers", help="Fit processes (default: one per core)."),
     samples: Optional[int] = typer.Option(None, "--samples", help="Predictive sample paths per series."),
     calibration: Optional[str] = typer.Option(None, "--calibration",
-                                              help="none | prior | platt | isotonic | beta (default isotonic: the lake's own "
-                                                   "map; below 200 scored rows of the last 7 days the lake-own methods "
-                                                   "use the model's prior map, if it has one, else the identity)."),
+                                              help="auto | none | prior | platt | isotonic | beta (default auto: of the "
+                                                   "prior map, the identity and the lake's own isotonic map, the one "
+                                                   "scoring best on the last 24 h of closed windows; below 200 scored rows "
+                                                   "of the last 7 days the lake-own methods use the model's prior map, if "
+                                                   "it has one, else the identity)."),
     write: bool = typer.Option(True, "--write/--no-write", help="Stage the rows, check them, publish them into `predictions`."),
     check: bool = typer.Option(True, "--check/--no-check", help="Run the `predictions` expectation suite."),
     lake: Optional[str] = LakeOpt,
@@ -121,9 +123,11 @@ def backtest(
     workers: Optional[int] = typer.Option(None, "--workers", help="Fit processes (default: one per core)."),
     samples: Optional[int] = typer.Option(None, "--samples", help="Predictive sample paths per series."),
     calibration: Optional[str] = typer.Option(None, "--calibration",
-                                              help="none | prior | platt | isotonic | beta (default isotonic: the lake's own "
-                                                   "map; below 200 scored rows of the last 7 days the lake-own methods "
-                                                   "use the model's prior map, if it has one, else the identity)."),
+                                              help="auto | none | prior | platt | isotonic | beta (default auto: of the "
+                                                   "prior map, the identity and the lake's own isotonic map, the one "
+                                                   "scoring best on the last 24 h of closed windows; below 200 scored rows "
+                                                   "of the last 7 days the lake-own methods use the model's prior map, if "
+                                                   "it has one, else the identity)."),
     out: Optional[str] = typer.Option(None, "--out", help="Report folder (default <lake>/_weaver/backtests/<id>)."),
     lake: Optional[str] = LakeOpt,
     as_json: bool = JsonOpt,

@@ -49,13 +49,20 @@ from weaver.core import objstore, storage
 from weaver.core.errors import InvalidParameterError
 from weaver.core.time import parse_timepoint
 
-METHODS = ("none", "prior", "isotonic", "platt", "beta")
-# The lake's own isotonic map once MIN_ROWS scored rows of closed windows exist, the shipped prior
-# before that (issue 15's seventh pass, docs/prediction.md §8): on 4-day lakes it equals the prior (too
-# little closed history to replace it), on lakes twice as long it keeps the calibration (ECE 0.023)
-# where the prior, fitted on young lakes, loses it (0.063). Each run reads the last HISTORY_DAYS of
-# scored predictions for it; bench/scale.py measures that read inside the hourly cycle.
-DEFAULT_METHOD = "isotonic"
+METHODS = ("auto", "none", "prior", "isotonic", "platt", "beta")
+# ``isotonic``: the lake's own isotonic map once MIN_ROWS scored rows of closed windows exist, the
+# shipped prior before that (issue 15's seventh pass, docs/prediction.md §8). On 8-day lakes that map
+# cost Brier in its first days (day-3 grid runs 0.103 against 0.083 raw), so the default, ``auto``,
+# checks it before use (`choose`, the tenth pass): the rows whose windows closed in the last
+# HOLDOUT_HOURS are held out, an AUTO_FIT map is fitted on the earlier rows, and of {prior, identity,
+# that map} the one with the lowest Brier on the held-out rows is applied (the map refitted on all
+# rows when it wins); the prior below MIN_ROWS, as ``isotonic``. Tuning seeds 100-104
+# (bench/results/calibration_guard.json, rule ``pick24``): 4-day lakes identical, 8-day grid Brier
+# 0.0728 -> 0.0696, hourly 0.0763 -> 0.0756. Each run reads the last HISTORY_DAYS of scored
+# predictions for it; bench/scale.py measures that read inside the hourly cycle.
+DEFAULT_METHOD = "auto"
+AUTO_FIT = "isotonic"
+HOLDOUT_HOURS = 24.0
 # Scored predictions needed before a lake-own map is fitted. 50 fitted maps on the first ~2 days
 # of a 4-day lake, a non-stationary history too thin for them (hourly Brier of the isotonic method
 # on tuning seeds 100-104, by hand: 0.154 at 50, 0.142 at 100, 0.1313 at 200 vs 0.1314 for the
@@ -200,6 +207,9 @@ def fit(p, y, method: str = "platt", *, model: str = "", cutoff: str | None = No
     """
     if method not in METHODS:
         raise InvalidParameterError(f"calibration {method!r} is unknown; choose one of {', '.join(METHODS)}")
+    if method == "auto":
+        raise InvalidParameterError("calibration 'auto' chooses between maps on held-out rows: use "
+                                    "calibration.choose (or map_for_run), not fit")
     p = np.clip(np.asarray(p, dtype=float), 0.0, 1.0)
     y = np.asarray(y, dtype=float)
     n, pos = len(y), int(y.sum())
@@ -250,6 +260,41 @@ def fit(p, y, method: str = "platt", *, model: str = "", cutoff: str | None = No
     return cm
 
 
+def choose(p, y, held, *, model: str = "", cutoff: str | None = None,
+           ids: list[str] | None = None) -> CalibrationMap:
+    """The ``auto`` map: of {the prior, the identity, an AUTO_FIT map}, the one with the lowest Brier
+    on the held-out rows (`held`: those whose windows closed in the last HOLDOUT_HOURS before the run).
+
+    The candidate map is fitted on the rows not held out and scored on the held-out ones; when it wins
+    it is refitted on all rows (what is applied). Ties keep the earlier candidate (prior, identity,
+    map). Below MIN_ROWS rows (or MIN_CLASS of an outcome) the prior, as `with_prior`; with no
+    held-out rows (no run in the last HOLDOUT_HOURS) the prior, or the map for a model without one.
+    The note names the choice and every candidate's held-out Brier."""
+    p = np.clip(np.asarray(p, dtype=float), 0.0, 1.0)
+    y = np.asarray(y, dtype=float)
+    held = np.asarray(held, dtype=bool)
+    full = fit(p, y, AUTO_FIT, model=model, cutoff=cutoff, ids=ids)
+    if full.method == "identity":
+        return with_prior(full)
+    pm = prior(model)
+    if pm is not None:
+        pm.cutoff = cutoff
+    if not held.any():
+        chosen = pm if pm is not None else full
+        chosen.note = f"auto: no window closed in the {HOLDOUT_HOURS:g} h before the run; {chosen.note or chosen.method}"
+        return chosen
+    ident = CalibrationMap(model, "identity", {}, len(y), int(y.sum()), cutoff)
+    rest = fit(p[~held], y[~held], AUTO_FIT, model=model)
+    cands = ([("prior", pm, pm)] if pm is not None else []) + [("identity", ident, ident)] \
+        + ([("lake map", rest, full)] if rest.method != "identity" else [])
+    scored = [(name, float(np.mean((m.apply(p[held]) - y[held]) ** 2)), chosen) for name, m, chosen in cands]
+    name, _, chosen = min(scored, key=lambda c: c[1])
+    chosen.note = (f"auto: {name} chosen on the {int(held.sum())} rows whose windows closed in the last "
+                   f"{HOLDOUT_HOURS:g} h (held-out Brier " + ", ".join(f"{n} {b:.4f}" for n, b, _ in scored)
+                   + f"; candidate map fitted on the {int((~held).sum())} earlier rows)")
+    return chosen
+
+
 _STAMP = "%Y%m%dT%H%M%SZ"
 _DATED = re.compile(r"^(\d{8}T\d{6}Z)-[0-9a-f]+\.json$")
 
@@ -270,15 +315,22 @@ def scored_history(settings, model: str, at: datetime,
     """(prediction ids, raw probabilities, outcomes) of `model`'s predictions whose windows closed by
     `at`, and no earlier than `days` before it (``HISTORY_DAYS``; the read is pushed down to Delta
     file skipping on ``window_end``, so its cost follows the days read, not the lake's age)."""
+    ids, p, y, _ = _scored(settings, model, at, days)
+    return ids, p, y
+
+
+def _scored(settings, model: str, at: datetime,
+            days: float) -> tuple[list[str], np.ndarray, np.ndarray, list[datetime]]:
+    """`scored_history` and each row's ``window_end``, in prediction-id order."""
     at_s = pa.scalar(at, storage.TS)
     since = pa.scalar(at - timedelta(days=days), storage.TS)
     t = storage.read(storage.uri_for(settings, storage.PREDICTIONS), storage.PREDICTIONS, missing_ok=True,
                      filters=[("window_end", ">", since), ("window_end", "<=", at_s), ("model", "=", model)])
     if t.num_rows == 0:
-        return [], np.zeros(0), np.zeros(0)
+        return [], np.zeros(0), np.zeros(0), []
     t = t.filter(pc.is_null(t.column("skip_reason")))
     if t.num_rows == 0:
-        return [], np.zeros(0), np.zeros(0)
+        return [], np.zeros(0), np.zeros(0), []
     # Only splits that can label these rows: after the earliest run read, by `at`.
     first_run = pc.min(t.column("run_ts"))
     splits = storage.read(storage.uri_for(settings, storage.SPLITS), storage.SPLITS, missing_ok=True,
@@ -295,8 +347,9 @@ def scored_history(settings, model: str, at: datetime,
                   zip(t.column("partition_id").to_pylist(), t.column("run_ts").to_pylist(),
                       t.column("window_end").to_pylist())], dtype=float)
     ids = t.column("prediction_id").to_pylist()
+    ends = t.column("window_end").to_pylist()
     order = np.argsort(ids)
-    return [ids[i] for i in order], p[order], y[order]
+    return [ids[i] for i in order], p[order], y[order], [ends[i] for i in order]
 
 
 def calibration_dir(settings, model: str) -> str:
@@ -313,8 +366,12 @@ def map_for_run(settings, model: str, at: datetime, method: str = DEFAULT_METHOD
     if method == "prior":
         cm = fit([], [], "prior", model=model, cutoff=at.isoformat())
     else:
-        ids, p, y = scored_history(settings, model, at)
-        cm = with_prior(fit(p, y, method, model=model, cutoff=at.isoformat(), ids=ids))
+        ids, p, y, ends = _scored(settings, model, at, HISTORY_DAYS)
+        if method == "auto":
+            since = at - timedelta(hours=HOLDOUT_HOURS)
+            cm = choose(p, y, [e > since for e in ends], model=model, cutoff=at.isoformat(), ids=ids)
+        else:
+            cm = with_prior(fit(p, y, method, model=model, cutoff=at.isoformat(), ids=ids))
     if store and cm.method != "identity":
         save(settings, cm)
     return cm

@@ -224,6 +224,16 @@ PATH_LEVEL_WIDTH = 2.0
 # applied to 103-104 and the other way round: 1 -> 0.1367, 0.5 -> 0.1335, 0.25 -> 0.1332, 0 -> 0.1336
 # (grid 0.131 / 0.127 / 0.125 / 0.127); 0.5 keeps the best raw Brier of those (0.140 vs 0.143, 0.145).
 PATH_SPREAD_SHARE = 0.5
+# Days of history (whole days of increments) from which the slope is extrapolated from the middle of
+# the last day instead of its end. The last day's mean increment is its level 12 h back, so a growing
+# partition's level now is half a day of growth higher: without this the size paths of 8-day lakes
+# cross late 4-16 h ahead (47-55 % of those splits more than 1 h late, calibration_guard's
+# ``lake_timing_by_lead``). From 3 days on (two day-over-day changes agree on the slope; from 2 the
+# noisier single change over-extrapolated: 4-day tuning lakes no better). Tuning seeds 100-104, 8-day
+# lakes, with the held-out calibration choice: grid Brier 0.0696 -> 0.0692, hourly 0.0756 -> 0.0743,
+# share of timing errors <= 1 h 0.50 -> 0.53; seeds 105-109: grid 0.0803 -> 0.0768, hourly
+# 0.0866 -> 0.0836 (both with the choice, by hand, docs/prediction.md §8 tenth pass).
+PATH_LEAD_MIN_DAYS = 3
 PATH_PHI = 0.93  # hourly persistence of a write-rate anomaly (half-life ~10 h: a level shift lasts, a burst fades)
 # Bounds of the factor that scales a bootstrapped size increment from its own day's mean increment
 # to the step's (a near-zero day mean must not blow one bucket up without limit). Hourly Brier
@@ -271,6 +281,7 @@ class SizeTerms:
     slope: float  # change of the mean increment per day
     sd: float  # standard deviation of the level (the mean increment ahead) across paths
     shift: float  # the last 6 buckets against the same buckets of earlier days
+    lead: float = 0.0  # days the slope is extrapolated over before the first step (PATH_LEAD_MIN_DAYS)
 
 
 def size_terms(y: np.ndarray, per_day: int) -> SizeTerms:
@@ -294,7 +305,8 @@ def size_terms(y: np.ndarray, per_day: int) -> SizeTerms:
     # Only a share of it: the day means of a growing partition differ by its growth, which the
     # slope term already extrapolates (with two day means their spread is half the slope).
     sd = PATH_LEVEL_WIDTH * float(np.hypot(se, PATH_SPREAD_SHARE * spread))
-    return SizeTerms(inc, mu, float(slope), sd, shift)
+    lead = 0.5 if len(mu) >= PATH_LEAD_MIN_DAYS else 0.0
+    return SizeTerms(inc, mu, float(slope), sd, shift, lead)
 
 
 def _path_size(ds, y, horizon, n, seed) -> np.ndarray:
@@ -309,8 +321,9 @@ def _path_size(ds, y, horizon, n, seed) -> np.ndarray:
     share = np.clip(rng.normal(1.0, 0.5, n), 0.0, 1.5)
     # The day-over-day change of the mean increment, from the next bucket on (an extra half day of
     # it from the first step over-extrapolated every acceleration: hourly Brier 0.178 -> 0.175 on
-    # tuning seeds 100-102 without it).
-    ahead = (np.arange(1, h + 1) / per_day)[None, :]
+    # tuning seeds 100-102 without it) - until PATH_LEAD_MIN_DAYS days of history agree on it, then
+    # from the middle of the last day (`SizeTerms.lead`).
+    ahead = (np.arange(1, h + 1) / per_day + t.lead)[None, :]
     mud = mu[np.minimum(day, len(mu) - 1)]  # the mean increment of each block's own day
     target = level[:, None] + share[:, None] * slope * ahead  # the mean increment of each step
     # Each increment is scaled, not shifted, from its day's mean to the step's: writes are a level

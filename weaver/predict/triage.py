@@ -122,15 +122,15 @@ def _cantelli(H: int, q: float) -> float:
 
 
 def _size_bound(y: np.ndarray, H: int, P: int, Z: float) -> float:
-    # The path model's step k has the mean m_k = mu0 + shift + sd * z + share * slope * k / P with
-    # mu0, shift, slope, sd fixed by the history, z <= Z, share in [0, 1.5]: m_k <= M_k. The step is
+    # The path model's step k has the mean m_k = mu0 + shift + sd * z + share * slope * (k / P + lead)
+    # with mu0, shift, slope, sd, lead fixed by the history, z <= Z, share in [0, 1.5]: m_k <= M_k. The step is
     # inc[idx] * clip(m_k / mu[day], lo, hi) where mu[day] > 0 and m_k > 0 - at most
     # max(max inc, 0) * min(hi, max(lo, M_k / the least positive mu)) - else
     # inc[idx] - mu[day] + m_k <= max inc - min mu + M_k (+ S / 2 of slack).
     t = _models.size_terms(y, P)
     S = 1.5 * max(t.slope, 0.0)
     k = np.arange(1, H + 1)
-    M = t.mu[0] + t.shift + Z * t.sd + S * k / P
+    M = t.mu[0] + t.shift + Z * t.sd + S * (k / P + t.lead)
     shifted = t.inc.max() - t.mu.min() + M + 0.5 * S
     lo, hi = _models.PATH_SCALE_RANGE
     pos = t.mu[t.mu > 0]
