@@ -23,7 +23,8 @@ Second part, **the lake's own history** (``--own-days``, default 8: lakes twice 
 100-102): what a map fitted on the lake's *own* closed windows gives once there is history, run by
 run as `predict` would (no look-ahead), against the raw model and the shipped prior:
 ``own_isotonic`` is the product's ``isotonic`` method (the lake's map from `calibration.MIN_ROWS`
-scored rows, the prior before), ``own_stacked`` the stacked map above fitted on the lake's own rows
+scored rows, the prior before), ``own_auto`` the default ``auto`` (`calibration.choose`: of prior,
+identity and that map, the best on the last 24 h of closed windows), ``own_stacked`` the stacked map above fitted on the lake's own rows
 from ``OWN_STACK_MIN`` rows with ``OWN_STACK_MIN_CLASS`` of each outcome (the prior before). Scored on
 the runs from day 2 on, pooled and per shape.
 
@@ -55,7 +56,7 @@ from weaver.predict import calibration  # noqa: E402
 from weaver.predict import models as _models  # noqa: E402
 
 VARIANTS = ("raw", "prior", "isotonic", "stacked")
-OWN_VARIANTS = ("raw", "prior", "own_isotonic", "own_stacked")
+OWN_VARIANTS = ("raw", "prior", "own_isotonic", "own_auto", "own_stacked")
 OWN_STACK_MIN = 200  # the lake's scored rows before its own stacked map is fitted (14 inputs)
 OWN_STACK_MIN_CLASS = 20
 H_US = 3_600_000_000
@@ -88,7 +89,7 @@ def out_of_fold(rows: list[dict], groups: np.ndarray, ridge: float) -> dict[str,
 
 def lake_own(rows: list[dict], ridge: float, from_h: int = 48) -> dict[str, list[dict]]:
     """One lake's path rows from hour `from_h` on, re-scored run by run with maps fitted on its own
-    closed windows: ``prior`` and ``own_isotonic`` are `forecast_quality.calibrate_rows` (what
+    closed windows: ``prior``, ``own_isotonic`` and ``own_auto`` are `forecast_quality.calibrate_rows` (what
     `predict` applies per run), ``own_stacked`` the stacked map on the same closed windows."""
     start = min(r["run_ts"] for r in rows) - 12 * H_US  # forecast_quality's first run is at hour 12
 
@@ -96,7 +97,8 @@ def lake_own(rows: list[dict], ridge: float, from_h: int = 48) -> dict[str, list
         return [r for r in rs if r["scored"] and r["run_ts"] - start >= from_h * H_US]
 
     out = {"raw": kept(rows), "prior": kept(fq.calibrate_rows(rows, "path", "prior")),
-           "own_isotonic": kept(fq.calibrate_rows(rows, "path", "isotonic")), "own_stacked": []}
+           "own_isotonic": kept(fq.calibrate_rows(rows, "path", "isotonic")),
+           "own_auto": kept(fq.calibrate_rows(rows, "path", "auto")), "own_stacked": []}
     prior = calibration.prior("path")
     for t in sorted({r["run_ts"] for r in out["raw"]}):
         cur = [r for r in out["raw"] if r["run_ts"] == t]
