@@ -16,6 +16,9 @@ Methods (``METHODS``):
 - ``beta``     - logistic regression on ``(ln p, -ln(1 - p))`` (Kull et al. 2017, three
   parameters; contains the identity and Platt's family);
 - ``none``     - the identity.
+- ``auto``     - the default: of the prior, the identity and an isotonic map fitted on the rows
+  closed before the last ``HOLDOUT_HOURS``, the one with the lowest Brier on the rows closed within
+  them (`choose`).
 
 Fallback: with fewer than ``MIN_ROWS`` scored rows, or fewer than ``MIN_CLASS`` positives or
 negatives among them, `fit` returns the identity (method ``identity``, reason stated); a run
