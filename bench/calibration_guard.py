@@ -79,18 +79,20 @@ def calibrated(rows: list[dict]) -> dict[str, list[dict]]:
                       "lake_min800": full if ok and len(hist) >= 800 else prior}
         w = len(hist) / (len(hist) + 1000.0)
         maps["blend1000"] = (full, w) if ok else prior
-        held24 = [h["window_end"] > t - calibration.HOLDOUT_HOURS * H_US for h in hist]
-        maps["pick24"] = calibration.choose([h["p"] for h in hist], [h["y"] for h in hist], held24, model="path")
-        for name, hold_h, strict in (("pick48", 48, True), ("pick24_any", 24, False)):
-            held = [h for h in hist if h["window_end"] > t - hold_h * H_US]
-            rest = [h for h in hist if h["window_end"] <= t - hold_h * H_US]
-            cands = [(_brier(prior, held) if held else 0.0, prior)]
-            if held and (ok or not strict):
-                cands.append((_brier(ident, held), ident))
-                m_rest = _fit(rest)
-                if ok and m_rest.method != "identity":
-                    cands.append((_brier(m_rest, held), full))
-            maps[name] = min(cands, key=lambda c: c[0])[1]  # ties keep the earlier (the prior first)
+        # pick24 / pick48: the product's held-out choice (`calibration.choose`), 24 h (the default) or 48 h held out.
+        for name, hold_h in (("pick24", calibration.HOLDOUT_HOURS), ("pick48", 48)):
+            held = [h["window_end"] > t - hold_h * H_US for h in hist]
+            maps[name] = calibration.choose([h["p"] for h in hist], [h["y"] for h in hist], held, model="path")
+        # pick24_any: the same choice, but the identity may win before MIN_ROWS rows (choose keeps the prior there).
+        held = [h for h in hist if h["window_end"] > t - 24 * H_US]
+        rest = [h for h in hist if h["window_end"] <= t - 24 * H_US]
+        cands = [(_brier(prior, held) if held else 0.0, prior)]
+        if held:
+            cands.append((_brier(ident, held), ident))
+            m_rest = _fit(rest)
+            if ok and m_rest.method != "identity":
+                cands.append((_brier(m_rest, held), full))
+        maps["pick24_any"] = min(cands, key=lambda c: c[0])[1]  # ties keep the earlier (the prior first)
         for r in (x for x in mine if x["run_ts"] == t):
             for name in RULES:
                 m = maps[name]
