@@ -84,14 +84,14 @@ def calibrated(rows: list[dict]) -> dict[str, list[dict]]:
             held = [h["window_end"] > t - hold_h * H_US for h in hist]
             maps[name] = calibration.choose([h["p"] for h in hist], [h["y"] for h in hist], held, model="path")
         # pick24_any: the same choice, but the identity may win before MIN_ROWS rows (choose keeps the prior there).
-        held = [h for h in hist if h["window_end"] > t - 24 * H_US]
-        rest = [h for h in hist if h["window_end"] <= t - 24 * H_US]
-        cands = [(_brier(prior, held) if held else 0.0, prior)]
-        if held:
-            cands.append((_brier(ident, held), ident))
-            m_rest = _fit(rest)
+        recent = [h for h in hist if h["window_end"] > t - 24 * H_US]
+        earlier = [h for h in hist if h["window_end"] <= t - 24 * H_US]
+        cands = [(_brier(prior, recent) if recent else 0.0, prior)]
+        if recent:
+            cands.append((_brier(ident, recent), ident))
+            m_rest = _fit(earlier)
             if ok and m_rest.method != "identity":
-                cands.append((_brier(m_rest, held), full))
+                cands.append((_brier(m_rest, recent), full))
         maps["pick24_any"] = min(cands, key=lambda c: c[0])[1]  # ties keep the earlier (the prior first)
         for r in (x for x in mine if x["run_ts"] == t):
             for name in RULES:
