@@ -106,3 +106,73 @@ def test_neighbours_spot_raises_the_next_partition_and_not_one_it_left(hot_lake)
         p.partition.partition_id, p.ds, p.size, p.rate, run.horizon, SIZE_T, WRITE_T, 200, 1, "path")).probability
         for p in run.partitions}
     assert alone["e"] <= 0.1 and alone["c"] >= 0.5
+
+
+# --- one crossing: a spot seen leaving one range for its neighbour, no line to fit yet -----------
+# 24 hours; nothing hot in hours 0-9 (the window's cover is 14/24 < 75 %: no fitted track), the spot
+# in A (hours 10-17, 8 h) and then in B (hours 18-23, 6 h so far). It crossed A's 0.2 of key space
+# in 8 h at least and has been in B 6 h without crossing its 0.2: speed <= min(0.2/8, 0.2/6).
+ONE_HOURS = 24
+ONE_BOUND = 0.2 / 8
+
+
+def one_crossing(a: int, b: int):
+    return lambda h: 0 if h < 10 else a if h < 18 else b
+
+
+def quiet_before(hot_of):
+    """`matrices` with no hot range in hours 0-9 (hot_of's 0 there means 'nobody')."""
+    rates, sizes = matrices(hot_of, ONE_HOURS)
+    writes = rates * 3600.0
+    writes[0, :10] = BASE
+    return writes / 3600.0, np.cumsum(writes * 1000.0, axis=1)
+
+
+@pytest.mark.parametrize("a, b, speed, pos", [(1, 2, ONE_BOUND, 0.4), (3, 2, -ONE_BOUND, 0.6)],
+                         ids=["rightwards", "leftwards"])
+def test_one_crossing_gives_direction_entry_edge_and_speed_bound(a, b, speed, pos):
+    rates, sizes = quiet_before(one_crossing(a, b))
+    spot, hot = models.track_hot_spot(RANGES, np.arange(ONE_HOURS), rates, sizes)
+    assert spot is not None and spot.bounded
+    assert not hot[:, :10].any() and hot[a, 10:18].all() and hot[b, 18:].all()
+    assert spot.speed == pytest.approx(speed)
+    assert (spot.pos, spot.since) == (pos, 6)  # entered B at the shared edge 6 hours ago
+    assert (spot.lo, spot.hi) == RANGES[b]
+    assert spot.excess_rate == pytest.approx(HOT / 3600.0, rel=0.1)
+    assert spot.excess_bytes == pytest.approx(HOT * 1000.0, rel=0.1)
+
+
+@pytest.mark.parametrize("hot_of", [
+    lambda h: 0 if h < 18 else 2,  # B turned hot with no neighbour hot before: a burst, no crossing
+    lambda h: 0 if h < 10 else 1 if h < 18 else 3,  # the range before it is not B's neighbour
+    lambda h: 0 if h < 10 else 1 if h < 22 else 2,  # B hot for 2 buckets only (< HOT_MIN_RUN)
+], ids=["from-nowhere", "jump", "too-new"])
+def test_no_one_crossing_without_a_neighbour_handing_over(hot_of):
+    rates, sizes = quiet_before(hot_of)
+    assert models.track_hot_spot(RANGES, np.arange(ONE_HOURS), rates, sizes)[0] is None
+
+
+def test_one_crossing_paths_reach_the_next_range_no_sooner_than_the_bound_allows():
+    """From B (0.4-0.6), entered 6 h ago, at v = U(0.1, 1) x 0.025 per hour the spot is at
+    0.4 + v (6 + k) after k more hours: past 0.6 (in D) never at k = 1 (0.575 at most), within
+    24 h for v >= 0.2 / 30, a share (1 - 0.2 / 30 / 0.025) / 0.9 = 0.815 of the paths; past 0.8
+    (in E) within 24 h for v >= 0.4 / 30, a share (1 - 0.4 / 30 / 0.025) / 0.9 = 0.519."""
+    rates, sizes = quiet_before(one_crossing(1, 2))
+    ctx = models.hot_contexts(RANGES, np.arange(ONE_HOURS), rates, sizes)
+    n, h = 4000, 24
+    d_size, d_rate = models.hot_deltas(ctx[3], h, n, seed=11)
+    in_d, in_e = d_rate > 0, models.hot_deltas(ctx[4], h, n, seed=11)[1] > 0
+    assert not in_d[:, 0].any() and in_d[:, 2].any()
+    assert (in_d | in_e).any(axis=1).mean() == pytest.approx((1 - 0.2 / 30 / ONE_BOUND) / 0.9, abs=0.03)
+    assert in_e.any(axis=1).mean() == pytest.approx((1 - 0.4 / 30 / ONE_BOUND) / 0.9, abs=0.03)
+    assert not (in_d & in_e).any()
+    # It moves one way: a range once left is never entered again.
+    for held in (in_d, in_e):
+        assert (np.diff(held.astype(int), axis=1) > 0).sum(axis=1).max() <= 1
+    assert not (in_e[:, :-1] & ~in_e[:, 1:]).any()  # E is the last range: held once reached
+    assert np.allclose(d_size[:, -1], in_d.sum(axis=1) * ctx[3].spot.excess_bytes)
+    # B holds it until it leaves; the range it left and the one before never get it back.
+    in_b = models.hot_deltas(ctx[2], h, n, seed=11)[1] > 0
+    assert in_b[:, 0].all() and np.array_equal(in_b, ~(in_d | in_e))
+    for far in (0, 1):
+        assert not models.hot_deltas(ctx[far], h, n, seed=11)[1].any()

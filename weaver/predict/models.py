@@ -383,6 +383,8 @@ def _path_rate(ds, y, horizon, n, seed) -> np.ndarray:
 # adjacent one (a crossing of their shared boundary), and from the last two crossings in one
 # direction the spot's speed. `hot_deltas` then moves the spot on per sample path and adds its
 # excess writes (bytes and rate) to the partition it is in, and takes them away from one it leaves.
+# Where no line fits (in a lake's first days a spot has seldom crossed two boundaries), one crossing
+# still tells the direction and bounds the speed (`_one_crossing`).
 HOT_RATIO = 2.0  # a range writing this many times the median partition is hot (the drift shape: x5)
 HOT_WINDOW = 24  # buckets through which the spot's track is fitted
 HOT_MIN_BUCKETS = 12  # fewer buckets of history: no track
@@ -392,6 +394,7 @@ HOT_MIN_MOVE = 0.05  # key positions the fitted track must move over the window
 HOT_SPEED_SD = 0.25  # log-normal spread of the speed across paths
 HOT_EDGE = 0.1  # the spot is placed at least this share of the hot range's width from its edges
 HOT_LAST = 6  # buckets averaged for the spot's current excess and a partition's share of it
+HOT_ONE_MIN = 0.1  # one crossing: per path the speed is uniform in [HOT_ONE_MIN, 1] x its bound
 
 
 @dataclass
@@ -405,6 +408,10 @@ class HotSpot:
     hi: float
     excess_bytes: float  # extra size increment per bucket of the range holding it
     excess_rate: float  # extra writes/s of the range holding it
+    # A spot seen crossing one boundary only (`_one_crossing`): `pos` is the edge it entered its
+    # range by `since` buckets before the last one, and `speed` an upper bound on its speed.
+    since: int = 0
+    bounded: bool = False
 
 
 @dataclass
@@ -468,29 +475,48 @@ def track_hot_spot(ranges: list[tuple[float, float]], ds: np.ndarray, rates: np.
     """The moving hot spot of a run, or None when the histories show none moving.
 
     `ranges` are the partitions' key positions (lo, hi), `rates` / `sizes` their histories on the
-    common bucket ends `ds` (partitions x buckets, NaN where a partition has no value). Per bucket
-    of the last HOT_WINDOW, the spot's position is the excess-weighted centre of the hot ranges
-    (those writing >= HOT_RATIO x the median partition); a straight line through those centres
-    gives its position now and its speed. Returns the spot and the boolean hot matrix."""
+    common bucket ends `ds` (partitions x buckets, NaN where a partition has no value). The spot is
+    the fitted track of `_fitted_track`, else the one crossing of `_one_crossing`. Returns the spot
+    and the boolean hot matrix."""
     k, m = rates.shape
-    w = min(HOT_WINDOW, m)
-    if k < 3 or w < HOT_MIN_BUCKETS:
+    if k < 3 or min(HOT_WINDOW, m) < HOT_MIN_BUCKETS:
         return None, None
     hot, ex, ex_b = _hot_excess(rates, sizes)
+    spot = _fitted_track(ranges, hot, ex, ex_b) or _one_crossing(ranges, hot, ex, ex_b)
+    return (spot, hot) if spot is not None else (None, None)
+
+
+def _spot_excess(ex: np.ndarray, ex_b: np.ndarray) -> tuple[float, float] | None:
+    """(excess bytes per bucket, excess writes/s) of the spot now: the last HOT_LAST buckets' mean."""
+    tail = slice(ex.shape[1] - HOT_LAST, ex.shape[1])
+    ex_rate = float(np.mean(ex[:, tail].sum(axis=0)))
+    ex_bytes = float(np.mean(ex_b[:, tail].sum(axis=0)))
+    if not (np.isfinite(ex_rate) and np.isfinite(ex_bytes)):
+        return None
+    return max(ex_bytes, 0.0), max(ex_rate, 0.0)
+
+
+def _fitted_track(ranges: list[tuple[float, float]], hot: np.ndarray, ex: np.ndarray,
+                  ex_b: np.ndarray) -> HotSpot | None:
+    """Per bucket of the last HOT_WINDOW, the spot's position is the excess-weighted centre of the
+    hot ranges (those writing >= HOT_RATIO x the median partition); a straight line through those
+    centres gives its position now and its speed."""
+    k, m = hot.shape
+    w = min(HOT_WINDOW, m)
     mid = np.array([(lo + hi) / 2 for lo, hi in ranges])
     tot = ex.sum(axis=0)
     t = np.arange(m - w, m)
     ok = tot[t] > 0
     # A spot that moves: hot somewhere in most buckets of the window and in the last ones.
     if ok.mean() < HOT_COVER or not ok[-HOT_MIN_RUN:].all():
-        return None, None
+        return None
     centre = (ex[:, t] * mid[:, None]).sum(axis=0)[ok] / tot[t][ok]
     tt = t[ok].astype(float)
     speed, icpt = np.polyfit(tt, centre, 1)
     resid = centre - (speed * tt + icpt)
     moved = abs(speed) * (tt[-1] - tt[0])
     if moved < HOT_MIN_MOVE or moved < 2.0 * float(np.std(resid)):
-        return None, None
+        return None
     now = [i for i in range(k) if hot[i, m - 1]]
     lo, hi = min(ranges[i][0] for i in now), max(ranges[i][1] for i in now)
     # Where in the range hot now: it entered at the edge behind the spot when that range turned
@@ -503,12 +529,44 @@ def track_hot_spot(ranges: list[tuple[float, float]], ds: np.ndarray, rates: np.
     edge = lo if speed > 0 else hi
     pos = edge + speed * since if since < w else fitted
     pos = float(np.clip(pos, lo + HOT_EDGE * (hi - lo), hi - HOT_EDGE * (hi - lo)))
-    tail = slice(m - HOT_LAST, m)
-    ex_rate = float(np.mean(ex[:, tail].sum(axis=0)))
-    ex_bytes = float(np.mean(ex_b[:, tail].sum(axis=0)))
-    if not (np.isfinite(ex_rate) and np.isfinite(ex_bytes)):
-        return None, None
-    return HotSpot(pos, float(speed), lo, hi, max(ex_bytes, 0.0), max(ex_rate, 0.0)), hot
+    excess = _spot_excess(ex, ex_b)
+    return HotSpot(pos, float(speed), lo, hi, *excess) if excess is not None else None
+
+
+def _one_crossing(ranges: list[tuple[float, float]], hot: np.ndarray, ex: np.ndarray,
+                  ex_b: np.ndarray) -> HotSpot | None:
+    """A spot seen crossing one boundary: exactly one partition B hot now, for the last
+    HOT_MIN_RUN buckets at least (with more than HOT_MIN_RUN buckets before), and exactly one neighbour A
+    (sharing a boundary with B) hot in all of the HOT_MIN_RUN buckets before B turned hot. The spot
+    moves from A to B; its speed is at most A's width over the buckets A was seen hot and B's
+    width over the buckets B has been hot (it crossed neither in less), and it entered B at the
+    shared edge when B turned hot."""
+    k, m = hot.shape
+    now = np.flatnonzero(hot[:, m - 1])
+    if len(now) != 1:
+        return None
+    b = int(now[0])
+    cool = np.flatnonzero(~hot[b, ::-1])
+    run = int(cool[0]) if cool.size else m  # buckets B has been hot, the last one included
+    if run < HOT_MIN_RUN or run >= m - HOT_MIN_RUN:
+        return None
+    start = m - run  # B's first hot bucket
+    b_lo, b_hi = ranges[b]
+    before = [i for i in range(k) if i != b and (ranges[i][1] == b_lo or ranges[i][0] == b_hi)
+              and hot[i, start - HOT_MIN_RUN:start].all()]
+    if len(before) != 1:
+        return None
+    a = before[0]
+    a_cool = np.flatnonzero(~hot[a, :start][::-1])
+    in_a = int(a_cool[0]) if a_cool.size else start  # buckets A was hot up to B's start
+    a_lo, a_hi = ranges[a]
+    bound = min((a_hi - a_lo) / in_a, (b_hi - b_lo) / run)
+    excess = _spot_excess(ex, ex_b)
+    if excess is None or not bound > 0:
+        return None
+    sign = 1.0 if a_lo < b_lo else -1.0
+    edge = b_lo if sign > 0 else b_hi
+    return HotSpot(edge, sign * bound, b_lo, b_hi, *excess, since=run, bounded=True)
 
 
 def hot_contexts(ranges: list[tuple[float, float]], ds: np.ndarray, rates: np.ndarray,
@@ -524,13 +582,17 @@ def hot_contexts(ranges: list[tuple[float, float]], ds: np.ndarray, rates: np.nd
 def hot_deltas(ctx: HotContext, h: int, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """What the moving spot adds to one partition's paths: (size, rate) deltas, n x h each.
 
-    Per path the speed is drawn log-normally around the tracked one; the spot moves on from its
-    position (held at the key space's ends) and the partition gains the spot's excess in the
-    buckets it holds it (its history has the spot taken out, `clean_history`)."""
+    Per path the speed is drawn log-normally around the tracked one (uniform in [HOT_ONE_MIN, 1] x
+    the bound of a one-crossing spot); the spot moves on from its position (held at the key space's
+    ends) and the partition gains the spot's excess in the buckets it holds it (its history has the
+    spot taken out, `clean_history`)."""
     s = ctx.spot
     rng = np.random.default_rng((seed + 7) % 2**32)
-    v = s.speed * np.exp(HOT_SPEED_SD * rng.standard_normal(n))
-    x = np.clip(s.pos + v[:, None] * np.arange(1, h + 1)[None, :], 0.0, 1.0)
+    if s.bounded:
+        v = s.speed * rng.uniform(HOT_ONE_MIN, 1.0, n)
+    else:
+        v = s.speed * np.exp(HOT_SPEED_SD * rng.standard_normal(n))
+    x = np.clip(s.pos + v[:, None] * (s.since + np.arange(1, h + 1))[None, :], 0.0, 1.0)
     inside = ((x >= ctx.lo) & (x < ctx.hi)) | ((ctx.hi >= 1.0) & (x >= 1.0))
     return np.cumsum(np.where(inside, s.excess_bytes, 0.0), axis=1), np.where(inside, s.excess_rate, 0.0)
 
