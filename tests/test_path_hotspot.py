@@ -42,7 +42,8 @@ def matrices(hot_of=holder, hours: int = HOURS) -> tuple[np.ndarray, np.ndarray]
     """(rates in writes/s, sizes in bytes), partitions x hours, of the construction."""
     writes = np.full((5, hours), float(BASE))
     for h in range(hours):
-        writes[hot_of(h + 0.5), h] += HOT
+        if (i := hot_of(h + 0.5)) is not None:  # None: no range hot that hour
+            writes[i, h] += HOT
     return writes / 3600.0, np.cumsum(writes * 1000.0, axis=1)
 
 
@@ -117,21 +118,13 @@ ONE_BOUND = 0.2 / 8
 
 
 def one_crossing(a: int, b: int):
-    return lambda h: 0 if h < 10 else a if h < 18 else b
-
-
-def quiet_before(hot_of):
-    """`matrices` with no hot range in hours 0-9 (hot_of's 0 there means 'nobody')."""
-    rates, sizes = matrices(hot_of, ONE_HOURS)
-    writes = rates * 3600.0
-    writes[0, :10] = BASE
-    return writes / 3600.0, np.cumsum(writes * 1000.0, axis=1)
+    return lambda h: None if h < 10 else a if h < 18 else b
 
 
 @pytest.mark.parametrize("a, b, speed, pos", [(1, 2, ONE_BOUND, 0.4), (3, 2, -ONE_BOUND, 0.6)],
                          ids=["rightwards", "leftwards"])
 def test_one_crossing_gives_direction_entry_edge_and_speed_bound(a, b, speed, pos):
-    rates, sizes = quiet_before(one_crossing(a, b))
+    rates, sizes = matrices(one_crossing(a, b), ONE_HOURS)
     spot, hot = models.track_hot_spot(RANGES, np.arange(ONE_HOURS), rates, sizes)
     assert spot is not None and spot.bounded
     assert not hot[:, :10].any() and hot[a, 10:18].all() and hot[b, 18:].all()
@@ -143,12 +136,12 @@ def test_one_crossing_gives_direction_entry_edge_and_speed_bound(a, b, speed, po
 
 
 @pytest.mark.parametrize("hot_of", [
-    lambda h: 0 if h < 18 else 2,  # B turned hot with no neighbour hot before: a burst, no crossing
-    lambda h: 0 if h < 10 else 1 if h < 18 else 3,  # the range before it is not B's neighbour
-    lambda h: 0 if h < 10 else 1 if h < 22 else 2,  # B hot for 2 buckets only (< HOT_MIN_RUN)
+    lambda h: None if h < 18 else 2,  # B turned hot with no neighbour hot before: a burst, no crossing
+    lambda h: None if h < 10 else 1 if h < 18 else 3,  # the range before it is not B's neighbour
+    lambda h: None if h < 10 else 1 if h < 22 else 2,  # B hot for 2 buckets only (< HOT_MIN_RUN)
 ], ids=["from-nowhere", "jump", "too-new"])
 def test_no_one_crossing_without_a_neighbour_handing_over(hot_of):
-    rates, sizes = quiet_before(hot_of)
+    rates, sizes = matrices(hot_of, ONE_HOURS)
     assert models.track_hot_spot(RANGES, np.arange(ONE_HOURS), rates, sizes)[0] is None
 
 
@@ -157,7 +150,7 @@ def test_one_crossing_paths_reach_the_next_range_no_sooner_than_the_bound_allows
     0.4 + v (6 + k) after k more hours: past 0.6 (in D) never at k = 1 (0.575 at most), within
     24 h for v >= 0.2 / 30, a share (1 - 0.2 / 30 / 0.025) / 0.9 = 0.815 of the paths; past 0.8
     (in E) within 24 h for v >= 0.4 / 30, a share (1 - 0.4 / 30 / 0.025) / 0.9 = 0.519."""
-    rates, sizes = quiet_before(one_crossing(1, 2))
+    rates, sizes = matrices(one_crossing(1, 2), ONE_HOURS)
     ctx = models.hot_contexts(RANGES, np.arange(ONE_HOURS), rates, sizes)
     n, h = 4000, 24
     d_size, d_rate = models.hot_deltas(ctx[3], h, n, seed=11)
