@@ -169,3 +169,30 @@ def test_one_crossing_paths_reach_the_next_range_no_sooner_than_the_bound_allows
     assert in_b[:, 0].all() and np.array_equal(in_b, ~(in_d | in_e))
     for far in (0, 1):
         assert not models.hot_deltas(ctx[far], h, n, seed=11)[1].any()
+
+
+def test_a_range_cut_from_a_hot_parent_is_hot_when_the_spot_reaches_it():
+    """B (0.2-0.4) and C (0.4-0.6) are the halves of a parent that held the spot in hours 7-15: the
+    parent wrote HOT more over its keys, HOT / 2 in each half's range history. The spot then stays in
+    C (hours 16-17) and moves to B (hours 18-23). Fifteen of B's 24 hours are above BASE, so its plain
+    median is the parent's level and BASE + HOT is under twice that: read against it, B never turns
+    hot. Its usual rate leaves out the hours it shared hot C's excess (C hot, B at or above the run's
+    median): then B is hot now, entered from C 6 h ago, after C was hot for 11 h (7-17)."""
+    writes = np.full((5, ONE_HOURS), float(BASE))
+    writes[1:3, 7:16] += HOT / 2
+    writes[2, 16:18] += HOT
+    writes[1, 18:] += HOT
+    assert models.HOT_RATIO * np.median(writes[1]) > BASE + HOT  # the premise: the plain median hides it
+    rates, sizes = writes / 3600.0, np.cumsum(writes * 1000.0, axis=1)
+    spot, hot = models.track_hot_spot(RANGES, np.arange(ONE_HOURS), rates, sizes)
+    assert spot is not None and spot.bounded
+    assert hot[1, 18:].all() and hot[2, 7:18].all() and not hot[[0, 3, 4]].any()
+    assert spot.speed == pytest.approx(-0.2 / 11)  # leftwards, <= min(C's 0.2 over 11 h, B's over 6 h)
+    assert (spot.pos, spot.since) == (0.4, 6)  # entered B at its upper edge, shared with C
+    assert (spot.lo, spot.hi) == RANGES[1]
+    assert spot.excess_rate == pytest.approx(HOT / 3600.0)
+    assert spot.excess_bytes == pytest.approx(HOT * 1000.0)
+    ctx = models.hot_contexts(RANGES, np.arange(ONE_HOURS), rates, sizes)
+    # B's history loses the excess it had over BASE: the parent's half in hours 7-15, the spot's in 18-23.
+    assert np.allclose(ctx[1].hist_rate * 3600.0, np.where(np.arange(ONE_HOURS) >= 18, HOT, 0.0)
+                       + np.where((np.arange(ONE_HOURS) >= 7) & (np.arange(ONE_HOURS) < 16), HOT / 2, 0.0))

@@ -452,22 +452,66 @@ def key_positions(keys: list[str]) -> list[float]:
     return out
 
 
-def _hot_excess(rates: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _neighbours(ranges: list[tuple[float, float]]) -> tuple[np.ndarray, np.ndarray]:
+    """(left, right): per range, the index of the range ending where it starts and of the one
+    starting where it ends (-1: none). The run's partitions tile the key space, so these are the
+    ranges sharing a boundary with it."""
+    by_hi = {hi: i for i, (_, hi) in enumerate(ranges)}
+    by_lo = {lo: i for i, (lo, _) in enumerate(ranges)}
+    left = np.array([by_hi.get(lo, -1) for lo, _ in ranges], dtype=np.int64)
+    right = np.array([by_lo.get(hi, -1) for _, hi in ranges], dtype=np.int64)
+    idx = np.arange(len(ranges))
+    return np.where(left == idx, -1, left), np.where(right == idx, -1, right)
+
+
+def _hot_test(rates: np.ndarray, own: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(hot, rate relative to `own`, the run's median relative rate per bucket)."""
+    rel = rates / np.maximum(own, 1e-12)[:, None]
+    med_rel = np.nanmedian(rel, axis=0)
+    hot = (rel >= HOT_RATIO * med_rel[None, :]) & (med_rel[None, :] > 0) & (own[:, None] > 0)
+    return hot, rel, med_rel
+
+
+def _hot_excess(ranges: list[tuple[float, float]], rates: np.ndarray,
+                sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(hot, excess writes/s, excess bytes per bucket), partitions x buckets (excess 0 where not hot).
 
     Each partition's rate is taken against its own usual rate (ranges differ in width), and that
     against the run's median partition in the same bucket (the daily cycle and growth are common
-    to all). Its excess bytes are the increment above its own median increment of cool buckets."""
-    with np.errstate(all="ignore"):
+    to all). Its excess bytes are the increment above its own median increment of cool buckets.
+
+    The usual rate is the partition's median rate over the buckets in which it was neither hot nor
+    sharing a hot neighbour's excess (a neighbour hot while it wrote at or above the run's median
+    relative rate), found from a first test against its plain median. A partition cut from a hot
+    parent has the parent's excess over its own keys in its range history (the whole parent wrote
+    more), which its sibling, hot then, shows; counted as usual, it hides the spot when the spot
+    reaches this partition (docs/prediction.md §8, thirteenth pass)."""
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a partition hot in every bucket: no usual rate
         own = np.nanmedian(rates, axis=1)
-        rel = rates / np.maximum(own, 1e-12)[:, None]
-        med_rel = np.nanmedian(rel, axis=0)
-        hot = (rel >= HOT_RATIO * med_rel[None, :]) & (med_rel[None, :] > 0) & (own[:, None] > 0)
+        hot, rel, med_rel = _hot_test(rates, own)
+        near = np.zeros_like(hot)
+        for side in _neighbours(ranges):
+            has = side >= 0
+            near[has] |= hot[side[has]]
+        usual = np.nanmedian(np.where(hot | (near & (rel >= med_rel[None, :])), np.nan, rates), axis=1)
+        own = np.where(np.isfinite(usual), usual, own)
+        hot, _, med_rel = _hot_test(rates, own)
         ex = np.where(hot, rates - own[:, None] * med_rel[None, :], 0.0)
         inc = np.diff(sizes, axis=1, prepend=np.nan)
         cool = np.nanmedian(np.where(hot, np.nan, inc), axis=1)
         ex_b = np.where(hot, inc - np.nan_to_num(cool)[:, None], 0.0)
     return hot, np.nan_to_num(np.maximum(ex, 0.0)), np.nan_to_num(ex_b)
+
+
+def _track(ranges: list[tuple[float, float]], rates: np.ndarray, sizes: np.ndarray):
+    """(spot, hot, excess writes/s, excess bytes) of `track_hot_spot`, or None."""
+    k, m = rates.shape
+    if k < 3 or min(HOT_WINDOW, m) < HOT_MIN_BUCKETS:
+        return None
+    hot, ex, ex_b = _hot_excess(ranges, rates, sizes)
+    spot = _fitted_track(ranges, hot, ex, ex_b) or _one_crossing(ranges, hot, ex, ex_b)
+    return None if spot is None else (spot, hot, ex, ex_b)
 
 
 def track_hot_spot(ranges: list[tuple[float, float]], ds: np.ndarray, rates: np.ndarray,
@@ -478,12 +522,8 @@ def track_hot_spot(ranges: list[tuple[float, float]], ds: np.ndarray, rates: np.
     common bucket ends `ds` (partitions x buckets, NaN where a partition has no value). The spot is
     the fitted track of `_fitted_track`, else the one crossing of `_one_crossing`. Returns the spot
     and the boolean hot matrix."""
-    k, m = rates.shape
-    if k < 3 or min(HOT_WINDOW, m) < HOT_MIN_BUCKETS:
-        return None, None
-    hot, ex, ex_b = _hot_excess(rates, sizes)
-    spot = _fitted_track(ranges, hot, ex, ex_b) or _one_crossing(ranges, hot, ex, ex_b)
-    return (spot, hot) if spot is not None else (None, None)
+    got = _track(ranges, rates, sizes)
+    return (got[0], got[1]) if got is not None else (None, None)
 
 
 def _spot_excess(ex: np.ndarray, ex_b: np.ndarray) -> tuple[float, float] | None:
@@ -552,8 +592,8 @@ def _one_crossing(ranges: list[tuple[float, float]], hot: np.ndarray, ex: np.nda
         return None
     start = m - run  # B's first hot bucket
     b_lo, b_hi = ranges[b]
-    before = [i for i in range(k) if i != b and (ranges[i][1] == b_lo or ranges[i][0] == b_hi)
-              and hot[i, start - HOT_MIN_RUN:start].all()]
+    before = [int(i) for i in (side[b] for side in _neighbours(ranges))
+              if i >= 0 and hot[i, start - HOT_MIN_RUN:start].all()]
     if len(before) != 1:
         return None
     a = before[0]
@@ -572,10 +612,10 @@ def _one_crossing(ranges: list[tuple[float, float]], hot: np.ndarray, ex: np.nda
 def hot_contexts(ranges: list[tuple[float, float]], ds: np.ndarray, rates: np.ndarray,
                  sizes: np.ndarray) -> list[HotContext | None]:
     """Per partition (rows of `rates`), its `HotContext`, or all None when no spot moves."""
-    spot, hot = track_hot_spot(ranges, ds, rates, sizes)
-    if spot is None:
+    got = _track(ranges, rates, sizes)
+    if got is None:
         return [None] * len(ranges)
-    _, ex, ex_b = _hot_excess(rates, sizes)
+    spot, _, ex, ex_b = got
     return [HotContext(spot, lo, hi, ex_b[i], ex[i]) for i, (lo, hi) in enumerate(ranges)]
 
 
