@@ -102,7 +102,14 @@ def test_neighbours_spot_raises_the_next_partition_and_not_one_it_left(hot_lake)
     assert rows["c"]["probability"] <= 0.1
     # The same partitions forecast from their own history alone (no context): wrong both ways.
     run = gather(s, run_params(s, at=at, model="path"))
-    assert set(job_context(run)) == set(IDS)
+    ctx = job_context(run)
+    assert {pid for pid, c in ctx.items() if "hot" in c} == set(IDS)
+    # the lake's recent-to-daily ratio, by hand: the median over the partitions' own size series
+    def ratio(y):
+        inc = np.diff(y)
+        return inc[-6:].mean() / inc[-24:].mean()
+    want = float(np.median([ratio(p.size) for p in run.partitions]))
+    assert [c["lake_ratio"] for c in ctx.values()] == [pytest.approx(want)] * len(IDS)
     alone = {p.partition.partition_id: models.run_job(models.Job(
         p.partition.partition_id, p.ds, p.size, p.rate, run.horizon, SIZE_T, WRITE_T, 200, 1, "path")).probability
         for p in run.partitions}

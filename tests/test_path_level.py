@@ -137,3 +137,62 @@ def test_slope_is_extrapolated_from_the_middle_of_the_last_day():
     k = np.arange(1, 25)
     want = 16.0 + e_share * 2.0 * (k / 24 + 0.5)
     assert steps.mean(axis=0) == pytest.approx(want, abs=0.04)
+
+
+# --- a first day: the recent shift against the lake's ratio --------------------------------------
+# 20 hours of history (19 increments, less than a day): 1000 B/h for 13 hours, then nothing for the
+# last 6 (a hot spot moved on). Earlier days' same hours do not exist, so without the lake the shift
+# is 0 and the level is the day's mean increment, 13000 / 19 = 684 B/h.
+FIRST = np.concatenate([[0.0], np.cumsum([1000.0] * 13 + [0.0] * 6)]) + 50_000.0
+
+
+def test_recent_ratio_and_the_lake_median_by_hand():
+    assert M.recent_ratio(FIRST, 24) == 0.0  # last 6 increments 0 over a mean of 684
+    grow = 50_000.0 + np.concatenate([[0.0], np.cumsum(np.arange(1.0, 20.0))])  # increments 1..19
+    assert M.recent_ratio(grow, 24) == pytest.approx(np.mean([14, 15, 16, 17, 18, 19]) / 10.0)
+    flat = 50_000.0 + np.arange(20) * 500.0
+    assert M.recent_ratio(flat, 24) == pytest.approx(1.0)
+    assert M.recent_ratio(flat[:12], 24) is None  # 11 increments: fewer than 2 x PATH_RECENT
+    assert M.recent_ratio(np.full(20, 7.0), 24) is None  # no growth: no ratio
+    # a whole day and more: against the last day's mean (the last 24 increments)
+    long = 1000.0 + np.concatenate([[0.0], np.cumsum([100.0] * 5 + [10.0] * 24)])
+    assert M.recent_ratio(long, 24) == pytest.approx(1.0)
+    assert M.lake_recent_ratio([FIRST, grow, flat, np.full(20, 7.0)], 24) == pytest.approx(
+        np.median([0.0, 1.65, 1.0]))
+    assert M.lake_recent_ratio([FIRST, grow, np.full(20, 7.0)], 24) is None  # two ratios: no median
+
+
+def test_first_day_shift_is_the_last_hours_against_the_lake_ratio():
+    inc = np.diff(FIRST)
+    mu0, se = inc.mean(), inc.std() / np.sqrt(19)
+    alone = M.size_terms(FIRST, 24)
+    assert alone.shift == 0.0 and alone.mu[0] == pytest.approx(mu0)
+    assert alone.sd == pytest.approx(M.PATH_LEVEL_WIDTH * se)
+    # the lake's partitions wrote their last 6 hours at 1.2 x their day's mean (its cycle, growth)
+    t = M.size_terms(FIRST, 24, 1.2)
+    assert t.shift == pytest.approx(0.0 - 1.2 * mu0)
+    assert t.sd == pytest.approx(M.PATH_LEVEL_WIDTH * np.hypot(se, M.PATH_SPREAD_SHARE * 1.2 * mu0))
+    # from a day and 6 buckets on, the partition's own earlier days decide; the lake ratio is unused
+    two = 1000.0 + np.concatenate([[0.0], np.cumsum(np.full(30, 50.0))])
+    assert M.size_terms(two, 24, 3.0).shift == M.size_terms(two, 24).shift == 0.0
+
+
+def _first_day_job(lake_ratio, seed):
+    ds = np.arange(1, 21, dtype=np.int64) * H
+    horizon = np.arange(21, 45, dtype=np.int64) * H
+    thr = FIRST[-1] + 12 * 13000.0 / 19  # 12 h ahead at the day's mean increment
+    return M.Job("x", ds, FIRST, np.full(20, 0.01), horizon, thr, 1.0, 1000, seed, "path", H,
+                 lake_ratio=lake_ratio)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_first_day_stall_the_lake_does_not_share_lowers_the_probability(seed):
+    """Alone, the stalled partition's level is its day's mean (684 B/h, sd 2 x se = 2 x 110): it
+    crosses 12 h ahead on nearly every path. Against a lake whose partitions did not stall (ratio
+    1.0) its level is 684 + (0 - 684) = 0 B/h with sd 2 x hypot(110, 342) = 718, and it needs
+    12 x 684 / 24 = 342 B/h on average over the window: P(N(0, 718) > 342) = 0.32, give or take the
+    bootstrapped steps. A lake whose partitions all stalled alike (ratio 0) leaves it alone."""
+    alone = M.run_job(_first_day_job(None, seed)).probability
+    assert alone >= 0.9
+    assert M.run_job(_first_day_job(1.0, seed)).probability <= 0.5
+    assert M.run_job(_first_day_job(0.0, seed)).probability == alone

@@ -167,7 +167,7 @@ def sim_lakes(tmp_path_factory):
 def test_triage_never_drops_a_confident_partition_path_model(sim_lakes):
     dropped = high = 0
     for lake, cfg in sim_lakes:
-        for hours in (30, 53, 70):
+        for hours in (20, 30, 53, 70):  # 20 and 30: first-day histories (`Job.lake_ratio`)
             at = cfg.start + timedelta(hours=hours, minutes=25)
             # At the simulator's own thresholds (everything near) and at 2x / 4x them (much far).
             for mult in (1.0, 2.0, 4.0):

@@ -471,11 +471,15 @@ def _unpublished(settings, table: pa.Table, *, at: datetime) -> pa.Table:
 
 
 def job_context(run: RunInput) -> dict[str, dict]:
-    """{partition_id: extra `Job` fields} that need the run's other partitions: the moving hot spot
-    (`weaver.predict.models.hot_contexts`) over the key-range histories of every partition with history."""
+    """{partition_id: extra `Job` fields} that need the run's other partitions, over the key-range
+    histories of every partition with history: the moving hot spot (`weaver.predict.models.hot_contexts`)
+    and the lake's recent-to-daily increment ratio (`weaver.predict.models.lake_recent_ratio`)."""
     pins = [p for p in run.partitions if len(p.ds) >= 2]
     if len(pins) < 3:
         return {}
+    per_day = max(1, round(_models.DAY_US / bucket_us(run.params.bucket)))
+    ratio = _models.lake_recent_ratio([p.size for p in pins], per_day)
+    out: dict[str, dict] = {p.partition.partition_id: {"lake_ratio": ratio} for p in pins} if ratio is not None else {}
     ds = np.unique(np.concatenate([p.ds for p in pins]))
     rates = np.full((len(pins), len(ds)), np.nan)
     sizes = np.full((len(pins), len(ds)), np.nan)
@@ -484,12 +488,11 @@ def job_context(run: RunInput) -> dict[str, dict]:
         rates[i, at], sizes[i, at] = p.rate, p.size
     bounds = _models.key_positions([k for p in pins for k in (p.partition.key_lo, p.partition.key_hi)])
     ranges = list(zip(bounds[0::2], bounds[1::2]))
-    out = {}
     for p, c in zip(pins, _models.hot_contexts(ranges, ds, rates, sizes)):
         if c is not None:
             at = np.searchsorted(ds, p.ds)  # back onto the partition's own buckets
             c.hist_bytes, c.hist_rate = c.hist_bytes[at], c.hist_rate[at]
-            out[p.partition.partition_id] = {"hot": c}
+            out.setdefault(p.partition.partition_id, {})["hot"] = c
     return out
 
 

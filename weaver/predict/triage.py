@@ -15,7 +15,8 @@ end, ``P`` = buckets per day, ``b`` = bucket seconds, ``d`` = the size increment
   and ``S = 1.5 * max(slope, 0)``: ``mu`` the
   mean increment of each of the last days (``mu0`` the last, ``mu+`` the least positive one),
   ``d+ = max(max d, 0)``, ``(lo, hi) = models.PATH_SCALE_RANGE``, ``slope = mu0 - mu1``, ``shift``
-  the last 6 buckets' deviation from the same hours of earlier days, ``sd`` the standard deviation
+  the last 6 buckets' deviation from the same hours of earlier days (on a first day, from the
+  last day's mean times the lake's ratio `Job.lake_ratio`), ``sd`` the standard deviation
   of the level draw - the deterministic terms of the ``path`` model (`models.size_terms`) - and
   ``Z`` a one-sided Normal quantile (the second term bounds an increment scaled to the step's mean);
 * rate  ``U_r = L + y * sqrt(L / b)`` with ``L = B * exp(a+ + x * sigma)``: ``B`` the largest
@@ -112,7 +113,8 @@ def envelope(job: _models.Job, q: float) -> Envelope:
     if q <= 0:
         return Envelope(math.inf, math.inf)
     q_size, q_noise, q_count = q * _SHARE_SIZE, q * _SHARE_NOISE, q * _SHARE_COUNT
-    return Envelope(_size_bound(np.asarray(job.size, float), H, P, NormalDist().inv_cdf(1.0 - q_size)),
+    return Envelope(_size_bound(np.asarray(job.size, float), H, P, NormalDist().inv_cdf(1.0 - q_size),
+                                job.lake_ratio),
                     _rate_bound(np.asarray(job.rate, float), H, P, b, _cantelli(H, q_noise), _cantelli(H, q_count)))
 
 
@@ -121,13 +123,13 @@ def _cantelli(H: int, q: float) -> float:
     return math.sqrt(max(H / q - 1.0, 0.0))
 
 
-def _size_bound(y: np.ndarray, H: int, P: int, Z: float) -> float:
+def _size_bound(y: np.ndarray, H: int, P: int, Z: float, lake_ratio: float | None = None) -> float:
     # The path model's step k has the mean m_k = mu0 + shift + sd * z + share * slope * (k / P + lead)
     # with mu0, shift, slope, sd, lead fixed by the history, z <= Z, share in [0, 1.5]: m_k <= M_k. The step is
     # inc[idx] * clip(m_k / mu[day], lo, hi) where mu[day] > 0 and m_k > 0 - at most
     # max(max inc, 0) * min(hi, max(lo, M_k / the least positive mu)) - else
     # inc[idx] - mu[day] + m_k <= max inc - min mu + M_k (+ S / 2 of slack).
-    t = _models.size_terms(y, P)
+    t = _models.size_terms(y, P, lake_ratio)
     S = 1.5 * max(t.slope, 0.0)
     k = np.arange(1, H + 1)
     M = t.mu[0] + t.shift + Z * t.sd + S * (k / P + t.lead)
