@@ -296,7 +296,7 @@ def recent_ratio(y: np.ndarray, per_day: int) -> float | None:
     inc = np.diff(np.asarray(y, dtype=float))
     if len(inc) < 2 * PATH_RECENT:
         return None
-    mu0 = float(_day_means(inc, per_day)[0])
+    mu0 = float(np.mean(inc[-per_day:]))  # the last day's mean, `_day_means(inc, per_day)[0]`
     return float(np.mean(inc[-PATH_RECENT:])) / mu0 if mu0 > 0 else None
 
 
@@ -508,7 +508,7 @@ def _hot_test(rates: np.ndarray, own: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return hot, rel, med_rel
 
 
-def _hot_excess(ranges: list[tuple[float, float]], rates: np.ndarray,
+def _hot_excess(sides: tuple[np.ndarray, np.ndarray], rates: np.ndarray,
                 sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(hot, excess writes/s, excess bytes per bucket), partitions x buckets (excess 0 where not hot).
 
@@ -521,13 +521,13 @@ def _hot_excess(ranges: list[tuple[float, float]], rates: np.ndarray,
     relative rate), found from a first test against its plain median. A partition cut from a hot
     parent has the parent's excess over its own keys in its range history (the whole parent wrote
     more), which its sibling, hot then, shows; counted as usual, it hides the spot when the spot
-    reaches this partition (docs/prediction.md §8, thirteenth pass)."""
+    reaches this partition (docs/prediction.md §8, thirteenth pass). `sides`: `_neighbours` of the ranges."""
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a partition hot in every bucket: no usual rate
         own = np.nanmedian(rates, axis=1)
         hot, rel, med_rel = _hot_test(rates, own)
         near = np.zeros_like(hot)
-        for side in _neighbours(ranges):
+        for side in sides:
             has = side >= 0
             near[has] |= hot[side[has]]
         usual = np.nanmedian(np.where(hot | (near & (rel >= med_rel[None, :])), np.nan, rates), axis=1)
@@ -545,8 +545,9 @@ def _track(ranges: list[tuple[float, float]], rates: np.ndarray, sizes: np.ndarr
     k, m = rates.shape
     if k < 3 or min(HOT_WINDOW, m) < HOT_MIN_BUCKETS:
         return None
-    hot, ex, ex_b = _hot_excess(ranges, rates, sizes)
-    spot = _fitted_track(ranges, hot, ex, ex_b) or _one_crossing(ranges, hot, ex, ex_b)
+    sides = _neighbours(ranges)
+    hot, ex, ex_b = _hot_excess(sides, rates, sizes)
+    spot = _fitted_track(ranges, hot, ex, ex_b) or _one_crossing(ranges, sides, hot, ex, ex_b)
     return None if spot is None else (spot, hot, ex, ex_b)
 
 
@@ -609,15 +610,15 @@ def _fitted_track(ranges: list[tuple[float, float]], hot: np.ndarray, ex: np.nda
     return HotSpot(pos, float(speed), lo, hi, *excess) if excess is not None else None
 
 
-def _one_crossing(ranges: list[tuple[float, float]], hot: np.ndarray, ex: np.ndarray,
-                  ex_b: np.ndarray) -> HotSpot | None:
+def _one_crossing(ranges: list[tuple[float, float]], sides: tuple[np.ndarray, np.ndarray], hot: np.ndarray,
+                  ex: np.ndarray, ex_b: np.ndarray) -> HotSpot | None:
     """A spot seen crossing one boundary: exactly one partition B hot now, for the last
     HOT_MIN_RUN buckets at least (with more than HOT_MIN_RUN buckets before), and exactly one neighbour A
     (sharing a boundary with B) hot in all of the HOT_MIN_RUN buckets before B turned hot. The spot
     moves from A to B; its speed is at most A's width over the buckets A was seen hot and B's
     width over the buckets B has been hot (it crossed neither in less), and it entered B at the
-    shared edge when B turned hot."""
-    k, m = hot.shape
+    shared edge when B turned hot. `sides`: `_neighbours(ranges)`."""
+    m = hot.shape[1]
     now = np.flatnonzero(hot[:, m - 1])
     if len(now) != 1:
         return None
@@ -628,7 +629,7 @@ def _one_crossing(ranges: list[tuple[float, float]], hot: np.ndarray, ex: np.nda
         return None
     start = m - run  # B's first hot bucket
     b_lo, b_hi = ranges[b]
-    before = [int(i) for i in (side[b] for side in _neighbours(ranges))
+    before = [int(i) for i in (side[b] for side in sides)
               if i >= 0 and hot[i, start - HOT_MIN_RUN:start].all()]
     if len(before) != 1:
         return None
@@ -692,21 +693,28 @@ def _horizon_from(ds: np.ndarray, horizon: np.ndarray, step: int) -> np.ndarray:
     return np.arange(int(ds[-1]) + step, int(horizon[-1]) + 1, step, dtype=np.int64)
 
 
+def job_paths(job: Job) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(grid, size paths, rate paths) of `job`: the paths `run_job` summarises, on the grid of
+    bucket ends from the last history point to the window's end (n_samples x len(grid) each)."""
+    grid = _horizon_from(job.ds, job.horizon, job.step)  # includes bucket ends between history and window
+    hot = job.hot if job.model == "path" else None
+    size, rate = clean_history(hot, job.size, job.rate) if hot is not None else (job.size, job.rate)
+    size_p = sample_paths(job.ds, size, grid, model=job.model, n=job.n_samples, seed=job.seed,
+                          lake_ratio=job.lake_ratio)
+    rate_p = sample_paths(job.ds, rate, grid, model=job.model, n=job.n_samples,
+                          seed=(job.seed + 1) % 2**32, flexible=True)
+    if hot is not None:
+        dsz, drt = hot_deltas(hot, len(grid), job.n_samples, job.seed)
+        size_p = size_p + dsz + (job.size[-1] - size[-1])  # paths start from the real size
+        rate_p = rate_p + drt
+    return grid, size_p, rate_p
+
+
 def run_job(job: Job) -> Result:
     """Sample both series, combine paths pairwise (independent models) and summarise crossings."""
     t0 = time.perf_counter()
     try:
-        grid = _horizon_from(job.ds, job.horizon, job.step)  # includes bucket ends between history and window
-        hot = job.hot if job.model == "path" else None
-        size, rate = clean_history(hot, job.size, job.rate) if hot is not None else (job.size, job.rate)
-        size_p = sample_paths(job.ds, size, grid, model=job.model, n=job.n_samples, seed=job.seed,
-                              lake_ratio=job.lake_ratio)
-        rate_p = sample_paths(job.ds, rate, grid, model=job.model, n=job.n_samples,
-                              seed=(job.seed + 1) % 2**32, flexible=True)
-        if hot is not None:
-            dsz, drt = hot_deltas(hot, len(grid), job.n_samples, job.seed)
-            size_p = size_p + dsz + (job.size[-1] - size[-1])  # paths start from the real size
-            rate_p = rate_p + drt
+        _, size_p, rate_p = job_paths(job)
     except Exception as exc:  # noqa: BLE001 - a model failing on one series must not stop the run
         size_p = rate_p = exc
     return summarise(job, size_p, rate_p, time.perf_counter() - t0)
