@@ -107,7 +107,8 @@ class RunInput:
     metrics_source: str = "table"
 
 
-def _horizon(p: RunParams) -> np.ndarray:
+def run_horizon(p: RunParams) -> np.ndarray:
+    """The bucket ends (us) a run at ``p.at`` scores crossings on: those inside its window."""
     bu = bucket_us(p.bucket)
     at_us = to_us(p.at)
     first = (at_us // bu + 1) * bu
@@ -150,7 +151,7 @@ def gather(settings, params: RunParams, *, lineage: Lineage | None = None,
     last_end = (at_us // bu) * bu  # end of the last complete bucket
     lineage = lineage or Lineage.load(settings)
     active = list(partitions) if partitions is not None else lineage.active_at_ts(at)
-    run = RunInput(params, _horizon(params))
+    run = RunInput(params, run_horizon(params))
     if not active:
         return run
     ranges = [key_span(active)] if partitions is not None else None
@@ -438,8 +439,7 @@ def _predict_runs(settings, params: RunParams, runs: Sequence[RunInput], cmap, *
     fits batch by batch and keeps only rows. Batch models (statsforecast) draw one seed from all
     of a run's jobs: their fits stay one call over all jobs, so the paths equal a one-batch run's.
     """
-    whole = RunInput(params, _horizon(params), [p for r in runs for p in r.partitions],
-                     "changelog" if any(r.metrics_source == "changelog" for r in runs) else "table")
+    whole = _whole(params, runs)
     ctx = job_context(whole) if params.model == "path" else {}
     if len(runs) <= 1 or params.model in _models.BATCH_MODELS:
         return _predict_batch(settings, whole, cmap, ctx, pool=pool, progress=progress)
@@ -447,6 +447,12 @@ def _predict_runs(settings, params: RunParams, runs: Sequence[RunInput], cmap, *
     with (own if own is not None else _nullpool(pool)) as shared:
         tables = [_predict_batch(settings, r, cmap, ctx, pool=shared, progress=progress) for r in runs]
     return pa.concat_tables(tables)
+
+
+def _whole(params: RunParams, runs: Sequence[RunInput]) -> RunInput:
+    """The batches of one run (`gather_batched`) as one `RunInput`."""
+    return RunInput(params, run_horizon(params), [p for r in runs for p in r.partitions],
+                    "changelog" if any(r.metrics_source == "changelog" for r in runs) else "table")
 
 
 @contextmanager
@@ -471,28 +477,37 @@ def _unpublished(settings, table: pa.Table, *, at: datetime) -> pa.Table:
 
 
 def job_context(run: RunInput) -> dict[str, dict]:
-    """{partition_id: extra `Job` fields} that need the run's other partitions, over the key-range
-    histories of every partition with history: the moving hot spot (`weaver.predict.models.hot_contexts`)
-    and the lake's recent-to-daily increment ratio (`weaver.predict.models.lake_recent_ratio`)."""
-    pins = [p for p in run.partitions if len(p.ds) >= 2]
-    if len(pins) < 3:
+    """{partition_id: extra `Job` fields} that need the run's other partitions (`range_context`
+    over the key-range histories of the run's partitions)."""
+    return range_context([(p.partition.partition_id, p.partition.key_lo, p.partition.key_hi, p.ds, p.size, p.rate)
+                          for p in run.partitions], run.params.bucket)
+
+
+def range_context(series: Sequence[tuple], bucket: timedelta) -> dict[str, dict]:
+    """{id: extra `Job` fields} from the histories of key ranges tiling the key space, each
+    ``(id, key_lo, key_hi, ds, size, rate)`` (those with 2 buckets or more are read): the moving hot
+    spot (`weaver.predict.models.hot_contexts`) and the lake's recent-to-daily increment ratio
+    (`weaver.predict.models.lake_recent_ratio`). A run's partitions (`job_context`), or a lake's
+    live partitions with one range cut in two (`weaver.whatif.impact`)."""
+    series = [x for x in series if len(x[3]) >= 2]
+    if len(series) < 3:
         return {}
-    per_day = max(1, round(_models.DAY_US / bucket_us(run.params.bucket)))
-    ratio = _models.lake_recent_ratio([p.size for p in pins], per_day)
-    out: dict[str, dict] = {p.partition.partition_id: {"lake_ratio": ratio} for p in pins} if ratio is not None else {}
-    ds = np.unique(np.concatenate([p.ds for p in pins]))
-    rates = np.full((len(pins), len(ds)), np.nan)
-    sizes = np.full((len(pins), len(ds)), np.nan)
-    for i, p in enumerate(pins):
-        at = np.searchsorted(ds, p.ds)
-        rates[i, at], sizes[i, at] = p.rate, p.size
-    bounds = _models.key_positions([k for p in pins for k in (p.partition.key_lo, p.partition.key_hi)])
+    per_day = max(1, round(_models.DAY_US / bucket_us(bucket)))
+    ratio = _models.lake_recent_ratio([x[4] for x in series], per_day)
+    out: dict[str, dict] = {x[0]: {"lake_ratio": ratio} for x in series} if ratio is not None else {}
+    ds = np.unique(np.concatenate([x[3] for x in series]))
+    rates = np.full((len(series), len(ds)), np.nan)
+    sizes = np.full((len(series), len(ds)), np.nan)
+    for i, x in enumerate(series):
+        at = np.searchsorted(ds, x[3])
+        rates[i, at], sizes[i, at] = x[5], x[4]
+    bounds = _models.key_positions([k for x in series for k in (x[1], x[2])])
     ranges = list(zip(bounds[0::2], bounds[1::2]))
-    for p, c in zip(pins, _models.hot_contexts(ranges, ds, rates, sizes)):
+    for x, c in zip(series, _models.hot_contexts(ranges, ds, rates, sizes)):
         if c is not None:
-            at = np.searchsorted(ds, p.ds)  # back onto the partition's own buckets
+            at = np.searchsorted(ds, x[3])  # back onto the range's own buckets
             c.hist_bytes, c.hist_rate = c.hist_bytes[at], c.hist_rate[at]
-            out.setdefault(p.partition.partition_id, {})["hot"] = c
+            out.setdefault(x[0], {})["hot"] = c
     return out
 
 
@@ -516,9 +531,7 @@ def triage_jobs(run: RunInput, cmap=None, *, enabled: bool = True,
         if pin.skip_reason is not None:
             continue
         pid = pin.partition.partition_id
-        job = _models.Job(pid, pin.ds, pin.size, pin.rate, run.horizon, p.size_threshold, p.write_threshold,
-                          p.samples, _models.seed_for(prediction_id(p.at, pid, p.model)), p.model, bu,
-                          **ctx.get(pid, {}))
+        job = _job(run, pin, ctx, bu)
         # The envelope bounds a partition's own history only: one a moving hot spot may reach is fitted.
         reason = _triage.check(job, q) if q > 0 and job.hot is None else None
         if reason is None:
@@ -526,6 +539,24 @@ def triage_jobs(run: RunInput, cmap=None, *, enabled: bool = True,
         else:
             triaged[pid] = reason
     return jobs, triaged
+
+
+def _job(run: RunInput, pin: PartitionInput, ctx: dict, bu: int) -> _models.Job:
+    p, pid = run.params, pin.partition.partition_id
+    return _models.Job(pid, pin.ds, pin.size, pin.rate, run.horizon, p.size_threshold, p.write_threshold,
+                       p.samples, _models.seed_for(prediction_id(p.at, pid, p.model)), p.model, bu,
+                       **ctx.get(pid, {}))
+
+
+def run_jobs_of(params: RunParams, runs: Sequence[RunInput]) -> dict[str, _models.Job]:
+    """{partition_id: the `Job` a run over `runs` (`gather_batched`) fits for the partition}, with
+    the run-wide context and seed, for every partition not skipped at gather (triage not applied):
+    `weaver.predict.models.job_paths` of one gives the very paths behind its ``probability_raw``."""
+    whole = _whole(params, runs)
+    ctx = job_context(whole) if params.model == "path" else {}
+    bu = bucket_us(params.bucket)
+    return {pin.partition.partition_id: _job(whole, pin, ctx, bu) for pin in whole.partitions
+            if pin.skip_reason is None}
 
 
 def _rows(run: RunInput, results: dict[str, _models.Result], cmap=None, triaged: dict | None = None) -> pa.Table:

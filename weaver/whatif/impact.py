@@ -4,7 +4,7 @@ Per child over the sequence's timepoints: size and items (read from the woven ro
 write rate, read rate (when the lake has an access log) and the share of the hottest key (from
 the change log over the cadence interval ending at each timepoint); the children's balance; the
 forecast of when each child would cross a threshold again (the prediction stage's own models on
-each child's key-range history); the largest partition before and after (restore time in
+each child's key-range history, as a run would fit it had the split happened: `child_jobs`); the largest partition before and after (restore time in
 DynamoDB-style systems grows with it); recovery latency at the last timepoint with and without
 the woven snapshot (measured now, on this machine); the woven-tier bytes the sequence costs.
 """
@@ -21,7 +21,9 @@ from weaver.core import storage
 from weaver.core.errors import NoDataError
 from weaver.core.time import bucket_us, from_us, to_us
 from weaver.log import Lineage
-from weaver.predict import read_log
+from weaver.log.lineage import Partition
+from weaver.predict import gather_batched, read_log, run_params
+from weaver.predict.forecasting import range_context, run_horizon
 from weaver.predict.metrics import range_history
 from weaver.predict.models import DEFAULT_MODEL, Job, run_job, seed_for
 from weaver.recover import recover
@@ -67,25 +69,55 @@ def _in_range(keys: pa.Array, lo: str, hi: str | None) -> int:
     return int(pc.sum(pc.cast(m, pa.int64())).as_py() or 0)
 
 
-def child_forecast(settings, log: LogView, lo: str, hi: str | None, at: datetime, *, model: str, name: str) -> dict:
-    """When a partition holding [lo, hi) would cross the size or write threshold after `at`:
-    probability within the window and first-crossing quantiles, from its key range's history."""
+def _overlaps(p: Partition, lo: str, hi: str | None) -> bool:
+    return (hi is None or p.key_lo < hi) and (p.key_hi is None or p.key_hi > lo)
+
+
+def child_jobs(settings, log: LogView, source: Partition, ranges: dict[str, tuple[str, str | None]],
+               at: datetime, *, model: str, name: str) -> dict[str, Job | str]:
+    """Per child (`ranges`: id -> [lo, hi) of the source's range) the forecast job a prediction run
+    at `at` would fit for a partition holding that range if the split had happened (or why none:
+    too little history): over the buckets that run reads, with the run-wide context its jobs get
+    (the moving hot spot, the lake's first-day ratio: `weaver.predict.forecasting.range_context`),
+    computed over the partitions live at `at` with the source's range held by the children."""
+    params = run_params(settings, at=at, model=model)
+    runs = gather_batched(settings, params)
+    others = [p for r in runs for p in r.partitions if not _overlaps(p.partition, source.key_lo, source.key_hi)]
     bu = bucket_us(settings.bucket)
     end_us = (to_us(at) // bu) * bu
-    start = from_us(max(end_us - bucket_us(settings.forecast_history), 0))
-    (h,) = range_history(log, [(lo, hi)], start=start, end=from_us(end_us), bucket=settings.bucket)
-    ds = h["bucket_start"] + bu
-    out = {"model": model, "probability": 0.0, "reason": None, "crosses_p10": None, "crosses_p50": None,
+    # The run's buckets: from its partitions' first history bucket, never before the log began
+    # (a range history from `forecast_history` back would start with empty buckets).
+    firsts = [int(p.ds[0]) - bu for r in runs for p in r.partitions if len(p.ds)]
+    start_us = min(firsts) if firsts else max(end_us - bucket_us(settings.forecast_history), 0)
+    if log.n:
+        start_us = max(start_us, log.first_bucket(bu))
+    hist = range_history(log, list(ranges.values()), start=from_us(start_us), end=from_us(end_us),
+                         bucket=settings.bucket)
+    secs = settings.bucket.total_seconds()
+    kids = [(cid, lo, hi, h["bucket_start"] + bu, h["size_bytes"].astype(float), h["writes"] / secs)
+            for (cid, (lo, hi)), h in zip(ranges.items(), hist)]
+    ctx = range_context([(p.partition.partition_id, p.partition.key_lo, p.partition.key_hi, p.ds, p.size, p.rate)
+                         for p in others] + kids, settings.bucket) if model == "path" else {}
+    out: dict[str, Job | str] = {}
+    for cid, _, _, ds, size, rate in kids:
+        if len(ds) < 3:
+            out[cid] = f"{len(ds)} complete bucket(s) of history; 3 needed"
+            continue
+        out[cid] = Job(f"{name}|{cid}", ds, size, rate, run_horizon(params), params.size_threshold,
+                       params.write_threshold, int(min(params.samples, 200)), seed_for(f"{name}|{cid}"), model, bu,
+                       **ctx.get(cid, {}))
+    return out
+
+
+def child_forecast(job: Job | str, at: datetime) -> dict:
+    """A `child_jobs` entry's forecast: probability within the window and first-crossing quantiles."""
+    out = {"model": None, "probability": 0.0, "reason": None, "crosses_p10": None, "crosses_p50": None,
            "crosses_p90": None, "hours_until_p50": None, "skip_reason": None}
-    if len(ds) < 3:
-        out["skip_reason"] = f"{len(ds)} complete bucket(s) of history; 3 needed"
+    if isinstance(job, str):
+        out["skip_reason"] = job
         return out
-    horizon = np.arange(end_us + bu, to_us(at) + bucket_us(settings.window) + 1, bu, dtype=np.int64)
-    job = Job(name, ds, h["size_bytes"].astype(float), h["writes"] / settings.bucket.total_seconds(), horizon,
-              float(settings.size_threshold_bytes), float(settings.write_threshold_per_s),
-              int(min(settings.forecast_samples, 200)), seed_for(name), model, bu)
     r = run_job(job)
-    out.update(probability=r.probability, reason=r.reason, skip_reason=r.skip_reason)
+    out.update(model=job.model, probability=r.probability, reason=r.reason, skip_reason=r.skip_reason)
     if r.p50 is not None:
         out.update(crosses_p10=from_us(r.p10), crosses_p50=from_us(r.p50), crosses_p90=from_us(r.p90),
                    hours_until_p50=round((r.p50 - to_us(at)) / 3.6e9, 3))
@@ -156,6 +188,7 @@ def impact(settings, weave_id: str, *, model: str = DEFAULT_MODEL, recovery: boo
     log = read_log(settings, upto=tps[-1])
     reads = _reads(settings, tps[0] - cadence, tps[-1])
     secs = cadence.total_seconds()
+    jobs = child_jobs(settings, log, p, ranges, tps[-1], model=model, name=wid)
     children = {}
     for cid, (lo, hi) in ranges.items():
         size, items = child_series(rows, cid, tps)
@@ -173,7 +206,7 @@ def impact(settings, weave_id: str, *, model: str = DEFAULT_MODEL, recovery: boo
             series.append({"timepoint": tp, "size_bytes": size[j], "items": items[j], "writes": int(len(ks)),
                            "write_rate": len(ks) / secs, "read_rate": rr, "hottest_key_share": hottest})
         children[cid] = {"key_lo": lo, "key_hi": hi, "series": series,
-                         "forecast": child_forecast(settings, log, lo, hi, tps[-1], model=model, name=f"{wid}|{cid}")}
+                         "forecast": {**child_forecast(jobs[cid], tps[-1]), "model": model}}
     balance = []
     for j, tp in enumerate(tps):
         a, b = (children[c]["series"][j] for c in (left_id, right_id))

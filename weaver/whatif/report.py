@@ -1,8 +1,9 @@
 """`weaver whatif report`: one static HTML page with matplotlib plots (images embedded as data URIs).
 
-Per advised partition of a prediction run: the size and write-rate forecast fan (p10-p90, the
-prediction stage's own model re-sampled from data up to the run) against the thresholds, with the
-predicted split time; the children's projected sizes after the advised split; then the largest
+Per advised partition of a prediction run: the size and write-rate forecast fan (p10-p90 of the
+very paths the run's probability counts: the prediction stage's own job for the partition, with the
+run's seed and its cross-partition context - the moving hot spot, the lake's first-day ratio)
+against the thresholds, with the predicted split time; the children's projected sizes after the advised split; then the largest
 partition before and after each advised split, and the reliability diagram of recent predictions
 whose window has closed (predicted probability vs. whether the partition really split).
 """
@@ -10,6 +11,7 @@ whose window has closed (predicted probability vs. whether the partition really 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import io
 import json
@@ -23,9 +25,9 @@ import pyarrow.compute as pc
 from weaver.core import objstore, storage
 from weaver.core.ids import interval_id
 from weaver.core.settings import Settings
-from weaver.core.time import bucket_us, from_us, parse_timepoint
-from weaver.predict import gather_batched, run_params
-from weaver.predict.models import DEFAULT_MODEL, sample_paths, seed_for
+from weaver.core.time import from_us, parse_timepoint
+from weaver.predict import gather_batched, run_jobs_of, run_params
+from weaver.predict.models import DEFAULT_MODEL, Job, job_paths
 from weaver.log import Lineage
 from weaver.whatif.advice import WAIT, advise
 from weaver.whatif.keys import split_candidates
@@ -43,12 +45,13 @@ def _dt(us) -> list[datetime]:
     return [from_us(int(u)) for u in us]
 
 
-def fan(pin, horizon: np.ndarray, model: str, n: int, bu: int) -> dict:
-    """p10/p50/p90 of size and write rate over the grid from the last history point to the horizon."""
-    grid = np.arange(int(pin.ds[-1]) + bu, int(horizon[-1]) + 1, bu, dtype=np.int64)
-    seed = seed_for(pin.partition.partition_id)
-    size = sample_paths(pin.ds, pin.size, grid, model=model, n=n, seed=seed)
-    rate = sample_paths(pin.ds, pin.rate, grid, model=model, n=n, seed=(seed + 1) % 2**32, flexible=True)
+def fan(job: Job, n: int | None = None) -> dict:
+    """p10/p50/p90 of size and write rate over the grid from the last history point to the
+    window's end: of the paths `job` (the run's, `run_jobs_of`) counts crossings on, or of `n`
+    paths drawn alike when `n` differs from the run's count."""
+    if n is not None and n != job.n_samples:
+        job = dataclasses.replace(job, n_samples=int(n))
+    grid, size, rate = job_paths(job)
     q = lambda a: np.quantile(a, [0.1, 0.5, 0.9], axis=0)  # noqa: E731
     return {"grid": grid, "size": q(size), "rate": q(rate)}
 
@@ -67,9 +70,11 @@ def reliability_rows(settings: Settings, at: datetime, runs: int = 200) -> list[
 
 
 def render(settings: Settings, *, at: datetime | str, model: str = DEFAULT_MODEL, out_dir: str | Path | None = None,
-           advice_rows: list[dict] | None = None, samples: int = 200) -> dict:
+           advice_rows: list[dict] | None = None, samples: int | None = None) -> dict:
     """Write the report for the prediction run latest at or before `at` (advising it first when
-    `advice_rows` is not given); returns {"html", "plots", "partitions"}."""
+    `advice_rows` is not given); returns {"html", "plots", "partitions"}. `samples`: paths per fan
+    (default the run's own, ``settings.forecast_samples``: the fan is then the paths behind the
+    stored ``probability_raw``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -83,22 +88,22 @@ def render(settings: Settings, *, at: datetime | str, model: str = DEFAULT_MODEL
         return {**r, "html": folder.uri_of(r["html"])}
 
 
-def _render(settings: Settings, at: datetime, model: str, rows: list[dict], out: Path, samples: int, plt) -> dict:
+def _render(settings: Settings, at: datetime, model: str, rows: list[dict], out: Path, samples: int | None,
+            plt) -> dict:
     run_ts = rows[0]["run_ts"] if rows else at
     chosen = [r for r in rows if r["action"] != WAIT] or sorted(rows, key=lambda r: -r["probability"])[:1]
     chosen = chosen[:MAX_PARTITIONS]
     params = run_params(settings, at=run_ts, model=model)
     runs = gather_batched(settings, params)  # batch by batch, as the run was: memory follows a batch
     pins = {p.partition.partition_id: p for r in runs for p in r.partitions}
-    horizon = runs[0].horizon if runs else None
-    bu = bucket_us(settings.bucket)
+    jobs = run_jobs_of(params, runs)
     plots: list[tuple[str, str]] = []
     size_t, write_t = settings.size_threshold_bytes, settings.write_threshold_per_s
     for a in chosen:
-        pin = pins.get(a["partition_id"])
-        if pin is None or len(pin.ds) < 2:
+        pin, job = pins.get(a["partition_id"]), jobs.get(a["partition_id"])
+        if pin is None or job is None or len(pin.ds) < 2:
             continue
-        f = fan(pin, horizon, model, samples, bu)
+        f = fan(job, samples)
         g = _dt(f["grid"])
         fig, axes = plt.subplots(1, 2, figsize=(12, 3.6))
         for ax, hist, qs, thr, label in ((axes[0], pin.size, f["size"], size_t, "size (bytes)"),
