@@ -16,7 +16,7 @@ import pytest
 
 from tests.lakes import FORECAST_T0 as T0
 from tests.lakes import (
-    H, SPLIT_H, VALUE, WRITE_T, event_log, flat, forecast_settings, growing, key, part, spread, write_lake,
+    H, ITEM, SPLIT_H, VALUE, WRITE_T, event_log, flat, forecast_settings, growing, key, part, spread, write_lake,
 )
 from weaver.core import storage
 from weaver.log import Lineage
@@ -134,16 +134,28 @@ def test_partition_retired_later_is_still_forecast_before(split_lake):
     assert abs(rows["p"]["predicted_split_ts"] - (T0 + 41 * H)) <= 3 * H
 
 
-def test_born_minutes_ago_is_skipped(split_lake):
+def test_born_minutes_ago_is_forecast_from_its_range_history(split_lake):
+    """At 40 h 20 min l and r are 20 min old: their history is their key ranges' 40 h inside p,
+    by hand from the construction (p inserted key (10 h + j) x 7919 mod 400 as its j-th item of
+    hour h: each half gained ~5 000 B/h), and both are forecast, not skipped. Against a 300 000 B
+    threshold r (200 000 B, +5 000 B/h inside p and after) is over it at the end of hour 60, 21 h
+    after the run, inside the 24 h window."""
     from weaver.predict import predict
+    from weaver.predict.forecasting import gather, run_params
 
+    s = forecast_settings(split_lake)
     at = T0 + SPLIT_H * H + timedelta(minutes=20)
-    rows = _by_pid(predict(forecast_settings(split_lake), at=at, model="arima", write=False))
-    assert set(rows) == {"l", "r", "c"}  # p retired at 40 h: no row
-    for pid in ("l", "r"):
-        assert rows[pid]["probability"] == 0.0
-        assert rows[pid]["skip_reason"].startswith("born 20 min before the run")
-        assert rows[pid]["predicted_split_ts"] is None and rows[pid]["split_key"] is None
+    pins = {p.partition.partition_id: p for p in gather(s, run_params(s, at=at, model="arima")).partitions}
+    assert set(pins) == {"l", "r", "c"}  # p retired at 40 h
+    for pid, lo, hi in (("l", 0, 200), ("r", 200, 400)):
+        want = [ITEM * sum(1 for i in range(10 * (h + 1)) if lo <= (i * 7919) % 400 < hi) for h in range(SPLIT_H)]
+        assert pins[pid].skip_reason is None and list(pins[pid].size) == want
+        assert list(pins[pid].ds) == [int((T0 + (h + 1) * H).timestamp() * 1e6) for h in range(SPLIT_H)]
+    rows = _by_pid(predict(s, at=at, model="arima", write=False, size_threshold=300_000))
+    assert rows["r"]["skip_reason"] is None and rows["l"]["skip_reason"] is None
+    assert rows["r"]["probability"] >= 0.8 and rows["r"]["reason"] == "size"
+    assert abs(rows["r"]["predicted_split_ts"] - (T0 + 61 * H)) <= 4 * H
+    assert rows["r"]["split_key"] is not None
 
 
 def test_young_child_inherits_its_range_history(split_lake):
