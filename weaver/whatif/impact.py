@@ -4,8 +4,8 @@ Per child over the sequence's timepoints: size and items (read from the woven ro
 write rate, read rate (when the lake has an access log) and the share of the hottest key (from
 the change log over the cadence interval ending at each timepoint); the children's balance; the
 forecast of when each child would cross a threshold again (the prediction stage's own models on
-each child's key-range history, as a run would fit it had the split happened: `child_jobs`); the largest partition before and after (restore time in
-DynamoDB-style systems grows with it); recovery latency at the last timepoint with and without
+each child's key-range history, as a run would fit it had the split happened: `child_jobs`); the
+largest partition before and after (restore time in DynamoDB-style systems grows with it); recovery latency at the last timepoint with and without
 the woven snapshot (measured now, on this machine); the woven-tier bytes the sequence costs.
 """
 
