@@ -7,9 +7,10 @@ moving right at SPEED. At hour 48 it is in d and reaches e after ~2.7 h.
 * The what-if report's fan of a partition is drawn from the very paths behind the run's
   probability: for e, which the spot is about to enter, the fan rises to the threshold as the
   construction says (its own history alone would not get half way).
-* The impact of a split of e forecasts each child as a run over a lake where the split had
-  happened would: the same lake written with e cut in two from the start (e1, e2), gathered and
-  forecast by the prediction stage, gives each child the same history, context and horizon.
+* The impact of a split of e (the spot is about to enter it) or of d (it holds the spot) forecasts
+  each child as a run over a lake where the split had happened would: the same change log written
+  with that partition cut in two from the start, gathered and forecast by the prediction stage,
+  gives each child the same history, context and horizon.
 """
 
 from __future__ import annotations
@@ -23,21 +24,26 @@ from tests.lakes import FORECAST_T0 as T0
 from tests.lakes import H, VALUE, WRITE_T, event_log, forecast_settings, key, part, spread, write_lake
 from tests.test_path_hotspot import BASE, BOUNDS, HOT, HOURS, IDS, POS0, SIZE_T, SPEED, holder
 
-K = key("k8", 120)  # e's 121st key: e wrote 5 keys an hour, in key order, so e1 holds hours 0-23's
+# The split keys: each partition's 121st key. A partition writes its keys in key order, 5 an hour
+# until the spot reaches it (d from hour 37, e from hour 51), so its left child holds hours 0-23's.
+CUTS = {"d": key("k6", 120), "e": key("k8", 120)}
 AT = T0 + HOURS * H
 
 
-def _lake(root, cut: bool) -> str:
+def _lake(root, cut: str | None) -> str:
+    """The construction's lake; with `cut`, that partition is two partitions `cut`1 / `cut`2 from
+    the start, split at CUTS[cut] (the same change log)."""
     ev, n = [], [0] * 5
     for h in range(HOURS):
         for i, pid in enumerate(IDS):
             for ts in spread(h, BASE + (HOT if holder(h + 0.5) == i else 0)):
                 k = key(f"k{2 * i}", n[i])
-                ev.append((ts, ("e1" if k < K else "e2") if cut and pid == "e" else pid, k, "PUT", VALUE))
+                owner = (pid + ("1" if k < CUTS[pid] else "2")) if pid == cut else pid
+                ev.append((ts, owner, k, "PUT", VALUE))
                 n[i] += 1
-    parts = [part(pid, lo, hi) for pid, lo, hi in zip(IDS, BOUNDS, BOUNDS[1:])]
-    if cut:
-        parts = parts[:4] + [part("e1", "k8", K), part("e2", K, None)]
+    parts = []
+    for pid, lo, hi in zip(IDS, BOUNDS, BOUNDS[1:]):
+        parts += [part(pid + "1", lo, CUTS[pid]), part(pid + "2", CUTS[pid], hi)] if pid == cut else [part(pid, lo, hi)]
     return write_lake(root, event_log(parts, ev),
                       policy={"size_threshold_bytes": SIZE_T, "write_threshold_per_s": WRITE_T, "bucket": "1h"})
 
@@ -45,7 +51,7 @@ def _lake(root, cut: bool) -> str:
 @pytest.fixture(scope="module")
 def lakes(tmp_path_factory):
     root = tmp_path_factory.mktemp("whatif_ctx")
-    return forecast_settings(_lake(root / "whole", False)), forecast_settings(_lake(root / "cut", True))
+    return {cut: forecast_settings(_lake(root / (cut or "whole"), cut)) for cut in (None, "d", "e")}
 
 
 def _jobs(s):
@@ -63,7 +69,7 @@ def test_report_fan_is_the_runs_own_paths_with_the_hot_spot(lakes):
     from weaver.predict import models, predict
     from weaver.whatif.report import fan
 
-    s, _ = lakes
+    s = lakes[None]
     jobs = _jobs(s)
     rows = {r["partition_id"]: r for r in predict(s, at=AT, model="path", write=False,
                                                   calibration="none").to_pylist()}
@@ -88,31 +94,38 @@ def test_report_fan_is_the_runs_own_paths_with_the_hot_spot(lakes):
     assert rows["e"]["probability_raw"] >= 0.8 and rows["c"]["probability_raw"] <= 0.1
 
 
-def test_children_of_a_whatif_split_are_forecast_as_if_the_split_had_happened(lakes):
+@pytest.mark.parametrize("source", ["e", "d"], ids=["ahead-of-the-spot", "holding-the-spot"])
+def test_children_of_a_whatif_split_are_forecast_as_if_the_split_had_happened(lakes, source):
     from weaver.log import Lineage
     from weaver.predict import models, read_log
     from weaver.whatif.impact import child_forecast, child_jobs
 
-    whole, cut = lakes
-    got = child_jobs(whole, read_log(whole, upto=AT), Lineage.load(whole).get("e"),
-                     {"e1": ("k8", K), "e2": (K, None)}, AT, model="path", name="w")
-    real = _jobs(cut)
-    item = len(K) + VALUE
-    # e1's history by hand: the first 120 of e's keys, 5 an hour from hour 0, then no writes.
-    # The run's buckets (hour 1 .. 48), not `forecast_history` back with empty hours before the log.
+    whole, k = lakes[None], CUTS[source]
+    p = Lineage.load(whole).get(source)
+    left, right = source + "1", source + "2"
+    got = child_jobs(whole, read_log(whole, upto=AT), p, {left: (p.key_lo, k), right: (k, p.key_hi)}, AT,
+                     model="path", name="w")
+    real = _jobs(lakes[source])
+    item = len(k) + VALUE
+    # The left child's history by hand: the source's first 120 keys, 5 an hour from hour 0, then
+    # no writes. The run's buckets (hour 1 .. 48), not `forecast_history` back with empty hours
+    # before the log began.
     want_ds = np.array([int((T0 + (h + 1) * H).timestamp() * 1e6) for h in range(HOURS)], dtype=np.int64)
-    assert np.array_equal(got["e1"].ds, want_ds)
-    assert np.array_equal(got["e1"].size, [min(BASE * (h + 1), 120) * item for h in range(HOURS)])
-    for cid in ("e1", "e2"):
+    assert np.array_equal(got[left].ds, want_ds)
+    assert np.array_equal(got[left].size, [min(BASE * (h + 1), 120) * item for h in range(HOURS)])
+    for cid in (left, right):
         a, b = got[cid], real[cid]
         assert np.array_equal(a.ds, b.ds) and np.array_equal(a.horizon, b.horizon)
         assert np.allclose(a.size, b.size) and np.allclose(a.rate, b.rate)
         assert a.lake_ratio is not None and a.lake_ratio == pytest.approx(b.lake_ratio)
-        assert a.hot is not None and b.hot is not None  # the spot moving towards e is seen
-        assert a.hot.spot == b.hot.spot and (a.hot.lo, a.hot.hi) == (b.hot.lo, b.hot.hi)
-        assert np.allclose(a.hot.hist_bytes, b.hot.hist_bytes) and np.allclose(a.hot.hist_rate, b.hot.hist_rate)
+        # Cut ahead of the spot, the run sees it move; cut where it is, the run finds no moving spot
+        # (the left child has stopped writing: docs/prediction.md §6), and the what-if must not either.
+        assert (a.hot is None) == (b.hot is None) == (source == "d")
+        if b.hot is not None:
+            assert a.hot.spot == b.hot.spot and (a.hot.lo, a.hot.hi) == (b.hot.lo, b.hot.hi)
+            assert np.allclose(a.hot.hist_bytes, b.hot.hist_bytes) and np.allclose(a.hot.hist_rate, b.hot.hist_rate)
     # With the same seed the child's forecast is the real partition's.
-    for cid in ("e1", "e2"):
+    for cid in (left, right):
         f = child_forecast(dataclasses.replace(got[cid], seed=real[cid].seed, n_samples=real[cid].n_samples), AT)
         r = models.run_job(real[cid])
         assert (f["probability"], f["reason"]) == (r.probability, r.reason)

@@ -5,8 +5,9 @@ write rate, read rate (when the lake has an access log) and the share of the hot
 the change log over the cadence interval ending at each timepoint); the children's balance; the
 forecast of when each child would cross a threshold again (the prediction stage's own models on
 each child's key-range history, as a run would fit it had the split happened: `child_jobs`); the
-largest partition before and after (restore time in DynamoDB-style systems grows with it); recovery latency at the last timepoint with and without
-the woven snapshot (measured now, on this machine); the woven-tier bytes the sequence costs.
+largest partition before and after (restore time in DynamoDB-style systems grows with it);
+recovery latency at the last timepoint with and without the woven snapshot (measured now, on this
+machine); the woven-tier bytes the sequence costs.
 """
 
 from __future__ import annotations
@@ -69,10 +70,6 @@ def _in_range(keys: pa.Array, lo: str, hi: str | None) -> int:
     return int(pc.sum(pc.cast(m, pa.int64())).as_py() or 0)
 
 
-def _overlaps(p: Partition, lo: str, hi: str | None) -> bool:
-    return (hi is None or p.key_lo < hi) and (p.key_hi is None or p.key_hi > lo)
-
-
 def child_jobs(settings, log: LogView, source: Partition, ranges: dict[str, tuple[str, str | None]],
                at: datetime, *, model: str, name: str) -> dict[str, Job | str]:
     """Per child (`ranges`: id -> [lo, hi) of the source's range) the forecast job a prediction run
@@ -82,7 +79,11 @@ def child_jobs(settings, log: LogView, source: Partition, ranges: dict[str, tupl
     computed over the partitions live at `at` with the source's range held by the children."""
     params = run_params(settings, at=at, model=model)
     runs = gather_batched(settings, params)
-    others = [p for r in runs for p in r.partitions if not _overlaps(p.partition, source.key_lo, source.key_hi)]
+    # The live partitions tile the key space: the source's range is the source itself or its real
+    # descendants, each starting inside it.
+    lo, hi = source.key_lo, source.key_hi
+    others = [p for r in runs for p in r.partitions
+              if not (lo <= p.partition.key_lo and (hi is None or p.partition.key_lo < hi))]
     bu = bucket_us(settings.bucket)
     end_us = (to_us(at) // bu) * bu
     # The run's buckets: from its partitions' first history bucket, never before the log began

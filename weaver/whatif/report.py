@@ -3,9 +3,10 @@
 Per advised partition of a prediction run: the size and write-rate forecast fan (p10-p90 of the
 very paths the run's probability counts: the prediction stage's own job for the partition, with the
 run's seed and its cross-partition context - the moving hot spot, the lake's first-day ratio)
-against the thresholds, with the predicted split time; the children's projected sizes after the advised split; then the largest
-partition before and after each advised split, and the reliability diagram of recent predictions
-whose window has closed (predicted probability vs. whether the partition really split).
+against the thresholds, with the predicted split time; the children's projected sizes after the
+advised split; then the largest partition before and after each advised split, and the
+reliability diagram of recent predictions whose window has closed (predicted probability vs.
+whether the partition really split).
 """
 
 from __future__ import annotations
@@ -94,21 +95,20 @@ def _render(settings: Settings, at: datetime, model: str, rows: list[dict], out:
     chosen = [r for r in rows if r["action"] != WAIT] or sorted(rows, key=lambda r: -r["probability"])[:1]
     chosen = chosen[:MAX_PARTITIONS]
     params = run_params(settings, at=run_ts, model=model)
-    runs = gather_batched(settings, params)  # batch by batch, as the run was: memory follows a batch
-    pins = {p.partition.partition_id: p for r in runs for p in r.partitions}
-    jobs = run_jobs_of(params, runs)
+    # Gathered batch by batch, as the run was (memory follows a batch); the jobs the run fitted.
+    jobs = run_jobs_of(params, gather_batched(settings, params))
     plots: list[tuple[str, str]] = []
     size_t, write_t = settings.size_threshold_bytes, settings.write_threshold_per_s
     for a in chosen:
-        pin, job = pins.get(a["partition_id"]), jobs.get(a["partition_id"])
-        if pin is None or job is None or len(pin.ds) < 2:
+        job = jobs.get(a["partition_id"])
+        if job is None:  # not active at the run, or skipped there (too little history, constant)
             continue
         f = fan(job, samples)
         g = _dt(f["grid"])
         fig, axes = plt.subplots(1, 2, figsize=(12, 3.6))
-        for ax, hist, qs, thr, label in ((axes[0], pin.size, f["size"], size_t, "size (bytes)"),
-                                         (axes[1], pin.rate, f["rate"], write_t, "write rate (writes/s)")):
-            ax.plot(_dt(pin.ds), hist, color="black", lw=1.2, label="history")
+        for ax, hist, qs, thr, label in ((axes[0], job.size, f["size"], size_t, "size (bytes)"),
+                                         (axes[1], job.rate, f["rate"], write_t, "write rate (writes/s)")):
+            ax.plot(_dt(job.ds), hist, color="black", lw=1.2, label="history")
             ax.fill_between(g, qs[0], qs[2], color="tab:blue", alpha=0.3, label="forecast p10-p90")
             ax.plot(g, qs[1], color="tab:blue", lw=1.2, label="forecast p50")
             ax.axhline(thr, color="tab:red", ls="--", lw=1, label="threshold")
