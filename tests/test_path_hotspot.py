@@ -203,3 +203,30 @@ def test_a_range_cut_from_a_hot_parent_is_hot_when_the_spot_reaches_it():
     # B's history loses the excess it had over BASE: the parent's half in hours 7-15, the spot's in 18-23.
     assert np.allclose(ctx[1].hist_rate * 3600.0, np.where(np.arange(ONE_HOURS) >= 18, HOT, 0.0)
                        + np.where((np.arange(ONE_HOURS) >= 7) & (np.arange(ONE_HOURS) < 16), HOT / 2, 0.0))
+
+
+def test_a_range_idle_half_its_history_is_hot_when_the_spot_is_in_it():
+    """Keys written in key order (an ordered id): d is cut at the key its writes had reached at hour
+    24, so its left part d1 wrote BASE an hour until then and nothing since, and its right part d2
+    nothing until then and BASE since, plus HOT while the spot is in d (hours 38-47). Each part's
+    plain median over the 48 h is BASE / 2 and its median over the buckets it was not hot in is 0:
+    read against either, BASE alone is already 'hot' or nothing ever is. A range's usual rate is
+    taken over the buckets it wrote in (BASE for both parts): the spot is tracked as in the uncut
+    construction - d2 hot in exactly its spot hours, the speed, the excess - and d1 is never hot."""
+    cut = 0.6 + 1e-7  # d1 holds d's first keys only: a sliver of the key space
+    ranges = RANGES[:3] + [(0.6, cut), (cut, 0.8), RANGES[4]]
+    writes = np.full((6, HOURS), float(BASE))
+    writes[3, 24:] = 0.0
+    writes[4, :24] = 0.0
+    spot_hours = np.array([holder(h + 0.5) for h in range(HOURS)])
+    for i, row in ((0, 0), (1, 1), (2, 2), (3, 4), (4, 5)):  # the uncut range i's spot goes to row `row`
+        writes[row, spot_hours == i] += HOT
+    assert np.median(writes[4][spot_hours != 3]) == 0  # the premise: idle in most of its cool hours
+    rates, sizes = writes / 3600.0, np.cumsum(writes * 1000.0, axis=1)
+    spot, hot = models.track_hot_spot(ranges, np.arange(HOURS), rates, sizes)
+    assert spot is not None and not spot.bounded
+    assert np.array_equal(hot[4], spot_hours == 3) and not hot[3].any()
+    assert spot.speed == pytest.approx(SPEED, rel=0.3)
+    assert (spot.lo, spot.hi) == (cut, 0.8) and cut <= spot.pos <= 0.8
+    assert spot.excess_rate == pytest.approx(HOT / 3600.0, rel=0.1)
+    assert spot.excess_bytes == pytest.approx(HOT * 1000.0, rel=0.1)

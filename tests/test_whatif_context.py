@@ -118,12 +118,17 @@ def test_children_of_a_whatif_split_are_forecast_as_if_the_split_had_happened(la
         assert np.array_equal(a.ds, b.ds) and np.array_equal(a.horizon, b.horizon)
         assert np.allclose(a.size, b.size) and np.allclose(a.rate, b.rate)
         assert a.lake_ratio is not None and a.lake_ratio == pytest.approx(b.lake_ratio)
-        # Cut ahead of the spot, the run sees it move; cut where it is, the run finds no moving spot
-        # (the left child has stopped writing: docs/prediction.md §6), and the what-if must not either.
-        assert (a.hot is None) == (b.hot is None) == (source == "d")
-        if b.hot is not None:
-            assert a.hot.spot == b.hot.spot and (a.hot.lo, a.hot.hi) == (b.hot.lo, b.hot.hi)
-            assert np.allclose(a.hot.hist_bytes, b.hot.hist_bytes) and np.allclose(a.hot.hist_rate, b.hot.hist_rate)
+        # The run sees the spot move whether the cut is ahead of it or where it is (there the left
+        # child has written nothing for a day: its usual rate is that of the hours it wrote in).
+        assert a.hot is not None and b.hot is not None
+        assert a.hot.spot == b.hot.spot and (a.hot.lo, a.hot.hi) == (b.hot.lo, b.hot.hi)
+        assert np.allclose(a.hot.hist_bytes, b.hot.hist_bytes) and np.allclose(a.hot.hist_rate, b.hot.hist_rate)
+    # Cut where it is, the spot is the uncut lake's, in the right child's narrower range.
+    if source == "d":
+        s0, s1 = _jobs(whole)["d"].hot.spot, real[right].hot.spot
+        assert (s1.lo, s1.hi) == (real[right].hot.lo, real[right].hot.hi) and s1.lo > s0.lo and s1.hi == s0.hi
+        assert s1.pos == pytest.approx(s0.pos) and s1.speed == pytest.approx(s0.speed)
+        assert (s1.excess_bytes, s1.excess_rate) == pytest.approx((s0.excess_bytes, s0.excess_rate))
     # With the same seed the child's forecast is the real partition's.
     for cid in (left, right):
         f = child_forecast(dataclasses.replace(got[cid], seed=real[cid].seed, n_samples=real[cid].n_samples), AT)

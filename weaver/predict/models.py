@@ -516,26 +516,30 @@ def _hot_excess(sides: tuple[np.ndarray, np.ndarray], rates: np.ndarray,
     against the run's median partition in the same bucket (the daily cycle and growth are common
     to all). Its excess bytes are the increment above its own median increment of cool buckets.
 
-    The usual rate is the partition's median rate over the buckets in which it was neither hot nor
-    sharing a hot neighbour's excess (a neighbour hot while it wrote at or above the run's median
-    relative rate), found from a first test against its plain median. A partition cut from a hot
+    The usual rate is the partition's median rate over the buckets in which it wrote and was neither
+    hot nor sharing a hot neighbour's excess (a neighbour hot while it wrote at or above the run's
+    median relative rate), found from a first test against its median over the buckets it wrote in.
+    Idle buckets are left out (a range whose keys the writes have left behind or not yet reached: a
+    usual rate of 0 would never let it be hot, half its rate would make it hot at its own pace);
+    so are they from the cool increments. A partition cut from a hot
     parent has the parent's excess over its own keys in its range history (the whole parent wrote
     more), which its sibling, hot then, shows; counted as usual, it hides the spot when the spot
     reaches this partition (docs/prediction.md §8, thirteenth pass). `sides`: `_neighbours` of the ranges."""
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a partition hot in every bucket: no usual rate
-        own = np.nanmedian(rates, axis=1)
+        wrote = np.where(rates > 0, rates, np.nan)  # an idle bucket is no measure of a range's usual rate
+        own = np.nanmedian(wrote, axis=1)
         hot, rel, med_rel = _hot_test(rates, own)
         near = np.zeros_like(hot)
         for side in sides:
             has = side >= 0
             near[has] |= hot[side[has]]
-        usual = np.nanmedian(np.where(hot | (near & (rel >= med_rel[None, :])), np.nan, rates), axis=1)
+        usual = np.nanmedian(np.where(hot | (near & (rel >= med_rel[None, :])), np.nan, wrote), axis=1)
         own = np.where(np.isfinite(usual), usual, own)
         hot, _, med_rel = _hot_test(rates, own)
         ex = np.where(hot, rates - own[:, None] * med_rel[None, :], 0.0)
         inc = np.diff(sizes, axis=1, prepend=np.nan)
-        cool = np.nanmedian(np.where(hot, np.nan, inc), axis=1)
+        cool = np.nanmedian(np.where(hot | np.isnan(wrote), np.nan, inc), axis=1)
         ex_b = np.where(hot, inc - np.nan_to_num(cool)[:, None], 0.0)
     return hot, np.nan_to_num(np.maximum(ex, 0.0)), np.nan_to_num(ex_b)
 
