@@ -148,7 +148,7 @@ def _rate_bound(r: np.ndarray, H: int, P: int, b: float, x: float, y: float) -> 
     last = min(6, r.size)
     if r.size >= P + last:
         lvl = _models._day_means(r, P)
-        growth = float(np.clip((lvl[0] + eps) / (lvl[1] + eps), 0.5, 2.0)) if lvl.size > 1 else 1.0
+        growth = _models.rate_growth(r, P, eps)
         # base = r[idx] * (lvl0 + eps) / (lvl[day] + eps) * g^(k/P), g = growth^power, power <= 2;
         # idx lies in the last PATH_MAX_DAYS days (one bucket of jitter earlier at most).
         days = min(_models.PATH_MAX_DAYS, r.size // P)
