@@ -15,6 +15,18 @@ from weaver.pipeline import gate_predictions
 from weaver.predict import backtest as run_backtest
 from weaver.predict import predict as run_predict
 
+# Options `predict` and `backtest` share (one definition: the backtest replays what `predict` runs).
+SizeThresholdOpt = typer.Option(None, "--size-threshold", help="Split size threshold in bytes.")
+WriteThresholdOpt = typer.Option(None, "--write-threshold", help="Split write threshold, writes/s.")
+WorkersOpt = typer.Option(None, "--workers", help="Fit processes (default: one per core).")
+SamplesOpt = typer.Option(None, "--samples", help="Predictive sample paths per series.")
+CalibrationOpt = typer.Option(None, "--calibration",
+                              help="auto | none | prior | platt | isotonic | beta (default auto: of the prior map, the "
+                                   "identity and the lake's own isotonic map, the one scoring best on the last 24 h of "
+                                   "closed windows; below 200 scored rows of the last 7 days the lake-own methods use "
+                                   "the model's prior map, if it has one, else the identity).")
+
+
 
 @contextmanager
 def _progress(label: str, enabled: bool = True) -> Iterator:
@@ -49,18 +61,13 @@ def predict(
     at: str = typer.Option(..., "--at", help="Run instant (ISO-8601 with timezone); only data with ts <= it is used."),
     window: Optional[str] = typer.Option(None, "--window", help="Prediction window, e.g. 24h (default settings.window)."),
     model: str = typer.Option("path", "--model", help="path | prophet | arima | statsforecast"),
-    size_threshold: Optional[int] = typer.Option(None, "--size-threshold", help="Split size threshold in bytes."),
-    write_threshold: Optional[float] = typer.Option(None, "--write-threshold", help="Split write threshold, writes/s."),
+    size_threshold: Optional[int] = SizeThresholdOpt,
+    write_threshold: Optional[float] = WriteThresholdOpt,
     confidence_threshold: Optional[float] = typer.Option(None, "--confidence-threshold",
                                                          help="Recorded as `threshold` (what gets woven)."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Fit processes (default: one per core)."),
-    samples: Optional[int] = typer.Option(None, "--samples", help="Predictive sample paths per series."),
-    calibration: Optional[str] = typer.Option(None, "--calibration",
-                                              help="auto | none | prior | platt | isotonic | beta (default auto: of the "
-                                                   "prior map, the identity and the lake's own isotonic map, the one "
-                                                   "scoring best on the last 24 h of closed windows; below 200 scored rows "
-                                                   "of the last 7 days the lake-own methods use the model's prior map, if "
-                                                   "it has one, else the identity)."),
+    workers: Optional[int] = WorkersOpt,
+    samples: Optional[int] = SamplesOpt,
+    calibration: Optional[str] = CalibrationOpt,
     write: bool = typer.Option(True, "--write/--no-write", help="Stage the rows, check them, publish them into `predictions`."),
     check: bool = typer.Option(True, "--check/--no-check", help="Run the `predictions` expectation suite."),
     lake: Optional[str] = LakeOpt,
@@ -115,19 +122,14 @@ def backtest(
     every: Optional[str] = typer.Option(None, "--every", help="Run spacing, e.g. 1h (default: one metrics bucket)."),
     window: Optional[str] = typer.Option(None, "--window", help="Prediction window, e.g. 24h."),
     model: str = typer.Option("path", "--model", help="path | prophet | arima | statsforecast"),
-    size_threshold: Optional[int] = typer.Option(None, "--size-threshold", help="Split size threshold in bytes."),
-    write_threshold: Optional[float] = typer.Option(None, "--write-threshold", help="Split write threshold, writes/s."),
+    size_threshold: Optional[int] = SizeThresholdOpt,
+    write_threshold: Optional[float] = WriteThresholdOpt,
     confidence_threshold: Optional[float] = typer.Option(None, "--confidence-threshold",
                                                          help="Probability at which a prediction counts as positive."),
     near: float = typer.Option(0.10, "--near", help="The 'within X of the threshold' baseline's X (a fraction)."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Fit processes (default: one per core)."),
-    samples: Optional[int] = typer.Option(None, "--samples", help="Predictive sample paths per series."),
-    calibration: Optional[str] = typer.Option(None, "--calibration",
-                                              help="auto | none | prior | platt | isotonic | beta (default auto: of the "
-                                                   "prior map, the identity and the lake's own isotonic map, the one "
-                                                   "scoring best on the last 24 h of closed windows; below 200 scored rows "
-                                                   "of the last 7 days the lake-own methods use the model's prior map, if "
-                                                   "it has one, else the identity)."),
+    workers: Optional[int] = WorkersOpt,
+    samples: Optional[int] = SamplesOpt,
+    calibration: Optional[str] = CalibrationOpt,
     out: Optional[str] = typer.Option(None, "--out", help="Report folder (default <lake>/_weaver/backtests/<id>)."),
     lake: Optional[str] = LakeOpt,
     as_json: bool = JsonOpt,
