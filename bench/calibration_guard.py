@@ -113,8 +113,7 @@ def summary(lakes: list[dict]) -> dict:
         for n, rs in calibrated(lk["rows"]).items():
             rows[n] += rs
         base += [r for r in lk["rows"] if r["model"] in fq.BASELINES]
-    start = fq.to_us(fq.START)
-    age = lambda r: int((r["run_ts"] - start) // (24 * H_US))  # noqa: E731
+    age = fq.age_days
     res = {}
     for scope, sel in (("grid", lambda r: r["grid"] and r["scored"]), ("hourly", lambda r: r["scored"])):
         best = min(fq.scores([r for r in base if r["model"] == b and sel(r)])["brier"] for b in fq.BASELINES)

@@ -186,6 +186,11 @@ def row_features(pin, r, params, t: datetime, hot: bool) -> list[float]:
             float(hot)]
 
 
+def age_days(r: dict) -> int:
+    """The lake's age at row `r`'s run in whole days of history (its lakes start at START)."""
+    return int((r["run_ts"] - to_us(START)) // (24 * 3_600_000_000))
+
+
 def calibrate_rows(rows: list[dict], model: str, method: str) -> list[dict]:
     """Calibrated copies of one lake's rows of `model`: each run's map uses only windows closed by then."""
     mine = sorted((r for r in rows if r["model"] == model), key=lambda r: r["run_ts"])
@@ -330,10 +335,8 @@ def main() -> None:
     per_shape = {sh: {v: scores([r for r in grid_rows if r["shape"] == sh and r["model"] == v]) for v in variants}
                  for sh in shapes}
     # By the lake's age at the run (whole days of history): where a short lake's error comes from.
-    start_us = to_us(START)
-    age_of = lambda r: str(int((r["run_ts"] - start_us) // (24 * 3.6e9)))  # noqa: E731
-    ages = sorted({age_of(r) for r in grid_rows}, key=int)
-    per_age = {a: {v: scores([r for r in grid_rows if age_of(r) == a and r["model"] == v]) for v in variants}
+    ages = sorted({age_days(r) for r in grid_rows})
+    per_age = {str(a): {v: scores([r for r in grid_rows if age_days(r) == a and r["model"] == v]) for v in variants}
                for a in ages}
 
     def goals_of(table: dict, vs: list[str]) -> dict:

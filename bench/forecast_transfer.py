@@ -63,11 +63,11 @@ H_US = 3_600_000_000
 
 
 def stacked(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, ridge: float) -> np.ndarray:
-    """Logistic regression on standardised features (weights from `calibration._logistic`, Newton's
+    """Logistic regression on standardised features (weights from `calibration.logistic`, Newton's
     method with an L2 penalty `ridge`); probabilities of the test rows."""
     mu, sd = x_train.mean(axis=0), x_train.std(axis=0)
     sd = np.where(sd > 0, sd, 1.0)
-    w = calibration._logistic((x_train - mu) / sd, y_train, ridge=ridge)
+    w = calibration.logistic((x_train - mu) / sd, y_train, ridge=ridge)
     z = ((x_test - mu) / sd) @ w[:-1] + w[-1]
     return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
 

@@ -159,7 +159,7 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
 
 
-def _logistic(X: np.ndarray, y: np.ndarray, ridge: float = 1e-3, iters: int = 100) -> np.ndarray:
+def logistic(X: np.ndarray, y: np.ndarray, ridge: float = 1e-3, iters: int = 100) -> np.ndarray:
     """Maximum-likelihood logistic regression by Newton's method (tiny ridge keeps separable sets finite)."""
     X = np.column_stack([X, np.ones(len(y))])
     w = np.zeros(X.shape[1])
@@ -243,17 +243,17 @@ def fit(p, y, method: str = "platt", *, model: str = "", cutoff: str | None = No
         x, keep = np.unique(x, return_index=True)
         cm.params = {"x": [float(a) for a in x], "y": [float(b) for b in v[keep]]}
     elif method == "platt":
-        a, b = _logistic(_logit(p)[:, None], y)
+        a, b = logistic(_logit(p)[:, None], y)
         cm.params = {"a": float(a), "b": float(b)}
     else:
         q = np.clip(p, EPS, 1 - EPS)
-        a, mb, c = _logistic(np.column_stack([np.log(q), np.log(1 - q)]), y)
+        a, mb, c = logistic(np.column_stack([np.log(q), np.log(1 - q)]), y)
         # Kull et al. constrain a, b >= 0 (a monotone map); refit on the remaining feature if violated.
         if a < 0 or -mb < 0:
             if a < 0:
-                a, (mb, c) = 0.0, _logistic(np.log(1 - q)[:, None], y)
+                a, (mb, c) = 0.0, logistic(np.log(1 - q)[:, None], y)
             else:
-                mb, (a, c) = 0.0, _logistic(np.log(q)[:, None], y)
+                mb, (a, c) = 0.0, logistic(np.log(q)[:, None], y)
         cm.params = {"a": float(max(a, 0.0)), "b": float(max(-mb, 0.0)), "c": float(c)}
     cm.method = method
     h = hashlib.sha1(f"{model}|{method}|{cutoff}".encode())
