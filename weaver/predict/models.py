@@ -24,9 +24,9 @@ Models:
   twice the standard error of that mean combined with the spread of the last days' means), and
   extrapolated with the day-over-day change of that mean (a random share per path); write-rate paths are a
   seasonal naive forecast (the same hour on a bootstrapped recent day, scaled to the last day's
-  level and its day-over-day growth) times a decaying anomaly (the last hours' deviation from that
-  pattern, AR(1) with phi = 0.93) with heavy-tailed (Student t, 4 dof) AR noise, then Poisson
-  counts per bucket.
+  level and its day-over-day growth, `rate_growth`: on a second day from the same hours a day
+  apart) times a decaying anomaly (the last hours' deviation from that pattern, AR(1) with
+  phi = 0.93) with heavy-tailed (Student t, 4 dof) AR noise, then Poisson counts per bucket.
 - ``statsforecast`` - Nixtla statsforecast's `AutoETS` (exponential smoothing, error/trend/season
   chosen per series by AICc; seasonal candidates once three days of history exist), fitted for
   all series of a run at once: `StatsForecast(...).simulate` over one frame of every partition's
