@@ -27,7 +27,6 @@ CalibrationOpt = typer.Option(None, "--calibration",
                                    "the model's prior map, if it has one, else the identity).")
 
 
-
 @contextmanager
 def _progress(label: str, enabled: bool = True) -> Iterator:
     """A Rich progress bar on stderr; yields a callback(done, total)."""
