@@ -17,6 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+# pyspark.testing.assertDataFrameEqual imports pandas-on-Spark, which wants this set before the session starts
+os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")
 # Airflow reads its configuration at import: give the whole session a private, throw-away home.
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="weaver-airflow-"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
