@@ -113,7 +113,6 @@ def summary(lakes: list[dict]) -> dict:
         for n, rs in calibrated(lk["rows"]).items():
             rows[n] += rs
         base += [r for r in lk["rows"] if r["model"] in fq.BASELINES]
-    age = fq.age_days
     res = {}
     for scope, sel in (("grid", lambda r: r["grid"] and r["scored"]), ("hourly", lambda r: r["scored"])):
         best = min(fq.scores([r for r in base if r["model"] == b and sel(r)])["brier"] for b in fq.BASELINES)
@@ -121,8 +120,8 @@ def summary(lakes: list[dict]) -> dict:
         for n in RULES:
             mine = [r for r in rows[n] if sel(r)]
             res[scope][n] = {"all": fq.scores(mine),
-                             "per_age_days_brier": {str(a): fq.scores([r for r in mine if age(r) == a])["brier"]
-                                                    for a in sorted({age(r) for r in mine})}}
+                             "per_age_days_brier": {str(a): fq.scores([r for r in mine if fq.age_days(r) == a])["brier"]
+                                                    for a in sorted({fq.age_days(r) for r in mine})}}
         for n, key in (("lake", "lake_timing_by_lead"), ("pick24", "auto_timing_by_lead")):
             res[scope][key] = timing_by_lead([r for r in rows[n] if sel(r)], res[scope][n]["all"]["threshold_at_p80"])
     return res

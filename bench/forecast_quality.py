@@ -332,17 +332,14 @@ def main() -> None:
     grid_rows = [r for r in rows if r["grid"] and r["scored"]]
     pooled = summarise(grid_rows, variants)
     hourly_variants = [v for v in variants if v.split("+")[0] in ("path", *BASELINES)]
-    hourly = summarise([r for r in rows if r["scored"]], hourly_variants) if "path" in models else {}
+    hourly_rows = [r for r in rows if r["scored"]] if "path" in models else []
+    hourly = summarise(hourly_rows, hourly_variants) if hourly_rows else {}
     per_shape = {sh: {v: scores([r for r in grid_rows if r["shape"] == sh and r["model"] == v]) for v in variants}
                  for sh in shapes}
     # By the lake's age at the run (whole days of history): where a short lake's error comes from.
-    ages = sorted({age_days(r) for r in grid_rows})
-    per_age = {str(a): {v: scores([r for r in grid_rows if age_days(r) == a and r["model"] == v]) for v in variants}
-               for a in ages}
-    hourly_rows = [r for r in rows if r["scored"]] if hourly else []
-    per_age_hourly = {str(a): {v: scores([r for r in hourly_rows if age_days(r) == a and r["model"] == v])
-                               for v in hourly_variants}
-                      for a in sorted({age_days(r) for r in hourly_rows})}
+    def by_age(rs: list[dict], vs: list[str]) -> dict:
+        return {str(a): {v: scores([r for r in rs if age_days(r) == a and r["model"] == v]) for v in vs}
+                for a in sorted({age_days(r) for r in rs})}
 
     def goals_of(table: dict, vs: list[str]) -> dict:
         best = min(table[b]["all"]["brier"] for b in BASELINES)
@@ -380,8 +377,8 @@ def main() -> None:
                                            hourly_variants) if hourly else {},
         "scores_hourly": hourly, "goals_hourly": goals_of(hourly, hourly_variants) if hourly else {},
         "per_shape_grid": per_shape,
-        "per_age_days_grid": per_age,
-        "per_age_days_hourly": per_age_hourly,
+        "per_age_days_grid": by_age(grid_rows, variants),
+        "per_age_days_hourly": by_age(hourly_rows, hourly_variants),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2, default=str))
