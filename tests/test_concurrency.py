@@ -7,6 +7,7 @@ brute-force fold (tests/oracle.py) and the tables read straight with delta-rs.
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from datetime import timedelta
 
@@ -78,9 +79,9 @@ def test_a_conflicting_merge_is_retried_and_gives_up_with_a_named_error(tmp_path
 @pytest.mark.parametrize("engine", ["arrow", "spark"])
 def test_two_weave_runs_together_on_a_fresh_lake(spark, tmp_path, caplog, engine):
     """Both runs plan on an empty woven tier and reach the write at the same moment (a barrier at
-    the pause point: before the data for Spark, right before the commit for Arrow, whose rows are
-    spooled first): both try to create woven_snapshots. One wins; the other's conflict is retried
-    as a replaceWhere. The tier holds exactly the oracle's rows, once, and one catalog row."""
+    the pause point: before the data for Spark; for Arrow, whose rows are spooled first, right
+    before the commit and after each run saw no table): both try to create woven_snapshots. One
+    wins; the other's conflict is retried as a replaceWhere. The tier holds exactly the oracle's rows, once, and one catalog row."""
     from dataclasses import replace
 
     from weaver.core import faults
@@ -92,11 +93,15 @@ def test_two_weave_runs_together_on_a_fresh_lake(spark, tmp_path, caplog, engine
     put_predictions(s, [p])
     barrier = threading.Barrier(2, timeout=300)
     lined_up: set[int] = set()
+    # Arrow pauses after each run decided to create the table: the partner released second goes on
+    # a second later, when the winner's table is whole, and must still be refused and retried.
+    late_s = 1.0 if engine == "arrow" else 0.0
 
     def first_attempt_waits() -> None:  # a retry must not wait for a partner that has finished
         if threading.get_ident() not in lined_up:
             lined_up.add(threading.get_ident())
-            barrier.wait()
+            if barrier.wait() == 0:
+                time.sleep(late_s)
 
     point = "weave.before_data" if engine == "spark" else "weave.arrow_commit"
     with faults.hooked(point, first_attempt_waits), caplog.at_level("WARNING", logger="weaver.core.retry"):

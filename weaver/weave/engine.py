@@ -117,10 +117,13 @@ def write_woven_arrow(settings: Settings, todo: list[Sequence]) -> WovenStats:
                 out.write_batch(batch)
 
         def attempt() -> None:
-            faults.point("weave.arrow_commit")  # tests line two writers up here (tests/test_concurrency.py)
+            # Decided per try: a writer that lost the race to create the table retries as replaceWhere.
+            create = not storage.is_table(uri)
+            # Tests line two writers up here, after both decided (tests/test_concurrency.py).
+            faults.point("weave.arrow_commit")
             with pa.OSFile(spool, "rb") as src:
                 reader = pa.ipc.open_stream(src)
-                if not storage.is_table(uri):
+                if create:
                     # Of two racing creators one wins; the loser retries as a replaceWhere.
                     storage.create_table(uri, reader, partition_by=["weave_id"],
                                          configuration=table_properties(settings), writer_properties=props)
