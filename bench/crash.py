@@ -5,7 +5,8 @@ one uninterrupted run gives the reference; then for every named pause point (and
 restore-table, kills 0.5 / 1.5 / 3 s into the Spark write) a fresh copy of the lake gets the
 command killed with SIGKILL there, a reader checks what is visible (oracle fold / whole-or-nothing),
 the command is rerun, and its result is compared with the reference. A kill "survived" when the
-reader saw no partial version AND the rerun equals the uninterrupted run.
+reader saw no partial version AND the rerun equals the uninterrupted run AND no local scratch
+folder of the killed run is left (weaver.core.scratch; each kill gets its own TMPDIR).
 
     PYTHONPATH=$PWD .venv/bin/python bench/crash.py [command ...] [--max-points N] [--max-timed N]
 
@@ -63,7 +64,7 @@ def main(argv: list[str]) -> int:
                     if o.result != "killed":
                         continue  # the process finished before the kill: not a kill
                     tried += 1
-                    survived += o.reader_ok and o.rerun_equal
+                    survived += o.reader_ok and o.rerun_equal and o.scratch_clear
             per[name] = {"kills_tried": tried, "survived": survived, "points": points,
                          "timed_kills_s": timed, "git_commit": machine()["git_commit"]}
     finally:
@@ -112,7 +113,7 @@ def collect(logs: list[str]) -> int:
         c["points"].append(o["point"])
         if o["result"] == "killed":
             c["kills_tried"] += 1
-            c["survived"] += bool(o["reader_ok"] and o["rerun_equal"])
+            c["survived"] += bool(o["reader_ok"] and o["rerun_equal"] and o.get("scratch_clear", True))
     for name, c in per.items():
         c["points_not_run"] = [p for p in crash.SCENARIOS[name].points
                                if not any(q.split(":")[0].split("+")[0] == p for q in c["points"])]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -19,8 +21,11 @@ os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 # pyspark.testing.assertDataFrameEqual imports pandas-on-Spark, which wants this set before the session starts
 os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")
-# Airflow reads its configuration at import: give the whole session a private, throw-away home.
-os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="weaver-airflow-"))
+# Airflow reads its configuration at import: give the whole session a private, throw-away home
+# (one per process, xdist workers included), removed when the process ends.
+if "AIRFLOW_HOME" not in os.environ:
+    os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="weaver-airflow-")
+    atexit.register(shutil.rmtree, os.environ["AIRFLOW_HOME"], ignore_errors=True)
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(ROOT / "dags"))
 os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(ROOT / "plugins"))

@@ -24,6 +24,7 @@ from typing import Callable
 
 from tests.lakes import H, T0, make_log, prediction, put_predictions, weave_settings, write_lake
 from tests.oracle import fold
+from weaver.core.scratch import PREFIX as SCRATCH_PREFIX
 
 ROOT = Path(__file__).resolve().parent.parent
 WEAVER = [sys.executable, "-c", "from weaver.cli import main; main()"]
@@ -316,7 +317,8 @@ SCENARIOS = {
                         ["predict.staged", "predict.before_check", "predict.after_publish"], _predict_state,
                         _predict_reader, extra_env={"WEAVER_MIN_HISTORY_BUCKETS": "2", "WEAVER_FORECAST_SAMPLES": "50"}),
     "weave": Scenario("weave", lambda lake: ["weave", "--at", RUN_AT.isoformat(), "--lake", str(lake), "--json"],
-                      ["weave.before_data", "weave.before_catalog", "weave.before_check"], _weave_state, _weave_reader),
+                      ["weave.before_data", "weave.arrow_commit", "weave.before_catalog", "weave.before_check"],
+                      _weave_state, _weave_reader),
     "restore-table": Scenario("restore-table", lambda lake: ["restore-table", "--at", RUN_AT.isoformat(), "--out",
                                                              str(_restore_out(lake)), "--lake", str(lake)],
                               ["restore_table.before_write"], _restore_state, _restore_reader,
@@ -337,6 +339,8 @@ class Outcome:
     result: str  # killed | finished
     reader_ok: bool
     rerun_equal: bool
+    #: The rerun removed the killed run's local scratch folder (weaver.core.scratch): none is left.
+    scratch_clear: bool = True
 
 
 def reference(sc: Scenario, template: Path, work: Path) -> object:
@@ -359,17 +363,23 @@ def crash_once(sc: Scenario, template: Path, work: Path, point: str, want: objec
     lake = copy_lake(template, work / tag)
     sc.prepare(lake)
     armed = point if not delay_s else f"{point}:go"
-    result = kill_at(sc.args(lake), armed, delay_s=delay_s, extra_env=sc.extra_env)
+    tmp = lake.parent / "tmp"  # the commands' temp dir: what the killed run spilled stays here
+    tmp.mkdir(exist_ok=True)
+    extra = {**sc.extra_env, "TMPDIR": str(tmp)}
+    result = kill_at(sc.args(lake), armed, delay_s=delay_s, extra_env=extra)
     try:
         sc.check_reader(lake)
         reader_ok = True
     except AssertionError:
         reader_ok = False
     try:
-        run(sc.args(lake), sc.extra_env)
+        run(sc.args(lake), extra)
         equal = sc.state(lake) == want
     except AssertionError as exc:  # the rerun itself failed: not survived, and the run goes on
         print(f"rerun after a kill at {armed} (+{delay_s}s) failed: {str(exc)[-600:]}", flush=True)
         equal = False
+    left = sorted(d.name for d in tmp.iterdir() if d.name.startswith(SCRATCH_PREFIX))
+    if left:
+        print(f"scratch folders left after the rerun of a kill at {armed}: {left}", flush=True)
     shutil.rmtree(lake.parent, ignore_errors=True)
-    return Outcome(sc.name, armed + (f"+{delay_s}s" if delay_s else ""), result, reader_ok, equal)
+    return Outcome(sc.name, armed + (f"+{delay_s}s" if delay_s else ""), result, reader_ok, equal, not left)

@@ -47,3 +47,4 @@ def test_a_kill_at_a_pause_point_is_survived(command, point, template, reference
     assert o.result == "killed", f"{command} never reached {point}"
     assert o.reader_ok, f"a reader saw a partial {command} after a kill at {point}"
     assert o.rerun_equal, f"the rerun after a kill at {point} differs from an uninterrupted {command}"
+    assert o.scratch_clear, f"a scratch folder of the {command} killed at {point} outlived the rerun"

@@ -225,7 +225,10 @@ def test_checkpoint_streams_to_small_row_groups_and_replaces_only_its_instant(tm
     monkeypatch.setattr(metrics._Spill, "add", recording_add)
     for at in instants:
         assert build_metrics(s, end=at)["fold_batches"] >= 2
-    assert spills and all(p.startswith(str(tmp_path / "tmp" / "weaver-run-")) for p in spills)
+    from weaver.core.scratch import PREFIX, host_tag
+
+    run_folder = str(tmp_path / "tmp" / f"{PREFIX}{os.getpid()}-{host_tag()}-run-")
+    assert spills and all(p.startswith(run_folder) for p in spills)
     uri = storage.table_uri(str(lake), storage.METRICS_STATE)
     state = storage.read(uri, storage.METRICS_STATE)
     assert [c.as_of_us for c in checkpoints(s)] == [int(t.timestamp()) * 1_000_000 for t in instants]

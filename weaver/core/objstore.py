@@ -9,7 +9,6 @@ old object or the new one), so only local writes need a temporary name.
 
 from __future__ import annotations
 
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -17,6 +16,7 @@ from typing import Iterator
 import pyarrow as pa
 
 from weaver.core.errors import InvalidParameterError, ObjectStoreError
+from weaver.core.scratch import scratch
 
 
 def _is_remote(uri: str) -> bool:
@@ -207,7 +207,7 @@ def folder(uri: str, options: dict[str, str] | None) -> Iterator[Folder]:
         yield Folder(str(p.resolve()), p)
         return
     filesystem(uri, options)  # a bad URI fails before any rendering
-    with tempfile.TemporaryDirectory(prefix="weaver-objstore-") as tmp:
+    with scratch("objstore") as tmp:
         f = Folder(uri.rstrip("/"), Path(tmp))
         yield f
         for local in sorted(p for p in Path(tmp).rglob("*") if p.is_file()):

@@ -11,7 +11,6 @@ Single-partition restores go through delta-rs + Arrow only (no JVM); :func:`rest
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,6 +22,7 @@ import pyarrow.compute as pc
 
 from weaver.core import faults, storage
 from weaver.core.errors import InvalidParameterError
+from weaver.core.scratch import scratch
 from weaver.core.storage import STATE_SCHEMA, check_output_target, filter_range, write_parquet_atomic
 from weaver.core.time import parse_timepoint
 from weaver.log.changelog import ChangeLog, is_increasing, resolve_seq, sort_by_seq, validate_segment
@@ -151,7 +151,7 @@ def restore_many(settings, instants: Mapping[str, Iterable[datetime]], *,
     # (all sources' tails together reached 12.7 GB and pyarrow's 2 GiB offsets at 1,339 sources).
     plans.sort(key=lambda x: x[0].key_lo or "")
     groups = [plans[g:g + RESTORE_MANY_GROUP] for g in range(0, len(plans), RESTORE_MANY_GROUP)]
-    with tempfile.TemporaryDirectory(prefix="weaver-restore-") as folder:
+    with scratch("restore") as folder:
         # Several groups: their tails come from one streaming pass over the log, not one scan each.
         shared = _GroupTails(log, groups, folder) if len(groups) > 1 else None
         for gi, group in enumerate(groups):

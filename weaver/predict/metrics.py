@@ -33,7 +33,6 @@ run then folds from scratch and replaces the checkpoints the late change invalid
 from __future__ import annotations
 
 import os
-import tempfile
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -53,6 +52,7 @@ from weaver.log.lineage import Lineage, Partition
 from weaver.pitr import restore_partition
 from weaver.replay.sizes import KeyState, LogView
 from weaver.core.retry import retry_commit
+from weaver.core.scratch import scratch
 from weaver.core.errors import CorruptTableError, InvalidParameterError, NonMonotonicTimestampError, SchemaMismatchError
 
 
@@ -561,7 +561,7 @@ def local_copies(ranges: Sequence[tuple[str, str | None]] | None = None):
     range; with `ranges` (the run's disjoint key ranges, sorted), a narrow change-log read over
     some of them (the same filter, different ranges) is copied once per range too. The folder is
     removed when the scope ends. Yields the scope (`_Scope.path` makes a folder in it)."""
-    with tempfile.TemporaryDirectory(prefix="weaver-run-") as folder:
+    with scratch("run") as folder:
         _LOCAL.append(_Scope(folder, sorted(ranges, key=lambda r: r[0]) if ranges else None))
         try:
             yield _LOCAL[-1]

@@ -9,7 +9,6 @@ the threshold's default is the crossover bench/weave.py measured (docs/design.md
 
 from __future__ import annotations
 
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import pyarrow as pa
 from weaver.core import storage
 from weaver.core import faults
 from weaver.core.retry import retry_commit
+from weaver.core.scratch import scratch
 from weaver.core.settings import Settings
 from weaver.core.storage import STATE_SCHEMA, filter_range
 from weaver.log.changelog import ChangeLog
@@ -102,13 +102,14 @@ def write_woven_arrow(settings: Settings, todo: list[Sequence]) -> WovenStats:
     that file. Why not hand delta-rs a Python generator: it pulls batches on a worker of its async
     runtime, where the pass's own delta-rs reads cannot run (a panic, or - with the pass on
     another thread - a deadlock once two writes occupy the workers). Memory stays bounded by the
-    pass; the spool costs local disk of about the run's rows (compressed).
+    pass; the spool costs local disk of about the run's rows (compressed), in a scratch folder
+    that the next run on the host removes if this process is killed (weaver.core.scratch).
     """
     from deltalake import WriterProperties, write_deltalake
 
     uri = storage.uri_for(settings, storage.WOVEN_SNAPSHOTS)
     props = WriterProperties(compression=COMPRESSION)
-    with tempfile.TemporaryDirectory(prefix="weaver-weave-") as tmp:
+    with scratch("weave") as tmp:
         spool = str(Path(tmp) / "woven.arrows")
         stats = WovenStats()
         opts = pa.ipc.IpcWriteOptions(compression="lz4")

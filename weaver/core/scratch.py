@@ -1,0 +1,61 @@
+"""Local scratch folders that a killed process does not leave behind for good.
+
+Runs spill to local disk: the Arrow weave's spool (about the run's rows, compressed), restore_many's
+group tails, the metrics run's checkpoint copies - gigabytes on a large lake. A process killed by
+SIGKILL or the OOM killer cannot remove its folder, and reruns after such kills would fill the
+disk. So every folder is named after its process (``weaver-scratch-<pid>-<host>-<kind>-...``, host
+as a short hash of the host name), and opening one first removes this host's folders whose
+process is gone. A folder of a live process, or of another host sharing the temp dir, is never
+touched; a reused pid only delays a removal to a later run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import socket
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+PREFIX = "weaver-scratch-"
+
+
+def host_tag() -> str:
+    """This host's tag in folder names (8 hex digits: host names may hold dashes and dots)."""
+    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def clear_dead(root: str | Path | None = None) -> list[str]:
+    """Remove this host's scratch folders under `root` (default: the temp dir) whose process is
+    gone; returns their names."""
+    root = Path(root or tempfile.gettempdir())
+    host, gone = host_tag(), []
+    for d in root.glob(PREFIX + "*"):
+        parts = d.name[len(PREFIX):].split("-")
+        if len(parts) < 3 or not parts[0].isdigit() or parts[1] != host or not d.is_dir():
+            continue
+        if not _alive(int(parts[0])):
+            shutil.rmtree(d, ignore_errors=True)
+            gone.append(d.name)
+    return gone
+
+
+@contextmanager
+def scratch(kind: str) -> Iterator[str]:
+    """A temporary folder for this process (removed on exit), after clearing dead processes' ones."""
+    clear_dead()
+    with tempfile.TemporaryDirectory(prefix=f"{PREFIX}{os.getpid()}-{host_tag()}-{kind}-") as folder:
+        yield folder
