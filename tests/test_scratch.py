@@ -10,6 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from weaver.core import scratch as scratch_module
 from weaver.core.scratch import PREFIX, host_tag, scratch
 
 KILLED = """
@@ -41,9 +42,19 @@ def test_a_killed_runs_folder_is_removed_by_the_next_run_and_no_other(tmp_path, 
         d.mkdir()
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(scratch_module, "_next_clear", 0.0)  # this process has not looked yet
     with scratch("run") as folder:
         assert Path(folder).parent == tmp_path and Path(folder).is_dir()
         assert not left.exists()
         assert other_host.is_dir() and mine_alive.is_dir() and unrelated.is_dir()
     assert not Path(folder).exists()
     assert sorted(x.name for x in tmp_path.iterdir()) == sorted([other_host.name, mine_alive.name, unrelated.name])
+
+    # Within the minute the process does not look again: a folder that died since stays until then.
+    late = tmp_path / f"{PREFIX}{p.pid}-{host_tag()}-weave-d"
+    late.mkdir()
+    with scratch("run"):
+        assert late.is_dir()
+    monkeypatch.setattr(scratch_module, "_next_clear", 0.0)
+    with scratch("run"):
+        assert not late.exists()

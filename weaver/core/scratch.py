@@ -5,8 +5,10 @@ group tails, the metrics run's checkpoint copies - gigabytes on a large lake. A 
 SIGKILL or the OOM killer cannot remove its folder, and reruns after such kills would fill the
 disk. So every folder is named after its process (``weaver-scratch-<pid>-<host>-<kind>-...``, host
 as a short hash of the host name), and opening one first removes this host's folders whose
-process is gone. A folder of a live process, or of another host sharing the temp dir, is never
-touched; a reused pid only delays a removal to a later run.
+process is gone - at most once a minute per process, since a long-lived server (the API's
+standard recoveries) opens one per request and the temp dir may be large. A folder of a live
+process, or of another host sharing the temp dir, is never touched; a reused pid only delays a
+removal to a later run.
 """
 
 from __future__ import annotations
@@ -16,11 +18,15 @@ import os
 import shutil
 import socket
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 PREFIX = "weaver-scratch-"
+#: A process looks for dead processes' folders at most this often.
+CLEAR_EVERY_S = 60.0
+_next_clear = 0.0
 
 
 def host_tag() -> str:
@@ -55,7 +61,11 @@ def clear_dead(root: str | Path | None = None) -> list[str]:
 
 @contextmanager
 def scratch(kind: str) -> Iterator[str]:
-    """A temporary folder for this process (removed on exit), after clearing dead processes' ones."""
-    clear_dead()
+    """A temporary folder for this process (removed on exit), after clearing dead processes' ones
+    (when this process has not looked for a minute)."""
+    global _next_clear
+    if time.monotonic() >= _next_clear:
+        clear_dead()
+        _next_clear = time.monotonic() + CLEAR_EVERY_S
     with tempfile.TemporaryDirectory(prefix=f"{PREFIX}{os.getpid()}-{host_tag()}-{kind}-") as folder:
         yield folder
