@@ -8,7 +8,8 @@ as a short hash of the host name), and opening one first removes this host's fol
 process is gone - at most once a minute per process, since a long-lived server (the API's
 standard recoveries) opens one per request and the temp dir may be large. A folder of a live
 process, or of another host sharing the temp dir, is never touched; a reused pid only delays a
-removal to a later run.
+removal to a later run. "Host" is the host name: containers that share one and a temp dir but
+not a pid namespace (two containers of a pod over one emptyDir) need a TMPDIR each.
 """
 
 from __future__ import annotations
