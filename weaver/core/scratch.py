@@ -21,8 +21,11 @@ import socket
 import tempfile
 import time
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 from typing import Iterator
+
+from weaver.core.procs import pid_alive
 
 PREFIX = "weaver-scratch-"
 #: A process looks for dead processes' folders at most this often.
@@ -30,19 +33,10 @@ CLEAR_EVERY_S = 60.0
 _next_clear = 0.0
 
 
+@cache
 def host_tag() -> str:
     """This host's tag in folder names (8 hex digits: host names may hold dashes and dots)."""
     return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
 
 
 def clear_dead(root: str | Path | None = None) -> list[str]:
@@ -54,7 +48,7 @@ def clear_dead(root: str | Path | None = None) -> list[str]:
         parts = d.name[len(PREFIX):].split("-")
         if len(parts) < 3 or not parts[0].isdigit() or parts[1] != host or not d.is_dir():
             continue
-        if not _alive(int(parts[0])):
+        if not pid_alive(int(parts[0])):
             shutil.rmtree(d, ignore_errors=True)
             gone.append(d.name)
     return gone

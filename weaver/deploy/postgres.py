@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from weaver.core.errors import EnvironmentProblem, InvalidParameterError, PortInUseError, ServiceStartError
+from weaver.core.procs import pid_alive
 
 LOOPBACK = "127.0.0.1"
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -391,23 +392,6 @@ class LocalPostgres:
                 time.sleep(0.1)
             if not pid_alive(pid):
                 return
-
-
-def pid_alive(pid: int | None) -> bool:
-    """Whether process `pid` exists and is not a zombie (None or 0: no process)."""
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[-1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _has_c_utf8() -> bool:

@@ -25,6 +25,7 @@ from typing import Callable
 
 from weaver.core.errors import EnvironmentProblem, NotOnObjectStoreError, PortInUseError, ServiceStartError
 from weaver.core.jars import check_java
+from weaver.core.procs import pid_alive
 from weaver.core.settings import PROJECT_ROOT, is_remote
 from weaver.deploy.compose import (
     ComposeError,
@@ -40,7 +41,6 @@ from weaver.deploy.postgres import (
     LOOPBACK,
     LocalPostgres,
     free_port,
-    pid_alive,
     port_is_free,
 )
 
