@@ -1,5 +1,6 @@
 """Scratch folders (weaver.core.scratch): a run's spill folder outlives a SIGKILL, and the next run
-on the host removes it; folders of live processes and of other hosts are left alone."""
+on the host removes it; folders of live processes and of other hosts are left alone. The Spark
+JVM's block manager lives in one too (weaver.core.spark)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,14 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
+import pytest
+
 from weaver.core import scratch as scratch_module
-from weaver.core.scratch import PREFIX, host_tag, scratch
+from weaver.core.procs import pid_alive
+from weaver.core.scratch import PREFIX, clear_dead, host_tag, scratch
 
 KILLED = """
 import os, signal, sys
@@ -58,3 +63,66 @@ def test_a_killed_runs_folder_is_removed_by_the_next_run_and_no_other(tmp_path, 
     monkeypatch.setattr(scratch_module, "_next_clear", 0.0)
     with scratch("run"):
         assert not late.exists()
+
+
+SPARK = """
+import os, sys, time
+from weaver.core.settings import load_settings
+from weaver.core.spark import get_spark
+spark = get_spark(load_settings(spark_master="local[1]", spark_shuffle_partitions=2), "weaver-scratch-test")
+assert spark.range(1000).selectExpr("id % 7 AS k").groupBy("k").count().count() == 7  # a shuffle
+print(spark.sparkContext._gateway.proc.pid, "SPARK_LOCAL_DIRS" in os.environ, flush=True)
+if sys.argv[1] == "hang":
+    time.sleep(300)
+"""
+
+
+def _spark_child(tmp_path: Path, mode: str) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("SPARK_LOCAL_DIRS", "PYSPARK_GATEWAY_PORT", "PYSPARK_GATEWAY_SECRET")}
+    env.update(TMPDIR=str(tmp_path), PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    return subprocess.Popen([sys.executable, "-c", SPARK, mode], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow
+def test_the_spark_jvms_local_dir_goes_with_its_process_also_when_the_jvm_is_killed(tmp_path):
+    # A session's block manager and shuffle files live in the process' scratch folder, which the
+    # process' exit removes; this process' environment is left as it was.
+    p = _spark_child(tmp_path, "exit")
+    try:
+        out, err = p.communicate(timeout=180)
+    finally:
+        p.kill()
+    assert p.returncode == 0, err
+    assert out.split()[1] == "False"
+    assert list(tmp_path.iterdir()) == []
+
+    # The OOM killer's pick is the JVM: killed on its own (then its parent), it cleans nothing up.
+    # Its files are in the parent's folder, under the test's TMPDIR (not in /tmp, Java's own temp
+    # dir, which ignores TMPDIR), and the next run's clear removes them.
+    p = _spark_child(tmp_path, "hang")
+    jvm = None
+    try:
+        jvm = int(p.stdout.readline().split()[0])
+        os.kill(jvm, signal.SIGKILL)
+        p.kill()
+        p.wait(timeout=30)
+    finally:
+        p.kill()
+        if jvm is not None:
+            try:
+                os.kill(jvm, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        p.communicate(timeout=30)
+    deadline = time.monotonic() + 30
+    while pid_alive(jvm) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    (left,) = tmp_path.iterdir()
+    assert left.name.startswith(f"{PREFIX}{p.pid}-{host_tag()}-spark-")
+    kinds = sorted(d.name.split("-")[0] for d in left.iterdir() if d.is_dir())
+    assert kinds.count("blockmgr") == 1 and "spark" in kinds, kinds  # the block manager; the JVM's temp dir
+    assert clear_dead(tmp_path) == [left.name]
+    assert list(tmp_path.iterdir()) == []
+

@@ -14,6 +14,7 @@ not a pid namespace (two containers of a pod over one emptyDir) need a TMPDIR ea
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
 import shutil
@@ -54,13 +55,34 @@ def clear_dead(root: str | Path | None = None) -> list[str]:
     return gone
 
 
-@contextmanager
-def scratch(kind: str) -> Iterator[str]:
-    """A temporary folder for this process (removed on exit), after clearing dead processes' ones
-    (when this process has not looked for a minute)."""
+def _clear_now_and_then() -> None:
     global _next_clear
     if time.monotonic() >= _next_clear:
         clear_dead()
         _next_clear = time.monotonic() + CLEAR_EVERY_S
-    with tempfile.TemporaryDirectory(prefix=f"{PREFIX}{os.getpid()}-{host_tag()}-{kind}-") as folder:
+
+
+def _prefix(kind: str) -> str:
+    return f"{PREFIX}{os.getpid()}-{host_tag()}-{kind}-"
+
+
+@contextmanager
+def scratch(kind: str) -> Iterator[str]:
+    """A temporary folder for this process (removed on exit), after clearing dead processes' ones
+    (when this process has not looked for a minute)."""
+    _clear_now_and_then()
+    with tempfile.TemporaryDirectory(prefix=_prefix(kind)) as folder:
         yield folder
+
+
+def process_scratch(kind: str) -> str:
+    """A scratch folder for the rest of this process' life: removed when the interpreter exits,
+    or after a kill by the next process on the host that clears (as :func:`scratch`'s).
+
+    For what a child of this process writes while this process lives (the Spark JVM's block
+    manager and shuffle files, `weaver.core.spark`): a child killed on its own leaves its files in
+    a folder named after this process, which goes with it."""
+    _clear_now_and_then()
+    folder = tempfile.mkdtemp(prefix=_prefix(kind))
+    atexit.register(shutil.rmtree, folder, True)
+    return folder

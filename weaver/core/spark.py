@@ -7,6 +7,7 @@ import sys
 
 from weaver.core.errors import EnvironmentProblem, WeaverError
 from weaver.core.jars import check_java, delta_jars, s3_jars
+from weaver.core.scratch import process_scratch
 from weaver.core.settings import Settings, load_settings
 from weaver.core.storage import SCHEMAS
 
@@ -90,16 +91,50 @@ def get_spark(settings: Settings, app_name: str = "temporal-weaver"):
     os.environ.setdefault("SPARK_LOCAL_IP", settings.spark_driver_host)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    from pyspark import SparkContext
     from pyspark.sql import SparkSession
 
-    builder = SparkSession.builder.master(submitted_master() or settings.spark_master)
+    master = submitted_master() or settings.spark_master
+    builder = SparkSession.builder.master(master)
     for k, v in spark_conf(settings, app_name).items():
         builder = builder.config(k, v)
-    spark = builder.getOrCreate()
+    if SparkContext._gateway is None and _local_dir_is_ours(master):
+        # The JVM (one per process, kept across sessions) reads both from its environment at
+        # start; `spark.local.dir` would do for the first, but makes every session log a warning
+        # about cluster managers. This process' own environment stays as it was.
+        folder = process_scratch("spark")
+        saved = {k: os.environ.get(k) for k in ("SPARK_LOCAL_DIRS", "SPARK_SUBMIT_OPTS")}
+        os.environ["SPARK_LOCAL_DIRS"] = folder
+        os.environ["SPARK_SUBMIT_OPTS"] = f"{saved['SPARK_SUBMIT_OPTS'] or ''} -Djava.io.tmpdir={folder}".strip()
+        try:
+            spark = builder.getOrCreate()
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+    else:
+        spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     if settings.remote:
         _use_s3(spark, settings)
     return spark
+
+
+def _local_dir_is_ours(master: str) -> bool:
+    """Whether this process picks the Spark JVM's local dir (block manager, shuffle and spill files)
+    and temp dir.
+
+    Spark's default for both is `java.io.tmpdir` (`/tmp`), and a JVM killed on its own (the OOM
+    killer's pick: it is the largest process) leaves its `blockmgr-*` and `spark-*` folders there
+    for good; in a scratch folder named after this process they go at this process' exit or, after
+    a kill, with the next run's clear (`weaver.core.scratch`). Only for a local master started here: a cluster's
+    executors keep their workers' local dirs, spark-submit's JVM already has its own, and an
+    operator's `SPARK_LOCAL_DIRS` wins.
+    """
+    return (master.startswith("local") and "PYSPARK_GATEWAY_PORT" not in os.environ
+            and not os.environ.get("SPARK_LOCAL_DIRS"))
 
 
 def _use_s3(spark, settings: Settings) -> None:
