@@ -5,6 +5,7 @@ JVM's block manager lives in one too (weaver.core.spark)."""
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -104,6 +105,7 @@ def test_the_spark_jvms_local_dir_goes_with_its_process_also_when_the_jvm_is_kil
     p = _spark_child(tmp_path, "hang")
     jvm = None
     try:
+        assert select.select([p.stdout], [], [], 180)[0], "no Spark session in the child within 180 s"
         jvm = int(p.stdout.readline().split()[0])
         os.kill(jvm, signal.SIGKILL)
         p.kill()
