@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -72,16 +73,18 @@ from weaver.core.settings import load_settings
 from weaver.core.spark import get_spark
 spark = get_spark(load_settings(spark_master="local[1]", spark_shuffle_partitions=2), "weaver-scratch-test")
 assert spark.range(1000).selectExpr("id % 7 AS k").groupBy("k").count().count() == 7  # a shuffle
-print(spark.sparkContext._gateway.proc.pid, "SPARK_LOCAL_DIRS" in os.environ, flush=True)
+jvm = spark.sparkContext._jvm.java.lang.System
+print(spark.sparkContext._gateway.proc.pid, "SPARK_LOCAL_DIRS" in os.environ, jvm.getProperty("java.io.tmpdir"),
+      flush=True)
 if sys.argv[1] == "hang":
     time.sleep(300)
 """
 
 
-def _spark_child(tmp_path: Path, mode: str) -> subprocess.Popen:
+def _spark_child(tmp_path: Path, mode: str, **extra_env: str) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items()
-           if k not in ("SPARK_LOCAL_DIRS", "PYSPARK_GATEWAY_PORT", "PYSPARK_GATEWAY_SECRET")}
-    env.update(TMPDIR=str(tmp_path), PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+           if k not in ("SPARK_LOCAL_DIRS", "SPARK_SUBMIT_OPTS", "PYSPARK_GATEWAY_PORT", "PYSPARK_GATEWAY_SECRET")}
+    env.update(TMPDIR=str(tmp_path), PYTHONPATH=str(Path(__file__).resolve().parent.parent), **extra_env)
     return subprocess.Popen([sys.executable, "-c", SPARK, mode], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
@@ -96,7 +99,22 @@ def test_the_spark_jvms_local_dir_goes_with_its_process_also_when_the_jvm_is_kil
     finally:
         p.kill()
     assert p.returncode == 0, err
-    assert out.split()[1] == "False"
+    _, env_left, java_tmp = out.split()
+    assert env_left == "False"
+    assert Path(java_tmp).parent == tmp_path and Path(java_tmp).name.startswith(f"{PREFIX}{p.pid}-{host_tag()}-spark-")
+    assert list(tmp_path.iterdir()) == []
+
+    # An operator's own Java temp dir wins (the local dir is still the process' scratch folder).
+    own = tmp_path / "own-java-tmp"
+    own.mkdir()
+    p = _spark_child(tmp_path, "exit", SPARK_SUBMIT_OPTS=f"-Djava.io.tmpdir={own}")
+    try:
+        out, err = p.communicate(timeout=180)
+    finally:
+        p.kill()
+    assert p.returncode == 0, err
+    assert out.split()[2] == str(own)
+    shutil.rmtree(own)
     assert list(tmp_path.iterdir()) == []
 
     # The OOM killer's pick is the JVM: killed on its own (then its parent), it cleans nothing up.

@@ -105,7 +105,9 @@ def get_spark(settings: Settings, app_name: str = "temporal-weaver"):
         folder = process_scratch("spark")
         saved = {k: os.environ.get(k) for k in ("SPARK_LOCAL_DIRS", "SPARK_SUBMIT_OPTS")}
         os.environ["SPARK_LOCAL_DIRS"] = folder
-        os.environ["SPARK_SUBMIT_OPTS"] = f"{saved['SPARK_SUBMIT_OPTS'] or ''} -Djava.io.tmpdir={folder}".strip()
+        opts = saved["SPARK_SUBMIT_OPTS"] or ""
+        if "-Djava.io.tmpdir=" not in opts:  # an operator's own temp dir wins
+            os.environ["SPARK_SUBMIT_OPTS"] = f"{opts} -Djava.io.tmpdir={folder}".strip()
         try:
             spark = builder.getOrCreate()
         finally:
@@ -131,7 +133,8 @@ def _local_dir_is_ours(master: str) -> bool:
     for good; in a scratch folder named after this process they go at this process' exit or, after
     a kill, with the next run's clear (`weaver.core.scratch`). Only for a local master started here: a cluster's
     executors keep their workers' local dirs, spark-submit's JVM already has its own, and an
-    operator's `SPARK_LOCAL_DIRS` wins.
+    operator's `SPARK_LOCAL_DIRS` wins (as does a `-Djava.io.tmpdir` in their `SPARK_SUBMIT_OPTS`,
+    for the temp dir).
     """
     return (master.startswith("local") and "PYSPARK_GATEWAY_PORT" not in os.environ
             and not os.environ.get("SPARK_LOCAL_DIRS"))
