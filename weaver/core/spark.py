@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
+from typing import Iterator
 
 from weaver.core.errors import EnvironmentProblem, WeaverError
 from weaver.core.jars import check_java, delta_jars, s3_jars
@@ -98,25 +100,10 @@ def get_spark(settings: Settings, app_name: str = "temporal-weaver"):
     builder = SparkSession.builder.master(master)
     for k, v in spark_conf(settings, app_name).items():
         builder = builder.config(k, v)
-    if SparkContext._gateway is None and _local_dir_is_ours(master):
-        # The JVM (one per process, kept across sessions) reads both from its environment at
-        # start; `spark.local.dir` would do for the first, but makes every session log a warning
-        # about cluster managers. This process' own environment stays as it was.
-        folder = process_scratch("spark")
-        saved = {k: os.environ.get(k) for k in ("SPARK_LOCAL_DIRS", "SPARK_SUBMIT_OPTS")}
-        os.environ["SPARK_LOCAL_DIRS"] = folder
-        opts = saved["SPARK_SUBMIT_OPTS"] or ""
-        if "-Djava.io.tmpdir=" not in opts:  # an operator's own temp dir wins
-            os.environ["SPARK_SUBMIT_OPTS"] = f"{opts} -Djava.io.tmpdir={folder}".strip()
-        try:
-            spark = builder.getOrCreate()
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-    else:
+    # The JVM (one per process, kept across sessions) reads these from its environment at start;
+    # `spark.local.dir` would do for the local dir, but makes every session log a warning about
+    # cluster managers. This process' own environment stays as it was.
+    with _environ(_jvm_scratch_env(master) if SparkContext._gateway is None else {}):
         spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     if settings.remote:
@@ -124,20 +111,41 @@ def get_spark(settings: Settings, app_name: str = "temporal-weaver"):
     return spark
 
 
-def _local_dir_is_ours(master: str) -> bool:
-    """Whether this process picks the Spark JVM's local dir (block manager, shuffle and spill files)
-    and temp dir.
+def _jvm_scratch_env(master: str) -> dict[str, str]:
+    """The environment that gives a JVM started here a scratch folder of this process as its local
+    dir (block manager, shuffle and spill files) and temp dir; empty where that is not ours to pick.
 
     Spark's default for both is `java.io.tmpdir` (`/tmp`), and a JVM killed on its own (the OOM
     killer's pick: it is the largest process) leaves its `blockmgr-*` and `spark-*` folders there
     for good; in a scratch folder named after this process they go at this process' exit or, after
-    a kill, with the next run's clear (`weaver.core.scratch`). Only for a local master started here: a cluster's
-    executors keep their workers' local dirs, spark-submit's JVM already has its own, and an
-    operator's `SPARK_LOCAL_DIRS` wins (as does a `-Djava.io.tmpdir` in their `SPARK_SUBMIT_OPTS`,
-    for the temp dir).
+    a kill, with the next run's clear (`weaver.core.scratch`). Only for a local master started here
+    (under spark-submit the JVM is already running): a cluster's executors keep their workers'
+    local dirs, and an operator's `SPARK_LOCAL_DIRS` wins (as does a `-Djava.io.tmpdir` in their
+    `SPARK_SUBMIT_OPTS`, for the temp dir).
     """
-    return (master.startswith("local") and "PYSPARK_GATEWAY_PORT" not in os.environ
-            and not os.environ.get("SPARK_LOCAL_DIRS"))
+    if not master.startswith("local") or os.environ.get("SPARK_LOCAL_DIRS"):
+        return {}
+    folder = process_scratch("spark")
+    env = {"SPARK_LOCAL_DIRS": folder}
+    opts = os.environ.get("SPARK_SUBMIT_OPTS", "")
+    if "-Djava.io.tmpdir=" not in opts:
+        env["SPARK_SUBMIT_OPTS"] = f"{opts} -Djava.io.tmpdir={folder}".strip()
+    return env
+
+
+@contextmanager
+def _environ(values: dict[str, str]) -> Iterator[None]:
+    """Set `values` in this process' environment for the block, then restore what was there."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _use_s3(spark, settings: Settings) -> None:
