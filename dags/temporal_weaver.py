@@ -18,7 +18,6 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import Param, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
@@ -26,6 +25,7 @@ from airflow.timetables.interval import CronDataIntervalTimetable
 from weaver.core.settings import dag_common, settings_from_params, source_wait_max
 from weaver.ingest.sensor import SourceCompleteSensor
 from weaver.pipeline.assets import PREDICTIONS, WOVEN
+from weaver.pipeline.spark_submit import WeaverSparkSubmitOperator
 
 PROJECT = Path(__file__).resolve().parent.parent
 WEAVE_JOB = str(PROJECT / "spark_jobs" / "weave.py")
@@ -138,7 +138,8 @@ def temporal_weaver():
         return {k: r[k] for k in ("sequences", "new_sequences", "timepoints_written", "rows_written", "engine",
                                   "committed", "version")}
 
-    weave = SparkSubmitOperator(
+    # spark-submit whose driver JVM spills into a scratch folder of the task (gone when it ends).
+    weave = WeaverSparkSubmitOperator(
         task_id="weave",
         conn_id="spark_default",
         application=WEAVE_JOB,

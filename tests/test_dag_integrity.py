@@ -68,7 +68,11 @@ def test_temporal_weaver_shape(dagbag):
         assert down in dag.get_task(up).downstream_task_ids, f"{up} -> {down} missing"
     # The engine branch: spark-submit or the Arrow engine in the task; the check runs after either.
     assert dag.get_task("weave_engine").downstream_task_ids == {"weave", "weave_arrow"}
-    assert dag.get_task("weave").task_type == "SparkSubmitOperator"
+    from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+
+    # spark-submit with the driver's spill folder in a scratch folder of the task (test_spark_submit_scratch)
+    assert dag.get_task("weave").task_type == "WeaverSparkSubmitOperator"
+    assert isinstance(dag.get_task("weave"), SparkSubmitOperator)
     assert "--engine=spark" in dag.get_task("weave").application_args
     assert dag.get_task("weave_arrow").downstream_task_ids == {"check_woven"}
     assert dag.get_task("check_woven").trigger_rule == "none_failed_min_one_success"

@@ -52,7 +52,7 @@ def test_the_check_sees_a_private_import():
 
 
 @pytest.mark.parametrize("module", ["weaver.core.settings", "weaver.core.time", "weaver.core.errors",
-                                    "weaver.ingest.sensor"])
+                                    "weaver.ingest.sensor", "weaver.pipeline.spark_submit"])
 def test_dag_parse_time_imports_stay_light(module):
     # DAG files import weaver.core.settings at parse time: it must not pull in the data stack.
     import subprocess

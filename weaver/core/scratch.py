@@ -24,7 +24,7 @@ import time
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 
 from weaver.core.procs import pid_alive
 
@@ -86,3 +86,18 @@ def process_scratch(kind: str) -> str:
     folder = tempfile.mkdtemp(prefix=_prefix(kind))
     atexit.register(shutil.rmtree, folder, True)
     return folder
+
+
+def jvm_scratch_env(folder: str, environ: Mapping[str, str]) -> dict[str, str]:
+    """The variables that make a Spark JVM started with `environ` put its local dir (block manager,
+    shuffle and spill files, `spark-*` folders) and its Java temp dir in `folder`.
+
+    Spark's default for both is `java.io.tmpdir` (`/tmp`, whatever `TMPDIR` says); a JVM killed on
+    its own (the OOM killer's pick: it is the largest process) leaves its files there for good. An
+    operator's own `-Djava.io.tmpdir` in `SPARK_SUBMIT_OPTS` wins; callers leave an operator's
+    `SPARK_LOCAL_DIRS` alone (they pass no folder then)."""
+    env = {"SPARK_LOCAL_DIRS": folder}
+    opts = environ.get("SPARK_SUBMIT_OPTS", "")
+    if "-Djava.io.tmpdir=" not in opts:
+        env["SPARK_SUBMIT_OPTS"] = f"{opts} -Djava.io.tmpdir={folder}".strip()
+    return env

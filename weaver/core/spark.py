@@ -9,7 +9,7 @@ from typing import Iterator
 
 from weaver.core.errors import EnvironmentProblem, WeaverError
 from weaver.core.jars import check_java, delta_jars, s3_jars
-from weaver.core.scratch import process_scratch
+from weaver.core.scratch import jvm_scratch_env, process_scratch
 from weaver.core.settings import Settings, load_settings
 from weaver.core.storage import SCHEMAS
 
@@ -113,24 +113,17 @@ def get_spark(settings: Settings, app_name: str = "temporal-weaver"):
 
 def _jvm_scratch_env(master: str) -> dict[str, str]:
     """The environment that gives a JVM started here a scratch folder of this process as its local
-    dir (block manager, shuffle and spill files) and temp dir; empty where that is not ours to pick.
+    dir and temp dir (`weaver.core.scratch.jvm_scratch_env`); empty where that is not ours to pick.
 
-    Spark's default for both is `java.io.tmpdir` (`/tmp`), and a JVM killed on its own (the OOM
-    killer's pick: it is the largest process) leaves its `blockmgr-*` and `spark-*` folders there
-    for good; in a scratch folder named after this process they go at this process' exit or, after
-    a kill, with the next run's clear (`weaver.core.scratch`). Only for a local master started here
-    (under spark-submit the JVM is already running): a cluster's executors keep their workers'
-    local dirs, and an operator's `SPARK_LOCAL_DIRS` wins (as does a `-Djava.io.tmpdir` in their
-    `SPARK_SUBMIT_OPTS`, for the temp dir).
+    In a scratch folder named after this process a killed JVM's files go at this process' exit or,
+    after a kill of this process too, with the next run's clear (`weaver.core.scratch`). Only for a
+    local master started here (under spark-submit the JVM is already running; the DAG's
+    spark-submit gets its folder from `weaver.pipeline.spark_submit`): a cluster's executors keep
+    their workers' local dirs, and an operator's `SPARK_LOCAL_DIRS` wins.
     """
     if not master.startswith("local") or os.environ.get("SPARK_LOCAL_DIRS"):
         return {}
-    folder = process_scratch("spark")
-    env = {"SPARK_LOCAL_DIRS": folder}
-    opts = os.environ.get("SPARK_SUBMIT_OPTS", "")
-    if "-Djava.io.tmpdir=" not in opts:
-        env["SPARK_SUBMIT_OPTS"] = f"{opts} -Djava.io.tmpdir={folder}".strip()
-    return env
+    return jvm_scratch_env(process_scratch("spark"), os.environ)
 
 
 @contextmanager
