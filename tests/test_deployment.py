@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -41,7 +42,9 @@ from tests.procs import alive, listen_addresses
 ROOT = Path(__file__).resolve().parent.parent
 # Through the compose file's ${VAR:-default}s: no retries (a failure shows at once), fewer sample
 # paths and no fit pool (a 2-core machine); the oracle backtest uses the same settings.
-FAST = {"WEAVER_TASK_RETRIES": "0", "WEAVER_FORECAST_SAMPLES": "50", "WEAVER_FORECAST_WORKERS": "1"}
+FAST = {"WEAVER_TASK_RETRIES": "0", "WEAVER_FORECAST_SAMPLES": "50", "WEAVER_FORECAST_WORKERS": "1",
+        # The Spark worker removes a stopped application's folder after 2 s, not a day (compose's default).
+        "WEAVER_SPARK_CLEANUP_INTERVAL_S": "2", "WEAVER_SPARK_APP_DATA_TTL_S": "2"}
 WEAVER = str(Path(sys.executable).parent / "weaver")
 # Bounds, not targets: a loaded 2-core machine runs each DAG run several times slower.
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(2400)]
@@ -143,6 +146,23 @@ def stack(request):
         shutil.rmtree(root, ignore_errors=True)
         assert down.returncode == 0, down.stderr[-2000:]
         assert not left, f"processes left running after `weaver services down`: {left}"
+
+
+def _worker_folders_removed(stack: Stack, timeout: float = 120) -> None:
+    """The Spark worker removed the folder each stopped application left in its work dir (the
+    executors' copies of the application's jars, their logs): compose's worker cleanup, whose TTL
+    the stack's environment shortens to 2 s."""
+    work = stack.state / "volumes" / "spark-work" / "work"
+    log = Path(json.loads((stack.state / "state.json").read_text())["services"]["spark-worker"]["log"])
+    deadline = time.monotonic() + timeout
+    while True:
+        removed = re.findall(r"Removing directory: (\S+)", log.read_text(errors="replace"))
+        left = sorted(p.name for p in work.glob("app-*"))
+        if (removed and not left) or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert removed and all(Path(r).parent == work and Path(r).name.startswith("app-") for r in removed), removed
+    assert not left, f"application folders left in the worker's work dir: {left}"
 
 
 def _service_pids(state: Path) -> set[int]:
@@ -374,6 +394,7 @@ def test_backfill_equals_backtest_and_reprocessing_writes_no_new_files(stack):
     later = stack.end - timedelta(hours=3)
     runs = backfill(stack, later, later, "--dag-run-conf", json.dumps({"weave_engine": "spark"}))
     assert _branch_states(stack, runs[0]) == {"weave": "success", "weave_arrow": "skipped"}
+    _worker_folders_removed(stack)
     first_run = [x for x in stack.runs("temporal_weaver") if x["run_type"] == "backfill"
                  and _ts(x["data_interval_end"]) == _instants(first, last)[0]]
     assert _branch_states(stack, first_run[0]) == {"weave": "skipped", "weave_arrow": "success"}
