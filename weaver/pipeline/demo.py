@@ -210,8 +210,9 @@ def render(res: DemoResult, settings: Settings):
     out.append(w)
     if res.recovery:
         rc = res.recovery
-        r = Table(title=f"Recovery of {rc['partition_id']} at {rc['at'].isoformat()}")
-        for c in ("path", "source", "changes replayed", "rows", f"ms (warm, median of {_WARM_ROUNDS})"):
+        r = Table(title=f"Recovery of {rc['partition_id']} at {rc['at'].isoformat()}",
+                  caption=f"ms: median of {_WARM_ROUNDS} warm runs per path")
+        for c in ("path", "source", "changes replayed", "rows", "ms"):
             r.add_column(c)
         r.add_row(rc["path"], rc["source"], str(rc["woven_changes_replayed"]), str(rc["woven_rows"]), str(rc["woven_ms"]))
         r.add_row("standard", rc["standard_source"], str(rc["standard_changes_replayed"]), str(rc["standard_rows"]),
