@@ -9,7 +9,12 @@ throughput risk.
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -102,6 +107,30 @@ def test_rows_contract(prophet_run, known_lake):
         assert r["prediction_id"] == prediction_id(AT, pid, "prophet")
         assert r["window_start"] == AT and r["window_end"] == AT + 24 * H
         assert r["threshold"] == 0.75
+
+
+KILLED_AFTER_FITS = """
+import os, signal, sys
+from datetime import datetime
+from tests.lakes import forecast_settings
+from weaver.predict import predict
+rows = predict(forecast_settings(sys.argv[1]), at=datetime.fromisoformat(sys.argv[2]), model="prophet", write=False)
+print(rows.num_rows, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer would: no atexit, no finally
+"""
+
+
+def test_a_killed_prophet_run_leaves_no_fit_output_in_the_temp_dir(known_lake, tmp_path):
+    # cmdstanpy keeps every fit's output folder in its per-process temp dir until interpreter exit;
+    # a process that ends without atexit (killed, or a pool / PySpark worker) left them all.
+    env = {**os.environ, "TMPDIR": str(tmp_path), "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    p = subprocess.run([sys.executable, "-c", KILLED_AFTER_FITS, known_lake, AT.isoformat()], env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == -signal.SIGKILL, p.stderr[-3000:]
+    assert p.stdout.split() == ["3"]  # three partitions fitted before the kill
+    left = sorted(str(x.relative_to(tmp_path)) for x in tmp_path.rglob("*")
+                  if x.is_file() or x.name.startswith("prophet_model"))
+    assert left == [], left[:10]
 
 
 @pytest.mark.slow

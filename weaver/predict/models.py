@@ -47,6 +47,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from weaver.core.scratch import scratch
+
 MODELS = ("prophet", "arima", "path", "statsforecast")
 BATCH_MODELS = ("statsforecast",)  # fitted for all partitions of a run at once (`run_batch`)
 SF_SEASON_DAYS = 3  # AutoETS gets daily-seasonal candidates from this much history on (fewer: 24 states on 48 points)
@@ -170,7 +172,13 @@ def _prophet_paths(ds, y, horizon, n, seed, cps: float, noise: bool = True) -> n
                 yearly_seasonality=False, uncertainty_samples=n,
                 n_changepoints=int(min(25, max(0, len(y) // 3))), changepoint_range=0.95,
                 changepoint_prior_scale=cps)
-    m.fit(pd.DataFrame({"ds": _naive(ds), "y": y.astype(float)}))
+    # cmdstanpy writes each fit's output (CSV, console) into a folder of its per-process temp dir
+    # and removes only that whole dir, at interpreter exit: a process that ends without atexit
+    # (a pool or PySpark worker, a killed task) left every fit's folder in /tmp for good. Here each
+    # fit has its own scratch folder, gone once the fit has been read (a killed worker's with the
+    # next run's clear).
+    with scratch("prophet") as out:
+        m.fit(pd.DataFrame({"ds": _naive(ds), "y": y.astype(float)}), output_dir=out)
     future = pd.DataFrame({"ds": _naive(horizon)})
     np.random.seed(seed)  # Prophet draws paths from numpy's global generator
     draws = m.predictive_samples(future)
