@@ -104,7 +104,7 @@ def _changes_and_parts(settings) -> tuple[list[dict], dict[str, dict]]:
 
 
 SPARK_STAGES = """
-import json, sys
+import json, os, sys
 from datetime import datetime
 from weaver.core.settings import load_settings
 from weaver.core.spark import get_spark
@@ -115,6 +115,8 @@ s = load_settings(lake=lake)
 spark = get_spark(s, "weaver-s3-test")
 out = {"snapshot": take_snapshots(spark, s, datetime.fromisoformat(snap_at))}
 out["weave"] = weave(spark, s, at=datetime.fromisoformat(at), run_ts=datetime.fromisoformat(run_ts), stage=True)
+out["pid"], out["s3a_buffer_dir"] = os.getpid(), spark.sparkContext._jsc.hadoopConfiguration().get("fs.s3a.buffer.dir")
+out["local_dirs"] = os.environ.get("SPARK_LOCAL_DIRS")  # this process' own: the JVM's are not set here
 print(json.dumps(out, default=str))
 """
 
@@ -130,6 +132,7 @@ def _spark_stages(env: dict, lake: str, snap_at, at, run_ts, timeout: float = 60
             "WEAVER_SHUFFLE_PARTITIONS": "2", "SPARK_LOCAL_IP": "127.0.0.1",
             # A run this small would weave with Arrow: force Spark, whose S3A path is what this checks.
             "WEAVER_WEAVE_ENGINE": "spark"}
+    full.pop("SPARK_LOCAL_DIRS", None)  # an operator's own would win over the scratch folder checked below
     proc = subprocess.Popen([sys.executable, "-c", SPARK_STAGES, lake, snap_at.isoformat(), at.isoformat(),
                              run_ts.isoformat()], env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=str(ROOT), start_new_session=True)
@@ -225,6 +228,13 @@ def test_snapshot_weave_recover_with_spark_on_s3(s3):
                      and (p["retired_ts"] is None or p["retired_ts"] > snap_at)}
     assert {t.split("@")[0] for t in out["snapshot"]["taken"]} == alive_at_snap
     assert out["weave"]["rows_written"] > 0 and out["weave"]["engine"] == "spark"
+    # S3A's upload buffers are in the process' scratch folder (with the JVM's local dir), not in
+    # /tmp/hadoop-<user>/s3a, where a JVM killed mid-upload left them for good.
+    from weaver.core.scratch import PREFIX, host_tag
+
+    buf = Path(out["s3a_buffer_dir"])
+    assert out["local_dirs"] is None and buf.name == "s3a", out["s3a_buffer_dir"]
+    assert buf.parent.name.startswith(f"{PREFIX}{out['pid']}-{host_tag()}-spark-"), out["s3a_buffer_dir"]
     # Write-audit-publish, as `weaver weave` does: the woven suite reads the staged weaves from the bucket.
     wid = hashlib.sha1(pred["prediction_id"].encode()).hexdigest()[:16]
     assert wid in gate_weaves(s)["published"]

@@ -103,7 +103,13 @@ def get_spark(settings: Settings, app_name: str = "temporal-weaver"):
     # The JVM (one per process, kept across sessions) reads these from its environment at start;
     # `spark.local.dir` would do for the local dir, but makes every session log a warning about
     # cluster managers. This process' own environment stays as it was.
-    with _environ(_jvm_scratch_env(master) if SparkContext._gateway is None else {}):
+    scratch_env = _jvm_scratch_env(master) if SparkContext._gateway is None else {}
+    if scratch_env and settings.remote:
+        # S3A buffers multipart uploads on disk under hadoop.tmp.dir (/tmp/hadoop-<user>/s3a), not
+        # under Spark's local dir: a JVM killed mid-upload left its blocks there.
+        builder = builder.config("spark.hadoop.fs.s3a.buffer.dir",
+                                 os.path.join(scratch_env["SPARK_LOCAL_DIRS"], "s3a"))
+    with _environ(scratch_env):
         spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     if settings.remote:
