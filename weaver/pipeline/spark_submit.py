@@ -40,7 +40,8 @@ class WeaverSparkSubmitOperator(SparkSubmitOperator):
     of the task's process, removed when the submission ends (see the module's docstring)."""
 
     def execute(self, context: Any) -> None:
-        env = dict(self.env_vars or {})
+        given = self.env_vars
+        env = dict(given or {})
         hook = self._hook or self._get_hook()
         if not driver_is_local(hook) or env.get("SPARK_LOCAL_DIRS") or os.environ.get("SPARK_LOCAL_DIRS"):
             self._hook = hook
@@ -51,4 +52,4 @@ class WeaverSparkSubmitOperator(SparkSubmitOperator):
             try:
                 return super().execute(context)
             finally:
-                self.env_vars = env or None
+                self.env_vars = given  # the rendered field as it was: the folder was this submission's
