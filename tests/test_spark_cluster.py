@@ -121,6 +121,9 @@ def test_weave_on_a_standalone_cluster_equals_local_mode(spark, tmp_path, hosts)
     at = T0 + 8 * H
     remote = weave_settings(write_lake(tmp_path / "remote_lake", data))
     put_predictions(remote, preds)
+    # The same run with the jars on the nodes' classpath (WEAVER_SPARK_JARS_ON_NODES), not shipped.
+    on_nodes = weave_settings(write_lake(tmp_path / "on_nodes_lake", data))
+    put_predictions(on_nodes, preds)
     local = weave_settings(write_lake(tmp_path / "local_lake", data))
     put_predictions(local, preds)
 
@@ -152,26 +155,39 @@ def test_weave_on_a_standalone_cluster_equals_local_mode(spark, tmp_path, hosts)
         # The driver's addresses come from the settings, as in the compose file's scheduler.
         denv = dict(env, SPARK_LOCAL_IP=driver_ip, WEAVER_SPARK_DRIVER_HOST=driver_ip,
                     WEAVER_SPARK_BIND_ADDRESS=driver_ip)
-        settings = load_settings(env=denv, lake=remote.lake, spark_shuffle_partitions=2)
-        assert (settings.spark_driver_host, settings.spark_bind_address) == (driver_ip, driver_ip)
-        conf = spark_conf(settings, "weaver-weave")
-        assert conf["spark.driver.host"] == driver_ip
-        conf.pop("spark.jars")  # given as --jars below
-        conf.update({"spark.executor.memory": "512m", "spark.cores.max": "1", "spark.executor.cores": "1"})
-        cmd = [str(_spark_home() / "bin" / "spark-submit"), "--master", master_url, "--deploy-mode", "client",
-               "--jars", ",".join(delta_jars(settings))]
-        for k, v in conf.items():
-            cmd += ["--conf", f"{k}={v}"]
-        cmd += [str(ROOT / "spark_jobs" / "weave.py"), "--lake", remote.lake, "--at", at.isoformat()]
-        proc = subprocess.run(_in(driver_ns, cmd), capture_output=True, text=True, env=denv, timeout=400,
-                              cwd=str(tmp_path))
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-        summary = json.loads(proc.stdout.strip().splitlines()[-1])
-        assert summary["spark_master"] == master_url
-        assert summary["sequences"] == 2 and summary["timepoints_written"] > 0
+        def submit(lake: str, **more_env: str) -> dict:
+            # The job loads its settings from this environment too (the DAG's task hands spark-submit its own).
+            env = dict(denv, **more_env)
+            settings = load_settings(env=env, lake=lake, spark_shuffle_partitions=2)
+            assert (settings.spark_driver_host, settings.spark_bind_address) == (driver_ip, driver_ip)
+            conf = spark_conf(settings, "weaver-weave")
+            assert conf["spark.driver.host"] == driver_ip
+            jars = ["--jars", ",".join(delta_jars(settings))] if conf.pop("spark.jars", None) else []
+            conf.update({"spark.executor.memory": "512m", "spark.cores.max": "1", "spark.executor.cores": "1"})
+            cmd = [str(_spark_home() / "bin" / "spark-submit"), "--master", master_url, "--deploy-mode", "client",
+                   *jars]
+            for k, v in conf.items():
+                cmd += ["--conf", f"{k}={v}"]
+            cmd += [str(ROOT / "spark_jobs" / "weave.py"), "--lake", lake, "--at", at.isoformat()]
+            proc = subprocess.run(_in(driver_ns, cmd), capture_output=True, text=True, env=env, timeout=400,
+                                  cwd=str(tmp_path))
+            assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+            out = json.loads(proc.stdout.strip().splitlines()[-1])
+            assert out["spark_master"] == master_url
+            assert out["sequences"] == 2 and out["timepoints_written"] > 0
+            return out
+
+        summary = submit(remote.lake)  # the jars shipped with the application (--jars)
+        summary_on_nodes = submit(on_nodes.lake, WEAVER_SPARK_JARS_ON_NODES="1")
         # The executor ran on the cluster's worker (and, across the link, talked to the driver).
         wlog = logs[1].read_text(errors="replace")
         assert "Launching executor" in wlog or "Asked to launch executor" in wlog, wlog[-2000:]
+        # The worker keeps a folder per application: the shipped jars were copied into the first
+        # one's executor folder; with the jars on the nodes' classpath nothing was.
+        apps = sorted((work / "worker").glob("app-*"))
+        assert len(apps) == 2, apps
+        shipped = [sorted(p.name for p in app.rglob("*.jar")) for app in apps]
+        assert shipped[0] == sorted(Path(j).name for j in delta_jars(remote)) and shipped[1] == [], shipped
     finally:
         stop_group(worker)
         stop_group(master)
@@ -186,4 +202,6 @@ def test_weave_on_a_standalone_cluster_equals_local_mode(spark, tmp_path, hosts)
            for s in (remote, local)]
     assert cat[0].equals(cat[1])
     assert assert_matches_oracle(remote, data, preds, at=at) == summary["timepoints_written"]
+    assert summary_on_nodes["rows_written"] == summary["rows_written"]
+    assert woven_table(on_nodes).sort_by(order).equals(woven_table(local).sort_by(order))
     shutil.rmtree(work, ignore_errors=True)

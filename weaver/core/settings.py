@@ -47,6 +47,11 @@ class Settings:
     spark_driver_host: str = "127.0.0.1"
     spark_bind_address: str = "127.0.0.1"
     spark_shuffle_partitions: int = 4
+    # The Delta (and S3) jars are on every Spark node at the driver's paths (one image for every
+    # service, as in docker-compose.yml): put them on the classpath there instead of shipping them
+    # with each application (`spark.jars`), which copies them into every application's folder on
+    # every worker - 558 MB for an s3:// lake's AWS SDK bundle.
+    spark_jars_on_nodes: bool = False
     window: timedelta = timedelta(hours=24)
     confidence_threshold: float = 0.75
     size_threshold_bytes: int = 10 * GIB
@@ -288,6 +293,7 @@ def load_settings(env: dict[str, str] | None = None, **overrides: Any) -> Settin
         "WEAVER_SPARK_DRIVER_HOST": ("spark_driver_host", str),
         "WEAVER_SPARK_BIND_ADDRESS": ("spark_bind_address", str),
         "WEAVER_SHUFFLE_PARTITIONS": ("spark_shuffle_partitions", int),
+        "WEAVER_SPARK_JARS_ON_NODES": ("spark_jars_on_nodes", _flag),
         "WEAVER_WINDOW": ("window", parse_duration),
         "WEAVER_CONFIDENCE_THRESHOLD": ("confidence_threshold", float),
         "WEAVER_SIZE_THRESHOLD": ("size_threshold_bytes", int),

@@ -18,11 +18,17 @@ def spark_conf(settings: Settings, app_name: str = "temporal-weaver") -> dict[st
     """Spark configuration shared by the session factory and spark-submit (SparkSubmitOperator).
 
     With an s3:// lake it adds the S3A filesystem (never the credentials: those reach the JVM
-    through :func:`get_spark`, not a command line or a log)."""
+    through :func:`get_spark`, not a command line or a log). The jars are shipped with the
+    application (`spark.jars`), or, with `spark_jars_on_nodes`, put on the driver's and executors'
+    classpath at the paths they have on every node."""
     jars = delta_jars(settings) + (s3_jars(settings) if settings.remote else [])
+    if settings.spark_jars_on_nodes:  # every node has them at these paths: nothing shipped
+        jar_conf = {f"spark.{who}.extraClassPath": os.pathsep.join(jars) for who in ("driver", "executor")}
+    else:
+        jar_conf = {"spark.jars": ",".join(jars)}
     return {
         "spark.app.name": app_name,
-        "spark.jars": ",".join(jars),
+        **jar_conf,
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
         "spark.driver.host": settings.spark_driver_host,
