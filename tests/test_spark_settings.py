@@ -34,3 +34,23 @@ def test_driver_addresses_from_the_environment(tmp_path):
 def test_the_dag_no_longer_pins_spark_local_ip():
     dag = (Path(__file__).resolve().parent.parent / "dags" / "temporal_weaver.py").read_text()
     assert "127.0.0.1" not in dag and "spark_env" in dag
+
+
+def test_jars_shipped_by_default_or_on_the_nodes_classpath(tmp_path):
+    import pytest
+
+    from weaver.core.errors import InvalidParameterError
+    from weaver.core.jars import delta_jars
+    from weaver.core.settings import load_settings
+    from weaver.core.spark import spark_conf
+
+    s = load_settings(env={}, lake=str(tmp_path / "lake"))
+    jars = delta_jars(s)
+    assert jars and all(Path(j).is_file() for j in jars)
+    shipped = spark_conf(s)
+    assert shipped["spark.jars"] == ",".join(jars) and not any("extraClassPath" in k for k in shipped)
+    on_nodes = spark_conf(load_settings(env={"WEAVER_SPARK_JARS_ON_NODES": "1"}, lake=str(tmp_path / "lake")))
+    assert "spark.jars" not in on_nodes
+    assert on_nodes["spark.driver.extraClassPath"] == on_nodes["spark.executor.extraClassPath"] == ":".join(jars)
+    with pytest.raises(InvalidParameterError, match="WEAVER_SPARK_JARS_ON_NODES"):
+        load_settings(env={"WEAVER_SPARK_JARS_ON_NODES": "sometimes"}, lake=str(tmp_path / "lake"))
