@@ -21,17 +21,25 @@ from weaver.core.scratch import PREFIX, host_tag
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 # The application: a shuffle (so the block manager writes files), then a report of where the JVM
-# keeps them; with "kill", it SIGKILLs its JVM (spark-submit's own process, this driver's parent).
+# keeps them (and where S3A buffers uploads); with "kill", it SIGKILLs its JVM (spark-submit's own
+# process, this driver's parent); with "s3", its session is weaver's for an s3:// lake.
 APP = """
 import glob, json, os, signal, sys
 from pyspark.sql import SparkSession, functions as F
 
-spark = SparkSession.builder.getOrCreate()
+if sys.argv[3] == "s3":  # the product's session for an s3:// lake (nothing is sent to the store)
+    from weaver.core.settings import Settings
+    from weaver.core.spark import get_spark
+    spark = get_spark(Settings(lake="s3://weaver-test/lake", s3_endpoint="http://127.0.0.1:9", s3_allow_http=True),
+                      "s3a-buffer")
+else:
+    spark = SparkSession.builder.getOrCreate()
 assert spark.range(5000).groupBy(F.col("id") % 7).count().count() == 7
 local = os.environ.get("SPARK_LOCAL_DIRS", "")
 report = {"local_dirs": local, "tmpdir": spark._jvm.java.lang.System.getProperty("java.io.tmpdir"),
           "blockmgr": glob.glob(os.path.join(local, "blockmgr-*")) if local else [],
-          "parent": open(f"/proc/{os.getppid()}/comm").read().strip()}
+          "parent": open(f"/proc/{os.getppid()}/comm").read().strip(),
+          "s3a_buffer_dir": spark.sparkContext._jsc.hadoopConfiguration().get("fs.s3a.buffer.dir")}
 with open(sys.argv[1], "w") as fh:
     json.dump(report, fh)
 if sys.argv[2] == "kill":
@@ -59,10 +67,10 @@ def submit(tmp_path, monkeypatch):
     monkeypatch.setattr("tempfile.tempdir", str(tmp))
     monkeypatch.setattr(scratch_module, "_next_clear", 0.0)
 
-    def run(mode: str, env_vars: dict | None = None):
+    def run(mode: str, env_vars: dict | None = None, lake: str = "s3"):
         out = tmp_path / f"report-{mode}.json"
         op = WeaverSparkSubmitOperator(task_id=f"weave_{mode}", conn_id="spark_default", application=str(app),
-                                       application_args=[str(out), mode],
+                                       application_args=[str(out), mode, lake],
                                        env_vars={"SPARK_LOCAL_IP": "127.0.0.1", **(env_vars or {})})
         given = dict(op.env_vars)
         failure: list[BaseException] = []
@@ -100,11 +108,12 @@ def test_the_drivers_spill_folder_goes_when_spark_submit_ends_also_after_a_jvm_k
     folder = Path(report["local_dirs"])
     assert folder.parent == tmp and folder.name.startswith(mine), report
     assert report["tmpdir"] == str(folder) and report["blockmgr"], report
+    assert report["s3a_buffer_dir"] == str(folder / "s3a"), report  # S3A's upload buffers too (not /tmp/hadoop-*)
     assert not folder.exists() and list(tmp.iterdir()) == []
 
     # The JVM killed mid-run (as the OOM killer would): the task fails, and the folder with the
     # block manager the dead JVM left is removed all the same.
-    report, failure = run("kill")
+    report, failure = run("kill", lake="none")
     assert report["parent"] == "java", report  # it was spark-submit's JVM that died
     assert isinstance(failure, AirflowException), failure
     folder = Path(report["local_dirs"])
@@ -117,6 +126,7 @@ def test_the_drivers_spill_folder_goes_when_spark_submit_ends_also_after_a_jvm_k
     report, failure = run("own", {"SPARK_LOCAL_DIRS": str(own), "SPARK_SUBMIT_OPTS": f"-Djava.io.tmpdir={own}"})
     assert failure is None, failure
     assert (report["local_dirs"], report["tmpdir"]) == (str(own), str(own)), report
+    assert report["s3a_buffer_dir"] == str(own / "s3a"), report
     assert list(tmp.iterdir()) == []
 
 

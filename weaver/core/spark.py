@@ -110,17 +110,35 @@ def get_spark(settings: Settings, app_name: str = "temporal-weaver"):
     # `spark.local.dir` would do for the local dir, but makes every session log a warning about
     # cluster managers. This process' own environment stays as it was.
     scratch_env = _jvm_scratch_env(master) if SparkContext._gateway is None else {}
-    if scratch_env and settings.remote:
-        # S3A buffers multipart uploads on disk under hadoop.tmp.dir (/tmp/hadoop-<user>/s3a), not
-        # under Spark's local dir: a JVM killed mid-upload left its blocks there.
-        builder = builder.config("spark.hadoop.fs.s3a.buffer.dir",
-                                 os.path.join(scratch_env["SPARK_LOCAL_DIRS"], "s3a"))
+    buffer_dir = _s3a_buffer_dir(master, scratch_env) if settings.remote else None
+    if buffer_dir:
+        builder = builder.config("spark.hadoop.fs.s3a.buffer.dir", buffer_dir)
     with _environ(scratch_env):
         spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     if settings.remote:
         _use_s3(spark, settings)
     return spark
+
+
+def _s3a_buffer_dir(master: str, scratch_env: dict[str, str]) -> str | None:
+    """Where S3A buffers a local master's uploads: under its first Spark local dir, or None.
+
+    S3A buffers multipart uploads on disk under `hadoop.tmp.dir` (/tmp/hadoop-<user>/s3a), not
+    under Spark's local dir, so a JVM killed mid-upload left its blocks there for good. A local
+    master keeps them in its local dir instead: the scratch folder given to a JVM started here, or
+    the local dir spark-submit's JVM was started with (the DAG's spark-submit task gives it a
+    scratch folder of its own, `weaver.pipeline.spark_submit`; an operator's own wins, as for
+    Spark). Only for a new context on a local master: a cluster's executors keep their workers'
+    defaults, and a running context's Hadoop configuration is not this call's to change.
+    """
+    from pyspark import SparkContext
+
+    if not master.startswith("local") or SparkContext._active_spark_context is not None:
+        return None
+    dirs = scratch_env.get("SPARK_LOCAL_DIRS") or os.environ.get("SPARK_LOCAL_DIRS")
+    first = dirs.split(",")[0].strip() if dirs else ""
+    return os.path.join(first, "s3a") if first else None
 
 
 def _jvm_scratch_env(master: str) -> dict[str, str]:
