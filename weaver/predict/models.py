@@ -41,13 +41,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import sys
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from weaver.core.scratch import scratch
+from weaver.core.scratch import process_scratch, scratch
 
 MODELS = ("prophet", "arima", "path", "statsforecast")
 BATCH_MODELS = ("statsforecast",)  # fitted for all partitions of a run at once (`run_batch`)
@@ -122,9 +124,30 @@ def quiet() -> None:
 
 def preload() -> None:
     """Import the model libraries once (a forked worker then inherits them)."""
-    quiet()
-    import prophet  # noqa: F401
+    _prophet_class()
     from statsmodels.tsa.arima import model  # noqa: F401
+
+
+def _prophet_class():
+    """Prophet's model class, its Stan backend's per-process temp dir in a scratch folder.
+
+    cmdstanpy makes a temp dir when it is imported (`tempfile.mkdtemp()`: the data and init files
+    of a fit in progress, and the output of fits given no folder of their own) and removes it only
+    at interpreter exit, so a killed process left it in /tmp. Imported here with `tempfile.tempdir`
+    pointing into a scratch folder of this process (`weaver.core.scratch.process_scratch`), it
+    goes with this process' exit or, after a kill, with the next run's clear. Forked forecast
+    workers inherit the parent's."""
+    quiet()  # before the import: prophet logs an error about plotly when it loads
+    if "cmdstanpy" not in sys.modules:
+        given = tempfile.tempdir
+        tempfile.tempdir = process_scratch("stan")
+        try:
+            import cmdstanpy  # noqa: F401
+        finally:
+            tempfile.tempdir = given
+    from prophet import Prophet
+
+    return Prophet
 
 
 def _is_constant(y: np.ndarray) -> bool:
@@ -164,9 +187,7 @@ def _prophet_paths(ds, y, horizon, n, seed, cps: float, noise: bool = True) -> n
     a size is measured exactly, and iid noise on each step would make first crossings early."""
     import pandas as pd
 
-    quiet()  # before the import: prophet logs an error about plotly when it loads
-    from prophet import Prophet
-
+    Prophet = _prophet_class()
     span_days = (ds[-1] - ds[0]) / DAY_US
     m = Prophet(growth="linear", daily_seasonality=bool(span_days >= 2), weekly_seasonality=False,
                 yearly_seasonality=False, uncertainty_samples=n,
