@@ -54,3 +54,21 @@ def test_jars_shipped_by_default_or_on_the_nodes_classpath(tmp_path):
     assert on_nodes["spark.driver.extraClassPath"] == on_nodes["spark.executor.extraClassPath"] == ":".join(jars)
     with pytest.raises(InvalidParameterError, match="WEAVER_SPARK_JARS_ON_NODES"):
         load_settings(env={"WEAVER_SPARK_JARS_ON_NODES": "sometimes"}, lake=str(tmp_path / "lake"))
+
+
+def test_s3a_buffers_follow_a_local_masters_spark_local_dirs(monkeypatch):
+    # S3A's upload buffers default to /tmp/hadoop-<user>/s3a, outside Spark's local dirs (where a
+    # killed JVM's leftovers are cleared): a local master puts them under each of its local dirs.
+    from pyspark import SparkContext
+
+    from weaver.core.spark import _s3a_buffer_dir
+
+    monkeypatch.setattr(SparkContext, "_active_spark_context", None)
+    monkeypatch.delenv("SPARK_LOCAL_DIRS", raising=False)
+    assert _s3a_buffer_dir("local[2]", {"SPARK_LOCAL_DIRS": "/scratch/w-1"}) == "/scratch/w-1/s3a"
+    assert _s3a_buffer_dir("local[2]", {}) is None  # no local dir given: Hadoop's default stays
+    monkeypatch.setenv("SPARK_LOCAL_DIRS", "/disk1/spark, /disk2/spark")  # spark-submit's JVM's (or an operator's)
+    assert _s3a_buffer_dir("local[*]", {}) == "/disk1/spark/s3a,/disk2/spark/s3a"
+    assert _s3a_buffer_dir("spark://127.0.0.1:7077", {}) is None  # a cluster's executors keep their own
+    monkeypatch.setattr(SparkContext, "_active_spark_context", object())
+    assert _s3a_buffer_dir("local[2]", {}) is None  # a running context's configuration is not changed

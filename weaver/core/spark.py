@@ -122,7 +122,7 @@ def get_spark(settings: Settings, app_name: str = "temporal-weaver"):
 
 
 def _s3a_buffer_dir(master: str, scratch_env: dict[str, str]) -> str | None:
-    """Where S3A buffers a local master's uploads: under its first Spark local dir, or None.
+    """Where S3A buffers a local master's uploads: under its Spark local dirs, or None.
 
     S3A buffers multipart uploads on disk under `hadoop.tmp.dir` (/tmp/hadoop-<user>/s3a), not
     under Spark's local dir, so a JVM killed mid-upload left its blocks there for good. A local
@@ -136,9 +136,9 @@ def _s3a_buffer_dir(master: str, scratch_env: dict[str, str]) -> str | None:
 
     if not master.startswith("local") or SparkContext._active_spark_context is not None:
         return None
-    dirs = scratch_env.get("SPARK_LOCAL_DIRS") or os.environ.get("SPARK_LOCAL_DIRS")
-    first = dirs.split(",")[0].strip() if dirs else ""
-    return os.path.join(first, "s3a") if first else None
+    given = scratch_env.get("SPARK_LOCAL_DIRS") or os.environ.get("SPARK_LOCAL_DIRS") or ""
+    dirs = [d.strip() for d in given.split(",") if d.strip()]
+    return ",".join(os.path.join(d, "s3a") for d in dirs) or None  # S3A spreads over a list as Spark does
 
 
 def _jvm_scratch_env(master: str) -> dict[str, str]:
