@@ -8,7 +8,8 @@ probability 0 and ``skip_reason`` starting with ``unreachable``, and no model ru
 
 The envelope, per partition, with ``H`` = buckets from the last history point to the window's
 end, ``P`` = buckets per day, ``b`` = bucket seconds, ``d`` = the size increments of the history,
-``R`` = the largest write rate of the history:
+``R`` = the largest write rate of the history with its one-off bursts cut (`models.one_off_capped`,
+the series the model's rate paths are built from):
 
 * size  ``U_s = last size + max_k sum_{i <= k} max(a + S i / P, d+ * min(hi, max(lo, M_i / mu+)))``
   with ``a = max d - min mu + mu0 + shift + Z * sd + S / 2``, ``M_i = mu0 + shift + Z * sd + S i / P``
@@ -21,8 +22,8 @@ end, ``P`` = buckets per day, ``b`` = bucket seconds, ``d`` = the size increment
   ``Z`` a one-sided Normal quantile (the second term bounds an increment scaled to the step's mean);
 * rate  ``U_r = L + y * sqrt(L / b)`` with ``L = B * exp(a+ + x * sigma)``: ``B`` the largest
   base level (``R`` scaled by the day-over-day level ratio and growth), ``a+`` the positive part
-  of the current anomaly, ``sigma`` the day-over-day log-rate noise (<= 1) - the same history
-  statistics the ``path`` model uses - and ``x``, ``y`` Chebyshev-Cantelli factors.
+  of the current anomaly (read from the rates as written), ``sigma`` the day-over-day log-rate
+  noise (<= 1) - the same history statistics the ``path`` model uses - and ``x``, ``y`` Chebyshev-Cantelli factors.
 
 Why it is conservative (docs/prediction.md §2, "Triage"): for the ``path`` model every term
 bounds the corresponding term of a sample path, except three random draws per path (the size
@@ -142,8 +143,9 @@ def _size_bound(y: np.ndarray, H: int, P: int, Z: float, lake_ratio: float | Non
 
 
 def _rate_bound(r: np.ndarray, H: int, P: int, b: float, x: float, y: float) -> float:
-    r = np.maximum(r, 0.0)
+    written = np.maximum(r, 0.0)
     eps = 1.0 / b
+    r = _models.one_off_capped(written, P, eps)  # the series the model's paths are built from
     R = float(r.max())
     last = min(6, r.size)
     if r.size >= P + last:
@@ -157,7 +159,7 @@ def _rate_bound(r: np.ndarray, H: int, P: int, b: float, x: float, y: float) -> 
         prev = [r[r.size - d * P - last: r.size - d * P] * (lvl[0] + eps) / (lvl[min(d, lvl.size - 1)] + eps)
                 for d in range(1, min(_models.PATH_MAX_DAYS, r.size // P) + 1) if r.size - d * P - last >= 0]
         expected = float(np.median([np.mean(p) for p in prev]))
-        a0 = math.log((float(np.mean(r[-last:])) + eps) / (expected + eps))
+        a0 = math.log((float(np.mean(written[-last:])) + eps) / (expected + eps))
         resid = np.log((r[P:] + eps) / (r[:-P] + eps))
         sigma = float(np.std(resid[-P:])) if resid.size else 0.3
     else:
