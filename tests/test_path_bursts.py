@@ -10,6 +10,7 @@ to bring a one-off burst back at its hour of day in every path that drew its day
 
 from __future__ import annotations
 
+import dataclasses
 import numpy as np
 import pytest
 
@@ -113,3 +114,15 @@ def test_triage_keeps_every_partition_the_model_gives_075(seed, case):
     q = T.path_budget(400, T.min_crossing_count(400, 0.75))
     assert T.check(job, q) is None
     assert T.envelope(job, q).rate > thr
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_fitted_models_rate_bound_keeps_the_burst(seed):
+    """Prophet, ARIMA and statsforecast fit the rates as written, so their triage margin does not cut
+    a one-off burst: it never sits below the highest rate the history reached (every factor of the
+    bound is >= 1 over it), where the path model's may."""
+    r = _burst(_steady(40, seed), [20, 21, 22], seed)
+    q = T.path_budget(400, T.min_crossing_count(400, 0.75))
+    path = T.envelope(_job(r, seed), q).rate
+    for model in ("prophet", "arima", "statsforecast"):
+        assert T.envelope(dataclasses.replace(_job(r, seed), model=model), q).rate >= r.max() > path

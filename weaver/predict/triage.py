@@ -8,8 +8,8 @@ probability 0 and ``skip_reason`` starting with ``unreachable``, and no model ru
 
 The envelope, per partition, with ``H`` = buckets from the last history point to the window's
 end, ``P`` = buckets per day, ``b`` = bucket seconds, ``d`` = the size increments of the history,
-``R`` = the largest write rate of the history with its one-off bursts cut (`models.one_off_capped`,
-the series the model's rate paths are built from):
+``R`` = the largest write rate of the history - for the ``path`` model with its one-off bursts cut
+(`models.one_off_capped`, the series its rate paths are built from), for a fitted model as written:
 
 * size  ``U_s = last size + max_k sum_{i <= k} max(a + S i / P, d+ * min(hi, max(lo, M_i / mu+)))``
   with ``a = max d - min mu + mu0 + shift + Z * sd + S / 2``, ``M_i = mu0 + shift + Z * sd + S i / P``
@@ -116,7 +116,8 @@ def envelope(job: _models.Job, q: float) -> Envelope:
     q_size, q_noise, q_count = q * _SHARE_SIZE, q * _SHARE_NOISE, q * _SHARE_COUNT
     return Envelope(_size_bound(np.asarray(job.size, float), H, P, NormalDist().inv_cdf(1.0 - q_size),
                                 job.lake_ratio),
-                    _rate_bound(np.asarray(job.rate, float), H, P, b, _cantelli(H, q_noise), _cantelli(H, q_count)))
+                    _rate_bound(np.asarray(job.rate, float), H, P, b, _cantelli(H, q_noise), _cantelli(H, q_count),
+                                cut_bursts=job.model == "path"))
 
 
 def _cantelli(H: int, q: float) -> float:
@@ -142,10 +143,12 @@ def _size_bound(y: np.ndarray, H: int, P: int, Z: float, lake_ratio: float | Non
     return float(y[-1] + np.max(np.cumsum(np.maximum(shifted, scaled))))
 
 
-def _rate_bound(r: np.ndarray, H: int, P: int, b: float, x: float, y: float) -> float:
+def _rate_bound(r: np.ndarray, H: int, P: int, b: float, x: float, y: float, cut_bursts: bool = True) -> float:
     written = np.maximum(r, 0.0)
     eps = 1.0 / b
-    r = _models.one_off_capped(written, P, eps)  # the series the model's paths are built from
+    # The path model builds its paths from the rates with one-off bursts cut; a fitted model
+    # (Prophet, ARIMA, statsforecast) sees them as written, so its margin keeps them.
+    r = _models.one_off_capped(written, P, eps) if cut_bursts else written
     R = float(r.max())
     last = min(6, r.size)
     if r.size >= P + last:
