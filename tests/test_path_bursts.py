@@ -55,6 +55,12 @@ def test_one_off_buckets_are_cut_to_the_cap_by_hand():
                           np.full(30, 0.1) * np.r_[np.ones(29), 2.9])
     short = np.array([0.1, 0.1, 5.0, 0.1, 0.1])
     assert np.array_equal(M.one_off_capped(short, 24, EPS), short)
+    # A burst still going on at the end of the history is now, not past: kept; one that ended is cut.
+    going = np.full(48, 0.1)
+    going[[20, 46, 47]] = 0.9
+    want = going.copy()
+    want[20] = 0.3
+    assert np.allclose(M.one_off_capped(going, 24, EPS), want)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
