@@ -66,6 +66,18 @@ def submit(tmp_path, monkeypatch):
     monkeypatch.delenv("SPARK_SUBMIT_OPTS", raising=False)
     monkeypatch.setattr("tempfile.tempdir", str(tmp))
     monkeypatch.setattr(scratch_module, "_next_clear", 0.0)
+    # Count the connection look-ups (the real method runs): one per submission, not one more for
+    # the operator's own question whether the driver is local.
+    from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
+
+    lookups: list[str] = []
+    resolve = SparkSubmitHook._resolve_connection
+
+    def counted(hook):
+        lookups.append(hook._conn_id)
+        return resolve(hook)
+
+    monkeypatch.setattr(SparkSubmitHook, "_resolve_connection", counted)
 
     def run(mode: str, env_vars: dict | None = None, lake: str = "s3"):
         out = tmp_path / f"report-{mode}.json"
@@ -73,6 +85,7 @@ def submit(tmp_path, monkeypatch):
                                        application_args=[str(out), mode, lake],
                                        env_vars={"SPARK_LOCAL_IP": "127.0.0.1", **(env_vars or {})})
         given = dict(op.env_vars)
+        lookups.clear()
         failure: list[BaseException] = []
 
         def body():
@@ -89,6 +102,7 @@ def submit(tmp_path, monkeypatch):
             t.join(30)
             pytest.fail(f"spark-submit ({mode}) did not end within 240 s")
         assert op.env_vars == given  # the scratch variables were this submission's only
+        assert lookups == ["spark_default"], lookups  # the connection was looked up once
         assert out.exists(), f"the application did not report ({mode}): {failure}"
         return json.loads(out.read_text()), (failure[0] if failure else None)
 

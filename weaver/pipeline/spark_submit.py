@@ -20,6 +20,7 @@ their `SPARK_SUBMIT_OPTS` for the temp dir. Light at import (DAG parse time): no
 from __future__ import annotations
 
 import os
+from contextlib import ExitStack
 from typing import Any
 
 from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
@@ -37,19 +38,32 @@ def driver_is_local(hook: SparkSubmitHook) -> bool:
 
 class WeaverSparkSubmitOperator(SparkSubmitOperator):
     """`SparkSubmitOperator` whose local driver JVM keeps its local and temp dir in a scratch folder
-    of the task's process, removed when the submission ends (see the module's docstring)."""
+    of the task's process, removed when the submission ends (see the module's docstring).
+
+    The hook is built once, by `SparkSubmitOperator.execute` after its own changes to `conf`
+    (OpenLineage's injected properties), through `_get_hook`: that is where the connection is
+    resolved (one lookup of the connection per run) and where a local driver's environment gets
+    the scratch folder, opened for as long as `execute` runs."""
+
+    _scratch: ExitStack | None = None
 
     def execute(self, context: Any) -> None:
-        given = self.env_vars
-        env = dict(given or {})
-        hook = self._hook or self._get_hook()
-        if not driver_is_local(hook) or env.get("SPARK_LOCAL_DIRS") or os.environ.get("SPARK_LOCAL_DIRS"):
-            self._hook = hook
-            return super().execute(context)
-        with scratch("spark") as folder:
-            self.env_vars = {**env, **jvm_scratch_env(folder, {**os.environ, **env})}
-            self._hook = None  # rebuilt by execute with the new env_vars
+        with ExitStack() as stack:
+            self._scratch = stack
+            self._hook = None  # built by the base class' execute, through `_get_hook`
             try:
                 return super().execute(context)
             finally:
-                self.env_vars = given  # the rendered field as it was: the folder was this submission's
+                self._scratch = None
+
+    def _get_hook(self) -> SparkSubmitHook:
+        hook = super()._get_hook()
+        env = dict(self.env_vars or {})
+        if self._scratch is None or not driver_is_local(hook) or env.get("SPARK_LOCAL_DIRS") \
+                or os.environ.get("SPARK_LOCAL_DIRS"):
+            return hook
+        folder = self._scratch.enter_context(scratch("spark"))
+        # The hook hands `_env_vars` to spark-submit's process when it builds the command (submit
+        # time); the operator's rendered `env_vars` field stays as the task rendered it.
+        hook._env_vars = {**env, **jvm_scratch_env(folder, {**os.environ, **env})}
+        return hook
