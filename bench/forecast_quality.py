@@ -44,7 +44,9 @@ path, prophet, arima is marked ``"reduced": true`` in its setup). Lakes twice as
 §8, sixth and ninth passes): ``--days 8 --out bench/results/forecast_quality_8d.json`` (every model, ~31 min on 2
 cores; ``--models path``: ~6 min, marked reduced). The result also holds the grid scores by the lake's age at
 the run (``per_age_days_grid`` / ``per_age_days_hourly``: whole days of history) and the goals over
-the runs with two whole days of history or more (``goals_grid_from_day2`` / ``goals_hourly_from_day2``)."""
+the runs with two whole days of history or more (``goals_grid_from_day2`` / ``goals_hourly_from_day2``).
+``--rows PATH`` also writes every row (model, variant or baseline; run, partition, probability and
+its kinds, outcome, timing) to a Parquet file, to look at where a score's error sits."""
 
 from __future__ import annotations
 
@@ -60,6 +62,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -218,6 +222,23 @@ def recalibrated(r: dict, variant: str, p: float) -> dict:
     return {**r, "model": variant, "p": p, "p_size": p * share, "p_throughput": p * (1.0 - share)}
 
 
+ROW_SCHEMA = pa.schema([("shape", pa.string()), ("seed", pa.int64()), ("model", pa.string()),
+                        ("partition_id", pa.string()), ("run_ts", pa.timestamp("us", tz="UTC")),
+                        ("window_end", pa.timestamp("us", tz="UTC")), ("age_days", pa.int64()),
+                        ("grid", pa.bool_()), ("scored", pa.bool_()), ("skipped", pa.bool_()),
+                        ("p", pa.float64()), ("p_size", pa.float64()), ("p_throughput", pa.float64()),
+                        ("y", pa.int64()), ("kind", pa.string()), ("split_ts", pa.timestamp("us", tz="UTC")),
+                        ("pred_ts", pa.timestamp("us", tz="UTC"))])
+
+
+def write_rows(rows: list[dict], path: str) -> None:
+    """Every row of the run (``--rows``) as one Parquet file, ``age_days`` added (`age_days`)."""
+    table = pa.Table.from_pylist([{**{k: r.get(k) for k in ROW_SCHEMA.names}, "age_days": age_days(r)}
+                                  for r in rows], schema=ROW_SCHEMA)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path)
+
+
 def scores(rows: list[dict], key: str = "p") -> dict:
     """Brier, log loss, ECE, best recall at precision >= 0.8 (+ its threshold), timing of its true positives.
 
@@ -289,6 +310,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "forecast_quality.json"))
+    ap.add_argument("--rows", metavar="PATH", default=None,
+                    help="also write every row (each model, calibrated variant and baseline, scored or not) "
+                         "to this Parquet file, for looking at where a score's error sits")
     args = ap.parse_args()
     shapes = args.shapes.split(",")
     models = args.models.split(",")
@@ -382,6 +406,8 @@ def main() -> None:
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2, default=str))
+    if args.rows:
+        write_rows(rows, args.rows)
     w = max(len(v) for v in variants)
     fmt = lambda x: "  -  " if x is None else f"{x:.3f}"  # noqa: E731
     for title, table, vs in (("grid runs (all models)", pooled, variants), ("hourly runs", hourly, hourly_variants)):
