@@ -32,7 +32,7 @@ WEAVE_JOB = str(PROJECT / "spark_jobs" / "weave.py")
 
 PARAMS = {
     "lake": Param(None, type=["null", "string"], description="Lake root; default $WEAVER_LAKE or ./lake"),
-    "window": Param("24h", type="string", pattern=r"^[0-9]+[mhdw]$", description="Prediction window"),
+    "window": Param("24h", type="string", pattern=r"^[1-9][0-9]*[mhdw]$", description="Prediction window"),
     "confidence_threshold": Param(0.75, type="number", minimum=0, maximum=1,
                                   description="Only predictions at or above this are woven"),
     "model": Param("path", type="string", enum=["path", "prophet", "arima", "statsforecast"]),
@@ -63,10 +63,15 @@ SOURCE_WAIT_MAX = source_wait_max()
 )
 def temporal_weaver():
     @task
-    def ingest(params=None) -> dict:
+    def ingest(params=None, data_interval_start=None, data_interval_end=None) -> dict:
         from weaver.ingest.sources import ingest_configured
+        from weaver.pipeline import validate_run
 
-        return ingest_configured(settings_from_params(params), params.get("ingest_source"))
+        s = settings_from_params(params)
+        # The first task: the interval, window and model are refused here, before any stage writes.
+        validate_run(s, start=data_interval_start, end=data_interval_end, window=params["window"],
+                     model=params["model"])
+        return ingest_configured(s, params.get("ingest_source"))
 
     @task
     def check_ingest(result: dict, params=None) -> dict:
@@ -183,7 +188,10 @@ def temporal_weaver():
         summary = {**run_summary(s, at=at), "lifecycle": lifecycle, "woven_check": check, "advice": advice}
         write_run_record(s, run_id, summary)
         for asset in (PREDICTIONS, WOVEN):
-            outlet_events[asset].extra = {"run_ts": run["at"], "lake": run["lake"]}
+            # weaver_backtest scores this run's settings (dags/weaver_backtest.py RUN_KEYS).
+            outlet_events[asset].extra = {"run_ts": run["at"], "lake": run["lake"], "model": params["model"],
+                                          "window": params["window"], "size_threshold": params["size_threshold"],
+                                          "write_threshold": params["write_threshold"]}
         return summary
 
     extracted = extract()

@@ -1,10 +1,15 @@
 """weaver_backtest: replay prediction runs over a past span and score them (DESIGN §5, §6).
 
 validate params -> backtest (predictions at every interval, data cut at each run time, matched
-to the real `splits`, `backtest_results` MERGEd, HTML + PNG report) -> summary. Wiring only:
-each task calls `weaver`; heavy imports stay inside the tasks. Scheduled on the Assets
-`temporal_weaver` emits (an asset-triggered run scores the latest triggering run instant), or
+to the real `splits`, `backtest_results` MERGEd, missing predictions backfilled after the
+`predictions` suite passed, HTML + PNG report) -> summary. Wiring only: each task calls
+`weaver`; heavy imports stay inside the tasks. Scheduled on the Assets `temporal_weaver` emits, or
 triggered by hand with `start`/`end`.
+
+An asset-triggered run scores the run instant whose window has just closed: `run_ts - window` of
+the latest triggering event, on that run's lake, model, window and thresholds (the event's
+`extra`), with the change log known complete up to `run_ts` (that run's extract and checks
+passed). A `lake` param that names another lake is refused.
 """
 
 from __future__ import annotations
@@ -19,7 +24,10 @@ from weaver.pipeline.assets import PREDICTIONS, WOVEN
 
 
 ISO = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$"
-DURATION = r"^[0-9]+[mhdw]$"
+DURATION = r"^[1-9][0-9]*[mhdw]$"
+
+# What a `temporal_weaver` run puts in its Asset events' extra beside `run_ts` (weaver.pipeline.assets).
+RUN_KEYS = ("lake", "model", "window", "size_threshold", "write_threshold")
 
 PARAMS = {
     "lake": Param(None, type=["null", "string"], description="Lake root; default $WEAVER_LAKE or ./lake"),
@@ -54,36 +62,49 @@ def weaver_backtest():
     def validate(params=None, triggering_asset_events=None) -> dict:
         """Check the span and model parameters (named errors) before any work or write."""
         from weaver.core.errors import InvalidParameterError
-        from weaver.predict import run_params
         from weaver.core.time import parse_duration, parse_timepoint
+        from weaver.predict import run_params
 
-        s = settings_from_params(params)
-        every = parse_duration(params["every"]) if params.get("every") else s.bucket
-        start = params.get("start")
-        if not start:
-            # Asset-triggered: score the latest run instant among the triggering producer events.
-            instants = [e.extra["run_ts"] for events in (triggering_asset_events or {}).values()
-                        for e in events if (e.extra or {}).get("run_ts")]
-            if not instants:
+        p = dict(params)
+        known_until = None
+        if not p.get("start"):
+            events = [e.extra for evs in (triggering_asset_events or {}).values() for e in evs
+                      if (e.extra or {}).get("run_ts")]
+            if not events:
                 raise InvalidParameterError("give `start` (and `end`) when triggering weaver_backtest by hand")
-            start = max(instants, key=parse_timepoint)
-        start = parse_timepoint(start)
-        end = parse_timepoint(params["end"]) if params.get("end") else start + every
+            run = max(events, key=lambda x: parse_timepoint(x["run_ts"]))
+            if p.get("lake") and run.get("lake") and p["lake"] != run["lake"]:
+                raise InvalidParameterError(f"the triggering run wrote lake {run['lake']!r}, not the `lake` param "
+                                            f"{p['lake']!r}")
+            p.update({k: run[k] for k in RUN_KEYS if k in run})
+            known_until = parse_timepoint(run["run_ts"])
+        s = settings_from_params(p)
+        every = parse_duration(p["every"]) if p.get("every") else s.bucket
+        if known_until is not None:
+            start = known_until - parse_duration(p["window"])  # its window closed at the triggering run
+            end = start + every
+        else:
+            start = parse_timepoint(p["start"])
+            end = parse_timepoint(p["end"]) if p.get("end") else start + every
         if start >= end:
             raise InvalidParameterError(f"start {start.isoformat()} must be before end {end.isoformat()}")
-        run_params(s, at=start, window=params["window"], model=params["model"])
-        return {"start": start.isoformat(), "end": end.isoformat(), "every_s": every.total_seconds()}
+        run_params(s, at=start, window=p["window"], model=p["model"])
+        return {"start": start.isoformat(), "end": end.isoformat(), "every_s": every.total_seconds(),
+                "known_until": known_until.isoformat() if known_until else None,
+                "params": {k: p.get(k) for k in ("lake", *RUN_KEYS)}}
 
     @task
     def run_backtest(span: dict, params=None) -> dict:
-        from weaver.predict import backtest
+        from weaver.pipeline import checked_backtest
 
-        s = settings_from_params(params)
-        r = backtest(s, start=datetime.fromisoformat(span["start"]), end=datetime.fromisoformat(span["end"]),
-                     model=params["model"], out_dir=params.get("out_dir"),
-                     every=timedelta(seconds=span["every_s"]), near_fraction=params["near"])
+        p = {**params, **span["params"]}
+        s = settings_from_params(p)
+        r = checked_backtest(s, start=datetime.fromisoformat(span["start"]), end=datetime.fromisoformat(span["end"]),
+                             model=p["model"], out_dir=p.get("out_dir"), every=timedelta(seconds=span["every_s"]),
+                             near_fraction=p["near"],
+                             known_until=datetime.fromisoformat(span["known_until"]) if span["known_until"] else None)
         return {"backtest_id": r["backtest_id"], "runs": r["runs"], "rows_scored": r["rows_scored"],
-                "censored": r["censored"], "scores": r["scores"], "report": r["report"]}
+                "censored": r["censored"], "scores": r["scores"], "backfill": r["backfill"], "report": r["report"]}
 
     @task
     def summary(result: dict) -> dict:

@@ -74,7 +74,9 @@ def scored(request, split_lake, tmp_path_factory):
     """Backtest of the edge lake: p (10 000 B/h, threshold 400 000 B) really splits at 40 h.
 
     Runs at 30, 32, 34, 36, 38 h with a 24 h window. p's split lies in every window. c never
-    splits; its windows from 36 h on end after the known history (~60 h): censored.
+    splits. Windows from 36 h on end after the known history (~60 h): censored, p's too although
+    its split (40 h) is already in them - an open window is censored whatever it holds, else only
+    the open windows that turned out positive would be scored.
 
     Run with the default batches (one holds both partitions) and with one partition per batch:
     every run is then gathered a key range at a time, as a live run over many partitions is, and
@@ -116,8 +118,9 @@ def test_rows_and_truth(scored):
     lake, r = scored
     rows = read_results(forecast_settings(lake), r["backtest_id"]).to_pylist()
     assert r["runs"] == 5
-    assert r["censored"] == {"arima": 2, "baseline_linear": 2, "baseline_near": 2}
-    assert len(rows) == 3 * (5 + 3)
+    assert r["censored"] == {"arima": 4, "baseline_linear": 4, "baseline_near": 4}
+    assert len(rows) == 3 * (3 + 3)
+    assert {row["run_ts"] for row in rows} == {T0 + 30 * H, T0 + 32 * H, T0 + 34 * H}
     for row in rows:
         if row["partition_id"] == "p":
             assert row["actual_split"] and row["actual_split_ts"] == T0 + 40 * H
@@ -138,9 +141,10 @@ def test_scores_known(scored):
     # it is "above" at 40 h or 41 h depending on the last bit of the least-squares fit
     assert s["baseline_linear"]["precision"] == 1.0 and s["baseline_linear"]["recall"] == 1.0
     assert s["baseline_linear"]["median_timing_error_h"] in (0.0, 1.0)
-    # within 10 %: only from 36 h (360 000 B) on -> 2 of 5 of p's runs; 3 misses at probability 0
-    assert s["baseline_near"]["true_positives"] == 2 and s["baseline_near"]["recall"] == pytest.approx(0.4)
-    assert s["baseline_near"]["brier"] == pytest.approx(3 / 8)
+    # within 10 %: only from 36 h (360 000 B) on, whose windows are censored -> p's 3 scored runs are
+    # misses at probability 0, c's 3 runs are right at 0
+    assert s["baseline_near"]["true_positives"] == 0 and s["baseline_near"]["recall"] == 0.0
+    assert s["baseline_near"]["brier"] == pytest.approx(3 / 6)
     assert r["splits"][0]["parent_id"] == "p" and r["splits"][0]["lead_time_h"] == pytest.approx(10.0)
 
 
@@ -162,6 +166,70 @@ def test_rerun_is_idempotent(scored):
     assert again["backtest_id"] == r["backtest_id"]
     assert read_results(forecast_settings(lake)).num_rows == n
     assert again["scores"] == r["scores"]
+
+
+def test_known_until_censors_the_windows_after_it(split_lake, tmp_path):
+    """Told the history is complete only to 56 h, the runs at 34 h on (windows to 58 h on) are censored."""
+    from weaver.predict import backtest
+
+    lake = tmp_path / "lake"
+    shutil.copytree(split_lake, lake)
+    r = backtest(forecast_settings(lake), start=T0 + 30 * H, end=T0 + 40 * H, every="2h", model="arima",
+                 out_dir=tmp_path / "r", known_until=T0 + 56 * H, write_predictions=False)
+    assert r["censored"] == {"arima": 6, "baseline_linear": 6, "baseline_near": 6}
+    assert r["scores"]["arima"]["rows"] == 4 and r["scores"]["arima"]["actual_splits"] == 2
+    assert r["backfill"] is None and not storage.is_table(storage.table_uri(str(lake), storage.PREDICTIONS))
+
+
+def test_backfill_never_replaces_a_published_prediction(tmp_path):
+    """A live run at 30 h published with a 48 h window stays as it is; the backtest (24 h) inserts
+    only the run it does not hold (35 h), and scores its own rows, equal to a 24 h run on lake A."""
+    from weaver.predict import backtest, predict, read_predictions, read_results
+
+    a, b = _lakes(tmp_path)
+    live = predict(forecast_settings(b), at=T0 + 30 * H, model="arima", window="48h").to_pylist()
+    r = backtest(forecast_settings(b), start=T0 + 30 * H, end=T0 + 40 * H, every="5h", model="arima",
+                 out_dir=tmp_path / "r")
+    assert r["backfill"] == {"inserted": 2, "already_published": 2, "published_differs": 2}
+    held = {x["prediction_id"]: x for x in read_predictions(forecast_settings(b)).to_pylist()}
+    assert len(held) == 4
+    for row in live:
+        assert held[row["prediction_id"]] == row and row["window_end"] == T0 + 78 * H
+    at35 = predict(forecast_settings(a), at=T0 + 35 * H, model="arima", write=False).to_pylist()
+    for row in at35:
+        assert held[row["prediction_id"]] == row
+    at30 = {x["prediction_id"]: x["probability"]
+            for x in predict(forecast_settings(a), at=T0 + 30 * H, model="arima", write=False).to_pylist()}
+    scored = {x["prediction_id"]: x["probability"] for x in read_results(forecast_settings(b)).to_pylist()
+              if x["model"] == "arima" and x["run_ts"] == T0 + 30 * H}
+    assert scored == at30 and scored != {x["prediction_id"]: x["probability"] for x in live}
+    again = backtest(forecast_settings(b), start=T0 + 30 * H, end=T0 + 40 * H, every="5h", model="arima",
+                     out_dir=tmp_path / "r")
+    assert again["backfill"] == {"inserted": 0, "already_published": 4, "published_differs": 2}
+    assert {x["prediction_id"]: x for x in read_predictions(forecast_settings(b)).to_pylist()} == held
+
+
+def test_failed_check_writes_no_prediction_and_no_score(split_lake, tmp_path):
+    """The check of the second run fails: nothing of the first run is written either."""
+    from weaver.core.errors import ExpectationFailedError
+    from weaver.predict import backtest
+
+    lake = tmp_path / "lake"
+    shutil.copytree(split_lake, lake)
+    seen = []
+
+    def check(rows, at):
+        seen.append((at, rows.num_rows))
+        if len(seen) == 2:
+            raise ExpectationFailedError("bad run")
+
+    with pytest.raises(ExpectationFailedError):
+        backtest(forecast_settings(lake), start=T0 + 30 * H, end=T0 + 40 * H, every="2h", model="arima",
+                 out_dir=tmp_path / "r", check=check)
+    assert seen == [(T0 + 30 * H, 2), (T0 + 32 * H, 2)]
+    for name in (storage.BACKTEST_RESULTS, storage.PREDICTIONS):
+        assert not storage.is_table(storage.table_uri(str(lake), name))
+    assert not (tmp_path / "r").exists()
 
 
 def test_bad_span_writes_nothing(split_lake, tmp_path):

@@ -89,7 +89,7 @@ def test_temporal_weaver_shape(dagbag):
 
 
 @pytest.mark.parametrize("bad", [{"confidence_threshold": 1.5}, {"confidence_threshold": -0.1},
-                                 {"window": "tomorrow"}, {"model": "lstm"}])
+                                 {"window": "tomorrow"}, {"window": "0h"}, {"model": "lstm"}])
 def test_temporal_weaver_params_validate(dagbag, bad):
     import copy
 
@@ -139,3 +139,45 @@ def test_scheduled_dags_run_their_latest_complete_interval_right_after_midnight(
     assert info is not None
     latest_end = now.replace(minute=0) if period == timedelta(hours=1) else now.replace(hour=0, minute=0)
     assert (info.data_interval.start, info.data_interval.end) == (latest_end - period, latest_end)
+
+
+# --- weaver_backtest, asset-triggered --------------------------------------------------------------
+def _validate_backtest(dagbag, params: dict, *extras: dict) -> dict:
+    from types import SimpleNamespace
+
+    dag = dagbag.dags["weaver_backtest"]
+    p = {k: dag.params[k] for k in dag.params} | params
+    events = {"weaver_predictions": [SimpleNamespace(extra=e) for e in extras]}
+    return dag.get_task("validate").python_callable(params=p, triggering_asset_events=events)
+
+
+def test_asset_triggered_backtest_scores_the_window_that_just_closed_on_the_runs_lake(dagbag, tmp_path, monkeypatch):
+    """The latest triggering run at 12:00 with a 12 h window: the backtest scores the run at 00:00
+    (its window closed at 12:00), on the event's lake and settings, the log known complete to 12:00."""
+    monkeypatch.setenv("WEAVER_LAKE", str(tmp_path / "elsewhere"))
+    lake = str(tmp_path / "lake")
+    old = {"run_ts": "2026-01-04T11:00:00+00:00", "lake": lake, "model": "path", "window": "12h"}
+    new = {**old, "run_ts": "2026-01-04T12:00:00+00:00", "model": "arima", "size_threshold": 5000,
+           "write_threshold": None}
+    span = _validate_backtest(dagbag, {}, old, new)
+    assert (span["start"], span["end"], span["known_until"]) == (
+        "2026-01-04T00:00:00+00:00", "2026-01-04T01:00:00+00:00", "2026-01-04T12:00:00+00:00")
+    assert span["params"] == {"lake": lake, "model": "arima", "window": "12h", "size_threshold": 5000,
+                              "write_threshold": None}
+
+
+def test_asset_triggered_backtest_refuses_another_lake(dagbag, tmp_path):
+    from weaver.core.errors import InvalidParameterError
+
+    event = {"run_ts": "2026-01-04T12:00:00+00:00", "lake": str(tmp_path / "lake")}
+    with pytest.raises(InvalidParameterError, match="lake"):
+        _validate_backtest(dagbag, {"lake": str(tmp_path / "other")}, event)
+    with pytest.raises(InvalidParameterError, match="start"):
+        _validate_backtest(dagbag, {"lake": str(tmp_path / "lake")})
+
+
+def test_manual_backtest_takes_its_params(dagbag, tmp_path):
+    span = _validate_backtest(dagbag, {"lake": str(tmp_path / "lake"), "start": "2026-01-02T00:00:00Z",
+                                       "end": "2026-01-02T06:00:00Z", "every": "2h"})
+    assert (span["start"], span["end"], span["every_s"], span["known_until"]) == (
+        "2026-01-02T00:00:00+00:00", "2026-01-02T06:00:00+00:00", 7200.0, None)

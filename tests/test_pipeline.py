@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -41,6 +42,36 @@ def test_extract_stages_exactly_the_interval(small_lake, tmp_path):
     assert check_changelog(s, m)["success"] is True
     # Rerunning the interval replaces the staged batch with the same rows.
     assert extract(s, start=start, end=end) == m
+
+
+def test_extract_refuses_an_interval_that_is_not_whole_buckets(small_lake, tmp_path, monkeypatch):
+    """A 2 h bucket under the hourly schedule, or an interval off the bucket grid, is refused before
+    the staged batch is written; so is a window shorter than a bucket, by the run's first task."""
+    import shutil
+
+    from weaver.core.errors import InvalidParameterError
+    from weaver.core.time import parse_timepoint
+    from weaver.pipeline import staging_path, validate_run
+    from weaver.core.ids import interval_id
+
+    lake = tmp_path / "lake"
+    shutil.copytree(small_lake, lake)
+    end = parse_timepoint("2026-01-02T12:00:00Z")
+    monkeypatch.setenv("WEAVER_BUCKET", "2h")
+    s = load_settings(lake=str(lake))
+    with pytest.raises(InvalidParameterError, match="2h metrics buckets"):
+        extract(s, start=end - timedelta(hours=1), end=end)
+    with pytest.raises(InvalidParameterError, match="2h metrics buckets"):
+        validate_run(s, start=end - timedelta(hours=1), end=end, window="24h", model="path")
+    monkeypatch.delenv("WEAVER_BUCKET")
+    s = load_settings(lake=str(lake))
+    with pytest.raises(InvalidParameterError, match="1h metrics buckets"):
+        extract(s, start=end - timedelta(minutes=90), end=end - timedelta(minutes=30))
+    with pytest.raises(InvalidParameterError, match="window"):
+        validate_run(s, start=end - timedelta(hours=1), end=end, window="30m", model="path")
+    for start, stop in ((end - timedelta(hours=1), end), (end - timedelta(minutes=90), end - timedelta(minutes=30))):
+        assert not Path(staging_path(s, interval_id(start, stop))).exists()
+    validate_run(s, start=end - timedelta(hours=1), end=end, window="24h", model="path")  # the defaults pass
 
 
 def _lineage(lake):

@@ -11,8 +11,8 @@ from weaver.checks import check_predictions
 from weaver.cli._app import JsonOpt, LakeOpt, app, console, emit, reported, settings_for, timepoint
 from weaver.core import faults, storage
 from weaver.log import Lineage
+from weaver.pipeline import checked_backtest as run_backtest
 from weaver.pipeline import gate_predictions
-from weaver.predict import backtest as run_backtest
 from weaver.predict import predict as run_predict
 
 # Options `predict` and `backtest` share (one definition: the backtest replays what `predict` runs).
@@ -160,4 +160,8 @@ def _scores(r: dict):
     for m, sc in r["scores"].items():
         tab.add_row(m, str(sc["rows"]), str(sc["actual_splits"]), str(sc["predicted_splits"]), f(sc["precision"], True),
                     f(sc["recall"], True), f(sc["brier"]), f(sc["median_abs_timing_error_h"]), str(r["censored"][m]))
-    return Group(tab, f"report: {r['report']['html']}")
+    b = r.get("backfill")
+    note = (f"predictions backfilled: {b['inserted']} inserted, {b['already_published']} already published"
+            + (f" ({b['published_differs']} published with other values, left as they were)" if b["published_differs"] else "")
+            if b else "predictions: not written")
+    return Group(tab, note, f"report: {r['report']['html']}")

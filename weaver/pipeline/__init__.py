@@ -11,9 +11,10 @@ import importlib
 from typing import Any
 
 _EXPORTS = {name: "weaver.pipeline.tasks" for name in (
-    "account_metrics", "extract", "job_target", "resume_point", "run_summary", "staging_path", "write_run_record")}
+    "account_metrics", "check_interval", "extract", "job_target", "resume_point", "run_summary", "staging_path", "validate_run",
+    "write_run_record")}
 _EXPORTS |= {name: "weaver.pipeline.gate" for name in (
-    "clear_quarantine", "gate_changelog", "gate_predictions", "gate_weaves", "list_quarantine", "staged_predictions")}
+    "checked_backtest", "clear_quarantine", "gate_changelog", "gate_predictions", "gate_weaves", "list_quarantine", "staged_predictions")}
 __all__ = sorted(_EXPORTS)
 
 

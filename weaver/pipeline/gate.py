@@ -79,6 +79,24 @@ def gate_predictions(settings: Settings, *, at: datetime) -> dict:
     return {**summary, "published": rows.num_rows}
 
 
+def checked_backtest(settings: Settings, **kwargs) -> dict:
+    """`weaver.predict.backtest` whose backfilled predictions pass the `predictions` suite first.
+
+    Each run's rows are validated as a live run's are (one row per partition active at the run,
+    probabilities in [0, 1], ...) before anything is written; a failure raises
+    ExpectationFailedError and the backfill writes no prediction and no score. Rows
+    ``predictions`` already holds are never replaced (see `weaver.predict.backtest`).
+    """
+    from weaver.predict import backtest
+
+    lineage = Lineage.load(settings)
+
+    def check(rows: pa.Table, at: datetime) -> None:
+        check_predictions(rows, lineage, at=at, context=f"backfilled run {at.isoformat()}")
+
+    return backtest(settings, check=check, **kwargs)
+
+
 def _as_published(settings: Settings, rows: pa.Table, at: datetime) -> pa.Table:
     """The run at `at` as ``predictions`` will hold it once `rows` are published: its published rows
     that `rows` do not replace, plus `rows`. A rerun stages only what changed, so the suite's

@@ -16,10 +16,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from weaver.core import objstore, storage
-from weaver.core.errors import ContractViolation
+from weaver.core.errors import ContractViolation, InvalidParameterError
 from weaver.core.ids import interval_id
 from weaver.core.settings import Settings
 from weaver.core.spark import spark_conf
+from weaver.core.time import bucket_floor, format_duration
 from weaver.log import ChangeLog
 from weaver.weave import read_woven_catalog
 
@@ -34,12 +35,37 @@ def staging_path(settings: Settings, iid: str) -> str:
     return _lake_file(settings, "staging", "changelog", f"{iid}.parquet")
 
 
+def check_interval(settings: Settings, *, start: datetime | None, end: datetime) -> None:
+    """A data interval must be whole metrics buckets on the bucket grid: the run's accounting
+    (`account_metrics`) sums the buckets that start inside it. Refused with a named error (a
+    bucket longer than the DAG's hourly schedule, or one that does not divide it) before any write."""
+    if start is None:
+        return
+    b = settings.bucket
+    if end <= start or (end - start) % b or bucket_floor(start, b) != start:
+        raise InvalidParameterError(
+            f"the data interval [{start.isoformat()}, {end.isoformat()}) is not a whole number of "
+            f"{format_duration(b)} metrics buckets on the bucket grid: use a bucket that divides the DAG's "
+            f"schedule interval ({format_duration(end - start)}), e.g. 1h, 30m or 15m for the hourly schedule")
+
+
+def validate_run(settings: Settings, *, start: datetime | None, end: datetime, window, model: str) -> None:
+    """The `temporal_weaver` run's parameters, checked by its first task before anything is written:
+    the data interval against the bucket (`check_interval`) and the forecast's window and model at
+    the run instant (`weaver.predict.run_params`: a window of at least one bucket, a known model)."""
+    from weaver.predict import run_params
+
+    check_interval(settings, start=start, end=end)
+    run_params(settings, at=end, window=window, model=model)
+
+
 def extract(settings: Settings, *, start: datetime | None, end: datetime) -> dict:
     """Stage the change log slice of the data interval [start, end) and describe it.
 
     The staged batch (Parquet, named by the interval id, replaced on rerun) is what the
     changelog suite checks; the manifest's counts are what later boundaries account for.
     """
+    check_interval(settings, start=start, end=end)
     uri = storage.uri_for(settings, storage.CHANGELOG)
     filters = [("ts", "<", pa.scalar(end, storage.TS))]
     if start is not None:

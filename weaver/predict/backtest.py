@@ -3,11 +3,15 @@
 For every run time ``t`` of the span (every ``every``, default one bucket) the run sees exactly
 what a live run at ``t`` would have seen (`weaver.forecasting.gather` cuts data at ``ts <= t``
 and ignores lineage events after ``t``), so its predictions are the ones a live run would have
-written (same deterministic ids, MERGEd into `predictions`). Each prediction is matched to the
-partition's real split: ``actual_split`` is true when the partition split in
-``(t, window_end]``. A window reaching past the end of the known history (the later of the last
-change and the last split) with no split seen yet is *censored*: its outcome is unknown, so it
-is counted but neither written to `backtest_results` nor scored.
+written (same deterministic ids). The backfill writes into `predictions` only the rows it does not
+hold yet - a published row is never replaced, whatever parameters the backtest was given - and,
+with a `check` (`weaver.pipeline.checked_backtest`: the `predictions` suite), only after every
+run's rows passed it. Each prediction is matched to the partition's real split:
+``actual_split`` is true when the partition split in ``(t, window_end]``. A window reaching past
+the end of the known history (`known_until`: by default the later of the last change and the last
+split) is *censored*, whether or not a split was seen in it yet: scoring the open windows that
+already hold a split and dropping the rest would select on the outcome (precision biased up). It is
+counted but neither written to `backtest_results` nor scored.
 
 Two naive baselines are scored side by side on the same inputs and skips:
 
@@ -131,14 +135,24 @@ def backtest(settings, *, start: datetime, end: datetime, model: str = forecasti
              every: timedelta | str | None = None, window: timedelta | str | None = None,
              size_threshold: float | None = None, write_threshold: float | None = None,
              near_fraction: float = DEFAULT_NEAR, write_predictions: bool = True,
-             progress: Callable[[int, int], None] | None = None, calibration: str | None = None) -> dict:
+             progress: Callable[[int, int], None] | None = None, calibration: str | None = None,
+             known_until: datetime | None = None,
+             check: Callable[[pa.Table, datetime], object] | None = None) -> dict:
     """Run predictions at every `every` in [start, end), score them, write results and a report.
+
+    `known_until`: the instant up to which the change log and `splits` are complete (default: the
+    later of the last change and the last split); windows ending after it are censored.
+    `check(rows, run_ts)` is called on each run's predictions before anything is written and may
+    raise to stop the backtest (nothing written then). With `write_predictions`, the runs' rows
+    that `predictions` does not hold yet are inserted (a backfill); published rows stay as they are.
 
     Returns the scores per model (the model and both baselines), counts, and the report paths.
     """
     start, end = parse_timepoint(start), parse_timepoint(end)
     if start >= end:
         raise InvalidParameterError(f"--from {start.isoformat()} must be before --to {end.isoformat()}")
+    if known_until is not None:
+        known_until = parse_timepoint(known_until)
     every = parse_duration(every) if every is not None else settings.bucket
     if not 0 < near_fraction < 1:
         raise InvalidParameterError(f"near fraction {near_fraction!r} must be in (0, 1)")
@@ -154,13 +168,14 @@ def backtest(settings, *, start: datetime, end: datetime, model: str = forecasti
     split_of = {}
     for r in sorted(splits.to_pylist(), key=lambda r: r["split_ts"]):
         split_of.setdefault(r["parent_id"], r)
-    known_until = _history_end(settings, splits)
+    known_until = known_until or _history_end(settings, splits)
 
     # Complete buckets up to the last run never depend on later data: build them once.
     first = max(start - params0.history - settings.bucket, datetime(1970, 1, 2, tzinfo=timezone.utc))
     metrics.build_metrics(settings, start=first, end=times[-1])
 
     rows: list[dict] = []
+    runs_preds: list[pa.Table] = []
     censored = {m: 0 for m in (model, *BASELINES)}
     lead: dict[str, datetime] = {}
     pool_cm = forecasting.forecast_pool(settings) if forecasting._workers(settings) > 1 else None
@@ -172,15 +187,19 @@ def backtest(settings, *, start: datetime, end: datetime, model: str = forecasti
             # Gathered batch by batch, as a live run is: memory follows a batch, not the table.
             runs = forecasting.gather_batched(settings, params, lineage=lineage)
             preds = forecasting.predict(settings, at=t, window=window, model=model, size_threshold=size_threshold,
-                                        write_threshold=write_threshold, write=write_predictions, pool=pool,
+                                        write_threshold=write_threshold, write=False, pool=pool,
                                         lineage=lineage, run_input=runs, calibration=calibration)
+            if write_predictions:
+                if check is not None:
+                    check(preds, t)  # before anything is written
+                runs_preds.append(preds)
             base = [row for run in runs for row in baseline_rows(run, near_fraction)]
             for r in preds.to_pylist() + base:
-                s = split_of.get(r["partition_id"])
-                hit = s is not None and t < s["split_ts"] <= r["window_end"]
-                if not hit and r["window_end"] > known_until:
+                if r["window_end"] > known_until:  # outcome unknown yet, split seen or not
                     censored[r["model"]] += 1
                     continue
+                s = split_of.get(r["partition_id"])
+                hit = s is not None and t < s["split_ts"] <= r["window_end"]
                 if hit and r["model"] == model and r["probability"] >= params.confidence_threshold:
                     lead.setdefault(r["partition_id"], t)
                 err = None
@@ -198,6 +217,7 @@ def backtest(settings, *, start: datetime, end: datetime, model: str = forecasti
         if pool_cm:
             pool_cm.__exit__(None, None, None)
 
+    backfill = _backfill(settings, runs_preds, start, end) if write_predictions else None
     schema = storage.SCHEMAS[storage.BACKTEST_RESULTS]
     table = pa.Table.from_pylist([{f.name: r[f.name] for f in schema} for r in rows], schema=schema)
     storage.merge(storage.uri_for(settings, storage.BACKTEST_RESULTS), storage.BACKTEST_RESULTS, table,
@@ -214,13 +234,35 @@ def backtest(settings, *, start: datetime, end: datetime, model: str = forecasti
         "window": format_duration(params0.window), "runs": len(times), "confidence_threshold": threshold,
         "size_threshold_bytes": params0.size_threshold, "write_threshold_per_s": params0.write_threshold,
         "near_fraction": near_fraction, "known_until": known_until, "rows_scored": len(rows),
-        "censored": censored, "scores": scores, "splits": split_rows,
+        "censored": censored, "scores": scores, "splits": split_rows, "backfill": backfill,
         "calibration": _calibration_summary(settings, model, times[-1], calibration),
     }
     out = _out_dir(settings, bid, out_dir)
     with objstore.folder(out, storage.options(out)) as folder:  # an s3:// report is uploaded when complete
         summary["report"] = {k: folder.uri_of(v) for k, v in render_report(summary, rows, folder.path).items()}
     return summary
+
+
+def _backfill(settings, runs: list[pa.Table], start: datetime, end: datetime) -> dict:
+    """Insert the runs' predictions that `predictions` does not hold yet (one MERGE; a published row is
+    never replaced). Counts what was inserted, what was already there as recomputed, and what was
+    published differently (other parameters, or a live run that does not reproduce)."""
+    fresh = pa.concat_tables(runs) if runs else None
+    if fresh is None or not fresh.num_rows:
+        return {"inserted": 0, "already_published": 0, "published_differs": 0}
+    uri = storage.uri_for(settings, storage.PREDICTIONS)
+    published = storage.read(uri, storage.PREDICTIONS, missing_ok=True,
+                             filters=[("run_ts", ">=", pa.scalar(start, storage.TS)),
+                                      ("run_ts", "<", pa.scalar(end, storage.TS))])
+    cols = [c for c in fresh.column_names if c in published.column_names]
+    have = {r["prediction_id"]: r for r in published.select(cols).to_pylist()} if published.num_rows else {}
+    mine = fresh.select(cols).to_pylist()
+    new = pa.array([r["prediction_id"] not in have for r in mine], pa.bool_())
+    differs = sum(1 for r in mine if r["prediction_id"] in have and have[r["prediction_id"]] != r)
+    rows = fresh.filter(new)
+    if rows.num_rows:
+        storage.merge(uri, storage.PREDICTIONS, rows, keys=["prediction_id"])
+    return {"inserted": rows.num_rows, "already_published": fresh.num_rows - rows.num_rows, "published_differs": differs}
 
 
 def _calibration_summary(settings, model: str, at: datetime, method: str | None) -> dict:
