@@ -232,6 +232,25 @@ def test_failed_check_writes_no_prediction_and_no_score(split_lake, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_backtests_differing_in_the_near_fraction_keep_both_result_sets(split_lake, tmp_path):
+    """The near baseline's rows depend on --near: two backtests that differ only there must not
+    share an id (their rows and report folders would overwrite each other)."""
+    from weaver.predict import backtest, read_results
+
+    lake = tmp_path / "lake"
+    shutil.copytree(split_lake, lake)
+    kw = dict(start=T0 + 30 * H, end=T0 + 40 * H, every="2h", model="arima", write_predictions=False)
+    a = backtest(forecast_settings(lake), near_fraction=0.10, **kw)
+    b = backtest(forecast_settings(lake), near_fraction=0.30, **kw)
+    assert a["backtest_id"] != b["backtest_id"] and a["report"]["html"] != b["report"]["html"]
+    near = {bid: sorted(r["probability"] for r in read_results(forecast_settings(lake), bid).to_pylist()
+                        if r["model"] == "baseline_near")
+            for bid in (a["backtest_id"], b["backtest_id"])}
+    # p at 30-34 h holds 300 000-340 000 B of a 400 000 B threshold: within 30 %, not within 10 %; c never
+    assert near[a["backtest_id"]] == [0.0] * 6
+    assert near[b["backtest_id"]] == [0.0] * 3 + [1.0] * 3
+
+
 def test_bad_span_writes_nothing(split_lake, tmp_path):
     from weaver.predict import backtest
 

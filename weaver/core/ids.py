@@ -88,10 +88,14 @@ def prediction_id(run_ts: datetime, partition_id: str, model: str) -> str:
 
 
 def backtest_id(start: datetime, end: datetime, every: timedelta, model: str, window: timedelta,
-                size_threshold: float, write_threshold: float) -> str:
-    """Deterministic id of a backtest: its span, cadence, model, window and thresholds."""
+                size_threshold: float, write_threshold: float, *, near_fraction: float, calibration: str,
+                confidence_threshold: float, samples: int) -> str:
+    """Deterministic id of a backtest: its span, cadence, model, window and thresholds, and what else
+    changes its rows or its report (the near baseline's fraction, the calibration method, the
+    confidence threshold, the sample paths per forecast)."""
     raw = f"{start.isoformat()}|{end.isoformat()}|{every.total_seconds()}|{model}|{window.total_seconds()}|" \
-          f"{size_threshold}|{write_threshold}"
+          f"{size_threshold}|{write_threshold}|near={near_fraction}|cal={calibration}|" \
+          f"conf={confidence_threshold}|samples={samples}"
     return hashlib.sha1(raw.encode()).hexdigest()[:16]
 
 

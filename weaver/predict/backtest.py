@@ -41,6 +41,7 @@ from weaver.core.ids import backtest_id
 from weaver.core.time import format_duration, from_us, parse_duration, parse_timepoint
 from weaver.log.lineage import Lineage
 from weaver.predict import forecasting, metrics
+from weaver.predict.calibration import DEFAULT_METHOD as DEFAULT_CALIBRATION
 from weaver.predict.report import render_report
 
 LINEAR_POINTS = 6
@@ -162,7 +163,9 @@ def backtest(settings, *, start: datetime, end: datetime, model: str = forecasti
     # Validate every parameter before any write.
     params0 = forecasting.run_params(settings, at=start, window=window, model=model, size_threshold=size_threshold,
                                      write_threshold=write_threshold)
-    bid = backtest_id(start, end, every, model, params0.window, params0.size_threshold, params0.write_threshold)
+    bid = backtest_id(start, end, every, model, params0.window, params0.size_threshold, params0.write_threshold,
+                      near_fraction=near_fraction, calibration=calibration or DEFAULT_CALIBRATION,
+                      confidence_threshold=params0.confidence_threshold, samples=settings.forecast_samples)
     lineage = Lineage.load(settings)
     splits = storage.read(storage.uri_for(settings, storage.SPLITS), storage.SPLITS)
     split_of = {}
