@@ -72,6 +72,13 @@ def test_extract_refuses_an_interval_that_is_not_whole_buckets(small_lake, tmp_p
     for start, stop in ((end - timedelta(hours=1), end), (end - timedelta(minutes=90), end - timedelta(minutes=30))):
         assert not Path(staging_path(s, interval_id(start, stop))).exists()
     validate_run(s, start=end - timedelta(hours=1), end=end, window="24h", model="path")  # the defaults pass
+    # as Airflow passes them: pendulum instants
+    import pendulum
+
+    p_end = pendulum.instance(end)
+    validate_run(s, start=p_end.subtract(hours=1), end=p_end, window="24h", model="path")
+    with pytest.raises(InvalidParameterError, match="1h metrics buckets"):
+        validate_run(s, start=p_end.subtract(minutes=90), end=p_end.subtract(minutes=30), window="24h", model="path")
 
 
 def _lineage(lake):

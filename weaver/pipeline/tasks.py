@@ -20,7 +20,7 @@ from weaver.core.errors import ContractViolation, InvalidParameterError
 from weaver.core.ids import interval_id
 from weaver.core.settings import Settings
 from weaver.core.spark import spark_conf
-from weaver.core.time import bucket_floor, format_duration
+from weaver.core.time import bucket_us, format_duration, to_us
 from weaver.log import ChangeLog
 from weaver.weave import read_woven_catalog
 
@@ -42,7 +42,9 @@ def check_interval(settings: Settings, *, start: datetime | None, end: datetime)
     if start is None:
         return
     b = settings.bucket
-    if end <= start or (end - start) % b or bucket_floor(start, b) != start:
+    # In microseconds: Airflow passes pendulum instants, whose Interval % timedelta raises.
+    s_us, e_us, b_us = to_us(start), to_us(end), bucket_us(b)
+    if e_us <= s_us or (e_us - s_us) % b_us or s_us % b_us:
         raise InvalidParameterError(
             f"the data interval [{start.isoformat()}, {end.isoformat()}) is not a whole number of "
             f"{format_duration(b)} metrics buckets on the bucket grid: use a bucket that divides the DAG's "
