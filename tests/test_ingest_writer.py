@@ -78,3 +78,21 @@ def test_an_update_that_changes_the_key_deletes_the_old_key(tmp_path):
     assert r.changes_written == 3  # c, then DELETE of id 1 and PUT of id 5 at the update's position
     assert lake_state(s, T) == {(1,): {"id": {"N": "1"}, "v": {"S": "a"}}}
     assert lake_state(s, T + timedelta(seconds=1)) == {(5,): {"id": {"N": "5"}, "v": {"S": "a"}}}
+
+
+def test_a_later_batch_never_lands_at_or_before_a_reported_complete_to(tmp_path):
+    # Batch 1 (commit A at T+5 s) reports complete_to = T+5 s. Batch 2's transaction B commits later
+    # (higher commit LSN) with a commit time 2 s earlier: it must land after T+5 s, not at it.
+    a, b = T + timedelta(seconds=5), T + timedelta(seconds=3)
+    f1, f2 = tmp_path / "a.json", tmp_path / "b.json"
+    f1.write_text(json.dumps(ev("c", 110, 120, a, {"id": 1, "v": "a"})) + "\n")
+    f2.write_text(json.dumps(ev("c", 150, 160, b, {"id": 2, "v": "b"})) + "\n")
+    s = load_settings(lake=str(tmp_path / "lake"))
+    r1 = ingest(s, DebeziumFile(f1, keys="id"))
+    assert r1.complete_to == a
+    r2 = ingest(s, DebeziumFile(f2, keys="id"))
+    assert r2.ts_carried_forward == 1
+    log = storage.read(storage.uri_for(s, storage.CHANGELOG), storage.CHANGELOG).sort_by("seq").to_pylist()
+    assert [(x["seq"], x["ts"]) for x in log] == [(1, a), (2, a + timedelta(microseconds=1))]
+    # What was reported complete up to T+5 s is unchanged by the later batch.
+    assert lake_state(s, a) == {(1,): {"id": {"N": "1"}, "v": {"S": "a"}}}

@@ -9,7 +9,9 @@ Order of work (nothing is written before every check has passed):
    never ingested is refused (StaleInputError); an input starting after a gap is refused
    (WatermarkGapError); an overlapping input keeps only the changes above the watermark.
 3. seq continues the lake's log gap-free; ts = max(source ts, the running maximum, starting at
-   the log's last ts), so ts never steps back along seq (the source's ts goes to `ingest_log`);
+   the log's last ts and just after the source's reported ``complete_to``), so ts never steps back
+   along seq and nothing lands at or before an instant already reported complete (the source's ts
+   goes to `ingest_log`);
    partition_id comes from the active partitions of the lineage (a new lake gets its initial
    range partitioning here); the rows pass ``validate_changes`` against the lineage.
 4. writes: the initial `partitions` (new lake only), `ingest_log` rows (replaceWhere seq >= first
@@ -31,7 +33,7 @@ from __future__ import annotations
 import bisect
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Callable, Optional
 
 import pyarrow as pa
@@ -244,7 +246,12 @@ def ingest(settings, adapter: Adapter, *, partitioning: Partitioning = Partition
     los = [p.key_lo for p in active]
 
     seqs, tss, pids, keys, ops, vals, vbytes, poss, srcts = ([] for _ in range(9))
+    # ts floor: the log's last ts, and past the source's reported complete_to (what a run was told
+    # is complete must not change: a later transaction whose commit time steps back lands after it).
     running = last_ts
+    if wm is not None:
+        floor = wm.complete_to + timedelta(microseconds=1)
+        running = floor if running is None or floor > running else running
     carried = 0
     seq = last_seq
     for c in new:
