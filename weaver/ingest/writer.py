@@ -224,6 +224,10 @@ def ingest(settings, adapter: Adapter, *, partitioning: Partitioning = Partition
                           ts_carried_forward=0, complete_to=wm.complete_to if wm else None,
                           batch=wm.batch if wm else None)
     if new is None:  # the same input again: nothing to write
+        if wm is not None and batch.fingerprint in wm.fingerprints:
+            # Name the batch this input committed (perhaps by an attempt that crashed before its
+            # ledger row and its check): the retry's check then covers it.
+            result.first_seq, result.last_seq = _committed_seqs(settings, source, batch.fingerprint)
         return result
 
     new = _expand_truncates(settings, new)
@@ -333,6 +337,17 @@ def _classify(adapter: Adapter, wm: Optional[Watermark], batch: Batch):
             f"up to {wm.watermark}; ingest the input covering the gap first")
     new = [c for c in batch.changes if c.pos > wm.pos]
     return new, len(batch.changes) - len(new)
+
+
+def _committed_seqs(settings, source: str, fingerprint: str) -> tuple[Optional[int], Optional[int]]:
+    """(first_seq, last_seq) of the latest batch of `source` committed from the input `fingerprint`."""
+    ledger = read_ledger(settings, source)
+    rows = [r for r in ledger.select(["batch", "fingerprint", "first_seq", "last_seq"]).to_pylist()
+            if r["fingerprint"] == fingerprint]
+    if not rows:
+        return None, None
+    last = max(rows, key=lambda r: r["batch"])
+    return last["first_seq"], last["last_seq"]
 
 
 def _expand_truncates(settings, new: list) -> list:
