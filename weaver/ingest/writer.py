@@ -40,7 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from weaver.core import faults, storage
-from weaver.core.errors import InvalidParameterError, TableNotFoundError
+from weaver.core.errors import InvalidParameterError, SchemaMismatchError, TableNotFoundError
 from weaver.ingest.base import (
     Adapter,
     Batch,
@@ -211,6 +211,7 @@ def ingest(settings, adapter: Adapter, *, partitioning: Partitioning = Partition
     """
     source = adapter.source
     wm = load_watermark(settings, source)
+    log_schema = _existing_log_schema(settings)
     key_spec = ",".join(adapter.keys)
     if wm is not None and wm.keys and wm.keys != key_spec:
         raise InvalidParameterError(
@@ -278,6 +279,7 @@ def ingest(settings, adapter: Adapter, *, partitioning: Partitioning = Partition
                         "op": ops, "value": pa.array(vals, pa.binary()), "value_bytes": pa.array(vbytes, pa.int64())},
                        schema=storage.SCHEMAS[storage.CHANGELOG])
     validate_changes(changes, lineage, expected_first_seq=last_seq + 1 if new else None)
+    to_write = _fit_to_log(changes, log_schema)
 
     batch_no = (wm.batch if wm else 0) + 1
     now = datetime.now(timezone.utc)
@@ -296,7 +298,7 @@ def ingest(settings, adapter: Adapter, *, partitioning: Partitioning = Partition
         storage.overwrite(storage.uri_for(settings, storage.INGEST_LOG), storage.INGEST_LOG, log_rows,
                           predicate=f"seq >= {last_seq + 1}")
         faults.point("ingest.after_ingest_log")
-    _commit_changes(settings, changes, source, batch_no, record)
+    _commit_changes(settings, to_write, source, batch_no, record)
     faults.point("ingest.after_changelog")
     storage.merge(storage.uri_for(settings, storage.INGEST_WATERMARKS), storage.INGEST_WATERMARKS,
                   pa.Table.from_pylist([{**record, "complete_to": batch.complete_to, "committed_at": now}],
@@ -337,6 +339,45 @@ def _classify(adapter: Adapter, wm: Optional[Watermark], batch: Batch):
             f"up to {wm.watermark}; ingest the input covering the gap first")
     new = [c for c in batch.changes if c.pos > wm.pos]
     return new, len(batch.changes) - len(new)
+
+
+def _existing_log_schema(settings) -> Optional[pa.Schema]:
+    """The existing `changelog`'s Arrow schema, checked against the contract (None: no log yet).
+
+    A missing contract column or an incompatible type (e.g. a naive `ts`) raises SchemaMismatchError;
+    an extra column the log carries must be nullable (the batch gets nulls there), else the same error.
+    Runs before anything is read from the log or written.
+    """
+    uri = storage.uri_for(settings, storage.CHANGELOG)
+    if not storage.is_table(uri):
+        return None
+    schema = pa.schema(storage.open_table(uri, storage.CHANGELOG).schema().to_arrow())
+    storage.conform(schema.empty_table(), storage.CHANGELOG, where=f" at {uri}")
+    contract = storage.SCHEMAS[storage.CHANGELOG].names
+    required = [f.name for f in schema if f.name not in contract and not f.nullable]
+    if required:
+        raise SchemaMismatchError(
+            f"table 'changelog' at {uri} has extra non-nullable columns {required}; ingestion writes only the "
+            f"contract columns {contract}: make them nullable or ingest into another lake")
+    return schema
+
+
+def _fit_to_log(changes: pa.Table, schema: Optional[pa.Schema]) -> pa.Table:
+    """The contract rows in the existing log's column order and types, nulls in its extra columns."""
+    if schema is None or schema == changes.schema:
+        return changes
+    cols = []
+    for f in schema:
+        if f.name in changes.column_names:
+            col = changes.column(f.name)
+            try:
+                cols.append(col if col.type.equals(f.type) else col.cast(f.type))
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise SchemaMismatchError(f"table 'changelog': column {f.name!r} is {f.type} in the lake and cannot "
+                                          f"hold this batch's values ({exc})") from exc
+        else:
+            cols.append(pa.nulls(changes.num_rows, f.type))
+    return pa.Table.from_arrays(cols, schema=schema)
 
 
 def _committed_seqs(settings, source: str, fingerprint: str) -> tuple[Optional[int], Optional[int]]:
