@@ -158,3 +158,34 @@ def test_a_user_log_with_an_extra_required_column_is_refused_by_name_and_nothing
     with pytest.raises(SchemaMismatchError, match="note"):
         ingest(s, DebeziumFile(f, keys="id"))
     assert lake_fingerprint(s) == before
+
+
+def test_truncate_deletes_keys_whose_last_change_vacuum_removed_from_the_log(tmp_path):
+    from tests.lakes import write_lake
+    from weaver.pitr import vacuum
+
+    k1, k2, k3 = "N250011.", "N250012.", "N250013."  # ids 1, 2, 3 (docs/ingestion.md, key encoding)
+    day = timedelta(days=1)
+
+    def put(seq, ts, k, i):
+        return {"seq": seq, "ts": ts, "partition_id": "p0000", "key": k, "op": "PUT",
+                "value": json.dumps({"id": {"N": str(i)}}).encode(), "value_bytes": 14}
+
+    log = {"changes": [put(1, T, k1, 1), put(2, T + day, k2, 2), put(3, T + 60 * day, k3, 3)],
+           "partitions": [{"partition_id": "p0000", "key_lo": "", "key_hi": None, "parent_id": None,
+                           "created_seq": 0, "created_ts": T - day, "retired_seq": None, "retired_ts": None}],
+           "splits": []}
+    s = load_settings(lake=write_lake(tmp_path / "lake", log, [2]), recovery_window=10 * day)
+    vacuum(s, T + 62 * day)  # the snapshot at seq 2 covers the window: seq 1 (id 1's only change) goes
+    assert sorted(storage.read(storage.uri_for(s, storage.CHANGELOG), storage.CHANGELOG)
+                  .column("seq").to_pylist()) == [2, 3]
+    at = T + 63 * day
+    f = tmp_path / "t.json"
+    f.write_text(json.dumps({**ev("t", 40, 40, at, None), "after": None}) + "\n")
+    r = ingest(s, DebeziumFile(f, keys="id"))
+    assert (r.first_seq, r.last_seq, r.changes_written) == (4, 6, 3)
+    rows = storage.read(storage.uri_for(s, storage.CHANGELOG), storage.CHANGELOG,
+                        filters=[("seq", ">", 3)]).sort_by("seq").to_pylist()
+    assert [(x["seq"], x["key"], x["op"], x["ts"]) for x in rows] == [
+        (4, k1, "DELETE", at), (5, k2, "DELETE", at), (6, k3, "DELETE", at)]
+    assert lake_state(s, at) == {}

@@ -52,7 +52,6 @@ from weaver.ingest.base import (
 from weaver.ingest.errors import IngestStateError, StaleInputError, WatermarkGapError
 from weaver.ingest.keys import equal_ranges
 from weaver.log import Lineage, validate_changes
-from weaver.replay import last_per_key
 
 COMMIT_KEY = "weaver.ingest"
 
@@ -231,7 +230,6 @@ def ingest(settings, adapter: Adapter, *, partitioning: Partitioning = Partition
             result.first_seq, result.last_seq = _committed_seqs(settings, source, batch.fingerprint)
         return result
 
-    new = _expand_truncates(settings, new)
     last_seq, last_ts = _log_tail(settings)
     parts_uri = storage.uri_for(settings, storage.PARTITIONS)
     new_lake = last_seq == 0 and not storage.is_table(storage.uri_for(settings, storage.CHANGELOG))
@@ -248,6 +246,7 @@ def ingest(settings, adapter: Adapter, *, partitioning: Partitioning = Partition
     active = lineage.active()
     if not active:
         raise InvalidParameterError(f"the lake at {settings.lake} has no active partition to route changes to")
+    new = _expand_truncates(settings, new, lineage, last_seq, last_ts)
     los = [p.key_lo for p in active]
 
     seqs, tss, pids, keys, ops, vals, vbytes, poss, srcts = ([] for _ in range(9))
@@ -391,15 +390,22 @@ def _committed_seqs(settings, source: str, fingerprint: str) -> tuple[Optional[i
     return last["first_seq"], last["last_seq"]
 
 
-def _expand_truncates(settings, new: list) -> list:
-    """A TRUNCATE (Debezium op 't') becomes a DELETE of every key live at that point, in key order."""
+def _expand_truncates(settings, new: list, lineage: Lineage, last_seq: int, last_ts: Optional[datetime]) -> list:
+    """A TRUNCATE (Debezium op 't') becomes a DELETE of every key live at that point, in key order.
+
+    The keys live at the log's end are the restore of every active partition there (base snapshots
+    plus the log's tail), so a key whose last change vacuum cut from the log is still deleted.
+    """
     if not any(c.op == "TRUNCATE" for c in new):
         return new
     live: set[str] = set()
-    uri = storage.uri_for(settings, storage.CHANGELOG)
-    if storage.is_table(uri):
-        last = last_per_key(storage.read(uri, storage.CHANGELOG, columns=["seq", "key", "op"]))
-        live = set(last.filter(pc.equal(last.column("op"), "PUT")).column("key").to_pylist())
+    if last_seq and last_ts is not None:
+        from weaver.pitr import restore_many  # the layer below ingest; imported only for a TRUNCATE
+
+        for _pid, results in restore_many(settings, {p.partition_id: [last_ts] for p in lineage.active()},
+                                          lineage=lineage):
+            for res in results:
+                live.update(res.table.column("key").to_pylist())
     out = []
     for c in new:
         if c.op == "TRUNCATE":
