@@ -194,3 +194,19 @@ def test_a_starting_version_past_the_table_is_refused_by_name_and_writes_nothing
     r = ingest(s, DeltaCDF(uri, keys="id", name="src"))  # the source starts at version 0 after all
     assert r.changes_written == 2 and r.new_watermark == "version 1"
 
+
+def test_an_update_that_changes_the_key_deletes_the_old_key(tmp_path):
+    from deltalake import DeltaTable
+
+    uri = str(tmp_path / "src")
+    cdf_table(uri, [(1, "a"), (2, "b")])
+    DeltaTable(uri).update(updates={"id": "5"}, predicate="id = 1")  # UPDATE t SET id = 5 WHERE id = 1
+    DeltaTable(uri).update(updates={"v": "'b2'"}, predicate="id = 2")  # an update keeping its key
+    s = load_settings(lake=str(tmp_path / "lake"))
+    r = ingest(s, DeltaCDF(uri, keys="id", name="src"))
+    times = commit_times(uri)
+    assert r.new_watermark == "version 2"
+    assert lake_state(s, times[0]) == {(Decimal(1),): item(1, "a"), (Decimal(2),): item(2, "b")}
+    assert lake_state(s, times[1]) == {(Decimal(5),): item(5, "a"), (Decimal(2),): item(2, "b")}
+    assert lake_state(s, times[2]) == {(Decimal(5),): item(5, "a"), (Decimal(2),): item(2, "b2")}
+    assert r.changes_written == 2 + 2 + 1  # inserts; DELETE 1 + PUT 5; PUT 2 (its preimage is no delete)
