@@ -175,6 +175,10 @@ def _corrupt(path, n_line, new_line):
 
 @pytest.mark.parametrize("line,error", [
     ('{"Metadata": {"WriteTimestampMicros": {"N": "1"}', MalformedInputError),
+    ('{"Metadata": {"WriteTimestampMicros": {"N": "Infinity"}}, "Keys": {"pk": {"S": "a"}, "sk": {"N": "1"}}}',
+     MalformedInputError),
+    ('{"Metadata": {"WriteTimestampMicros": {"N": "1e30"}}, "Keys": {"pk": {"S": "a"}, "sk": {"N": "1"}}}',
+     MalformedInputError),
     ('{"Event": "MODIFY"}', UnknownEventError),
     (None, MissingKeyAttributeError),
     (None, UnorderableKeyError),

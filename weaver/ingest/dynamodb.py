@@ -198,10 +198,14 @@ class DynamoDBExport:
             raise UnknownEventError(f"{where}: an incremental export line needs Metadata and Keys; found keys {sorted(rec)}")
         try:
             us = int(from_dynamodb(rec["Metadata"]["WriteTimestampMicros"], where=where))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise MalformedInputError(f"{where}: Metadata.WriteTimestampMicros is missing or not a number") from exc
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:  # OverflowError: {"N": "Infinity"}
+            raise MalformedInputError(f"{where}: Metadata.WriteTimestampMicros is missing or not a finite number") from exc
         if not micros(self.start) <= us < micros(self.end):
-            raise MalformedInputError(f"{where}: write time {from_micros(us).isoformat()} lies outside the export window "
+            try:
+                when = from_micros(us).isoformat()
+            except OverflowError:  # past year 9999
+                when = f"{us} µs after the epoch"
+            raise MalformedInputError(f"{where}: write time {when} lies outside the export window "
                                       f"[{self.start.isoformat()}, {self.end.isoformat()})")
         key = self._key(rec["Keys"], where, "Keys")
         image = rec.get("NewImage")
