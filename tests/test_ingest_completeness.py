@@ -90,9 +90,40 @@ def test_ingest_suite_passes_a_good_batch_and_stops_a_bad_one(lake):
     res = ingest(s, DynamoDBExport(incremental(root, writes, T1, T2, "03-inc"), keys="pk,sk")).to_json()
     summary = check_ingested(s, res)
     assert summary["success"] and summary["rows"] == res["changes_written"] and summary["failed"] == 0
-    assert check_ingested(s, {**res, "changes_written": 0})["checked"] is False
+    assert check_ingested(s, {**res, "changes_written": 0, "first_seq": None, "last_seq": None})["checked"] is False
     # The source bookkeeping of one change goes missing: the suite names the failed expectation.
     storage.overwrite(storage.uri_for(s, storage.INGEST_LOG), storage.INGEST_LOG,
                       storage.empty(storage.INGEST_LOG), predicate=f"seq = {res['last_seq']}")
     with pytest.raises(ExpectationFailedError, match="has_source"):
         check_ingested(s, res)
+
+
+def test_a_batch_committed_by_a_crashed_attempt_is_checked_by_the_retry(lake):
+    from weaver.core import faults, storage
+    from weaver.core.errors import ExpectationFailedError
+    from weaver.checks.ingest import check_ingested
+
+    s, writes, root = lake
+    before = storage.read(storage.uri_for(s, storage.CHANGELOG), storage.CHANGELOG).num_rows
+    inc = incremental(root, writes, T1, T2, "03-inc")
+
+    class Crash(Exception):
+        pass
+
+    def crash() -> None:
+        raise Crash
+
+    with faults.hooked("ingest.after_changelog", crash), pytest.raises(Crash):
+        ingest(s, DynamoDBExport(inc, keys="pk,sk"))
+    after = storage.read(storage.uri_for(s, storage.CHANGELOG), storage.CHANGELOG).num_rows
+    assert after > before  # the crashed attempt committed its batch
+    again = ingest(s, DynamoDBExport(inc, keys="pk,sk")).to_json()  # the task's retry
+    assert again["changes_written"] == 0
+    # The retry names the batch the crashed attempt committed, so its check covers it.
+    assert (again["first_seq"], again["last_seq"]) == (before + 1, after)
+    summary = check_ingested(s, again)
+    assert summary["checked"] and summary["success"] and summary["rows"] == after - before
+    storage.overwrite(storage.uri_for(s, storage.INGEST_LOG), storage.INGEST_LOG,
+                      storage.empty(storage.INGEST_LOG), predicate=f"seq = {after}")
+    with pytest.raises(ExpectationFailedError, match="has_source"):
+        check_ingested(s, again)

@@ -1,4 +1,5 @@
-"""Delta Change Data Feed from a real delta-spark table (inserts, MERGE updates, deletes) into the contract.
+"""Delta Change Data Feed from a real delta-spark table (inserts, MERGE updates, deletes) into the contract;
+the requested range, complete_to and key-changing updates on small delta-rs tables (no JVM).
 
 Oracle: the test's own record of the table after each of its writes. Restoring the commit time of
 version v through the weaver equals the table as written at v (and just before v+1, still v).
@@ -18,7 +19,6 @@ from weaver.ingest.delta_cdf import DeltaCDF
 from weaver.ingest.errors import MissingKeyAttributeError, StaleInputError
 from weaver.core.settings import load_settings
 
-pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 
 def image(row: tuple) -> dict:
@@ -86,6 +86,8 @@ def check_versions(s, rec, versions):
             assert lake_state(s, times[v + 1] - timedelta(milliseconds=1)) == rec.by_version[v], f"before {v + 1}"
 
 
+@pytest.mark.spark
+@pytest.mark.slow
 def test_cdf_inserts_merges_deletes_restore_each_version(spark, tmp_path):
     uri = str(tmp_path / "orders")
     spark.sql(f"CREATE TABLE delta.`{uri}` (id INT, name STRING, qty BIGINT, price DECIMAL(10,2)) "
@@ -127,3 +129,84 @@ def test_cdf_inserts_merges_deletes_restore_each_version(spark, tmp_path):
     with pytest.raises(MissingKeyAttributeError, match="sku"):
         ingest(s, DeltaCDF(uri, keys="sku", name="orders"))
     assert lake_fingerprint(s) == before
+
+
+# --- delta-rs tables (no JVM) --------------------------------------------------------------------
+def cdf_table(uri, rows):
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    write_deltalake(uri, pa.table({"id": [r[0] for r in rows], "v": [r[1] for r in rows]}),
+                    configuration={"delta.enableChangeDataFeed": "true"})
+
+
+def append(uri, rows):
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    write_deltalake(uri, pa.table({"id": [r[0] for r in rows], "v": [r[1] for r in rows]}), mode="append")
+
+
+def item(i, v):
+    return {"id": {"N": str(i)}, "v": {"S": v}}
+
+
+def test_a_commit_after_the_adapter_opened_the_table_is_read_or_not_vouched_for(tmp_path):
+    uri = str(tmp_path / "src")
+    cdf_table(uri, [(1, "a")])
+    s = load_settings(lake=str(tmp_path / "lake"))
+    adapter = DeltaCDF(uri, keys="id", name="src")  # the CLI opens the table first...
+    append(uri, [(2, "b")])  # ...and version 1 lands before the read
+    r = ingest(s, adapter)
+    v1 = commit_times(uri)[1]
+    # complete_to vouches for every commit up to it: version 1 (committed before it) is in the lake.
+    assert r.complete_to >= v1
+    assert r.new_watermark == "version 1"
+    assert lake_state(s, r.complete_to) == {(Decimal(1),): item(1, "a"), (Decimal(2),): item(2, "b")}
+
+
+def test_an_idle_read_of_a_range_below_the_latest_version_does_not_move_complete_to(tmp_path):
+    uri = str(tmp_path / "src")
+    cdf_table(uri, [(1, "a")])
+    append(uri, [(2, "b")])
+    s = load_settings(lake=str(tmp_path / "lake"))
+    r = ingest(s, DeltaCDF(uri, keys="id", name="src"))
+    assert r.new_watermark == "version 1"
+    append(uri, [(3, "c")])
+    append(uri, [(4, "d")])  # versions 2 and 3: not ingested
+    before, wm = lake_fingerprint(s), load_watermark(s, "delta-cdf:src")
+    idle = ingest(s, DeltaCDF(uri, keys="id", name="src", ending_version=1))
+    assert idle.changes_written == 0 and idle.complete_to == r.complete_to
+    assert load_watermark(s, "delta-cdf:src").complete_to == wm.complete_to
+    assert lake_fingerprint(s) == before  # nothing committed
+
+
+def test_a_starting_version_past_the_table_is_refused_by_name_and_writes_nothing(tmp_path):
+    from weaver.core.errors import InvalidParameterError
+
+    uri = str(tmp_path / "src")
+    cdf_table(uri, [(1, "a")])
+    append(uri, [(2, "b")])
+    s = load_settings(lake=str(tmp_path / "lake"))
+    with pytest.raises(InvalidParameterError, match="version"):
+        ingest(s, DeltaCDF(uri, keys="id", name="src", starting_version=5))
+    assert not storage.is_table(storage.uri_for(s, storage.CHANGELOG))
+    r = ingest(s, DeltaCDF(uri, keys="id", name="src"))  # the source starts at version 0 after all
+    assert r.changes_written == 2 and r.new_watermark == "version 1"
+
+
+def test_an_update_that_changes_the_key_deletes_the_old_key(tmp_path):
+    from deltalake import DeltaTable
+
+    uri = str(tmp_path / "src")
+    cdf_table(uri, [(1, "a"), (2, "b")])
+    DeltaTable(uri).update(updates={"id": "5"}, predicate="id = 1")  # UPDATE t SET id = 5 WHERE id = 1
+    DeltaTable(uri).update(updates={"v": "'b2'"}, predicate="id = 2")  # an update keeping its key
+    s = load_settings(lake=str(tmp_path / "lake"))
+    r = ingest(s, DeltaCDF(uri, keys="id", name="src"))
+    times = commit_times(uri)
+    assert r.new_watermark == "version 2"
+    assert lake_state(s, times[0]) == {(Decimal(1),): item(1, "a"), (Decimal(2),): item(2, "b")}
+    assert lake_state(s, times[1]) == {(Decimal(5),): item(5, "a"), (Decimal(2),): item(2, "b")}
+    assert lake_state(s, times[2]) == {(Decimal(5),): item(5, "a"), (Decimal(2),): item(2, "b2")}
+    assert r.changes_written == 2 + 2 + 1  # inserts; DELETE 1 + PUT 5; PUT 2 (its preimage is no delete)

@@ -175,6 +175,14 @@ def _corrupt(path, n_line, new_line):
 
 @pytest.mark.parametrize("line,error", [
     ('{"Metadata": {"WriteTimestampMicros": {"N": "1"}', MalformedInputError),
+    ('{"Metadata": {"WriteTimestampMicros": {"N": "Infinity"}}, "Keys": {"pk": {"S": "a"}, "sk": {"N": "1"}}}',
+     MalformedInputError),
+    ('{"Metadata": {"WriteTimestampMicros": {"N": "1e30"}}, "Keys": {"pk": {"S": "a"}, "sk": {"N": "1"}}}',
+     MalformedInputError),
+    ('{"Metadata": {"WriteTimestampMicros": {"N": "WHEN"}}, "Keys": {"pk": {"S": "\\udc00"}, "sk": {"N": "1"}}}',
+     MalformedInputError),  # a lone surrogate in a deleted key
+    ('{"Metadata": {"WriteTimestampMicros": {"N": "WHEN"}}, "Keys": {"pk": {"S": "a"}, "sk": {"N": "1"}}, '
+     '"NewImage": {"pk": {"S": "a"}, "sk": {"N": "1"}, "v": {"S": "\\ud800"}}}', MalformedInputError),
     ('{"Event": "MODIFY"}', UnknownEventError),
     (None, MissingKeyAttributeError),
     (None, UnorderableKeyError),
@@ -189,7 +197,7 @@ def test_bad_lines_are_named_and_write_nothing(setup, line, error):
     elif error is UnorderableKeyError:
         line = json.dumps({"Metadata": {"WriteTimestampMicros": {"N": str(when)}},
                            "Keys": {"pk": {"BOOL": True}, "sk": {"N": "1"}}})
-    f = _corrupt(d, 2, line)
+    f = _corrupt(d, 2, line.replace("WHEN", str(when)))
     before = lake_fingerprint(s)
     with pytest.raises(error, match=f"{f.name}:2"):
         ingest(s, DynamoDBExport(d, keys="pk,sk"))

@@ -170,3 +170,28 @@ def test_unknown_op_names_file_line_and_lsn(tmp_path):
     with pytest.raises(UnknownEventError, match=r"ev.json:2 \(LSN 0/C8\)"):
         ingest(s, DebeziumFile(f, keys="id"))
     assert not storage.is_table(storage.uri_for(s, storage.CHANGELOG))
+
+
+def _dbz(op="c", after=None, before=None, **src):
+    return {"before": before, "after": after, "op": op, "ts_ms": 1,
+            "source": {"lsn": 100, "ts_ms": 1000, "db": "d", "schema": "s", "table": "t", **src}}
+
+
+@pytest.mark.parametrize("line", [
+    json.dumps(_dbz(after={"id": "\ud800"})),  # a lone surrogate in the key (JSON escape)
+    json.dumps(_dbz(after={"id": "a", "v": "\udc00"})),  # ... in a value
+    json.dumps(_dbz(op="d", before={"id": "\ud800"})),  # ... in a deleted key
+    json.dumps(_dbz(after={"id": "a"}, ts_us=10 ** 20)),  # a commit time past year 9999
+    json.dumps(_dbz(after={"id": "a"}, ts_ms="X")).replace('"ts_ms": "X"', '"ts_ms": 1e999'),  # an infinite one
+], ids=["surrogate-key", "surrogate-value", "surrogate-deleted-key", "ts_us-overflow", "ts_ms-1e999"])
+def test_an_unrepresentable_event_is_refused_by_name_and_writes_nothing(tmp_path, line):
+    from weaver.ingest.errors import MalformedInputError
+
+    good = json.dumps(_dbz(after={"id": "ok"}, lsn=50))
+    f = tmp_path / "ev.json"
+    f.write_text(good + "\n" + line + "\n")
+    s = load_settings(lake=str(tmp_path / "lake"))
+    with pytest.raises(MalformedInputError, match=r"ev.json:2 \(LSN 0/64\)"):
+        ingest(s, DebeziumFile(f, keys="id"))
+    assert not storage.is_table(storage.uri_for(s, storage.CHANGELOG))
+    assert not storage.is_table(storage.uri_for(s, storage.INGEST_LOG))

@@ -140,7 +140,12 @@ class DebeziumFile:
                     what = "after" if kind == "PUT" else "before"
                     raise MalformedInputError(f"{at}: op {op!r} needs a {what!r} image")
                 key = self._key(image, at)
-                ch = Change(pos, key, kind, encode_row(image) if kind == "PUT" else None, ts)
+                try:
+                    value = encode_row(image) if kind == "PUT" else None
+                except UnicodeEncodeError as exc:
+                    raise MalformedInputError(f"{at}: the 'after' image holds text that is not valid Unicode "
+                                              f"({exc.reason}: {exc.object[exc.start:exc.end]!r})") from exc
+                ch = Change(pos, key, kind, value, ts)
                 before = ev.get("before")
                 if op == "u" and isinstance(before, dict) and all(a in before for a in self.keys):
                     old = self._key(before, at)
@@ -165,8 +170,9 @@ class DebeziumFile:
             if src.get("ts_ns") is not None:
                 return EPOCH + timedelta(microseconds=int(src["ts_ns"]) // 1000)
             return EPOCH + timedelta(milliseconds=int(src["ts_ms"]))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise MalformedInputError(f"{at}: source.ts_ms (the commit time) is missing or not a number") from exc
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:  # OverflowError: past year 9999, 1e999
+            raise MalformedInputError(f"{at}: source.ts_ms (the commit time) is missing, not a number or not a "
+                                      "representable instant") from exc
 
     def _key(self, image: dict, at: str) -> str:
         vals = []
@@ -175,6 +181,11 @@ class DebeziumFile:
                 raise MissingKeyAttributeError(f"{at}: image lacks key attribute {a!r} (keys: {self.keys})")
             vals.append(image[a])
         try:
-            return encode_key(vals)
+            key = encode_key(vals)
         except UnorderableKeyError as exc:
             raise UnorderableKeyError(f"{at}: {exc}") from exc
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise MalformedInputError(f"{at}: key {vals!r} is not valid Unicode ({exc.reason})") from exc
+        return key

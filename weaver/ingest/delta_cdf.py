@@ -2,9 +2,11 @@
 
 Rows carry ``_change_type`` (insert, update_preimage, update_postimage, delete),
 ``_commit_version`` and ``_commit_timestamp``. insert / update_postimage -> PUT of the row image,
-delete -> DELETE, update_preimage is read and dropped (the postimage carries the new state).
-Source order = (commit version, deletes before puts, key); position = commit version; the
-watermark is the last version read. The table must have ``delta.enableChangeDataFeed = true``
+delete -> DELETE, update_preimage -> DELETE of its key when the commit has no row image of that
+key (an update that changed the key: the old key is gone), else dropped (the postimage carries
+the new state). Source order = (commit version, deletes before puts, key); position = commit
+version; the watermark is the last version read, and ``complete_to`` is the time taken just
+before the table's latest version was read (when read up to it), so any later commit is later. The table must have ``delta.enableChangeDataFeed = true``
 from the first version read on (CDF is not recorded for versions before it was enabled).
 """
 
@@ -60,16 +62,25 @@ class DeltaCDF:
         return start[0] <= watermark[0] + 1
 
     def read(self, since: Optional[Watermark], progress: Optional[Callable[[int], None]] = None) -> Batch:
+        # A table read up to its latest version is complete up to the instant taken BEFORE that
+        # version was read: a commit after it gets a later time (the table may have moved since
+        # the adapter opened it, so it is refreshed here).
+        now = datetime.now(timezone.utc)
+        self.dt.update_incremental()
         latest = self.dt.version()
         start = self.starting_version if self.starting_version is not None else (since.pos[0] + 1 if since else 0)
         end = self.ending_version if self.ending_version is not None else latest
-        if end > latest or start < 0:
+        if end > latest or start < 0 or end < 0:
             raise InvalidParameterError(f"{self.uri}: versions {start}..{end} requested, the table has 0..{latest}")
-        # A table read up to its latest version is complete up to now: a later commit gets a later time.
-        now = datetime.now(timezone.utc)
-        if start > end:  # nothing new: a heartbeat that only moves complete_to
-            pos = (since.pos if since else (end,))
-            return Batch(source=self.source, changes=[], start=pos, end=pos, complete_to=now,
+        if start > end:  # nothing new after the watermark: a heartbeat
+            if since is None or start != since.pos[0] + 1:
+                raise InvalidParameterError(
+                    f"{self.uri}: versions {start}..{end} requested, the table has 0..{latest}"
+                    + (f" and the lake holds it up to version {since.pos[0]}" if since else "")
+                    + "; a range must start at most one version after the watermark and not pass the latest version")
+            # It vouches for now only when read up to the latest version; else complete_to stays.
+            return Batch(source=self.source, changes=[], start=since.pos, end=since.pos,
+                         complete_to=now if end == latest else since.complete_to,
                          fingerprint=f"delta-cdf:{self.uri}@{end}:idle", records_read=0)
         try:
             rows = pa.table(self.dt.load_cdf(starting_version=start, ending_version=end).read_all())
@@ -79,30 +90,37 @@ class DeltaCDF:
         data_cols = [c for c in rows.column_names if c not in META]
         out: list[tuple[int, int, str, Change]] = []
         seen: dict[tuple[int, int, str], bool] = {}
+        pre: dict[tuple[int, str], datetime] = {}  # (version, key) of update preimages -> commit time
         for r in rows.to_pylist():
             ctype, v = r["_change_type"], int(r["_commit_version"])
             where = f"{self.uri} version {v}"
-            if ctype == "update_preimage":
-                continue
-            if ctype not in _RANK:
+            if ctype != "update_preimage" and ctype not in _RANK:
                 raise UnknownEventError(f"{where}: unknown _change_type {ctype!r}")
             kv = [r[k] for k in self.keys]
             try:
                 key = encode_key(kv)
             except UnorderableKeyError as exc:
                 raise UnorderableKeyError(f"{where}: {exc}") from exc
-            slot = (v, _RANK[ctype], key)
+            slot = (v, -1, key) if ctype == "update_preimage" else (v, _RANK[ctype], key)
             if slot in seen:
                 raise MalformedInputError(f"{where}: key {kv} changes twice in one commit; the key columns "
                                           f"{self.keys} do not identify a row")
             seen[slot] = True
             ts = r["_commit_timestamp"]
             ts = ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
+            if ctype == "update_preimage":
+                pre[(v, key)] = ts
+                continue
             if ctype == "delete":
                 ch = Change((v,), key, "DELETE", None, ts)
             else:
                 ch = Change((v,), key, "PUT", encode_row({c: r[c] for c in data_cols}), ts)
             out.append((v, _RANK[ctype], key, ch))
+        # An update that changed the key: its preimage's key has no row image in that commit, so
+        # the old key is gone (a DELETE, ordered with the commit's deletes, before its puts).
+        for (v, key), ts in pre.items():
+            if (v, 1, key) not in seen and (v, 0, key) not in seen:
+                out.append((v, 0, key, Change((v,), key, "DELETE", None, ts)))
         if progress:
             progress(rows.num_rows)
         out.sort(key=lambda t: t[:3])

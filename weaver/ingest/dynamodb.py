@@ -161,7 +161,11 @@ class DynamoDBExport:
                 except json.JSONDecodeError as exc:
                     raise MalformedInputError(f"{where}: malformed JSON line ({exc.msg} at column {exc.colno})") from exc
                 n_items += 1
-                changes.append(self._change(rec, where))
+                try:
+                    changes.append(self._change(rec, where))
+                except UnicodeEncodeError as exc:  # a lone surrogate (a "\udc00" escape) in a key or image
+                    raise MalformedInputError(f"{where}: text that is not valid Unicode ({exc.reason}: "
+                                              f"{exc.object[exc.start:exc.end]!r})") from exc
             read += n_items
             if "itemCount" in entry and int(entry["itemCount"]) != n_items:
                 raise ChecksumMismatchError(f"{path}: {n_items} items but the manifest's itemCount says {entry['itemCount']}")
@@ -180,9 +184,11 @@ class DynamoDBExport:
                 raise MissingKeyAttributeError(f"{where}: {what} lacks key attribute {a!r} (table keys: {self.keys})")
             vals.append(from_dynamodb(image[a], where=f"{where} {what}.{a}"))
         try:
-            return encode_key(vals)
+            key = encode_key(vals)
         except Exception as exc:  # UnorderableKeyError: name the line
             raise type(exc)(f"{where}: {exc}") from exc
+        key.encode("utf-8")  # a lone surrogate raises UnicodeEncodeError, named by read()
+        return key
 
     def _change(self, rec: dict, where: str) -> tuple[int, str, Change]:
         if not isinstance(rec, dict):
@@ -198,10 +204,14 @@ class DynamoDBExport:
             raise UnknownEventError(f"{where}: an incremental export line needs Metadata and Keys; found keys {sorted(rec)}")
         try:
             us = int(from_dynamodb(rec["Metadata"]["WriteTimestampMicros"], where=where))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise MalformedInputError(f"{where}: Metadata.WriteTimestampMicros is missing or not a number") from exc
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:  # OverflowError: {"N": "Infinity"}
+            raise MalformedInputError(f"{where}: Metadata.WriteTimestampMicros is missing or not a finite number") from exc
         if not micros(self.start) <= us < micros(self.end):
-            raise MalformedInputError(f"{where}: write time {from_micros(us).isoformat()} lies outside the export window "
+            try:
+                when = from_micros(us).isoformat()
+            except OverflowError:  # past year 9999
+                when = f"{us} µs after the epoch"
+            raise MalformedInputError(f"{where}: write time {when} lies outside the export window "
                                       f"[{self.start.isoformat()}, {self.end.isoformat()})")
         key = self._key(rec["Keys"], where, "Keys")
         image = rec.get("NewImage")

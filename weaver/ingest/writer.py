@@ -9,7 +9,9 @@ Order of work (nothing is written before every check has passed):
    never ingested is refused (StaleInputError); an input starting after a gap is refused
    (WatermarkGapError); an overlapping input keeps only the changes above the watermark.
 3. seq continues the lake's log gap-free; ts = max(source ts, the running maximum, starting at
-   the log's last ts), so ts never steps back along seq (the source's ts goes to `ingest_log`);
+   the log's last ts and just after the source's reported ``complete_to``), so ts never steps back
+   along seq and nothing lands at or before an instant already reported complete (the source's ts
+   goes to `ingest_log`);
    partition_id comes from the active partitions of the lineage (a new lake gets its initial
    range partitioning here); the rows pass ``validate_changes`` against the lineage.
 4. writes: the initial `partitions` (new lake only), `ingest_log` rows (replaceWhere seq >= first
@@ -31,14 +33,14 @@ from __future__ import annotations
 import bisect
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Callable, Optional
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from weaver.core import faults, storage
-from weaver.core.errors import InvalidParameterError, TableNotFoundError
+from weaver.core.errors import InvalidParameterError, SchemaMismatchError, TableNotFoundError
 from weaver.ingest.base import (
     Adapter,
     Batch,
@@ -50,7 +52,6 @@ from weaver.ingest.base import (
 from weaver.ingest.errors import IngestStateError, StaleInputError, WatermarkGapError
 from weaver.ingest.keys import equal_ranges
 from weaver.log import Lineage, validate_changes
-from weaver.replay import last_per_key
 
 COMMIT_KEY = "weaver.ingest"
 
@@ -209,6 +210,7 @@ def ingest(settings, adapter: Adapter, *, partitioning: Partitioning = Partition
     """
     source = adapter.source
     wm = load_watermark(settings, source)
+    log_schema = _existing_log_schema(settings)
     key_spec = ",".join(adapter.keys)
     if wm is not None and wm.keys and wm.keys != key_spec:
         raise InvalidParameterError(
@@ -222,9 +224,12 @@ def ingest(settings, adapter: Adapter, *, partitioning: Partitioning = Partition
                           ts_carried_forward=0, complete_to=wm.complete_to if wm else None,
                           batch=wm.batch if wm else None)
     if new is None:  # the same input again: nothing to write
+        if wm is not None and batch.fingerprint in wm.fingerprints:
+            # Name the batch this input committed (perhaps by an attempt that crashed before its
+            # ledger row and its check): the retry's check then covers it.
+            result.first_seq, result.last_seq = _committed_seqs(settings, source, batch.fingerprint)
         return result
 
-    new = _expand_truncates(settings, new)
     last_seq, last_ts = _log_tail(settings)
     parts_uri = storage.uri_for(settings, storage.PARTITIONS)
     new_lake = last_seq == 0 and not storage.is_table(storage.uri_for(settings, storage.CHANGELOG))
@@ -241,10 +246,16 @@ def ingest(settings, adapter: Adapter, *, partitioning: Partitioning = Partition
     active = lineage.active()
     if not active:
         raise InvalidParameterError(f"the lake at {settings.lake} has no active partition to route changes to")
+    new = _expand_truncates(settings, new, lineage, last_seq, last_ts)
     los = [p.key_lo for p in active]
 
     seqs, tss, pids, keys, ops, vals, vbytes, poss, srcts = ([] for _ in range(9))
+    # ts floor: the log's last ts, and past the source's reported complete_to (what a run was told
+    # is complete must not change: a later transaction whose commit time steps back lands after it).
     running = last_ts
+    if wm is not None:
+        floor = wm.complete_to + timedelta(microseconds=1)
+        running = floor if running is None or floor > running else running
     carried = 0
     seq = last_seq
     for c in new:
@@ -267,6 +278,7 @@ def ingest(settings, adapter: Adapter, *, partitioning: Partitioning = Partition
                         "op": ops, "value": pa.array(vals, pa.binary()), "value_bytes": pa.array(vbytes, pa.int64())},
                        schema=storage.SCHEMAS[storage.CHANGELOG])
     validate_changes(changes, lineage, expected_first_seq=last_seq + 1 if new else None)
+    to_write = _fit_to_log(changes, log_schema)
 
     batch_no = (wm.batch if wm else 0) + 1
     now = datetime.now(timezone.utc)
@@ -285,7 +297,7 @@ def ingest(settings, adapter: Adapter, *, partitioning: Partitioning = Partition
         storage.overwrite(storage.uri_for(settings, storage.INGEST_LOG), storage.INGEST_LOG, log_rows,
                           predicate=f"seq >= {last_seq + 1}")
         faults.point("ingest.after_ingest_log")
-    _commit_changes(settings, changes, source, batch_no, record)
+    _commit_changes(settings, to_write, source, batch_no, record)
     faults.point("ingest.after_changelog")
     storage.merge(storage.uri_for(settings, storage.INGEST_WATERMARKS), storage.INGEST_WATERMARKS,
                   pa.Table.from_pylist([{**record, "complete_to": batch.complete_to, "committed_at": now}],
@@ -328,15 +340,72 @@ def _classify(adapter: Adapter, wm: Optional[Watermark], batch: Batch):
     return new, len(batch.changes) - len(new)
 
 
-def _expand_truncates(settings, new: list) -> list:
-    """A TRUNCATE (Debezium op 't') becomes a DELETE of every key live at that point, in key order."""
+def _existing_log_schema(settings) -> Optional[pa.Schema]:
+    """The existing `changelog`'s Arrow schema, checked against the contract (None: no log yet).
+
+    A missing contract column or an incompatible type (e.g. a naive `ts`) raises SchemaMismatchError;
+    an extra column the log carries must be nullable (the batch gets nulls there), else the same error.
+    Runs before anything is read from the log or written.
+    """
+    uri = storage.uri_for(settings, storage.CHANGELOG)
+    if not storage.is_table(uri):
+        return None
+    schema = pa.schema(storage.open_table(uri, storage.CHANGELOG).schema().to_arrow())
+    storage.conform(schema.empty_table(), storage.CHANGELOG, where=f" at {uri}")
+    contract = storage.SCHEMAS[storage.CHANGELOG].names
+    required = [f.name for f in schema if f.name not in contract and not f.nullable]
+    if required:
+        raise SchemaMismatchError(
+            f"table 'changelog' at {uri} has extra non-nullable columns {required}; ingestion writes only the "
+            f"contract columns {contract}: make them nullable or ingest into another lake")
+    return schema
+
+
+def _fit_to_log(changes: pa.Table, schema: Optional[pa.Schema]) -> pa.Table:
+    """The contract rows in the existing log's column order and types, nulls in its extra columns."""
+    if schema is None or schema == changes.schema:
+        return changes
+    cols = []
+    for f in schema:
+        if f.name in changes.column_names:
+            col = changes.column(f.name)
+            try:
+                cols.append(col if col.type.equals(f.type) else col.cast(f.type))
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise SchemaMismatchError(f"table 'changelog': column {f.name!r} is {f.type} in the lake and cannot "
+                                          f"hold this batch's values ({exc})") from exc
+        else:
+            cols.append(pa.nulls(changes.num_rows, f.type))
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+def _committed_seqs(settings, source: str, fingerprint: str) -> tuple[Optional[int], Optional[int]]:
+    """(first_seq, last_seq) of the latest batch of `source` committed from the input `fingerprint`."""
+    ledger = read_ledger(settings, source)
+    rows = [r for r in ledger.select(["batch", "fingerprint", "first_seq", "last_seq"]).to_pylist()
+            if r["fingerprint"] == fingerprint]
+    if not rows:
+        return None, None
+    last = max(rows, key=lambda r: r["batch"])
+    return last["first_seq"], last["last_seq"]
+
+
+def _expand_truncates(settings, new: list, lineage: Lineage, last_seq: int, last_ts: Optional[datetime]) -> list:
+    """A TRUNCATE (Debezium op 't') becomes a DELETE of every key live at that point, in key order.
+
+    The keys live at the log's end are the restore of every active partition there (base snapshots
+    plus the log's tail), so a key whose last change vacuum cut from the log is still deleted.
+    """
     if not any(c.op == "TRUNCATE" for c in new):
         return new
     live: set[str] = set()
-    uri = storage.uri_for(settings, storage.CHANGELOG)
-    if storage.is_table(uri):
-        last = last_per_key(storage.read(uri, storage.CHANGELOG, columns=["seq", "key", "op"]))
-        live = set(last.filter(pc.equal(last.column("op"), "PUT")).column("key").to_pylist())
+    if last_seq and last_ts is not None:
+        from weaver.pitr import restore_many  # the layer below ingest; imported only for a TRUNCATE
+
+        for _pid, results in restore_many(settings, {p.partition_id: [last_ts] for p in lineage.active()},
+                                          lineage=lineage):
+            for res in results:
+                live.update(res.table.column("key").to_pylist())
     out = []
     for c in new:
         if c.op == "TRUNCATE":
