@@ -256,6 +256,13 @@ def test_scheduler_runs_the_dags_and_the_asset_consumer_only_after_success(stack
                                 600, "weaver_backtest after the producer's success")
     assert {x["run_type"] for x in consumers} == {"asset_triggered"}
     assert {x["state"] for x in consumers} == {"success"}, stack.failures("weaver_backtest")
+    # Each scored the window that closed at its triggering run (every partition active then, for the
+    # model and both baselines); the old wiring scored the triggering instant, whose window is open: 0 rows.
+    for c in consumers:
+        out = stack.get(f"/api/v2/dags/weaver_backtest/dagRuns/{c['dag_run_id']}/taskInstances/run_backtest"
+                        "/xcomEntries/return_value")["value"]
+        out = json.loads(out) if isinstance(out, str) else out
+        assert out["runs"] == 1 and out["rows_scored"] > 0 and out["rows_scored"] % 3 == 0, out
     # Every event that triggered the consumer comes from a successful producer run; the failed run emitted none.
     good = {x["dag_run_id"] for x in sched}
     sources = set()
@@ -401,5 +408,8 @@ def test_backfill_equals_backtest_and_reprocessing_writes_no_new_files(stack):
 
     scheduled = [_ts(x["data_interval_end"]) for x in stack.runs("temporal_weaver")
                  if x["run_type"] == "scheduled" and x["state"] == "success"]
-    check_predictions_equal_backtest(stack, _instants(first, last) + _instants(later, later) + scheduled)
+    # weaver_backtest, triggered by the scheduled run(s) (test 3), scored the instant one window
+    # earlier and backfilled its predictions (no live run had published them).
+    scored = [t - timedelta(hours=24) for t in scheduled]
+    check_predictions_equal_backtest(stack, _instants(first, last) + _instants(later, later) + scheduled + scored)
     check_woven_recovery(stack)
