@@ -249,3 +249,35 @@ def test_real_weave_serves_recovery(spark, tmp_path):
             assert oracle_rows(r.table) == lake.expected(pid, at)
     r = recover(s, "P0", lake.ts_of(149), confidence_threshold=0.81)
     assert r.path == "standard" and oracle_rows(r.table) == lake.expected("P0", lake.ts_of(149))
+
+
+def _table_files(settings, name: str) -> dict:
+    """{path: bytes} of every Parquet file of one contract table (to prove it was not touched)."""
+    from pathlib import Path
+
+    root = Path(storage.uri_for(settings, name))
+    return {p: p.read_bytes() for p in sorted(root.rglob("*.parquet"))}
+
+
+def test_point_in_time_out_inside_the_lakes_tables_is_refused(tmp_path):
+    """--out naming a data file of the change log (or any path inside a contract table) is refused
+    before anything is written: the source tables stay byte for byte as they were."""
+    lake = build_lake(tmp_path / "lake", random_changes(random.Random(7), 40, None), None)
+    add_weave(lake, "P0", "k2", 0.9, [lake.ts_of(20)])
+    s, at = lake.settings, lake.ts_of(30)
+    before = {n: _table_files(s, n) for n in (storage.CHANGELOG, storage.WOVEN_SNAPSHOTS, storage.PARTITIONS)}
+    data_file = str(next(iter(before[storage.CHANGELOG])))
+    targets = [data_file, storage.uri_for(s, storage.CHANGELOG) + "/new.parquet",
+               storage.uri_for(s, storage.WOVEN_SNAPSHOTS) + "/x/y.parquet", storage.uri_for(s, storage.PARTITIONS)]
+    for out in targets:
+        for prefer in ("woven", "standard"):
+            with pytest.raises(InvalidParameterError, match="inside the lake's own"):
+                recover(s, "P0", at, out=out, prefer=prefer)
+    assert {n: _table_files(s, n) for n in before} == before
+    assert not (tmp_path / "lake" / "changelog" / "new.parquet").exists()
+    # A file elsewhere is still written (and rewritten) as before.
+    out = str(tmp_path / "ok.parquet")
+    for _ in range(2):
+        assert rows_to_dict(recover(s, "P0", at, out=out).table) == lake.expected("P0", at)
+    import pyarrow.parquet as pq
+    assert rows_to_dict(pq.read_table(out)) == lake.expected("P0", at)

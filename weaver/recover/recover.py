@@ -32,7 +32,7 @@ from weaver.core.storage import check_output_target, filter_range, write_parquet
 from weaver.core.time import parse_timepoint
 from weaver.log.changelog import read_tail
 from weaver.log.lineage import Lineage
-from weaver.pitr import restore_partition
+from weaver.pitr import check_output_file, restore_partition
 from weaver.recover.target import resolve
 from weaver.recover.woven import find_woven_snapshot, read_woven_rows, woven_snapshot_as_of
 from weaver.replay.arrow import fold
@@ -117,6 +117,8 @@ def recover(settings: Settings, partition_id: str, at: datetime | str, *, confid
     rid = recovery_id_for(target.partition_id, at)
     if mode == "rollback":
         out = check_output_target(settings, out or default_rollback_uri(settings, rid), what="rollback target")
+    elif out:
+        out = check_output_file(settings, out)
 
     snap = woven = rows = None
     if as_of_version is not None and as_of is not None:
