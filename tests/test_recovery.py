@@ -281,3 +281,38 @@ def test_point_in_time_out_inside_the_lakes_tables_is_refused(tmp_path):
         assert rows_to_dict(recover(s, "P0", at, out=out).table) == lake.expected("P0", at)
     import pyarrow.parquet as pq
     assert rows_to_dict(pq.read_table(out)) == lake.expected("P0", at)
+
+
+@pytest.mark.parametrize("status", ["staged", "quarantined"])
+def test_unpublished_weave_is_never_served_as_of_a_version_or_instant(tmp_path, status):
+    """DESIGN §7: a staged or quarantined weave is never served - neither now nor when the woven
+    tier is looked at as of a Delta version or an instant (the as-of lookup used to skip the
+    status filter). Its rows are poisoned, so serving them would show."""
+    from datetime import datetime, timezone
+
+    from weaver.core.errors import NoDataError
+    from weaver.recover import woven_snapshot
+
+    lake = build_lake(tmp_path / "lake", random_changes(random.Random(11), 60, None), None)
+    add_weave(lake, "P0", "k2", 0.95, [lake.ts_of(30)], status=status, corrupt=True)
+    s, at = lake.settings, lake.ts_of(50)
+    for kw in ({}, {"as_of_version": 0}, {"as_of": datetime.now(timezone.utc)}):
+        with pytest.raises(NoDataError):
+            woven_snapshot(s, "P0", at, **kw)
+        r = recover(s, "P0", at, **kw)
+        assert r.path == "standard" and r.weave_id is None, kw
+        assert oracle_rows(r.table) == lake.expected("P0", at)
+
+
+def test_expired_weave_is_still_served_as_of_an_old_version(tmp_path):
+    """Looking back keeps its point: a weave expired since is served from the version that held it."""
+    from weaver.recover import woven_snapshot
+
+    lake = build_lake(tmp_path / "lake", random_changes(random.Random(12), 60, None), None)
+    w = add_weave(lake, "P0", "k2", 0.95, [lake.ts_of(30)], status="expired")
+    s, at = lake.settings, lake.ts_of(50)
+    _, snap, rows = woven_snapshot(s, "P0", at, as_of_version=0)
+    assert snap.weave_id == w["weave_id"] and rows_to_dict(rows) == lake.expected("P0", lake.ts_of(30))
+    r = recover(s, "P0", at, as_of_version=0)
+    assert r.path == "woven" and oracle_rows(r.table) == lake.expected("P0", at)
+    assert recover(s, "P0", at).path == "standard"
