@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.lakes import T0, standard_lake, weave_id_of
+from tests.oracle import rows_to_dict
 from weaver.core import storage
 from weaver.api import MAX_PAGE, create_app
 from weaver.core.settings import Settings
@@ -303,3 +304,22 @@ def test_partitions_real_and_woven(client, lake):
     rest = client.get("/v1/partitions", params={"cursor": page["next_cursor"]}, headers=AUTH).json()
     assert len(page["items"]) == 3 and page["next_cursor"]
     assert [i["partition_id"] for i in page["items"] + rest["items"]] == sorted(set(real) | set(woven))
+
+
+def test_as_of_before_the_woven_tier_existed_is_404(client, lake):
+    """An as_of earlier than woven_snapshots' first commit used to be answered with version 0's
+    rows (delta-rs falls back to it): the tier did not exist then, so nothing was woven - a 404
+    for the snapshot, the standard path for a recovery (whose rows are the oracle's)."""
+    at = lake.ts_of(75)
+    r = client.get("/v1/woven-snapshots", params={"partition_id": "P0", "timepoint": iso(at),
+                                                 "as_of": "2000-01-01T00:00:00Z"}, headers=AUTH)
+    assert r.status_code == 404, r.text
+    assert r.json()["error"] == "NoDataError" and "did not exist yet" in r.json()["message"]
+    from weaver.recover import recover
+
+    rec = recover(lake.settings, "P0", at, as_of="2000-01-01T00:00:00Z")
+    assert rec.path == "standard" and rows_to_dict(rec.table) == lake.expected("P0", at)
+    # A later as_of still answers (the woven tier as it stands).
+    ok = client.get("/v1/woven-snapshots", params={"partition_id": "P0", "timepoint": iso(at),
+                                                  "as_of": "2999-01-01T00:00:00Z"}, headers=AUTH)
+    assert ok.status_code == 200 and ndjson_rows(ok) == lake.expected("P0", lake.ts_of(60))

@@ -25,7 +25,7 @@ from typing import Any
 import pyarrow as pa
 
 from weaver.core import storage
-from weaver.core.errors import InvalidParameterError, InvalidTimepointError
+from weaver.core.errors import InvalidParameterError, InvalidTimepointError, NoDataError
 from weaver.core.ids import recovery_id_for
 from weaver.core.settings import Settings
 from weaver.core.storage import check_output_target, filter_range, write_parquet_atomic
@@ -124,8 +124,12 @@ def recover(settings: Settings, partition_id: str, at: datetime | str, *, confid
     if as_of_version is not None and as_of is not None:
         raise InvalidParameterError("give an as-of version or an as-of timestamp, not both")
     if prefer == "woven" and (as_of_version is not None or as_of is not None):
-        found = woven_snapshot_as_of(settings, target, at, c, lineage=lineage, catalog=catalog, version=as_of_version,
-                                     timestamp=parse_timepoint(as_of) if as_of is not None else None)
+        try:
+            found = woven_snapshot_as_of(settings, target, at, c, lineage=lineage, catalog=catalog,
+                                         version=as_of_version,
+                                         timestamp=parse_timepoint(as_of) if as_of is not None else None)
+        except NoDataError:
+            found = None  # the woven tier did not exist yet then: nothing woven was available
         snap, rows = found if found is not None else (None, None)
     elif prefer == "woven":
         woven = WovenTable.open(settings)
