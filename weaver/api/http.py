@@ -10,6 +10,7 @@ import threading
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any, Iterator
+from urllib.parse import quote, unquote
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -25,11 +26,25 @@ from weaver.core.time import parse_timepoint
 
 
 
+#: Printable ASCII but '%' (and space): left as is in a header value; the rest is percent-encoded.
+_HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "%")
+
+
+def header_value(value: str) -> str:
+    """`value` percent-encoded (RFC 3986, UTF-8) for an HTTP header, which carries Latin-1 only:
+    printable ASCII other than '%' and space is unchanged, so most keys and ids read as they are."""
+    return quote(value, safe=_HEADER_SAFE)
+
+
 def _page_rows(table: pa.Table, cursor: str | None, limit: int) -> tuple[pa.Table, str | None]:
     """The `limit` rows (sorted by key) with key > `cursor`, and the next cursor (the page's last key).
 
     A cursor is an exclusive lower bound, so any string is a valid cursor (no state on the server).
+    It arrives percent-encoded, as X-Next-Cursor / next_cursor give it (:func:`header_value`), and
+    is percent-decoded here; the next cursor is returned as the raw key.
     """
+    if cursor is not None:
+        cursor = unquote(cursor)
     if cursor is not None and table.num_rows:
         table = table.filter(pc.greater(table.column("key"), cursor))
     page = table.slice(0, limit)  # callers cap limit at settings.api_max_page_rows
@@ -99,11 +114,12 @@ def _arrow(page: pa.Table, meta: dict[str, str]) -> Iterator[bytes]:
 def _rows_response(fmt: str, page: pa.Table, nxt: str | None, meta: dict[str, Any], json_body: dict | None
                    ) -> Response:
     headers = {"X-Row-Count": str(page.num_rows)}
+    nxt = header_value(nxt) if nxt else nxt  # the cursor form, in the header and in JSON alike
     if nxt:
         headers["X-Next-Cursor"] = nxt
     for k, v in meta.items():
         if v is not None:
-            headers["X-Weaver-" + k.replace("_", "-").title()] = str(v)
+            headers["X-Weaver-" + k.replace("_", "-").title()] = header_value(str(v))
     if fmt == "json":
         return JSONResponse({**(json_body or {}), "rows": _rows_json(page), "next_cursor": nxt}, headers=headers)
     if fmt == "arrow":
