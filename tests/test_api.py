@@ -374,3 +374,15 @@ def test_non_latin1_keys_page_through_percent_encoded_headers(tmp_path):
                         break
                     assert unquote(cursor) == max(got)
                 assert got == want, (name, fmt)
+
+
+@pytest.mark.parametrize("tp", ["0000-01-01T00:00:00Z", "0001-01-01T00:00:00Z", "0001-01-01T00:00:00+01:00",
+                                "0001-01-01T00:00:00.000500Z"])
+def test_recovery_at_the_earliest_instants_answers_with_an_empty_state(client, lake, tp):
+    """Clamped to (or at) the earliest representable instant, a recovery used to crash with an
+    OverflowError (a plain-text 500): it precedes every change, so the state is empty."""
+    r = client.post("/v1/recoveries", json={"partition_id": "P0", "timepoint": tp}, headers=AUTH)
+    assert r.status_code == 200, r.text
+    assert r.json()["path"] == "standard" and r.json()["rows"] == 0 == len(lake.expected("P0", T0 - timedelta(1)))
+    r = client.get("/v1/woven-snapshots", params={"partition_id": "P0", "timepoint": tp}, headers=AUTH)
+    assert r.status_code == 404 and r.json()["error"] == "NoDataError", r.text

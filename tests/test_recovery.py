@@ -176,6 +176,8 @@ def test_point_in_time_out_parquet(tmp_path, lake):
     ({"partition_id": "../etc"}, UnknownPartitionError),
     ({"partition_id": "P0~deadbeef~L"}, UnknownWeaveError),
     ({"at": "2026-01-01T12:00:00"}, InvalidTimepointError),
+    ({"at": "0001-01-01T00:00:00+01:00"}, InvalidTimepointError),  # before year 1 in UTC (was an OverflowError)
+    ({"at": "9999-12-31T23:00:00-05:00"}, InvalidTimepointError),  # past year 9999 in UTC
     ({"confidence_threshold": 1.5}, InvalidConfidenceError),
     ({"confidence_threshold": -0.1}, InvalidConfidenceError),
     ({"mode": "truncate"}, InvalidParameterError),
@@ -316,3 +318,13 @@ def test_expired_weave_is_still_served_as_of_an_old_version(tmp_path):
     r = recover(s, "P0", at, as_of_version=0)
     assert r.path == "woven" and oracle_rows(r.table) == lake.expected("P0", at)
     assert recover(s, "P0", at).path == "standard"
+
+
+def test_recovery_at_the_earliest_instant_is_the_empty_state(lake):
+    """seq_at(datetime.min) used to underflow (at - 1 ms): nothing precedes it, the state is empty."""
+    from datetime import datetime, timezone
+
+    for at in (datetime.min.replace(tzinfo=timezone.utc), datetime(1, 1, 1, microsecond=500, tzinfo=timezone.utc)):
+        for prefer in ("woven", "standard"):
+            r = recover(lake.settings, "P0", at, prefer=prefer)
+            assert r.path == "standard" and oracle_rows(r.table) == lake.expected("P0", at) == {}

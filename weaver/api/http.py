@@ -21,7 +21,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from weaver.api.schemas import ARROW_MEDIA, JSON_MEDIA, NDJSON_MEDIA, TIMEPOINT_EXAMPLE
-from weaver.core.errors import InvalidParameterError, TooManyRequestsError, WeaverError
+from weaver.core.errors import InvalidParameterError, InvalidTimepointError, TooManyRequestsError, WeaverError
 from weaver.core.time import parse_timepoint
 
 
@@ -75,7 +75,10 @@ def _timepoint(value: str | None, name: str = "timepoint") -> datetime:
         value = f"{m.group(1)}-{m.group(2)}-{m.group(3)}T{m.group(4)}:{m.group(5)}:{sec:02d}{frac[:7]}{m.group(8)}"
     try:
         return parse_timepoint(value)
-    except OverflowError:
+    except (OverflowError, InvalidTimepointError) as exc:
+        # parse_timepoint names an instant outside years 1..9999 in UTC (an OverflowError underneath).
+        if not isinstance(exc, OverflowError) and not isinstance(exc.__cause__, OverflowError):
+            raise
         return (datetime.min if value.startswith("0001") else datetime.max).replace(tzinfo=timezone.utc)
 
 

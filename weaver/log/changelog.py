@@ -71,10 +71,13 @@ class ChangeLog:
         """Largest seq with ts <= `at` (0 when none); files wholly before `at` answer from stats."""
         adds = pa.table(self.dt.get_add_actions(flatten=True))  # arro3 -> pyarrow
         best = 0
-        if {"max.ts", "max.seq"} <= set(adds.column_names) and adds.num_rows:
+        # At the earliest representable instants no millisecond lies before `at`: no file is
+        # wholly before it, and the read below answers.
+        if {"max.ts", "max.seq"} <= set(adds.column_names) and adds.num_rows and at - datetime.min.replace(
+                tzinfo=at.tzinfo) >= _MS:
             # Writers may truncate timestamp stats to milliseconds (Delta Spark does): trust a
             # file to lie wholly before `at` only with a millisecond to spare; the rest is read.
-            edge = pa.scalar(at - timedelta(milliseconds=1), storage.TS)
+            edge = pa.scalar(at - _MS, storage.TS)
             whole = adds.filter(pc.fill_null(pc.less_equal(adds.column("max.ts"), edge), False))
             if whole.num_rows:
                 best = int(pc.max(whole.column("max.seq")).as_py() or 0)
@@ -109,6 +112,8 @@ class ChangeLog:
 
     def seq_before(self, at: datetime) -> int:
         """Largest seq with ts < `at` (0 when none): the change just before an interval starting at `at`."""
+        if at - datetime.min.replace(tzinfo=at.tzinfo) < MICROSECOND:
+            return 0  # nothing is before the earliest instant
         return self.seq_at(at - MICROSECOND)
 
     def read(self, after_seq: int, upto_seq: int, key_lo: str | None = None, key_hi: str | None = None,
