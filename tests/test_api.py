@@ -386,3 +386,32 @@ def test_recovery_at_the_earliest_instants_answers_with_an_empty_state(client, l
     assert r.json()["path"] == "standard" and r.json()["rows"] == 0 == len(lake.expected("P0", T0 - timedelta(1)))
     r = client.get("/v1/woven-snapshots", params={"partition_id": "P0", "timepoint": tp}, headers=AUTH)
     assert r.status_code == 404 and r.json()["error"] == "NoDataError", r.text
+
+
+def test_unreadable_change_log_and_unexpected_errors_leave_as_json(tmp_path, monkeypatch):
+    """A damaged change-log data file was a plain-text 500 with a traceback in the server: it is a
+    JSON CorruptTableError (500). Any other unexpected exception leaves as JSON too, with no stack trace."""
+    import random
+    from pathlib import Path
+
+    from tests.lakes import build_lake, random_changes
+
+    lake = build_lake(tmp_path / "lake", random_changes(random.Random(8), 50, None), None, api_token=TOKEN)
+    (f,) = (Path(lake.settings.lake) / "changelog").glob("*.parquet")
+    f.write_bytes(b"not parquet" * 20)
+    body = {"partition_id": "P0", "timepoint": iso(lake.ts_of(40))}
+    with TestClient(create_app(lake.settings), raise_server_exceptions=False) as c:
+        r = c.post("/v1/recoveries", json=body, headers=AUTH)
+        assert r.status_code == 500 and r.headers["content-type"].startswith("application/json"), r.text
+        assert r.json()["error"] == "CorruptTableError" and "changelog" in r.json()["message"]
+
+        import weaver.api.routes as routes
+
+        def boom(*a, **k):
+            raise RuntimeError("secret internals")
+
+        monkeypatch.setattr(routes, "recover", boom)
+        r = c.post("/v1/recoveries", json=body, headers=AUTH)
+        assert r.status_code == 500 and r.headers["content-type"].startswith("application/json"), r.text
+        assert r.json()["error"] == "InternalServerError" and r.json()["message"]
+        assert "Traceback" not in r.text and "secret internals" not in r.text

@@ -328,3 +328,32 @@ def test_recovery_at_the_earliest_instant_is_the_empty_state(lake):
         for prefer in ("woven", "standard"):
             r = recover(lake.settings, "P0", at, prefer=prefer)
             assert r.path == "standard" and oracle_rows(r.table) == lake.expected("P0", at) == {}
+
+
+@pytest.mark.parametrize("damage", ["garbage", "missing"])
+def test_unreadable_change_log_file_is_a_named_error(tmp_path, damage):
+    """A change-log data file that is not Parquet (or is gone) used to surface as a raw pyarrow /
+    OS error from the change-log reader: it is a CorruptTableError on every path, and nothing is written."""
+    from pathlib import Path
+
+    from weaver.core.errors import CorruptTableError
+    from weaver.log.changelog import ChangeLog
+    from weaver.pitr import restore_partition
+
+    lake = build_lake(tmp_path / "lake", random_changes(random.Random(8), 50, None), None)
+    add_weave(lake, "P0", "k2", 0.9, [lake.ts_of(20)])
+    files = sorted((Path(lake.settings.lake) / "changelog").glob("*.parquet"))
+    assert len(files) == 1
+    if damage == "garbage":
+        files[0].write_bytes(b"this is not parquet" * 10)
+    else:
+        files[0].unlink()
+    s, at, out = lake.settings, lake.ts_of(40), tmp_path / "o.parquet"
+    with pytest.raises(CorruptTableError, match="changelog"):
+        ChangeLog(s).seq_at(at)  # the file spans `at`: its rows are read
+    with pytest.raises(CorruptTableError, match="changelog"):
+        restore_partition(s, "P0", at)
+    for prefer in ("woven", "standard"):
+        with pytest.raises(CorruptTableError):
+            recover(s, "P0", at, prefer=prefer, out=str(out))
+    assert not out.exists()

@@ -8,7 +8,9 @@ form :meth:`ChangeLog.seqs_at`).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from datetime import datetime, timedelta
+from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -17,7 +19,9 @@ import pyarrow.compute as pc
 from weaver.core import storage
 from weaver.core.storage import filter_range, is_increasing
 from weaver.core.deltafiles import delta_files
-from weaver.core.errors import InvalidTimepointError, NonMonotonicTimestampError, SeqGapError, WeaverError
+from weaver.core.errors import (
+    CorruptTableError, InvalidTimepointError, NonMonotonicTimestampError, SeqGapError, WeaverError,
+)
 from weaver.core.time import MICROSECOND, to_us
 from weaver.log.lineage import Lineage
 from weaver.log.validate import validate_changes
@@ -36,6 +40,17 @@ STREAM_BATCH_ROWS = 8_192
 #: Most sorted runs merged at once (one batch of each is held); beyond, the seq windows read.
 MAX_MERGE_RUNS = 64
 _MS = timedelta(milliseconds=1)
+
+
+@contextmanager
+def _reading(uri: str) -> Iterator[None]:
+    """A data file of the change log that is missing or not Parquet is a CorruptTableError (named,
+    a 500 in the API), never a raw traceback."""
+    try:
+        yield
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise CorruptTableError(f"Delta table {storage.CHANGELOG} at {uri} cannot be read: {exc}; restore the "
+                                "missing or damaged data file (or re-extract the change log)") from exc
 
 
 class ChangeLog:
@@ -82,7 +97,9 @@ class ChangeLog:
             if whole.num_rows:
                 best = int(pc.max(whole.column("max.seq")).as_py() or 0)
         ds = self.pruned([("seq", ">", best), ("ts", "<=", at)])
-        t = ds.to_table(columns=["seq"], filter=(pc.field("seq") > best) & (pc.field("ts") <= pa.scalar(at, storage.TS)))
+        with _reading(self.uri):
+            t = ds.to_table(columns=["seq"],
+                            filter=(pc.field("seq") > best) & (pc.field("ts") <= pa.scalar(at, storage.TS)))
         if t.num_rows:
             best = max(best, int(pc.max(t.column("seq")).as_py()))
         return best
@@ -94,14 +111,15 @@ class ChangeLog:
         sorted search answers every timepoint.
         """
         ds = self.ds
-        late = ds.to_table(columns=["ts"], filter=pc.field("ts") >= pa.scalar(tps[0], storage.TS))
-        if late.num_rows:
-            max_ts = pc.max(late.column("ts")).as_py()
-        else:
-            head = ds.to_table(columns=["ts"])
-            max_ts = pc.max(head.column("ts")).as_py() if head.num_rows else None
-        upto = min(tps[-1], max_ts) if max_ts is not None else tps[0]
-        t = ds.to_table(columns=["seq", "ts"], filter=pc.field("ts") <= pa.scalar(upto, storage.TS))
+        with _reading(self.uri):
+            late = ds.to_table(columns=["ts"], filter=pc.field("ts") >= pa.scalar(tps[0], storage.TS))
+            if late.num_rows:
+                max_ts = pc.max(late.column("ts")).as_py()
+            else:
+                head = ds.to_table(columns=["ts"])
+                max_ts = pc.max(head.column("ts")).as_py() if head.num_rows else None
+            upto = min(tps[-1], max_ts) if max_ts is not None else tps[0]
+            t = ds.to_table(columns=["seq", "ts"], filter=pc.field("ts") <= pa.scalar(upto, storage.TS))
         if t.num_rows == 0:
             return max_ts, [0] * len(tps)
         t = t.sort_by([("seq", "ascending")])
@@ -129,13 +147,14 @@ class ChangeLog:
         if ranges is not None:
             expr = expr & storage.key_ranges_expr(ranges)
         ds = self.seq_range(after_seq, upto_seq)
-        try:
-            t = ds.to_table(filter=expr, columns=columns)
-        except pa.ArrowNotImplementedError:
-            # Files rewritten by delta-rs MERGE/DELETE carry string_view, which pyarrow filters
-            # cannot compare: read those files whole and filter in memory.
-            t = ds.to_table(columns=columns)
-            t = t.filter(expr)
+        with _reading(self.uri):
+            try:
+                t = ds.to_table(filter=expr, columns=columns)
+            except pa.ArrowNotImplementedError:
+                # Files rewritten by delta-rs MERGE/DELETE carry string_view, which pyarrow filters
+                # cannot compare: read those files whole and filter in memory.
+                t = ds.to_table(columns=columns)
+                t = t.filter(expr)
         if columns is None:
             t = storage.conform(t, storage.CHANGELOG, where=f" at {self.uri}")
         if t.num_rows > 1 and not is_increasing(t.column("seq")):
@@ -295,8 +314,8 @@ def _validate_in_file_order(log: ChangeLog, lineage, first: int, upto_seq: int):
         return None
     try:
         return _merge_pass(_merged(files, sorted(spans), first, upto_seq), lineage, first)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, KeyError, _Unmergeable):
-        return None  # a file off the contract's schema: the windows' read names the mismatch
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, KeyError, OSError, _Unmergeable):
+        return None  # a file off the contract's schema (or unreadable): the windows' read names it
     except WeaverError:
         # A file found unsorted later in the pass can hold what looked missing: the windows,
         # which read by seq, name the error for sure.
@@ -412,10 +431,11 @@ def _next_seq(log: ChangeLog, after_seq: int, upto_seq: int) -> int | None:
     """Smallest seq in (after_seq, upto_seq], scanning `seq` batch by batch (None: no change)."""
     best = None
     expr = (pc.field("seq") > after_seq) & (pc.field("seq") <= upto_seq)
-    for b in log.seq_range(after_seq, upto_seq).to_batches(columns=["seq"], filter=expr):
-        if b.num_rows:
-            m = int(pc.min(b.column(0)).as_py())
-            best = m if best is None else min(best, m)
+    with _reading(log.uri):
+        for b in log.seq_range(after_seq, upto_seq).to_batches(columns=["seq"], filter=expr):
+            if b.num_rows:
+                m = int(pc.min(b.column(0)).as_py())
+                best = m if best is None else min(best, m)
     return best
 
 
