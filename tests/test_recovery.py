@@ -357,3 +357,51 @@ def test_unreadable_change_log_file_is_a_named_error(tmp_path, damage):
         with pytest.raises(CorruptTableError):
             recover(s, "P0", at, prefer=prefer, out=str(out))
     assert not out.exists()
+
+
+def _lowercase_op(c, prev):
+    c["op"] = c["op"].lower()  # 'put' / 'delete': not an op of the contract
+
+
+def _put_without_value(c, prev):
+    c["op"], c["value"], c["value_bytes"] = "PUT", None, None
+
+
+def _ts_backwards(c, prev):
+    c["ts"] = prev["ts"] - timedelta(seconds=5)  # before the previous change on the same range
+
+
+def _wrong_partition(c, prev):
+    c["partition_id"] = "P1"  # a key of P0's range written to P1
+
+
+def _outcome(fn):
+    from weaver.core.errors import WeaverError
+
+    try:
+        return "rows", oracle_rows(fn().table)
+    except WeaverError as exc:
+        return type(exc).__name__, exc.seq
+
+
+@pytest.mark.parametrize("mutate, error", [
+    (_lowercase_op, "UnknownOpError"), (_put_without_value, "UnknownOpError"),
+    (_ts_backwards, "NonMonotonicTimestampError"), (_wrong_partition, "KeyOutOfRangeError"),
+], ids=["lowercase_op", "put_without_value", "ts_backwards", "wrong_partition"])
+def test_woven_and_standard_paths_refuse_the_same_bad_tail(tmp_path, mutate, error):
+    """DESIGN §4.3/§4.5: the woven path replays its tail only after the same validation as the
+    standard path; a bad change after the weave's timepoint used to be folded in by the woven
+    path (rows returned) while the standard path named it. Both paths now answer alike, for the
+    partition and for each woven child."""
+    changes = random_changes(random.Random(21), 50, None)
+    p0 = [c for c in changes if c["key"] < "k4" and c["seq"] > 20]
+    bad = next(c for c in p0 if c["seq"] > 30)
+    mutate(bad, p0[p0.index(bad) - 1])
+    lake = build_lake(tmp_path / "lake", changes, None)
+    w = add_weave(lake, "P0", "k2", 0.9, [lake.ts_of(20)])
+    at = lake.ts_of(50)
+    assert recover(lake.settings, "P0", lake.ts_of(25)).path == "woven"  # the weave serves before the bad change
+    assert _outcome(lambda: recover(lake.settings, "P0", at)) == (error, bad["seq"])
+    for pid in ("P0", w["left"], w["right"]):
+        assert _outcome(lambda: recover(lake.settings, pid, at, prefer="woven")) == \
+            _outcome(lambda: recover(lake.settings, pid, at, prefer="standard")), pid

@@ -467,28 +467,38 @@ def read_changes(
     return sort_by_seq(t) if t.num_rows > 1 else t
 
 
-def read_tail(settings, after_seq: int, at: datetime, key_lo: str | None, key_hi: str | None) -> pa.Table:
-    """Changes with seq > `after_seq` and ts <= `at` on keys in [key_lo, key_hi), sorted by seq.
+def read_tail(settings, after_seq: int, at: datetime, key_lo: str | None, key_hi: str | None,
+              lineage: Lineage | None = None, check_range: tuple[str | None, str | None] | None = None
+              ) -> pa.Table:
+    """Changes with seq > `after_seq` and ts <= `at` on keys in [key_lo, key_hi), sorted by seq
+    (columns seq, ts, key, op, value).
 
     Only files whose seq/ts stats overlap the tail are read. The whole tail (all keys) is checked
     to hold every seq once - on a hole the PITR check names the offending seq - and the key range
-    is applied in memory: the tail is short by design.
+    is applied in memory: the tail is short by design. The tail on `check_range` (default: the
+    key range) is then validated as the standard path validates its own (validate_changes: ts
+    order, op, a PUT's value, key ownership against `lineage`), so both paths refuse the same bad
+    log (DESIGN §4.3, §4.5).
     """
+    cols = list(storage.SCHEMAS[storage.CHANGELOG].names)
     log = delta_files(storage.uri_for(settings, storage.CHANGELOG), storage.CHANGELOG)
     hi_seq, lo_ts = log.column("max.seq"), log.column("min.ts")
     paths = [p for p, mx, t0 in zip(log.column("path"), hi_seq, lo_ts)
              if (mx is None or mx > after_seq) and (t0 is None or t0 - _MS <= at)]
-    t = log.read(paths, ["seq", "ts", "key", "op", "value"],
+    t = log.read(paths, cols,
                  (pc.field("seq") > after_seq) & (pc.field("ts") <= pa.scalar(at, storage.TS)),
-                 use_threads=False) if paths else \
-        storage.empty(storage.CHANGELOG).select(["seq", "ts", "key", "op", "value"])
+                 use_threads=False) if paths else storage.empty(storage.CHANGELOG)
     n = t.num_rows
     if n:
         seqs = t.column("seq")
         top = int(pc.max(seqs).as_py())
         if n != top - after_seq or pc.count_distinct(seqs).as_py() != n:
             check_contiguous(settings, after_seq, top)  # raises the named error
-    t = filter_range(t, key_lo or None, key_hi)
+    lo, hi = check_range if check_range is not None else (key_lo, key_hi)
+    t = filter_range(t, lo or None, hi)
     if t.num_rows > 1:
         t = sort_by_seq(t)
-    return t
+    validate_changes(t, lineage, check_gaps=False)
+    if check_range is not None:
+        t = filter_range(t, key_lo or None, key_hi)
+    return t.select(["seq", "ts", "key", "op", "value"])

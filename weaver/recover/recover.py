@@ -136,7 +136,10 @@ def recover(settings: Settings, partition_id: str, at: datetime | str, *, confid
         snap = find_woven_snapshot(settings, target, at, c, lineage=lineage, catalog=catalog, woven=woven)
     if snap is not None:
         # The tail (change log) and the rows (woven tier) are independent reads: overlap them.
-        pending = _POOL.submit(read_tail, settings, snap.as_of_seq, at, target.key_lo, target.key_hi)
+        # The standard path validates the source partition's tail (a woven child is cut from it): so does this one.
+        src = lineage.by_id[target.source_partition_id]
+        check = (src.key_lo, src.key_hi) if target.is_woven_child else None
+        pending = _POOL.submit(read_tail, settings, snap.as_of_seq, at, target.key_lo, target.key_hi, lineage, check)
         rows = rows if rows is not None else read_woven_rows(settings, snap, woven)
         tail = pending.result()
         table = fold(rows, tail, state_sorted=True)
