@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.lakes import T0, standard_lake, weave_id_of
+from tests.oracle import rows_to_dict
 from weaver.core import storage
 from weaver.api import MAX_PAGE, create_app
 from weaver.core.settings import Settings
@@ -303,3 +304,114 @@ def test_partitions_real_and_woven(client, lake):
     rest = client.get("/v1/partitions", params={"cursor": page["next_cursor"]}, headers=AUTH).json()
     assert len(page["items"]) == 3 and page["next_cursor"]
     assert [i["partition_id"] for i in page["items"] + rest["items"]] == sorted(set(real) | set(woven))
+
+
+def test_as_of_before_the_woven_tier_existed_is_404(client, lake):
+    """An as_of earlier than woven_snapshots' first commit used to be answered with version 0's
+    rows (delta-rs falls back to it): the tier did not exist then, so nothing was woven - a 404
+    for the snapshot, the standard path for a recovery (whose rows are the oracle's)."""
+    at = lake.ts_of(75)
+    r = client.get("/v1/woven-snapshots", params={"partition_id": "P0", "timepoint": iso(at),
+                                                 "as_of": "2000-01-01T00:00:00Z"}, headers=AUTH)
+    assert r.status_code == 404, r.text
+    assert r.json()["error"] == "NoDataError" and "did not exist yet" in r.json()["message"]
+    from weaver.recover import recover
+
+    rec = recover(lake.settings, "P0", at, as_of="2000-01-01T00:00:00Z")
+    assert rec.path == "standard" and rows_to_dict(rec.table) == lake.expected("P0", at)
+    # A later as_of still answers (the woven tier as it stands).
+    ok = client.get("/v1/woven-snapshots", params={"partition_id": "P0", "timepoint": iso(at),
+                                                  "as_of": "2999-01-01T00:00:00Z"}, headers=AUTH)
+    assert ok.status_code == 200 and ndjson_rows(ok) == lake.expected("P0", lake.ts_of(60))
+
+
+def test_non_latin1_keys_page_through_percent_encoded_headers(tmp_path):
+    """Keys outside Latin-1 used to give a 500 (X-Next-Cursor and X-Weaver-Split-Key carried them
+    raw). Header values are percent-encoded (UTF-8); the cursor comes back in that form, from the
+    header or from JSON next_cursor, and the pages walk exactly the oracle's rows."""
+    from urllib.parse import unquote
+
+    from tests.lakes import add_weave, build_lake
+
+    keys = ["a", "b", "kж1", "kж2", "k5 %41", "k5%", "k9", "z", "kÿ", "k\u4e2d"]
+    changes = []
+    for i, k in enumerate(keys * 2):
+        seq = i + 1
+        changes.append({"seq": seq, "ts": T0 + timedelta(minutes=seq), "partition_id": "P0" if k < "k4" else "P1",
+                        "key": k, "op": "PUT", "value": f"{k}@{seq}".encode(), "value_bytes": None})
+        changes[-1]["value_bytes"] = len(changes[-1]["value"])
+    lake = build_lake(tmp_path / "lake", changes, None, api_token=TOKEN)
+    w = add_weave(lake, "P1", "kж2", 0.9, [lake.ts_of(15)])
+    at = lake.ts_of(20)
+    with TestClient(create_app(lake.settings)) as c:
+        for fmt in ("ndjson", "json"):
+            for name, call in (
+                    ("recoveries", lambda p: c.post("/v1/recoveries", params=p, headers=AUTH,
+                                                    json={"partition_id": "P1", "timepoint": iso(at)})),
+                    ("woven", lambda p: c.get("/v1/woven-snapshots", headers=AUTH,
+                                              params={**p, "partition_id": "P1", "timepoint": iso(at)}))):
+                if name == "recoveries" and fmt == "json":
+                    continue  # its JSON is the summary (rows only past a first cursor)
+                want = lake.expected("P1", at if name == "recoveries" else lake.ts_of(15))
+                got, cursor = {}, None
+                while True:
+                    p = {"format": fmt, "limit": 1, **({"cursor": cursor} if cursor else {})}
+                    r = call(p)
+                    assert r.status_code == 200, (name, fmt, r.text)
+                    assert r.headers["x-next-cursor"].isascii() if "x-next-cursor" in r.headers else True
+                    if name == "woven":
+                        assert unquote(r.headers["x-weaver-split-key"]) == "kж2" == w["split_key"]
+                    if fmt == "json":
+                        body = r.json()
+                        page = {x["key"]: base64.b64decode(x["value"]) for x in body["rows"]}
+                        assert body["next_cursor"] == r.headers.get("x-next-cursor")
+                    else:
+                        page = ndjson_rows(r)
+                    assert len(page) == 1 and not set(page) & set(got)
+                    got.update(page)
+                    cursor = r.headers.get("x-next-cursor")
+                    if not cursor:
+                        break
+                    assert unquote(cursor) == max(got)
+                assert got == want, (name, fmt)
+
+
+@pytest.mark.parametrize("tp", ["0000-01-01T00:00:00Z", "0001-01-01T00:00:00Z", "0001-01-01T00:00:00+01:00",
+                                "0001-01-01T00:00:00.000500Z"])
+def test_recovery_at_the_earliest_instants_answers_with_an_empty_state(client, lake, tp):
+    """Clamped to (or at) the earliest representable instant, a recovery used to crash with an
+    OverflowError (a plain-text 500): it precedes every change, so the state is empty."""
+    r = client.post("/v1/recoveries", json={"partition_id": "P0", "timepoint": tp}, headers=AUTH)
+    assert r.status_code == 200, r.text
+    assert r.json()["path"] == "standard" and r.json()["rows"] == 0 == len(lake.expected("P0", T0 - timedelta(1)))
+    r = client.get("/v1/woven-snapshots", params={"partition_id": "P0", "timepoint": tp}, headers=AUTH)
+    assert r.status_code == 404 and r.json()["error"] == "NoDataError", r.text
+
+
+def test_unreadable_change_log_and_unexpected_errors_leave_as_json(tmp_path, monkeypatch):
+    """A damaged change-log data file was a plain-text 500 with a traceback in the server: it is a
+    JSON CorruptTableError (500). Any other unexpected exception leaves as JSON too, with no stack trace."""
+    import random
+    from pathlib import Path
+
+    from tests.lakes import build_lake, random_changes
+
+    lake = build_lake(tmp_path / "lake", random_changes(random.Random(8), 50, None), None, api_token=TOKEN)
+    (f,) = (Path(lake.settings.lake) / "changelog").glob("*.parquet")
+    f.write_bytes(b"not parquet" * 20)
+    body = {"partition_id": "P0", "timepoint": iso(lake.ts_of(40))}
+    with TestClient(create_app(lake.settings), raise_server_exceptions=False) as c:
+        r = c.post("/v1/recoveries", json=body, headers=AUTH)
+        assert r.status_code == 500 and r.headers["content-type"].startswith("application/json"), r.text
+        assert r.json()["error"] == "CorruptTableError" and "changelog" in r.json()["message"]
+
+        import weaver.api.routes as routes
+
+        def boom(*a, **k):
+            raise RuntimeError("secret internals")
+
+        monkeypatch.setattr(routes, "recover", boom)
+        r = c.post("/v1/recoveries", json=body, headers=AUTH)
+        assert r.status_code == 500 and r.headers["content-type"].startswith("application/json"), r.text
+        assert r.json()["error"] == "InternalServerError" and r.json()["message"]
+        assert "Traceback" not in r.text and "secret internals" not in r.text

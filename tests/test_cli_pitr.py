@@ -88,3 +88,20 @@ def test_snapshot_command_takes_then_skips(spark, tmp_path):
     assert obj["rows"] == len(fold(log["changes"], upto_seq=9))
     again = _run("snapshot", "--at", at, "--lake", lake, "--json")
     assert _json(again)["taken"] == [] and _json(again)["skipped"] == ["p0001@9", "p0002@9"]
+
+
+def test_restore_out_inside_the_lakes_tables_is_refused_and_nothing_changes(tmp_path):
+    """`weaver restore --out` naming a change-log data file (or a new file in a contract table)
+    exits 2 with a named error before restoring; every file of the lake stays as it was."""
+    from pathlib import Path
+
+    log, snaps = split_log()
+    lake = write_lake(tmp_path / "lake", log, snaps)
+    at = log["changes"][10]["ts"].isoformat()
+    before = {p: p.read_bytes() for p in sorted(Path(lake).rglob("*")) if p.is_file()}
+    data_file = next(str(p) for p in before if "changelog" in p.parts and p.suffix == ".parquet")
+    for out in (data_file, str(Path(lake) / "changelog" / "new.parquet"), str(Path(lake) / "snapshots" / "a.parquet")):
+        res = _run("restore", "--partition", "p0001", "--at", at, "--out", out, "--lake", lake, "--json")
+        assert res.exit_code == 2, res.output
+        assert _json(res)["error"] == "InvalidParameterError" and "inside the lake's own" in _json(res)["message"]
+    assert {p: p.read_bytes() for p in sorted(Path(lake).rglob("*")) if p.is_file()} == before

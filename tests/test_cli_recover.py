@@ -149,3 +149,17 @@ def test_serve_insecure_local_binds_loopback(lake):
             proc.kill()
             out, _ = proc.communicate(timeout=5)
     assert "binds 127.0.0.1 only" in out
+
+
+def test_recover_out_onto_a_change_log_file_is_refused(lake, tmp_path):
+    """The audit's repro: `weaver recover --out <a change-log data file>` replaced it; now exit 2."""
+    from pathlib import Path
+
+    log_dir = Path(lake.settings.lake) / "changelog"
+    before = {p: p.read_bytes() for p in sorted(log_dir.rglob("*")) if p.is_file()}
+    data_file = next(str(p) for p in before if p.suffix == ".parquet")
+    r = run("recover", "--partition", "P0", "--at", iso(lake.ts_of(70)), "--out", data_file, "--lake",
+            lake.settings.lake, "--json")
+    assert r.exit_code == 2, r.output
+    assert "inside the lake's own 'changelog' table" in r.output
+    assert {p: p.read_bytes() for p in sorted(log_dir.rglob("*")) if p.is_file()} == before

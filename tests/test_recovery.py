@@ -176,6 +176,8 @@ def test_point_in_time_out_parquet(tmp_path, lake):
     ({"partition_id": "../etc"}, UnknownPartitionError),
     ({"partition_id": "P0~deadbeef~L"}, UnknownWeaveError),
     ({"at": "2026-01-01T12:00:00"}, InvalidTimepointError),
+    ({"at": "0001-01-01T00:00:00+01:00"}, InvalidTimepointError),  # before year 1 in UTC (was an OverflowError)
+    ({"at": "9999-12-31T23:00:00-05:00"}, InvalidTimepointError),  # past year 9999 in UTC
     ({"confidence_threshold": 1.5}, InvalidConfidenceError),
     ({"confidence_threshold": -0.1}, InvalidConfidenceError),
     ({"mode": "truncate"}, InvalidParameterError),
@@ -249,3 +251,157 @@ def test_real_weave_serves_recovery(spark, tmp_path):
             assert oracle_rows(r.table) == lake.expected(pid, at)
     r = recover(s, "P0", lake.ts_of(149), confidence_threshold=0.81)
     assert r.path == "standard" and oracle_rows(r.table) == lake.expected("P0", lake.ts_of(149))
+
+
+def _table_files(settings, name: str) -> dict:
+    """{path: bytes} of every Parquet file of one contract table (to prove it was not touched)."""
+    from pathlib import Path
+
+    root = Path(storage.uri_for(settings, name))
+    return {p: p.read_bytes() for p in sorted(root.rglob("*.parquet"))}
+
+
+def test_point_in_time_out_inside_the_lakes_tables_is_refused(tmp_path):
+    """--out naming a data file of the change log (or any path inside a contract table) is refused
+    before anything is written: the source tables stay byte for byte as they were."""
+    lake = build_lake(tmp_path / "lake", random_changes(random.Random(7), 40, None), None)
+    add_weave(lake, "P0", "k2", 0.9, [lake.ts_of(20)])
+    s, at = lake.settings, lake.ts_of(30)
+    before = {n: _table_files(s, n) for n in (storage.CHANGELOG, storage.WOVEN_SNAPSHOTS, storage.PARTITIONS)}
+    data_file = str(next(iter(before[storage.CHANGELOG])))
+    targets = [data_file, storage.uri_for(s, storage.CHANGELOG) + "/new.parquet",
+               storage.uri_for(s, storage.WOVEN_SNAPSHOTS) + "/x/y.parquet", storage.uri_for(s, storage.PARTITIONS)]
+    for out in targets:
+        for prefer in ("woven", "standard"):
+            with pytest.raises(InvalidParameterError, match="inside the lake's own"):
+                recover(s, "P0", at, out=out, prefer=prefer)
+    assert {n: _table_files(s, n) for n in before} == before
+    assert not (tmp_path / "lake" / "changelog" / "new.parquet").exists()
+    # A file elsewhere is still written (and rewritten) as before.
+    out = str(tmp_path / "ok.parquet")
+    for _ in range(2):
+        assert rows_to_dict(recover(s, "P0", at, out=out).table) == lake.expected("P0", at)
+    import pyarrow.parquet as pq
+    assert rows_to_dict(pq.read_table(out)) == lake.expected("P0", at)
+
+
+@pytest.mark.parametrize("status", ["staged", "quarantined"])
+def test_unpublished_weave_is_never_served_as_of_a_version_or_instant(tmp_path, status):
+    """DESIGN §7: a staged or quarantined weave is never served - neither now nor when the woven
+    tier is looked at as of a Delta version or an instant (the as-of lookup used to skip the
+    status filter). Its rows are poisoned, so serving them would show."""
+    from datetime import datetime, timezone
+
+    from weaver.core.errors import NoDataError
+    from weaver.recover import woven_snapshot
+
+    lake = build_lake(tmp_path / "lake", random_changes(random.Random(11), 60, None), None)
+    add_weave(lake, "P0", "k2", 0.95, [lake.ts_of(30)], status=status, corrupt=True)
+    s, at = lake.settings, lake.ts_of(50)
+    for kw in ({}, {"as_of_version": 0}, {"as_of": datetime.now(timezone.utc)}):
+        with pytest.raises(NoDataError):
+            woven_snapshot(s, "P0", at, **kw)
+        r = recover(s, "P0", at, **kw)
+        assert r.path == "standard" and r.weave_id is None, kw
+        assert oracle_rows(r.table) == lake.expected("P0", at)
+
+
+def test_expired_weave_is_still_served_as_of_an_old_version(tmp_path):
+    """Looking back keeps its point: a weave expired since is served from the version that held it."""
+    from weaver.recover import woven_snapshot
+
+    lake = build_lake(tmp_path / "lake", random_changes(random.Random(12), 60, None), None)
+    w = add_weave(lake, "P0", "k2", 0.95, [lake.ts_of(30)], status="expired")
+    s, at = lake.settings, lake.ts_of(50)
+    _, snap, rows = woven_snapshot(s, "P0", at, as_of_version=0)
+    assert snap.weave_id == w["weave_id"] and rows_to_dict(rows) == lake.expected("P0", lake.ts_of(30))
+    r = recover(s, "P0", at, as_of_version=0)
+    assert r.path == "woven" and oracle_rows(r.table) == lake.expected("P0", at)
+    assert recover(s, "P0", at).path == "standard"
+
+
+def test_recovery_at_the_earliest_instant_is_the_empty_state(lake):
+    """seq_at(datetime.min) used to underflow (at - 1 ms): nothing precedes it, the state is empty."""
+    from datetime import datetime, timezone
+
+    for at in (datetime.min.replace(tzinfo=timezone.utc), datetime(1, 1, 1, microsecond=500, tzinfo=timezone.utc)):
+        for prefer in ("woven", "standard"):
+            r = recover(lake.settings, "P0", at, prefer=prefer)
+            assert r.path == "standard" and oracle_rows(r.table) == lake.expected("P0", at) == {}
+
+
+@pytest.mark.parametrize("damage", ["garbage", "missing"])
+def test_unreadable_change_log_file_is_a_named_error(tmp_path, damage):
+    """A change-log data file that is not Parquet (or is gone) used to surface as a raw pyarrow /
+    OS error from the change-log reader: it is a CorruptTableError on every path, and nothing is written."""
+    from pathlib import Path
+
+    from weaver.core.errors import CorruptTableError
+    from weaver.log.changelog import ChangeLog
+    from weaver.pitr import restore_partition
+
+    lake = build_lake(tmp_path / "lake", random_changes(random.Random(8), 50, None), None)
+    add_weave(lake, "P0", "k2", 0.9, [lake.ts_of(20)])
+    files = sorted((Path(lake.settings.lake) / "changelog").glob("*.parquet"))
+    assert len(files) == 1
+    if damage == "garbage":
+        files[0].write_bytes(b"this is not parquet" * 10)
+    else:
+        files[0].unlink()
+    s, at, out = lake.settings, lake.ts_of(40), tmp_path / "o.parquet"
+    with pytest.raises(CorruptTableError, match="changelog"):
+        ChangeLog(s).seq_at(at)  # the file spans `at`: its rows are read
+    with pytest.raises(CorruptTableError, match="changelog"):
+        restore_partition(s, "P0", at)
+    for prefer in ("woven", "standard"):
+        with pytest.raises(CorruptTableError):
+            recover(s, "P0", at, prefer=prefer, out=str(out))
+    assert not out.exists()
+
+
+def _lowercase_op(c, prev):
+    c["op"] = c["op"].lower()  # 'put' / 'delete': not an op of the contract
+
+
+def _put_without_value(c, prev):
+    c["op"], c["value"], c["value_bytes"] = "PUT", None, None
+
+
+def _ts_backwards(c, prev):
+    c["ts"] = prev["ts"] - timedelta(seconds=5)  # before the previous change on the same range
+
+
+def _wrong_partition(c, prev):
+    c["partition_id"] = "P1"  # a key of P0's range written to P1
+
+
+def _outcome(fn):
+    from weaver.core.errors import WeaverError
+
+    try:
+        return "rows", oracle_rows(fn().table)
+    except WeaverError as exc:
+        return type(exc).__name__, exc.seq
+
+
+@pytest.mark.parametrize("mutate, error", [
+    (_lowercase_op, "UnknownOpError"), (_put_without_value, "UnknownOpError"),
+    (_ts_backwards, "NonMonotonicTimestampError"), (_wrong_partition, "KeyOutOfRangeError"),
+], ids=["lowercase_op", "put_without_value", "ts_backwards", "wrong_partition"])
+def test_woven_and_standard_paths_refuse_the_same_bad_tail(tmp_path, mutate, error):
+    """DESIGN §4.3/§4.5: the woven path replays its tail only after the same validation as the
+    standard path; a bad change after the weave's timepoint used to be folded in by the woven
+    path (rows returned) while the standard path named it. Both paths now answer alike, for the
+    partition and for each woven child."""
+    changes = random_changes(random.Random(21), 50, None)
+    p0 = [c for c in changes if c["key"] < "k4" and c["seq"] > 20]
+    bad = next(c for c in p0 if c["seq"] > 30)
+    mutate(bad, p0[p0.index(bad) - 1])
+    lake = build_lake(tmp_path / "lake", changes, None)
+    w = add_weave(lake, "P0", "k2", 0.9, [lake.ts_of(20)])
+    at = lake.ts_of(50)
+    assert recover(lake.settings, "P0", lake.ts_of(25)).path == "woven"  # the weave serves before the bad change
+    assert _outcome(lambda: recover(lake.settings, "P0", at)) == (error, bad["seq"])
+    for pid in ("P0", w["left"], w["right"]):
+        assert _outcome(lambda: recover(lake.settings, pid, at, prefer="woven")) == \
+            _outcome(lambda: recover(lake.settings, pid, at, prefer="standard")), pid

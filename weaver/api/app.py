@@ -9,6 +9,11 @@ app was built with ``insecure=True`` (``weaver serve --insecure-local``, loopbac
 Rows (``key``, ``value``) are paged by key: ``limit`` rows with key > ``cursor``; the next cursor
 (the page's last key) is in ``X-Next-Cursor`` (and ``next_cursor`` in JSON). Formats: NDJSON (``value`` base64),
 Arrow IPC stream, or a JSON page, chosen by ``format`` or the ``Accept`` header.
+
+Header values are percent-encoded UTF-8 (RFC 3986), since HTTP headers carry Latin-1 only: printable
+ASCII other than ``%`` and space is left as is, so most keys and ids read unchanged. The row
+endpoints' cursor is that encoded form (``X-Next-Cursor`` and JSON ``next_cursor`` alike) and the
+``cursor`` parameter is percent-decoded: pass the cursor back as you received it.
 """
 
 from __future__ import annotations

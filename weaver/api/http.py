@@ -5,11 +5,13 @@ from __future__ import annotations
 import base64
 import hmac
 import json
+import logging
 import re
 import threading
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any, Iterator
+from urllib.parse import quote, unquote
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -20,16 +22,31 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from weaver.api.schemas import ARROW_MEDIA, JSON_MEDIA, NDJSON_MEDIA, TIMEPOINT_EXAMPLE
-from weaver.core.errors import InvalidParameterError, TooManyRequestsError, WeaverError
+from weaver.core.errors import InvalidParameterError, InvalidTimepointError, TooManyRequestsError, WeaverError
 from weaver.core.time import parse_timepoint
 
+_LOG = logging.getLogger("weaver.api")
+
+
+#: Printable ASCII but '%' (and space): left as is in a header value; the rest is percent-encoded.
+_HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "%")
+
+
+def header_value(value: str) -> str:
+    """`value` percent-encoded (RFC 3986, UTF-8) for an HTTP header, which carries Latin-1 only:
+    printable ASCII other than '%' and space is unchanged, so most keys and ids read as they are."""
+    return quote(value, safe=_HEADER_SAFE)
 
 
 def _page_rows(table: pa.Table, cursor: str | None, limit: int) -> tuple[pa.Table, str | None]:
     """The `limit` rows (sorted by key) with key > `cursor`, and the next cursor (the page's last key).
 
     A cursor is an exclusive lower bound, so any string is a valid cursor (no state on the server).
+    It arrives percent-encoded, as X-Next-Cursor / next_cursor give it (:func:`header_value`), and
+    is percent-decoded here; the next cursor is returned as the raw key.
     """
+    if cursor is not None:
+        cursor = unquote(cursor)
     if cursor is not None and table.num_rows:
         table = table.filter(pc.greater(table.column("key"), cursor))
     page = table.slice(0, limit)  # callers cap limit at settings.api_max_page_rows
@@ -60,7 +77,10 @@ def _timepoint(value: str | None, name: str = "timepoint") -> datetime:
         value = f"{m.group(1)}-{m.group(2)}-{m.group(3)}T{m.group(4)}:{m.group(5)}:{sec:02d}{frac[:7]}{m.group(8)}"
     try:
         return parse_timepoint(value)
-    except OverflowError:
+    except (OverflowError, InvalidTimepointError) as exc:
+        # parse_timepoint names an instant outside years 1..9999 in UTC (an OverflowError underneath).
+        if not isinstance(exc, OverflowError) and not isinstance(exc.__cause__, OverflowError):
+            raise
         return (datetime.min if value.startswith("0001") else datetime.max).replace(tzinfo=timezone.utc)
 
 
@@ -99,11 +119,12 @@ def _arrow(page: pa.Table, meta: dict[str, str]) -> Iterator[bytes]:
 def _rows_response(fmt: str, page: pa.Table, nxt: str | None, meta: dict[str, Any], json_body: dict | None
                    ) -> Response:
     headers = {"X-Row-Count": str(page.num_rows)}
+    nxt = header_value(nxt) if nxt else nxt  # the cursor form, in the header and in JSON alike
     if nxt:
         headers["X-Next-Cursor"] = nxt
     for k, v in meta.items():
         if v is not None:
-            headers["X-Weaver-" + k.replace("_", "-").title()] = str(v)
+            headers["X-Weaver-" + k.replace("_", "-").title()] = header_value(str(v))
     if fmt == "json":
         return JSONResponse({**(json_body or {}), "rows": _rows_json(page), "next_cursor": nxt}, headers=headers)
     if fmt == "arrow":
@@ -194,6 +215,15 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse({"error": "HTTPError", "message": str(exc.detail)}, status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # A bug or an unreadable lake the code did not name: JSON like every other error, the
+        # stack trace in the server's log only (never in the response).
+        _LOG.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+        return JSONResponse({"error": "InternalServerError",
+                             "message": f"internal error ({type(exc).__name__}); the server's log has the details"},
+                            status_code=500)
 
 
 @contextmanager

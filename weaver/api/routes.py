@@ -25,6 +25,7 @@ from weaver.api.schemas import (
     API_VERSION,
     ARROW_MEDIA,
     CURSOR_DOC,
+    ROW_CURSOR_DOC,
     DATE_TIME,
     DEFAULT_PAGE,
     ERRORS,
@@ -76,7 +77,7 @@ def woven_snapshots(
                                           "(ISO-8601 with a timezone; the latest version committed by then). "
                                           "Ignored when as_of_version is given."),
     format: Literal["ndjson", "arrow", "json"] | None = Query(None, description="Overrides Accept."),
-    cursor: str | None = Query(None, min_length=1, max_length=512, description=CURSOR_DOC),
+    cursor: str | None = Query(None, min_length=1, max_length=512, description=ROW_CURSOR_DOC),
     limit: int = Query(DEFAULT_PAGE, ge=1, le=MAX_PAGE),
 ) -> Response:
     """Rows of one woven snapshot: as of the latest timepoint <= `timepoint` among weaves with
@@ -108,7 +109,7 @@ def recoveries(
     request: Request,
     body: RecoveryRequest = Body(...),
     format: Literal["json", "ndjson", "arrow"] | None = Query(None, description="Overrides Accept."),
-    cursor: str | None = Query(None, min_length=1, max_length=512, description=CURSOR_DOC),
+    cursor: str | None = Query(None, min_length=1, max_length=512, description=ROW_CURSOR_DOC),
     limit: int = Query(DEFAULT_PAGE, ge=1, le=MAX_PAGE),
 ) -> Response:
     """Recover a partition at an instant: woven snapshot + short tail when one qualifies, else

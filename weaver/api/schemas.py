@@ -41,6 +41,8 @@ TIMEPOINT_EXAMPLE = "2026-01-02T12:00:00Z"
 
 CURSOR_DOC = ("Exclusive lower bound of the sort key: pass the previous page's X-Next-Cursor / next_cursor "
               "(omit for the first page).")
+ROW_CURSOR_DOC = ("Exclusive lower bound of the key, percent-encoded (UTF-8): pass the previous page's "
+                  "X-Next-Cursor / next_cursor as given (omit for the first page).")
 
 
 DATE_TIME = {"format": "date-time"}
@@ -73,7 +75,8 @@ WovenPage = create_model(
     **{name: (_WOVEN_TYPES[name], ...) for name in WOVEN_FIELDS},
     woven_partition_ids=(list[str], ...),
     rows=(list[Row], ...),
-    next_cursor=(str | None, ...),
+    next_cursor=(str | None, Field(description="The page's last key, percent-encoded (as X-Next-Cursor); "
+                                               "null on the last page.")),
 )
 
 
@@ -176,7 +179,9 @@ ERRORS = {400: _err("Malformed input (timepoint, confidence, cursor, ...)."),
 
 
 _ROWS_HEADERS = {
-    "X-Next-Cursor": {"description": "Cursor of the next page (absent on the last page).",
+    "X-Next-Cursor": {"description": "Cursor of the next page (absent on the last page): the page's last key, "
+                                     "percent-encoded (UTF-8; printable ASCII but '%' and space unchanged), as "
+                                     "every X-Weaver-* value is.",
                       "schema": {"type": "string"}},
     "X-Row-Count": {"description": "Rows in this page.", "schema": {"type": "integer"}},
 }

@@ -8,7 +8,7 @@ import typer
 
 from weaver.cli._app import JsonOpt, LakeOpt, app, console, emit, reported, settings_for, timepoint
 from weaver.core.spark import get_spark
-from weaver.pitr import restore_partition, restore_table, take_snapshots, write_restore
+from weaver.pitr import check_restore_out, restore_partition, restore_table, take_snapshots, write_restore
 from weaver.pitr import vacuum as vacuum_lake
 
 
@@ -38,8 +38,9 @@ def restore(
     """Restore one partition's key range at --at (nearest snapshot + log replay; no JVM)."""
     with reported(as_json):
         s, t = settings_for(lake), timepoint(at)
+        check_restore_out(s, out)  # before any work: never into the lake's own tables
         r = restore_partition(s, partition, t)
-        path = write_restore(r, out)
+        path = write_restore(r, out, s)
     obj = {"partition_id": r.partition_id, "at": r.at, "as_of_seq": r.as_of_seq, "path": "standard",
            "source": r.source_snapshot_id, "changes_replayed": r.changes_replayed, "rows": r.table.num_rows,
            "elapsed_ms": round(r.elapsed_ms, 3), "out": path}

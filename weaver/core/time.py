@@ -67,7 +67,11 @@ def parse_timepoint(text: str | datetime) -> datetime:
         raise InvalidTimepointError(
             f"timepoint {text!r} has no timezone; add one, e.g. '{dt.isoformat()}Z' or '+00:00'"
         )
-    return dt.astimezone(timezone.utc)
+    try:
+        return dt.astimezone(timezone.utc)
+    except OverflowError as exc:  # e.g. 0001-01-01T00:00:00+01:00 lies before year 1 in UTC
+        raise InvalidTimepointError(f"timepoint {text!r} lies outside the years 1..9999 once shifted to UTC; "
+                                    "pick an instant inside them") from exc
 
 
 def to_us(ts: datetime) -> int:

@@ -8,7 +8,9 @@ form :meth:`ChangeLog.seqs_at`).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from datetime import datetime, timedelta
+from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -17,7 +19,9 @@ import pyarrow.compute as pc
 from weaver.core import storage
 from weaver.core.storage import filter_range, is_increasing
 from weaver.core.deltafiles import delta_files
-from weaver.core.errors import InvalidTimepointError, NonMonotonicTimestampError, SeqGapError, WeaverError
+from weaver.core.errors import (
+    CorruptTableError, InvalidTimepointError, NonMonotonicTimestampError, SeqGapError, WeaverError,
+)
 from weaver.core.time import MICROSECOND, to_us
 from weaver.log.lineage import Lineage
 from weaver.log.validate import validate_changes
@@ -36,6 +40,17 @@ STREAM_BATCH_ROWS = 8_192
 #: Most sorted runs merged at once (one batch of each is held); beyond, the seq windows read.
 MAX_MERGE_RUNS = 64
 _MS = timedelta(milliseconds=1)
+
+
+@contextmanager
+def _reading(uri: str) -> Iterator[None]:
+    """A data file of the change log that is missing or not Parquet is a CorruptTableError (named,
+    a 500 in the API), never a raw traceback."""
+    try:
+        yield
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise CorruptTableError(f"Delta table {storage.CHANGELOG} at {uri} cannot be read: {exc}; restore the "
+                                "missing or damaged data file (or re-extract the change log)") from exc
 
 
 class ChangeLog:
@@ -71,15 +86,20 @@ class ChangeLog:
         """Largest seq with ts <= `at` (0 when none); files wholly before `at` answer from stats."""
         adds = pa.table(self.dt.get_add_actions(flatten=True))  # arro3 -> pyarrow
         best = 0
-        if {"max.ts", "max.seq"} <= set(adds.column_names) and adds.num_rows:
+        # At the earliest representable instants no millisecond lies before `at`: no file is
+        # wholly before it, and the read below answers.
+        if {"max.ts", "max.seq"} <= set(adds.column_names) and adds.num_rows and at - datetime.min.replace(
+                tzinfo=at.tzinfo) >= _MS:
             # Writers may truncate timestamp stats to milliseconds (Delta Spark does): trust a
             # file to lie wholly before `at` only with a millisecond to spare; the rest is read.
-            edge = pa.scalar(at - timedelta(milliseconds=1), storage.TS)
+            edge = pa.scalar(at - _MS, storage.TS)
             whole = adds.filter(pc.fill_null(pc.less_equal(adds.column("max.ts"), edge), False))
             if whole.num_rows:
                 best = int(pc.max(whole.column("max.seq")).as_py() or 0)
         ds = self.pruned([("seq", ">", best), ("ts", "<=", at)])
-        t = ds.to_table(columns=["seq"], filter=(pc.field("seq") > best) & (pc.field("ts") <= pa.scalar(at, storage.TS)))
+        with _reading(self.uri):
+            t = ds.to_table(columns=["seq"],
+                            filter=(pc.field("seq") > best) & (pc.field("ts") <= pa.scalar(at, storage.TS)))
         if t.num_rows:
             best = max(best, int(pc.max(t.column("seq")).as_py()))
         return best
@@ -91,14 +111,15 @@ class ChangeLog:
         sorted search answers every timepoint.
         """
         ds = self.ds
-        late = ds.to_table(columns=["ts"], filter=pc.field("ts") >= pa.scalar(tps[0], storage.TS))
-        if late.num_rows:
-            max_ts = pc.max(late.column("ts")).as_py()
-        else:
-            head = ds.to_table(columns=["ts"])
-            max_ts = pc.max(head.column("ts")).as_py() if head.num_rows else None
-        upto = min(tps[-1], max_ts) if max_ts is not None else tps[0]
-        t = ds.to_table(columns=["seq", "ts"], filter=pc.field("ts") <= pa.scalar(upto, storage.TS))
+        with _reading(self.uri):
+            late = ds.to_table(columns=["ts"], filter=pc.field("ts") >= pa.scalar(tps[0], storage.TS))
+            if late.num_rows:
+                max_ts = pc.max(late.column("ts")).as_py()
+            else:
+                head = ds.to_table(columns=["ts"])
+                max_ts = pc.max(head.column("ts")).as_py() if head.num_rows else None
+            upto = min(tps[-1], max_ts) if max_ts is not None else tps[0]
+            t = ds.to_table(columns=["seq", "ts"], filter=pc.field("ts") <= pa.scalar(upto, storage.TS))
         if t.num_rows == 0:
             return max_ts, [0] * len(tps)
         t = t.sort_by([("seq", "ascending")])
@@ -109,6 +130,8 @@ class ChangeLog:
 
     def seq_before(self, at: datetime) -> int:
         """Largest seq with ts < `at` (0 when none): the change just before an interval starting at `at`."""
+        if at - datetime.min.replace(tzinfo=at.tzinfo) < MICROSECOND:
+            return 0  # nothing is before the earliest instant
         return self.seq_at(at - MICROSECOND)
 
     def read(self, after_seq: int, upto_seq: int, key_lo: str | None = None, key_hi: str | None = None,
@@ -124,13 +147,14 @@ class ChangeLog:
         if ranges is not None:
             expr = expr & storage.key_ranges_expr(ranges)
         ds = self.seq_range(after_seq, upto_seq)
-        try:
-            t = ds.to_table(filter=expr, columns=columns)
-        except pa.ArrowNotImplementedError:
-            # Files rewritten by delta-rs MERGE/DELETE carry string_view, which pyarrow filters
-            # cannot compare: read those files whole and filter in memory.
-            t = ds.to_table(columns=columns)
-            t = t.filter(expr)
+        with _reading(self.uri):
+            try:
+                t = ds.to_table(filter=expr, columns=columns)
+            except pa.ArrowNotImplementedError:
+                # Files rewritten by delta-rs MERGE/DELETE carry string_view, which pyarrow filters
+                # cannot compare: read those files whole and filter in memory.
+                t = ds.to_table(columns=columns)
+                t = t.filter(expr)
         if columns is None:
             t = storage.conform(t, storage.CHANGELOG, where=f" at {self.uri}")
         if t.num_rows > 1 and not is_increasing(t.column("seq")):
@@ -290,8 +314,8 @@ def _validate_in_file_order(log: ChangeLog, lineage, first: int, upto_seq: int):
         return None
     try:
         return _merge_pass(_merged(files, sorted(spans), first, upto_seq), lineage, first)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, KeyError, _Unmergeable):
-        return None  # a file off the contract's schema: the windows' read names the mismatch
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, KeyError, OSError, _Unmergeable):
+        return None  # a file off the contract's schema (or unreadable): the windows' read names it
     except WeaverError:
         # A file found unsorted later in the pass can hold what looked missing: the windows,
         # which read by seq, name the error for sure.
@@ -407,10 +431,11 @@ def _next_seq(log: ChangeLog, after_seq: int, upto_seq: int) -> int | None:
     """Smallest seq in (after_seq, upto_seq], scanning `seq` batch by batch (None: no change)."""
     best = None
     expr = (pc.field("seq") > after_seq) & (pc.field("seq") <= upto_seq)
-    for b in log.seq_range(after_seq, upto_seq).to_batches(columns=["seq"], filter=expr):
-        if b.num_rows:
-            m = int(pc.min(b.column(0)).as_py())
-            best = m if best is None else min(best, m)
+    with _reading(log.uri):
+        for b in log.seq_range(after_seq, upto_seq).to_batches(columns=["seq"], filter=expr):
+            if b.num_rows:
+                m = int(pc.min(b.column(0)).as_py())
+                best = m if best is None else min(best, m)
     return best
 
 
@@ -442,28 +467,38 @@ def read_changes(
     return sort_by_seq(t) if t.num_rows > 1 else t
 
 
-def read_tail(settings, after_seq: int, at: datetime, key_lo: str | None, key_hi: str | None) -> pa.Table:
-    """Changes with seq > `after_seq` and ts <= `at` on keys in [key_lo, key_hi), sorted by seq.
+def read_tail(settings, after_seq: int, at: datetime, key_lo: str | None, key_hi: str | None,
+              lineage: Lineage | None = None, check_range: tuple[str | None, str | None] | None = None
+              ) -> pa.Table:
+    """Changes with seq > `after_seq` and ts <= `at` on keys in [key_lo, key_hi), sorted by seq
+    (columns seq, ts, key, op, value).
 
     Only files whose seq/ts stats overlap the tail are read. The whole tail (all keys) is checked
     to hold every seq once - on a hole the PITR check names the offending seq - and the key range
-    is applied in memory: the tail is short by design.
+    is applied in memory: the tail is short by design. The tail on `check_range` (default: the
+    key range) is then validated as the standard path validates its own (validate_changes: ts
+    order, op, a PUT's value, key ownership against `lineage`), so both paths refuse the same bad
+    log (DESIGN §4.3, §4.5).
     """
+    cols = list(storage.SCHEMAS[storage.CHANGELOG].names)
     log = delta_files(storage.uri_for(settings, storage.CHANGELOG), storage.CHANGELOG)
     hi_seq, lo_ts = log.column("max.seq"), log.column("min.ts")
     paths = [p for p, mx, t0 in zip(log.column("path"), hi_seq, lo_ts)
              if (mx is None or mx > after_seq) and (t0 is None or t0 - _MS <= at)]
-    t = log.read(paths, ["seq", "ts", "key", "op", "value"],
+    t = log.read(paths, cols,
                  (pc.field("seq") > after_seq) & (pc.field("ts") <= pa.scalar(at, storage.TS)),
-                 use_threads=False) if paths else \
-        storage.empty(storage.CHANGELOG).select(["seq", "ts", "key", "op", "value"])
+                 use_threads=False) if paths else storage.empty(storage.CHANGELOG)
     n = t.num_rows
     if n:
         seqs = t.column("seq")
         top = int(pc.max(seqs).as_py())
         if n != top - after_seq or pc.count_distinct(seqs).as_py() != n:
             check_contiguous(settings, after_seq, top)  # raises the named error
-    t = filter_range(t, key_lo or None, key_hi)
+    lo, hi = check_range if check_range is not None else (key_lo, key_hi)
+    t = filter_range(t, lo or None, hi)
     if t.num_rows > 1:
         t = sort_by_seq(t)
-    return t
+    validate_changes(t, lineage, check_gaps=False)
+    if check_range is not None:
+        t = filter_range(t, key_lo or None, key_hi)
+    return t.select(["seq", "ts", "key", "op", "value"])

@@ -14,6 +14,7 @@ import os
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
 import numpy as np
@@ -353,10 +354,38 @@ def _materialize(settings, log: ChangeLog, lineage: Lineage, key_lo: str, key_hi
     return table, replayed
 
 
-def write_restore(result: RestoreResult, out: str) -> str:
-    """Write a restored state as one Parquet file (columns key, value); returns the path."""
+def check_output_file(settings, out: str, *, what: str = "--out") -> str:
+    """:func:`weaver.core.storage.check_output_target` for an output *file*: refuse a path that is
+    (or lies inside) one of the lake's own tables, a lake root, or an existing folder. An existing
+    file elsewhere is replaced whole (a rerun writes the same rows), so it is not refused."""
+    remote = "://" in out
+
+    def norm(u: str) -> str:
+        return u.rstrip("/") if "://" in u else str(Path(u).resolve())
+
+    target = norm(out)
+    for name in storage.SCHEMAS:
+        p = norm(storage.uri_for(settings, name))
+        if target == p or target.startswith(p + "/"):
+            raise InvalidParameterError(f"{what} {out!r} is inside the lake's own {name!r} table ({p}); write into "
+                                        "a new location: an output never touches the source tables")
+    if target in {norm(settings.lake), norm(settings.woven)} or (not remote and Path(target).is_dir()):
+        raise InvalidParameterError(f"{what} {out!r} is a folder; name a new .parquet file")
+    return out
+
+
+def check_restore_out(settings, out: str) -> str:
+    """The checks of :func:`write_restore`, run before any work: a .parquet name outside the lake's tables."""
     if not out.endswith(".parquet"):
         raise InvalidParameterError(f"--out {out!r} must name a .parquet file")
+    return check_output_file(settings, out)
+
+
+def write_restore(result: RestoreResult, out: str, settings) -> str:
+    """Write a restored state as one Parquet file (columns key, value); returns the path.
+
+    `out` must end in .parquet and lie outside the lake's own tables (:func:`check_output_file`)."""
+    check_restore_out(settings, out)
     return write_parquet_atomic(out, result.table)
 
 

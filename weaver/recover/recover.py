@@ -25,14 +25,14 @@ from typing import Any
 import pyarrow as pa
 
 from weaver.core import storage
-from weaver.core.errors import InvalidParameterError, InvalidTimepointError
+from weaver.core.errors import InvalidParameterError, InvalidTimepointError, NoDataError
 from weaver.core.ids import recovery_id_for
 from weaver.core.settings import Settings
 from weaver.core.storage import check_output_target, filter_range, write_parquet_atomic
 from weaver.core.time import parse_timepoint
 from weaver.log.changelog import read_tail
 from weaver.log.lineage import Lineage
-from weaver.pitr import restore_partition
+from weaver.pitr import check_output_file, restore_partition
 from weaver.recover.target import resolve
 from weaver.recover.woven import find_woven_snapshot, read_woven_rows, woven_snapshot_as_of
 from weaver.replay.arrow import fold
@@ -117,20 +117,29 @@ def recover(settings: Settings, partition_id: str, at: datetime | str, *, confid
     rid = recovery_id_for(target.partition_id, at)
     if mode == "rollback":
         out = check_output_target(settings, out or default_rollback_uri(settings, rid), what="rollback target")
+    elif out:
+        out = check_output_file(settings, out)
 
     snap = woven = rows = None
     if as_of_version is not None and as_of is not None:
         raise InvalidParameterError("give an as-of version or an as-of timestamp, not both")
     if prefer == "woven" and (as_of_version is not None or as_of is not None):
-        found = woven_snapshot_as_of(settings, target, at, c, lineage=lineage, catalog=catalog, version=as_of_version,
-                                     timestamp=parse_timepoint(as_of) if as_of is not None else None)
+        try:
+            found = woven_snapshot_as_of(settings, target, at, c, lineage=lineage, catalog=catalog,
+                                         version=as_of_version,
+                                         timestamp=parse_timepoint(as_of) if as_of is not None else None)
+        except NoDataError:
+            found = None  # the woven tier did not exist yet then: nothing woven was available
         snap, rows = found if found is not None else (None, None)
     elif prefer == "woven":
         woven = WovenTable.open(settings)
         snap = find_woven_snapshot(settings, target, at, c, lineage=lineage, catalog=catalog, woven=woven)
     if snap is not None:
         # The tail (change log) and the rows (woven tier) are independent reads: overlap them.
-        pending = _POOL.submit(read_tail, settings, snap.as_of_seq, at, target.key_lo, target.key_hi)
+        # The standard path validates the source partition's tail (a woven child is cut from it): so does this one.
+        src = lineage.by_id[target.source_partition_id]
+        check = (src.key_lo, src.key_hi) if target.is_woven_child else None
+        pending = _POOL.submit(read_tail, settings, snap.as_of_seq, at, target.key_lo, target.key_hi, lineage, check)
         rows = rows if rows is not None else read_woven_rows(settings, snap, woven)
         tail = pending.result()
         table = fold(rows, tail, state_sorted=True)

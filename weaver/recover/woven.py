@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 
 from weaver.core import storage
 from weaver.core.errors import InvalidParameterError, NoDataError
-from weaver.core.ids import UNUSABLE
+from weaver.core.ids import UNPUBLISHED, UNUSABLE
 from weaver.core.settings import Settings
 from weaver.core.storage import filter_range
 from weaver.core.time import parse_timepoint
@@ -52,13 +52,16 @@ def _covers(s_lo: str, s_hi: str | None, lo: str, hi: str | None) -> bool:
 
 def candidate_weaves(catalog: pa.Table, lineage: Lineage, target: Target, confidence_threshold: float, *,
                      weave_id: str | None = None, usable_only: bool = True) -> dict[str, tuple[dict, tuple[str, ...]]]:
-    """Weaves that may serve `target`: confidence >= threshold, source range covering the target
-    (and not expired, when `usable_only`); each with the woven children whose rows it needs."""
+    """Weaves that may serve `target`: confidence >= threshold, source range covering the target,
+    published (never staged or quarantined, DESIGN §7) and, when `usable_only`, not expired (a
+    look back at an old version may serve a weave expired since); each with the woven children
+    whose rows it needs."""
+    excluded = UNUSABLE if usable_only else UNPUBLISHED
     candidates: dict[str, tuple[dict, tuple[str, ...]]] = {}
     for r in catalog_rows(catalog):
         if weave_id is not None and r["weave_id"] != weave_id:
             continue
-        if r["confidence"] < confidence_threshold or (usable_only and r["status"] in UNUSABLE):
+        if r["confidence"] < confidence_threshold or r["status"] in excluded:
             continue
         src = lineage.by_id.get(r["source_partition_id"])
         if src is None or not _covers(src.key_lo, src.key_hi, target.key_lo, target.key_hi):

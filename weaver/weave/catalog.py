@@ -14,9 +14,9 @@ import pyarrow.compute as pc
 
 from weaver.core import storage
 from weaver.core.deltafiles import delta_files
-from weaver.core.errors import ConcurrentWriteError, InvalidParameterError, UnknownWeaveError
+from weaver.core.errors import ConcurrentWriteError, InvalidParameterError, NoDataError, UnknownWeaveError
 from weaver.core.settings import Settings
-from weaver.core.time import parse_timepoint
+from weaver.core.time import from_us, parse_timepoint, to_us
 
 COMPRESSION = "ZSTD"
 
@@ -102,12 +102,22 @@ def woven_as_of(settings: Settings, *, version: int | None = None, timestamp: da
     """woven_snapshots as it stood after an earlier weaving run (delta-rs time travel).
 
     `version` is a Delta version (one per weaving run); `timestamp` picks the latest version
-    committed at or before it (transaction time). Rows are sorted by (weave_id, timepoint, key).
+    committed at or before it (transaction time); a `timestamp` before the first commit still in
+    the log is a NoDataError (delta-rs would silently answer with that first version).
+    Rows are sorted by (weave_id, timepoint, key).
     """
     uri = storage.uri_for(settings, storage.WOVEN_SNAPSHOTS)
     if (version is None) == (timestamp is None):
         raise InvalidParameterError("give exactly one of version or timestamp")
     dt = storage.open_table(uri, storage.WOVEN_SNAPSHOTS)
+    if timestamp is not None:
+        timestamp = parse_timepoint(timestamp)
+        first = min(dt.history(), key=lambda h: h["version"], default=None)
+        if first is not None and to_us(timestamp) < int(first["timestamp"]) * 1000:
+            raise NoDataError(
+                f"woven_snapshots did not exist yet at {timestamp.isoformat()}: its first commit in the log "
+                f"(version {first['version']}) is at {from_us(int(first['timestamp']) * 1000).isoformat()}; "
+                "pick a later as_of")
     try:
         dt.load_as_version(version if version is not None else parse_timepoint(timestamp))
     except Exception as exc:  # noqa: BLE001 - delta-rs raises several types for an unknown version
