@@ -90,8 +90,8 @@ def _predicted_sequences(settings: Settings, at, confidence_threshold, run_ts):
     chosen_run, preds = select_predictions(settings, at=at, run_ts=run_ts)
     catalog = read_woven_catalog(settings)
     known = set(catalog.column("weave_id").to_pylist())
-    below = sum(1 for p in preds.column("probability").to_pylist() if p < threshold)
     new = [s for s in sequences_for(preds, lineage, threshold, at) if s.weave_id not in known]
+    below = sum(1 for p in preds.column("probability").to_pylist() if p < threshold)  # validated just above
     old = [sequence_from_row(r, lineage) for r in catalog.to_pylist() if r["status"] in EXTENDABLE]
     summary = {"at": at.isoformat(), "run_ts": chosen_run.isoformat() if chosen_run else None,
                "confidence_threshold": threshold, "below_threshold": below, "new_sequences": len(new)}
@@ -100,9 +100,12 @@ def _predicted_sequences(settings: Settings, at, confidence_threshold, run_ts):
 
 def _due(settings: Settings, seqs: list[Sequence], at: datetime) -> list[Sequence]:
     """The sequences with timepoints due by `at` and reached by the log, each with those timepoints."""
-    if not storage.is_table(storage.uri_for(settings, storage.WOVEN_SNAPSHOTS)):
-        # The rows an extension would start from are gone (tier deleted by hand): re-weave from the base.
-        for s in seqs:
+    gone = not storage.is_table(storage.uri_for(settings, storage.WOVEN_SNAPSHOTS))
+    for s in seqs:
+        # Only a published, extendable sequence's last timepoint is a base to extend from: an
+        # expired one's rows may be vacuumed, a quarantined or staged one's failed (or never had)
+        # their audit, and with the tier deleted by hand they are all gone. Re-weave from the base.
+        if gone or s.status not in EXTENDABLE:
             s.last_timepoint = s.last_seq = None
     return plan_timepoints(settings, seqs, at)
 
