@@ -257,3 +257,44 @@ def test_a_probability_outside_0_1_is_a_contract_violation_and_nothing_is_woven(
     with pytest.raises(ContractViolation, match=broken["prediction_id"]):
         weave(None, settings, at=T0 + 5 * H)
     assert not Path(settings.woven).exists()
+
+
+# --- 2. a crash between an extension's data and catalog commits serves nothing unaudited ----------
+def test_an_extension_interrupted_before_its_catalog_commit_is_never_served_until_audited(tmp_path):
+    from weaver.core import faults
+    from weaver.pipeline import gate_weaves
+    from weaver.recover import recover
+    from weaver.weave import weave
+
+    data = make_log(seed=3)
+    settings = weave_settings(write_lake(tmp_path / "lake", data))
+    p = prediction("p1", split_key="k30", split_ts=T0 + 3 * H, window=timedelta(hours=6))
+    put_predictions(settings, [p])
+    weave(None, settings, at=T0 + 4 * H, stage=True)
+    gate_weaves(settings)
+    (row,) = _raw(settings, "woven_catalog")
+    assert (row["status"], row["last_timepoint"]) == ("active", T0 + 4 * H)
+
+    class Crash(Exception):
+        pass
+
+    def crash():
+        raise Crash
+
+    with faults.hooked("weave.before_catalog", crash), pytest.raises(Crash):
+        weave(None, settings, at=T0 + 7 * H, stage=True)  # 05:00..07:00 written, catalog not moved
+    assert {w["timepoint"] for w in _raw(settings, "woven_snapshots")} >= {T0 + 6 * H}
+    rec = recover(settings, "p1", T0 + 6 * H + 30 * M)
+    assert rec.timepoint is None or rec.timepoint <= T0 + 4 * H, "an unaudited timepoint was served"
+    assert rows_to_dict(rec.table) == fold(data["changes"], key_lo="k20", at=T0 + 6 * H + 30 * M)
+
+    # The rerun (weave, then the gate that audits what the crash left staged) publishes it all.
+    weave(None, settings, at=T0 + 7 * H, stage=True)
+    gate_weaves(settings)
+    weave(None, settings, at=T0 + 7 * H, stage=True)
+    gate_weaves(settings)
+    (row,) = _raw(settings, "woven_catalog")
+    assert (row["status"], row["last_timepoint"]) == ("active", T0 + 7 * H)
+    assert assert_matches_oracle(settings, data, [p], at=T0 + 7 * H) == 5
+    rec = recover(settings, "p1", T0 + 6 * H + 30 * M)
+    assert rec.path == "woven" and rows_to_dict(rec.table) == fold(data["changes"], key_lo="k20", at=T0 + 6 * H + 30 * M)
