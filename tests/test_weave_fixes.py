@@ -298,3 +298,17 @@ def test_an_extension_interrupted_before_its_catalog_commit_is_never_served_unti
     assert assert_matches_oracle(settings, data, [p], at=T0 + 7 * H) == 5
     rec = recover(settings, "p1", T0 + 6 * H + 30 * M)
     assert rec.path == "woven" and rows_to_dict(rec.table) == fold(data["changes"], key_lo="k20", at=T0 + 6 * H + 30 * M)
+
+
+@pytest.mark.parametrize("probability", [math.nan, 1.3])
+def test_advice_refuses_a_probability_outside_0_1(tmp_path, probability):
+    from weaver.core.errors import ContractViolation
+    from weaver.whatif import advise
+
+    data = make_log(seed=3)
+    settings = weave_settings(write_lake(tmp_path / "lake", data))
+    broken = prediction("p1", split_key="k30", split_ts=T0 + 3 * H, probability=probability)
+    put_predictions(settings, [broken])
+    with pytest.raises(ContractViolation, match=broken["prediction_id"]):
+        advise(settings, at=T0 + 3 * H)
+    assert _raw(settings, "advice") == []
