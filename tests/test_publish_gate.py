@@ -108,7 +108,8 @@ def test_a_gap_in_seq_is_quarantined_and_stops_the_run_before_anything_is_publis
     gone = data["changes"][40]
     data["changes"] = [c for c in data["changes"] if c["seq"] != gone["seq"]]  # seq 41 never arrives
     settings = weave_settings(write_lake(tmp_path / "lake", data))
-    manifest = extract(settings, start=gone["ts"] - H, end=gone["ts"] + H)
+    hour = gone["ts"].replace(minute=0, second=0, microsecond=0)  # whole buckets (extract refuses others)
+    manifest = extract(settings, start=hour - H, end=hour + 2 * H)
     with pytest.raises(ExpectationFailedError, match="seq_step"):
         gate_changelog(settings, manifest)
     (q,) = list_quarantine(settings)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from datetime import timedelta
 import pyarrow as pa
 import pytest
 
@@ -86,14 +87,17 @@ def test_confirm_refute_expire(tier):
     assert (r["confirmed"], r["refuted"], r["expired"]) == (0, 1, 0)
     assert _statuses(settings) == {"hit": "confirmed", "miss": "refuted", "late": "active", "old": "refuted"}
 
-    r = reconcile(settings, at=T0 + 12 * H)  # late's window closes without a split of p0 in it
-    assert _statuses(settings)["late"] == "refuted"
+    # late's window closes at 12:00 without a split of p0 in it, but the change log ends before
+    # 12:00: the outcome is unknown (censored), so late stays active - refuted is final.
+    assert max(c["ts"] for c in data["changes"]) < T0 + 12 * H
+    r = reconcile(settings, at=T0 + 12 * H)
+    assert _statuses(settings)["late"] == "active" and r["refuted"] == 0
 
     r = reconcile(settings, at=T0 + 26 * H)  # old: 2h + 1d retention
     assert r["expired"] == 1 and _statuses(settings)["old"] == "expired"
     r = reconcile(settings, at=T0 + 32 * H)  # hit and miss: 8h + 1d
     assert r["expired"] == 2
-    assert _statuses(settings) == {"hit": "expired", "miss": "expired", "late": "refuted", "old": "expired"}
+    assert _statuses(settings) == {"hit": "expired", "miss": "expired", "late": "active", "old": "expired"}
 
     # Reconciling again changes nothing and adds no catalog version.
     uri = storage.uri_for(settings, storage.WOVEN_CATALOG)
@@ -107,14 +111,15 @@ def test_active_sequence_past_its_window_and_retention_is_refuted_then_expired_i
 
     settings, data, _ = tier
     r = reconcile(settings, at=T0 + 40 * H)
-    assert r["statuses"] == {"expired": 4} and r["expired"] == 4
+    # late's window (to 12:00) is past the end of the change log: censored, it stays active.
+    assert r["statuses"] == {"expired": 3, "active": 1} and r["expired"] == 3
     rows = {x["prediction_id"]: x for x in read_woven_catalog(settings).to_pylist()}
     # hit went active -> confirmed -> expired in one pass: the real split is still recorded.
     assert rows["hit"]["actual_split_key"] == data["splits"][0]["split_key"]
     assert rows["miss"]["actual_split_key"] is None
 
 
-def test_vacuum_removes_only_expired_sequences(tier):
+def test_vacuum_removes_only_expired_sequences(tier, monkeypatch):
     from weaver.core import storage
     from weaver.weave import read_woven_catalog, vacuum_woven
 
@@ -147,11 +152,19 @@ def test_vacuum_removes_only_expired_sequences(tier):
 
     # Removed files stay on disk within the retention (time travel still reads them) ...
     assert any(f"weave_id={old_id}" in f for f in _files_on_disk(uri))
-    # ... and go once it has passed. With a 1 s retention hit and miss expire at 09:00 too; the
-    # active sequence keeps its rows and its file.
+    # With a 1 s retention hit and miss expire at 09:00 too, but the vacuum rounds the retention up
+    # to whole hours (delta-rs vacuums by hours): no file removed a second ago goes yet.
     time.sleep(1.1)
     r = vacuum_woven(settings.with_overrides(woven_retention="1s"), now=T0 + 9 * H)
-    assert r["newly_expired"] == 2 and r["files_removed"] >= 3
+    assert r["newly_expired"] == 2 and r["files_removed"] == 0
+    assert any(f"weave_id={seqs['hit']['weave_id']}" in f for f in _files_on_disk(uri))
+    # ... and they go once it has passed (an hour is too long to wait: the vacuum is told 0 h),
+    # while the active sequence keeps its rows and its file.
+    import weaver.weave.lifecycle as lifecycle
+
+    monkeypatch.setattr(lifecycle, "_vacuum_hours", lambda dt, hours: 0)
+    r = vacuum_woven(settings.with_overrides(woven_retention="1s"), now=T0 + 9 * H)
+    assert r["newly_expired"] == 0 and r["files_removed"] >= 3
     on_disk = _files_on_disk(uri)
     for name in ("old", "hit", "miss"):
         assert all(f"weave_id={seqs[name]['weave_id']}" not in f for f in on_disk)
@@ -178,3 +191,63 @@ def test_reconcile_without_splits_table_and_with_naive_time(tmp_path):
     assert r["statuses"] == {} and r["confirmed"] == 0
     with pytest.raises(InvalidTimepointError):
         reconcile(settings, at=datetime(2026, 1, 1))
+
+
+def test_a_sub_hour_retention_keeps_the_files_an_old_version_still_needs(tier):
+    """WEAVER_WOVEN_RETENTION=30m: the vacuum rounds up to 1 h (not down to 0 h), so a reader of
+    version 0 - the rows as written by hand in the fixture - still gets every row after the
+    expired sequences' rows were deleted and the tier vacuumed."""
+    from weaver.core import storage
+    from weaver.weave import vacuum_woven, woven_as_of
+
+    settings, _, seqs = tier
+    settings = settings.with_overrides(woven_retention="30m")
+    expect = sorted((r["weave_id"], r["woven_partition_id"], r["key"]) for w in seqs.values() for r in _woven_rows(w))
+    r = vacuum_woven(settings, now=T0 + 40 * H)
+    assert r["expired_sequences"] == 3 and r["rows_deleted"] == 9 and r["files_removed"] == 0
+    uri = storage.uri_for(settings, storage.WOVEN_SNAPSHOTS)
+    assert storage.version_of(uri) >= 1
+    got = sorted((r["weave_id"], r["woven_partition_id"], r["key"]) for r in woven_as_of(settings, version=0).to_pylist())
+    assert got == expect
+
+
+def test_a_window_past_the_end_of_the_log_is_not_refuted_and_a_later_split_in_it_confirms_it(tier):
+    """An active sequence whose window_end the change log has not reached stays active however late
+    `at` is (a wall-clock --now); once the log and a real split inside the window arrive, it is
+    confirmed with that split (hand-written rows: p1 splits at k30 at 11:00)."""
+    from deltalake import write_deltalake
+
+    from weaver.core import storage
+    from weaver.weave import read_woven_catalog, reconcile, vacuum_woven, write_woven_catalog
+
+    settings, data, _ = tier
+    end = max(c["ts"] for c in data["changes"])
+    assert end < T0 + 10 * H
+    open_ = _weave("open", "p1", T0 + 9 * H, T0 + 8 * H, T0 + 12 * H, split_key="k30")
+    write_woven_catalog(settings, [open_])
+    wall_clock = T0 + 300 * H  # far past window_end + retention (1 d)
+    r = reconcile(settings, at=wall_clock)
+    assert _statuses(settings)["open"] == "active" and r["refuted"] == 0
+    vacuum_woven(settings, now=wall_clock)
+    assert _statuses(settings)["open"] == "active"
+
+    # The log goes on to 12:30; p1 really splits at 11:00 at key k30.
+    seq = max(c["seq"] for c in data["changes"])
+    split_ts = T0 + 11 * H
+    more = []
+    m = timedelta(minutes=1)
+    for i, ts in enumerate([T0 + 10 * H + 15 * m, T0 + 11 * H + 10 * m, T0 + 12 * H + 30 * m]):
+        pid = "p1" if ts < split_ts else "p5"
+        more.append({"seq": seq + 1 + i, "ts": ts, "partition_id": pid, "key": "k35", "op": "PUT",
+                     "value": b"v%d" % i, "value_bytes": 2})
+    write_deltalake(storage.uri_for(settings, storage.CHANGELOG),
+                    pa.Table.from_pylist(more, schema=storage.SCHEMAS[storage.CHANGELOG]), mode="append")
+    split = {"parent_id": "p1", "split_seq": seq + 1, "split_ts": split_ts, "split_key": "k30",
+             "left_id": "p4", "right_id": "p5", "reason": "size"}
+    write_deltalake(storage.uri_for(settings, storage.SPLITS),
+                    pa.Table.from_pylist([split], schema=storage.SCHEMAS[storage.SPLITS]), mode="append")
+    r = reconcile(settings, at=T0 + 13 * H)
+    assert r["confirmed"] == 1
+    row = {x["prediction_id"]: x for x in read_woven_catalog(settings).to_pylist()}["open"]
+    assert row["status"] == "confirmed" and row["actual_split_ts"] == split_ts
+    assert row["actual_split_key"] == "k30"

@@ -8,7 +8,10 @@ import typer
 from rich.table import Table
 
 from weaver.cli._app import JsonOpt, LakeOpt, app, console, emit, reported, settings_for, timepoint
+from weaver.core.errors import ExpectationFailedError
+from weaver.core.ids import UNPUBLISHED
 from weaver.pipeline import gate_weaves
+from weaver.weave import read_woven_catalog
 from weaver.whatif import KEY_BY, advise, impact, plan_whatif, render_report, whatif_weave
 
 whatif_app = typer.Typer(name="whatif", help="Hypothetical splits on demand, their impact, advice and the report.",
@@ -40,10 +43,26 @@ def weave_cmd(
             r = whatif_weave(None, s, partition, t, split_key=split_key, until=u,
                              key_by=key_by, stage=True)
         # Write-audit-publish, as for predicted weaves: the `woven` suite publishes it or quarantines it.
-        r["published"] = r["weave_id"] in gate_weaves(s)["published"] if r.get("staged") else True
+        gate_error = None
+        if r.get("staged"):
+            try:
+                gate_weaves(s)
+            except ExpectationFailedError as exc:
+                gate_error = str(exc)  # another staged weave may have failed while this one was published
+        # Report what the catalog says, not what this run hoped for (a weave may be quarantined).
+        row = next((c for c in read_woven_catalog(s).to_pylist() if c["weave_id"] == r["weave_id"]), None)
+        r["status"] = row["status"] if row is not None else None
+        r["published"] = row is not None and row["status"] not in UNPUBLISHED
+        if row is not None and not r["published"]:
+            raise ExpectationFailedError(
+                f"what-if weave {r['weave_id']} is {row['status']}, not published"
+                + (f": {gate_error}" if gate_error else "")
+                + "; see `weaver quarantine list`, then `weaver quarantine clear` and ask again")
+        if gate_error:
+            r["check_error"] = gate_error
     human = Table(title=f"what if {partition} had split at {t.isoformat()}", show_header=False)
     for k in ("weave_id", "split_key", "key_by", "child_ids", "until", "timepoints_written", "rows_written",
-              "version", "existing"):
+              "version", "existing", "status", "published"):
         human.add_row(k, str(r.get(k)))
     emit(r, as_json, human)
 

@@ -8,7 +8,9 @@
   suite on exactly the staged weave ids and flips them to ``active`` on a pass. Recovery, the API
   and weaving skip ``staged`` and ``quarantined`` weaves (``weaver.core.ids.UNUSABLE``).
 - A failure marks the data ``quarantined``, stores the validation result in the ``quarantine``
-  table beside it, and raises ExpectationFailedError: the run fails and nothing is published.
+  table beside it, and raises ExpectationFailedError: the run fails. For predictions nothing of
+  the run is published; for weaves only the weaves named in the failing rows are held back and
+  the other staged weaves are published before the error is raised.
   ``weaver quarantine clear`` deletes quarantined data (a rerun of the run re-produces and
   re-checks it).
 
@@ -111,8 +113,15 @@ def _as_published(settings: Settings, rows: pa.Table, at: datetime) -> pa.Table:
 
 
 def gate_weaves(settings: Settings, *, sample: int | None = 3) -> dict:
-    """Audit every staged weave with the `woven` suite; flip them to ``active`` on a pass, else to
-    ``quarantined`` with the result stored. Staged weaves a crashed run left behind are audited too.
+    """Audit every staged weave with the `woven` suite; flip those that pass to ``active`` and those
+    with failing rows to ``quarantined`` with the result stored. Staged weaves a crashed run left
+    behind are audited too.
+
+    A failure is charged to the weaves named in the failing rows of the check frame only: the
+    others staged with them are published (one catalog MERGE for both), and then the
+    ExpectationFailedError is raised, naming the quarantined and the published ids, so the run
+    still fails. Only a failure that names no weave quarantines every staged one. A weave that
+    passes ends an old quarantine record of its own (a re-weave after a quarantine).
     """
     catalog = read_woven_catalog(settings)
     staged = [r for r in catalog.to_pylist() if r["status"] == STAGED]
@@ -126,14 +135,29 @@ def gate_weaves(settings: Settings, *, sample: int | None = 3) -> dict:
         bad = frame[(frame.drop(columns=["weave_id", "timepoint", "as_of_seq", "rows_left", "rows_right",
                                          "rows_restore"]) != 0).any(axis=1)]
         detail = json.loads(bad.to_json(orient="records", date_format="iso"))
-        for r in staged:
+        failing = {d["weave_id"] for d in detail} & set(ids) or set(ids)
+        held = [r for r in staged if r["weave_id"] in failing]
+        good = [r for r in staged if r["weave_id"] not in failing]
+        for r in held:
             mine = [d for d in detail if d["weave_id"] == r["weave_id"]]
             record_quarantine(settings, WEAVE_KIND, r["weave_id"], run_ts=r["created_at"], suite="woven",
                               result=json.dumps({"error": str(exc), "failed_rows": mine}), rows=len(mine))
-        write_woven_catalog(settings, [{**r, "status": QUARANTINED, "updated_at": now} for r in staged])
-        raise
+        write_woven_catalog(settings, [{**r, "status": QUARANTINED, "updated_at": now} for r in held]
+                            + [{**r, "status": ACTIVE, "updated_at": now} for r in good])
+        _clear_weave_records(settings, [r["weave_id"] for r in good])
+        raise ExpectationFailedError(
+            f"{exc}; quarantined {len(held)} weave(s) {sorted(r['weave_id'] for r in held)}, published the other "
+            f"{len(good)} {sorted(r['weave_id'] for r in good)}") from exc
     write_woven_catalog(settings, [{**r, "status": ACTIVE, "updated_at": now} for r in staged])
+    _clear_weave_records(settings, ids)  # a re-weave that passes ends an old quarantine
     return {**summary, "published": ids}
+
+
+def _clear_weave_records(settings: Settings, weave_ids: list[str]) -> None:
+    """Drop the quarantine records of these weaves (one read of the table; a no-op when none)."""
+    held = {r["item_id"] for r in list_quarantine(settings) if r["item_kind"] == WEAVE_KIND} if weave_ids else set()
+    for w in sorted(held & set(weave_ids)):
+        clear_record(settings, WEAVE_KIND, w)
 
 
 def gate_changelog(settings: Settings, manifest: dict) -> dict:

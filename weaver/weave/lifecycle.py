@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from weaver.core import storage
@@ -18,7 +20,9 @@ def reconcile(settings: Settings, *, at: datetime) -> dict:
 
     ``confirmed``: a real split of the same parent with split_ts in [window_start, window_end]
     and <= at (records actual_split_key/ts; timing error = actual_split_ts - split_ts);
-    ``refuted``: the window closed (at >= window_end) without one; ``expired``: confirmed or
+    ``refuted``: the window closed (at >= window_end) without one and the outcome is known (the
+    change log or the splits history reaches window_end; until then the window is censored and
+    the sequence stays active, as backtests leave such windows unscored); ``expired``: confirmed or
     refuted sequences once ``at >= window_end + woven_retention``. Manual weaves (origin
     'manual') stay active until they expire the same way. Returns counts per transition,
     the statuses after it, and the confirmed sequences' timing errors in seconds.
@@ -29,6 +33,7 @@ def reconcile(settings: Settings, *, at: datetime) -> dict:
     by_parent: dict[str, list[dict]] = {}
     for s in sorted(splits.to_pylist(), key=lambda r: (r["split_ts"], r["split_seq"])):
         by_parent.setdefault(s["parent_id"], []).append(s)
+    known_until = _History(settings, splits).reaches
     counts = {CONFIRMED: 0, REFUTED: 0, EXPIRED: 0}
     timing: dict[str, float] = {}
     changed = []
@@ -46,7 +51,10 @@ def reconcile(settings: Settings, *, at: datetime) -> dict:
             if real:
                 r["actual_split_key"], r["actual_split_ts"] = real[0]["split_key"], real[0]["split_ts"]
                 status = CONFIRMED
-            elif at >= r["window_end"]:
+            elif at >= r["window_end"] and known_until(r["window_end"]):
+                # Refuted is final, so only once the outcome is known: the change log (or the
+                # splits history) has reached window_end - the backtests' censoring rule. Before
+                # that the window stays open (active), however late `at` is.
                 status = REFUTED
         if status in (CONFIRMED, REFUTED) and at >= r["window_end"] + settings.woven_retention:
             status = EXPIRED
@@ -60,6 +68,30 @@ def reconcile(settings: Settings, *, at: datetime) -> dict:
     write_woven_catalog(settings, changed)
     return {"at": at.isoformat(), "confirmed": counts[CONFIRMED], "refuted": counts[REFUTED],
             "expired": counts[EXPIRED], "statuses": statuses, "timing_error_s": timing}
+
+
+class _History:
+    """Whether the known history (change log and `splits`) reaches an instant; the log is read
+    once, lazily, and only from the first instant asked about (file pruning on ts)."""
+
+    def __init__(self, settings: Settings, splits):
+        self.settings = settings
+        ts = splits.column("split_ts")
+        self.last_split = pc.max(ts).as_py() if len(ts) else None
+        self.end: datetime | None = None
+        self.read_from: datetime | None = None
+
+    def reaches(self, t: datetime) -> bool:
+        if self.last_split is not None and self.last_split >= t:
+            return True
+        if self.read_from is None or t < self.read_from:
+            uri = storage.uri_for(self.settings, storage.CHANGELOG)
+            if not storage.is_table(uri):
+                return False
+            late = storage.dataset(storage.open_table(uri, storage.CHANGELOG)).to_table(
+                columns=["ts"], filter=pc.field("ts") >= pa.scalar(t, storage.TS)).column("ts")
+            self.end, self.read_from = (pc.max(late).as_py() if len(late) else None), t
+        return self.end is not None and self.end >= t
 
 
 def vacuum_woven(settings: Settings, *, now: datetime) -> dict:
@@ -77,7 +109,9 @@ def vacuum_woven(settings: Settings, *, now: datetime) -> dict:
                      if s == EXPIRED)
     uri = storage.uri_for(settings, storage.WOVEN_SNAPSHOTS)
     deleted, removed = 0, 0
-    retention_h = int(settings.woven_retention.total_seconds() // 3600)
+    # Rounded UP to whole hours (delta-rs vacuums by hours): rounding down would delete files a
+    # reader of a version inside the retention still needs (30m would vacuum with 0 h).
+    retention_h = -(-int(settings.woven_retention.total_seconds()) // 3600)
     if storage.is_table(uri):
         dt = storage.open_table(uri, storage.WOVEN_SNAPSHOTS)
         present = set()
@@ -90,10 +124,27 @@ def vacuum_woven(settings: Settings, *, now: datetime) -> dict:
 
             ids = ", ".join(f"'{w}'" for w in sorted(present))
             dt.delete(f"weave_id IN ({ids})", writer_properties=WriterProperties(compression=COMPRESSION))
-        removed += len(dt.vacuum(retention_hours=retention_h, dry_run=False, enforce_retention_duration=False))
+        removed += len(dt.vacuum(retention_hours=_vacuum_hours(dt, retention_h), dry_run=False,
+                                 enforce_retention_duration=False))
     cat_uri = storage.uri_for(settings, storage.WOVEN_CATALOG)
     if storage.is_table(cat_uri):
-        removed += len(storage.open_table(cat_uri).vacuum(retention_hours=retention_h, dry_run=False,
-                                                          enforce_retention_duration=False))
+        cat = storage.open_table(cat_uri)
+        removed += len(cat.vacuum(retention_hours=_vacuum_hours(cat, retention_h), dry_run=False,
+                                  enforce_retention_duration=False))
     return {"now": now.isoformat(), "expired_sequences": len(expired), "newly_expired": rec["expired"],
             "rows_deleted": deleted, "files_removed": removed}
+
+
+_UNIT_SECONDS = {"microsecond": 1e-6, "millisecond": 1e-3, "second": 1, "minute": 60, "hour": 3600, "day": 86400,
+                 "week": 604800}
+
+
+def _vacuum_hours(dt, retention_h: int) -> int:
+    """`retention_h`, but never below the table's own ``delta.deletedFileRetentionDuration`` (rounded
+    up to hours): a tier created with a longer retention keeps it when the setting shrinks."""
+    raw = (dt.metadata().configuration or {}).get("delta.deletedFileRetentionDuration")
+    m = re.fullmatch(r"\s*interval\s+(\d+)\s+([a-z]+?)s?\s*", raw or "", re.IGNORECASE)
+    if m is None or m.group(2).lower() not in _UNIT_SECONDS:
+        return retention_h
+    secs = int(m.group(1)) * _UNIT_SECONDS[m.group(2).lower()]
+    return max(retention_h, -(-int(secs) // 3600))

@@ -16,9 +16,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from weaver.core import storage
-from weaver.core.errors import ContractViolation, InvalidParameterError, InvalidTimepointError, TableNotFoundError
+from weaver.core.errors import ContractViolation, InvalidConfidenceError, InvalidParameterError, InvalidTimepointError, TableNotFoundError
 from weaver.core.ids import ACTIVE, PREDICTED, child_ids_for, weave_id_for
-from weaver.core.settings import Settings
+from weaver.core.settings import Settings, check_confidence
 from weaver.log.changelog import ChangeLog
 from weaver.log.lineage import Lineage
 from weaver.pitr import Piece, catalog_index, plan_restore, read_snapshot_catalog
@@ -121,9 +121,15 @@ def sequences_for(predictions: pa.Table, lineage: Lineage, threshold: float, at:
     written when one is malformed: ContractViolation names the prediction)."""
     out = []
     for r in predictions.to_pylist():
+        pid, where = r["partition_id"], f"prediction {r['prediction_id']!r} of partition {r['partition_id']!r}"
+        try:
+            # NaN compares false with the threshold and > 1 passes it: neither may be woven or served.
+            check_confidence(r["probability"], what="probability")
+        except InvalidConfidenceError as exc:
+            raise ContractViolation(f"{where}: {exc}; a probability is a finite number in [0, 1] - re-run "
+                                    "the forecast", partition_id=pid) from exc
         if r["probability"] < threshold:
             continue
-        pid, where = r["partition_id"], f"prediction {r['prediction_id']!r} of partition {r['partition_id']!r}"
         p = lineage.by_id.get(pid)
         if p is None:
             raise ContractViolation(f"{where}: the partition is not in the partitions lineage; "
@@ -151,7 +157,8 @@ def sequences_for(predictions: pa.Table, lineage: Lineage, threshold: float, at:
 
 def plan_timepoints(settings: Settings, seqs: list[Sequence], at: datetime) -> list[Sequence]:
     """Give each sequence the timepoints this run weaves (after its last one, on the cadence,
-    <= min(at, window_end) and reached by the change log) with their seqs; return those with any."""
+    <= min(at, window_end) and passed by the change log: t < its last ts) with their seqs; return
+    those with any."""
     candidates = {s.weave_id: s.candidate_timepoints(settings.woven_cadence, at) for s in seqs}
     all_tps = sorted({t for tps in candidates.values() for t in tps})
     if not all_tps:
@@ -160,7 +167,10 @@ def plan_timepoints(settings: Settings, seqs: list[Sequence], at: datetime) -> l
     seq_of = dict(zip(all_tps, tp_seq))
     todo = []
     for s in seqs:
-        s.timepoints = [t for t in candidates[s.weave_id] if max_ts is not None and t <= max_ts]
+        # Strictly before the log's last ts: later changes may still arrive with exactly that ts
+        # (an ingest writer carries late events up to its tail's ts), so T is complete only once
+        # the log holds a change after it.
+        s.timepoints = [t for t in candidates[s.weave_id] if max_ts is not None and t < max_ts]
         s.tp_seqs = [seq_of[t] for t in s.timepoints]
         if s.timepoints:
             todo.append(s)

@@ -20,7 +20,7 @@ from typing import Iterable
 from weaver.core import storage
 from weaver.core.errors import TableNotFoundError
 from weaver.core import faults
-from weaver.core.ids import EXTENDABLE, STAGED
+from weaver.core.ids import EXTENDABLE, STAGED, UNPUBLISHED
 from weaver.core.retry import retry_commit
 from weaver.core.settings import Settings
 from weaver.core.time import parse_timepoint, to_us
@@ -90,8 +90,8 @@ def _predicted_sequences(settings: Settings, at, confidence_threshold, run_ts):
     chosen_run, preds = select_predictions(settings, at=at, run_ts=run_ts)
     catalog = read_woven_catalog(settings)
     known = set(catalog.column("weave_id").to_pylist())
-    below = sum(1 for p in preds.column("probability").to_pylist() if p < threshold)
     new = [s for s in sequences_for(preds, lineage, threshold, at) if s.weave_id not in known]
+    below = sum(1 for p in preds.column("probability").to_pylist() if p < threshold)  # validated just above
     old = [sequence_from_row(r, lineage) for r in catalog.to_pylist() if r["status"] in EXTENDABLE]
     summary = {"at": at.isoformat(), "run_ts": chosen_run.isoformat() if chosen_run else None,
                "confidence_threshold": threshold, "below_threshold": below, "new_sequences": len(new)}
@@ -100,9 +100,12 @@ def _predicted_sequences(settings: Settings, at, confidence_threshold, run_ts):
 
 def _due(settings: Settings, seqs: list[Sequence], at: datetime) -> list[Sequence]:
     """The sequences with timepoints due by `at` and reached by the log, each with those timepoints."""
-    if not storage.is_table(storage.uri_for(settings, storage.WOVEN_SNAPSHOTS)):
-        # The rows an extension would start from are gone (tier deleted by hand): re-weave from the base.
-        for s in seqs:
+    gone = not storage.is_table(storage.uri_for(settings, storage.WOVEN_SNAPSHOTS))
+    for s in seqs:
+        # Only a published, extendable sequence's last timepoint is a base to extend from: an
+        # expired one's rows may be vacuumed, a quarantined or staged one's failed (or never had)
+        # their audit, and with the tier deleted by hand they are all gone. Re-weave from the base.
+        if gone or s.status not in EXTENDABLE:
             s.last_timepoint = s.last_seq = None
     return plan_timepoints(settings, seqs, at)
 
@@ -128,6 +131,16 @@ def weave_sequences(spark, settings: Settings, lineage: Lineage, seqs: list[Sequ
         check_segment(settings, todo)
         engine, summary["work_changes"] = choose_engine(settings, todo, cluster=on_cluster(spark))
         summary["engine"] = engine
+        if stage:
+            # An extension's new timepoints must not be served before their audit, and readers
+            # serve what woven_snapshots holds for a published weave. So the catalog rows of the
+            # published sequences this run extends go `staged` BEFORE the data commit (rows
+            # unchanged otherwise: last_timepoint still the audited one): a crash between the two
+            # commits leaves them staged - never served - until the gate audits them (it audits
+            # what a crashed run left staged) and publishes them as `active` (reconcile then
+            # re-derives `confirmed`). New sequences have no catalog row yet: nothing to hide.
+            hide = [s for s in todo if not s.is_new and s.status not in UNPUBLISHED]
+            write_woven_catalog(settings, [{**s.catalog_row(at), "status": STAGED} for s in hide])
         faults.point("weave.before_data")
         if engine == ARROW:
             summary["rows_written"] = write_woven_arrow(settings, todo).rows
@@ -148,8 +161,9 @@ def weave_sequences(spark, settings: Settings, lineage: Lineage, seqs: list[Sequ
         for s in changed.values():
             s.status = STAGED
     summary["staged"] = sorted(changed) if stage else []
-    # Between the two commits a crash leaves woven rows no catalog row points at: invisible to
-    # readers (they go through the catalog), and replaced by the rerun's replaceWhere.
+    # Between the two commits a crash leaves woven rows of new sequences no catalog row points at
+    # and, with `stage`, extensions whose catalog rows were staged above: invisible to readers
+    # either way; the rerun's replaceWhere replaces the rows.
     faults.point("weave.before_catalog")
     write_woven_catalog(settings, [s.catalog_row(at) for s in changed.values()])
     summary["version"] = storage.version_of(woven_uri)

@@ -26,7 +26,8 @@ import pyarrow as pa
 
 from weaver.core import storage
 from weaver.core.ids import advice_id
-from weaver.core.settings import Settings
+from weaver.core.errors import ContractViolation, InvalidConfidenceError
+from weaver.core.settings import Settings, check_confidence
 from weaver.core.time import bucket_us, parse_timepoint, to_us
 from weaver.log import Lineage
 from weaver.predict.forecasting import batches, key_span
@@ -69,6 +70,14 @@ def advise_run(settings: Settings, predictions: pa.Table, *, confidence_threshol
     lineage = Lineage.load(settings)
     advised: dict[str, list[dict]] = {}  # partition -> its above-threshold predictions (one per model)
     for r in preds:
+        try:
+            # As for weaving (weaver.weave.plan.sequences_for): NaN never reaches the threshold and
+            # > 1 always does; neither may become advice.
+            check_confidence(r["probability"], what="probability")
+        except InvalidConfidenceError as exc:
+            raise ContractViolation(f"prediction {r['prediction_id']!r} of partition {r['partition_id']!r}: {exc}; "
+                                    "a probability is a finite number in [0, 1] - re-run the forecast",
+                                    partition_id=r["partition_id"]) from exc
         if r["probability"] >= c and r["reason"] is not None and r["partition_id"] in lineage.by_id:
             advised.setdefault(r["partition_id"], []).append(r)
     cuts: dict[str, tuple[dict, list[int]]] = {}  # by prediction_id: advice columns, children's bytes

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 
 from weaver.core import storage
 from weaver.core.errors import InvalidParameterError, InvalidTimepointError, TableNotFoundError, UnknownPartitionError
-from weaver.core.ids import ACTIVE, MANUAL, MANUAL_PREDICTION_ID, WOVEN_CHILD_RE, manual_weave_id
+from weaver.core.ids import ACTIVE, EXTENDABLE, MANUAL, MANUAL_PREDICTION_ID, WOVEN_CHILD_RE, manual_weave_id
 from weaver.core.settings import Settings
 from weaver.core.time import format_duration, parse_timepoint
 from weaver.log import ChangeLog, Lineage
@@ -73,8 +73,10 @@ def plan_whatif(settings: Settings, partition_id: str, at: datetime | str, *, sp
         raise InvalidTimepointError(f"partition {p.partition_id!r} really split at {p.retired_ts.isoformat()}, before "
                                     f"{at.isoformat()}; ask about one of its children, or an earlier instant")
     log_end, _ = ChangeLog(settings).seqs_at([at])
-    if log_end is None or at > log_end:
-        raise InvalidTimepointError(f"{at.isoformat()} is after the change log ends "
+    if log_end is None or at >= log_end:
+        # Strict, as for every woven timepoint (weaver.weave.plan.plan_timepoints): changes may still
+        # arrive with the log's last ts, so T is complete only once the log holds a change after it.
+        raise InvalidTimepointError(f"{at.isoformat()} is not before the change log's last change "
                                     f"({log_end.isoformat() if log_end else 'empty log'}); a what-if is woven from "
                                     "data that has arrived - ask about an earlier instant")
     until = parse_timepoint(until) if until is not None else at + settings.window
@@ -104,6 +106,10 @@ def plan_whatif(settings: Settings, partition_id: str, at: datetime | str, *, sp
     row = next((r for r in read_woven_catalog(settings).to_pylist() if r["weave_id"] == wid), None)
     if row is not None:
         seq = sequence_from_row(row, lineage)
+        if seq.status not in EXTENDABLE:
+            # Asked again after it expired (rows vacuumed) or was quarantined (rows failed their
+            # audit): weave it again from the base snapshots, never from its own old rows.
+            seq.status, seq.last_timepoint, seq.last_seq = ACTIVE, None, None
     else:
         seq = Sequence(weave_id=wid, prediction_id=MANUAL_PREDICTION_ID, source_partition_id=p.partition_id,
                        key_lo=p.key_lo, key_hi=p.key_hi, split_key=split_key, split_ts=at, confidence=1.0,
