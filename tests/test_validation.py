@@ -7,6 +7,7 @@ import copy
 from datetime import timedelta
 
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.compute in the tests
 import pytest
 
 from tests.lakes import split_log, write_lake
@@ -55,6 +56,41 @@ CASES = [
     ("key_outside_range", _key_outside_range, "KeyOutOfRangeError", 9, "p0001"),
     ("partition_not_owning_seq", _partition_not_owning_seq, "KeyOutOfRangeError", 2, "p0002"),
 ]
+
+
+def _set(i, **kw):
+    def mutate(changes):
+        changes[i].update(kw)
+        return changes
+    return mutate
+
+
+# Ownership edges (validate_changes decides a valid batch per partition on min/max, and a
+# violation by the join that names it): each must still be refused, naming seq and partition.
+OWNERSHIP_EDGES = [
+    ("key_at_the_exclusive_end", _set(7, key="k50"), 8, "p0001"),  # p0001 holds [ , k50)
+    ("parent_after_its_split", _set(6, partition_id="p0000"), 7, "p0000"),  # retired at seq 6
+    ("child_at_the_split_seq", _set(5, partition_id="p0002"), 6, "p0002"),  # created at seq 6: owns seq > 6
+    ("unknown_partition", _set(2, partition_id="p9999"), 3, "p9999"),
+    ("one_bad_row_among_two_partitions", _set(11, key="k05"), 12, "p0002"),  # k05 is p0001's
+]
+
+
+@pytest.mark.parametrize("name,mutate,seq,pid", OWNERSHIP_EDGES, ids=[c[0] for c in OWNERSHIP_EDGES])
+def test_ownership_edges_are_refused(name, mutate, seq, pid):
+    from weaver.core import storage
+    from weaver.core.errors import KeyOutOfRangeError
+    from weaver.log import Lineage, validate_changes
+
+    log = _corrupt(mutate)
+    table = pa.Table.from_pylist(log["changes"], schema=storage.SCHEMAS[storage.CHANGELOG])
+    lineage = Lineage(pa.Table.from_pylist(log["partitions"], schema=storage.SCHEMAS[storage.PARTITIONS]))
+    with pytest.raises(KeyOutOfRangeError) as info:
+        validate_changes(table, lineage)
+    assert info.value.seq == seq and info.value.partition_id == pid
+    # The same batch without the bad row passes (the rest of it is valid).
+    ok = table.filter(pa.compute.not_equal(table.column("seq"), seq))
+    assert validate_changes(ok, lineage, check_gaps=False) == table.num_rows - 1
 
 
 def _corrupt(mutate):
