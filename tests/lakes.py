@@ -258,8 +258,10 @@ def woven_table(settings) -> pa.Table:
 
 def expected_timepoints(split_ts: datetime, window_end: datetime, cadence: timedelta, at: datetime,
                         max_ts: datetime) -> list[datetime]:
+    """Timepoints on the cadence from split_ts, up to window_end and `at`, strictly before the log's
+    last ts (a change may still arrive at exactly that ts: DESIGN §4.2, weaver.weave.plan)."""
     out, t = [], split_ts
-    while t <= min(window_end, at, max_ts):
+    while t <= min(window_end, at) and t < max_ts:
         out.append(t)
         t += cadence
     return out

@@ -176,6 +176,41 @@ def test_a_quarantined_what_if_asked_again_is_woven_again_checked_and_reported_h
     assert list_quarantine(settings) == []  # the pass ended the old quarantine record
 
 
+def test_a_quarantined_what_if_never_expires_into_an_as_of_read(tmp_path):
+    """A quarantined manual weave stayed quarantined only until its span plus the retention passed:
+    reconcile then made it `expired`, and an as-of read (which serves weaves expired since) served
+    rows that had failed their audit."""
+    from deltalake import write_deltalake
+
+    from weaver.core import storage
+    from weaver.core.errors import ExpectationFailedError
+    from weaver.pipeline import gate_weaves
+    from weaver.recover import recover
+    from weaver.weave import reconcile
+    from weaver.whatif import whatif_weave
+
+    settings, data, _ = _cut_lake(tmp_path, T0 + 11 * H)
+    r = whatif_weave(None, settings, "p1", T0 + 2 * H, split_key="k30", until=T0 + 5 * H, stage=True)
+    (row,) = _raw(settings, "woven_catalog")
+    state = fold(data["changes"], key_lo="k30", at=row["last_timepoint"])
+    key = sorted(state)[0]
+    planted = {"weave_id": r["weave_id"], "woven_partition_id": row["child_ids"][0], "source_partition_id": "p1",
+               "timepoint": row["last_timepoint"], "as_of_seq": row["last_seq"], "key": key, "value": b"poison"}
+    write_deltalake(storage.uri_for(settings, storage.WOVEN_SNAPSHOTS),
+                    pa.Table.from_pylist([planted], schema=storage.SCHEMAS[storage.WOVEN_SNAPSHOTS]), mode="append")
+    with pytest.raises(ExpectationFailedError):
+        gate_weaves(settings)
+    late = T0 + 5 * H + settings.woven_retention + H
+    assert reconcile(settings, at=late)["expired"] == 0
+    assert _raw(settings, "woven_catalog")[0]["status"] == "quarantined"
+    version = storage.version_of(storage.uri_for(settings, storage.WOVEN_SNAPSHOTS))
+    got = recover(settings, row["child_ids"][0], row["last_timepoint"], confidence_threshold=0.0,
+                  as_of_version=version)
+    assert got.path == "standard"
+    assert rows_to_dict(got.table.to_pylist()) == fold(data["changes"], key_lo="k20", key_hi="k30",
+                                                       at=row["last_timepoint"])
+
+
 def test_the_cli_reports_a_quarantined_what_if_as_not_published(tmp_path, monkeypatch):
     from deltalake import write_deltalake
     from typer.testing import CliRunner

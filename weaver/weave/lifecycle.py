@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from weaver.core import storage
-from weaver.core.ids import ACTIVE, CONFIRMED, EXPIRED, MANUAL, REFUTED
+from weaver.core.ids import ACTIVE, CONFIRMED, EXPIRED, MANUAL, REFUTED, UNPUBLISHED
 from weaver.core.settings import Settings
 from weaver.core.time import parse_timepoint
 from weaver.weave.catalog import COMPRESSION, read_woven_catalog, write_woven_catalog
@@ -42,8 +42,10 @@ def reconcile(settings: Settings, *, at: datetime) -> dict:
         status = r["status"]
         if r["origin"] == MANUAL:
             # A what-if is a hypothesis by intent: reality neither confirms nor refutes it; it
-            # stays servable until its span plus the tier's retention has passed.
-            if at >= r["window_end"] + settings.woven_retention:
+            # stays servable until its span plus the tier's retention has passed. A staged or
+            # quarantined one never expires: `expired` is servable as of an old version, and its
+            # rows never passed the audit (`weaver quarantine clear` removes it).
+            if status not in UNPUBLISHED and at >= r["window_end"] + settings.woven_retention:
                 status = EXPIRED
         elif status == ACTIVE:
             real = [s for s in by_parent.get(r["source_partition_id"], [])
