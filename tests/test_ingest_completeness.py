@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from tests.inject import crash_at
 from tests.test_ingest_dynamodb import T0, T1, T2, full_export, incremental, make_writes
 from weaver.ingest import ingest
 from weaver.ingest.completeness import check_watermark, poke_watermark, wait_for_watermark
@@ -99,7 +100,7 @@ def test_ingest_suite_passes_a_good_batch_and_stops_a_bad_one(lake):
 
 
 def test_a_batch_committed_by_a_crashed_attempt_is_checked_by_the_retry(lake):
-    from weaver.core import faults, storage
+    from weaver.core import storage
     from weaver.core.errors import ExpectationFailedError
     from weaver.checks.ingest import check_ingested
 
@@ -107,13 +108,7 @@ def test_a_batch_committed_by_a_crashed_attempt_is_checked_by_the_retry(lake):
     before = storage.read(storage.uri_for(s, storage.CHANGELOG), storage.CHANGELOG).num_rows
     inc = incremental(root, writes, T1, T2, "03-inc")
 
-    class Crash(Exception):
-        pass
-
-    def crash() -> None:
-        raise Crash
-
-    with faults.hooked("ingest.after_changelog", crash), pytest.raises(Crash):
+    with crash_at("ingest.after_changelog"):
         ingest(s, DynamoDBExport(inc, keys="pk,sk"))
     after = storage.read(storage.uri_for(s, storage.CHANGELOG), storage.CHANGELOG).num_rows
     assert after > before  # the crashed attempt committed its batch

@@ -14,6 +14,7 @@ from decimal import Decimal
 
 import pytest
 
+from tests.inject import crash_at
 from tests.ingest_helpers import lake_fingerprint, lake_state, us, write_export
 from weaver.core import storage
 from weaver.ingest import Partitioning, ingest, load_watermark, read_ledger
@@ -219,16 +220,9 @@ def test_crash_between_changelog_and_ledger_loses_nothing_and_duplicates_nothing
     writes, root, s = setup
     ingest(s, DynamoDBExport(full_export(root, writes, T0), keys="pk,sk"))
     inc = incremental(root, writes, T0, T1, "02-inc")
-    from weaver.core import faults
-
-    class Crash(Exception):
-        pass
-
-    def crash() -> None:
-        raise Crash
 
     # The crash point between the changelog commit and the ledger row (as tests/crash.py kills there).
-    with faults.hooked("ingest.after_changelog", crash), pytest.raises(Crash):
+    with crash_at("ingest.after_changelog"):
         ingest(s, DynamoDBExport(inc, keys="pk,sk"))
     assert read_ledger(s).num_rows == 1  # the ledger missed the second batch...
     again = ingest(s, DynamoDBExport(inc, keys="pk,sk"))  # ...the retry sees it committed

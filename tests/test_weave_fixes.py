@@ -14,6 +14,7 @@ from datetime import timedelta
 import pyarrow as pa
 import pytest
 
+from tests.inject import crash_at
 from tests.lakes import H, T0, assert_matches_oracle, make_log, prediction, put_predictions, weave_settings, write_lake
 from tests.oracle import fold, rows_to_dict
 
@@ -296,7 +297,6 @@ def test_a_probability_outside_0_1_is_a_contract_violation_and_nothing_is_woven(
 
 # --- 2. a crash between an extension's data and catalog commits serves nothing unaudited ----------
 def test_an_extension_interrupted_before_its_catalog_commit_is_never_served_until_audited(tmp_path):
-    from weaver.core import faults
     from weaver.pipeline import gate_weaves
     from weaver.recover import recover
     from weaver.weave import weave
@@ -310,13 +310,7 @@ def test_an_extension_interrupted_before_its_catalog_commit_is_never_served_unti
     (row,) = _raw(settings, "woven_catalog")
     assert (row["status"], row["last_timepoint"]) == ("active", T0 + 4 * H)
 
-    class Crash(Exception):
-        pass
-
-    def crash():
-        raise Crash
-
-    with faults.hooked("weave.before_catalog", crash), pytest.raises(Crash):
+    with crash_at("weave.before_catalog"):
         weave(None, settings, at=T0 + 7 * H, stage=True)  # 05:00..07:00 written, catalog not moved
     assert {w["timepoint"] for w in _raw(settings, "woven_snapshots")} >= {T0 + 6 * H}
     rec = recover(settings, "p1", T0 + 6 * H + 30 * M)
