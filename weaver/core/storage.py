@@ -291,10 +291,10 @@ def uri_for(settings, name: str) -> str:  # settings: weaver.core.settings.Setti
     return table_uri(settings.woven if name in WOVEN_TABLES else settings.lake, name)
 
 
-def check_output_target(settings, out: str, *, what: str = "--out") -> str:
-    """Refuse an output location that is (or lies inside) a contract table or a lake root, or an
-    existing folder that is not a Delta table: outputs are new tables, sources are never touched."""
-    remote = "://" in out
+def check_outside_lake(settings, out: str, *, what: str = "--out") -> str:
+    """Refuse an output location that is (or lies inside) a contract table or is a lake root: an
+    output never touches the source tables. Returns the normalised target (a resolved local path,
+    or the URI without a trailing slash)."""
 
     def norm(u: str) -> str:
         return u.rstrip("/") if "://" in u else str(Path(u).resolve())
@@ -304,9 +304,17 @@ def check_output_target(settings, out: str, *, what: str = "--out") -> str:
         p = norm(uri_for(settings, name))
         if target == p or target.startswith(p + "/"):
             raise InvalidParameterError(f"{what} {out!r} is inside the lake's own {name!r} table ({p}); write into "
-                                        "a new location: an output is a new table and never touches the source tables")
+                                        "a new location: an output never touches the source tables")
     if target in {norm(settings.lake), norm(settings.woven)}:
-        raise InvalidParameterError(f"{what} {out!r} is a lake root; choose a new folder")
+        raise InvalidParameterError(f"{what} {out!r} is a lake root; choose a new location")
+    return target
+
+
+def check_output_target(settings, out: str, *, what: str = "--out") -> str:
+    """Refuse an output table location inside the lake (`check_outside_lake`), or an existing
+    folder that is not a Delta table: outputs are new tables, sources are never touched."""
+    remote = "://" in out
+    target = check_outside_lake(settings, out, what=what)
     if (not remote and Path(target).exists() and not is_table(target) and not (Path(target) / UNFINISHED).exists()
             and any(Path(target).iterdir())):
         raise InvalidParameterError(f"{what} {out!r} exists and is not a Delta table; choose a new folder")

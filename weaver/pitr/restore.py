@@ -355,21 +355,11 @@ def _materialize(settings, log: ChangeLog, lineage: Lineage, key_lo: str, key_hi
 
 
 def check_output_file(settings, out: str, *, what: str = "--out") -> str:
-    """:func:`weaver.core.storage.check_output_target` for an output *file*: refuse a path that is
-    (or lies inside) one of the lake's own tables, a lake root, or an existing folder. An existing
-    file elsewhere is replaced whole (a rerun writes the same rows), so it is not refused."""
-    remote = "://" in out
-
-    def norm(u: str) -> str:
-        return u.rstrip("/") if "://" in u else str(Path(u).resolve())
-
-    target = norm(out)
-    for name in storage.SCHEMAS:
-        p = norm(storage.uri_for(settings, name))
-        if target == p or target.startswith(p + "/"):
-            raise InvalidParameterError(f"{what} {out!r} is inside the lake's own {name!r} table ({p}); write into "
-                                        "a new location: an output never touches the source tables")
-    if target in {norm(settings.lake), norm(settings.woven)} or (not remote and Path(target).is_dir()):
+    """:func:`weaver.core.storage.check_outside_lake` for an output *file*, which must not be an
+    existing folder either. An existing file elsewhere is replaced whole (a rerun writes the same
+    rows), so it is not refused."""
+    target = storage.check_outside_lake(settings, out, what=what)
+    if "://" not in out and Path(target).is_dir():
         raise InvalidParameterError(f"{what} {out!r} is a folder; name a new .parquet file")
     return out
 
