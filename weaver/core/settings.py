@@ -79,9 +79,10 @@ class Settings:
     # Weaving engine per run (weaver.weave.engine): 'arrow' (one process, no JVM), 'spark', or 'auto':
     # Arrow below weave_spark_min_changes of work (change-log rows the run's sequences span), else Spark.
     weave_engine: str = "auto"
-    # The crossover bench/weave.py measured on a quiet machine at 21fd0ba (bench/results/weave.json,
-    # figures.crossover_work = 12.6 M, interpolated between 2.5 M and 38.2 M of work, where Spark
-    # local[2] was 0.38x and 1.73x Arrow). docs/weaving.md "Choice".
+    # First measured as bench/weave.py's crossover at 21fd0ba (12.6 M of work); kept above the
+    # later crossovers (7-8.5 M; bench/results/weave.json figures.crossover_work) on purpose, since
+    # the bench times Spark in a warm session and a run without one pays a 10-13 s JVM start.
+    # docs/weaving.md "Choice".
     weave_spark_min_changes: int = 12_600_000
     api_token: str | None = None
     delta_jars: str | None = None  # comma-separated local jar paths overriding the fetched ones
