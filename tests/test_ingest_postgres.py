@@ -195,3 +195,33 @@ def test_an_unrepresentable_event_is_refused_by_name_and_writes_nothing(tmp_path
         ingest(s, DebeziumFile(f, keys="id"))
     assert not storage.is_table(storage.uri_for(s, storage.CHANGELOG))
     assert not storage.is_table(storage.uri_for(s, storage.INGEST_LOG))
+
+
+@pytest.mark.parametrize("src", [
+    {"lsn": -5},  # a negative integer
+    {"lsn": True},  # a JSON boolean
+    {"lsn": 2 ** 64},  # past an unsigned 64-bit position
+    {"lsn": 1.5},  # a float
+    {"lsn": "0/-5"},  # a signed hex half
+    {"lsn": "123456789/0"},  # a hex half of more than 32 bits
+    {"lsn": "-7"},  # a negative decimal string
+    {"lsn": 100, "sequence": json.dumps(["-1", "100"])},  # a negative commit LSN
+], ids=["negative", "bool", "2^64", "float", "signed-hex", "long-hex", "negative-text", "negative-commit"])
+def test_an_lsn_outside_an_unsigned_64_bit_position_is_refused_by_name_and_writes_nothing(tmp_path, src):
+    from weaver.ingest.errors import MalformedInputError
+
+    f = tmp_path / "ev.json"
+    f.write_text(json.dumps(_dbz(after={"id": "ok"}, lsn=50)) + "\n" + json.dumps(_dbz(after={"id": "a"}, **src)) + "\n")
+    s = load_settings(lake=str(tmp_path / "lake"))
+    with pytest.raises(MalformedInputError, match=r"ev.json:2"):
+        ingest(s, DebeziumFile(f, keys="id"))
+    assert not storage.is_table(storage.uri_for(s, storage.CHANGELOG))
+    assert not storage.is_table(storage.uri_for(s, storage.INGEST_LOG))
+
+
+def test_lsn_text_and_integer_forms_parse_to_the_same_position():
+    from weaver.ingest.debezium import parse_lsn
+
+    assert parse_lsn("16/B374D848") == 97_500_059_720  # hand-computed: 0x16 * 2**32 + 0xB374D848
+    assert parse_lsn(97_500_059_720) == parse_lsn("97500059720") == 97_500_059_720
+    assert parse_lsn(0) == parse_lsn("0/0") == 0 and parse_lsn(str(2 ** 64 - 1)) == 2 ** 64 - 1

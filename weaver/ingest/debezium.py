@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -34,15 +35,30 @@ EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 OPS = {"r": "PUT", "c": "PUT", "u": "PUT", "d": "DELETE", "t": "TRUNCATE"}
 
 
+_HEX32 = re.compile(r"[0-9A-Fa-f]{1,8}")
+
+
 def parse_lsn(v) -> int:
-    """An LSN as an int, from Debezium's integer or Postgres' ``16/B374D848`` text."""
-    if isinstance(v, int):
-        return v
-    s = str(v)
-    if "/" in s:
-        hi, lo = s.split("/")
-        return (int(hi, 16) << 32) + int(lo, 16)
-    return int(s)
+    """An LSN as an int, from Debezium's integer or Postgres' ``16/B374D848`` text.
+
+    A Postgres LSN is an unsigned 64-bit WAL position: anything else (a negative number, a
+    boolean, a float, a signed or over-long hex half) is a ValueError, so a corrupt event
+    cannot sort before or after the real ones.
+    """
+    if isinstance(v, bool) or not isinstance(v, (int, str)):
+        raise ValueError(f"not an LSN: {v!r}")
+    if isinstance(v, str):
+        if "/" in v:
+            hi, _, lo = v.partition("/")
+            if not (_HEX32.fullmatch(hi) and _HEX32.fullmatch(lo)):
+                raise ValueError(f"not an LSN: {v!r}")
+            return (int(hi, 16) << 32) + int(lo, 16)
+        if not v.isdigit() or not v.isascii():
+            raise ValueError(f"not an LSN: {v!r}")
+        v = int(v)
+    if not 0 <= v < 2 ** 64:
+        raise ValueError(f"LSN {v} is outside [0, 2^64)")
+    return v
 
 
 def format_lsn(v: int) -> str:
