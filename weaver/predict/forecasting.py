@@ -342,7 +342,6 @@ def _run_spark(jobs, settings, spark=None) -> list[_models.Result]:
     import pandas as pd
 
     if spark is None:
-
         spark = get_spark(settings, app_name="weaver-forecast")
     pdf = pd.DataFrame({"partition_id": [j.partition_id for j in jobs], "job": [pickle.dumps(j) for j in jobs]})
     df = spark.createDataFrame(pdf, schema="partition_id string, job binary")
