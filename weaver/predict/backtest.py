@@ -43,6 +43,7 @@ from weaver.core import objstore, storage
 from weaver.core.errors import InvalidParameterError
 from weaver.core.ids import backtest_id
 from weaver.core.time import format_duration, from_us, parse_duration, parse_timepoint
+from weaver.log.changelog import history_end
 from weaver.log.lineage import Lineage
 from weaver.predict import forecasting, metrics
 from weaver.predict.calibration import DEFAULT_METHOD as DEFAULT_CALIBRATION
@@ -127,17 +128,6 @@ def score(rows: list[dict], threshold: float, model: str) -> Scores:
     )
 
 
-def _history_end(settings, splits: pa.Table) -> datetime:
-    """The end of known history: the later of the last change and the last recorded split."""
-    dt = storage.open_table(storage.uri_for(settings, storage.CHANGELOG), storage.CHANGELOG)
-    ts = storage.dataset(dt).to_table(columns=["ts"]).column("ts")
-    last = pc.max(ts).as_py() if len(ts) else None
-    if splits.num_rows:
-        s = pc.max(splits.column("split_ts")).as_py()
-        last = s if last is None or s > last else last
-    return last or datetime.min.replace(tzinfo=timezone.utc)
-
-
 # --- the backtest --------------------------------------------------------------------------------
 def backtest(settings, *, start: datetime, end: datetime, model: str = forecasting.DEFAULT_MODEL, out_dir: str | Path | None = None,
              every: timedelta | str | None = None, window: timedelta | str | None = None,
@@ -178,7 +168,7 @@ def backtest(settings, *, start: datetime, end: datetime, model: str = forecasti
     split_of = {}
     for r in sorted(splits.to_pylist(), key=lambda r: r["split_ts"]):
         split_of.setdefault(r["parent_id"], r)
-    known_until = known_until or _history_end(settings, splits)
+    known_until = known_until or history_end(settings, splits) or datetime.min.replace(tzinfo=timezone.utc)
 
     # Complete buckets up to the last run never depend on later data: build them once.
     first = max(start - params0.history - settings.bucket, datetime(1970, 1, 2, tzinfo=timezone.utc))
