@@ -104,14 +104,15 @@ def weaver_backtest():
                              near_fraction=p["near"],
                              known_until=datetime.fromisoformat(span["known_until"]) if span["known_until"] else None)
         return {"backtest_id": r["backtest_id"], "runs": r["runs"], "rows_scored": r["rows_scored"],
-                "censored": r["censored"], "scores": r["scores"], "backfill": r["backfill"], "report": r["report"]}
+                "censored": r["censored"], "excluded_manual": r["excluded_manual"], "scores": r["scores"], "backfill": r["backfill"], "report": r["report"]}
 
     @task
     def summary(result: dict) -> dict:
         """One line per model in the task log; the report paths in XCom."""
         for m, sc in result["scores"].items():
             print(f"{m}: precision={sc['precision']} recall={sc['recall']} brier={sc['brier']} "
-                  f"timing_h={sc['median_abs_timing_error_h']}")
+                  f"timing_h={sc['median_abs_timing_error_h']} censored={result['censored'][m]} "
+                  f"manual_split_windows_excluded={result['excluded_manual'][m]}")
         return result
 
     summary(run_backtest(validate()))

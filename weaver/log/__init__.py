@@ -4,6 +4,8 @@ from weaver.log.changelog import (
     LOG_START_PROPERTY,
     ChangeLog,
     check_contiguous,
+    history_end,
+    last_change_ts,
     log_start_seq,
     read_changes,
     read_tail,
@@ -13,5 +15,6 @@ from weaver.log.changelog import (
 from weaver.log.lineage import Lineage, Partition
 from weaver.log.validate import validate_changes
 
-__all__ = ["LOG_START_PROPERTY", "ChangeLog", "Lineage", "Partition", "check_contiguous", "log_start_seq",
+__all__ = ["LOG_START_PROPERTY", "ChangeLog", "Lineage", "Partition", "check_contiguous", "history_end",
+           "last_change_ts", "log_start_seq",
            "read_changes", "read_tail", "resolve_seq", "validate_changes", "validate_segment"]

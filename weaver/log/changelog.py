@@ -237,6 +237,53 @@ def log_start_seq(settings) -> int | None:
     return _int_or_none(dt.metadata().configuration.get(LOG_START_PROPERTY))
 
 
+#: How far a file's `max.ts` statistic may lie from its real maximum: writers keep timestamp
+#: statistics to the millisecond (delta-rs and Delta Spark truncate the maximum, weaver.core.filecommit
+#: rounds it up), so less than a millisecond either way; twice that, to be safe.
+_TS_STAT_SLACK = 2 * _MS
+
+
+def last_change_ts(settings, *, missing_ok: bool = False) -> datetime | None:
+    """The latest `ts` in the change log: how far the log's history reaches (None: an empty log,
+    or no log and `missing_ok`; without it a missing log is a TableNotFoundError).
+
+    The exact maximum over every row (not the ts of the largest seq), answered from the Delta file
+    statistics without scanning the `ts` column: only files whose `max.ts` lies within
+    :data:`_TS_STAT_SLACK` of the largest one - the only ones that can hold the maximum - and files
+    without a `ts` statistic are read, and of them only the rows from that bound on. So the cost
+    follows the newest files, not the log's length; a vacuumed prefix changes nothing.
+    """
+    log = delta_files(storage.uri_for(settings, storage.CHANGELOG), storage.CHANGELOG, missing_ok=missing_ok)
+    if log is None:
+        return None
+    paths, top = log.column("path"), log.column("max.ts")
+    known = [m for m in top if m is not None]
+    expr = None
+    if known and max(known) - datetime.min.replace(tzinfo=max(known).tzinfo) > _TS_STAT_SLACK:
+        edge = max(known) - _TS_STAT_SLACK
+        paths = [p for p, m in zip(paths, top) if m is None or m >= edge]
+        expr = pc.field("ts") >= pa.scalar(edge, storage.TS)
+    if not paths:
+        return None
+    t = log.read(paths, ["ts"], expr, use_threads=False)
+    return pc.max(t.column("ts")).as_py() if t.num_rows else None
+
+
+def history_end(settings, splits: pa.Table, *, missing_ok: bool = False) -> datetime | None:
+    """How far the known history reaches: the later of the change log's last `ts`
+    (:func:`last_change_ts`) and the last `split_ts` of `splits` (None: neither holds a row).
+
+    A window ending after it has an unknown outcome: backtests censor it, the woven lifecycle
+    leaves it active instead of refuting it.
+    """
+    ts = splits.column("split_ts")
+    last = pc.max(ts).as_py() if len(ts) else None
+    log = last_change_ts(settings, missing_ok=missing_ok)
+    if log is not None and (last is None or log > last):
+        last = log
+    return last
+
+
 def check_contiguous(settings, after_seq: int, upto_seq: int) -> None:
     """Check the log holds every seq in (after_seq, upto_seq] exactly once (reads only `seq`).
 

@@ -11,7 +11,11 @@ run's rows passed it. Each prediction is matched to the partition's real split:
 the end of the known history (`known_until`: by default the later of the last change and the last
 split) is *censored*, whether or not a split was seen in it yet: scoring the open windows that
 already hold a split and dropping the rest would select on the outcome (precision biased up). It is
-counted but neither written to `backtest_results` nor scored.
+counted but neither written to `backtest_results` nor scored. A window in which the partition was
+split by an operator (``splits.reason`` ``manual``) is left out the same way (``excluded_manual``):
+no model can forecast an operator's decision, and the split ends the partition, so whether the data
+manager would have split it in that window is unknown - it is neither a hit nor a miss. Size and
+throughput splits are the positives.
 
 Two naive baselines are scored side by side on the same inputs and skips:
 
@@ -39,6 +43,7 @@ from weaver.core import objstore, storage
 from weaver.core.errors import InvalidParameterError
 from weaver.core.ids import backtest_id
 from weaver.core.time import format_duration, from_us, parse_duration, parse_timepoint
+from weaver.log.changelog import history_end
 from weaver.log.lineage import Lineage
 from weaver.predict import forecasting, metrics
 from weaver.predict.calibration import DEFAULT_METHOD as DEFAULT_CALIBRATION
@@ -48,6 +53,9 @@ LINEAR_POINTS = 6
 DEFAULT_NEAR = 0.10
 MAX_RUNS = 2000
 BASELINES = ("baseline_linear", "baseline_near")
+#: Split reasons that are an operator's decision, not the data manager's: a window holding one is
+#: not scored (DESIGN §3 `splits.reason`; docs/prediction.md §5).
+UNPREDICTABLE_REASONS = frozenset({"manual"})
 
 
 def run_times(start: datetime, end: datetime, every: timedelta) -> list[datetime]:
@@ -120,17 +128,6 @@ def score(rows: list[dict], threshold: float, model: str) -> Scores:
     )
 
 
-def _history_end(settings, splits: pa.Table) -> datetime:
-    """The end of known history: the later of the last change and the last recorded split."""
-    dt = storage.open_table(storage.uri_for(settings, storage.CHANGELOG), storage.CHANGELOG)
-    ts = storage.dataset(dt).to_table(columns=["ts"]).column("ts")
-    last = pc.max(ts).as_py() if len(ts) else None
-    if splits.num_rows:
-        s = pc.max(splits.column("split_ts")).as_py()
-        last = s if last is None or s > last else last
-    return last or datetime.min.replace(tzinfo=timezone.utc)
-
-
 # --- the backtest --------------------------------------------------------------------------------
 def backtest(settings, *, start: datetime, end: datetime, model: str = forecasting.DEFAULT_MODEL, out_dir: str | Path | None = None,
              every: timedelta | str | None = None, window: timedelta | str | None = None,
@@ -171,7 +168,7 @@ def backtest(settings, *, start: datetime, end: datetime, model: str = forecasti
     split_of = {}
     for r in sorted(splits.to_pylist(), key=lambda r: r["split_ts"]):
         split_of.setdefault(r["parent_id"], r)
-    known_until = known_until or _history_end(settings, splits)
+    known_until = known_until or history_end(settings, splits) or datetime.min.replace(tzinfo=timezone.utc)
 
     # Complete buckets up to the last run never depend on later data: build them once.
     first = max(start - params0.history - settings.bucket, datetime(1970, 1, 2, tzinfo=timezone.utc))
@@ -180,6 +177,7 @@ def backtest(settings, *, start: datetime, end: datetime, model: str = forecasti
     rows: list[dict] = []
     runs_preds: list[pa.Table] = []
     censored = {m: 0 for m in (model, *BASELINES)}
+    excluded_manual = {m: 0 for m in (model, *BASELINES)}
     lead: dict[str, datetime] = {}
     pool_cm = forecasting.forecast_pool(settings) if forecasting._workers(settings) > 1 else None
     pool = pool_cm.__enter__() if pool_cm else None
@@ -203,6 +201,9 @@ def backtest(settings, *, start: datetime, end: datetime, model: str = forecasti
                     continue
                 s = split_of.get(r["partition_id"])
                 hit = s is not None and t < s["split_ts"] <= r["window_end"]
+                if hit and s["reason"] in UNPREDICTABLE_REASONS:  # an operator's split: no outcome
+                    excluded_manual[r["model"]] += 1
+                    continue
                 if hit and r["model"] == model and r["probability"] >= params.confidence_threshold:
                     lead.setdefault(r["partition_id"], t)
                 err = None
@@ -228,6 +229,7 @@ def backtest(settings, *, start: datetime, end: datetime, model: str = forecasti
     threshold = params0.confidence_threshold
     scores = {m: asdict(score(rows, threshold, m)) for m in (model, *BASELINES)}
     split_rows = [{"parent_id": s["parent_id"], "split_ts": s["split_ts"], "reason": s["reason"],
+                   "scored": s["reason"] not in UNPREDICTABLE_REASONS,
                    "split_key": s["split_key"], "first_confident_run": lead.get(s["parent_id"]),
                    "lead_time_h": ((s["split_ts"] - lead[s["parent_id"]]).total_seconds() / 3600.0)
                    if s["parent_id"] in lead else None}
@@ -237,7 +239,7 @@ def backtest(settings, *, start: datetime, end: datetime, model: str = forecasti
         "window": format_duration(params0.window), "runs": len(times), "confidence_threshold": threshold,
         "size_threshold_bytes": params0.size_threshold, "write_threshold_per_s": params0.write_threshold,
         "near_fraction": near_fraction, "known_until": known_until, "rows_scored": len(rows),
-        "censored": censored, "scores": scores, "splits": split_rows, "backfill": backfill,
+        "censored": censored, "excluded_manual": excluded_manual, "scores": scores, "splits": split_rows, "backfill": backfill,
         "calibration": _calibration_summary(settings, model, times[-1], calibration),
     }
     out = _out_dir(settings, bid, out_dir)

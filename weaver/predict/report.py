@@ -107,17 +107,18 @@ def render_report(summary: dict, rows: list[dict], out: Path) -> dict:
 
     head = "".join(f"<th>{h}</th>" for h in ("model", "rows scored", "actual splits", "predicted", "true positives",
                                              "precision", "recall", "Brier", "median |timing error| (h)",
-                                             "median timing error (h)", "censored"))
+                                             "median timing error (h)", "censored", "manual split (excluded)"))
+    excluded = summary.get("excluded_manual") or {}
     body = "".join(
         "<tr>" + "".join(f"<td>{x}</td>" for x in (
             html.escape(m), s["rows"], s["actual_splits"], s["predicted_splits"], s["true_positives"],
             fmt(s["precision"], True), fmt(s["recall"], True), fmt(s["brier"]), fmt(s["median_abs_timing_error_h"]),
-            fmt(s["median_timing_error_h"]), summary["censored"][m])) + "</tr>"
+            fmt(s["median_timing_error_h"]), summary["censored"][m], excluded.get(m, 0))) + "</tr>"
         for m, s in summary["scores"].items())
     splits_html = "".join(
         f"<tr><td>{html.escape(s['parent_id'])}</td><td>{s['split_ts'].isoformat()}</td><td>{html.escape(s['reason'])}</td>"
         f"<td>{html.escape(s['split_key'])}</td><td>{s['first_confident_run'].isoformat() if s['first_confident_run'] else '-'}</td>"
-        f"<td>{fmt(s['lead_time_h'])}</td></tr>" for s in summary["splits"])
+        f"<td>{fmt(s['lead_time_h']) if s.get('scored', True) else 'not scored'}</td></tr>" for s in summary["splits"])
     rel_html = "".join(
         f"<tr><td>{html.escape(label)}</td><td>{b['predicted']:.3f}</td><td>{b['observed']:.3f}</td><td>{b['rows']}</td>"
         f"<td>{b['lo']:.2f} - {b['hi']:.2f}</td></tr>"
@@ -131,7 +132,10 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}th{{background:#f
 <h1>Split prediction backtest ({html.escape(summary['model'])})</h1>
 <p>Runs every {summary['every']} in [{summary['start'].isoformat()}, {summary['end'].isoformat()}), window {summary['window']};
 a prediction counts as positive at probability &ge; {summary['confidence_threshold']:.2f}. Windows reaching past the known
-history ({summary['known_until'].isoformat()}) without an observed split are censored (not scored).</p>
+history ({summary['known_until'].isoformat()}) are censored (not scored). A window in which an operator split the
+partition (a manual split) is not scored either: no model forecasts an operator's decision, and the split ends the
+partition, so what the data manager would have done is unknown (the count per model: "manual split (excluded)").
+Size and throughput splits are the positives.</p>
 <h2>Scores</h2><table><tr>{head}</tr>{body}</table>
 <img src="{png.name}" alt="reliability, scores and timing error" style="max-width:100%">
 <h2>Calibration</h2><p>Map at the last run: {html.escape(str((summary.get("calibration") or {}).get("method")))}

@@ -5,13 +5,13 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-import pyarrow as pa
 import pyarrow.compute as pc
 
 from weaver.core import storage
 from weaver.core.ids import ACTIVE, CONFIRMED, EXPIRED, MANUAL, REFUTED, UNPUBLISHED
 from weaver.core.settings import Settings
 from weaver.core.time import parse_timepoint
+from weaver.log.changelog import history_end
 from weaver.weave.catalog import COMPRESSION, read_woven_catalog, write_woven_catalog
 
 
@@ -33,7 +33,13 @@ def reconcile(settings: Settings, *, at: datetime) -> dict:
     by_parent: dict[str, list[dict]] = {}
     for s in sorted(splits.to_pylist(), key=lambda r: (r["split_ts"], r["split_seq"])):
         by_parent.setdefault(s["parent_id"], []).append(s)
-    known_until = _History(settings, splits).reaches
+    end: list = []  # how far the known history reaches, read once, when first needed
+
+    def known_until(t: datetime) -> bool:
+        if not end:
+            end.append(history_end(settings, splits, missing_ok=True))
+        return end[0] is not None and end[0] >= t
+
     counts = {CONFIRMED: 0, REFUTED: 0, EXPIRED: 0}
     timing: dict[str, float] = {}
     changed = []
@@ -70,30 +76,6 @@ def reconcile(settings: Settings, *, at: datetime) -> dict:
     write_woven_catalog(settings, changed)
     return {"at": at.isoformat(), "confirmed": counts[CONFIRMED], "refuted": counts[REFUTED],
             "expired": counts[EXPIRED], "statuses": statuses, "timing_error_s": timing}
-
-
-class _History:
-    """Whether the known history (change log and `splits`) reaches an instant; the log is read
-    once, lazily, and only from the first instant asked about (file pruning on ts)."""
-
-    def __init__(self, settings: Settings, splits):
-        self.settings = settings
-        ts = splits.column("split_ts")
-        self.last_split = pc.max(ts).as_py() if len(ts) else None
-        self.end: datetime | None = None
-        self.read_from: datetime | None = None
-
-    def reaches(self, t: datetime) -> bool:
-        if self.last_split is not None and self.last_split >= t:
-            return True
-        if self.read_from is None or t < self.read_from:
-            uri = storage.uri_for(self.settings, storage.CHANGELOG)
-            if not storage.is_table(uri):
-                return False
-            late = storage.dataset(storage.open_table(uri, storage.CHANGELOG)).to_table(
-                columns=["ts"], filter=pc.field("ts") >= pa.scalar(t, storage.TS)).column("ts")
-            self.end, self.read_from = (pc.max(late).as_py() if len(late) else None), t
-        return self.end is not None and self.end >= t
 
 
 def vacuum_woven(settings: Settings, *, now: datetime) -> dict:

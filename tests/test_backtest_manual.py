@@ -1,0 +1,126 @@
+"""Backtest scoring with an operator's split: a manual split is no outcome a model can be scored on.
+
+A hand-built lake holds one size split and one manual split; the model's predictions are set by
+hand (``forecasting.predict`` replaced), so every count and score below is worked out by hand.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.lakes import FORECAST_T0 as T0
+from tests.lakes import H, VALUE, event_log, forecast_settings, key, part, spread, write_lake
+
+HOURS = 40
+S_SPLIT, M_SPLIT = T0 + 16 * H, T0 + 20 * H  # s splits for size at 16 h, m by hand at 20 h
+
+
+def _lake(root) -> str:
+    """s = ['', 'm') splits for size at 16 h at 'h'; m = ['m', 't') is split by an operator at 20 h
+    at 'p'; c = ['t', +inf) never splits. Every range gets writes every hour for 40 h."""
+    owner = {"a": ("s", "s1", S_SPLIT), "h": ("s", "s2", S_SPLIT),
+             "n": ("m", "m1", M_SPLIT), "q": ("m", "m2", M_SPLIT), "x": ("c", "c", None)}
+    ev = []
+    for h in range(HOURS):
+        for prefix, (parent, child, split_ts) in owner.items():
+            for j, ts in enumerate(spread(h, 2)):
+                pid = child if split_ts is not None and ts > split_ts else parent
+                ev.append((ts, pid, key(prefix, 2 * h + j), "PUT", VALUE))
+    n_s = sum(1 for e in ev if e[0] < S_SPLIT)
+    n_m = sum(1 for e in ev if e[0] < M_SPLIT)
+    parts = [part("s", "", "m", retired=S_SPLIT, retired_seq=n_s),
+             part("s1", "", "h", created=S_SPLIT, parent="s", created_seq=n_s),
+             part("s2", "h", "m", created=S_SPLIT, parent="s", created_seq=n_s),
+             part("m", "m", "t", retired=M_SPLIT, retired_seq=n_m),
+             part("m1", "m", "p", created=M_SPLIT, parent="m", created_seq=n_m),
+             part("m2", "p", "t", created=M_SPLIT, parent="m", created_seq=n_m),
+             part("c", "t", None)]
+    splits = [{"parent_id": "s", "split_seq": n_s, "split_ts": S_SPLIT, "split_key": "h",
+               "left_id": "s1", "right_id": "s2", "reason": "size"},
+              {"parent_id": "m", "split_seq": n_m, "split_ts": M_SPLIT, "split_key": "p",
+               "left_id": "m1", "right_id": "m2", "reason": "manual"}]
+    return write_lake(root, event_log(parts, ev, splits),
+                      policy={"size_threshold_bytes": 10_000_000, "write_threshold_per_s": 1.0, "bucket": "1h"})
+
+
+# Runs at 10, 14, 18 h, window 8 h: (10, 18], (14, 22], (18, 26]; the log reaches ~40 h, so none is
+# censored. Hand-set probabilities (threshold 0.75) and predicted split times:
+PROB = {
+    (10, "s"): (0.9, 17), (10, "m"): (0.8, 17), (10, "c"): (0.1, None),      # s TP (split 16 h); m FP; c TN
+    (14, "s"): (0.85, 16), (14, "m"): (0.9, 20), (14, "c"): (0.0, None),     # s TP; m manual split in window
+    (18, "s1"): (0.0, None), (18, "s2"): (0.0, None), (18, "m"): (0.3, None),  # m manual split in window
+    (18, "c"): (0.95, 25),                                                   # c FP
+}
+ACTIVE = {10: {"s", "m", "c"}, 14: {"s", "m", "c"}, 18: {"s1", "s2", "m", "c"}}
+
+
+def _fake_predict(seen):
+    import pyarrow as pa
+
+    from weaver.predict import forecasting
+
+    def predict(settings, *, at, model, run_input, **_):
+        h = round((at - T0) / H)
+        window = run_input[0].params.window
+        pids = [p.partition.partition_id for run in run_input for p in run.partitions]
+        seen[h] = set(pids)
+        rows = []
+        for pid in pids:
+            p, ts = PROB[(h, pid)]
+            rows.append({"prediction_id": forecasting.prediction_id(at, pid, model), "run_ts": at,
+                         "partition_id": pid, "model": model, "window_end": at + window, "probability": p,
+                         "probability_raw": p, "predicted_split_ts": T0 + ts * H if ts is not None else None})
+        return pa.Table.from_pylist(rows)
+
+    return predict
+
+
+@pytest.fixture(scope="module")
+def manual_scored(tmp_path_factory):
+    from weaver.predict import backtest, forecasting
+
+    lake = _lake(tmp_path_factory.mktemp("manual") / "lake")
+    seen: dict[int, set] = {}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(forecasting, "predict", _fake_predict(seen))
+        r = backtest(forecast_settings(lake), start=T0 + 10 * H, end=T0 + 22 * H, every="4h", window="8h",
+                     model="path", out_dir=tmp_path_factory.mktemp("report"), write_predictions=False)
+    assert seen == ACTIVE  # the partitions the hand-set rows assume are the ones each run saw
+    return lake, r
+
+
+def test_a_manual_split_is_neither_a_hit_nor_a_miss(manual_scored):
+    _, r = manual_scored
+    s = r["scores"]["path"]
+    # Scored: s@10 (0.9, split) TP, m@10 (0.8, none) FP, c@10 TN, s@14 (0.85, split) TP, c@14 TN,
+    # s1@18, s2@18 TN, c@18 (0.95) FP. m@14 and m@18 (manual split in the window) are left out.
+    assert s["rows"] == 8
+    assert s["actual_splits"] == 2 and s["predicted_splits"] == 4 and s["true_positives"] == 2
+    assert s["recall"] == 1.0 and s["precision"] == 0.5
+    brier = (0.1 ** 2 + 0.8 ** 2 + 0.1 ** 2 + 0.15 ** 2 + 0 + 0 + 0 + 0.95 ** 2) / 8
+    assert s["brier"] == pytest.approx(brier)
+    # timing of the true positives: s@10 predicted 17 h (+1 h), s@14 16 h (0 h)
+    assert s["median_timing_error_h"] == pytest.approx(0.5) and s["median_abs_timing_error_h"] == pytest.approx(0.5)
+    assert r["censored"] == {"path": 0, "baseline_linear": 0, "baseline_near": 0}
+    # m's windows at 14 h and 18 h, for the model and for each baseline
+    assert r["excluded_manual"] == {"path": 2, "baseline_linear": 2, "baseline_near": 2}
+    for b in ("baseline_linear", "baseline_near"):
+        assert r["scores"][b]["rows"] == 8 and r["scores"][b]["actual_splits"] == 2
+
+
+def test_manual_rows_are_not_written_and_the_split_is_listed_unscored(manual_scored):
+    from weaver.predict import read_results
+
+    lake, r = manual_scored
+    rows = read_results(forecast_settings(lake), r["backtest_id"]).to_pylist()
+    mine = {(round((x["run_ts"] - T0) / H), x["partition_id"]): x["actual_split"] for x in rows if x["model"] == "path"}
+    assert mine == {(10, "s"): True, (10, "m"): False, (10, "c"): False, (14, "s"): True, (14, "c"): False,
+                    (18, "s1"): False, (18, "s2"): False, (18, "c"): False}
+    by_parent = {x["parent_id"]: x for x in r["splits"]}
+    assert by_parent["s"]["reason"] == "size" and by_parent["s"]["scored"]
+    assert by_parent["s"]["lead_time_h"] == pytest.approx(6.0)  # first confident run 10 h, split 16 h
+    # m had p >= 0.75 at 14 h, but an operator's split is no hit: no lead time
+    assert by_parent["m"]["reason"] == "manual" and not by_parent["m"]["scored"]
+    assert by_parent["m"]["lead_time_h"] is None
+    page = open(r["report"]["html"]).read()
+    assert "manual split" in page
