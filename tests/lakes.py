@@ -521,6 +521,40 @@ def forecast_split_lake(root: Path) -> str:
                       policy={"size_threshold_bytes": 400_000, "write_threshold_per_s": WRITE_T, "bucket": "1h"})
 
 
+MANUAL_HOURS = 40
+# manual_split_lake: s splits for size at 16 h, m is split by an operator at 20 h
+MANUAL_S_SPLIT, MANUAL_M_SPLIT = FORECAST_T0 + 16 * H, FORECAST_T0 + 20 * H
+
+
+def manual_split_lake(root) -> str:
+    """s = ['', 'm') splits for size at 16 h at 'h' (into s1, s2); m = ['m', 't') is split by an
+    operator (reason 'manual') at 20 h at 'p' (into m1, m2); c = ['t', +inf) never splits. Every range
+    gets two writes every hour for 40 h (the log reaches ~40 h)."""
+    owner = {"a": ("s", "s1", MANUAL_S_SPLIT), "h": ("s", "s2", MANUAL_S_SPLIT),
+             "n": ("m", "m1", MANUAL_M_SPLIT), "q": ("m", "m2", MANUAL_M_SPLIT), "x": ("c", "c", None)}
+    ev = []
+    for h in range(MANUAL_HOURS):
+        for prefix, (parent, child, split_ts) in owner.items():
+            for j, ts in enumerate(spread(h, 2)):
+                pid = child if split_ts is not None and ts > split_ts else parent
+                ev.append((ts, pid, key(prefix, 2 * h + j), "PUT", VALUE))
+    n_s = sum(1 for e in ev if e[0] < MANUAL_S_SPLIT)
+    n_m = sum(1 for e in ev if e[0] < MANUAL_M_SPLIT)
+    parts = [part("s", "", "m", retired=MANUAL_S_SPLIT, retired_seq=n_s),
+             part("s1", "", "h", created=MANUAL_S_SPLIT, parent="s", created_seq=n_s),
+             part("s2", "h", "m", created=MANUAL_S_SPLIT, parent="s", created_seq=n_s),
+             part("m", "m", "t", retired=MANUAL_M_SPLIT, retired_seq=n_m),
+             part("m1", "m", "p", created=MANUAL_M_SPLIT, parent="m", created_seq=n_m),
+             part("m2", "p", "t", created=MANUAL_M_SPLIT, parent="m", created_seq=n_m),
+             part("c", "t", None)]
+    splits = [{"parent_id": "s", "split_seq": n_s, "split_ts": MANUAL_S_SPLIT, "split_key": "h",
+               "left_id": "s1", "right_id": "s2", "reason": "size"},
+              {"parent_id": "m", "split_seq": n_m, "split_ts": MANUAL_M_SPLIT, "split_key": "p",
+               "left_id": "m1", "right_id": "m2", "reason": "manual"}]
+    return write_lake(root, event_log(parts, ev, splits),
+                      policy={"size_threshold_bytes": 10_000_000, "write_threshold_per_s": 1.0, "bucket": "1h"})
+
+
 def forecast_settings(root, **kw) -> Settings:
     """Settings for a forecast test: one worker, 200 samples (the environment still applies)."""
     from weaver.core.settings import load_settings

@@ -1,7 +1,8 @@
 """Backtest scoring with an operator's split: a manual split is no outcome a model can be scored on.
 
-A hand-built lake holds one size split and one manual split; the model's predictions are set by
-hand (``forecasting.predict`` replaced), so every count and score below is worked out by hand.
+A hand-built lake (tests/lakes.py `manual_split_lake`) holds one size split and one manual split;
+the model's predictions are set by hand (``forecasting.predict`` replaced), so every count and score
+below is worked out by hand.
 """
 
 from __future__ import annotations
@@ -9,39 +10,7 @@ from __future__ import annotations
 import pytest
 
 from tests.lakes import FORECAST_T0 as T0
-from tests.lakes import H, VALUE, event_log, forecast_settings, key, part, spread, write_lake
-
-HOURS = 40
-S_SPLIT, M_SPLIT = T0 + 16 * H, T0 + 20 * H  # s splits for size at 16 h, m by hand at 20 h
-
-
-def _lake(root) -> str:
-    """s = ['', 'm') splits for size at 16 h at 'h'; m = ['m', 't') is split by an operator at 20 h
-    at 'p'; c = ['t', +inf) never splits. Every range gets writes every hour for 40 h."""
-    owner = {"a": ("s", "s1", S_SPLIT), "h": ("s", "s2", S_SPLIT),
-             "n": ("m", "m1", M_SPLIT), "q": ("m", "m2", M_SPLIT), "x": ("c", "c", None)}
-    ev = []
-    for h in range(HOURS):
-        for prefix, (parent, child, split_ts) in owner.items():
-            for j, ts in enumerate(spread(h, 2)):
-                pid = child if split_ts is not None and ts > split_ts else parent
-                ev.append((ts, pid, key(prefix, 2 * h + j), "PUT", VALUE))
-    n_s = sum(1 for e in ev if e[0] < S_SPLIT)
-    n_m = sum(1 for e in ev if e[0] < M_SPLIT)
-    parts = [part("s", "", "m", retired=S_SPLIT, retired_seq=n_s),
-             part("s1", "", "h", created=S_SPLIT, parent="s", created_seq=n_s),
-             part("s2", "h", "m", created=S_SPLIT, parent="s", created_seq=n_s),
-             part("m", "m", "t", retired=M_SPLIT, retired_seq=n_m),
-             part("m1", "m", "p", created=M_SPLIT, parent="m", created_seq=n_m),
-             part("m2", "p", "t", created=M_SPLIT, parent="m", created_seq=n_m),
-             part("c", "t", None)]
-    splits = [{"parent_id": "s", "split_seq": n_s, "split_ts": S_SPLIT, "split_key": "h",
-               "left_id": "s1", "right_id": "s2", "reason": "size"},
-              {"parent_id": "m", "split_seq": n_m, "split_ts": M_SPLIT, "split_key": "p",
-               "left_id": "m1", "right_id": "m2", "reason": "manual"}]
-    return write_lake(root, event_log(parts, ev, splits),
-                      policy={"size_threshold_bytes": 10_000_000, "write_threshold_per_s": 1.0, "bucket": "1h"})
-
+from tests.lakes import H, forecast_settings, manual_split_lake
 
 # Runs at 10, 14, 18 h, window 8 h: (10, 18], (14, 22], (18, 26]; the log reaches ~40 h, so none is
 # censored. Hand-set probabilities (threshold 0.75) and predicted split times:
@@ -79,7 +48,7 @@ def _fake_predict(seen):
 def manual_scored(tmp_path_factory):
     from weaver.predict import backtest, forecasting
 
-    lake = _lake(tmp_path_factory.mktemp("manual") / "lake")
+    lake = manual_split_lake(tmp_path_factory.mktemp("manual") / "lake")
     seen: dict[int, set] = {}
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(forecasting, "predict", _fake_predict(seen))

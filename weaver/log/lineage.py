@@ -19,6 +19,13 @@ from weaver.core.deltafiles import delta_files
 from weaver.core.errors import UnknownPartitionError
 from weaver.core.ids import PARTITION_ID_RE
 
+#: `splits.reason` values that are an operator's decision, not the data manager's (DESIGN §3): no
+#: model can forecast one, and the split ends the partition, so a prediction window holding one has
+#: no outcome. Everything that scores or learns from outcomes leaves such a window out - the
+#: backtest (``excluded_manual``), the calibration fit, advice scoring, the woven lifecycle's timing
+#: errors (docs/prediction.md §5). Size and throughput splits are the positives.
+UNPREDICTABLE_REASONS = frozenset({"manual"})
+
 
 @dataclass(frozen=True)
 class Partition:

@@ -44,7 +44,7 @@ from weaver.core.errors import InvalidParameterError
 from weaver.core.ids import backtest_id
 from weaver.core.time import format_duration, from_us, parse_duration, parse_timepoint
 from weaver.log.changelog import history_end
-from weaver.log.lineage import Lineage
+from weaver.log.lineage import UNPREDICTABLE_REASONS, Lineage
 from weaver.predict import forecasting, metrics
 from weaver.predict.calibration import DEFAULT_METHOD as DEFAULT_CALIBRATION
 from weaver.predict.report import render_report
@@ -53,9 +53,6 @@ LINEAR_POINTS = 6
 DEFAULT_NEAR = 0.10
 MAX_RUNS = 2000
 BASELINES = ("baseline_linear", "baseline_near")
-#: Split reasons that are an operator's decision, not the data manager's: a window holding one is
-#: not scored (DESIGN §3 `splits.reason`; docs/prediction.md §5).
-UNPREDICTABLE_REASONS = frozenset({"manual"})
 
 
 def run_times(start: datetime, end: datetime, every: timedelta) -> list[datetime]:
