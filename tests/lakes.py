@@ -555,6 +555,27 @@ def manual_split_lake(root) -> str:
                       policy={"size_threshold_bytes": 10_000_000, "write_threshold_per_s": 1.0, "bucket": "1h"})
 
 
+def manual_lake_history(*, last_h: float = 32, window_h: float = 8, model: str = "path") -> list[dict]:
+    """Hand-made prediction rows for manual_split_lake: a run every half hour from 0 h to `last_h`,
+    window `window_h`, one row per partition live at the run by hand (s, m, c before 16 h; s1, s2, m,
+    c in [16 h, 20 h); s1, s2, m1, m2, c after). Raw probability (= probability) 0.9 where s's window
+    holds its size split, 0.5 where m's window holds the manual split, 0.1 elsewhere."""
+    from weaver.core.ids import prediction_id
+
+    rows = []
+    for k in range(int(last_h * 2) + 1):
+        h = k / 2
+        t = FORECAST_T0 + k * H / 2
+        live = ["s", "m", "c"] if h < 16 else ["s1", "s2", "m", "c"] if h < 20 else ["s1", "s2", "m1", "m2", "c"]
+        for pid in live:
+            raw = 0.9 if pid == "s" and h + window_h >= 16 else 0.5 if pid == "m" and h + window_h >= 20 else 0.1
+            rows.append({"prediction_id": prediction_id(t, pid, model), "run_ts": t, "partition_id": pid,
+                         "model": model, "window_start": t, "window_end": t + window_h * H, "probability": raw,
+                         "reason": None, "predicted_split_ts": None, "split_ts_p10": None, "split_ts_p90": None,
+                         "split_key": None, "threshold": 0.75, "skip_reason": None, "probability_raw": raw})
+    return rows
+
+
 def forecast_settings(root, **kw) -> Settings:
     """Settings for a forecast test: one worker, 200 samples (the environment still applies)."""
     from weaver.core.settings import load_settings

@@ -5,7 +5,11 @@ backtests showed systematic under-confidence. A run at instant ``at`` therefore 
 probability through a monotone map fitted on *earlier* predictions of the same model whose windows
 had closed by ``at`` (``window_end <= at``), each scored against `splits` (a split of the
 partition in ``(run_ts, window_end]`` - every such split has ``split_ts <= at``, so nothing from
-after the run is read). Skipped rows (``skip_reason``) are not scored.
+after the run is read). Skipped rows (``skip_reason``) are not scored, and neither is a window in
+which an operator split the partition (``splits.reason`` in ``UNPREDICTABLE_REASONS``, i.e.
+``manual``): no model can forecast that decision and the split ends the partition, so the window
+has no outcome - left out of the fit as the backtest leaves it out of its scores. Size and
+throughput splits are the positives.
 
 Methods (``METHODS``):
 
@@ -51,6 +55,7 @@ import pyarrow.compute as pc
 from weaver.core import objstore, storage
 from weaver.core.errors import InvalidParameterError
 from weaver.core.time import parse_timepoint
+from weaver.log.lineage import UNPREDICTABLE_REASONS
 
 METHODS = ("auto", "none", "prior", "isotonic", "platt", "beta")
 # ``isotonic``: the lake's own isotonic map once MIN_ROWS scored rows of closed windows exist, the
@@ -316,7 +321,7 @@ def _version(cutoff: str | None, digest: str) -> str:
 def scored_history(settings, model: str, at: datetime,
                    days: float = HISTORY_DAYS) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(prediction ids, raw probabilities, outcomes) of `model`'s predictions whose windows closed by
-    `at`, and no earlier than `days` before it (``HISTORY_DAYS``; the read is pushed down to Delta
+    `at`, and no earlier than `days` before it (windows holding a manual split left out) (``HISTORY_DAYS``; the read is pushed down to Delta
     file skipping on ``window_end``, so its cost follows the days read, not the lake's age)."""
     ids, p, y, _ = _scored(settings, model, at, days)
     return ids, p, y
@@ -339,20 +344,26 @@ def _scored(settings, model: str, at: datetime,
     splits = storage.read(storage.uri_for(settings, storage.SPLITS), storage.SPLITS, missing_ok=True,
                           filters=[("split_ts", ">", first_run), ("split_ts", "<=", at_s)])
     # Only splits known at `at` (every split inside a closed window is, but be explicit).
-    first: dict[str, datetime] = {}
+    first: dict[str, dict] = {}
     for s in splits.to_pylist():
-        if s["split_ts"] <= at and (s["parent_id"] not in first or s["split_ts"] < first[s["parent_id"]]):
-            first[s["parent_id"]] = s["split_ts"]
+        if s["split_ts"] <= at and (s["parent_id"] not in first or s["split_ts"] < first[s["parent_id"]]["split_ts"]):
+            first[s["parent_id"]] = s
     raw = t.column("probability_raw").to_pylist()
     cal = t.column("probability").to_pylist()
-    p = np.array([r if r is not None else c for r, c in zip(raw, cal)], dtype=float)
-    y = np.array([pid in first and r < first[pid] <= we for pid, r, we in
-                  zip(t.column("partition_id").to_pylist(), t.column("run_ts").to_pylist(),
-                      t.column("window_end").to_pylist())], dtype=float)
-    ids = t.column("prediction_id").to_pylist()
-    ends = t.column("window_end").to_pylist()
-    order = np.argsort(ids)
-    return [ids[i] for i in order], p[order], y[order], [ends[i] for i in order]
+    ids, p, y, ends = [], [], [], []
+    for i, pid, r, we, a, c in zip(t.column("prediction_id").to_pylist(), t.column("partition_id").to_pylist(),
+                                   t.column("run_ts").to_pylist(), t.column("window_end").to_pylist(), raw, cal):
+        s = first.get(pid)
+        hit = s is not None and r < s["split_ts"] <= we
+        if hit and s["reason"] in UNPREDICTABLE_REASONS:
+            continue  # an operator's split in the window: no outcome, neither positive nor negative
+        ids.append(i)
+        p.append(a if a is not None else c)
+        y.append(float(hit))
+        ends.append(we)
+    order = np.argsort(ids) if ids else np.zeros(0, dtype=int)
+    p_arr, y_arr = np.array(p, dtype=float), np.array(y, dtype=float)
+    return [ids[i] for i in order], p_arr[order], y_arr[order], [ends[i] for i in order]
 
 
 def calibration_dir(settings, model: str) -> str:
