@@ -193,7 +193,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             pa.field("largest_before_bytes", pa.int64()),
             pa.field("largest_after_bytes", pa.int64()),
             # Backtest: scored against what happened once the window closed (null until then).
-            pa.field("backtest", pa.string()),  # 'avoided' | 'child_crossed' | 'split_happened' | 'no_split'
+            pa.field("backtest", pa.string()),  # 'avoided' | 'child_crossed' | 'split_happened' | 'no_split' | 'manual_split'
             pa.field("actual_split", pa.bool_()),
             pa.field("scored_at", TS),
         ]

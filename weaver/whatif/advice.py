@@ -12,9 +12,11 @@ parent reaches the threshold at the predicted split time; the child grows with i
 
 Rows go to the Delta table ``advice`` (MERGE on advice_id = sha1("advice|" + prediction_id)), so
 advice is time-travel-queryable; :func:`score_advice` later fills the backtest column from what
-happened: for ``wait``, whether the partition really split in the window; for the others, whether
-a child of the advised split would have crossed a threshold in the window (``child_crossed``) or
-not (``avoided``).
+happened: for ``wait``, whether the partition really split in the window (``split_happened`` |
+``no_split``; ``manual_split`` - neither, not scored - when an operator split it there, as the
+backtest leaves such a window out); for the others, whether a child of the advised split would have
+crossed a threshold in the window (``child_crossed``) or not (``avoided``), measured from the change
+log, not from real splits, so a manual split does not change it.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from weaver.core.ids import advice_id
 from weaver.core.errors import ContractViolation, InvalidConfidenceError
 from weaver.core.settings import Settings, check_confidence
 from weaver.core.time import bucket_us, parse_timepoint, to_us
-from weaver.log import Lineage
+from weaver.log import UNPREDICTABLE_REASONS, Lineage
 from weaver.predict.forecasting import batches, key_span
 from weaver.predict.metrics import fold_from, local_copies, range_history
 from weaver.replay import KeyState, LogView
@@ -39,6 +41,8 @@ from weaver.whatif.keys import SIZE, split_candidates
 
 PRE_SPLIT, WAIT, RAISE_CAPACITY = "pre_split", "wait", "raise_capacity"
 ACTIONS = (PRE_SPLIT, WAIT, RAISE_CAPACITY)
+#: The backtest label of a `wait` whose window holds an operator's (manual) split: not scored.
+MANUAL_SPLIT = "manual_split"
 #: A busier child at this share of the driving threshold or more gains too little from a split.
 RAISE_AT = 0.9
 
@@ -214,10 +218,16 @@ def score_advice(settings: Settings, *, at: datetime) -> dict:
         for i, r in enumerate(rs):
             hists[r["advice_id"]] = out[2 * i:2 * i + 2]
     for r in due:
-        r["actual_split"] = any(s["parent_id"] == r["partition_id"] and r["run_ts"] < s["split_ts"] <= r["window_end"]
-                                for s in splits)
+        real = [s for s in splits
+                if s["parent_id"] == r["partition_id"] and r["run_ts"] < s["split_ts"] <= r["window_end"]]
+        r["actual_split"] = bool(real)
         if r["action"] == WAIT or r["split_key"] is None:
-            r["backtest"] = "split_happened" if r["actual_split"] else "no_split"
+            if any(s["reason"] in UNPREDICTABLE_REASONS for s in real):
+                # An operator split the partition in the window: no outcome the wait could be right
+                # or wrong about (the backtest's and calibration's rule), so neither label.
+                r["backtest"] = MANUAL_SPLIT
+            else:
+                r["backtest"] = "split_happened" if real else "no_split"
         else:
             crossed = False
             for h in hists[r["advice_id"]]:
