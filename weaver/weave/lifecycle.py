@@ -12,6 +12,7 @@ from weaver.core.ids import ACTIVE, CONFIRMED, EXPIRED, MANUAL, REFUTED, UNPUBLI
 from weaver.core.settings import Settings
 from weaver.core.time import parse_timepoint
 from weaver.log.changelog import history_end
+from weaver.log.lineage import UNPREDICTABLE_REASONS
 from weaver.weave.catalog import COMPRESSION, read_woven_catalog, write_woven_catalog
 
 
@@ -26,6 +27,13 @@ def reconcile(settings: Settings, *, at: datetime) -> dict:
     refuted sequences once ``at >= window_end + woven_retention``. Manual weaves (origin
     'manual') stay active until they expire the same way. Returns counts per transition,
     the statuses after it, and the confirmed sequences' timing errors in seconds.
+
+    A real split by an operator (``splits.reason`` ``manual``) confirms like any other: the status
+    says the partition really split in the window (it drives extension and expiry; what is served
+    does not depend on it - woven rows are the source's restore cut at the woven key either way).
+    But no model forecasts an operator's decision, so such a sequence has no timing error (a model
+    quality figure, as the backtest leaves the window unscored): it is counted in
+    ``timing_excluded_manual`` instead.
     """
     at = parse_timepoint(at)
     catalog = read_woven_catalog(settings)
@@ -40,8 +48,10 @@ def reconcile(settings: Settings, *, at: datetime) -> dict:
             end.append(history_end(settings, splits, missing_ok=True))
         return end[0] is not None and end[0] >= t
 
+    manual = {(s["parent_id"], s["split_ts"]) for s in splits.to_pylist() if s["reason"] in UNPREDICTABLE_REASONS}
     counts = {CONFIRMED: 0, REFUTED: 0, EXPIRED: 0}
     timing: dict[str, float] = {}
+    timing_excluded_manual = 0
     changed = []
     statuses: dict[str, int] = {}
     for r in catalog.to_pylist():
@@ -67,7 +77,10 @@ def reconcile(settings: Settings, *, at: datetime) -> dict:
         if status in (CONFIRMED, REFUTED) and at >= r["window_end"] + settings.woven_retention:
             status = EXPIRED
         if status == CONFIRMED and r["actual_split_ts"] is not None:
-            timing[r["weave_id"]] = (r["actual_split_ts"] - r["split_ts"]).total_seconds()
+            if (r["source_partition_id"], r["actual_split_ts"]) in manual:
+                timing_excluded_manual += 1  # an operator's split: no forecast to time
+            else:
+                timing[r["weave_id"]] = (r["actual_split_ts"] - r["split_ts"]).total_seconds()
         if status != r["status"]:
             counts[status] += 1
             r["status"], r["updated_at"] = status, at
@@ -75,7 +88,8 @@ def reconcile(settings: Settings, *, at: datetime) -> dict:
         statuses[status] = statuses.get(status, 0) + 1
     write_woven_catalog(settings, changed)
     return {"at": at.isoformat(), "confirmed": counts[CONFIRMED], "refuted": counts[REFUTED],
-            "expired": counts[EXPIRED], "statuses": statuses, "timing_error_s": timing}
+            "expired": counts[EXPIRED], "statuses": statuses, "timing_error_s": timing,
+            "timing_excluded_manual": timing_excluded_manual}
 
 
 def vacuum_woven(settings: Settings, *, now: datetime) -> dict:
