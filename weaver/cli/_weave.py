@@ -42,10 +42,10 @@ def weave_cmd(
 ) -> None:
     """Weave shadow snapshot sequences for the predicted splits (Arrow or Spark by the run's size), check
     them, publish them, then reconcile their lifecycle."""
-    t = timepoint(at)
-    rt = timepoint(run_ts, "--run-ts") if run_ts else None
     c = _confidence(confidence_threshold)
     with reported(as_json):
+        t = timepoint(at)
+        rt = timepoint(run_ts, "--run-ts") if run_ts else None
         s = settings_for(lake, woven_root=woven_root, woven_cadence=cadence)
         with console.status("weaving..."):
             # No session passed: weave starts Spark only when the run's size picks it (no JVM otherwise).
@@ -73,8 +73,8 @@ def woven_vacuum_cmd(
     as_json: bool = JsonOpt,
 ) -> None:
     """Expire sequences past the woven tier's retention, delete their rows, vacuum unreferenced files."""
-    t = timepoint(now, "--now") if now else datetime.now(timezone.utc)
     with reported(as_json):
+        t = timepoint(now, "--now") if now else datetime.now(timezone.utc)
         s = settings_for(lake, woven_root=woven_root)
         r = vacuum_woven(s, now=t)
     emit(r, as_json, f"{r['expired_sequences']} expired sequence(s) ({r['newly_expired']} newly): "
