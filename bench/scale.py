@@ -229,10 +229,11 @@ def cycle_stage(stage: str, lake: str, start: str, end: str, state_file: str) ->
     elif stage == "weave":
         from weaver.weave import planned_engine
 
-        plan = planned_engine(s, at=t1, confidence_threshold=PARAMS["confidence_threshold"])
+        plan = planned_engine(s, at=t1, confidence_threshold=PARAMS["confidence_threshold"], model=PARAMS["model"])
         if plan["engine"] == "spark":  # the DAG's SparkSubmitOperator branch
             job = subprocess.run([sys.executable, str(ROOT / "spark_jobs" / "weave.py"), f"--at={end}",
                                   f"--confidence-threshold={PARAMS['confidence_threshold']}", f"--lake={lake}",
+                                  f"--model={PARAMS['model']}",
                                   "--engine=spark"], capture_output=True, text=True)
             if job.returncode:
                 raise RuntimeError(f"spark_jobs/weave.py failed: {job.stderr[-400:]}")
@@ -243,7 +244,7 @@ def cycle_stage(stage: str, lake: str, start: str, end: str, state_file: str) ->
             from weaver.weave import weave as run_weave
 
             r = run_weave(None, replace(s, weave_engine="arrow"), at=t1,
-                          confidence_threshold=PARAMS["confidence_threshold"], stage=True)
+                          confidence_threshold=PARAMS["confidence_threshold"], model=PARAMS["model"], stage=True)
         out = {"plan": plan, **{k: r.get(k) for k in ("sequences", "new_sequences", "timepoints_written",
                                                        "rows_written", "engine", "work_changes")}}
     elif stage == "check_woven":

@@ -55,6 +55,7 @@ from weaver.core.settings import load_settings  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "weave.json"
 SHUFFLE_PARTITIONS = 4
+MODEL = "bench"  # the hand-made predictions' model: a weaving run selects one model's rows
 
 
 def machine() -> dict:
@@ -83,7 +84,7 @@ def make_predictions(lake: Path, run_ts: datetime, window: timedelta) -> list[di
         if len(keys) < 4:
             continue
         pid = hashlib.sha1(f"bench|{run_ts.isoformat()}|{p.partition_id}".encode()).hexdigest()[:16]
-        rows.append({"prediction_id": pid, "run_ts": run_ts, "partition_id": p.partition_id, "model": "bench",
+        rows.append({"prediction_id": pid, "run_ts": run_ts, "partition_id": p.partition_id, "model": MODEL,
                      "window_start": run_ts, "window_end": run_ts + window, "probability": 0.9, "reason": "size",
                      "predicted_split_ts": run_ts + timedelta(hours=1), "split_ts_p10": run_ts,
                      "split_ts_p90": run_ts + timedelta(hours=2), "split_key": keys[len(keys) // 2],
@@ -114,13 +115,14 @@ def child(engine: str, master: str, jobs_json: str) -> None:
         s = load_settings(env={}, lake=jobs[0]["lake"], spark_master=master, spark_shuffle_partitions=SHUFFLE_PARTITIONS)
         spark = get_spark(s, f"bench-weave-{master}")
         w = jobs[0]["warm"]
-        weave(spark, s.with_overrides(lake=w["lake"], weave_engine="spark"), at=datetime.fromisoformat(w["at"]))
+        weave(spark, s.with_overrides(lake=w["lake"], weave_engine="spark"), at=datetime.fromisoformat(w["at"]),
+              model=MODEL)
     out = []
     for job in jobs:
         s = load_settings(env={}, lake=job["lake"], spark_master=master, spark_shuffle_partitions=SHUFFLE_PARTITIONS,
                           weave_engine=engine)
         t0 = time.perf_counter()
-        summary = weave(spark, s, at=datetime.fromisoformat(job["at"]))
+        summary = weave(spark, s, at=datetime.fromisoformat(job["at"]), model=MODEL)
         summary["wall_s"] = time.perf_counter() - t0
         summary["peak_rss_mib"] = peak_rss_mib()
         out.append(summary)

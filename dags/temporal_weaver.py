@@ -127,7 +127,7 @@ def temporal_weaver():
         from weaver.weave import planned_engine
 
         plan = planned_engine(settings_from_params(params), at=datetime.fromisoformat(run["at"]),
-                              confidence_threshold=params["confidence_threshold"])
+                              confidence_threshold=params["confidence_threshold"], model=params["model"])
         print(f"weave plan: {plan}")
         return "weave" if plan["engine"] == "spark" else "weave_arrow"
 
@@ -139,7 +139,7 @@ def temporal_weaver():
 
         s = replace(settings_from_params(params), weave_engine="arrow")  # the branch chose it
         r = run_weave(None, s, at=datetime.fromisoformat(run["at"]),
-                      confidence_threshold=params["confidence_threshold"], stage=True)
+                      confidence_threshold=params["confidence_threshold"], model=params["model"], stage=True)
         return {k: r[k] for k in ("sequences", "new_sequences", "timepoints_written", "rows_written", "engine",
                                   "committed", "version")}
 
@@ -154,6 +154,7 @@ def temporal_weaver():
         application_args=[
             "--at={{ ti.xcom_pull(task_ids='check_predictions')['at'] }}",
             "--confidence-threshold={{ params.confidence_threshold }}",
+            "--model={{ params.model }}",  # the forecast task's model: weave its predictions only
             "--lake={{ ti.xcom_pull(task_ids='check_predictions')['lake'] }}",
             "--woven-root={{ ti.xcom_pull(task_ids='check_predictions')['woven'] }}",
             "--engine=spark",  # the branch chose it

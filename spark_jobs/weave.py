@@ -1,7 +1,8 @@
 """spark-submit entry point: weave shadow snapshot sequences (weaver.weaving.weave).
 
     spark-submit --master spark://127.0.0.1:7077 --jars <delta jars> spark_jobs/weave.py \
-        --lake ./lake --at 2026-01-03T00:00:00Z [--woven-root URI] [--confidence-threshold 0.75] [--run-ts ISO]
+        --lake ./lake --at 2026-01-03T00:00:00Z [--woven-root URI] [--confidence-threshold 0.75] [--run-ts ISO] \
+        [--model path]
 
 The run's weaves land `staged`; the DAG's check_woven task checks and publishes them. The engine
 is chosen per run (weaver.weave.engine): on a cluster master Spark; in local mode Arrow (in this
@@ -24,6 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--confidence-threshold", type=float, default=None,
                     help="Weave predictions with probability >= this (default settings: 0.75)")
     ap.add_argument("--run-ts", default=None, help="Weave the predictions of this run (default: latest <= --at)")
+    ap.add_argument("--model", default=None,
+                    help="Weave this model's predictions only (default: the default model, path); the DAG passes "
+                         "the model its forecast task used")
     ap.add_argument("--engine", choices=["auto", "arrow", "spark"], default=None,
                     help="Weaving engine (default settings.weave_engine: auto); the DAG passes spark")
     args = ap.parse_args(argv)
@@ -33,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
 
     return run_job("weaver-weave", lambda spark, settings: weave(
         spark, settings, at=args.at, confidence_threshold=args.confidence_threshold, run_ts=args.run_ts,
-        stage=True),
+        model=args.model, stage=True),
         settings_overrides={"lake": args.lake, "woven_root": args.woven_root, "weave_engine": args.engine})
 
 

@@ -238,7 +238,8 @@ def weave_settings(lake: str, **overrides) -> Settings:
 
 def prediction(partition_id: str = "p0", *, run_ts: datetime = T0 + 2 * H, split_key: str = "k07",
                split_ts: datetime = T0 + 3 * H + timedelta(minutes=30), window: timedelta = timedelta(hours=6),
-               probability: float = 0.9, model: str = "prophet") -> dict:
+               probability: float = 0.9, model: str = "path") -> dict:
+    # "path": the default model, the one a weaving run weaves unless told another (weaver.weave.weave).
     pid = hashlib.sha1(f"{run_ts.isoformat()}|{partition_id}|{model}".encode()).hexdigest()[:16]
     return {"prediction_id": pid, "run_ts": run_ts, "partition_id": partition_id, "model": model,
             "window_start": run_ts, "window_end": run_ts + window, "probability": probability,

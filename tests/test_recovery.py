@@ -230,7 +230,7 @@ def test_real_weave_serves_recovery(spark, tmp_path):
     s = lake.settings.with_overrides(woven_cadence="20m")
     lake.settings = s
     split_ts, run_ts, end = lake.ts_of(30), lake.ts_of(10), lake.ts_of(150)
-    pred = {"prediction_id": "pred-real-P0", "run_ts": run_ts, "partition_id": "P0", "model": "prophet",
+    pred = {"prediction_id": "pred-real-P0", "run_ts": run_ts, "partition_id": "P0", "model": "path",
             "window_start": run_ts, "window_end": end, "probability": 0.8, "reason": "size",
             "predicted_split_ts": split_ts, "split_ts_p10": None, "split_ts_p90": None, "split_key": "k2",
             "threshold": 1000.0, "skip_reason": None}

@@ -226,7 +226,7 @@ def test_bad_input_raises_a_named_error_and_writes_nothing(tmp_path):
         weave(None, settings, at=T0 + 5 * H)
     with pytest.raises(InvalidParameterError, match="no look-ahead"):
         weave(None, settings, at=T0 + H, run_ts=T0 + 2 * H)
-    with pytest.raises(InvalidParameterError, match="no predictions with run_ts"):
+    with pytest.raises(InvalidParameterError, match="no predictions of model 'path' with run_ts"):
         weave(None, settings, at=T0 + 5 * H, run_ts=T0 + 3 * H)
     # A gap in seq stops the run before anything is written.
     gap = dict(data, changes=[c for c in data["changes"] if c["seq"] != 30])

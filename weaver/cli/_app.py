@@ -11,7 +11,7 @@ from typing import Any, Iterator, Optional
 import typer
 from rich.console import Console
 
-from weaver.core.errors import WeaverError
+from weaver.core.errors import InvalidTimepointError, WeaverError
 from weaver.core.settings import Settings, load_settings
 from weaver.core.time import parse_timepoint
 
@@ -30,10 +30,13 @@ def settings_for(lake: Optional[str], **overrides: Any) -> Settings:
 
 
 def timepoint(value: str, name: str = "--at") -> datetime:
+    """Option `name`'s instant; a bad one raises InvalidTimepointError naming the option. Call it
+    inside :func:`reported`, as every bad input is: under ``--json`` the error is one JSON object
+    (not Click's usage box), exit 2, before anything is read or written."""
     try:
         return parse_timepoint(value)
-    except WeaverError as exc:
-        raise typer.BadParameter(str(exc), param_hint=name) from exc
+    except InvalidTimepointError as exc:
+        raise InvalidTimepointError(f"{name}: {exc}") from exc
 
 
 def _default(o: Any) -> Any:

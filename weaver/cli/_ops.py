@@ -65,8 +65,8 @@ def maintain_cmd(
     as_json: bool = JsonOpt,
 ) -> None:
     """Snapshot vacuum (recovery window), woven vacuum, compaction and checkpoints, old calibration maps: one pass."""
-    t = timepoint(now, "--now") if now else datetime.now(timezone.utc)
     with reported(as_json):
+        t = timepoint(now, "--now") if now else datetime.now(timezone.utc)
         r = maintain(settings_for(lake), now=t, compact=compact)
     human = Table(title=f"maintenance as of {t.isoformat()}", show_header=False)
     snaps = r.get("snapshots") or {}

@@ -76,8 +76,8 @@ def vacuum(
     """Expire snapshots and change-log prefixes no restore inside the recovery window needs."""
     from datetime import datetime, timezone
 
-    t = timepoint(now, "--now") if now else datetime.now(timezone.utc)
     with reported(as_json):
+        t = timepoint(now, "--now") if now else datetime.now(timezone.utc)
         s = settings_for(lake, recovery_window=recovery_window)
         r = vacuum_lake(s, t, dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"

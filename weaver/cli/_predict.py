@@ -73,8 +73,8 @@ def predict(
     as_json: bool = JsonOpt,
 ) -> None:
     """Forecast which partitions split within the window (one row per active partition)."""
-    t = timepoint(at)
     with reported(as_json):
+        t = timepoint(at)
         s = settings_for(lake, **_overrides(confidence_threshold, workers, samples))
         staged = write and check
         with _progress(f"fitting {model}", not as_json) as cb:
@@ -134,8 +134,8 @@ def backtest(
     as_json: bool = JsonOpt,
 ) -> None:
     """Replay prediction runs over [--from, --to), score them against real splits, write a report."""
-    t0, t1 = timepoint(start, "--from"), timepoint(end, "--to")
     with reported(as_json):
+        t0, t1 = timepoint(start, "--from"), timepoint(end, "--to")
         s = settings_for(lake, **_overrides(confidence_threshold, workers, samples))
         with _progress(f"backtesting {model}", not as_json) as cb:
             r = run_backtest(s, start=t0, end=t1, model=model, out_dir=out, every=every, window=window,

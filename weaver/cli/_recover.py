@@ -34,15 +34,16 @@ def recover(
     as_json: bool = JsonOpt,
 ) -> None:
     """Recover a partition at --at: woven snapshot + short tail first, else base snapshot + replay."""
-    t = timepoint(at)
     with reported(as_json):
+        t = timepoint(at)
+        as_of_t = timepoint(as_of, "--as-of") if as_of else None
         if mode not in MODES:
             raise InvalidParameterError(f"--mode {mode!r} is not one of {', '.join(MODES)}")
         if mode == "point_in_time" and not (out and out.endswith(".parquet")):
             raise InvalidParameterError("--out FILE.parquet is required in point_in_time mode")
         s = settings_for(lake)
         r = run_recover(s, partition, t, confidence_threshold=confidence_threshold, mode=mode, out=out,
-                        as_of_version=as_of_version, as_of=timepoint(as_of, "--as-of") if as_of else None)
+                        as_of_version=as_of_version, as_of=as_of_t)
     obj = r.summary()
     via = f"woven snapshot {r.source} (confidence {r.confidence})" if r.path == "woven" else \
         f"base snapshot {r.source}" if r.source != "changelog" else "the change log alone"

@@ -30,6 +30,9 @@ def weave_cmd(
     confidence_threshold: Optional[float] = typer.Option(
         None, "--confidence-threshold", help="Weave predictions with probability >= this (default 0.75)."),
     run_ts: Optional[str] = typer.Option(None, "--run-ts", help="Weave this prediction run (default: latest <= --at)."),
+    model: Optional[str] = typer.Option(
+        None, "--model", help="Weave this model's predictions only (default path, as `weaver predict`): "
+                              "path | prophet | arima | statsforecast."),
     cadence: Optional[str] = typer.Option(None, "--cadence", help="Timepoint spacing, e.g. 1h or 30m (default 1h)."),
     woven_root: Optional[str] = typer.Option(None, "--woven-root", help="Root URI of the woven tier (default <lake>/woven)."),
     reconcile_after: bool = typer.Option(True, "--reconcile/--no-reconcile",
@@ -39,21 +42,21 @@ def weave_cmd(
 ) -> None:
     """Weave shadow snapshot sequences for the predicted splits (Arrow or Spark by the run's size), check
     them, publish them, then reconcile their lifecycle."""
-    t = timepoint(at)
-    rt = timepoint(run_ts, "--run-ts") if run_ts else None
     c = _confidence(confidence_threshold)
     with reported(as_json):
+        t = timepoint(at)
+        rt = timepoint(run_ts, "--run-ts") if run_ts else None
         s = settings_for(lake, woven_root=woven_root, woven_cadence=cadence)
         with console.status("weaving..."):
             # No session passed: weave starts Spark only when the run's size picks it (no JVM otherwise).
-            r = weave(None, s, at=t, confidence_threshold=c, run_ts=rt, stage=True)
+            r = weave(None, s, at=t, confidence_threshold=c, run_ts=rt, model=model, stage=True)
         # Write-audit-publish: the staged weaves become `active` only if the woven suite passes.
         with console.status("checking the staged weaves..."):
             r["check"] = gate_weaves(s)
         if reconcile_after:
             r["reconcile"] = reconcile(s, at=t)
     human = Table(title=f"weave at {t.isoformat()}", show_header=False)
-    for k in ("run_ts", "confidence_threshold", "new_sequences", "below_threshold", "sequences",
+    for k in ("model", "run_ts", "confidence_threshold", "new_sequences", "below_threshold", "sequences",
               "timepoints_written", "rows_written", "engine", "version", "elapsed_s"):
         human.add_row(k, str(r.get(k)))
     if "reconcile" in r:
@@ -70,8 +73,8 @@ def woven_vacuum_cmd(
     as_json: bool = JsonOpt,
 ) -> None:
     """Expire sequences past the woven tier's retention, delete their rows, vacuum unreferenced files."""
-    t = timepoint(now, "--now") if now else datetime.now(timezone.utc)
     with reported(as_json):
+        t = timepoint(now, "--now") if now else datetime.now(timezone.utc)
         s = settings_for(lake, woven_root=woven_root)
         r = vacuum_woven(s, now=t)
     emit(r, as_json, f"{r['expired_sequences']} expired sequence(s) ({r['newly_expired']} newly): "

@@ -32,11 +32,11 @@ def weave_cmd(
     as_json: bool = JsonOpt,
 ) -> None:
     """Weave "what if P had split at key K at T?" into the woven tier (origin manual, Spark)."""
-    t = timepoint(at)
-    u = timepoint(until, "--until") if until else None
     if key_by not in KEY_BY:
         raise typer.BadParameter(f"{key_by!r} is not one of {', '.join(KEY_BY)}", param_hint="--key-by")
     with reported(as_json):
+        t = timepoint(at)
+        u = timepoint(until, "--until") if until else None
         s = settings_for(lake, woven_cadence=cadence)
         plan_whatif(s, partition, t, split_key=split_key, until=u, key_by=key_by)  # named errors before Spark starts
         with console.status("weaving the what-if with Spark..."):
@@ -106,9 +106,9 @@ def advise_cmd(
     as_json: bool = JsonOpt,
 ) -> None:
     """Pre-split now at key K, wait, or raise capacity - per partition of a prediction run (MERGEd into `advice`)."""
-    t = timepoint(at)
-    rt = timepoint(run_ts, "--run-ts") if run_ts else None
     with reported(as_json):
+        t = timepoint(at)
+        rt = timepoint(run_ts, "--run-ts") if run_ts else None
         s = settings_for(lake)
         rows = advise(s, at=t, run_ts=rt, confidence_threshold=confidence_threshold).to_pylist()
     human = Table(title=f"advice at {t.isoformat()}")
@@ -131,8 +131,8 @@ def report_cmd(
     as_json: bool = JsonOpt,
 ) -> None:
     """Advise on the run, then write a static HTML report with the plots (matplotlib)."""
-    t = timepoint(at)
     with reported(as_json):
+        t = timepoint(at)
         s = settings_for(lake)
         with console.status("forecasting and plotting..."):
             r = render_report(s, at=t, model=model, out_dir=out)

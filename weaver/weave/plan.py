@@ -91,12 +91,20 @@ def sequence_from_row(r: dict, lineage: Lineage) -> Sequence:
         updated_at=r["updated_at"], origin=r["origin"])
 
 
-def select_predictions(settings: Settings, *, at: datetime, run_ts: datetime | None = None) -> tuple[datetime | None, pa.Table]:
-    """Predictions of the latest run <= `at` (or of `run_ts`): (run_ts, rows)."""
+def select_predictions(settings: Settings, *, at: datetime, run_ts: datetime | None = None,
+                       model: str | None) -> tuple[datetime | None, pa.Table]:
+    """Predictions of `model` from its latest run <= `at` (or from its run `run_ts`): (run_ts, rows).
+
+    `model` must be named (None = every model's rows: advice, one row per prediction). The table
+    holds several models' runs at one instant (``weaver backtest --model X`` backfills X's), so a
+    weaving run names its model: it weaves one sequence per partition and run, never one per model.
+    """
     uri = storage.uri_for(settings, storage.PREDICTIONS)
     if not storage.is_table(uri):
         raise TableNotFoundError(f"no predictions table at {uri}; run `weaver predict --at T` before weaving")
-    runs = storage.read(uri, storage.PREDICTIONS, columns=["run_ts"]).column("run_ts")
+    of_model = [("model", "=", model)] if model is not None else []
+    whose = f" of model {model!r}" if model is not None else ""
+    runs = storage.read(uri, storage.PREDICTIONS, columns=["run_ts"], filters=of_model or None).column("run_ts")
     if run_ts is not None:
         if run_ts > at:
             raise InvalidParameterError(
@@ -105,14 +113,18 @@ def select_predictions(settings: Settings, *, at: datetime, run_ts: datetime | N
         chosen = run_ts
         if not pc.any(pc.equal(runs, pa.scalar(run_ts, storage.TS))).as_py():
             known = sorted({t for t in runs.to_pylist()})[-5:]
+            others = sorted(set(storage.read(uri, storage.PREDICTIONS, columns=["model"], filters=[
+                ("run_ts", "=", pa.scalar(run_ts, storage.TS))]).column("model").to_pylist()))
+            hint = f"; that run holds predictions of {others} only (pass --model)" if others and model is not None else ""
             raise InvalidParameterError(
-                f"no predictions with run_ts {run_ts.isoformat()}; latest runs: {[t.isoformat() for t in known]}")
+                f"no predictions{whose} with run_ts {run_ts.isoformat()}{hint}; latest runs{whose}: "
+                f"{[t.isoformat() for t in known]}")
     else:
         eligible = runs.filter(pc.less_equal(runs, pa.scalar(at, storage.TS)))
         if len(eligible) == 0:
             return None, storage.empty(storage.PREDICTIONS)
         chosen = pc.max(eligible).as_py()
-    rows = storage.read(uri, storage.PREDICTIONS, filters=[("run_ts", "=", pa.scalar(chosen, storage.TS))])
+    rows = storage.read(uri, storage.PREDICTIONS, filters=[("run_ts", "=", pa.scalar(chosen, storage.TS)), *of_model])
     return chosen, rows
 
 

@@ -18,13 +18,14 @@ from datetime import datetime
 from typing import Iterable
 
 from weaver.core import storage
-from weaver.core.errors import TableNotFoundError
+from weaver.core.errors import InvalidParameterError, TableNotFoundError
 from weaver.core import faults
 from weaver.core.ids import EXTENDABLE, STAGED, UNPUBLISHED
 from weaver.core.retry import retry_commit
 from weaver.core.settings import Settings
 from weaver.core.time import parse_timepoint, to_us
 from weaver.log.lineage import Lineage
+from weaver.predict.models import DEFAULT_MODEL
 from weaver.replay.spark import (
     filter_last_timepoint,
     filter_seq_span,
@@ -38,10 +39,15 @@ from weaver.weave.plan import Sequence, check_segment, plan_bases, plan_timepoin
 
 
 def weave(spark, settings: Settings, *, at: datetime, confidence_threshold: float | None = None,
-          run_ts: datetime | None = None, stage: bool = False) -> dict:
-    """Weave the predictions of the latest run <= `at` (or of `run_ts`) and extend active sequences.
+          run_ts: datetime | None = None, model: str | None = None, stage: bool = False) -> dict:
+    """Weave the predictions of `model` from its latest run <= `at` (or from its run `run_ts`) and
+    extend active sequences.
 
-    Returns counts: sequences (extended this run), new_sequences, timepoints_written,
+    `model` None is the pipeline's default model (``weaver.predict.models.DEFAULT_MODEL``, what
+    ``weaver predict`` writes without ``--model``); other models' rows at the same instant (a
+    backtest's backfill, a second forecast) are never woven by this run.
+
+    Returns model and counts: sequences (extended this run), new_sequences, timepoints_written,
     rows_written, version (woven_snapshots' Delta version after the run; None if absent),
     committed (whether this run added a version), engine ('arrow' | 'spark', chosen per run by
     settings.weave_engine / weave_spark_min_changes; None when nothing was due) and work_changes.
@@ -53,14 +59,14 @@ def weave(spark, settings: Settings, *, at: datetime, confidence_threshold: floa
     check (:func:`weaver.pipeline.gate_weaves`) publishes them as ``active`` or quarantines them.
     """
     t0 = time.perf_counter()
-    summary, lineage, seqs, at = _predicted_sequences(settings, at, confidence_threshold, run_ts)
+    summary, lineage, seqs, at = _predicted_sequences(settings, at, confidence_threshold, run_ts, model)
     summary.update(weave_sequences(spark, settings, lineage, seqs, at=at, stage=stage))
     summary["elapsed_s"] = round(time.perf_counter() - t0, 3)
     return summary
 
 
 def planned_engine(settings: Settings, *, at: datetime, confidence_threshold: float | None = None,
-                   run_ts: datetime | None = None) -> dict:
+                   run_ts: datetime | None = None, model: str | None = None) -> dict:
     """The engine :func:`weave` with no session would choose for this run, from its plan alone
     (catalog, predictions, lineage, snapshot catalog: no change-log data is read, nothing written).
 
@@ -68,7 +74,7 @@ def planned_engine(settings: Settings, *, at: datetime, confidence_threshold: fl
     big enough for Spark. Returns engine ('arrow' | 'spark' | None when nothing is due),
     work_changes and sequences. Raises what :func:`weave` raises for bad input.
     """
-    summary, lineage, seqs, at = _predicted_sequences(settings, at, confidence_threshold, run_ts)
+    summary, lineage, seqs, at = _predicted_sequences(settings, at, confidence_threshold, run_ts, model)
     todo = _due(settings, seqs, at)
     if not todo:
         return {"engine": None, "work_changes": 0, "sequences": 0}
@@ -77,23 +83,26 @@ def planned_engine(settings: Settings, *, at: datetime, confidence_threshold: fl
     return {"engine": engine, "work_changes": work, "sequences": len(todo)}
 
 
-def _predicted_sequences(settings: Settings, at, confidence_threshold, run_ts):
-    """(summary so far, lineage, sequences to weave, at): the new predictions' sequences above the
-    threshold plus every extendable one in the catalog."""
+def _predicted_sequences(settings: Settings, at, confidence_threshold, run_ts, model):
+    """(summary so far, lineage, sequences to weave, at): the new predictions' (of `model`, None:
+    the default model) sequences above the threshold plus every extendable one in the catalog."""
     at = parse_timepoint(at)
     run_ts = parse_timepoint(run_ts) if run_ts is not None else None
+    model = DEFAULT_MODEL if model is None else model
+    if not isinstance(model, str) or not model.strip():
+        raise InvalidParameterError(f"model {model!r}: name the forecast model whose predictions to weave")
     threshold = settings.confidence(confidence_threshold)
     log_uri = storage.uri_for(settings, storage.CHANGELOG)
     if not storage.is_table(log_uri):
         raise TableNotFoundError(f"no change log at {log_uri}; point --lake at a lake with a changelog table")
     lineage = Lineage.load(settings)
-    chosen_run, preds = select_predictions(settings, at=at, run_ts=run_ts)
+    chosen_run, preds = select_predictions(settings, at=at, run_ts=run_ts, model=model)
     catalog = read_woven_catalog(settings)
     known = set(catalog.column("weave_id").to_pylist())
     new = [s for s in sequences_for(preds, lineage, threshold, at) if s.weave_id not in known]
     below = sum(1 for p in preds.column("probability").to_pylist() if p < threshold)  # validated just above
     old = [sequence_from_row(r, lineage) for r in catalog.to_pylist() if r["status"] in EXTENDABLE]
-    summary = {"at": at.isoformat(), "run_ts": chosen_run.isoformat() if chosen_run else None,
+    summary = {"at": at.isoformat(), "model": model, "run_ts": chosen_run.isoformat() if chosen_run else None,
                "confidence_threshold": threshold, "below_threshold": below, "new_sequences": len(new)}
     return summary, lineage, old + new, at
 

@@ -169,7 +169,9 @@ def advise(settings: Settings, *, at: datetime, run_ts: datetime | None = None,
     when `write` (rerunning the same run writes the same rows once), then earlier advice whose
     window has closed by `at` is scored (:func:`score_advice`)."""
     at = parse_timepoint(at)
-    chosen, preds = select_predictions(settings, at=at, run_ts=parse_timepoint(run_ts) if run_ts else None)
+    # Every model's rows of the run: advice is per prediction (advice_id from prediction_id).
+    chosen, preds = select_predictions(settings, at=at, run_ts=parse_timepoint(run_ts) if run_ts else None,
+                                       model=None)
     table = advise_run(settings, preds, confidence_threshold=confidence_threshold) if chosen else storage.empty(storage.ADVICE)
     if write and table.num_rows:
         storage.merge(storage.uri_for(settings, storage.ADVICE), storage.ADVICE, table, ["advice_id"])
