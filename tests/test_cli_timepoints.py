@@ -75,3 +75,37 @@ def test_without_json_it_is_one_error_line(lake):
     res = CliRunner().invoke(app, ["backtest", "--from", NAIVE, "--to", GOOD, "--lake", str(lake)])
     assert res.exit_code == 2 and res.stdout == ""
     assert "InvalidTimepointError" in res.stderr and "--from" in res.stderr and "Usage:" not in res.stderr
+
+
+# A confidence threshold outside [0, 1] (or NaN) and an unknown --key-by: the same one JSON error.
+OPTION_CASES = {
+    "recover 1.5": (["recover", "--partition", "p0", "--at", GOOD, "--confidence-threshold", "1.5", "--out", "{out}"],
+                    "InvalidConfidenceError", "--confidence-threshold"),
+    "query -0.1": (["query", "--partition", "p0", "--at", GOOD, "--confidence-threshold", "-0.1"],
+                   "InvalidConfidenceError", "--confidence-threshold"),
+    "weave nan": (["weave", "--at", GOOD, "--confidence-threshold", "nan"],
+                  "InvalidConfidenceError", "--confidence-threshold"),
+    "whatif advise 2": (["whatif", "advise", "--at", GOOD, "--confidence-threshold", "2"],
+                        "InvalidConfidenceError", "--confidence-threshold"),
+    "whatif weave --key-by": (["whatif", "weave", "--partition", "p0", "--at", GOOD, "--key-by", "median"],
+                              "InvalidParameterError", "--key-by"),
+}
+
+
+@pytest.mark.parametrize("case", list(OPTION_CASES))
+def test_a_bad_threshold_or_key_by_is_a_json_error_and_nothing_is_written(lake, tmp_path, case):
+    from typer.testing import CliRunner
+
+    from weaver.cli import app
+
+    args, error, option = OPTION_CASES[case]
+    out = tmp_path / "out.parquet"
+    args = [a.replace("{out}", str(out)) for a in args] + ["--lake", str(lake), "--json"]
+    before = _files(lake)
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2, res.output
+    (line,) = res.stdout.strip().splitlines()
+    err = json.loads(line)
+    assert err["error"] == error and option in err["message"], err
+    assert "Usage:" not in res.output and "Invalid value" not in res.output
+    assert _files(lake) == before and not out.exists()

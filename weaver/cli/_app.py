@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 
 from weaver.core.errors import InvalidTimepointError, WeaverError
-from weaver.core.settings import Settings, load_settings
+from weaver.core.settings import Settings, check_confidence, load_settings
 from weaver.core.time import parse_timepoint
 
 app = typer.Typer(name="weaver", help="Temporal Weaver: forecast partition splits and weave shadow snapshots.",
@@ -37,6 +37,13 @@ def timepoint(value: str, name: str = "--at") -> datetime:
         return parse_timepoint(value)
     except InvalidTimepointError as exc:
         raise InvalidTimepointError(f"{name}: {exc}") from exc
+
+
+def confidence(value: Optional[float], name: str = "--confidence-threshold") -> Optional[float]:
+    """Option `name`'s threshold (None: the lake's default); one outside [0, 1] or NaN raises
+    InvalidConfidenceError naming the option. Call it inside :func:`reported`, like
+    :func:`timepoint`, so that under ``--json`` the error is one JSON object, not Click's usage box."""
+    return None if value is None else check_confidence(value, what=name)
 
 
 def _default(o: Any) -> Any:

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from weaver.api import create_app, serve_host
-from weaver.cli._app import JsonOpt, LakeOpt, app, console, emit, fail, reported, settings_for, timepoint
+from weaver.cli._app import JsonOpt, LakeOpt, app, confidence, console, emit, fail, reported, settings_for, timepoint
 from weaver.core.errors import InvalidParameterError, WeaverError
 from weaver.recover import MODES, woven_snapshot
 from weaver.recover import recover as run_recover
@@ -16,7 +16,7 @@ from weaver.recover import recover as run_recover
 AsOfVersionOpt = typer.Option(None, "--as-of-version", min=0,
                               help="Transaction time: the woven tier as of this Delta version (what was believed then).")
 AsOfOpt = typer.Option(None, "--as-of", help="Transaction time: the woven tier as of this instant (ISO-8601, tz).")
-ConfOpt = typer.Option(None, "--confidence-threshold", min=0.0, max=1.0,
+ConfOpt = typer.Option(None, "--confidence-threshold",
                        help="Woven snapshots below it are never used (default $WEAVER_CONFIDENCE_THRESHOLD or 0.75).")
 
 
@@ -42,7 +42,7 @@ def recover(
         if mode == "point_in_time" and not (out and out.endswith(".parquet")):
             raise InvalidParameterError("--out FILE.parquet is required in point_in_time mode")
         s = settings_for(lake)
-        r = run_recover(s, partition, t, confidence_threshold=confidence_threshold, mode=mode, out=out,
+        r = run_recover(s, partition, t, confidence_threshold=confidence(confidence_threshold), mode=mode, out=out,
                         as_of_version=as_of_version, as_of=as_of_t)
     obj = r.summary()
     via = f"woven snapshot {r.source} (confidence {r.confidence})" if r.path == "woven" else \
@@ -66,7 +66,7 @@ def query(
     """Look up the woven snapshot serving a partition at --at: weave id, timepoint, confidence, rows."""
     with reported(as_json):
         s, t = settings_for(lake), timepoint(at)
-        target, snap, rows = woven_snapshot(s, partition, t, confidence_threshold=confidence_threshold, weave_id=weave,
+        target, snap, rows = woven_snapshot(s, partition, t, confidence_threshold=confidence(confidence_threshold), weave_id=weave,
                                             as_of_version=as_of_version,
                                             as_of=timepoint(as_of, "--as-of") if as_of else None)
     obj = {"partition_id": target.partition_id, "at": t, "weave_id": snap.weave_id, "prediction_id": snap.prediction_id,

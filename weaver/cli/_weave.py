@@ -8,20 +8,9 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from weaver.cli._app import JsonOpt, LakeOpt, app, console, emit, reported, settings_for, timepoint
-from weaver.core.errors import WeaverError
-from weaver.core.settings import check_confidence
+from weaver.cli._app import JsonOpt, LakeOpt, app, confidence, console, emit, reported, settings_for, timepoint
 from weaver.pipeline import gate_weaves
 from weaver.weave import reconcile, vacuum_woven, weave
-
-
-def _confidence(value: Optional[float]) -> Optional[float]:
-    if value is None:
-        return None
-    try:
-        return check_confidence(value)
-    except WeaverError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--confidence-threshold") from exc
 
 
 @app.command("weave")
@@ -42,8 +31,8 @@ def weave_cmd(
 ) -> None:
     """Weave shadow snapshot sequences for the predicted splits (Arrow or Spark by the run's size), check
     them, publish them, then reconcile their lifecycle."""
-    c = _confidence(confidence_threshold)
     with reported(as_json):
+        c = confidence(confidence_threshold)
         t = timepoint(at)
         rt = timepoint(run_ts, "--run-ts") if run_ts else None
         s = settings_for(lake, woven_root=woven_root, woven_cadence=cadence)

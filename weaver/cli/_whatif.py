@@ -7,8 +7,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from weaver.cli._app import JsonOpt, LakeOpt, app, console, emit, reported, settings_for, timepoint
-from weaver.core.errors import ExpectationFailedError
+from weaver.cli._app import JsonOpt, LakeOpt, app, confidence, console, emit, reported, settings_for, timepoint
+from weaver.core.errors import ExpectationFailedError, InvalidParameterError
 from weaver.core.ids import UNPUBLISHED
 from weaver.pipeline import gate_weaves
 from weaver.weave import read_woven_catalog
@@ -32,9 +32,9 @@ def weave_cmd(
     as_json: bool = JsonOpt,
 ) -> None:
     """Weave "what if P had split at key K at T?" into the woven tier (origin manual, Spark)."""
-    if key_by not in KEY_BY:
-        raise typer.BadParameter(f"{key_by!r} is not one of {', '.join(KEY_BY)}", param_hint="--key-by")
     with reported(as_json):
+        if key_by not in KEY_BY:
+            raise InvalidParameterError(f"--key-by {key_by!r} is not one of {', '.join(KEY_BY)}")
         t = timepoint(at)
         u = timepoint(until, "--until") if until else None
         s = settings_for(lake, woven_cadence=cadence)
@@ -101,7 +101,7 @@ def impact_cmd(
 def advise_cmd(
     at: str = typer.Option(..., "--at", help="Advise on the prediction run latest at or before it (ISO-8601, tz)."),
     run_ts: Optional[str] = typer.Option(None, "--run-ts", help="This prediction run instead."),
-    confidence_threshold: Optional[float] = typer.Option(None, "--confidence-threshold", min=0.0, max=1.0),
+    confidence_threshold: Optional[float] = typer.Option(None, "--confidence-threshold"),
     lake: Optional[str] = LakeOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -110,7 +110,7 @@ def advise_cmd(
         t = timepoint(at)
         rt = timepoint(run_ts, "--run-ts") if run_ts else None
         s = settings_for(lake)
-        rows = advise(s, at=t, run_ts=rt, confidence_threshold=confidence_threshold).to_pylist()
+        rows = advise(s, at=t, run_ts=rt, confidence_threshold=confidence(confidence_threshold)).to_pylist()
     human = Table(title=f"advice at {t.isoformat()}")
     cols = ("partition_id", "probability", "reason", "predicted_split_ts", "action", "split_key", "key_by",
             "expected_peak_utilization", "expected_hours_to_recross", "largest_before_bytes", "largest_after_bytes",
