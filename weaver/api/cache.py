@@ -2,9 +2,10 @@
 
 A client walks a large recovery page by page (`cursor`); without this each page would recover the
 whole partition again, so reading n rows in pages of k would cost n/k recoveries. The key is the
-request (partition, instant, confidence, mode) plus the Delta versions of the tables a recovery
-reads its answer from (change log, partitions, woven catalog): a new commit to any of them makes a
-new key, so a page never mixes rows from two states of the lake. Entries are evicted least
+request (partition, instant, confidence, mode) plus the Delta versions of every table a recovery's
+answer depends on (:data:`KEY_TABLES`): a new commit to any of them makes a new key, so a page never
+mixes rows from two states of the lake and a summary never names a source that is no longer the
+one chosen (a new base snapshot in `snapshot_catalog`, a new woven timepoint in `woven_snapshots`). Entries are evicted least
 recently used, past a byte budget (`api_recovery_cache_mb`); a table larger than the budget is
 served but not kept.
 """
@@ -22,6 +23,16 @@ from weaver.core.settings import Settings
 from weaver.recover import RecoveryResult
 
 
+#: The tables whose commits can change a recovery's answer (rows, path, source, tail): the change
+#: log and lineage (the tail and the ranges), the woven catalog and woven snapshots (which weave and
+#: timepoint serve it), the snapshot catalog (which base snapshot serves the standard path). The
+#: `snapshots` data table is left out: it is read only through its catalog (a snapshot's rows are
+#: written before its catalog row and never change under a catalogued id), so a commit to it alone
+#: changes no answer.
+KEY_TABLES = (storage.CHANGELOG, storage.PARTITIONS, storage.WOVEN_CATALOG, storage.WOVEN_SNAPSHOTS,
+              storage.SNAPSHOT_CATALOG)
+
+
 class RecoveryCache:
     """A thread-safe LRU of :class:`RecoveryResult` bounded by the bytes of their tables."""
 
@@ -37,7 +48,7 @@ class RecoveryCache:
         """The request plus the versions of the tables that decide its answer (read from the
         process's kept Delta handles: a local table's version costs no log replay)."""
         versions = []
-        for name in (storage.CHANGELOG, storage.PARTITIONS, storage.WOVEN_CATALOG):
+        for name in KEY_TABLES:
             snap = delta_files(storage.uri_for(settings, name), name, missing_ok=True)
             versions.append(None if snap is None else snap.version)
         return (partition_id, at.isoformat(), confidence, mode, tuple(versions))

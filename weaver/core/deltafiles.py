@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from weaver.core import storage
-from weaver.core.errors import CorruptTableError
+from weaver.core.errors import CorruptTableError, InvalidParameterError, NoDataError
+from weaver.core.time import from_us, to_us
 
 
 
@@ -160,3 +162,52 @@ class DeltaFiles:
             frags.append(fmt.make_fragment(full, filesystem=fs, partition_expression=expr)
                          if expr is not None else fmt.make_fragment(full, filesystem=fs))
         return pds.FileSystemDataset(frags, self.schema, fmt, fs)
+
+
+
+
+def load_as_of(dt, name: str, timestamp: datetime) -> int:
+    """Load the delta-rs table `dt` as it stood at transaction time `timestamp` (the latest version
+    committed at or before it) and return that version; NoDataError when no commit still in the
+    log had been written by then.
+
+    delta-rs' own time travel by datetime picks the version: Delta dates a commit by its commit
+    file's modification time (no in-commit timestamps at protocol (1, 2)), and delta-rs takes the
+    latest version whose file was written at or before `timestamp` (compared in milliseconds) -
+    or, when none was, silently the earliest version still in the log. So the one check needed is
+    on the version it picked: its file written after `timestamp` means nothing was committed by
+    then. That is one file stat, where reading the commit history (``DeltaTable.history()``) is
+    one read per commit still in the log; and it stays right past checkpoints and after log
+    cleanup, since delta-rs resolves against the log as it is. Only when the log is not as Delta
+    leaves it (the commit file of a checkpointed version deleted by hand: delta-rs then fails,
+    or loads a version whose file is gone) does it read ``history()`` for the earliest commit.
+    """
+    from deltalake.fs import DeltaStorageHandler
+
+    uri = dt.table_uri
+    ms = to_us(timestamp) // 1000
+    try:
+        dt.load_as_version(timestamp)
+    except Exception as exc:  # noqa: BLE001 - delta-rs raises several types for a log it cannot travel
+        first = _earliest_commit(uri, name)
+        if first is not None and ms < first[1]:
+            raise _not_yet(name, timestamp, *first) from exc
+        raise InvalidParameterError(f"{name} has no version at {timestamp.isoformat()}: {exc}") from exc
+    version = dt.version()
+    info = DeltaStorageHandler(uri, storage.options(uri)).get_file_info([f"_delta_log/{version:020d}.json"])[0]
+    first = (version, info.mtime_ns // 1_000_000) if info.mtime_ns is not None else _earliest_commit(uri, name)
+    if first is not None and ms < first[1]:
+        raise _not_yet(name, timestamp, *first)
+    return version
+
+
+def _earliest_commit(uri: str, name: str) -> tuple[int, int] | None:
+    """(version, commit timestamp in ms) of the earliest commit in the log's history, None if none."""
+    h = min(storage.open_table(uri, name).history(), key=lambda h: h["version"], default=None)
+    return None if h is None else (int(h["version"]), int(h["timestamp"]))
+
+
+def _not_yet(name: str, timestamp: datetime, version: int, written_ms: int) -> NoDataError:
+    return NoDataError(
+        f"{name} did not exist yet at {timestamp.isoformat()}: the earliest commit still in its log "
+        f"(version {version}) was written at {from_us(written_ms * 1000).isoformat()}; pick a later as_of")

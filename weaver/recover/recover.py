@@ -25,7 +25,7 @@ from typing import Any
 import pyarrow as pa
 
 from weaver.core import storage
-from weaver.core.errors import InvalidParameterError, InvalidTimepointError, NoDataError
+from weaver.core.errors import InvalidParameterError, NoDataError
 from weaver.core.ids import recovery_id_for
 from weaver.core.settings import Settings
 from weaver.core.storage import check_output_target, filter_range, write_parquet_atomic
@@ -110,10 +110,7 @@ def recover(settings: Settings, partition_id: str, at: datetime | str, *, confid
     lineage = lineage if lineage is not None else Lineage.load(settings)
     catalog = read_woven_catalog(settings)
     target = resolve(settings, partition_id, lineage=lineage, catalog=catalog)
-    if target.is_woven_child and at < target.split_ts:
-        raise InvalidTimepointError(
-            f"woven child {partition_id!r} exists only from its split at {target.split_ts.isoformat()}; "
-            f"recover it at or after that instant, or recover {target.source_partition_id!r}")
+    target.check_exists_at(at)
     rid = recovery_id_for(target.partition_id, at)
     if mode == "rollback":
         out = check_output_target(settings, out or default_rollback_uri(settings, rid), what="rollback target")

@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from weaver.core.ids import WOVEN_CHILD_RE
 from weaver.core.settings import Settings
-from weaver.core.errors import UnknownWeaveError
+from weaver.core.errors import InvalidTimepointError, UnknownWeaveError
 from weaver.log.lineage import Lineage
 from weaver.weave import catalog_rows, read_woven_catalog
 
@@ -30,6 +30,19 @@ class Target:
     @property
     def is_woven_child(self) -> bool:
         return self.weave_id is not None
+
+    @property
+    def exists_from(self) -> datetime | None:
+        """The first instant this id names anything: a woven child's split_ts (None: a real partition)."""
+        return self.split_ts if self.is_woven_child else None
+
+    def check_exists_at(self, at: datetime) -> None:
+        """InvalidTimepointError for a woven child before its weave's split_ts (docs/api.md,
+        "Definition"): the one rule recovery and the woven-snapshots endpoint both apply."""
+        if self.is_woven_child and at < self.split_ts:
+            raise InvalidTimepointError(
+                f"woven child {self.partition_id!r} exists only from its split at {self.split_ts.isoformat()}; "
+                f"ask for it at or after that instant, or for {self.source_partition_id!r}")
 
 
 def resolve(settings: Settings, partition_id: str, *, lineage: Lineage | None = None,

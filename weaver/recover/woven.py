@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from weaver.core import storage
+from weaver.core.deltafiles import load_as_of
 from weaver.core.errors import InvalidParameterError, NoDataError
 from weaver.core.ids import UNPUBLISHED, UNUSABLE
 from weaver.core.settings import Settings
@@ -79,9 +80,11 @@ def candidate_weaves(catalog: pa.Table, lineage: Lineage, target: Target, confid
 
 def find_woven_snapshot(settings: Settings, target: Target, at: datetime, confidence_threshold: float, *,
                         lineage: Lineage, catalog: pa.Table, weave_id: str | None = None,
-                        woven: "WovenTable | None" = None) -> WovenSnapshot | None:
+                        woven: "WovenTable | None" = None, not_before: datetime | None = None
+                        ) -> WovenSnapshot | None:
     """The woven snapshot with confidence >= threshold, covering `target`'s range, whose timepoint
     is the latest one <= `at` (ties: the target's own weave, then higher confidence); None if none.
+    `not_before` drops earlier timepoints (a woven child's rows as such exist only from its split).
     """
     candidates = candidate_weaves(catalog, lineage, target, confidence_threshold, weave_id=weave_id)
     if not candidates:
@@ -94,6 +97,8 @@ def find_woven_snapshot(settings: Settings, target: Target, at: datetime, confid
     # leaves no row and is not seen: that costs only a longer tail, never wrong rows.
     meta = woven.timepoints(woven.files_for_lookup(set(candidates), at), at)
     meta = meta.filter(pc.is_in(meta.column("weave_id"), value_set=pa.array(sorted(candidates), pa.string())))
+    if not_before is not None:
+        meta = meta.filter(pc.greater_equal(meta.column("timepoint"), pa.scalar(not_before, storage.TS)))
     if meta.num_rows == 0:
         return None
     tp_col = meta.column("timepoint")
@@ -146,13 +151,21 @@ def woven_snapshot(settings: Settings, partition_id: str, at: datetime | str, *,
     time), optionally as the woven tier stood at Delta version `as_of_version` or at transaction
     time `as_of` (what was believed then).
 
-    Raises NoDataError when no woven snapshot with enough confidence covers it at or before `at`.
+    A woven child exists only from its weave's split_ts (the rule `recover` applies): before it,
+    InvalidTimepointError; and its rows are never taken from a timepoint before it (another weave
+    covering its range may have one), since they would be the child at an instant it did not exist.
+
+    Raises NoDataError when no woven snapshot with enough confidence covers it at or before `at`
+    (and, for a woven child, at or after its split_ts).
     """
     at = parse_timepoint(at)
     c = settings.confidence(confidence_threshold)
     lineage = Lineage.load(settings)
     catalog = read_woven_catalog(settings)
     target = resolve(settings, partition_id, lineage=lineage, catalog=catalog)
+    target.check_exists_at(at)
+    since = (f" and at or after its split at {target.exists_from.isoformat()}"
+             if target.exists_from is not None else "")
     wid = None
     if weave_id is not None:
         wid = find_weave(catalog, weave_id)["weave_id"]
@@ -161,40 +174,53 @@ def woven_snapshot(settings: Settings, partition_id: str, at: datetime | str, *,
             raise InvalidParameterError("give an as-of version or an as-of timestamp, not both")
         found = woven_snapshot_as_of(settings, target, at, c, lineage=lineage, catalog=catalog, weave_id=wid,
                                      version=as_of_version,
-                                     timestamp=parse_timepoint(as_of) if as_of is not None else None)
+                                     timestamp=parse_timepoint(as_of) if as_of is not None else None,
+                                     not_before=target.exists_from)
         if found is None:
             raise NoDataError(
-                f"no woven snapshot covered {partition_id!r} at or before {at.isoformat()} with confidence >= {c} "
+                f"no woven snapshot covered {partition_id!r} at or before {at.isoformat()}{since} with confidence >= {c} "
                 f"in woven_snapshots as of {as_of_version if as_of_version is not None else as_of}; pick a later "
                 "as-of or timepoint")
         return (target, *found)
     woven = WovenTable.open(settings)
-    snap = find_woven_snapshot(settings, target, at, c, lineage=lineage, catalog=catalog, weave_id=wid, woven=woven)
+    snap = find_woven_snapshot(settings, target, at, c, lineage=lineage, catalog=catalog, weave_id=wid, woven=woven,
+                               not_before=target.exists_from)
     if snap is None:
         raise NoDataError(
-            f"no woven snapshot covers {partition_id!r} at or before {at.isoformat()} with confidence >= {c}; "
+            f"no woven snapshot covers {partition_id!r} at or before {at.isoformat()}{since} with confidence >= {c}; "
             "lower the confidence threshold, pick a later timepoint, or recover it (POST /v1/recoveries)")
     return target, snap, read_woven_rows(settings, snap, woven)
 
 
 def woven_snapshot_as_of(settings: Settings, target: Target, at: datetime, confidence_threshold: float, *,
                          lineage: Lineage, catalog: pa.Table, version: int | None = None,
-                         timestamp: datetime | None = None, weave_id: str | None = None
-                         ) -> tuple[WovenSnapshot, pa.Table] | None:
+                         timestamp: datetime | None = None, weave_id: str | None = None,
+                         not_before: datetime | None = None) -> tuple[WovenSnapshot, pa.Table] | None:
     """Like :func:`find_woven_snapshot` + :func:`read_woven_rows`, but on woven_snapshots as it stood
     at Delta `version` or at transaction time `timestamp` ("what did we believe then").
 
     Weave metadata (split key, children, confidence) never changes after a weave is registered,
     so the current catalog describes old rows too; a weave expired since then is still served
-    from the old version (that is the point of looking back).
+    from the old version (that is the point of looking back). `not_before`: as in
+    :func:`find_woven_snapshot`.
     """
     candidates = candidate_weaves(catalog, lineage, target, confidence_threshold, weave_id=weave_id,
                                   usable_only=False)
     if not candidates:
         return None
-    rows = woven_as_of(settings, version=version, timestamp=timestamp)
+    if timestamp is not None:
+        # delta-rs' own time travel by datetime plus one file stat (deltafiles.load_as_of): the
+        # version and the NoDataError of weave.woven_as_of(timestamp=), without reading the whole
+        # commit history per call as that one does, and without opening the log twice.
+        dt = storage.open_table(storage.uri_for(settings, storage.WOVEN_SNAPSHOTS), storage.WOVEN_SNAPSHOTS)
+        load_as_of(dt, storage.WOVEN_SNAPSHOTS, timestamp)
+        rows = storage.conform(storage.dataset(dt).to_table(), storage.WOVEN_SNAPSHOTS)
+    else:
+        rows = woven_as_of(settings, version=version)
     rows = rows.filter(pc.and_(pc.is_in(rows.column("weave_id"), value_set=pa.array(sorted(candidates), pa.string())),
                                pc.less_equal(rows.column("timepoint"), pa.scalar(at, storage.TS))))
+    if not_before is not None:
+        rows = rows.filter(pc.greater_equal(rows.column("timepoint"), pa.scalar(not_before, storage.TS)))
     if rows.num_rows == 0:
         return None
     best_tp = pc.max(rows.column("timepoint"))
