@@ -164,8 +164,6 @@ class DeltaFiles:
         return pds.FileSystemDataset(frags, self.schema, fmt, fs)
 
 
-
-
 def load_as_of(dt, name: str, timestamp: datetime) -> int:
     """Load the delta-rs table `dt` as it stood at transaction time `timestamp` (the latest version
     committed at or before it) and return that version; NoDataError when no commit still in the

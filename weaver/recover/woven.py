@@ -15,7 +15,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from weaver.core import storage
-from weaver.core.deltafiles import load_as_of
 from weaver.core.errors import InvalidParameterError, NoDataError
 from weaver.core.ids import UNPUBLISHED, UNUSABLE
 from weaver.core.settings import Settings
@@ -208,15 +207,7 @@ def woven_snapshot_as_of(settings: Settings, target: Target, at: datetime, confi
                                   usable_only=False)
     if not candidates:
         return None
-    if timestamp is not None:
-        # delta-rs' own time travel by datetime plus one file stat (deltafiles.load_as_of): the
-        # version and the NoDataError of weave.woven_as_of(timestamp=), without reading the whole
-        # commit history per call as that one does, and without opening the log twice.
-        dt = storage.open_table(storage.uri_for(settings, storage.WOVEN_SNAPSHOTS), storage.WOVEN_SNAPSHOTS)
-        load_as_of(dt, storage.WOVEN_SNAPSHOTS, timestamp)
-        rows = storage.conform(storage.dataset(dt).to_table(), storage.WOVEN_SNAPSHOTS)
-    else:
-        rows = woven_as_of(settings, version=version)
+    rows = woven_as_of(settings, version=version, timestamp=timestamp)
     rows = rows.filter(pc.and_(pc.is_in(rows.column("weave_id"), value_set=pa.array(sorted(candidates), pa.string())),
                                pc.less_equal(rows.column("timepoint"), pa.scalar(at, storage.TS))))
     if not_before is not None:

@@ -13,10 +13,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from weaver.core import storage
-from weaver.core.deltafiles import delta_files
-from weaver.core.errors import ConcurrentWriteError, InvalidParameterError, NoDataError, UnknownWeaveError
+from weaver.core.deltafiles import delta_files, load_as_of
+from weaver.core.errors import ConcurrentWriteError, InvalidParameterError, UnknownWeaveError
 from weaver.core.settings import Settings
-from weaver.core.time import from_us, parse_timepoint, to_us
+from weaver.core.time import parse_timepoint
 
 COMPRESSION = "ZSTD"
 
@@ -102,27 +102,22 @@ def woven_as_of(settings: Settings, *, version: int | None = None, timestamp: da
     """woven_snapshots as it stood after an earlier weaving run (delta-rs time travel).
 
     `version` is a Delta version (one per weaving run); `timestamp` picks the latest version
-    committed at or before it (transaction time); a `timestamp` before the first commit still in
-    the log is a NoDataError (delta-rs would silently answer with that first version).
-    Rows are sorted by (weave_id, timepoint, key).
+    committed at or before it (transaction time, :func:`weaver.core.deltafiles.load_as_of`: delta-rs'
+    time travel by datetime plus one stat of the commit file it picked, never the whole history); a
+    `timestamp` before the first commit still in the log is a NoDataError (delta-rs would silently
+    answer with that first version). Rows are sorted by (weave_id, timepoint, key).
     """
     uri = storage.uri_for(settings, storage.WOVEN_SNAPSHOTS)
     if (version is None) == (timestamp is None):
         raise InvalidParameterError("give exactly one of version or timestamp")
     dt = storage.open_table(uri, storage.WOVEN_SNAPSHOTS)
     if timestamp is not None:
-        timestamp = parse_timepoint(timestamp)
-        first = min(dt.history(), key=lambda h: h["version"], default=None)
-        if first is not None and to_us(timestamp) < int(first["timestamp"]) * 1000:
-            raise NoDataError(
-                f"woven_snapshots did not exist yet at {timestamp.isoformat()}: its first commit in the log "
-                f"(version {first['version']}) is at {from_us(int(first['timestamp']) * 1000).isoformat()}; "
-                "pick a later as_of")
-    try:
-        dt.load_as_version(version if version is not None else parse_timepoint(timestamp))
-    except Exception as exc:  # noqa: BLE001 - delta-rs raises several types for an unknown version
-        raise InvalidParameterError(
-            f"woven_snapshots has no version at {version if version is not None else timestamp}: {exc}") from exc
+        load_as_of(dt, storage.WOVEN_SNAPSHOTS, parse_timepoint(timestamp))
+    else:
+        try:
+            dt.load_as_version(version)
+        except Exception as exc:  # noqa: BLE001 - delta-rs raises several types for an unknown version
+            raise InvalidParameterError(f"woven_snapshots has no version {version}: {exc}") from exc
     expr = pc.field("weave_id") == weave_id if weave_id else None
     t = storage.conform(storage.dataset(dt).to_table(filter=expr), storage.WOVEN_SNAPSHOTS)
     return t.sort_by([("weave_id", "ascending"), ("timepoint", "ascending"), ("key", "ascending")])
