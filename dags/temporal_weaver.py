@@ -186,7 +186,7 @@ def temporal_weaver():
         s = settings_from_params(params)
         at = datetime.fromisoformat(run["at"])
         lifecycle = reconcile(s, at=at)
-        summary = {**run_summary(s, at=at), "lifecycle": lifecycle, "woven_check": check, "advice": advice}
+        summary = {**run_summary(s, at=at, model=params["model"]), "lifecycle": lifecycle, "woven_check": check, "advice": advice}
         write_run_record(s, run_id, summary)
         for asset in (PREDICTIONS, WOVEN):
             # weaver_backtest scores this run's settings (dags/weaver_backtest.py RUN_KEYS).

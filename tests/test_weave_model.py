@@ -170,3 +170,17 @@ def test_the_spark_job_passes_its_model(lake, monkeypatch, capsys):
 class _NoSession:
     class sparkContext:  # noqa: N801 - the attribute run_job reads
         master = "local[stub]"  # not a cluster: the Arrow engine stays in this process
+
+
+def test_the_run_record_counts_only_the_runs_model(lake):
+    """The DAG's publish summary names its model: a backfilled model's rows at the same instant
+    are neither counted nor counted above the threshold (hand count: PATH_P0, PATH_P1 at 0.9)."""
+    from weaver.pipeline import run_summary
+
+    s, _ = lake
+    mine = run_summary(s, at=RUN, model="path")
+    assert (mine["model"], mine["predictions"], mine["above_threshold"]) == ("path", 2, 2)
+    other = run_summary(s, at=RUN, model="prophet")
+    assert (other["predictions"], other["above_threshold"]) == (0, 0)
+    every = run_summary(s, at=RUN)
+    assert (every["model"], every["predictions"], every["above_threshold"]) == (None, 4, 4)

@@ -113,10 +113,13 @@ def account_metrics(settings: Settings, manifest: dict) -> dict:
     return {"checked": True, "writes": writes}
 
 
-def run_summary(settings: Settings, *, at: datetime) -> dict:
-    """What the run produced: predictions of the run at `at` and the woven catalog's state."""
+def run_summary(settings: Settings, *, at: datetime, model: str | None = None) -> dict:
+    """What the run produced: `model`'s predictions of the run at `at` (None: every model's) and
+    the woven catalog's state. The DAG names its model: a backtest of another model may have
+    backfilled rows at the same instant, which this run neither made nor wove."""
+    only = [("model", "=", model)] if model is not None else []
     preds = storage.read(storage.uri_for(settings, storage.PREDICTIONS), storage.PREDICTIONS,
-                         filters=[("run_ts", "=", pa.scalar(at, storage.TS))], missing_ok=True)
+                         filters=[("run_ts", "=", pa.scalar(at, storage.TS)), *only], missing_ok=True)
     cat = read_woven_catalog(settings)
     status = {}
     if cat.num_rows:
@@ -124,7 +127,7 @@ def run_summary(settings: Settings, *, at: datetime) -> dict:
         status = dict(zip(g.column("status").to_pylist(), g.column("weave_id_count").to_pylist()))
     above = int(pc.sum(pc.greater_equal(preds.column("probability"), settings.confidence_threshold)).as_py() or 0) \
         if preds.num_rows else 0
-    return {"at": at.isoformat(), "predictions": preds.num_rows, "above_threshold": above,
+    return {"at": at.isoformat(), "model": model, "predictions": preds.num_rows, "above_threshold": above,
             "woven_catalog": status, "woven_version": storage.version_of(storage.uri_for(settings, storage.WOVEN_SNAPSHOTS))}
 
 
