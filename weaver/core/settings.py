@@ -80,7 +80,7 @@ class Settings:
     # Arrow below weave_spark_min_changes of work (change-log rows the run's sequences span), else Spark.
     weave_engine: str = "auto"
     # First measured as bench/weave.py's crossover at 21fd0ba (12.6 M of work); kept above the
-    # later crossovers (7-8.5 M; bench/results/weave.json figures.crossover_work) on purpose, since
+    # later crossovers (6-8.5 M; bench/results/weave.json figures.crossover_work) on purpose, since
     # the bench times Spark in a warm session and a run without one pays a 10-13 s JVM start.
     # docs/weaving.md "Choice".
     weave_spark_min_changes: int = 12_600_000
