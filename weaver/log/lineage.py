@@ -27,6 +27,27 @@ from weaver.core.ids import PARTITION_ID_RE
 UNPREDICTABLE_REASONS = frozenset({"manual"})
 
 
+def first_splits(splits) -> dict[str, dict]:
+    """parent_id -> its first split row (a partition splits once; the earliest wins otherwise)."""
+    first: dict[str, dict] = {}
+    for s in splits:
+        f = first.get(s["parent_id"])
+        if f is None or s["split_ts"] < f["split_ts"]:
+            first[s["parent_id"]] = s
+    return first
+
+
+def window_split(first: dict[str, dict], partition_id: str, run_ts: datetime,
+                 window_end: datetime) -> tuple[bool | None, dict | None]:
+    """The outcome of a prediction window (run_ts, window_end] against `first` (:func:`first_splits`):
+    (True, split) when the data manager split the partition in it, (False, None) when it did not,
+    (None, split) when an operator did (``UNPREDICTABLE_REASONS``: no outcome, not scored)."""
+    s = first.get(partition_id)
+    if s is None or not run_ts < s["split_ts"] <= window_end:
+        return False, None
+    return (None if s["reason"] in UNPREDICTABLE_REASONS else True), s
+
+
 @dataclass(frozen=True)
 class Partition:
     """One row of the `partitions` lineage."""

@@ -44,7 +44,7 @@ from weaver.core.errors import InvalidParameterError
 from weaver.core.ids import backtest_id
 from weaver.core.time import format_duration, from_us, parse_duration, parse_timepoint
 from weaver.log.changelog import history_end
-from weaver.log.lineage import UNPREDICTABLE_REASONS, Lineage
+from weaver.log.lineage import UNPREDICTABLE_REASONS, Lineage, first_splits, window_split
 from weaver.predict import forecasting, metrics
 from weaver.predict.calibration import DEFAULT_METHOD as DEFAULT_CALIBRATION
 from weaver.predict.report import render_report
@@ -162,9 +162,7 @@ def backtest(settings, *, start: datetime, end: datetime, model: str = forecasti
                       confidence_threshold=params0.confidence_threshold, samples=settings.forecast_samples)
     lineage = Lineage.load(settings)
     splits = storage.read(storage.uri_for(settings, storage.SPLITS), storage.SPLITS)
-    split_of = {}
-    for r in sorted(splits.to_pylist(), key=lambda r: r["split_ts"]):
-        split_of.setdefault(r["parent_id"], r)
+    split_of = first_splits(splits.to_pylist())
     known_until = known_until or history_end(settings, splits) or datetime.min.replace(tzinfo=timezone.utc)
 
     # Complete buckets up to the last run never depend on later data: build them once.
@@ -196,9 +194,8 @@ def backtest(settings, *, start: datetime, end: datetime, model: str = forecasti
                 if r["window_end"] > known_until:  # outcome unknown yet, split seen or not
                     censored[r["model"]] += 1
                     continue
-                s = split_of.get(r["partition_id"])
-                hit = s is not None and t < s["split_ts"] <= r["window_end"]
-                if hit and s["reason"] in UNPREDICTABLE_REASONS:  # an operator's split: no outcome
+                hit, s = window_split(split_of, r["partition_id"], t, r["window_end"])
+                if hit is None:  # an operator's split: no outcome
                     excluded_manual[r["model"]] += 1
                     continue
                 if hit and r["model"] == model and r["probability"] >= params.confidence_threshold:

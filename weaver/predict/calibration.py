@@ -55,7 +55,7 @@ import pyarrow.compute as pc
 from weaver.core import objstore, storage
 from weaver.core.errors import InvalidParameterError
 from weaver.core.time import parse_timepoint
-from weaver.log.lineage import UNPREDICTABLE_REASONS
+from weaver.log.lineage import first_splits, window_split
 
 METHODS = ("auto", "none", "prior", "isotonic", "platt", "beta")
 # ``isotonic``: the lake's own isotonic map once MIN_ROWS scored rows of closed windows exist, the
@@ -344,18 +344,14 @@ def _scored(settings, model: str, at: datetime,
     splits = storage.read(storage.uri_for(settings, storage.SPLITS), storage.SPLITS, missing_ok=True,
                           filters=[("split_ts", ">", first_run), ("split_ts", "<=", at_s)])
     # Only splits known at `at` (every split inside a closed window is, but be explicit).
-    first: dict[str, dict] = {}
-    for s in splits.to_pylist():
-        if s["split_ts"] <= at and (s["parent_id"] not in first or s["split_ts"] < first[s["parent_id"]]["split_ts"]):
-            first[s["parent_id"]] = s
+    first = first_splits(s for s in splits.to_pylist() if s["split_ts"] <= at)
     raw = t.column("probability_raw").to_pylist()
     cal = t.column("probability").to_pylist()
     ids, p, y, ends = [], [], [], []
     for i, pid, r, we, a, c in zip(t.column("prediction_id").to_pylist(), t.column("partition_id").to_pylist(),
                                    t.column("run_ts").to_pylist(), t.column("window_end").to_pylist(), raw, cal):
-        s = first.get(pid)
-        hit = s is not None and r < s["split_ts"] <= we
-        if hit and s["reason"] in UNPREDICTABLE_REASONS:
+        hit, _ = window_split(first, pid, r, we)
+        if hit is None:
             continue  # an operator's split in the window: no outcome, neither positive nor negative
         ids.append(i)
         p.append(a if a is not None else c)

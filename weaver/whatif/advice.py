@@ -31,7 +31,7 @@ from weaver.core.ids import advice_id
 from weaver.core.errors import ContractViolation, InvalidConfidenceError
 from weaver.core.settings import Settings, check_confidence
 from weaver.core.time import bucket_us, parse_timepoint, to_us
-from weaver.log import UNPREDICTABLE_REASONS, Lineage
+from weaver.log import Lineage, first_splits, window_split
 from weaver.predict.forecasting import batches, key_span
 from weaver.predict.metrics import fold_from, local_copies, range_history
 from weaver.replay import KeyState, LogView
@@ -192,7 +192,8 @@ def score_advice(settings: Settings, *, at: datetime) -> dict:
     due = [r for r in t.to_pylist() if r["window_end"] <= at and r["backtest"] is None]
     if not due:
         return {"scored": 0}
-    splits = storage.read(storage.uri_for(settings, storage.SPLITS), storage.SPLITS, missing_ok=True).to_pylist()
+    first = first_splits(storage.read(storage.uri_for(settings, storage.SPLITS), storage.SPLITS,
+                                      missing_ok=True).to_pylist())
     lineage = Lineage.load(settings)
     bu = bucket_us(settings.bucket)
     # Only what the split advice needs: the advised partitions' key ranges over [the earliest such
@@ -220,16 +221,12 @@ def score_advice(settings: Settings, *, at: datetime) -> dict:
         for i, r in enumerate(rs):
             hists[r["advice_id"]] = out[2 * i:2 * i + 2]
     for r in due:
-        real = [s for s in splits
-                if s["parent_id"] == r["partition_id"] and r["run_ts"] < s["split_ts"] <= r["window_end"]]
-        r["actual_split"] = bool(real)
+        hit, _ = window_split(first, r["partition_id"], r["run_ts"], r["window_end"])
+        r["actual_split"] = hit is not False
         if r["action"] == WAIT or r["split_key"] is None:
-            if any(s["reason"] in UNPREDICTABLE_REASONS for s in real):
-                # An operator split the partition in the window: no outcome the wait could be right
-                # or wrong about (the backtest's and calibration's rule), so neither label.
-                r["backtest"] = MANUAL_SPLIT
-            else:
-                r["backtest"] = "split_happened" if real else "no_split"
+            # An operator's split in the window (hit None): no outcome the wait could be right or
+            # wrong about (the backtest's and calibration's rule), so neither label.
+            r["backtest"] = MANUAL_SPLIT if hit is None else "split_happened" if hit else "no_split"
         else:
             crossed = False
             for h in hists[r["advice_id"]]:

@@ -29,7 +29,7 @@ from weaver.core.settings import Settings
 from weaver.core.time import from_us, parse_timepoint
 from weaver.predict import gather_batched, run_jobs_of, run_params
 from weaver.predict.models import DEFAULT_MODEL, Job, job_paths
-from weaver.log import UNPREDICTABLE_REASONS, Lineage
+from weaver.log import Lineage, first_splits, window_split
 from weaver.whatif.advice import WAIT, advise
 from weaver.whatif.keys import split_candidates
 
@@ -64,13 +64,13 @@ def reliability_rows(settings: Settings, at: datetime, runs: int = 200) -> list[
     preds = storage.read(storage.uri_for(settings, storage.PREDICTIONS), storage.PREDICTIONS, missing_ok=True)
     preds = preds.filter(pc.less_equal(preds.column("window_end"), pa.scalar(at, storage.TS)))
     preds = preds.filter(pc.is_null(preds.column("skip_reason")))
-    splits = storage.read(storage.uri_for(settings, storage.SPLITS), storage.SPLITS, missing_ok=True).to_pylist()
+    first = first_splits(storage.read(storage.uri_for(settings, storage.SPLITS), storage.SPLITS,
+                                      missing_ok=True).to_pylist())
     out = []
     for r in sorted(preds.to_pylist(), key=lambda r: r["run_ts"])[-runs * 50:]:
-        real = [s for s in splits if s["parent_id"] == r["partition_id"] and r["run_ts"] < s["split_ts"] <= r["window_end"]]
-        if any(s["reason"] in UNPREDICTABLE_REASONS for s in real):
-            continue
-        out.append((float(r["probability"]), bool(real)))
+        hit, _ = window_split(first, r["partition_id"], r["run_ts"], r["window_end"])
+        if hit is not None:
+            out.append((float(r["probability"]), hit))
     return out
 
 
