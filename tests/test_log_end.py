@@ -175,3 +175,73 @@ def test_only_the_files_that_can_hold_the_maximum_are_read(tmp_path, monkeypatch
     monkeypatch.setattr(DeltaFiles, "read", read)
     assert last_change_ts(s) == X + timedelta(microseconds=5_000_500)
     assert reads == [(1, ["ts"])]
+
+
+def _brute_seqs(uri: str, tps: list[datetime]) -> tuple[datetime | None, list[int]]:
+    """Every row read: the latest ts, and per timepoint the largest seq with ts <= it (0: none)."""
+    from deltalake import DeltaTable
+
+    rows = DeltaTable(uri).to_pyarrow_table(columns=["seq", "ts"]).to_pylist()
+    last = max((r["ts"] for r in rows), default=None)
+    return last, [max((r["seq"] for r in rows if r["ts"] <= tp), default=0) for tp in tps]
+
+
+@hsettings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(commits=commits_st, picks=st.lists(st.integers(-1500, 6500), min_size=1, max_size=5))
+def test_seqs_at_is_the_brute_force_fold(commits, picks):
+    """ChangeLog.seqs_at answers from statistics where a file lies wholly before the first
+    timepoint and reads the rest: every answer is the brute force's, whatever the statistics say.
+    ts grows with seq (DESIGN §4.5); timepoints fall before, inside, between and after the files."""
+    from weaver.log import ChangeLog
+
+    with tempfile.TemporaryDirectory() as tmp:
+        s = _settings(tmp)
+        uri = storage.uri_for(s, storage.CHANGELOG)
+        offsets = sorted(o for offs, _ in commits for o in offs)
+        seq = 1
+        for offs, style in commits:
+            t = _rows(seq, offsets[seq - 1:seq - 1 + len(offs)])
+            seq += t.num_rows
+            _commit(uri, t, style)
+        tps = sorted(X + timedelta(microseconds=p) for p in picks)
+        for k in range(len(tps)):  # every suffix: the first timepoint decides what is read
+            assert ChangeLog(s).seqs_at(tps[k:]) == _brute_seqs(uri, tps[k:])
+            assert ChangeLog(s).seq_at(tps[k]) == _brute_seqs(uri, [tps[k]])[1][0]
+
+
+def test_seqs_at_reads_only_the_tail_from_the_first_timepoint(tmp_path, monkeypatch):
+    """Six commits a second apart, timepoints in the fifth: the first four answer from their
+    statistics and the sixth starts after the last one: only the fifth is read for seqs (and the
+    sixth for the latest ts)."""
+    from weaver.core.deltafiles import DeltaFiles
+    from weaver.log import ChangeLog
+
+    s = _settings(tmp_path)
+    uri = storage.uri_for(s, storage.CHANGELOG)
+    for i in range(6):
+        _commit(uri, _rows(1 + 2 * i, [i * 1_000_000, i * 1_000_000 + 500]), "deltars")
+    reads = []
+    real = DeltaFiles.read
+
+    def read(self, paths, columns, expr, **kw):
+        reads.append((len(paths) if paths is not None else None, columns))
+        return real(self, paths, columns, expr, **kw)
+
+    monkeypatch.setattr(DeltaFiles, "read", read)
+    tps = [X + timedelta(microseconds=4_000_200), X + timedelta(microseconds=4_600_000)]
+    assert ChangeLog(s).seqs_at(tps) == (X + timedelta(microseconds=5_000_500), [9, 10])
+    assert reads == [(1, ["ts"]), (1, ["seq", "ts"])]
+
+
+def test_seq_at_reads_a_file_without_ts_statistics(tmp_path):
+    """delta-rs' pyarrow dataset gives a file without a `ts` statistic the guarantee `ts >= null`,
+    which pruned it from seq_at's `ts <= at` filter: the second change was never found."""
+    from weaver.log import ChangeLog
+
+    s = _settings(tmp_path)
+    uri = storage.uri_for(s, storage.CHANGELOG)
+    _commit(uri, _rows(1, [768]), "deltars")
+    _commit(uri, _rows(2, [3193]), "no_ts")
+    for us, want in ((500, 0), (768, 1), (3192, 1), (3193, 2), (4744, 2)):
+        tp = X + timedelta(microseconds=us)
+        assert ChangeLog(s).seq_at(tp) == _brute_seqs(uri, [tp])[1][0] == want, us

@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from weaver.core import storage
 from weaver.core.storage import filter_range, is_increasing
-from weaver.core.deltafiles import delta_files
+from weaver.core.deltafiles import DeltaFiles, delta_files
 from weaver.core.errors import (
     CorruptTableError, InvalidTimepointError, NonMonotonicTimestampError, SeqGapError, WeaverError,
 )
@@ -84,49 +84,54 @@ class ChangeLog:
 
     def seq_at(self, at: datetime) -> int:
         """Largest seq with ts <= `at` (0 when none); files wholly before `at` answer from stats."""
-        adds = pa.table(self.dt.get_add_actions(flatten=True))  # arro3 -> pyarrow
-        best = 0
-        # At the earliest representable instants no millisecond lies before `at`: no file is
-        # wholly before it, and the read below answers.
-        if {"max.ts", "max.seq"} <= set(adds.column_names) and adds.num_rows and at - datetime.min.replace(
-                tzinfo=at.tzinfo) >= _MS:
-            # Writers may truncate timestamp stats to milliseconds (Delta Spark does): trust a
-            # file to lie wholly before `at` only with a millisecond to spare; the rest is read.
-            edge = pa.scalar(at - _MS, storage.TS)
-            whole = adds.filter(pc.fill_null(pc.less_equal(adds.column("max.ts"), edge), False))
-            if whole.num_rows:
-                best = int(pc.max(whole.column("max.seq")).as_py() or 0)
-        ds = self.pruned([("seq", ">", best), ("ts", "<=", at)])
-        with _reading(self.uri):
-            t = ds.to_table(columns=["seq"],
-                            filter=(pc.field("seq") > best) & (pc.field("ts") <= pa.scalar(at, storage.TS)))
-        if t.num_rows:
-            best = max(best, int(pc.max(t.column("seq")).as_py()))
-        return best
+        return self._seqs(DeltaFiles(self.uri, storage.CHANGELOG, self.dt), [at], at)[0]
 
     def seqs_at(self, tps: list[datetime]) -> tuple[datetime | None, list[int]]:
         """The log's latest ts (None: empty log) and, per sorted timepoint, :meth:`seq_at` of it.
 
-        Reads only `seq` and `ts` (file skipping on ts); seq grows with ts (DESIGN §4.5), so one
-        sorted search answers every timepoint.
+        The latest ts is :func:`last_change_ts`'s, on this same version; the seqs are read as
+        :meth:`_seqs` reads them, so the cost follows the timepoints, not the log's length.
         """
-        ds = self.ds
+        files = DeltaFiles(self.uri, storage.CHANGELOG, self.dt)
         with _reading(self.uri):
-            late = ds.to_table(columns=["ts"], filter=pc.field("ts") >= pa.scalar(tps[0], storage.TS))
-            if late.num_rows:
-                max_ts = pc.max(late.column("ts")).as_py()
-            else:
-                head = ds.to_table(columns=["ts"])
-                max_ts = pc.max(head.column("ts")).as_py() if head.num_rows else None
-            upto = min(tps[-1], max_ts) if max_ts is not None else tps[0]
-            t = ds.to_table(columns=["seq", "ts"], filter=pc.field("ts") <= pa.scalar(upto, storage.TS))
+            max_ts = _max_ts(files)
+        if max_ts is None:
+            return None, [0] * len(tps)
+        return max_ts, self._seqs(files, tps, min(tps[-1], max_ts))
+
+    def _seqs(self, files: DeltaFiles, tps: list[datetime], upto: datetime) -> list[int]:
+        """Per sorted timepoint, the largest seq with ts <= it (0: none), reading no row after `upto`.
+
+        Files wholly before the first timepoint give their `max.seq` statistic - with a millisecond
+        to spare, since writers may keep timestamp statistics to the millisecond (Delta Spark
+        truncates the maximum) - and only `seq`, `ts` of the other files that can hold a seq above
+        it are read. The files are chosen here, and a local table's are read without delta-rs'
+        statistics guarantees (:class:`DeltaFiles`): delta-rs' pyarrow dataset states
+        ``ts >= null`` for a file without a `ts` statistic, which prunes it from any `ts` filter
+        (a remote table is still read through it). seq grows with ts (DESIGN §4.5), so one sorted search
+        answers every timepoint.
+        """
+        base = 0
+        top_ts, top_seq, low_ts = files.column("max.ts"), files.column("max.seq"), files.column("min.ts")
+        # At the earliest representable instants no millisecond lies before the first timepoint.
+        if tps[0] - datetime.min.replace(tzinfo=tps[0].tzinfo) >= _MS:
+            edge = tps[0] - _MS
+            base = max((q for t, q in zip(top_ts, top_seq) if t is not None and q is not None and t <= edge), default=0)
+        # Files that may hold a seq above `base` with ts <= upto (a missing statistic keeps a file;
+        # a millisecond statistic may lie up to a millisecond either way).
+        paths = [p for p, q, lo in zip(files.column("path"), top_seq, low_ts)
+                 if (q is None or q > base) and (lo is None or lo <= upto + _MS)]
+        if not paths:
+            return [base] * len(tps)
+        t = files.read(paths, ["seq", "ts"], (pc.field("seq") > base) & (pc.field("ts") <= pa.scalar(upto, storage.TS)),
+                       use_threads=False)
         if t.num_rows == 0:
-            return max_ts, [0] * len(tps)
+            return [base] * len(tps)
         t = t.sort_by([("seq", "ascending")])
         seq = t.column("seq").to_numpy()
         ts = pc.cast(t.column("ts"), pa.int64()).to_numpy()
         idx = np.searchsorted(ts, np.array([to_us(x) for x in tps], dtype=np.int64), side="right")
-        return max_ts, [int(seq[i - 1]) if i > 0 else 0 for i in idx]
+        return [int(seq[i - 1]) if i > 0 else base for i in idx]
 
     def seq_before(self, at: datetime) -> int:
         """Largest seq with ts < `at` (0 when none): the change just before an interval starting at `at`."""
@@ -254,8 +259,11 @@ def last_change_ts(settings, *, missing_ok: bool = False) -> datetime | None:
     follows the newest files, not the log's length; a vacuumed prefix changes nothing.
     """
     log = delta_files(storage.uri_for(settings, storage.CHANGELOG), storage.CHANGELOG, missing_ok=missing_ok)
-    if log is None:
-        return None
+    return None if log is None else _max_ts(log)
+
+
+def _max_ts(log: DeltaFiles) -> datetime | None:
+    """:func:`last_change_ts` of one version of the log (its files and their statistics)."""
     paths, top = log.column("path"), log.column("max.ts")
     known = [m for m in top if m is not None]
     expr = None
