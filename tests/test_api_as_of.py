@@ -150,3 +150,33 @@ def test_load_as_of_dates_a_commit_by_its_file_in_milliseconds(tmp_path):
     assert version(base + timedelta(days=1)) == 2
     with pytest.raises(NoDataError, match=r"\(version 0\) was written at 2021-01-01T00:00:00\+00:00"):
         version(base - timedelta(microseconds=1))
+
+
+def test_an_as_of_lookup_reads_only_its_candidates_files(tmp_path):
+    """The lookup selects its candidate weaves' rows in the scan: another weave's files at that
+    version are never opened. Here they are gone from disk, so reading the tier as it stood
+    (as the lookup once did) fails; the candidate's rows are the oracle fold."""
+    import os
+
+    import pyarrow.parquet as pq
+
+    from tests.lakes import add_weave
+    from weaver.core import storage
+    from weaver.recover import woven_snapshot
+
+    lake = build_lake(tmp_path / "lake", random_changes(random.Random(11), 80, None), None)
+    s = lake.settings
+    tps = sorted({c["ts"] for c in lake.changes})
+    mine = add_weave(lake, "P0", "k2", 0.9, tps[-6:-3], prediction_id="pred-P0")
+    other = add_weave(lake, "P1", "k6", 0.9, tps[-6:-3], prediction_id="pred-P1")
+    stamp = _now()
+    uri = storage.uri_for(s, storage.WOVEN_SNAPSHOTS)
+    files = DeltaTable(uri).file_uris()  # absolute paths of a local table
+    gone = [f for f in files if set(pq.read_table(f, columns=["weave_id"]).column("weave_id").to_pylist())
+            == {other["weave_id"]}]
+    assert gone and len(gone) < len(files)  # the premise: the other weave has files of its own
+    for f in gone:
+        os.remove(f)
+    _, snap, rows = woven_snapshot(s, "P0", tps[-1], as_of=stamp)
+    assert (snap.weave_id, snap.timepoint) == (mine["weave_id"], tps[-4])
+    assert rows_to_dict(rows) == fold(lake.changes, key_lo="", key_hi="k4", at=tps[-4])

@@ -207,11 +207,10 @@ def woven_snapshot_as_of(settings: Settings, target: Target, at: datetime, confi
                                   usable_only=False)
     if not candidates:
         return None
-    rows = woven_as_of(settings, version=version, timestamp=timestamp)
-    rows = rows.filter(pc.and_(pc.is_in(rows.column("weave_id"), value_set=pa.array(sorted(candidates), pa.string())),
-                               pc.less_equal(rows.column("timepoint"), pa.scalar(at, storage.TS))))
-    if not_before is not None:
-        rows = rows.filter(pc.greater_equal(rows.column("timepoint"), pa.scalar(not_before, storage.TS)))
+    # The candidates' rows in [not_before, at] only, selected in the scan (weave_id partitions,
+    # timepoint statistics), not the whole tier as it stood.
+    rows = woven_as_of(settings, version=version, timestamp=timestamp, weave_ids=candidates,
+                       timepoints=(not_before, at))
     if rows.num_rows == 0:
         return None
     best_tp = pc.max(rows.column("timepoint"))

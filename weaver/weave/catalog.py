@@ -7,6 +7,7 @@ recovery re-read the catalog only when its Delta version changes.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from datetime import datetime, timedelta
 
 import pyarrow as pa
@@ -98,7 +99,8 @@ def delete_weaves(settings: Settings, weave_ids: list[str]) -> None:
 
 
 def woven_as_of(settings: Settings, *, version: int | None = None, timestamp: datetime | None = None,
-                weave_id: str | None = None) -> pa.Table:
+                weave_id: str | None = None, weave_ids: Collection[str] | None = None,
+                timepoints: tuple[datetime | None, datetime | None] = (None, None)) -> pa.Table:
     """woven_snapshots as it stood after an earlier weaving run (delta-rs time travel).
 
     `version` is a Delta version (one per weaving run); `timestamp` picks the latest version
@@ -106,6 +108,10 @@ def woven_as_of(settings: Settings, *, version: int | None = None, timestamp: da
     time travel by datetime plus one stat of the commit file it picked, never the whole history); a
     `timestamp` before the first commit still in the log is a NoDataError (delta-rs would silently
     answer with that first version). Rows are sorted by (weave_id, timepoint, key).
+
+    `weave_id` / `weave_ids` and `timepoints` (lo, hi; either None; both inclusive) select rows in
+    the scan itself: the table is partitioned by weave_id and its files carry timepoint
+    statistics, so a lookup reads its candidates' files, not the tier as it stood.
     """
     uri = storage.uri_for(settings, storage.WOVEN_SNAPSHOTS)
     if (version is None) == (timestamp is None):
@@ -118,6 +124,17 @@ def woven_as_of(settings: Settings, *, version: int | None = None, timestamp: da
             dt.load_as_version(version)
         except Exception as exc:  # noqa: BLE001 - delta-rs raises several types for an unknown version
             raise InvalidParameterError(f"woven_snapshots has no version {version}: {exc}") from exc
-    expr = pc.field("weave_id") == weave_id if weave_id else None
+    ids = sorted({*(weave_ids or ()), *([weave_id] if weave_id else [])})
+    parts = []
+    if weave_id or weave_ids is not None:
+        parts.append(pc.field("weave_id").isin(pa.array(ids, pa.string())))
+    lo, hi = timepoints
+    if lo is not None:
+        parts.append(pc.field("timepoint") >= pa.scalar(lo, storage.TS))
+    if hi is not None:
+        parts.append(pc.field("timepoint") <= pa.scalar(hi, storage.TS))
+    expr = None
+    for e in parts:
+        expr = e if expr is None else expr & e
     t = storage.conform(storage.dataset(dt).to_table(filter=expr), storage.WOVEN_SNAPSHOTS)
     return t.sort_by([("weave_id", "ascending"), ("timepoint", "ascending"), ("key", "ascending")])
