@@ -116,6 +116,40 @@ def test_an_explicit_run_without_the_models_predictions_is_refused_and_nothing_i
     assert not storage.is_table(storage.uri_for(s, storage.WOVEN_CATALOG))
 
 
+def test_an_unknown_model_is_refused_by_name_and_nothing_is_written(lake):
+    """A typo (`patth`) used to weave nothing and report run_ts null, like a quiet run."""
+    from typer.testing import CliRunner
+
+    from weaver.cli import app
+    from weaver.core import storage
+    from weaver.core.errors import InvalidParameterError
+    from weaver.weave import weave
+
+    s, _ = lake
+    with pytest.raises(InvalidParameterError, match=r"model 'patth' is unknown") as e:
+        weave(None, s, at=AT, model="patth")
+    assert "['arima', 'path']" in str(e.value)  # the models this table holds
+    res = CliRunner().invoke(app, ["weave", "--lake", s.lake, "--at", AT.isoformat(), "--model", "patth",
+                                   "--no-reconcile", "--json"])
+    assert res.exit_code == 2, res.output
+    err = json.loads(res.stdout.strip().splitlines()[-1])
+    assert err["error"] == "InvalidParameterError" and "patth" in err["message"]
+    assert not storage.is_table(storage.uri_for(s, storage.WOVEN_SNAPSHOTS))
+    assert not storage.is_table(storage.uri_for(s, storage.WOVEN_CATALOG))
+
+
+def test_a_name_outside_the_forecast_models_is_woven_once_the_table_holds_its_rows(lake):
+    from weaver.weave import weave
+
+    s, data = lake
+    mine = _pred("mine-p0", "my-forecaster", "p0", "k09")
+    put_predictions(s, [mine])
+    r = weave(None, s, at=AT, model="my-forecaster")
+    assert (r["run_ts"], r["new_sequences"]) == (RUN.isoformat(), 1)
+    assert _catalog(s) == {wid("mine-p0"): "mine-p0"}
+    assert assert_matches_oracle(s, data, [mine], at=AT) == 2
+
+
 def test_cli_weave_model_option(lake):
     from typer.testing import CliRunner
 

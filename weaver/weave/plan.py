@@ -22,6 +22,7 @@ from weaver.core.settings import Settings, check_confidence
 from weaver.log.changelog import ChangeLog
 from weaver.log.lineage import Lineage
 from weaver.pitr import Piece, catalog_index, plan_restore, read_snapshot_catalog
+from weaver.predict.models import MODELS
 
 
 @dataclass
@@ -105,6 +106,13 @@ def select_predictions(settings: Settings, *, at: datetime, run_ts: datetime | N
     of_model = [("model", "=", model)] if model is not None else []
     whose = f" of model {model!r}" if model is not None else ""
     runs = storage.read(uri, storage.PREDICTIONS, columns=["run_ts"], filters=of_model or None).column("run_ts")
+    if model is not None and len(runs) == 0 and model not in MODELS:
+        # A typo would otherwise weave nothing and look like a quiet run. A name outside MODELS is
+        # accepted once the table holds its rows (predictions written by another forecaster).
+        present = sorted(set(storage.read(uri, storage.PREDICTIONS, columns=["model"]).column("model").to_pylist()))
+        raise InvalidParameterError(
+            f"model {model!r} is unknown: no predictions of it here (models with predictions: {present}); "
+            f"the forecast models are {', '.join(MODELS)}")
     if run_ts is not None:
         if run_ts > at:
             raise InvalidParameterError(
