@@ -93,3 +93,20 @@ def test_manual_rows_are_not_written_and_the_split_is_listed_unscored(manual_sco
     assert by_parent["m"]["lead_time_h"] is None
     page = open(r["report"]["html"]).read()
     assert "manual split" in page
+
+
+def test_the_clis_table_view_shows_the_manual_windows_left_out(manual_scored):
+    """`weaver backtest` without --json: the table has a column per model for them (2 each, as above)."""
+    from rich.console import Console
+
+    from weaver.cli._predict import _scores
+
+    _, r = manual_scored
+    con = Console(width=250, record=True)
+    con.print(_scores(r))
+    text = con.export_text()
+    assert "manual splits" in text
+    for m in ("path", "baseline_linear", "baseline_near"):
+        row = next(line for line in text.splitlines() if line.strip("│ ").startswith(m + " "))
+        cells = [c.strip() for c in row.strip("│ ").split("│")]
+        assert cells[0] == m and cells[-1] == "2" and cells[-2] == "0"  # manual splits, censored

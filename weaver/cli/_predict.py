@@ -151,7 +151,7 @@ def _scores(r: dict):
     tab = Table(title=f"backtest {r['backtest_id']}: {r['runs']} runs every {r['every']}, window {r['window']}, "
                       f"positive at p >= {r['confidence_threshold']:.2f}")
     for c in ("model", "scored", "splits", "predicted", "precision", "recall", "Brier", "median |timing err| h",
-              "censored"):
+              "censored", "manual splits"):
         tab.add_column(c)
 
     def f(v, pct=False):
@@ -159,7 +159,8 @@ def _scores(r: dict):
 
     for m, sc in r["scores"].items():
         tab.add_row(m, str(sc["rows"]), str(sc["actual_splits"]), str(sc["predicted_splits"]), f(sc["precision"], True),
-                    f(sc["recall"], True), f(sc["brier"]), f(sc["median_abs_timing_error_h"]), str(r["censored"][m]))
+                    f(sc["recall"], True), f(sc["brier"]), f(sc["median_abs_timing_error_h"]), str(r["censored"][m]),
+                    str(r["excluded_manual"][m]))
     b = r.get("backfill")
     note = (f"predictions backfilled: {b['inserted']} inserted, {b['already_published']} already published"
             + (f" ({b['published_differs']} published with other values, left as they were)" if b["published_differs"] else "")
