@@ -155,11 +155,11 @@ def test_empty_and_missing_logs(tmp_path):
     assert last_change_ts(s) is None and history_end(s, no_splits) is None
 
 
-def test_only_the_files_that_can_hold_the_maximum_are_read(tmp_path, monkeypatch):
-    """Six commits a second apart: the statistics leave one file to read, and of it the rows from
-    2 ms before its stated maximum on."""
+@pytest.fixture()
+def six_files(tmp_path, monkeypatch):
+    """A log of six commits a second apart (two changes each, 500 µs apart) and the list each
+    DeltaFiles.read appends (number of files, columns) to."""
     from weaver.core.deltafiles import DeltaFiles
-    from weaver.log import last_change_ts
 
     s = _settings(tmp_path)
     uri = storage.uri_for(s, storage.CHANGELOG)
@@ -173,6 +173,15 @@ def test_only_the_files_that_can_hold_the_maximum_are_read(tmp_path, monkeypatch
         return real(self, paths, columns, expr, **kw)
 
     monkeypatch.setattr(DeltaFiles, "read", read)
+    return s, reads
+
+
+def test_only_the_files_that_can_hold_the_maximum_are_read(six_files):
+    """The statistics leave one file to read, and of it the rows from 2 ms before its stated
+    maximum on."""
+    from weaver.log import last_change_ts
+
+    s, reads = six_files
     assert last_change_ts(s) == X + timedelta(microseconds=5_000_500)
     assert reads == [(1, ["ts"])]
 
@@ -209,25 +218,12 @@ def test_seqs_at_is_the_brute_force_fold(commits, picks):
             assert ChangeLog(s).seq_at(tps[k]) == _brute_seqs(uri, [tps[k]])[1][0]
 
 
-def test_seqs_at_reads_only_the_tail_from_the_first_timepoint(tmp_path, monkeypatch):
-    """Six commits a second apart, timepoints in the fifth: the first four answer from their
-    statistics and the sixth starts after the last one: only the fifth is read for seqs (and the
-    sixth for the latest ts)."""
-    from weaver.core.deltafiles import DeltaFiles
+def test_seqs_at_reads_only_the_tail_from_the_first_timepoint(six_files):
+    """Timepoints in the fifth file: the first four answer from their statistics and the sixth
+    starts after the last one: only the fifth is read for seqs (and the sixth for the latest ts)."""
     from weaver.log import ChangeLog
 
-    s = _settings(tmp_path)
-    uri = storage.uri_for(s, storage.CHANGELOG)
-    for i in range(6):
-        _commit(uri, _rows(1 + 2 * i, [i * 1_000_000, i * 1_000_000 + 500]), "deltars")
-    reads = []
-    real = DeltaFiles.read
-
-    def read(self, paths, columns, expr, **kw):
-        reads.append((len(paths) if paths is not None else None, columns))
-        return real(self, paths, columns, expr, **kw)
-
-    monkeypatch.setattr(DeltaFiles, "read", read)
+    s, reads = six_files
     tps = [X + timedelta(microseconds=4_000_200), X + timedelta(microseconds=4_600_000)]
     assert ChangeLog(s).seqs_at(tps) == (X + timedelta(microseconds=5_000_500), [9, 10])
     assert reads == [(1, ["ts"]), (1, ["seq", "ts"])]
