@@ -134,9 +134,14 @@ class DeltaFiles:
                 ds = storage.dataset(self.dt)
                 if paths is not None:
                     want = set(paths)
-                    frags = [fr for fr in ds.get_fragments() if fr.path in want]
+                    index = {p: i for i, p in enumerate(self.column("path")) if p in want}
+                    frags = [fr for fr in ds.get_fragments() if fr.path in index]
                     if len(frags) == len(want):  # else a path spelled differently: read every file
-                        ds = pds.FileSystemDataset(frags, ds.schema, ds.format, ds.filesystem)
+                        # Fragments remade with their partition values only: delta-rs' carry its
+                        # statistics as guarantees, and a file without a statistic of a column
+                        # gets `col >= null`, which prunes it from any filter on that column.
+                        ds = pds.FileSystemDataset([self._fragment(ds.format, fr.path, ds.filesystem, index[fr.path])
+                                                    for fr in frags], ds.schema, ds.format, ds.filesystem)
             return ds.to_table(columns=columns, filter=expr, use_threads=use_threads)
         except (OSError, pa.ArrowInvalid) as exc:
             raise CorruptTableError(f"Delta table {self.name} at {self.uri} cannot be read: {exc}") from exc
@@ -162,6 +167,17 @@ class DeltaFiles:
             frags.append(fmt.make_fragment(full, filesystem=fs, partition_expression=expr)
                          if expr is not None else fmt.make_fragment(full, filesystem=fs))
         return pds.FileSystemDataset(frags, self.schema, fmt, fs)
+
+    def _fragment(self, fmt, path: str, fs, i: int):
+        """File `i` at `path` as a fragment whose only guarantee is its partition values (as
+        :meth:`_native` builds them)."""
+        expr = None
+        for c in self.partition_columns:
+            v = self.column("partition." + c)[i]
+            e = pc.field(c).is_null() if v is None else pc.field(c) == pa.scalar(v).cast(self.schema.field(c).type)
+            expr = e if expr is None else expr & e
+        return fmt.make_fragment(path, filesystem=fs, partition_expression=expr) if expr is not None else \
+            fmt.make_fragment(path, filesystem=fs)
 
 
 def load_as_of(dt, name: str, timestamp: datetime) -> int:
