@@ -131,22 +131,19 @@ class DeltaFiles:
             if self.native:
                 ds = self._native(paths)
             else:
-                ds = storage.dataset(self.dt)
+                ds = storage.dataset(self.dt)  # its fragments of files with unstated bounds remade
                 if paths is not None:
                     want = set(paths)
-                    index = {p: i for i, p in enumerate(self.column("path")) if p in want}
-                    frags = [fr for fr in ds.get_fragments() if fr.path in index]
+                    frags = [fr for fr in ds.get_fragments() if fr.path in want]
                     if len(frags) == len(want):  # else a path spelled differently: read every file
-                        # Fragments remade with their partition values only: delta-rs' carry its
-                        # statistics as guarantees, and a file without a statistic of a column
-                        # gets `col >= null`, which prunes it from any filter on that column.
-                        ds = pds.FileSystemDataset([self._fragment(ds.format, fr.path, ds.filesystem, index[fr.path])
-                                                    for fr in frags], ds.schema, ds.format, ds.filesystem)
+                        ds = pds.FileSystemDataset(frags, ds.schema, ds.format, ds.filesystem)
             return ds.to_table(columns=columns, filter=expr, use_threads=use_threads)
         except (OSError, pa.ArrowInvalid) as exc:
             raise CorruptTableError(f"Delta table {self.name} at {self.uri} cannot be read: {exc}") from exc
 
     def _native(self, paths: list[str] | None):
+        """The files `paths` (None: every file) as fragments whose only guarantee is their
+        partition values: the statistics are applied by the callers, where they are trusted."""
         import pyarrow.dataset as pds
         import pyarrow.fs as pafs
 
@@ -154,30 +151,10 @@ class DeltaFiles:
         fmt = pds.ParquetFileFormat()
         want = None if paths is None else set(paths)
         parts = {c: self.column("partition." + c) for c in self.partition_columns}
-        frags = []
-        for i, p in enumerate(self.column("path")):
-            if want is not None and p not in want:
-                continue
-            expr = None
-            for c, vals in parts.items():
-                v = vals[i]
-                e = pc.field(c).is_null() if v is None else pc.field(c) == pa.scalar(v).cast(self.schema.field(c).type)
-                expr = e if expr is None else expr & e
-            full = self.local_path(p)
-            frags.append(fmt.make_fragment(full, filesystem=fs, partition_expression=expr)
-                         if expr is not None else fmt.make_fragment(full, filesystem=fs))
+        frags = [fmt.make_fragment(self.local_path(p), filesystem=fs, partition_expression=storage.partition_guarantee(
+                     self.schema, {c: vals[i] for c, vals in parts.items()}))
+                 for i, p in enumerate(self.column("path")) if want is None or p in want]
         return pds.FileSystemDataset(frags, self.schema, fmt, fs)
-
-    def _fragment(self, fmt, path: str, fs, i: int):
-        """File `i` at `path` as a fragment whose only guarantee is its partition values (as
-        :meth:`_native` builds them)."""
-        expr = None
-        for c in self.partition_columns:
-            v = self.column("partition." + c)[i]
-            e = pc.field(c).is_null() if v is None else pc.field(c) == pa.scalar(v).cast(self.schema.field(c).type)
-            expr = e if expr is None else expr & e
-        return fmt.make_fragment(path, filesystem=fs, partition_expression=expr) if expr is not None else \
-            fmt.make_fragment(path, filesystem=fs)
 
 
 def load_as_of(dt, name: str, timestamp: datetime) -> int:

@@ -13,6 +13,7 @@ import os
 import shutil
 from pathlib import Path
 from typing import Iterable, Sequence
+from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -467,16 +468,62 @@ def dataset(dt, **kwargs):
     filesystem handler: every read takes the GIL, and a scan dropped with read-ahead in flight
     frees Python buffers on Arrow's I/O threads - once interpreter shutdown has begun, that thread
     exits inside C++ code and the process aborts (std::terminate, exit 134) after its work is done.
+
+    delta-rs gives each fragment its file's statistics as a guarantee, and a bound the file leaves
+    unstated as ``c >= null``: any filter on ``c`` then pruned the file and its rows were never
+    read (a file from a writer that collects statistics of fewer columns). Such files' fragments
+    are remade with their partition values as their only guarantee (:func:`_unstated`); the
+    others keep delta-rs' statistics.
     """
     uri = dt.table_uri
     if "://" not in uri or uri.startswith("file://"):
-        from urllib.parse import unquote
-
         from pyarrow import fs as pa_fs
 
         root = str(Path(unquote(uri.removeprefix("file://"))).resolve())
         kwargs.setdefault("filesystem", pa_fs.SubTreeFileSystem(root, pa_fs.LocalFileSystem()))
-    return dt.to_pyarrow_dataset(**kwargs)
+    ds = dt.to_pyarrow_dataset(**kwargs)
+    remake = _unstated(dt)
+    if not remake:
+        return ds
+    import pyarrow.dataset as pds
+
+    frags = [ds.format.make_fragment(fr.path, filesystem=ds.filesystem, partition_expression=remake[unquote(fr.path)])
+             if unquote(fr.path) in remake else fr for fr in ds.get_fragments()]
+    return pds.FileSystemDataset(frags, ds.schema, ds.format, ds.filesystem)
+
+
+def _unstated(dt) -> dict:
+    """Path (unescaped) -> partition guarantee of each file of `dt` that leaves a min or max
+    statistic of a column unstated while the column holds a value there (an all-null column has
+    no bounds to state; delta-rs says ``is_null`` for it). A file without any statistics is
+    included too (delta-rs guarantees it nothing: remaking it changes nothing)."""
+    acts = pa.table(dt.get_add_actions(flatten=True))
+    names = set(acts.column_names)
+    bad = None
+    for n in acts.column_names:
+        if not n.startswith(("min.", "max.")):
+            continue
+        m = acts.column(n).is_null()
+        nulls = "null_count." + n.split(".", 1)[1]
+        if nulls in names and "num_records" in names:
+            m = pc.and_(m, pc.fill_null(pc.not_equal(acts.column(nulls), acts.column("num_records")), True))
+        bad = m if bad is None else pc.or_(bad, m)
+    if bad is None or not pc.any(bad).as_py():
+        return {}
+    schema = pa.schema(dt.schema().to_arrow())
+    cols = list(dt.metadata().partition_columns)
+    rows = acts.filter(bad).select(["path"] + [f"partition.{c}" for c in cols]).to_pylist()
+    return {unquote(r["path"]): partition_guarantee(schema, {c: r[f"partition.{c}"] for c in cols}) for r in rows}
+
+
+def partition_guarantee(schema: pa.Schema, values: dict):
+    """A fragment's guarantee from its file's partition values only (None when it has none): what
+    a reader needs to fill the partition columns, and nothing a statistic would add."""
+    expr = None
+    for c, v in values.items():
+        e = pc.field(c).is_null() if v is None else pc.field(c) == pa.scalar(v).cast(schema.field(c).type)
+        expr = e if expr is None else expr & e
+    return expr
 
 
 def create_table(uri: str, data, **kwargs) -> None:
