@@ -31,6 +31,18 @@ def _now() -> datetime:
     return t
 
 
+def _append_timepoint(lake, w: dict, tp: datetime) -> None:
+    """One commit of woven_snapshots: weave `w` (of P0 at k2) at `tp`, its rows the oracle fold."""
+    from weaver.core import storage
+
+    rows = [{"weave_id": w["weave_id"], "woven_partition_id": child, "source_partition_id": "P0",
+             "timepoint": tp, "as_of_seq": lake.seq_at(tp), "key": key, "value": v}
+            for child, lo, hi in ((w["left"], "", "k2"), (w["right"], "k2", "k4"))
+            for key, v in fold(lake.changes, key_lo=lo, key_hi=hi, at=tp).items()]
+    write_deltalake(storage.uri_for(lake.settings, storage.WOVEN_SNAPSHOTS),
+                    pa.Table.from_pylist(rows, schema=storage.SCHEMAS[storage.WOVEN_SNAPSHOTS]), mode="append")
+
+
 @pytest.fixture(scope="module")
 def tier(tmp_path_factory):
     from weaver.core import storage
@@ -44,13 +56,7 @@ def tier(tmp_path_factory):
     stamps = [_now()]
     uri = storage.uri_for(s, storage.WOVEN_SNAPSHOTS)
     for k in range(1, N):
-        tp = tps[k]
-        rows = [{"weave_id": w["weave_id"], "woven_partition_id": child, "source_partition_id": "P0",
-                 "timepoint": tp, "as_of_seq": lake.seq_at(tp), "key": key, "value": v}
-                for child, lo, hi in ((w["left"], "", "k2"), (w["right"], "k2", "k4"))
-                for key, v in fold(lake.changes, key_lo=lo, key_hi=hi, at=tp).items()]
-        write_deltalake(uri, pa.Table.from_pylist(rows, schema=storage.SCHEMAS[storage.WOVEN_SNAPSHOTS]),
-                        mode="append")
+        _append_timepoint(lake, w, tps[k])
         stamps.append(_now())
         if k == N // 2:
             DeltaTable(uri).create_checkpoint()  # later versions load from a checkpoint
@@ -180,3 +186,41 @@ def test_an_as_of_lookup_reads_only_its_candidates_files(tmp_path):
     _, snap, rows = woven_snapshot(s, "P0", tps[-1], as_of=stamp)
     assert (snap.weave_id, snap.timepoint) == (mine["weave_id"], tps[-4])
     assert rows_to_dict(rows) == fold(lake.changes, key_lo="", key_hi="k4", at=tps[-4])
+
+
+def test_an_as_of_lookup_reads_only_the_files_of_the_snapshot_it_serves(tmp_path):
+    """Back in time the look-up takes the current path's file index: the candidate's earlier
+    timepoints are ruled out by their files' statistics and never opened. Here each timepoint is
+    its own commit and file, and the files of the two before the one served are gone from disk
+    (reading the candidate's rows as the tier stood, as the look-up once did, fails); the rows
+    served are the oracle fold at the timepoint committed by then."""
+    import os
+
+    import pyarrow.parquet as pq
+
+    from weaver.core import storage
+    from weaver.recover import recover, woven_snapshot
+
+    lake = build_lake(tmp_path / "lake", random_changes(random.Random(13), 80, None), None)
+    s = lake.settings
+    tps = sorted({c["ts"] for c in lake.changes})[-5:]
+    w = add_weave(lake, "P0", "k2", 0.9, [tps[0]], prediction_id="pred-P0")  # woven_snapshots version 0
+    uri = storage.uri_for(s, storage.WOVEN_SNAPSHOTS)
+    stamps = [_now()]
+    for tp in tps[1:]:  # versions 1..4, one timepoint (one file) each
+        _append_timepoint(lake, w, tp)
+        stamps.append(_now())
+    files = DeltaTable(uri, version=2).file_uris()
+    by_tp = {f: set(pq.read_table(f, columns=["timepoint"]).column("timepoint").to_pylist()) for f in files}
+    gone = [f for f, t in by_tp.items() if t <= {tps[0], tps[1]}]
+    assert len(gone) >= 2 and len(gone) < len(files)  # the premise: tps[0] and tps[1] have files of their own
+    for f in gone:
+        os.remove(f)
+    expected = fold(lake.changes, key_lo="", key_hi="k4", at=tps[2])
+    for kw in ({"as_of_version": 2}, {"as_of": stamps[2]}):
+        _, snap, rows = woven_snapshot(s, "P0", tps[-1], **kw)
+        assert (snap.weave_id, snap.timepoint) == (w["weave_id"], tps[2])
+        assert rows_to_dict(rows) == expected
+        r = recover(s, "P0", tps[-1], **kw)  # the woven rows at tps[2] plus the log's tail to tps[-1]
+        assert r.path == "woven" and r.source == f"{w['weave_id']}@{tps[2].isoformat()}"
+        assert rows_to_dict(r.table) == fold(lake.changes, key_lo="", key_hi="k4", at=tps[-1])

@@ -22,7 +22,7 @@ from weaver.core.storage import filter_range
 from weaver.core.time import parse_timepoint
 from weaver.log.lineage import Lineage
 from weaver.recover.target import Target, resolve
-from weaver.weave import WovenTable, catalog_rows, find_weave, read_woven_catalog, woven_as_of
+from weaver.weave import WovenTable, catalog_rows, find_weave, read_woven_catalog
 
 
 @dataclass(frozen=True)
@@ -79,13 +79,15 @@ def candidate_weaves(catalog: pa.Table, lineage: Lineage, target: Target, confid
 
 def find_woven_snapshot(settings: Settings, target: Target, at: datetime, confidence_threshold: float, *,
                         lineage: Lineage, catalog: pa.Table, weave_id: str | None = None,
-                        woven: "WovenTable | None" = None, not_before: datetime | None = None
-                        ) -> WovenSnapshot | None:
+                        woven: "WovenTable | None" = None, not_before: datetime | None = None,
+                        usable_only: bool = True) -> WovenSnapshot | None:
     """The woven snapshot with confidence >= threshold, covering `target`'s range, whose timepoint
     is the latest one <= `at` (ties: the target's own weave, then higher confidence); None if none.
-    `not_before` drops earlier timepoints (a woven child's rows as such exist only from its split).
+    `not_before` drops earlier timepoints (a woven child's rows as such exist only from its split);
+    `usable_only`: as in :func:`candidate_weaves`.
     """
-    candidates = candidate_weaves(catalog, lineage, target, confidence_threshold, weave_id=weave_id)
+    candidates = candidate_weaves(catalog, lineage, target, confidence_threshold, weave_id=weave_id,
+                                  usable_only=usable_only)
     if not candidates:
         return None
     woven = woven if woven is not None else WovenTable.open(settings)
@@ -196,33 +198,18 @@ def woven_snapshot_as_of(settings: Settings, target: Target, at: datetime, confi
                          timestamp: datetime | None = None, weave_id: str | None = None,
                          not_before: datetime | None = None) -> tuple[WovenSnapshot, pa.Table] | None:
     """Like :func:`find_woven_snapshot` + :func:`read_woven_rows`, but on woven_snapshots as it stood
-    at Delta `version` or at transaction time `timestamp` ("what did we believe then").
+    at Delta `version` or at transaction time `timestamp` ("what did we believe then"), through the
+    same file index: the look-up reads the candidates' timepoints from footers and the rows of the
+    one snapshot it serves.
 
     Weave metadata (split key, children, confidence) never changes after a weave is registered,
     so the current catalog describes old rows too; a weave expired since then is still served
     from the old version (that is the point of looking back). `not_before`: as in
     :func:`find_woven_snapshot`.
     """
-    candidates = candidate_weaves(catalog, lineage, target, confidence_threshold, weave_id=weave_id,
-                                  usable_only=False)
-    if not candidates:
-        return None
-    # The candidates' rows in [not_before, at] only, selected in the scan (weave_id partitions,
-    # timepoint statistics), not the whole tier as it stood.
-    rows = woven_as_of(settings, version=version, timestamp=timestamp, weave_ids=candidates,
-                       timepoints=(not_before, at))
-    if rows.num_rows == 0:
-        return None
-    best_tp = pc.max(rows.column("timepoint"))
-    at_best = rows.filter(pc.equal(rows.column("timepoint"), best_tp))
-    wid = max(pc.unique(at_best.column("weave_id")).to_pylist(),
-              key=lambda w: (w == target.weave_id, candidates[w][0]["confidence"], w))
-    r, need = candidates[wid]
-    mine = at_best.filter(pc.equal(at_best.column("weave_id"), wid))
-    seq = pc.max(mine.column("as_of_seq")).as_py()
-    mine = mine.filter(pc.is_in(mine.column("woven_partition_id"), value_set=pa.array(list(need), pa.string())))
-    t = filter_range(mine.select(["key", "value"]).cast(storage.STATE_SCHEMA), target.key_lo or None, target.key_hi)
-    t = t.sort_by([("key", "ascending")]).combine_chunks()
-    snap = WovenSnapshot(r["weave_id"], r["prediction_id"], r["source_partition_id"], r["split_key"], best_tp.as_py(),
-                         int(seq), float(r["confidence"]), r["status"], need, target.key_lo, target.key_hi)
-    return snap, t
+    if not candidate_weaves(catalog, lineage, target, confidence_threshold, weave_id=weave_id, usable_only=False):
+        return None  # nothing to look for: the old version is not even opened
+    woven = WovenTable.as_of(settings, version=version, timestamp=timestamp)
+    snap = find_woven_snapshot(settings, target, at, confidence_threshold, lineage=lineage, catalog=catalog,
+                               weave_id=weave_id, woven=woven, not_before=not_before, usable_only=False)
+    return None if snap is None else (snap, read_woven_rows(settings, snap, woven))

@@ -7,7 +7,6 @@ recovery re-read the catalog only when its Delta version changes.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
 from datetime import datetime, timedelta
 
 import pyarrow as pa
@@ -98,25 +97,13 @@ def delete_weaves(settings: Settings, weave_ids: list[str]) -> None:
         retry_commit(lambda: storage.open_table(uri).delete(f"weave_id IN ({ids})"), what="delete from woven_catalog")
 
 
-def woven_as_of(settings: Settings, *, version: int | None = None, timestamp: datetime | None = None,
-                weave_id: str | None = None, weave_ids: Collection[str] | None = None,
-                timepoints: tuple[datetime | None, datetime | None] = (None, None)) -> pa.Table:
-    """woven_snapshots as it stood after an earlier weaving run (delta-rs time travel).
-
-    `version` is a Delta version (one per weaving run); `timestamp` picks the latest version
-    committed at or before it (transaction time, :func:`weaver.core.deltafiles.load_as_of`: delta-rs'
-    time travel by datetime plus one stat of the commit file it picked, never the whole history); a
-    `timestamp` before the first commit still in the log is a NoDataError (delta-rs would silently
-    answer with that first version). Rows are sorted by (weave_id, timepoint, key).
-
-    `weave_id` / `weave_ids` and `timepoints` (lo, hi; either None; both inclusive) select rows in
-    the scan itself: the table is partitioned by weave_id and its files carry timepoint
-    statistics, so a lookup reads its candidates' files, not the tier as it stood.
-    """
-    uri = storage.uri_for(settings, storage.WOVEN_SNAPSHOTS)
+def open_woven_as_of(settings: Settings, *, version: int | None = None, timestamp: datetime | None = None):
+    """woven_snapshots as a delta-rs table loaded at Delta `version` or at transaction time
+    `timestamp` (exactly one): InvalidParameterError for a version the log does not have,
+    NoDataError for a timestamp before the first commit still in the log."""
     if (version is None) == (timestamp is None):
         raise InvalidParameterError("give exactly one of version or timestamp")
-    dt = storage.open_table(uri, storage.WOVEN_SNAPSHOTS)
+    dt = storage.open_table(storage.uri_for(settings, storage.WOVEN_SNAPSHOTS), storage.WOVEN_SNAPSHOTS)
     if timestamp is not None:
         load_as_of(dt, storage.WOVEN_SNAPSHOTS, parse_timepoint(timestamp))
     else:
@@ -124,17 +111,22 @@ def woven_as_of(settings: Settings, *, version: int | None = None, timestamp: da
             dt.load_as_version(version)
         except Exception as exc:  # noqa: BLE001 - delta-rs raises several types for an unknown version
             raise InvalidParameterError(f"woven_snapshots has no version {version}: {exc}") from exc
-    ids = sorted({*(weave_ids or ()), *([weave_id] if weave_id else [])})
-    parts = []
-    if weave_id or weave_ids is not None:
-        parts.append(pc.field("weave_id").isin(pa.array(ids, pa.string())))
-    lo, hi = timepoints
-    if lo is not None:
-        parts.append(pc.field("timepoint") >= pa.scalar(lo, storage.TS))
-    if hi is not None:
-        parts.append(pc.field("timepoint") <= pa.scalar(hi, storage.TS))
-    expr = None
-    for e in parts:
-        expr = e if expr is None else expr & e
+    return dt
+
+
+def woven_as_of(settings: Settings, *, version: int | None = None, timestamp: datetime | None = None,
+                weave_id: str | None = None) -> pa.Table:
+    """woven_snapshots as it stood after an earlier weaving run (delta-rs time travel): every row,
+    or one weave's (`weave_id`, selected in the scan: the table is partitioned by weave_id).
+
+    `version` is a Delta version (one per weaving run); `timestamp` picks the latest version
+    committed at or before it (transaction time, :func:`weaver.core.deltafiles.load_as_of`: delta-rs'
+    time travel by datetime plus one stat of the commit file it picked, never the whole history); a
+    `timestamp` before the first commit still in the log is a NoDataError (delta-rs would silently
+    answer with that first version). Rows are sorted by (weave_id, timepoint, key). A recovery's
+    look-up at an old version reads only the files it needs (:meth:`WovenTable.as_of`).
+    """
+    dt = open_woven_as_of(settings, version=version, timestamp=timestamp)
+    expr = pc.field("weave_id") == weave_id if weave_id else None
     t = storage.conform(storage.dataset(dt).to_table(filter=expr), storage.WOVEN_SNAPSHOTS)
     return t.sort_by([("weave_id", "ascending"), ("timepoint", "ascending"), ("key", "ascending")])

@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 from weaver.core import storage
 from weaver.core.deltafiles import DeltaFiles, delta_files
 from weaver.core.settings import Settings
+from weaver.weave.catalog import open_woven_as_of
 
 _MS = timedelta(milliseconds=1)
 
@@ -54,6 +55,18 @@ class WovenTable:
         if "woven" not in snap.memo:
             snap.memo["woven"] = cls(snap)
         return snap.memo["woven"]
+
+    @classmethod
+    def as_of(cls, settings: Settings, *, version: int | None = None,
+              timestamp: datetime | None = None) -> "WovenTable":
+        """`woven_snapshots` as it stood at Delta `version` or at transaction time `timestamp`
+        (exactly one; errors as :func:`weaver.weave.catalog.open_woven_as_of`), with the same
+        file index as the current version: a look-up back in time reads the files of the
+        snapshot it serves, not the tier as it stood. Not kept per process (a version is read
+        once per request; a table recreated at the same URI has other files under the same
+        version number)."""
+        dt = open_woven_as_of(settings, version=version, timestamp=timestamp)
+        return cls(DeltaFiles(storage.uri_for(settings, storage.WOVEN_SNAPSHOTS), storage.WOVEN_SNAPSHOTS, dt))
 
     def files_for_lookup(self, weaves: set[str], at: datetime) -> list[str]:
         """Files that can hold the latest timepoint <= `at` of one of `weaves`.
