@@ -9,6 +9,8 @@ keys, one second apart; the change log appended in 10k-change commits, as an ext
 * the woven tier holds, for each T_n, a woven snapshot of p0 (one weave, split at the median
   key) ``WOVEN_TAIL`` changes before T_n — the weaving cadence is fine (e.g. hourly) and a
   timepoint is woven once the log reached it, so the nearest one sits a short tail behind T;
+* transaction time: the same recoveries with the woven tier as it stood at an earlier Delta
+  version or instant (``as_of_version`` / ``as_of``), alternating with the current tier;
 * the physical reference is ``pyarrow.parquet.read_table`` of the very Parquet files that hold
   that woven snapshot's rows (the same bytes the woven path reads), without Delta or replay.
 
@@ -313,6 +315,7 @@ def main() -> None:
         big = max(tails)
         at_big = ts_of(ROWS + big)
         expected_big = state_at(env["raw"], ROWS + big)
+        figures["as_of"] = as_of_bench(s, env, tails, reps_w, ratios)
         http = http_bench(s, at_big, expected_big, http_n)
         figures["http"] = http
         raw_big = figures["tails"][str(big)]["raw_parquet_ms"]
@@ -348,6 +351,42 @@ def main() -> None:
             print(f"lake kept at {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def as_of_bench(s: Settings, env: dict, tails: tuple[int, ...], reps: int, ratios: dict) -> dict:
+    """Transaction time: a recovery with the woven tier as it stood at a Delta version or instant,
+    alternating with the same recovery on the current tier. At the largest tail as of the latest
+    version and as of now (the same snapshot as the current path), and at the smallest tail as of
+    version 0 (the tier after its first weaving run, which held that timepoint only); every
+    answer is checked against the brute-force state."""
+    from deltalake import DeltaTable
+
+    latest = DeltaTable(storage.uri_for(s, storage.WOVEN_SNAPSHOTS)).version()
+    now = datetime.now(timezone.utc)
+    small, big = min(tails), max(tails)
+    cases = [(f"version_{latest}_{_label(big)}", big, {"as_of_version": latest}),
+             (f"now_{_label(big)}", big, {"as_of": now}),
+             (f"version_0_{_label(small)}", small, {"as_of_version": 0})]
+    out = {}
+    for name, tail, kw in cases:
+        at = ts_of(ROWS + tail)
+        expected = state_at(env["raw"], ROWS + tail)
+        recover(s, "p0", at, **kw)  # warm caches
+        cur, old, pair = [], [], []
+        for _ in range(reps):
+            cm, _, c = timed(lambda: recover(s, "p0", at), 1)
+            am, _, a = timed(lambda: recover(s, "p0", at, **kw), 1)
+            cur.append(cm)
+            old.append(am)
+            pair.append(am / cm)
+        assert a.path == "woven" and a.source == c.source and a.changes_replayed == WOVEN_TAIL, (a.path, a.source)
+        assert a.table.equals(expected) and c.table.equals(expected), f"as-of rows differ ({name})"
+        out[name] = {"as_of_ms": round(statistics.median(old), 2), "current_ms": round(statistics.median(cur), 2),
+                     "as_of_runs_ms": [round(x, 2) for x in old], "current_runs_ms": [round(x, 2) for x in cur]}
+        ratios[f"as_of_{name}_vs_current"] = round(statistics.median(pair), 2)
+        print(f"as of {name}: {statistics.median(old):7.1f} ms, current tier {statistics.median(cur):7.1f} ms, "
+              f"ratio {statistics.median(pair):4.2f}x", flush=True)
+    return out
 
 
 def _label(n: int) -> str:
