@@ -1,12 +1,38 @@
-"""What every benchmark records about the machine it ran on (one definition for all of bench/)."""
+"""What every benchmark records about the machine it ran on (one definition for all of bench/), and
+what a benchmark stopped by a signal leaves behind.
+
+A benchmark builds its lakes in a temporary folder (gigabytes for weave and scale) and starts
+servers (uvicorn, Postgres, Spark), removed and stopped in ``finally`` blocks. Python runs those on
+Ctrl-C but not on SIGTERM or SIGHUP (``timeout``, ``kill``, a closed terminal): importing this
+module makes both raise SystemExit in the benchmark's own process, so the same blocks run. A forked
+worker keeps the default (it dies by the signal, as before); SIGKILL cannot be caught.
+"""
 
 from __future__ import annotations
 
 import importlib
 import os
 import platform
+import signal
 import subprocess
+import threading
 from pathlib import Path
+
+_MAIN_PID = os.getpid()
+
+
+def _exit_on_signal(signum, frame) -> None:
+    if os.getpid() != _MAIN_PID:  # a forked worker: die by the signal, as without this handler
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
+    raise SystemExit(128 + signum)
+
+
+if threading.current_thread() is threading.main_thread():
+    for _sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(_sig) is signal.SIG_DFL:  # a handler the benchmark set itself is kept
+            signal.signal(_sig, _exit_on_signal)
 
 
 def machine(*packages: str) -> dict:

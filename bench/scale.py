@@ -113,15 +113,20 @@ def run_stage(name: str, args: list[str], code_root: Path, timeout_s: float) -> 
         r.start()
     deadline = time.monotonic() + timeout_s
     status, usage = None, None
-    while status is None:
-        pid, st, ru = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            status, usage = st, ru
-        elif time.monotonic() > deadline:
-            os.killpg(proc.pid, 9)  # the stage and its JVM
-            _, status, usage = os.wait4(proc.pid, 0)
-        else:
-            time.sleep(0.1)
+    try:
+        while status is None:
+            pid, st, ru = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                status, usage = st, ru
+            elif time.monotonic() > deadline:
+                os.killpg(proc.pid, 9)  # the stage and its JVM
+                _, status, usage = os.wait4(proc.pid, 0)
+            else:
+                time.sleep(0.1)
+    except BaseException:  # the bench stopped (Ctrl-C, SIGTERM: bench/_common.py): so does its stage
+        os.killpg(proc.pid, 9)
+        os.wait4(proc.pid, 0)
+        raise
     proc.returncode = os.waitstatus_to_exitcode(status)
     stop.set()
     for r in readers:
