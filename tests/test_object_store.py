@@ -247,6 +247,11 @@ def test_snapshot_weave_recover_with_spark_on_s3(s3):
     r = recover(s, left, t)
     assert r.path == "woven" and r.weave_id == wid
     assert rows_to_dict(r.table) == fold(changes, key_lo=src["key_lo"], key_hi=pred["split_key"], at=t)
+    # As the woven tier stood at a Delta version (transaction time): the same file index, over the bucket.
+    v = storage.version_of(storage.uri_for(s, storage.WOVEN_SNAPSHOTS))
+    old = recover(s, left, t, as_of_version=v)
+    assert old.path == "woven" and old.source == r.source
+    assert rows_to_dict(old.table) == fold(changes, key_lo=src["key_lo"], key_hi=pred["split_key"], at=t)
     std = recover(s, src["partition_id"], t, prefer="standard")
     assert std.path == "standard"
     assert rows_to_dict(std.table) == fold(changes, key_lo=src["key_lo"], key_hi=src["key_hi"], at=t)
