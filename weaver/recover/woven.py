@@ -79,20 +79,22 @@ def candidate_weaves(catalog: pa.Table, lineage: Lineage, target: Target, confid
 
 def find_woven_snapshot(settings: Settings, target: Target, at: datetime, confidence_threshold: float, *,
                         lineage: Lineage, catalog: pa.Table, weave_id: str | None = None,
-                        woven: "WovenTable | None" = None, not_before: datetime | None = None,
-                        usable_only: bool = True) -> WovenSnapshot | None:
+                        woven: "WovenTable | None" = None, not_before: datetime | None = None
+                        ) -> WovenSnapshot | None:
     """The woven snapshot with confidence >= threshold, covering `target`'s range, whose timepoint
     is the latest one <= `at` (ties: the target's own weave, then higher confidence); None if none.
-    `not_before` drops earlier timepoints (a woven child's rows as such exist only from its split);
-    `usable_only`: as in :func:`candidate_weaves`.
+    `not_before` drops earlier timepoints (a woven child's rows as such exist only from its split).
     """
-    candidates = candidate_weaves(catalog, lineage, target, confidence_threshold, weave_id=weave_id,
-                                  usable_only=usable_only)
+    candidates = candidate_weaves(catalog, lineage, target, confidence_threshold, weave_id=weave_id)
     if not candidates:
         return None
     woven = woven if woven is not None else WovenTable.open(settings)
-    if woven is None:
-        return None
+    return None if woven is None else _latest_snapshot(woven, candidates, target, at, not_before)
+
+
+def _latest_snapshot(woven: WovenTable, candidates: dict, target: Target, at: datetime,
+                     not_before: datetime | None) -> WovenSnapshot | None:
+    """:func:`find_woven_snapshot`'s choice among `candidates` (:func:`candidate_weaves`) in `woven`."""
     # Any row of a (weave, timepoint) proves that timepoint was woven (both children in one commit),
     # so the child a target needs may be empty there. A timepoint whose whole source range is empty
     # leaves no row and is not seen: that costs only a longer tail, never wrong rows.
@@ -207,9 +209,10 @@ def woven_snapshot_as_of(settings: Settings, target: Target, at: datetime, confi
     from the old version (that is the point of looking back). `not_before`: as in
     :func:`find_woven_snapshot`.
     """
-    if not candidate_weaves(catalog, lineage, target, confidence_threshold, weave_id=weave_id, usable_only=False):
+    candidates = candidate_weaves(catalog, lineage, target, confidence_threshold, weave_id=weave_id,
+                                  usable_only=False)
+    if not candidates:
         return None  # nothing to look for: the old version is not even opened
     woven = WovenTable.as_of(settings, version=version, timestamp=timestamp)
-    snap = find_woven_snapshot(settings, target, at, confidence_threshold, lineage=lineage, catalog=catalog,
-                               weave_id=weave_id, woven=woven, not_before=not_before, usable_only=False)
+    snap = _latest_snapshot(woven, candidates, target, at, not_before)
     return None if snap is None else (snap, read_woven_rows(settings, snap, woven))
