@@ -43,6 +43,7 @@ class Watermark:
     complete_to: datetime
     fingerprints: frozenset = frozenset()
     keys: Optional[str] = None  # "pk,sk" the source's keys were encoded from
+    identity: Optional[str] = None  # `Batch.identity` of the inputs ingested so far (None: not recorded)
 
 
 @dataclass
@@ -58,6 +59,11 @@ class Batch:
     records_read: int
     full: bool = False  # a full snapshot (DynamoDB full export): may only start a source
     notes: list[str] = field(default_factory=list)
+    # What the input was read from, beyond the source's name (a Delta table's metadata id, a
+    # DynamoDB table ARN), or None where the name says it all: two inputs of one source name with
+    # different identities are two sources, and the writer refuses to continue one's watermark
+    # with the other's changes.
+    identity: Optional[str] = None
 
 
 class Adapter(Protocol):
