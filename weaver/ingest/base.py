@@ -59,6 +59,7 @@ class Batch:
     records_read: int
     full: bool = False  # a full snapshot (DynamoDB full export): may only start a source
     notes: list[str] = field(default_factory=list)
+    repeats: int = 0  # records of the input that repeat an earlier one (kept once; counted as duplicates)
     # What the input was read from, beyond the source's name (a Delta table's metadata id, a
     # DynamoDB table ARN), or None where the name says it all: two inputs of one source name with
     # different identities are two sources, and the writer refuses to continue one's watermark

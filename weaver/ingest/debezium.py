@@ -25,11 +25,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Callable, Optional
 
-from weaver.core.errors import InvalidParameterError
+from weaver.core.errors import InvalidParameterError, WeaverError
 from weaver.ingest.base import Batch, Change, Position, Watermark, key_attrs
 from weaver.ingest.errors import MalformedInputError, MissingKeyAttributeError, UnknownEventError, UnorderableKeyError
 from weaver.ingest.keys import encode_key
-from weaver.ingest.values import encode_row
+from weaver.ingest.values import encode_row, json_line
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 OPS = {"r": "PUT", "c": "PUT", "u": "PUT", "d": "DELETE", "t": "TRUNCATE"}
@@ -79,6 +79,7 @@ class DebeziumFile:
         self.name = name
         self.source = f"{self.kind}:{name}" if name else ""
         self._events: list | None = None
+        self.server: Optional[str] = None  # source.name: the connector's server name, the batch's identity
         self._load()  # names the source after the events' table when no name is given
 
     def describe(self, pos: Position) -> str:
@@ -92,14 +93,15 @@ class DebeziumFile:
             return self._events
         events, table = [], None
         for path in self.paths:
-            for n, line in enumerate(path.read_text().splitlines(), start=1):
+            try:
+                raw = path.read_bytes()
+            except OSError as exc:
+                raise MalformedInputError(f"{path}: not readable ({exc})") from exc
+            for n, line in enumerate(raw.splitlines(), start=1):
                 if not line.strip():
                     continue
                 where = f"{path}:{n}"
-                try:
-                    ev = json.loads(line, parse_float=Decimal)
-                except json.JSONDecodeError as exc:
-                    raise MalformedInputError(f"{where}: malformed JSON line ({exc.msg} at column {exc.colno})") from exc
+                ev = json_line(line, where, parse_float=Decimal)
                 if ev is None:
                     events.append((where, None))  # tombstone
                     continue
@@ -114,69 +116,138 @@ class DebeziumFile:
                 elif t != table:
                     raise MalformedInputError(f"{where}: event of table {t!r} in a file of {table!r}; "
                                               "ingest one table per source")
+                self._check_server(src.get("name"), where)
                 events.append((where, ev))
         if not self.source:
             self.source = f"{self.kind}:{table or 'table'}"
         self._events = events
         return events
 
+    def _check_server(self, name, where: str) -> None:
+        """Keep `source.name` as the input's identity; events of two servers in one input are refused.
+
+        Debezium's `source.name` is the connector's topic prefix, which must be unique across
+        connectors: two Postgres servers may hold tables of one db.schema.table name, but their
+        LSNs are positions in different WALs, so one server's events must not continue the other's
+        watermark. Events without it (hand-made, older tools) say nothing either way.
+        """
+        if not isinstance(name, str) or not name:
+            return
+        if self.server is None:
+            self.server = name
+        elif name != self.server:
+            raise MalformedInputError(f"{where}: event of server {name!r} (source.name) in a file of server "
+                                      f"{self.server!r}; ingest one server's table per source")
+
     def read(self, since: Optional[Watermark], progress: Optional[Callable[[int], None]] = None) -> Batch:
         events = self._load()
         out: list[tuple[Position, int, int, Change]] = []
         h = hashlib.sha256()
         max_ts = None
+        seen: dict[tuple[Position, str], tuple[str, list[Change]]] = {}
+        repeats = 0
         for i, (where, ev) in enumerate(events):
             if ev is None:
                 continue
-            op = ev.get("op")
-            src = ev["source"]
-            try:
-                lsn = parse_lsn(src["lsn"])
-            except (KeyError, TypeError, ValueError) as exc:
-                raise MalformedInputError(f"{where}: source.lsn is missing or not an LSN") from exc
-            at = f"{where} (LSN {format_lsn(lsn)})"
-            if op not in OPS:
-                raise UnknownEventError(f"{at}: unknown op {op!r}; Debezium ops are r, c, u, d, t")
-            commit = lsn
-            if src.get("sequence"):
-                try:
-                    seq = json.loads(src["sequence"]) if isinstance(src["sequence"], str) else src["sequence"]
-                    commit = parse_lsn(seq[0]) if seq and seq[0] is not None else lsn
-                except (ValueError, TypeError, IndexError) as exc:
-                    raise MalformedInputError(f"{at}: source.sequence {src['sequence']!r} is not [commit LSN, LSN]") from exc
-            ts = self._ts(src, at)
+            pos, changes = self._event(ev, where)
+            for ch in changes:  # every event, repeats too: the input's fingerprint is what was read
+                h.update(f"{pos}|{ch.key}|{ch.op}|".encode())
+            ts = changes[-1].source_ts
             max_ts = ts if max_ts is None or ts > max_ts else max_ts
-            pos = (commit, lsn)
-            kind = OPS[op]
-            if kind == "TRUNCATE":
-                ch = Change(pos, "", "TRUNCATE", None, ts)
-            else:
-                image = ev.get("after") if kind == "PUT" else ev.get("before")
-                if not isinstance(image, dict):
-                    what = "after" if kind == "PUT" else "before"
-                    raise MalformedInputError(f"{at}: op {op!r} needs a {what!r} image")
-                key = self._key(image, at)
-                try:
-                    value = encode_row(image) if kind == "PUT" else None
-                except UnicodeEncodeError as exc:
-                    raise MalformedInputError(f"{at}: the 'after' image holds text that is not valid Unicode "
-                                              f"({exc.reason}: {exc.object[exc.start:exc.end]!r})") from exc
-                ch = Change(pos, key, kind, value, ts)
-                before = ev.get("before")
-                if op == "u" and isinstance(before, dict) and all(a in before for a in self.keys):
-                    old = self._key(before, at)
-                    if old != key:  # the update moved the row to another key: the old key is gone
-                        h.update(f"{pos}|{old}|DELETE|".encode())
-                        out.append((pos, i, 0, Change(pos, old, "DELETE", None, ts)))
-            h.update(f"{pos}|{ch.key}|{ch.op}|".encode())
-            out.append((pos, i, 1, ch))
+            # One position holds several changes only in a snapshot or a multi-row insert (one WAL
+            # record), and then of different keys: (position, key) names one change.
+            slot = (pos, changes[-1].key)
+            if slot in seen:
+                first, earlier = seen[slot]
+                if earlier != changes:
+                    raise MalformedInputError(f"{where} (LSN {format_lsn(pos[1])}): a different change of key "
+                                              f"{changes[-1].key!r} at the same position as {first}; the input "
+                                              "holds two versions of one event")
+                repeats += 1  # the same event again (an at-least-once redelivery): keep the first
+                continue
+            seen[slot] = (where, changes)
+            out.extend((pos, i, rank, ch) for rank, ch in enumerate(changes))
         if progress:
             progress(len(events))
         out.sort(key=lambda t: t[:3])
         if not out:
             raise MalformedInputError(f"{', '.join(map(str, self.paths))}: no change events")
+        notes = [f"{repeats} repeated events skipped (the same change at the same position as an earlier line, "
+                 "e.g. an at-least-once redelivery)"] if repeats else []
         return Batch(source=self.source, changes=[c for *_, c in out], start=out[0][0], end=out[-1][0],
-                     complete_to=max_ts, fingerprint="debezium:" + h.hexdigest(), records_read=len(events))
+                     complete_to=max_ts, fingerprint="debezium:" + h.hexdigest(), records_read=len(events),
+                     notes=notes, repeats=repeats, identity=self.server)
+
+    def _event(self, ev: dict, where: str) -> tuple[Position, list[Change]]:
+        """One event's position and changes (a key-changing update: the old key's DELETE first).
+
+        The shapes are checked as they are read; one missed there still leaves as
+        MalformedInputError naming the line, not a traceback.
+        """
+        try:
+            return self._changes(ev, where)
+        except WeaverError:
+            raise
+        except (TypeError, AttributeError, KeyError, IndexError, ValueError, ArithmeticError, RecursionError) as exc:
+            raise MalformedInputError(f"{where}: not a Debezium change event ({type(exc).__name__}: {exc})") from exc
+
+    def _changes(self, ev: dict, where: str) -> tuple[Position, list[Change]]:
+        op = ev.get("op")
+        src = ev["source"]
+        try:
+            lsn = parse_lsn(src["lsn"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MalformedInputError(f"{where}: source.lsn is missing or not an LSN") from exc
+        at = f"{where} (LSN {format_lsn(lsn)})"
+        if not isinstance(op, str):
+            raise MalformedInputError(f"{at}: op {op!r} is not one of the letters r, c, u, d, t")
+        if op not in OPS:
+            raise UnknownEventError(f"{at}: unknown op {op!r}; Debezium ops are r, c, u, d, t")
+        pos = (self._commit_lsn(src, lsn, at), lsn)
+        ts = self._ts(src, at)
+        kind = OPS[op]
+        if kind == "TRUNCATE":
+            return pos, [Change(pos, "", "TRUNCATE", None, ts)]
+        image = ev.get("after") if kind == "PUT" else ev.get("before")
+        if not isinstance(image, dict):
+            what = "after" if kind == "PUT" else "before"
+            raise MalformedInputError(f"{at}: op {op!r} needs a {what!r} image")
+        key = self._key(image, at)
+        try:
+            value = encode_row(image) if kind == "PUT" else None
+        except UnicodeEncodeError as exc:
+            raise MalformedInputError(f"{at}: the 'after' image holds text that is not valid Unicode "
+                                      f"({exc.reason}: {exc.object[exc.start:exc.end]!r})") from exc
+        changes = [Change(pos, key, kind, value, ts)]
+        before = ev.get("before")
+        if op == "u" and isinstance(before, dict) and all(a in before for a in self.keys):
+            old = self._key(before, at)
+            if old != key:  # the update moved the row to another key: the old key is gone
+                changes.insert(0, Change(pos, old, "DELETE", None, ts))
+        return pos, changes
+
+    @staticmethod
+    def _commit_lsn(src: dict, lsn: int, at: str) -> int:
+        """The commit LSN: the first item of source.sequence (a list, or its JSON text, as Debezium
+        writes it), or the event's own LSN when the sequence or its first item is absent (a snapshot)."""
+        raw = src.get("sequence")
+        if not raw:
+            return lsn
+        bad = f"{at}: source.sequence {repr(raw)[:80]} is not [commit LSN, LSN]"
+        seq = raw
+        if isinstance(raw, str):
+            try:
+                seq = json.loads(raw)
+            except (ValueError, RecursionError) as exc:
+                raise MalformedInputError(bad) from exc
+        if not isinstance(seq, list):
+            raise MalformedInputError(bad)
+        if not seq or seq[0] is None:
+            return lsn
+        try:
+            return parse_lsn(seq[0])
+        except ValueError as exc:
+            raise MalformedInputError(bad) from exc
 
     @staticmethod
     def _ts(src: dict, at: str) -> datetime:

@@ -13,13 +13,16 @@ from the first version read on (CDF is not recorded for versions before it was e
 from __future__ import annotations
 
 import hashlib
+from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Callable, Optional
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+from urllib.parse import unquote
 
 import pyarrow as pa
 
 from weaver.core import storage
-from weaver.core.errors import InvalidParameterError
+from weaver.core.errors import CorruptTableError, InvalidParameterError, WeaverError
 from weaver.ingest.base import Batch, Change, Position, Watermark, key_attrs
 from weaver.ingest.errors import MalformedInputError, MissingKeyAttributeError, UnknownEventError, UnorderableKeyError
 from weaver.ingest.keys import encode_key
@@ -29,6 +32,21 @@ META = ("_change_type", "_commit_version", "_commit_timestamp")
 _RANK = {"delete": 0, "insert": 1, "update_postimage": 1}
 
 
+def normalized_uri(uri: str) -> str:
+    """One spelling per table location: a local path (or file:// URI) absolute and resolved, an
+    object-store URI without trailing slashes (``s3://b/t/`` -> ``s3://b/t``)."""
+    if "://" in uri and not uri.startswith("file://"):
+        scheme, _, rest = uri.partition("://")
+        return f"{scheme}://{rest.rstrip('/')}"
+    path = unquote(uri.removeprefix("file://")) if uri.startswith("file://") else uri
+    return Path(path).resolve().as_posix()
+
+
+def _detail(exc: Exception) -> str:
+    """The first line of a delta-rs error (the rest is its native backtrace)."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 class DeltaCDF:
     """Adapter for the Change Data Feed of one Delta table."""
 
@@ -36,24 +54,43 @@ class DeltaCDF:
 
     def __init__(self, uri: str, keys: str | list[str], name: str | None = None,
                  starting_version: int | None = None, ending_version: int | None = None):
-        from deltalake import DeltaTable
-
         self.uri = str(uri)
+        self.location = normalized_uri(self.uri)
         self.keys = key_attrs(keys)
-        opts = storage.options(self.uri)  # the source table may itself be on the object store
-        if not DeltaTable.is_deltatable(self.uri, storage_options=opts):
-            raise InvalidParameterError(f"no Delta table at {self.uri}")
-        self.dt = DeltaTable(self.uri, storage_options=opts)
-        conf = self.dt.metadata().configuration
-        if str(conf.get("delta.enableChangeDataFeed", "false")).lower() != "true":
+        self.dt = self._open()
+        with self._reading("read"):
+            meta = self.dt.metadata()
+            cols = [f.name for f in pa.schema(self.dt.schema().to_arrow())]
+        self.identity = str(meta.id)  # the table's own id: another table at this name is another source
+        if str(meta.configuration.get("delta.enableChangeDataFeed", "false")).lower() != "true":
             raise InvalidParameterError(f"{self.uri} does not record a change feed; run ALTER TABLE ... SET TBLPROPERTIES "
                                         "(delta.enableChangeDataFeed = true) and ingest the versions after it")
-        cols = [f.name for f in pa.schema(self.dt.schema().to_arrow())]
         for k in self.keys:
             if k not in cols:
                 raise MissingKeyAttributeError(f"{self.uri}: the table has no key column {k!r} (columns: {cols})")
         self.starting_version, self.ending_version = starting_version, ending_version
-        self.source = f"{self.kind}:{name or self.dt.metadata().name or self.uri.rstrip('/').rsplit('/', 1)[-1]}"
+        self.source = f"{self.kind}:{name or meta.name or self.uri.rstrip('/').rsplit('/', 1)[-1]}"
+
+    def _open(self):
+        """The source table through delta-rs; a table whose log cannot be read is a CorruptTableError."""
+        from deltalake import DeltaTable
+
+        opts = storage.options(self.uri)  # the source table may itself be on the object store
+        with self._reading("opened"):
+            if not DeltaTable.is_deltatable(self.uri, storage_options=opts):
+                raise InvalidParameterError(f"no Delta table at {self.uri}")
+            return DeltaTable(self.uri, storage_options=opts)
+
+    @contextmanager
+    def _reading(self, what: str) -> Iterator[None]:
+        """Map delta-rs' errors on the source table's log (DeltaError, OSError, ...) to CorruptTableError."""
+        try:
+            yield
+        except WeaverError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - delta-rs raises generic errors for a broken log
+            raise CorruptTableError(f"{self.uri}: the source Delta table cannot be {what} ({_detail(exc)}); "
+                                    "repair its _delta_log or point --input at another table") from exc
 
     def describe(self, pos: Position) -> str:
         return f"version {pos[0]}"
@@ -66,8 +103,9 @@ class DeltaCDF:
         # version was read: a commit after it gets a later time (the table may have moved since
         # the adapter opened it, so it is refreshed here).
         now = datetime.now(timezone.utc)
-        self.dt.update_incremental()
-        latest = self.dt.version()
+        with self._reading("read"):
+            self.dt.update_incremental()
+            latest = self.dt.version()
         start = self.starting_version if self.starting_version is not None else (since.pos[0] + 1 if since else 0)
         end = self.ending_version if self.ending_version is not None else latest
         if end > latest or start < 0 or end < 0:
@@ -81,12 +119,12 @@ class DeltaCDF:
             # It vouches for now only when read up to the latest version; else complete_to stays.
             return Batch(source=self.source, changes=[], start=since.pos, end=since.pos,
                          complete_to=now if end == latest else since.complete_to,
-                         fingerprint=f"delta-cdf:{self.uri}@{end}:idle", records_read=0)
+                         fingerprint=f"delta-cdf:{self.location}@{end}:idle", records_read=0, identity=self.identity)
         try:
             rows = pa.table(self.dt.load_cdf(starting_version=start, ending_version=end).read_all())
         except Exception as exc:  # noqa: BLE001 - delta-rs raises generic errors for missing CDC files
-            raise MalformedInputError(f"{self.uri}: change feed of versions {start}..{end} cannot be read ({exc}); "
-                                      "was CDF enabled then, or were those versions vacuumed?") from exc
+            raise MalformedInputError(f"{self.uri}: change feed of versions {start}..{end} cannot be read "
+                                      f"({_detail(exc)}); was CDF enabled then, or were those versions vacuumed?") from exc
         data_cols = [c for c in rows.column_names if c not in META]
         out: list[tuple[int, int, str, Change]] = []
         seen: dict[tuple[int, int, str], bool] = {}
@@ -125,12 +163,29 @@ class DeltaCDF:
             progress(rows.num_rows)
         out.sort(key=lambda t: t[:3])
         complete_to = now if end == latest else self._commit_time(end)
-        fp = hashlib.sha256(f"{self.uri}@{start}-{end}".encode()).hexdigest()
         return Batch(source=self.source, changes=[c for *_, c in out], start=(start,), end=(end,),
-                     complete_to=complete_to, fingerprint="delta-cdf:" + fp, records_read=rows.num_rows)
+                     complete_to=complete_to, fingerprint=self._fingerprint(start, end, since),
+                     records_read=rows.num_rows, identity=self.identity)
+
+    def _fingerprint(self, start: int, end: int, since: Optional[Watermark]) -> str:
+        """The input's identity: the table's normalised location and the version range, so the same
+        range read through another spelling of the location (``x/``, ``./x``, an absolute path) is
+        recognised as already ingested. A range committed under the fingerprint of its spelling as
+        given (how it was computed before) keeps that fingerprint, so it is recognised too."""
+        def fp(location: str) -> str:
+            return "delta-cdf:" + hashlib.sha256(f"{location}@{start}-{end}".encode()).hexdigest()
+
+        current = fp(self.location)
+        if since is not None and current not in since.fingerprints:
+            for spelling in (self.uri, self.uri.rstrip("/"), self.uri.rstrip("/") + "/"):
+                if fp(spelling) in since.fingerprints:
+                    return fp(spelling)
+        return current
 
     def _commit_time(self, version: int) -> datetime:
-        for h in self.dt.history():
+        with self._reading("read"):
+            history = self.dt.history()
+        for h in history:
             if int(h.get("version", -1)) == version:
                 return datetime.fromtimestamp(h["timestamp"] / 1000.0, tz=timezone.utc)
         raise InvalidParameterError(f"{self.uri}: version {version} is not in the table's history")

@@ -12,7 +12,9 @@ from weaver.core.errors import InvalidParameterError
 from weaver.ingest.debezium import DebeziumFile
 from weaver.ingest.delta_cdf import DeltaCDF
 from weaver.ingest.dynamodb import DynamoDBExport
+from weaver.ingest.errors import MalformedInputError
 from weaver.ingest.keys import boundaries_from_values
+from weaver.ingest.values import json_line
 from weaver.ingest.writer import Partitioning, ingest
 
 KINDS = ("dynamodb-export", "debezium", "delta-cdf")
@@ -57,12 +59,15 @@ def partitioning_for(spec: SourceSpec):
     if spec.boundaries:
         p = Path(spec.boundaries)
         try:
-            values = json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+            values = json_line(p.read_bytes(), f"--boundaries {p}")
+        except OSError as exc:
             raise InvalidParameterError(f"--boundaries {p}: not a readable JSON list ({exc})") from exc
         if not isinstance(values, list):
             raise InvalidParameterError(f"--boundaries {p}: expected a JSON list of key values")
-        return Partitioning(boundaries=tuple(boundaries_from_values(values)))
+        try:
+            return Partitioning(boundaries=tuple(boundaries_from_values(values)))
+        except MalformedInputError as exc:  # a DynamoDB-typed value that is not one ({"M": []})
+            raise MalformedInputError(f"--boundaries {p}: {str(exc).removeprefix('boundaries file: ')}") from exc
     return Partitioning(partitions=spec.partitions, tag=spec.key_type)
 
 
@@ -73,11 +78,12 @@ def configured_source(env: dict | None = None, value: str | dict | None = None) 
     if not raw:
         return None
     if isinstance(raw, str):
-        text = Path(raw).read_text() if not raw.lstrip().startswith("{") and Path(raw).is_file() else raw
         try:
+            text = Path(raw).read_text() if not raw.lstrip().startswith("{") and Path(raw).is_file() else raw
             raw = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InvalidParameterError(f"ingest source {text[:80]!r} is not a JSON object ({exc})") from exc
+        except (OSError, ValueError, RecursionError) as exc:  # ValueError: not UTF-8, not JSON
+            raise InvalidParameterError(f"ingest source {raw[:80]!r} is not a JSON object or a file of one "
+                                        f"({exc})") from exc
     if not isinstance(raw, dict):
         raise InvalidParameterError("ingest source must be a JSON object like "
                                     '{"source": "delta-cdf", "input": "/data/orders", "keys": "id"}')
