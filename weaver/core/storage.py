@@ -225,6 +225,8 @@ SCHEMAS: dict[str, pa.Schema] = {
             pa.field("changes", pa.int64(), nullable=False),
             pa.field("fingerprint", pa.string(), nullable=False),
             pa.field("keys", pa.string()),  # the key attributes the source's keys were encoded from
+            pa.field("identity", pa.string()),  # what the input was read from (Batch.identity); null: not told
+            pa.field("full", pa.bool_()),  # the batch is a full snapshot (the source's state, not its changes)
         ]
     ),
     # The source's own timestamp and position of each ingested change (ts may be carried forward).
@@ -245,6 +247,9 @@ ADDED_COLUMNS: dict[str, dict[str, object]] = {
     # Predictions written before calibration existed: no raw probability was kept (null).
     PREDICTIONS: {"probability_raw": None},
     PREDICTIONS_STAGED: {"probability_raw": None},
+    # Ledger rows written before identities and snapshot batches were recorded: identity unknown
+    # (the source adopts the first one it sees), and whether the batch was a snapshot unknown (null).
+    INGEST_WATERMARKS: {"identity": None, "full": None},
 }
 
 # Staged predictions: the contract's columns plus their audit status ('staged' | 'quarantined').

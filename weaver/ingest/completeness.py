@@ -2,11 +2,12 @@
 
 An ingested source records `complete_to` with every batch: the instant up to which the lake holds
 every change of that source (a DynamoDB window's end, the last commit seen in a Debezium stream,
-the read time of a Delta table read to its latest version). A run whose data interval ends at T
-needs ``complete_to >= T``; otherwise silence in the log may be lag, not quiet, and predicting from
-it would be predicting from missing data. The run waits, bounded by ``T + grace`` (a live run
-whose source is a little late), then fails naming the lag (a backfill eleven months after the last
-ingest fails at once).
+the read time of a Delta table read to its latest version). It never moves back (a batch reporting
+an earlier instant keeps the previous one), so a check that passed for T keeps passing. A run
+whose data interval ends at T needs ``complete_to >= T``; otherwise silence in the log may be lag,
+not quiet, and predicting from it would be predicting from missing data. The run waits, bounded by
+``T + grace`` (a live run whose source is a little late), then fails naming the lag (a backfill
+eleven months after the last ingest fails at once).
 """
 
 from __future__ import annotations
