@@ -220,3 +220,30 @@ def test_rerunning_a_published_prediction_run_writes_nothing(lake):
     assert {n: DeltaTable(storage.uri_for(s, n)).version() for n in versions} == versions
     published = raw(s, "predictions")
     assert sorted(r["prediction_id"] for r in published) == sorted(first.column("prediction_id").to_pylist())
+
+
+def test_a_change_log_the_check_refuses_quarantines_every_staged_weave(tmp_path):
+    """The woven check restores through the standard path, which refuses a change filed under
+    another partition than its key's (DESIGN §4.5): that error is raised, and the staged weaves
+    are quarantined with it - not left `staged`, where every rerun fails the same way and
+    `weaver quarantine list` shows nothing."""
+    from weaver.core.errors import KeyOutOfRangeError
+    from weaver.pipeline import gate_weaves, list_quarantine
+    from weaver.weave import weave
+
+    data = make_log(seed=3)
+    # A change of p1's range moved to a key of p0's range, still filed under p1, before the weave's
+    # last timepoint.
+    bad = next(c for c in data["changes"] if c["partition_id"] == "p1" and T0 + 2 * H < c["ts"] < T0 + 3 * H)
+    bad["key"] = "k05"
+    settings = weave_settings(write_lake(tmp_path / "lake", data))
+    p = prediction(split_ts=T0 + 3 * H + timedelta(minutes=30), window=timedelta(hours=9))
+    put_predictions(settings, [p])
+    (wid,) = weave(None, settings, at=T0 + 5 * H, stage=True)["staged"]
+    with pytest.raises(KeyOutOfRangeError):
+        gate_weaves(settings)
+    (row,) = raw(settings, "woven_catalog")
+    assert (row["weave_id"], row["status"]) == (wid, "quarantined")
+    (q,) = list_quarantine(settings)
+    assert (q["item_kind"], q["item_id"]) == ("weave", wid)
+    assert "KeyOutOfRangeError" in json.loads(q["result"])["error"]

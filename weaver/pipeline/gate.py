@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 
 from weaver.checks import check_changelog, check_predictions, validate, woven_check_frame
 from weaver.core import faults, storage
-from weaver.core.errors import ExpectationFailedError
+from weaver.core.errors import ContractViolation, ExpectationFailedError
 from weaver.core.ids import ACTIVE, QUARANTINED, STAGED
 from weaver.core.retry import retry_commit
 from weaver.core.settings import Settings
@@ -126,7 +126,19 @@ def gate_weaves(settings: Settings, *, sample: int | None = 3) -> dict:
     catalog = read_woven_catalog(settings)
     staged = [r for r in catalog.to_pylist() if r["status"] == STAGED]
     ids = [r["weave_id"] for r in staged]
-    frame = woven_check_frame(settings, weave_ids=ids, sample=sample)
+    try:
+        frame = woven_check_frame(settings, weave_ids=ids, sample=sample)
+    except ContractViolation as exc:
+        # The standard restore the check compares with refused the change log itself (a change
+        # outside its partition's range, a gap in seq): no staged weave can be vouched for, so every
+        # one is quarantined with the error - left `staged`, a rerun would only fail again, and
+        # `weaver quarantine list` would not show what holds them back.
+        now = datetime.now(timezone.utc)
+        for r in staged:
+            record_quarantine(settings, WEAVE_KIND, r["weave_id"], run_ts=r["created_at"], suite="woven",
+                              result=json.dumps({"error": f"{type(exc).__name__}: {exc}"}), rows=0)
+        write_woven_catalog(settings, [{**r, "status": QUARANTINED, "updated_at": now} for r in staged])
+        raise
     faults.point("weave.before_check")
     now = datetime.now(timezone.utc)
     try:
