@@ -295,6 +295,30 @@ def test_a_probability_outside_0_1_is_a_contract_violation_and_nothing_is_woven(
     assert not Path(settings.woven).exists()
 
 
+
+def test_a_threshold_at_the_calibration_floor_skips_predictions_no_path_crossed(tmp_path):
+    """A partition no sample path crossed has raw probability 0 and no split; calibrated, its
+    probability is the map's floor (above 0). A threshold at or below that floor must weave the
+    others, not refuse the run for a split that was never predicted."""
+    from weaver.weave import weave
+
+    data = make_log(seed=3)
+    settings = weave_settings(write_lake(tmp_path / "lake", data))
+    ok = prediction("p0", split_ts=T0 + 3 * H + 30 * M, window=timedelta(hours=9), probability=0.9)
+    none = {**prediction("p1", probability=0.0621), "split_key": None, "predicted_split_ts": None,
+            "split_ts_p10": None, "split_ts_p90": None, "probability_raw": 0.0}
+    put_predictions(settings, [{**ok, "probability_raw": 0.95}, none])
+    r = weave(None, settings, at=T0 + 5 * H, confidence_threshold=0.0)
+    assert r["new_sequences"] == 1
+    assert assert_matches_oracle(settings, data, [ok], at=T0 + 5 * H) == 2
+    # Without a raw probability of 0, a likely split with no split key is still malformed.
+    from weaver.core.errors import ContractViolation
+
+    put_predictions(settings, [{**none, "probability_raw": 0.5}])
+    with pytest.raises(ContractViolation, match=none["prediction_id"]):
+        weave(None, settings, at=T0 + 5 * H, confidence_threshold=0.0)
+
+
 # --- 2. a crash between an extension's data and catalog commits serves nothing unaudited ----------
 def test_an_extension_interrupted_before_its_catalog_commit_is_never_served_until_audited(tmp_path):
     from weaver.pipeline import gate_weaves

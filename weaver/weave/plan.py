@@ -155,6 +155,10 @@ def sequences_for(predictions: pa.Table, lineage: Lineage, threshold: float, at:
             raise ContractViolation(f"{where}: the partition is not in the partitions lineage; "
                                     "re-run the forecast on this lake", partition_id=pid)
         k, s = r["split_key"], r["predicted_split_ts"]
+        if (k is None or s is None) and r.get("probability_raw") == 0:
+            # No sample path crossed: there is no split to weave. Its probability is the calibration
+            # map's floor (raw 0 maps above 0), so a threshold at or below that floor reaches it.
+            continue
         if k is None or s is None:
             raise ContractViolation(f"{where}: probability {r['probability']:.2f} >= {threshold} but no split_key/"
                                     "predicted_split_ts; the forecast must give both for a likely split",
