@@ -6,14 +6,17 @@ One FastAPI app, built by :func:`create_app` with the settings read once. It run
 token in both places; with no token configured every ``/v1`` request is refused (503) unless the
 app was built with ``insecure=True`` (``weaver serve --insecure-local``, loopback only).
 
-Rows (``key``, ``value``) are paged by key: ``limit`` rows with key > ``cursor``; the next cursor
-(the page's last key) is in ``X-Next-Cursor`` (and ``next_cursor`` in JSON). Formats: NDJSON (``value`` base64),
-Arrow IPC stream, or a JSON page, chosen by ``format`` or the ``Accept`` header.
+Rows (``key``, ``value``) are paged by key: ``limit`` rows with key > the cursor's key; the next
+cursor is in ``X-Next-Cursor`` (and ``next_cursor`` in JSON). It pins what served the first page (the
+woven snapshot and its ``woven_snapshots`` version; the change log's state at the instant of a
+recovery), so the pages of one walk never mix two states; a plain key is still taken as an exclusive
+lower bound on the current state. Formats: NDJSON (``value`` base64), Arrow IPC stream, or a JSON
+page, chosen by ``format`` or the ``Accept`` header.
 
 Header values are percent-encoded UTF-8 (RFC 3986), since HTTP headers carry Latin-1 only: printable
 ASCII other than ``%`` and space is left as is, so most keys and ids read unchanged. The row
-endpoints' cursor is that encoded form (``X-Next-Cursor`` and JSON ``next_cursor`` alike) and the
-``cursor`` parameter is percent-decoded: pass the cursor back as you received it.
+endpoints' cursor is header-safe as given (``X-Next-Cursor`` and JSON ``next_cursor`` alike) and the
+``cursor`` parameter's key is percent-decoded: pass the cursor back as you received it.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from weaver.api.cache import RecoveryCache
-from weaver.api.http import install_error_handlers
+from weaver.api.http import install_error_handlers, token_problem
 from weaver.api.routes import router
 from weaver.api.schemas import API_VERSION, RecoverySummary, WovenPage
 from weaver.core.errors import InvalidParameterError
@@ -30,10 +33,15 @@ from weaver.core.settings import Settings, load_settings
 
 def serve_host(settings: Settings, host: str, insecure_local: bool) -> str:
     """The interface `weaver serve` may bind: refuses to run without a token unless
-    `insecure_local`, which forces loopback."""
+    `insecure_local`, which forces loopback; refuses a token no client can send (only whitespace,
+    or whitespace at an end) in any case, since every request would then be refused."""
+    problem = token_problem(settings.api_token)
+    if settings.api_token and problem is not None:
+        raise InvalidParameterError(f"{problem} (or unset it and run `weaver serve --insecure-local` for an "
+                                    "unauthenticated server on 127.0.0.1)")
     if insecure_local:
         return "127.0.0.1"
-    if not settings.api_token:
+    if problem is not None:
         raise InvalidParameterError("no API token configured: set WEAVER_API_TOKEN (clients send "
                                     "`Authorization: Bearer <token>`), or run `weaver serve --insecure-local` "
                                     "for an unauthenticated server on 127.0.0.1")

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
 import json
 import logging
 import re
 import threading
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator
 from urllib.parse import quote, unquote
 
@@ -23,7 +25,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from weaver.api.schemas import ARROW_MEDIA, JSON_MEDIA, NDJSON_MEDIA, TIMEPOINT_EXAMPLE
 from weaver.core.errors import InvalidParameterError, InvalidTimepointError, TooManyRequestsError, WeaverError
-from weaver.core.time import parse_timepoint
 
 _LOG = logging.getLogger("weaver.api")
 
@@ -38,50 +39,109 @@ def header_value(value: str) -> str:
     return quote(value, safe=_HEADER_SAFE)
 
 
-def _page_rows(table: pa.Table, cursor: str | None, limit: int) -> tuple[pa.Table, str | None]:
-    """The `limit` rows (sorted by key) with key > `cursor`, and the next cursor (the page's last key).
+#: A pinned cursor starts with '%' and a character that is not a hex digit: :func:`header_value`
+#: encodes every '%' of a key, so no plain (key) cursor the server gives can start so.
+PIN_PREFIX = "%~"
+#: The pin itself: what served a walk's first page, in a form each endpoint defines (no '~').
+_PIN = re.compile(r"[0-9a-z.\-]{1,200}\Z")
 
-    A cursor is an exclusive lower bound, so any string is a valid cursor (no state on the server).
-    It arrives percent-encoded, as X-Next-Cursor / next_cursor give it (:func:`header_value`), and
-    is percent-decoded here; the next cursor is returned as the raw key.
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where a row walk stands: the rows with key > `after` (None: from the first row on). `pin`
+    names what served the walk's first page (None: a plain key, read from the current state)."""
+
+    after: str | None
+    pin: str | None = None
+
+
+def read_cursor(raw: str | None) -> Cursor | None:
+    """The `cursor` parameter: a pinned cursor ``%~<pin>[~<key>]`` as the server gives it, or any
+    other string as a plain key (an exclusive lower bound, "" included).
+
+    Both arrive percent-encoded, as X-Next-Cursor / next_cursor give them (:func:`header_value`);
+    the key is percent-decoded here. A pinned cursor without a key starts at the first row.
     """
-    if cursor is not None:
-        cursor = unquote(cursor)
-    if cursor is not None and table.num_rows:
-        table = table.filter(pc.greater(table.column("key"), cursor))
+    if raw is None:
+        return None
+    if not raw.startswith(PIN_PREFIX):
+        return Cursor(unquote(raw))
+    pin, sep, key = raw[len(PIN_PREFIX):].partition("~")
+    if not _PIN.match(pin):
+        raise InvalidParameterError(f"cursor {raw[:80]!r} starts with {PIN_PREFIX!r} but is not one this server "
+                                    "gave; pass X-Next-Cursor / next_cursor as received (a key starting with '%' "
+                                    "is passed as '%25...')")
+    return Cursor(unquote(key) if sep else None, pin)
+
+
+def pinned_cursor(pin: str, after: str | None) -> str:
+    """The cursor of the rows with key > `after` (None: every row) of the state `pin` names.
+
+    Never empty, whatever the key (an empty key gives ``%~<pin>~``), and header-safe as it is."""
+    return PIN_PREFIX + pin + ("" if after is None else "~" + header_value(after))
+
+
+def request_digest(*parts: object) -> str:
+    """A short digest of a request's identity, carried in its cursors: a cursor passed with other
+    parameters than the page that gave it is refused instead of serving another request's rows."""
+    return hashlib.sha1("\x1f".join("" if p is None else str(p) for p in parts).encode()).hexdigest()[:12]
+
+
+def _page_rows(table: pa.Table, after: str | None, limit: int) -> tuple[pa.Table, str | None]:
+    """The `limit` rows (sorted by key) with key > `after` (every row when None), and the page's
+    last key when more rows follow (None on the last page; "" is a key like any other)."""
+    if after is not None and table.num_rows:
+        table = table.filter(pc.greater(table.column("key"), after))
     page = table.slice(0, limit)  # callers cap limit at settings.api_max_page_rows
-    nxt = page.column("key")[-1].as_py() if table.num_rows > limit else None
-    return page, nxt
+    last = page.column("key")[-1].as_py() if table.num_rows > limit else None
+    return page, last
 
 
-_RFC3339 = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+#: RFC 3339 date-time (section 5.6): 'T' and 'Z' in either case, a fraction of at least one digit,
+#: an offset 'Z' or +-hh:mm; ASCII digits only, nothing before or after.
+_RFC3339 = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]+)?"
+                      r"([Zz]|[+-][0-9]{2}:[0-9]{2})?")
 
 
 def _timepoint(value: str | None, name: str = "timepoint") -> datetime:
-    """An RFC 3339 / ISO-8601 instant with a timezone, in UTC (InvalidTimepointError otherwise).
+    """An RFC 3339 date-time (with its offset), in UTC; anything else is an InvalidTimepointError.
 
-    Instants Python cannot represent (year 0000, or beyond year 9999 once shifted to UTC) are
-    clamped to the earliest/latest representable instant: they lie before/after any data, and a
-    well-formed timepoint should get an answer, not an error. A leap second reads as :59.999999.
+    Exactly RFC 3339: no other ISO-8601 form (week dates, basic format, minutes without seconds,
+    '+0000'), no surrounding whitespace or control character, since a parameter read loosely here
+    would be read differently by the client's own RFC 3339 parser. Instants Python cannot represent
+    (year 0000, or beyond year 9999 once shifted to UTC) are clamped to the earliest/latest
+    representable instant: they lie before/after any data, and a well-formed timepoint should get
+    an answer, not an error. A leap second reads as :59.999999.
     """
     if value is None:
-        raise InvalidParameterError(f"{name} is required (ISO-8601 with a timezone, e.g. {TIMEPOINT_EXAMPLE})")
-    m = _RFC3339.match(value)
-    if m:
-        year, sec = int(m.group(1)), int(m.group(6))
-        if year == 0:
-            return datetime.min.replace(tzinfo=timezone.utc)
-        frac = m.group(7) or ""
-        if sec == 60:
-            sec, frac = 59, ".999999"
-        value = f"{m.group(1)}-{m.group(2)}-{m.group(3)}T{m.group(4)}:{m.group(5)}:{sec:02d}{frac[:7]}{m.group(8)}"
+        raise InvalidParameterError(f"{name} is required (RFC 3339 with a timezone, e.g. {TIMEPOINT_EXAMPLE})")
+    m = _RFC3339.fullmatch(value)
+    if m is None:
+        raise InvalidTimepointError(f"{name} {value[:80]!r} is not an RFC 3339 date-time; give e.g. "
+                                    f"{TIMEPOINT_EXAMPLE} or 2026-01-02T12:00:00.5+01:00")
+    if m.group(8) is None:
+        raise InvalidTimepointError(f"{name} {value!r} has no timezone; add one, e.g. '{value}Z' or '{value}+00:00'")
+    year, month, day, hour, minute, sec = (int(m.group(i)) for i in range(1, 7))
+    frac = (m.group(7) or ".")[1:7].ljust(6, "0")
+    off = m.group(8)
+    off_h, off_m = (0, 0) if off in ("Z", "z") else (int(off[1:3]), int(off[4:6]))
+    if not (1 <= month <= 12 and hour <= 23 and minute <= 59 and sec <= 60 and off_h <= 23 and off_m <= 59):
+        raise InvalidTimepointError(f"{name} {value!r} has a field out of range (month 01-12, hour 00-23, "
+                                    "minute 00-59, second 00-60, offset up to 23:59)")
+    if sec == 60:
+        sec, frac = 59, "999999"
+    if year == 0:
+        return datetime.min.replace(tzinfo=timezone.utc)
+    sign = -1 if off.startswith("-") else 1
     try:
-        return parse_timepoint(value)
-    except (OverflowError, InvalidTimepointError) as exc:
-        # parse_timepoint names an instant outside years 1..9999 in UTC (an OverflowError underneath).
-        if not isinstance(exc, OverflowError) and not isinstance(exc.__cause__, OverflowError):
-            raise
-        return (datetime.min if value.startswith("0001") else datetime.max).replace(tzinfo=timezone.utc)
+        local = datetime(year, month, day, hour, minute, sec, int(frac),
+                         tzinfo=timezone(sign * timedelta(hours=off_h, minutes=off_m)))
+    except ValueError as exc:  # a day the month does not have
+        raise InvalidTimepointError(f"{name} {value!r} is not a calendar date: {exc}") from None
+    try:
+        return local.astimezone(timezone.utc)
+    except OverflowError:  # outside years 1..9999 once shifted to UTC
+        return (datetime.min if year == 1 else datetime.max).replace(tzinfo=timezone.utc)
 
 
 def _choose_format(request: Request, fmt: str | None, default: str) -> str:
@@ -116,17 +176,18 @@ def _arrow(page: pa.Table, meta: dict[str, str]) -> Iterator[bytes]:
     yield sink.getvalue().to_pybytes()
 
 
-def _rows_response(fmt: str, page: pa.Table, nxt: str | None, meta: dict[str, Any], json_body: dict | None
-                   ) -> Response:
+def _rows_response(fmt: str, page: pa.Table, nxt: str | None, meta: dict[str, Any], json_body: dict | None,
+                   rows_field: str = "rows") -> Response:
+    """One page of rows in `fmt`; `nxt` is the next page's cursor (None on the last page), the same
+    in X-Next-Cursor and in JSON; JSON carries the rows under `rows_field`."""
     headers = {"X-Row-Count": str(page.num_rows)}
-    nxt = header_value(nxt) if nxt else nxt  # the cursor form, in the header and in JSON alike
-    if nxt:
+    if nxt is not None:
         headers["X-Next-Cursor"] = nxt
     for k, v in meta.items():
         if v is not None:
             headers["X-Weaver-" + k.replace("_", "-").title()] = header_value(str(v))
     if fmt == "json":
-        return JSONResponse({**(json_body or {}), "rows": _rows_json(page), "next_cursor": nxt}, headers=headers)
+        return JSONResponse({**(json_body or {}), rows_field: _rows_json(page), "next_cursor": nxt}, headers=headers)
     if fmt == "arrow":
         return StreamingResponse(_arrow(page, {k: str(v) for k, v in meta.items() if v is not None}),
                                  media_type=ARROW_MEDIA, headers=headers)
@@ -154,14 +215,31 @@ class _Refused(Exception):
 _BEARER = HTTPBearer(auto_error=False, description="`Authorization: Bearer $WEAVER_API_TOKEN`")
 
 
+def token_problem(token: str | None) -> str | None:
+    """Why `token` (WEAVER_API_TOKEN) cannot authenticate anyone, or None when it can.
+
+    HTTP strips the whitespace around a header value, so a token of only whitespace, or with
+    whitespace at either end, can never be sent back: such a server would refuse every request.
+    """
+    if token is None or token == "":
+        return "no API token configured: set WEAVER_API_TOKEN"
+    if not token.strip():
+        return "WEAVER_API_TOKEN is only whitespace, which no client can send: set a real token"
+    if token != token.strip():
+        return ("WEAVER_API_TOKEN starts or ends with whitespace, which HTTP strips from the Authorization "
+                "header (no client could send it): remove it")
+    return None
+
+
 def require_token(request: Request, creds: HTTPAuthorizationCredentials | None = Depends(_BEARER)) -> None:
     """The app's own bearer token (Airflow does not authenticate plugin apps, so the app does)."""
     token = request.app.state.settings.api_token
-    if token is None:
-        if request.app.state.insecure:
+    problem = token_problem(token)
+    if problem is not None:
+        if request.app.state.insecure and not token:
             return
         raise _Refused(503, "ApiTokenNotConfigured",
-                       "this server has no API token; set WEAVER_API_TOKEN where it runs "
+                       f"this server cannot authenticate: {problem} where it runs "
                        "(or use `weaver serve --insecure-local` on loopback)")
     if creds is None or creds.scheme.lower() != "bearer":
         raise _Refused(401, "Unauthorized", "send `Authorization: Bearer <token>` (the WEAVER_API_TOKEN)")

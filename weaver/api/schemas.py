@@ -41,8 +41,12 @@ TIMEPOINT_EXAMPLE = "2026-01-02T12:00:00Z"
 
 CURSOR_DOC = ("Exclusive lower bound of the sort key: pass the previous page's X-Next-Cursor / next_cursor "
               "(omit for the first page).")
-ROW_CURSOR_DOC = ("Exclusive lower bound of the key, percent-encoded (UTF-8): pass the previous page's "
-                  "X-Next-Cursor / next_cursor as given (omit for the first page).")
+ROW_CURSOR_DOC = ("The previous page's X-Next-Cursor / next_cursor, as given (omit for the first page): it pins "
+                  "what served the first page, so every page of the walk reads that one state. Any other string "
+                  "is a plain key, percent-encoded (UTF-8): an exclusive lower bound on the current state (\"\" "
+                  "included; a key starting with '%' is passed as '%25...').")
+#: Longest row cursor: a key of up to 2 KiB percent-encoded (3 characters a byte) plus its pin.
+MAX_ROW_CURSOR = 8_192
 
 
 DATE_TIME = {"format": "date-time"}
@@ -74,9 +78,12 @@ WovenPage = create_model(
     partition_id=(str, ...),
     **{name: (_WOVEN_TYPES[name], ...) for name in WOVEN_FIELDS},
     woven_partition_ids=(list[str], ...),
+    woven_version=(int, Field(description="The Delta version of woven_snapshots the rows were read at (as "
+                                          "X-Weaver-Woven-Version): pass it as as_of_version to read this state "
+                                          "again.")),
     rows=(list[Row], ...),
-    next_cursor=(str | None, Field(description="The page's last key, percent-encoded (as X-Next-Cursor); "
-                                               "null on the last page.")),
+    next_cursor=(str | None, Field(description="The next page's cursor (as X-Next-Cursor), pinned to this "
+                                               "snapshot and version; null on the last page.")),
 )
 
 
@@ -122,6 +129,11 @@ class RecoverySummary(BaseModel):
     mode: Literal["point_in_time", "rollback"]
     recovery_id: str | None
     output: str | None
+    next_cursor: str | None = Field(description="Without `cursor`: the cursor of the first page of rows (null "
+                                                "when the state is empty); with it: the next page's (null on the "
+                                                "last page). As X-Next-Cursor.")
+    items: list[Row] | None = Field(None, description="Given a `cursor` only: this page's rows (value base64), "
+                                                      "sorted by key.")
 
 
 class PredictionItem(BaseModel):
@@ -176,10 +188,14 @@ ERRORS = {400: _err("Malformed input (timepoint, confidence, cursor, ...)."),
           409: _err("The lake breaks the data contract (nothing was written)."),
           422: _err("Request does not match the schema."),
           503: _err("The server has no API token configured.")}
+TOO_MANY = {429: {**_err("`api_max_recoveries` recoveries are already running (WEAVER_API_MAX_RECOVERIES)."),
+                  "headers": {"Retry-After": {"description": "Seconds to wait before retrying.",
+                                              "schema": {"type": "integer"}}}}}
 
 
 _ROWS_HEADERS = {
-    "X-Next-Cursor": {"description": "Cursor of the next page (absent on the last page): the page's last key, "
+    "X-Next-Cursor": {"description": "Cursor of the next page (absent on the last page): `%~<pin>~<key>`, the "
+                                     "pin naming what served the first page and the page's last key "
                                      "percent-encoded (UTF-8; printable ASCII but '%' and space unchanged), as "
                                      "every X-Weaver-* value is.",
                       "schema": {"type": "string"}},
@@ -187,8 +203,13 @@ _ROWS_HEADERS = {
 }
 
 
-def _rows_responses(json_model: type[BaseModel]) -> dict:
-    return {200: {"description": "Rows sorted by key, one page.", "headers": _ROWS_HEADERS, "content": {
+WOVEN_HEADERS = {**_ROWS_HEADERS, "X-Weaver-Woven-Version": {
+    "description": "The Delta version of woven_snapshots the rows were read at: as_of_version reads it again.",
+    "schema": {"type": "integer"}}}
+
+
+def _rows_responses(json_model: type[BaseModel], headers: dict | None = None) -> dict:
+    return {200: {"description": "Rows sorted by key, one page.", "headers": headers or _ROWS_HEADERS, "content": {
         NDJSON_MEDIA: {"schema": {"type": "string", "description": "One JSON object {key, value(base64)} a line."}},
         ARROW_MEDIA: {"schema": {"type": "string", "format": "binary"}},
         JSON_MEDIA: {"schema": {"$ref": f"#/components/schemas/{json_model.__name__}"}},

@@ -25,7 +25,7 @@ from typing import Any
 import pyarrow as pa
 
 from weaver.core import storage
-from weaver.core.errors import InvalidParameterError, NoDataError
+from weaver.core.errors import InvalidParameterError, NoDataError, WeaverError
 from weaver.core.ids import recovery_id_for
 from weaver.core.settings import Settings
 from weaver.core.storage import check_output_target, filter_range, write_parquet_atomic
@@ -159,14 +159,44 @@ def recover(settings: Settings, partition_id: str, at: datetime | str, *, confid
 
 
 def _write_rollback(uri: str, res: RecoveryResult) -> str:
+    """Write the recovered state as the Delta table `uri`, unless it already holds exactly these rows.
+
+    The recovery id is deterministic (partition and instant), so a rerun lands on the same table;
+    with the same rows it commits nothing (no new version, no new data file). The rows can differ
+    for one id only when the change log gained changes at or before the instant since the last
+    run (an instant at or after the log's end), or when `out` names a table holding something
+    else: then the table is overwritten with the state as it is now.
+    """
     from deltalake import CommitProperties, write_deltalake
 
+    if _holds(uri, res.table):
+        return uri
     meta = {"weaver.recovery_id": res.recovery_id or "", "weaver.partition_id": res.partition_id,
             "weaver.at": res.at.isoformat(), "weaver.path": res.path, "weaver.source": res.source}
     if "://" not in uri:
         Path(uri).parent.mkdir(parents=True, exist_ok=True)
-    # Overwrite keyed on the deterministic recovery id: a rerun writes the same rows once.
+    # Overwrite keyed on the deterministic recovery id: a rerun with other rows replaces them.
     write_deltalake(uri, res.table, mode="overwrite", schema_mode="overwrite",
                     description=f"Temporal Weaver rollback of {res.partition_id} at {res.at.isoformat()}",
                     commit_properties=CommitProperties(custom_metadata=meta), storage_options=storage.options(uri))
     return uri
+
+
+def _holds(uri: str, table: pa.Table) -> bool:
+    """Whether the Delta table at `uri` holds exactly `table` (columns key, value; rows in key order).
+
+    A location that is not a readable table of those columns holds something else (it is then
+    overwritten, as before this check)."""
+    if not storage.is_table(uri):
+        return False
+    try:
+        dt = storage.open_table(uri)
+        if [f.name for f in pa.schema(dt.schema().to_arrow())] != ["key", "value"]:
+            return False
+        held = storage.dataset(dt).to_table(columns=["key", "value"])
+        if held.num_rows != table.num_rows:
+            return False
+        held = held.cast(storage.STATE_SCHEMA).sort_by([("key", "ascending")])
+    except (WeaverError, OSError, pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return False
+    return held.equals(table.cast(storage.STATE_SCHEMA))

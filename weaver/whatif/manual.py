@@ -18,7 +18,7 @@ from weaver.core import storage
 from weaver.core.errors import InvalidParameterError, InvalidTimepointError, TableNotFoundError, UnknownPartitionError
 from weaver.core.ids import ACTIVE, EXTENDABLE, MANUAL, MANUAL_PREDICTION_ID, WOVEN_CHILD_RE, manual_weave_id
 from weaver.core.settings import Settings
-from weaver.core.time import format_duration, parse_timepoint
+from weaver.core.time import parse_timepoint
 from weaver.log import ChangeLog, Lineage
 from weaver.predict import in_range
 from weaver.weave import Sequence, read_woven_catalog, sequence_from_row, weave_sequences
@@ -27,6 +27,15 @@ from weaver.whatif.keys import KEY_BY, KeyChoice, split_candidates
 #: The longest span one what-if may ask for (a sequence of hourly timepoints; larger spans are a
 #: backfill, not a question).
 MAX_SPAN = timedelta(days=31)
+
+
+def _span(d: timedelta) -> str:
+    """`d` in words a reader takes in at a glance: ``"31 days"``, ``"40 days 12 hours"``; each unit
+    down to the microsecond only when there are any (a span just over the limit must not read as it)."""
+    secs, us = d.days * 86400 + d.seconds, d.microseconds
+    parts = [(secs // 86400, "day"), (secs % 86400 // 3600, "hour"), (secs % 3600 // 60, "minute"),
+             (secs % 60, "second"), (us, "microsecond")]
+    return " ".join(f"{n} {unit}{'s' if n != 1 else ''}" for n, unit in parts if n) or "0 seconds"
 
 
 @dataclass
@@ -83,8 +92,9 @@ def plan_whatif(settings: Settings, partition_id: str, at: datetime | str, *, sp
     if until < at:
         raise InvalidParameterError(f"until {until.isoformat()} is before the split instant {at.isoformat()}")
     if until - at > MAX_SPAN:
-        raise InvalidParameterError(f"until is {format_duration(until - at)} after T; at most "
-                                    f"{format_duration(MAX_SPAN)} per what-if")
+        raise InvalidParameterError(f"until {until.isoformat()} is {_span(until - at)} after the split instant "
+                                    f"{at.isoformat()}; at most {_span(MAX_SPAN)} per what-if (a longer span is a "
+                                    "backfill)")
     choice = None
     if split_key is not None:
         hi = repr(p.key_hi) if p.key_hi is not None else "+inf"
