@@ -78,7 +78,29 @@ def _parent(fs, path: str) -> None:
     import pyarrow.fs as pafs
 
     if isinstance(fs, pafs.LocalFileSystem):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with _local_write(path):
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
+#: Local failures that say the path itself cannot hold a file (a parent is a file, a folder is in
+#: the way, a pseudo file system such as /proc, no permission) - bad input, not a broken machine.
+_UNWRITABLE = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)
+
+
+@contextmanager
+def _local_write(path: str, tmp: str | None = None):
+    """Map a local write's "this path cannot hold a file" failure to InvalidParameterError, after
+    removing the temporary file `tmp` it may have left: the target is unchanged."""
+    try:
+        yield
+    except _UNWRITABLE as exc:
+        if tmp is not None:
+            try:
+                Path(tmp).unlink(missing_ok=True)
+            except OSError:
+                pass  # no temporary file could be made there either
+        raise InvalidParameterError(f"cannot write {path}: {exc.strerror or exc}; choose a location in a writable "
+                                    "folder") from exc
 
 
 def read_bytes(uri: str, options: dict[str, str] | None, *, missing_ok: bool = False) -> bytes | None:
@@ -107,9 +129,10 @@ def write_bytes(uri: str, data: bytes, options: dict[str, str] | None) -> str:
     _parent(fs, path)
     if isinstance(fs, pafs.LocalFileSystem):
         tmp = path + ".tmp"
-        with fs.open_output_stream(tmp) as f:
-            f.write(data)
-        Path(tmp).replace(path)
+        with _local_write(path, tmp):
+            with fs.open_output_stream(tmp) as f:
+                f.write(data)
+            Path(tmp).replace(path)
     else:
         with _store(uri, "write"), fs.open_output_stream(path) as f:
             f.write(data)
@@ -130,8 +153,9 @@ def write_parquet(uri: str, table: pa.Table, options: dict[str, str] | None) -> 
     _parent(fs, path)
     if isinstance(fs, pafs.LocalFileSystem):
         tmp = path + ".tmp"
-        pq.write_table(table, tmp, filesystem=fs)
-        Path(tmp).replace(path)
+        with _local_write(path, tmp):
+            pq.write_table(table, tmp, filesystem=fs)
+            Path(tmp).replace(path)
     else:
         with _store(uri, "write"):
             pq.write_table(table, path, filesystem=fs)

@@ -316,15 +316,133 @@ def check_outside_lake(settings, out: str, *, what: str = "--out") -> str:
     return target
 
 
-def check_output_target(settings, out: str, *, what: str = "--out") -> str:
-    """Refuse an output table location inside the lake (`check_outside_lake`), or an existing
-    folder that is not a Delta table: outputs are new tables, sources are never touched."""
-    remote = "://" in out
+#: Commit-metadata key naming the kind of Weaver output a commit wrote (``"restore-table"``, ``"rollback"``).
+#: delta-rs writers put it in the commit info itself; Spark writers, which can only add a
+#: ``userMetadata`` string, put it in that string's JSON object.
+OUTPUT_KEY = "weaver.output"
+RESTORE_TABLE_OUTPUT, ROLLBACK_OUTPUT = "restore-table", "rollback"
+#: Tables whose presence (two or more, as Delta tables) makes a folder a lake or woven root.
+_ROOT_MIN_TABLES = 2
+
+
+def output_commit_kind(commit: dict) -> str | None:
+    """The kind of Weaver output a Delta commit (one entry of ``DeltaTable.history()``) wrote, or
+    None for a commit Weaver did not write as an output. A rollback is known by its
+    ``weaver.recovery_id`` (written before outputs named their kind)."""
+    if commit.get(OUTPUT_KEY):
+        return str(commit[OUTPUT_KEY])
+    meta = commit.get("userMetadata")
+    if isinstance(meta, str) and meta:
+        try:
+            meta = json.loads(meta)
+        except ValueError:
+            meta = None
+        if isinstance(meta, dict) and meta.get(OUTPUT_KEY):
+            return str(meta[OUTPUT_KEY])
+    return ROLLBACK_OUTPUT if "weaver.recovery_id" in commit else None
+
+
+def _holds_contract_tables(root: str) -> list[str]:
+    """Contract tables (by name, as Delta tables) directly under `root` - a lake or woven root holds several."""
+    from weaver.core import objstore
+
+    if "://" not in root:
+        return [n for n in SCHEMAS if (Path(root) / n / "_delta_log").is_dir()]
+    sub = set(objstore.list_folder(root, options(root), folders=True)) & set(SCHEMAS)
+    return sorted(n for n in sub if "_delta_log" in objstore.list_folder(table_uri(root, n), options(root),
+                                                                            folders=True))
+
+
+def _ancestors(target: str) -> list[str]:
+    """`target` and every folder above it (a normalised local path or an s3://bucket/key URI)."""
+    if "://" not in target:
+        p = Path(target)
+        return [str(p), *map(str, p.parents)]
+    scheme, _, rest = target.partition("://")
+    parts = rest.split("/")
+    return [f"{scheme}://" + "/".join(parts[:i]) for i in range(len(parts), 0, -1)]
+
+
+def check_not_in_a_lake(settings, out: str, target: str, *, what: str = "--out") -> None:
+    """Refuse `target` (normalised by :func:`check_outside_lake`) when it is, or lies inside,
+    another lake's or woven tier's root: a folder holding contract tables. The current lake's
+    own roots are left to :func:`check_outside_lake` (its ``recoveries/`` folder is where
+    rollbacks land by default)."""
+    own = {str(Path(u).resolve()) if "://" not in u else u.rstrip("/") for u in (settings.lake, settings.woven)}
+    for folder in _ancestors(target):
+        if folder in own:
+            return  # inside this lake, not in a contract table of it (checked already): allowed
+        try:
+            held = _holds_contract_tables(folder)
+        except OSError:
+            continue  # an unreadable folder holds no table we could overwrite
+        if len(held) >= _ROOT_MIN_TABLES:
+            raise InvalidParameterError(f"{what} {out!r} is or lies inside a lake root ({folder} holds "
+                                        f"{', '.join(held[:4])}); an output never touches a lake's tables: "
+                                        "choose a location outside every lake")
+
+
+def check_local_parent(out: str, target: str, *, what: str = "--out") -> None:
+    """Refuse a local `target` under a regular file (nothing could ever be created there)."""
+    if "://" in out:
+        return
+    for folder in map(Path, _ancestors(target)[1:]):
+        if folder.exists():
+            if not folder.is_dir():
+                raise InvalidParameterError(f"{what} {out!r} lies under {str(folder)!r}, which is a file, not a "
+                                            "folder; choose a location in a writable folder")
+            return
+
+
+def check_output_target(settings, out: str, *, what: str = "--out", kind: str | None = None) -> str:
+    """Refuse an output table location Weaver may not write: inside this lake's tables or a lake
+    root (:func:`check_outside_lake`), inside another lake (:func:`check_not_in_a_lake`), a file,
+    a non-empty folder that is not weaver's own unfinished output, or an existing Delta table
+    that is not an output of the same `kind` (every commit marked :func:`output_commit_kind`).
+    Only such an output is overwritten by a rerun: any other table is someone's data.
+
+    `kind` defaults to the rollback kind when `what` names a rollback (its caller predates `kind`)."""
+    if kind is None and "rollback" in what:
+        kind = ROLLBACK_OUTPUT
     target = check_outside_lake(settings, out, what=what)
-    if (not remote and Path(target).exists() and not is_table(target) and not (Path(target) / UNFINISHED).exists()
-            and any(Path(target).iterdir())):
+    check_not_in_a_lake(settings, out, target, what=what)
+    check_local_parent(out, target, what=what)
+    if "://" not in out and Path(target).exists() and not Path(target).is_dir():
+        raise InvalidParameterError(f"{what} {out!r} is a file, not a folder; name a new folder for the Delta table")
+    if is_table(target):
+        _check_own_output(out, target, kind, what)
+    elif "://" not in out and Path(target).is_dir() and any(Path(target).iterdir()) \
+            and not _unfinished_of(Path(target), kind):
         raise InvalidParameterError(f"{what} {out!r} exists and is not a Delta table; choose a new folder")
     return out
+
+
+def _check_own_output(out: str, target: str, kind: str | None, what: str) -> None:
+    """Refuse the existing Delta table `target` unless every commit of it is a `kind` output of Weaver."""
+    from deltalake import DeltaTable
+
+    try:
+        kinds = {output_commit_kind(c) for c in DeltaTable(target, storage_options=options(target)).history()}
+    except Exception as exc:  # noqa: BLE001 - delta-rs raises several types for a broken log
+        raise InvalidParameterError(f"{what} {out!r} is a Delta table whose history cannot be read ({exc}); "
+                                    "choose a new location") from exc
+    if kind is None or kinds != {kind}:
+        found = ", ".join(sorted(k or "not weaver's" for k in kinds))
+        raise InvalidParameterError(f"{what} {out!r} is an existing Delta table that Weaver did not write as a "
+                                    f"{kind or 'new'} output (its commits: {found}); Weaver overwrites only its own "
+                                    "outputs of the same kind: choose a new location")
+
+
+def _unfinished_of(folder: Path, kind: str | None) -> bool:
+    """Whether `folder` carries the unfinished-output marker of a `kind` writer (or of an unnamed one)."""
+    marker = folder / UNFINISHED
+    if not marker.is_file():
+        return False
+    try:
+        writer = json.loads(marker.read_text() or "{}").get("writer")
+    except (ValueError, AttributeError, OSError):
+        return False
+    return writer is None or writer == kind
 
 
 #: Marker an output writer leaves in its (local) target folder until its Delta commit is done. A
@@ -342,8 +460,12 @@ def claim_output(out: str, what: str) -> None:
     p = Path(out)
     if p.exists() and not is_table(out) and (p / UNFINISHED).exists():
         shutil.rmtree(p)
-    p.mkdir(parents=True, exist_ok=True)
-    (p / UNFINISHED).write_text(json.dumps({"writer": what, "pid": os.getpid()}) + "\n")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        (p / UNFINISHED).write_text(json.dumps({"writer": what, "pid": os.getpid()}) + "\n")
+    except OSError as exc:  # e.g. under /proc, or a read-only mount: bad input, nothing of ours written
+        raise InvalidParameterError(f"cannot create the output folder {out!r}: {exc.strerror or exc}; choose a "
+                                    "writable location") from exc
 
 
 def release_output(out: str) -> None:

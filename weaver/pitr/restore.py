@@ -10,6 +10,8 @@ Single-partition restores go through delta-rs + Arrow only (no JVM); :func:`rest
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -355,10 +357,13 @@ def _materialize(settings, log: ChangeLog, lineage: Lineage, key_lo: str, key_hi
 
 
 def check_output_file(settings, out: str, *, what: str = "--out") -> str:
-    """:func:`weaver.core.storage.check_outside_lake` for an output *file*, which must not be an
-    existing folder either. An existing file elsewhere is replaced whole (a rerun writes the same
-    rows), so it is not refused."""
+    """:func:`weaver.core.storage.check_outside_lake` for an output *file*, which must not lie
+    inside any other lake either (:func:`weaver.core.storage.check_not_in_a_lake`: another lake's
+    data files are its tables), nor be an existing folder or lie under a file. An existing file
+    elsewhere is replaced whole (a rerun writes the same rows), so it is not refused."""
     target = storage.check_outside_lake(settings, out, what=what)
+    storage.check_not_in_a_lake(settings, out, target, what=what)
+    storage.check_local_parent(out, target, what=what)
     if "://" not in out and Path(target).is_dir():
         raise InvalidParameterError(f"{what} {out!r} is a folder; name a new .parquet file")
     return out
@@ -379,17 +384,53 @@ def write_restore(result: RestoreResult, out: str, settings) -> str:
     return write_parquet_atomic(out, result.table)
 
 
+def restore_id_for(settings, as_of_seq: int) -> str:
+    """The deterministic id of a whole-table restore: sha1 of ``"restore-table|{lake}|{seq}"``, first
+    16 hex digits. A rerun at any instant resolving to the same seq of the same lake has the same id."""
+    lake = settings.lake.rstrip("/") if "://" in settings.lake else str(Path(settings.lake).resolve())
+    return hashlib.sha1(f"restore-table|{lake}|{as_of_seq}".encode("utf-8")).hexdigest()[:16]
+
+
+def _held_rows(out_uri: str, restore_id: str) -> int | None:
+    """Rows of the table at `out_uri` when its last commit is the restore `restore_id` (from the
+    commit's add-action statistics, no scan), else None."""
+    if not storage.is_table(out_uri):
+        return None
+    dt = storage.open_table(out_uri)
+    last = dt.history(1)
+    meta = last[0].get("userMetadata") if last else None
+    try:
+        held_id = json.loads(meta).get("weaver.restore_id") if isinstance(meta, str) else None
+    except (ValueError, AttributeError):
+        held_id = None
+    if held_id != restore_id:
+        return None
+    adds = pa.table(dt.get_add_actions(flatten=True)).column("num_records").to_pylist()
+    return int(sum(n or 0 for n in adds))
+
+
+def _same_rows(spark, df, out_uri: str, held: int) -> bool:
+    """Whether the restore `df` (persisted by the caller) has exactly the rows of the table at
+    `out_uri` (as a multiset: the same count, and none of df's rows missing there)."""
+    if df.count() != held:
+        return False
+    return df.exceptAll(spark.read.format("delta").load(out_uri).select(*df.columns)).isEmpty()
+
+
 def restore_table(spark, settings, at: datetime, out_uri: str) -> dict:
     """Restore the whole table at `at` with Spark, written as a new Delta table at `out_uri`.
 
     Every partition alive at seq_at(at) is planned on its own (bases taken at different times)
     and replayed to the same seq, so the result is one common point in time. Columns:
-    partition_id, key, value. Source tables are only read; rerunning overwrites `out_uri` with
-    the same rows.
+    partition_id, key, value. Source tables are only read. `out_uri` must be new (or an empty
+    folder) or an earlier restore-table output (:func:`weaver.core.storage.check_output_target`;
+    each commit carries the restore's id in its ``userMetadata``). A rerun whose restore id
+    (lake and seq) is the one `out_uri` holds, with the same rows, commits nothing (no new
+    version, no data file; ``written`` is False); any other rerun replaces the table whole.
     """
     t0 = time.perf_counter()
     at = parse_timepoint(at)
-    check_output_target(settings, out_uri)
+    check_output_target(settings, out_uri, kind=storage.RESTORE_TABLE_OUTPUT)
     lineage = Lineage.load(settings)
     log = ChangeLog(settings)
     seq_t = resolve_seq(settings, at, log)
@@ -399,16 +440,27 @@ def restore_table(spark, settings, at: datetime, out_uri: str) -> dict:
     plans = {p.partition_id: plan_restore(idx, lineage, p.partition_id, seq_t) for p in targets}
     base = min((pc_.base_seq for ps in plans.values() for pc_ in ps), default=0)
     validate_segment(settings, lineage, base, seq_t, log)
-    df = materialize_with_spark(spark, settings, lineage, plans, seq_t)
-    storage.claim_output(out_uri, "restore-table")
-    faults.point("restore_table.before_write")
-    (df.select("partition_id", "key", "value").write.format("delta").mode("overwrite")
-       .option("overwriteSchema", "true").save(out_uri))
-    storage.release_output(out_uri)
+    df = materialize_with_spark(spark, settings, lineage, plans, seq_t).select("partition_id", "key", "value")
+    rid = restore_id_for(settings, seq_t)
+    held = _held_rows(out_uri, rid)
+    written = True
+    if held is not None:  # a rerun of the restore the table holds: compare before committing
+        df = df.persist()
+        written = not _same_rows(spark, df, out_uri, held)
+    if written:
+        meta = {storage.OUTPUT_KEY: storage.RESTORE_TABLE_OUTPUT, "weaver.restore_id": rid,
+                "weaver.at": at.isoformat(), "weaver.as_of_seq": seq_t}
+        storage.claim_output(out_uri, storage.RESTORE_TABLE_OUTPUT)
+        faults.point("restore_table.before_write")
+        (df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
+           .option("userMetadata", json.dumps(meta, sort_keys=True)).save(out_uri))
+        storage.release_output(out_uri)
+    if held is not None:
+        df.unpersist()
     adds = pa.table(storage.open_table(out_uri).get_add_actions(flatten=True)).column("num_records").to_pylist()
     rows = int(sum(n or 0 for n in adds))  # from the commit's own statistics: no second scan
     bases = sorted({pc_.base_seq for ps in plans.values() for pc_ in ps})
     return {"out": out_uri, "at": at.isoformat(), "as_of_seq": seq_t, "partitions": len(targets), "rows": rows,
             "base_seqs": bases, "sources": sorted({pc_.snapshot_id for ps in plans.values() for pc_ in ps
                                                    if pc_.snapshot_id}),
-            "elapsed_ms": (time.perf_counter() - t0) * 1000.0}
+            "restore_id": rid, "written": written, "elapsed_ms": (time.perf_counter() - t0) * 1000.0}

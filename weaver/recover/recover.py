@@ -113,7 +113,8 @@ def recover(settings: Settings, partition_id: str, at: datetime | str, *, confid
     target.check_exists_at(at)
     rid = recovery_id_for(target.partition_id, at)
     if mode == "rollback":
-        out = check_output_target(settings, out or default_rollback_uri(settings, rid), what="rollback target")
+        out = check_output_target(settings, out or default_rollback_uri(settings, rid), what="rollback target",
+                                  kind=storage.ROLLBACK_OUTPUT)
     elif out:
         out = check_output_file(settings, out)
 
@@ -164,14 +165,16 @@ def _write_rollback(uri: str, res: RecoveryResult) -> str:
     The recovery id is deterministic (partition and instant), so a rerun lands on the same table;
     with the same rows it commits nothing (no new version, no new data file). The rows can differ
     for one id only when the change log gained changes at or before the instant since the last
-    run (an instant at or after the log's end), or when `out` names a table holding something
-    else: then the table is overwritten with the state as it is now.
+    run (an instant at or after the log's end): then the table is overwritten with the state as it
+    is now. Any other existing table was refused before (`storage.check_output_target`: only an
+    earlier rollback's table is replaced).
     """
     from deltalake import CommitProperties, write_deltalake
 
     if _holds(uri, res.table):
         return uri
-    meta = {"weaver.recovery_id": res.recovery_id or "", "weaver.partition_id": res.partition_id,
+    meta = {storage.OUTPUT_KEY: storage.ROLLBACK_OUTPUT, "weaver.recovery_id": res.recovery_id or "",
+            "weaver.partition_id": res.partition_id,
             "weaver.at": res.at.isoformat(), "weaver.path": res.path, "weaver.source": res.source}
     if "://" not in uri:
         Path(uri).parent.mkdir(parents=True, exist_ok=True)
@@ -185,8 +188,7 @@ def _write_rollback(uri: str, res: RecoveryResult) -> str:
 def _holds(uri: str, table: pa.Table) -> bool:
     """Whether the Delta table at `uri` holds exactly `table` (columns key, value; rows in key order).
 
-    A location that is not a readable table of those columns holds something else (it is then
-    overwritten, as before this check)."""
+    A location that is not a readable table of those columns holds something else (False)."""
     if not storage.is_table(uri):
         return False
     try:
