@@ -10,13 +10,16 @@ from typing import Any, Iterator, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from weaver.core.errors import InvalidTimepointError, WeaverError
+# Typer (0.29) parses with its own copy of Click: its parse errors are these classes, not click's.
+from typer._click.exceptions import NoArgsIsHelpError, UsageError
+from typer.core import TyperGroup
+
+from weaver.core.errors import InvalidParameterError, InvalidTimepointError, WeaverError
 from weaver.core.settings import Settings, check_confidence, load_settings
 from weaver.core.time import parse_timepoint
 
-app = typer.Typer(name="weaver", help="Temporal Weaver: forecast partition splits and weave shadow snapshots.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 console = Console(stderr=True)
 out = Console()
 
@@ -65,11 +68,16 @@ def emit(obj: dict, as_json: bool, human: Any = None) -> None:
 
 
 def fail(exc: Exception, as_json: bool = False) -> "typer.Exit":
-    """Report a user error in one line (or JSON) and return the exit to raise."""
+    """Report a user error in one line (or JSON) and return the exit to raise.
+
+    The line is printed unwrapped (Rich would wrap it at 80 columns when stderr is not a terminal,
+    splitting one error over several lines of a log) and the message as text, not Rich markup (a
+    message quoting ``[left, right]`` must not lose it).
+    """
     name = type(exc).__name__
     if as_json:
         sys.stdout.write(json.dumps({"error": name, "message": str(exc)}) + "\n")
-    console.print(f"[bold red]error[/] ({name}): {exc}")
+    console.print(f"[bold red]error[/] ({name}): {escape(str(exc))}", soft_wrap=True)
     return typer.Exit(code=2)
 
 
@@ -80,6 +88,56 @@ def reported(as_json: bool) -> Iterator[None]:
         yield
     except WeaverError as exc:
         raise fail(exc, as_json) from None
+
+
+def _wants_json(args: list[str]) -> bool:
+    """Whether the command line asks for ``--json`` (before a ``--`` that ends the options)."""
+    head = args[:args.index("--")] if "--" in args else args
+    return "--json" in head
+
+
+def _usage_error(exc: UsageError, as_json: bool) -> "typer.Exit":
+    """A value Click refused while parsing (not a number, out of its range, a missing option, an
+    unknown option or command) as the CLI's one way to fail: InvalidParameterError, one line or
+    one JSON object, exit 2 - the same as a bad value the commands check themselves."""
+    where = exc.ctx.command_path if exc.ctx is not None else "weaver"
+    return fail(InvalidParameterError(f"{exc.format_message().rstrip('.')}; see `{where} --help`"), as_json)
+
+
+class WeaverGroup(TyperGroup):
+    """The root command group: Click's own parse errors leave through :func:`fail` too.
+
+    Click raises them while it parses (the root's arguments in ``make_context``, a command's in the
+    root's ``invoke``), before a command's :func:`reported` runs; left to Typer they print a usage
+    box on stderr and nothing on stdout, which a ``--json`` caller cannot read. Asking for help
+    with no arguments stays help.
+    """
+
+    _JSON = "weaver.json"
+
+    def make_context(self, info_name: Optional[str], args: list[str], parent: Optional[typer.Context] = None,
+                     **extra: Any) -> typer.Context:
+        as_json = _wants_json(list(args))  # before parsing consumes `args`
+        try:
+            ctx = super().make_context(info_name, args, parent, **extra)
+        except NoArgsIsHelpError:
+            raise
+        except UsageError as exc:
+            raise _usage_error(exc, as_json) from None
+        ctx.meta[self._JSON] = as_json
+        return ctx
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except NoArgsIsHelpError:
+            raise
+        except UsageError as exc:
+            raise _usage_error(exc, ctx.meta.get(self._JSON, False)) from None
+
+
+app = typer.Typer(name="weaver", help="Temporal Weaver: forecast partition splits and weave shadow snapshots.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, cls=WeaverGroup)
 
 
 @app.callback()

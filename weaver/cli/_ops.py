@@ -10,7 +10,9 @@ import typer
 from rich.table import Table
 
 from weaver.cli._app import JsonOpt, LakeOpt, app, emit, reported, settings_for, timepoint
+from weaver.core.errors import InvalidParameterError
 from weaver.maintain import maintain
+from weaver.maintain.maintain import check_lake
 from weaver.pipeline import clear_quarantine, list_quarantine
 
 quarantine_app = typer.Typer(help="What a failed check held back: list it, or clear (delete) it.", no_args_is_help=True)
@@ -21,17 +23,26 @@ IdOpt = typer.Option(None, "--id", help="Only this item (a run instant, a weave 
 
 
 def _kind(kind: Optional[str]) -> Optional[str]:
+    """The --kind asked for; any other value is an InvalidParameterError (call it inside :func:`reported`)."""
     if kind is not None and kind not in ("predictions", "weave", "changelog"):
-        raise typer.BadParameter("use predictions, weave or changelog", param_hint="--kind")
+        raise InvalidParameterError(f"--kind {kind!r} is not one of predictions, weave, changelog")
     return kind
+
+
+def _lake(lake: Optional[str]):
+    """The settings of an existing lake: quarantine reads its table with ``missing_ok``, so a wrong
+    --lake would list nothing and clear nothing with exit 0 (TableNotFoundError / CorruptTableError)."""
+    s = settings_for(lake)
+    check_lake(s)
+    return s
 
 
 @quarantine_app.command("list")
 def quarantine_list(kind: Optional[str] = KindOpt, lake: Optional[str] = LakeOpt, as_json: bool = JsonOpt) -> None:
     """List quarantined items with the validation result that held them back."""
-    k = _kind(kind)
     with reported(as_json):
-        items = [r for r in list_quarantine(settings_for(lake)) if k is None or r["item_kind"] == k]
+        k = _kind(kind)
+        items = [r for r in list_quarantine(_lake(lake)) if k is None or r["item_kind"] == k]
     human = Table(title=f"quarantine ({len(items)} item(s))")
     for c in ("kind", "id", "run", "suite", "rows", "quarantined at", "result"):
         human.add_column(c)
@@ -50,9 +61,9 @@ def quarantine_list(kind: Optional[str] = KindOpt, lake: Optional[str] = LakeOpt
 def quarantine_clear(kind: Optional[str] = KindOpt, item_id: Optional[str] = IdOpt, lake: Optional[str] = LakeOpt,
                      as_json: bool = JsonOpt) -> None:
     """Delete quarantined data and its records (rerun the DAG run to produce and check it again)."""
-    k = _kind(kind)
     with reported(as_json):
-        r = clear_quarantine(settings_for(lake), kind=k, item_id=item_id)
+        k = _kind(kind)
+        r = clear_quarantine(_lake(lake), kind=k, item_id=item_id)
     emit(r, as_json, f"cleared {r['cleared']} item(s): {r['prediction_rows_deleted']} staged prediction row(s), "
                      f"{r['weaves_deleted']} weave(s) with {r['woven_rows_deleted']} woven row(s) deleted")
 

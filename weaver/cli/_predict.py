@@ -18,7 +18,7 @@ from weaver.predict import predict as run_predict
 # Options `predict` and `backtest` share (one definition: the backtest replays what `predict` runs).
 SizeThresholdOpt = typer.Option(None, "--size-threshold", help="Split size threshold in bytes.")
 WriteThresholdOpt = typer.Option(None, "--write-threshold", help="Split write threshold, writes/s.")
-WorkersOpt = typer.Option(None, "--workers", help="Fit processes (default: one per core).")
+WorkersOpt = typer.Option(None, "--workers", min=1, help="Fit processes, at least 1 (default: one per core).")
 SamplesOpt = typer.Option(None, "--samples", help="Predictive sample paths per series.")
 CalibrationOpt = typer.Option(None, "--calibration",
                               help="auto | none | prior | platt | isotonic | beta (default auto: of the prior map, the "

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from weaver.cli._app import JsonOpt, LakeOpt, app, confidence, console, emit, reported, settings_for, timepoint
+from weaver.maintain.maintain import check_lake
 from weaver.pipeline import gate_weaves
 from weaver.weave import reconcile, vacuum_woven, weave
 
@@ -65,6 +66,7 @@ def woven_vacuum_cmd(
     with reported(as_json):
         t = timepoint(now, "--now") if now else datetime.now(timezone.utc)
         s = settings_for(lake, woven_root=woven_root)
+        check_lake(s)  # a wrong --lake would otherwise expire nothing, with exit 0
         r = vacuum_woven(s, now=t)
     emit(r, as_json, f"{r['expired_sequences']} expired sequence(s) ({r['newly_expired']} newly): "
                      f"{r['rows_deleted']} rows deleted, {r['files_removed']} files removed")

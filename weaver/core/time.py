@@ -33,10 +33,25 @@ def parse_duration(text: str | timedelta) -> timedelta:
         m = _DURATION.match(str(text))
         if not m:
             raise InvalidParameterError(f"duration {text!r} is not like '30m', '24h' or '7d'")
-        value = timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+        try:
+            value = timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+        except OverflowError:  # past timedelta's ~2.7 million years (or a float's range)
+            raise InvalidParameterError(f"duration {text!r} is too long; durations reach at most "
+                                        f"{timedelta.max.days} days") from None
     if value <= timedelta(0):
         raise InvalidParameterError(f"duration {text!r} must be positive")
     return value
+
+
+def span_start(at: datetime, span: timedelta, what: str) -> datetime:
+    """The instant `span` before `at` (a retention window's start), or InvalidParameterError
+    naming `what` when it lies before the year 1: a ``--now`` of 0001-01-01 or a window of
+    99999999d is an input to name, not an OverflowError from deep inside a vacuum."""
+    try:
+        return at - span
+    except OverflowError:
+        raise InvalidParameterError(f"{what} ({format_duration(span)}) before {at.isoformat()} would start before the "
+                                    f"year 1; give a shorter {what} or a later instant") from None
 
 
 def format_duration(value: timedelta) -> str:

@@ -21,10 +21,11 @@ from __future__ import annotations
 import time
 from datetime import datetime
 
-from weaver.core import faults, storage
+from weaver.core import faults, objstore, storage
+from weaver.core.errors import CorruptTableError, TableNotFoundError
 from weaver.core.retry import retry_commit
 from weaver.core.settings import Settings
-from weaver.core.time import parse_timepoint
+from weaver.core.time import parse_timepoint, span_start
 from weaver.pitr import vacuum
 from weaver.predict import calibration
 from weaver.weave import vacuum_woven
@@ -73,17 +74,54 @@ def compact_tables(settings: Settings, names: tuple[str, ...] = MERGE_TABLES, *,
     return out
 
 
+#: The tables that make a folder a lake (DESIGN §3): its change log and the partitions' lineage.
+LAKE_TABLES = (storage.CHANGELOG, storage.PARTITIONS)
+
+
+def check_lake(settings: Settings) -> None:
+    """Refuse a lake root that is no lake, before anything is read or written.
+
+    Maintenance (and the woven vacuum and quarantine commands) read their tables with
+    ``missing_ok``: pointed at a wrong ``--lake`` they would find nothing to do and report zero
+    counts, and a change log whose Delta log was lost would look absent, so its snapshot vacuum
+    would be skipped in silence. A missing table is TableNotFoundError; one that holds files but
+    no readable Delta log is CorruptTableError.
+    """
+    for name in LAKE_TABLES:
+        uri = storage.uri_for(settings, name)
+        if storage.is_table(uri):
+            storage.open_table(uri, name)  # an unreadable log is a CorruptTableError
+            continue
+        opts = storage.options(uri)
+        if objstore.list_folder(uri, opts) or objstore.list_folder(uri, opts, folders=True):
+            raise CorruptTableError(f"{uri} holds files but no readable Delta log (its _delta_log was lost or "
+                                    "damaged); restore the _delta_log (or the lake) before maintaining it")
+        raise TableNotFoundError(f"no {name} table at {uri}: {settings.lake} is not a lake; point --lake "
+                                 "(WEAVER_LAKE) at the lake's root (`weaver simulate` or `weaver ingest` makes one)")
+
+
+def check_spans(settings: Settings, now: datetime) -> None:
+    """Each retention measured back from `now` starts inside the calendar (InvalidParameterError
+    otherwise), checked before the first step writes."""
+    for what, span in (("the recovery window", settings.recovery_window),
+                       ("the woven retention", settings.woven_retention),
+                       ("the calibration retention", settings.calibration_retention)):
+        span_start(now, span, what)
+
+
 def maintain(settings: Settings, *, now: datetime, compact: bool = True) -> dict:
-    """Run one maintenance pass as of `now`; returns what each step did."""
+    """Run one maintenance pass as of `now`; returns what each step did. A root that is no lake,
+    or a retention reaching before the year 1, is refused before any step (:func:`check_lake`)."""
     now = parse_timepoint(now)
+    check_spans(settings, now)
+    check_lake(settings)
     t0 = time.perf_counter()
     result: dict = {"now": now.isoformat(), "recovery_window_s": settings.recovery_window.total_seconds(),
                     "woven_retention_s": settings.woven_retention.total_seconds(),
                     "calibration_retention_s": settings.calibration_retention.total_seconds()}
-    if storage.is_table(storage.uri_for(settings, storage.CHANGELOG)):
-        v = vacuum(settings, now)
-        result["snapshots"] = {k: v[k] for k in ("snapshots_expired", "snapshots_kept", "log_rows_deleted",
-                                                 "log_start_seq", "window_start")}
+    v = vacuum(settings, now)
+    result["snapshots"] = {k: v[k] for k in ("snapshots_expired", "snapshots_kept", "log_rows_deleted",
+                                             "log_start_seq", "window_start")}
     faults.point("maintain.after_snapshot_vacuum")
     result["woven"] = vacuum_woven(settings, now=now)
     if compact:

@@ -19,11 +19,13 @@ from __future__ import annotations
 import time
 from datetime import datetime
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from weaver.core import faults, storage
+from weaver.core.errors import CorruptTableError
 from weaver.core.retry import retry_commit
-from weaver.core.time import parse_timepoint
+from weaver.core.time import parse_timepoint, span_start
 from weaver.log.changelog import LOG_START_PROPERTY, ChangeLog, log_start_seq
 from weaver.log.lineage import Lineage
 from weaver.pitr.catalog import catalog_index, plan_restore, read_snapshot_catalog
@@ -32,7 +34,7 @@ from weaver.pitr.catalog import catalog_index, plan_restore, read_snapshot_catal
 def retention_plan(settings, now: datetime, *, lineage: Lineage | None = None) -> dict:
     """What vacuum at `now` would expire and keep (reads only)."""
     now = parse_timepoint(now)
-    cutoff = now - settings.recovery_window
+    cutoff = span_start(now, settings.recovery_window, "the recovery window")
     lineage = lineage if lineage is not None else Lineage.load(settings)
     catalog = read_snapshot_catalog(settings)
     cutoff_seq = ChangeLog(settings).seq_at(cutoff)
@@ -118,5 +120,10 @@ def _orphans(settings, cataloged: set[str], window_start_seq: int) -> set[str]:
 
 
 def _count_below(uri: str, seq: int) -> int:
-    ds = storage.dataset(storage.open_table(uri))
-    return ds.to_table(columns=["seq"], filter=pc.field("seq") < seq).num_rows
+    """Change-log rows below `seq`. Read before anything is written, so a damaged data file stops
+    the vacuum here by name (CorruptTableError), with the lake as it was."""
+    ds = storage.dataset(storage.open_table(uri, storage.CHANGELOG))
+    try:
+        return ds.to_table(columns=["seq"], filter=pc.field("seq") < seq).num_rows
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise CorruptTableError(f"Delta table {storage.CHANGELOG} at {uri} cannot be read: {exc}") from exc

@@ -12,6 +12,7 @@ machine); the woven-tier bytes the sequence costs.
 
 from __future__ import annotations
 
+import shlex
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -20,6 +21,7 @@ import pyarrow.compute as pc
 
 from weaver.core import storage
 from weaver.core.errors import NoDataError
+from weaver.core.ids import EXPIRED
 from weaver.core.time import bucket_us, from_us, to_us
 from weaver.log import Lineage
 from weaver.log.lineage import Partition
@@ -172,6 +174,21 @@ def measure_recovery(settings, partition_id: str, at: datetime, confidence: floa
             "rows_equal": w.table.equals(s.table)}
 
 
+def _no_timepoints(row: dict) -> NoDataError:
+    """Why a weave has no woven rows to measure: not woven yet (weaving later fills it), or expired
+    (the woven vacuum deleted its rows past the tier's retention; no later weave restores them)."""
+    wid = row["weave_id"]
+    if row["status"] == EXPIRED:
+        return NoDataError(f"weave {wid} has expired: its window closed more than the woven retention ago and the "
+                           "woven vacuum (`weaver woven-vacuum` / `weaver maintain`) deleted its rows; weaving again "
+                           "will not bring it back. Measure a weave that is still active, confirmed or refuted, or "
+                           f"weave the same split as a what-if (`weaver whatif weave --partition "
+                           f"{row['source_partition_id']} --at {row['split_ts'].isoformat()} "
+                           f"--split-key {shlex.quote(row['split_key'])}`)")
+    return NoDataError(f"weave {wid} has no woven timepoints yet; run `weaver weave` once data past "
+                       f"{row['split_ts'].isoformat()} has arrived")
+
+
 def impact(settings, weave_id: str, *, model: str = DEFAULT_MODEL, recovery: bool = True) -> dict:
     """The impact of woven sequence `weave_id` (see the module docstring). Reads only."""
     row = find_weave(read_woven_catalog(settings), weave_id)
@@ -183,8 +200,7 @@ def impact(settings, weave_id: str, *, model: str = DEFAULT_MODEL, recovery: boo
     rows = _woven_rows(settings, wid)
     tps = sorted(set(rows.column("timepoint").to_pylist()))
     if not tps:
-        raise NoDataError(f"weave {wid} has no woven timepoints yet; run `weaver weave` once data past "
-                          f"{row['split_ts'].isoformat()} has arrived")
+        raise _no_timepoints(row)
     cadence = settings.woven_cadence
     log = read_log(settings, upto=tps[-1])
     reads = _reads(settings, tps[0] - cadence, tps[-1])
