@@ -79,8 +79,8 @@ def predict(
         staged = write and check
         with _progress(f"fitting {model}", not as_json) as cb:
             table = run_predict(s, at=t, window=window, model=model, size_threshold=size_threshold,
-                        write_threshold=write_threshold, write=staged, stage=True, progress=cb,
-                                calibration=calibration)
+                                write_threshold=write_threshold, write=staged, stage=True, progress=cb,
+                                calibration=calibration, store_map=write)  # --no-write writes nothing at all
         if staged:
             # Write-audit-publish: staged rows are checked, and only a pass publishes them.
             faults.point("predict.staged")

@@ -154,9 +154,16 @@ def backtest(settings, *, start: datetime, end: datetime, model: str = forecasti
     times = run_times(start, end, every)
     if len(times) > MAX_RUNS:
         raise InvalidParameterError(f"{len(times)} runs between --from and --to; at most {MAX_RUNS} (use a larger --every)")
-    # Validate every parameter before any write.
+    # Validate every parameter before any write: the last run against the change log's end (which
+    # also refuses a missing lake), the calibration method and the report folder.
     params0 = forecasting.run_params(settings, at=start, window=window, model=model, size_threshold=size_threshold,
                                      write_threshold=write_threshold)
+    forecasting.check_in_history(settings, forecasting.run_params(
+        settings, at=times[-1], window=window, model=model, size_threshold=size_threshold,
+        write_threshold=write_threshold))
+    forecasting.check_calibration(calibration)
+    if out_dir is not None:
+        storage.check_outside_lake(settings, str(out_dir), what="--out")
     bid = backtest_id(start, end, every, model, params0.window, params0.size_threshold, params0.write_threshold,
                       near_fraction=near_fraction, calibration=calibration or DEFAULT_CALIBRATION,
                       confidence_threshold=params0.confidence_threshold, samples=settings.forecast_samples)
@@ -165,9 +172,13 @@ def backtest(settings, *, start: datetime, end: datetime, model: str = forecasti
     split_of = first_splits(splits.to_pylist())
     known_until = known_until or history_end(settings, splits) or datetime.min.replace(tzinfo=timezone.utc)
 
-    # Complete buckets up to the last run never depend on later data: build them once.
-    first = max(start - params0.history - settings.bucket, datetime(1970, 1, 2, tzinfo=timezone.utc))
-    metrics.build_metrics(settings, start=first, end=times[-1])
+    # Complete buckets up to the last run never depend on later data: build them once (none for
+    # runs before 1970-01-02, where no lake's changes lie: such runs see no partition, as a restore
+    # then gives the empty state).
+    floor = datetime(1970, 1, 2, tzinfo=timezone.utc)
+    first = max(start - params0.history - settings.bucket, floor) if start > floor else floor
+    if times[-1] > first:
+        metrics.build_metrics(settings, start=first, end=times[-1])
 
     rows: list[dict] = []
     runs_preds: list[pa.Table] = []

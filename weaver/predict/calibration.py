@@ -327,11 +327,18 @@ def scored_history(settings, model: str, at: datetime,
     return ids, p, y
 
 
+def _before(at: datetime, span: timedelta) -> datetime:
+    """``at - span``, or the earliest instant when that lies before year 1: a run in the first days
+    of the calendar (before any lake's first change) reads the whole, empty, history."""
+    floor = datetime.min.replace(tzinfo=at.tzinfo)
+    return floor if at - floor < span else at - span
+
+
 def _scored(settings, model: str, at: datetime,
             days: float) -> tuple[list[str], np.ndarray, np.ndarray, list[datetime]]:
     """`scored_history` and each row's ``window_end``, in prediction-id order."""
     at_s = pa.scalar(at, storage.TS)
-    since = pa.scalar(at - timedelta(days=days), storage.TS)
+    since = pa.scalar(_before(at, timedelta(days=days)), storage.TS)
     t = storage.read(storage.uri_for(settings, storage.PREDICTIONS), storage.PREDICTIONS, missing_ok=True,
                      filters=[("window_end", ">", since), ("window_end", "<=", at_s), ("model", "=", model)])
     if t.num_rows == 0:
@@ -378,7 +385,7 @@ def map_for_run(settings, model: str, at: datetime, method: str = DEFAULT_METHOD
     else:
         ids, p, y, ends = _scored(settings, model, at, HISTORY_DAYS)
         if method == "auto":
-            since = at - timedelta(hours=HOLDOUT_HOURS)
+            since = _before(at, timedelta(hours=HOLDOUT_HOURS))
             cm = choose(p, y, [e > since for e in ends], model=model, cutoff=at.isoformat(), ids=ids)
         else:
             cm = with_prior(fit(p, y, method, model=model, cutoff=at.isoformat(), ids=ids))

@@ -38,6 +38,7 @@ from weaver.core.errors import InvalidParameterError, InvalidTimepointError
 from weaver.core.ids import STAGED, prediction_id
 from weaver.core.spark import get_spark
 from weaver.core.time import bucket_us, format_duration, from_us, parse_duration, parse_timepoint, to_us
+from weaver.log.changelog import last_change_ts
 from weaver.log.lineage import Lineage, Partition
 from weaver.predict import calibration as _calibration
 from weaver.predict import metrics, splitkey
@@ -46,6 +47,11 @@ from weaver.predict import triage as _triage
 
 MODELS = _models.MODELS
 DEFAULT_MODEL = _models.DEFAULT_MODEL
+#: The longest window a run accepts. The models extrapolate at most `settings.forecast_history`
+#: (7 d by default) of hourly history and draw a sample path per bucket end of the window; a
+#: window of years asked for ~10^5 bucket ends per path and ran out of memory (every row then
+#: skipped as ``MemoryError``, a wrong answer that looked like one). 30 d is four histories.
+MAX_WINDOW = timedelta(days=30)
 
 
 # --- parameters ----------------------------------------------------------------------------------
@@ -76,6 +82,13 @@ def run_params(settings, *, at: datetime, window: timedelta | str | None = None,
         raise InvalidParameterError(
             f"window {format_duration(window)} is shorter than one metrics bucket ({format_duration(settings.bucket)}); "
             "use a longer --window")
+    if window > MAX_WINDOW:
+        raise InvalidParameterError(
+            f"window {format_duration(window)} is longer than {format_duration(MAX_WINDOW)}, the longest a forecast "
+            f"extrapolates its history over; use a shorter --window")
+    if at > datetime.max.replace(tzinfo=at.tzinfo) - window:
+        raise InvalidTimepointError(f"{at.isoformat()} + the window {format_duration(window)} lies past year 9999; "
+                                    "pick an earlier run time")
     size_t = float(settings.size_threshold_bytes if size_threshold is None else size_threshold)
     write_t = float(settings.write_threshold_per_s if write_threshold is None else write_threshold)
     for name, v in (("size threshold", size_t), ("write threshold", write_t)):
@@ -83,6 +96,19 @@ def run_params(settings, *, at: datetime, window: timedelta | str | None = None,
             raise InvalidParameterError(f"{name} {v!r} must be a positive number")
     return RunParams(at, window, model, size_t, write_t, settings.confidence(), settings.bucket,
                      settings.forecast_history, settings.min_history_buckets, int(settings.forecast_samples))
+
+
+def check_in_history(settings, params: RunParams) -> None:
+    """Refuse a run later than one window past the change log's last change (named errors, nothing
+    touched; a missing lake is a `TableNotFoundError`). Such a run would measure empty buckets from the
+    log's end up to it - 3 million metrics rows for a run in 2100 - and forecast nothing real. A live
+    run at the log's end, or a little after it (a quiet hour), is in range. One read of the newest
+    change-log files' statistics (`weaver.log.changelog.last_change_ts`)."""
+    last = last_change_ts(settings)
+    if last is not None and params.at > last + params.window:
+        raise InvalidTimepointError(
+            f"{params.at.isoformat()} is more than one window ({format_duration(params.window)}) past the change "
+            f"log's last change ({last.isoformat()}); nothing is known there yet - pick an earlier run time")
 
 
 # --- inputs of a run -----------------------------------------------------------------------------
@@ -358,7 +384,7 @@ def predict(settings, *, at: datetime, window: timedelta | None = None, model: s
             size_threshold: int | None = None, write_threshold: float | None = None, write: bool = True,
             progress: Callable[[int, int], None] | None = None, pool=None, lineage: Lineage | None = None,
             run_input: RunInput | Sequence[RunInput] | None = None, stage: bool = False,
-            calibration: str | None = None) -> pa.Table:
+            calibration: str | None = None, store_map: bool = True) -> pa.Table:
     """Predict splits for every partition active at `at`; MERGE into `predictions` when `write`.
 
     With `stage` (the DAG's forecast task, ``weaver predict``) the rows go to
@@ -374,21 +400,25 @@ def predict(settings, *, at: datetime, window: timedelta | None = None, model: s
     keeps it raw) fitted on this model's predictions whose windows closed by `at`.
     `run_input` is the run's inputs when the caller gathered them already: one `RunInput` (all
     partitions) or the batches of `gather_batched`.
+
+    Bad input writes nothing: the parameters, the run instant against the change log's end
+    (`check_in_history`, left to the caller that passes `run_input`) and the gather (which reads the
+    lake) come before the calibration map is stored. `store_map=False` stores no map (a dry run:
+    ``weaver predict --no-write``); by default the map is stored even when the rows are not
+    written, being derived from closed history only (same history, same file).
     """
     params = run_params(settings, at=at, window=window, model=model, size_threshold=size_threshold,
                         write_threshold=write_threshold)
-    if calibration is not None and calibration not in _calibration.METHODS:
-        raise InvalidParameterError(f"calibration {calibration!r} is unknown; choose one of "
-                                    f"{', '.join(_calibration.METHODS)}")
-    # The map is stored even by a dry run: it is derived from closed history only (same history, same file).
-    cmap = _calibration.map_for_run(settings, params.model, params.at, calibration or _calibration.DEFAULT_METHOD)
+    method = check_calibration(calibration)
+    if run_input is None:
+        check_in_history(settings, params)
+        run_input = gather_batched(settings, params, lineage=lineage)
+    cmap = _calibration.map_for_run(settings, params.model, params.at, method, store=store_map)
     if isinstance(run_input, RunInput):
         table = _predict_batch(settings, run_input, cmap, job_context(run_input) if params.model == "path" else {},
                                pool=pool, progress=progress)
-    elif run_input is not None:  # a run gathered in batches (`gather_batched`)
+    else:  # a run gathered in batches (`gather_batched`)
         table = _predict_runs(settings, params, run_input, cmap, pool=pool, progress=progress)
-    else:
-        table = _predict_batched(settings, params, cmap, lineage=lineage, pool=pool, progress=progress)
     if write and stage:
         fresh = _unpublished(settings, table, at=params.at)
         if fresh.num_rows:
@@ -399,6 +429,14 @@ def predict(settings, *, at: datetime, window: timedelta | None = None, model: s
         storage.merge(storage.uri_for(settings, storage.PREDICTIONS), storage.PREDICTIONS, table,
                       keys=["prediction_id"])
     return table
+
+
+def check_calibration(calibration: str | None) -> str:
+    """The calibration method a run applies (None: the default); an unknown one is refused."""
+    if calibration is not None and calibration not in _calibration.METHODS:
+        raise InvalidParameterError(f"calibration {calibration!r} is unknown; choose one of "
+                                    f"{', '.join(_calibration.METHODS)}")
+    return calibration or _calibration.DEFAULT_METHOD
 
 
 def _predict_batch(settings, run: RunInput, cmap, ctx: dict, *, pool=None, progress=None) -> pa.Table:
@@ -422,13 +460,6 @@ def gather_batched(settings, params: RunParams, *, lineage: Lineage | None = Non
     with metrics.local_copies([key_span(g) for g in groups] if len(groups) > 1 else None):
         return [gather(settings, params, lineage=lineage, partitions=g if len(groups) > 1 else None,
                        first_us=first_us) for g in groups]
-
-
-def _predict_batched(settings, params: RunParams, cmap, *, lineage: Lineage | None = None, pool=None,
-                     progress=None) -> pa.Table:
-    """A run over the active partitions in batches (`gather_batched`, `_predict_runs`)."""
-    return _predict_runs(settings, params, gather_batched(settings, params, lineage=lineage), cmap, pool=pool,
-                         progress=progress)
 
 
 def _predict_runs(settings, params: RunParams, runs: Sequence[RunInput], cmap, *, pool=None,

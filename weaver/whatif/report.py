@@ -86,15 +86,26 @@ def render(settings: Settings, *, at: datetime | str, model: str = DEFAULT_MODEL
     import matplotlib.pyplot as plt
 
     at = parse_timepoint(at)
+    # Bad input writes nothing: the model (and the settings' window) and the folder are checked
+    # before the advice is written, and the folder is made only once the page is rendered.
+    run_params(settings, at=at, model=model)
+    if out_dir:
+        storage.check_outside_lake(settings, str(out_dir), what="--out")
     rows = advice_rows if advice_rows is not None else advise(settings, at=at).to_pylist()
     target = str(out_dir) if out_dir else objstore.lake_file(settings.lake, "whatif", interval_id(None, at))
+    page = _render(settings, at, model, rows, samples, plt)
     with objstore.folder(target, storage.options(target)) as folder:  # an s3:// report is uploaded when complete
-        r = _render(settings, at, model, rows, folder.path, samples, plt)
-        return {**r, "html": folder.uri_of(r["html"])}
+        path = folder.path / "report.html"
+        tmp = path.with_name("report.html.tmp")
+        tmp.write_text(page.pop("page"), encoding="utf-8")
+        tmp.replace(path)
+        (folder.path / "advice.json").write_text(json.dumps(rows, default=str, indent=1), encoding="utf-8")
+        return {**page, "html": folder.uri_of(str(path))}
 
 
-def _render(settings: Settings, at: datetime, model: str, rows: list[dict], out: Path, samples: int | None,
-            plt) -> dict:
+def _render(settings: Settings, at: datetime, model: str, rows: list[dict], samples: int | None, plt) -> dict:
+    """The page (HTML with its plots inlined), its plot count and the partitions it shows: made in
+    memory, so a failure leaves no folder behind."""
     run_ts = rows[0]["run_ts"] if rows else at
     chosen = [r for r in rows if r["action"] != WAIT] or sorted(rows, key=lambda r: -r["probability"])[:1]
     chosen = chosen[:MAX_PARTITIONS]
@@ -173,13 +184,8 @@ def _render(settings: Settings, at: datetime, model: str, rows: list[dict], out:
     ax.legend(fontsize=7)
     plots.append(("reliability diagram", _png(fig)))
     plt.close(fig)
-    page = _html(at, run_ts, rows, plots)
-    path = out / "report.html"
-    tmp = path.with_name("report.html.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(path)
-    (out / "advice.json").write_text(json.dumps(rows, default=str, indent=1), encoding="utf-8")
-    return {"html": str(path), "plots": len(plots), "partitions": [a["partition_id"] for a in chosen]}
+    return {"page": _html(at, run_ts, rows, plots), "plots": len(plots),
+            "partitions": [a["partition_id"] for a in chosen]}
 
 
 def _html(at: datetime, run_ts: datetime, rows: list[dict], plots: list[tuple[str, str]]) -> str:
