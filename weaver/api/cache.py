@@ -3,9 +3,11 @@
 A client walks a large recovery page by page (`cursor`); without this each page would recover the
 whole partition again, so reading n rows in pages of k would cost n/k recoveries. The key is the
 request (partition, instant, confidence, mode) plus the Delta versions of every table a recovery's
-answer depends on (:data:`KEY_TABLES`): a new commit to any of them makes a new key, so a page never
-mixes rows from two states of the lake and a summary never names a source that is no longer the
-one chosen (a new base snapshot in `snapshot_catalog`, a new woven timepoint in `woven_snapshots`). Entries are evicted least
+answer depends on (:data:`KEY_TABLES`): a new commit to any of them makes a new key, so one page
+holds rows of one state of the lake and a summary never names a source that is no longer the one
+chosen (a new base snapshot in `snapshot_catalog`, a new woven timepoint in `woven_snapshots`). That
+the pages of a walk hold rows of ONE state is the cursor's job (it pins the change log's state,
+`weaver.api.http`), not this cache's: a later page after a commit is a new entry. Entries are evicted least
 recently used, past a byte budget (`api_recovery_cache_mb`); a table larger than the budget is
 served but not kept.
 """
