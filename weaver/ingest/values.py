@@ -34,8 +34,6 @@ def check_item(item: Any, *, where: str, what: str) -> None:
     tag (``{"S": 5}``, ``{"N": "abc"}``, an unknown tag) would reach the change log and every reader
     after it; it is refused where it is read instead, naming the attribute.
     """
-    if type(item) is dict and all(_valid(av, 0) for av in item.values()):
-        return  # the common case, with no message or path built
     if not isinstance(item, dict):
         raise MalformedInputError(f"{where}: {what} is {_short(item)}, not a map of DynamoDB attribute values")
     for name, av in item.items():
@@ -45,43 +43,7 @@ def check_item(item: Any, *, where: str, what: str) -> None:
 def check_value(av: Any, *, where: str, path: str = "", depth: int = 0) -> None:
     """Refuse (MalformedInputError) `av` unless it is one DynamoDB attribute value whose content has
     its tag's type: S text; N a DynamoDB number; B base64 text; BOOL a boolean; NULL true; L a list and
-    M a map of attribute values; SS / NS / BS non-empty lists of S / N / B contents.
-
-    Every ingested attribute passes through here, so a valid value is confirmed first by
-    :func:`_valid` (no message or path built); only an invalid one is walked again to name its
-    attribute and its problem."""
-    if _valid(av, depth):
-        return
-    _explain(av, where=where, path=path, depth=depth)
-
-
-def _valid(av: Any, depth: int) -> bool:
-    """Whether `av` is a valid attribute value (what :func:`_explain` would accept), cheaply."""
-    if type(av) is not dict or len(av) != 1:
-        return False
-    for tag, v in av.items():
-        if tag == "S":
-            return type(v) is str
-        if tag == "N":
-            return type(v) is str and _scalar_problem("N", v) is None
-        if tag == "M":
-            return type(v) is dict and depth < _MAX_DEPTH and all(_valid(x, depth + 1) for x in v.values())
-        if tag == "L":
-            return type(v) is list and depth < _MAX_DEPTH and all(_valid(x, depth + 1) for x in v)
-        if tag == "BOOL":
-            return type(v) is bool
-        if tag == "NULL":
-            return v is True
-        if tag == "B":
-            return _scalar_problem("B", v) is None
-        if tag in _SETS:
-            return type(v) is list and bool(v) and all(_scalar_problem(_SETS[tag], x) is None for x in v)
-        return False
-    return False
-
-
-def _explain(av: Any, *, where: str, path: str = "", depth: int = 0) -> None:
-    """:func:`check_value`'s slow walk: raise MalformedInputError naming the attribute and its problem."""
+    M a map of attribute values; SS / NS / BS non-empty lists of S / N / B contents."""
     at = f"{where}: attribute {path}" if path else where
     if not isinstance(av, dict) or len(av) != 1:
         raise MalformedInputError(f"{at}: {_short(av)} is not a DynamoDB attribute value like {{\"S\": \"text\"}}")
