@@ -406,3 +406,21 @@ def test_a_malformed_event_through_the_cli_exits_2_with_the_json_error(tmp_path)
     err = json.loads(res.stdout.strip().splitlines()[-1])
     assert err["error"] == "MalformedInputError" and "ev.json:1" in err["message"]
     assert not Path(lake).exists()
+
+
+@pytest.mark.parametrize("n, ok", [
+    ("9" * 38, True), ("-" + "9" * 38, True), ("0." + "1" * 36, True), ("1" * 38 + "00", True),
+    ("9" * 39, False), ("-" + "9" * 39, False), ("1." + "1" * 38, False), ("1E126", False), ("1E-131", False),
+    ("9.99E125", True), ("1E-130", True), ("0", True), ("-0.0", True),
+], ids=lambda v: str(v)[:12])
+def test_dynamodb_numbers_are_held_to_38_digits_and_their_range_at_every_length(n, ok):
+    """DynamoDB numbers: at most 38 significant digits, magnitude in [1E-130, 1E+126) - checked the
+    same way whether the text is short (no Decimal needed) or long (hand-picked on both sides)."""
+    from weaver.ingest.errors import MalformedInputError
+    from weaver.ingest.values import check_value
+
+    if ok:
+        check_value({"N": n}, where="t")
+    else:
+        with pytest.raises(MalformedInputError, match="outside DynamoDB's numbers"):
+            check_value({"N": n}, where="t")

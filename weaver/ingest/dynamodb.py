@@ -32,7 +32,7 @@ from weaver.ingest.errors import (
     UnknownEventError,
 )
 from weaver.ingest.keys import encode_key
-from weaver.ingest.values import check_item, encode_item, from_dynamodb, json_line
+from weaver.ingest.values import check_item, checked_python, encode_item, from_dynamodb, json_line
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 FULL, INCREMENTAL = "FULL_EXPORT", "INCREMENTAL_EXPORT"
@@ -103,6 +103,7 @@ class DynamoDBExport:
             self.end = _parse_time(self.summary.get("exportToTime", ""), f"{summary_path} exportToTime")
         if self.end <= self.start:
             raise MalformedInputError(f"{summary_path}: export window ends ({self.end}) before it starts ({self.start})")
+        self._window_us = (micros(self.start), micros(self.end))  # checked against every record's write time
 
     @staticmethod
     def _json_file(p: Path):
@@ -214,13 +215,14 @@ class DynamoDBExport:
             raise MalformedInputError(f"{where}: not a DynamoDB export record ({type(exc).__name__}: {exc})") from exc
 
     def _key(self, image: dict, where: str, what: str) -> str:
+        """The encoded key of `image`, whose attribute values :func:`check_item` already accepted."""
         if not isinstance(image, dict):
             raise MalformedInputError(f"{where}: {what} is {str(image)[:80]!r}, not a map of key attributes")
         vals = []
         for a in self.keys:
             if a not in image:
                 raise MissingKeyAttributeError(f"{where}: {what} lacks key attribute {a!r} (table keys: {self.keys})")
-            vals.append(from_dynamodb(image[a], where=where, path=f"{what}.{a}"))
+            vals.append(checked_python(image[a]))
         try:
             key = encode_key(vals)
         except Exception as exc:  # UnorderableKeyError: name the line
@@ -246,7 +248,7 @@ class DynamoDBExport:
                                    path="Metadata.WriteTimestampMicros"))
         except (KeyError, TypeError, ValueError, OverflowError) as exc:  # OverflowError: {"N": "Infinity"}
             raise MalformedInputError(f"{where}: Metadata.WriteTimestampMicros is missing or not a finite number") from exc
-        if not micros(self.start) <= us < micros(self.end):
+        if not self._window_us[0] <= us < self._window_us[1]:
             try:
                 when = from_micros(us).isoformat()
             except OverflowError:  # past year 9999

@@ -86,6 +86,8 @@ def _scalar_problem(tag: str, v: Any) -> str | None:
     if tag == "N":
         if not _NUMBER.fullmatch(v):
             return "is not decimal text such as \"12.5\" or \"-1E3\""
+        if len(v) <= _NUMBER_DIGITS and "e" not in v and "E" not in v:
+            return None  # at most 38 characters, no exponent: within every bound (most numbers end here)
         try:
             d = Decimal(v)
             significant = len("".join(map(str, d.as_tuple().digits)).strip("0"))
@@ -112,6 +114,12 @@ def from_dynamodb(av: Any, *, where: str = "", path: str = "") -> Any:
     """A Python value from one DynamoDB attribute value (N -> Decimal, B -> bytes), checked first
     (:func:`check_value`): a malformed value raises MalformedInputError naming `where` and `path`."""
     check_value(av, where=where, path=path)
+    return _python(av)
+
+
+def checked_python(av: dict) -> Any:
+    """The Python value of an attribute value :func:`check_value` (or :func:`check_item`) already
+    accepted, without checking it again."""
     return _python(av)
 
 
