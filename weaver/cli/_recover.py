@@ -66,10 +66,8 @@ def query(
     """Look up the woven snapshot serving a partition at --at: weave id, timepoint, confidence, rows."""
     with reported(as_json):
         s, t = settings_for(lake), timepoint(at)
-        # Weave ids are hex: any case names the same weave (the catalog holds lower case).
-        weave_id = weave.strip().lower() if weave is not None else None
         target, snap, rows = woven_snapshot(s, partition, t, confidence_threshold=confidence(confidence_threshold),
-                                            weave_id=weave_id, as_of_version=as_of_version,
+                                            weave_id=weave, as_of_version=as_of_version,
                                             as_of=timepoint(as_of, "--as-of") if as_of else None)
     obj = {"partition_id": target.partition_id, "at": t, "weave_id": snap.weave_id, "prediction_id": snap.prediction_id,
            "source_partition_id": snap.source_partition_id, "split_key": snap.split_key, "timepoint": snap.timepoint,

@@ -78,7 +78,7 @@ def impact_cmd(
     """The impact of a woven split: per child size, items, rates, hottest key; balance; forecasts; costs."""
     with reported(as_json):
         s = settings_for(lake)
-        r = impact(s, weave.strip().lower(), model=model, recovery=recovery)  # hex: any case, stored lower
+        r = impact(s, weave, model=model, recovery=recovery)
     human = Table(title=f"impact of weave {r['weave_id']} ({r['origin']}): {r['source_partition_id']} at "
                         f"{r['split_key']!r} from {r['split_ts'].isoformat()}")
     for c in ("child", "last size B", "items", "writes/s", "reads/s", "hottest key", "crosses again (p50)"):

@@ -394,16 +394,12 @@ def check_local_parent(out: str, target: str, *, what: str = "--out") -> None:
             return
 
 
-def check_output_target(settings, out: str, *, what: str = "--out", kind: str | None = None) -> str:
+def check_output_target(settings, out: str, *, kind: str, what: str = "--out") -> str:
     """Refuse an output table location Weaver may not write: inside this lake's tables or a lake
     root (:func:`check_outside_lake`), inside another lake (:func:`check_not_in_a_lake`), a file,
     a non-empty folder that is not weaver's own unfinished output, or an existing Delta table
     that is not an output of the same `kind` (every commit marked :func:`output_commit_kind`).
-    Only such an output is overwritten by a rerun: any other table is someone's data.
-
-    `kind` defaults to the rollback kind when `what` names a rollback (its caller predates `kind`)."""
-    if kind is None and "rollback" in what:
-        kind = ROLLBACK_OUTPUT
+    Only such an output is overwritten by a rerun: any other table is someone's data."""
     target = check_outside_lake(settings, out, what=what)
     check_not_in_a_lake(settings, out, target, what=what)
     check_local_parent(out, target, what=what)
@@ -679,7 +675,11 @@ def is_table(uri: str) -> bool:
 
 
 def open_table(uri: str, name: str = "", version: int | None = None):
-    """Open a Delta table with delta-rs, mapping failures to named errors."""
+    """Open a Delta table with delta-rs, mapping failures to named errors.
+
+    A `version` the log does not hold (not written yet, or cleaned up) while the table itself opens
+    is the caller's bad input, InvalidParameterError naming the latest version (and no path: it
+    reaches API clients); anything else that fails is a CorruptTableError."""
     from deltalake import DeltaTable
 
     if not is_table(uri):
@@ -687,6 +687,15 @@ def open_table(uri: str, name: str = "", version: int | None = None):
     try:
         return DeltaTable(uri, version=version, storage_options=options(uri))
     except Exception as exc:  # noqa: BLE001 - delta-rs raises several types for a broken log
+        latest = None
+        if version is not None:
+            try:
+                latest = DeltaTable(uri, storage_options=options(uri)).version()
+            except Exception:  # noqa: BLE001 - the table itself is broken: reported below
+                pass
+        if latest is not None:
+            raise InvalidParameterError(f"the {name or 'Delta'} table has no version {version} (its latest is "
+                                        f"{latest}; older versions may have been cleaned up); pick one it has") from exc
         raise CorruptTableError(f"Delta table {name or uri} at {uri} cannot be opened: {exc}") from exc
 
 

@@ -57,3 +57,16 @@ class IngestStateError(IngestError):
     """The lake's ingest bookkeeping disagrees with its change log (e.g. lost commit metadata)."""
 
     http_status = 500
+
+
+class LateChangeError(StaleInputError):
+    """An input holds a change at or below the source's watermark that the lake never ingested (late
+    or out-of-order data): skipping it as a duplicate would lose it, and appending it would order it
+    after changes the source made later."""
+
+
+class SourceIdentityError(IngestError):
+    """An input was read from another table than the one the lake holds under the same source name:
+    one watermark cannot stand for two tables."""
+
+    http_status = 409

@@ -57,7 +57,13 @@ from weaver.ingest.base import (
     format_position,
     parse_position,
 )
-from weaver.ingest.errors import IngestError, IngestStateError, StaleInputError, WatermarkGapError
+from weaver.ingest.errors import (
+    IngestStateError,
+    LateChangeError,
+    SourceIdentityError,
+    StaleInputError,
+    WatermarkGapError,
+)
 from weaver.ingest.keys import decode_key, equal_ranges
 from weaver.log import Lineage, validate_changes
 
@@ -66,19 +72,6 @@ COMMIT_KEY = "weaver.ingest"
 
 def app_id(source: str) -> str:
     return f"weaver.ingest/{source}"
-
-
-class LateChangeError(StaleInputError):
-    """An input holds a change at or below the source's watermark that the lake never ingested (late
-    or out-of-order data): skipping it as a duplicate would lose it, and appending it would order it
-    after changes the source made later."""
-
-
-class SourceIdentityError(IngestError):
-    """An input was read from another table than the one the lake holds under the same source name:
-    one watermark cannot stand for two tables."""
-
-    http_status = 409
 
 
 @dataclass

@@ -39,7 +39,9 @@ def catalog_rows(catalog: pa.Table) -> list[dict]:
 
 
 def find_weave(catalog: pa.Table, weave_id: str) -> dict:
-    """The catalog row of `weave_id` (full id or its 8-character prefix), else UnknownWeaveError."""
+    """The catalog row of `weave_id` (full id or its 8-character prefix, hex in any case), else
+    UnknownWeaveError."""
+    weave_id = weave_id.strip().lower() if isinstance(weave_id, str) else weave_id  # ids are stored lower-case
     if not isinstance(weave_id, str) or not re.fullmatch(r"[0-9a-f]{8,16}", weave_id or ""):
         raise UnknownWeaveError(f"{weave_id!r} is not a weave id (16 hex characters, or their first 8)")
     hits = [r for r in catalog_rows(catalog) if r["weave_id"].startswith(weave_id)]
