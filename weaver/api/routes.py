@@ -71,8 +71,6 @@ from weaver.recover import (
     RecoveryResult,
     Target,
     WovenSnapshot,
-    find_woven_snapshot,
-    read_woven_rows,
     recover,
     resolve,
     woven_snapshot,
@@ -128,14 +126,6 @@ class _WovenPin(NamedTuple):
         return cls(int(m.group(1)), wid, int(m.group(4)), digest)
 
 
-def _no_woven(partition_id: str, at: datetime, target: Target, c: float) -> NoDataError:
-    since = (f" and at or after its split at {target.exists_from.isoformat()}"
-             if target.exists_from is not None else "")
-    return NoDataError(
-        f"no woven snapshot covers {partition_id!r} at or before {at.isoformat()}{since} with confidence >= {c}; "
-        "lower the confidence threshold, pick a later timepoint, or recover it (POST /v1/recoveries)")
-
-
 def _woven_request(s: Settings, partition_id: str, at: datetime, weave_id: str | None
                    ) -> tuple[Lineage, pa.Table, Target, str | None]:
     """The checks :func:`weaver.recover.woven_snapshot` makes before it reads the tier, in its
@@ -151,13 +141,7 @@ def _woven_now(s: Settings, partition_id: str, at: datetime, c: float, weave_id:
                ) -> tuple[Target, WovenSnapshot, pa.Table, int]:
     """:func:`weaver.recover.woven_snapshot` on the current tier, plus the woven_snapshots version
     the rows were read at (the lookup and the read share one file index, so they read one version)."""
-    lineage, catalog, target, wid = _woven_request(s, partition_id, at, weave_id)
-    woven = WovenTable.open(s)
-    snap = None if woven is None else find_woven_snapshot(s, target, at, c, lineage=lineage, catalog=catalog,
-                                                          weave_id=wid, woven=woven, not_before=target.exists_from)
-    if snap is None:
-        raise _no_woven(partition_id, at, target, c)
-    return target, snap, read_woven_rows(s, snap, woven), woven.table.version
+    return woven_snapshot(s, partition_id, at, confidence_threshold=c, weave_id=weave_id, with_version=True)
 
 
 def _woven_first(s: Settings, partition_id: str, at: datetime, c: float, weave_id: str | None,
@@ -171,8 +155,8 @@ def _woven_first(s: Settings, partition_id: str, at: datetime, c: float, weave_i
             woven_snapshot(s, partition_id, at, confidence_threshold=c, weave_id=weave_id, as_of=as_of)  # raises
         # The version committed by then, named once: a later commit cannot change what the pages read.
         as_of_version = open_woven_as_of(s, timestamp=as_of).version()
-    return (*woven_snapshot(s, partition_id, at, confidence_threshold=c, weave_id=weave_id,
-                            as_of_version=as_of_version), as_of_version)
+    return woven_snapshot(s, partition_id, at, confidence_threshold=c, weave_id=weave_id,
+                          as_of_version=as_of_version, with_version=True)
 
 
 def _woven_pinned(s: Settings, partition_id: str, at: datetime, c: float, pin: _WovenPin
@@ -192,8 +176,8 @@ def _woven_pinned(s: Settings, partition_id: str, at: datetime, c: float, pin: _
         except (NoDataError, UnknownWeaveError):
             pass  # expired since (no longer served from the current tier): time travel decides
     try:
-        found = (*woven_snapshot(s, partition_id, at, confidence_threshold=c, weave_id=pin.weave_id,
-                                 as_of_version=pin.version), pin.version)
+        found = woven_snapshot(s, partition_id, at, confidence_threshold=c, weave_id=pin.weave_id,
+                               as_of_version=pin.version, with_version=True)
     except InvalidTimepointError:
         raise
     except (NoDataError, UnknownWeaveError, InvalidParameterError, CorruptTableError, TableNotFoundError) as exc:

@@ -149,7 +149,7 @@ def read_woven_rows(settings: Settings, snap: WovenSnapshot, woven: WovenTable |
 def woven_snapshot(settings: Settings, partition_id: str, at: datetime | str, *,
                    confidence_threshold: float | None = None, weave_id: str | None = None,
                    as_of_version: int | None = None, as_of: datetime | str | None = None,
-                   ) -> tuple[Target, WovenSnapshot, pa.Table]:
+                   with_version: bool = False) -> tuple:
     """The rows of one woven snapshot (no tail replay) serving `partition_id` at `at` (valid
     time), optionally as the woven tier stood at Delta version `as_of_version` or at transaction
     time `as_of` (what was believed then).
@@ -159,7 +159,8 @@ def woven_snapshot(settings: Settings, partition_id: str, at: datetime | str, *,
     covering its range may have one), since they would be the child at an instant it did not exist.
 
     Raises NoDataError when no woven snapshot with enough confidence covers it at or before `at`
-    (and, for a woven child, at or after its split_ts).
+    (and, for a woven child, at or after its split_ts). `with_version` appends the woven_snapshots
+    version the rows were read at (`as_of_version` when given; a paged API walk pins it).
     """
     at = parse_timepoint(at)
     c = settings.confidence(confidence_threshold)
@@ -184,7 +185,7 @@ def woven_snapshot(settings: Settings, partition_id: str, at: datetime | str, *,
                 f"no woven snapshot covered {partition_id!r} at or before {at.isoformat()}{since} with confidence >= {c} "
                 f"in woven_snapshots as of {as_of_version if as_of_version is not None else as_of}; pick a later "
                 "as-of or timepoint")
-        return (target, *found)
+        return (target, *found, as_of_version) if with_version else (target, *found)
     woven = WovenTable.open(settings)
     snap = find_woven_snapshot(settings, target, at, c, lineage=lineage, catalog=catalog, weave_id=wid, woven=woven,
                                not_before=target.exists_from)
@@ -192,7 +193,8 @@ def woven_snapshot(settings: Settings, partition_id: str, at: datetime | str, *,
         raise NoDataError(
             f"no woven snapshot covers {partition_id!r} at or before {at.isoformat()}{since} with confidence >= {c}; "
             "lower the confidence threshold, pick a later timepoint, or recover it (POST /v1/recoveries)")
-    return target, snap, read_woven_rows(settings, snap, woven)
+    rows = read_woven_rows(settings, snap, woven)
+    return (target, snap, rows, woven.table.version) if with_version else (target, snap, rows)
 
 
 def woven_snapshot_as_of(settings: Settings, target: Target, at: datetime, confidence_threshold: float, *,
