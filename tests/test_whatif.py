@@ -223,9 +223,11 @@ def test_impact_time_travel_and_api_on_the_hot_end_lake(spark, tmp_path):
 
 
 def datetime_of_version(uri: str, version: int):
+    """When Delta dates `version`: its commit file's modification time (docs/api.md). Not the
+    `timestamp` of delta-rs' history(), the writer's clock before the write, which can be a
+    millisecond earlier (an as_of there is before version 0: this test once failed so in CI)."""
+    import os
     from datetime import datetime
 
-    from deltalake import DeltaTable
-
-    (h,) = [x for x in DeltaTable(uri).history() if x["version"] == version]
-    return datetime.fromtimestamp(h["timestamp"] / 1000, tz=timezone.utc)
+    ns = os.stat(os.path.join(uri, "_delta_log", f"{version:020d}.json")).st_mtime_ns
+    return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=ns // 1000)
