@@ -25,7 +25,11 @@ def _lakes(tmp_path: Path) -> tuple[str, str]:
     future += [(ts, "r", key("b", 10 * (h - 60) + j), "PUT", VALUE)
                for h in range(60, 72) for j, ts in enumerate(spread(h, 10))]
     future += [(ts, "f", key("f", 0), "PUT", VALUE) for h in range(48, 72) for ts in spread(h, 4)]
-    n = len(past) + 120  # g's last change before its split at 60 h
+    # g's last change before its split at 60 h, in event_log's (ts, partition, key) order: f's
+    # updates of hours 48-60 interleave with g's inserts (not len(past) + 120, which left g
+    # owning changes after its retirement - a log restore and predict refuse)
+    ordered = sorted(past + future, key=lambda e: (e[0], e[1], e[2]))
+    n = max(i for i, e in enumerate(ordered, start=1) if e[1] == "g")
     split_ts = T0 + 60 * H
     parts = [part("g", "", "f", retired=split_ts, retired_seq=n), part("f", "f", None),
              part("l", "", "a00000300", created=split_ts, parent="g", created_seq=n),

@@ -196,3 +196,91 @@ def test_report_out_inside_the_lake_is_refused(lake, where):
     with pytest.raises(InvalidParameterError, match="--out"):
         render_report(s, at=T0 + 41 * H, advice_rows=rows, out_dir=out)
     assert tree(lake) == before
+
+
+# --- a change log that breaks DESIGN §4.5 under `weaver predict` / build_metrics ------------------
+# `restore` refused these logs while `predict` published predictions from them (session 38's audit).
+def _bad_events(kind: str) -> list[dict]:
+    """The built lake's change log with one defect at hour 40, by hand: seq 2 000 missing (a gap),
+    or g's change there given a key of f's range (misrouted)."""
+    log = event_log([part("g", "", "f"), part("f", "f", None)], growing("g", "a", HOURS) + flat("f", "f", HOURS))
+    changes = log["changes"]
+    i = next(j for j, c in enumerate(changes) if c["ts"] >= T0 + 40 * H and c["partition_id"] == "g")
+    if kind == "gap":
+        del changes[i]
+    else:
+        changes[i] = {**changes[i], "key": "fzz-misrouted"}
+    return changes
+
+
+def _rewrite_log(lake: Path, changes: list[dict], *, after: datetime | None = None) -> None:
+    """Replace the lake's change log by `changes` (only those with ts >= `after` appended, when given)."""
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    from weaver.core import storage
+
+    rows = [c for c in changes if after is None or c["ts"] >= after]
+    t = pa.Table.from_pylist(rows, schema=storage.SCHEMAS[storage.CHANGELOG])
+    write_deltalake(str(lake / "changelog"), t, mode="append" if after is not None else "overwrite")
+
+
+BAD_LOG = {"gap": "SeqGapError", "misrouted": "KeyOutOfRangeError"}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_LOG))
+def test_predict_and_metrics_refuse_a_bad_change_log_and_write_nothing(lake, kind):
+    from weaver.core import errors
+    from weaver.predict import build_metrics, predict
+
+    _rewrite_log(lake, _bad_events(kind))
+    s = forecast_settings(lake)
+    before = tree(lake)
+    err = getattr(errors, BAD_LOG[kind])
+    with pytest.raises(err):
+        predict(s, at=T0 + HOURS * H, stage=True)
+    with pytest.raises(err):
+        build_metrics(s, end=T0 + HOURS * H)
+    assert tree(lake) == before
+    # Before the defect (hour 40) the same log is fine: the run is not refused.
+    assert predict(s, at=T0 + 39 * H, write=False, store_map=False).num_rows == 2
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_LOG))
+def test_a_bad_increment_after_a_checkpoint_is_refused(lake, kind):
+    """The DAG's shape: metrics (with a checkpoint) up to hour 30 on a clean log, then an extract
+    appends hours 30-48 with the defect: the next metrics and predict runs are refused."""
+    from weaver.core import errors
+    from weaver.predict import build_metrics, predict
+    from weaver.predict.metrics import checkpoints
+
+    bad = _bad_events(kind)
+    cut = T0 + 30 * H
+    _rewrite_log(lake, [c for c in bad if c["ts"] < cut])
+    s = forecast_settings(lake)
+    build_metrics(s, end=cut)
+    assert [c.as_of_us for c in checkpoints(s)]  # the premise: a checkpoint to continue from
+    _rewrite_log(lake, bad, after=cut)
+    before = tree(lake)
+    err = getattr(errors, BAD_LOG[kind])
+    with pytest.raises(err):
+        build_metrics(s, start=cut, end=T0 + HOURS * H)
+    with pytest.raises(err):
+        predict(s, at=T0 + HOURS * H, stage=True)
+    assert tree(lake) == before
+
+
+def test_cli_predict_names_the_gap(lake):
+    import json
+
+    from typer.testing import CliRunner
+
+    from weaver.cli import app
+
+    _rewrite_log(lake, _bad_events("gap"))
+    before = tree(lake)
+    r = CliRunner().invoke(app, ["predict", "--at", (T0 + HOURS * H).isoformat(), "--lake", str(lake), "--json"])
+    assert r.exit_code != 0
+    out = json.loads(r.stdout)
+    assert out["error"] == "SeqGapError", out
+    assert tree(lake) == before

@@ -402,8 +402,9 @@ def predict(settings, *, at: datetime, window: timedelta | None = None, model: s
     partitions) or the batches of `gather_batched`.
 
     Bad input writes nothing: the parameters, the run instant against the change log's end
-    (`check_in_history`, left to the caller that passes `run_input`) and the gather (which reads the
-    lake) come before the calibration map is stored. `store_map=False` stores no map (a dry run:
+    (`check_in_history`), the change log the gather folds (`metrics.check_fold_input`: a gap in
+    seq, a misrouted key; both left to the caller that passes `run_input`) and the gather (which
+    reads the lake) come before the calibration map is stored. `store_map=False` stores no map (a dry run:
     ``weaver predict --no-write``); by default the map is stored even when the rows are not
     written, being derived from closed history only (same history, same file).
     """
@@ -412,6 +413,10 @@ def predict(settings, *, at: datetime, window: timedelta | None = None, model: s
     method = check_calibration(calibration)
     if run_input is None:
         check_in_history(settings, params)
+        # The log the gather folds (the increment since the checkpoint it starts from), checked
+        # as a restore checks its tail: a gap in seq or a misrouted key is a named error.
+        metrics.check_fold_input(settings, to_us(params.at) - bucket_us(params.bucket) + 1, upto=params.at,
+                                 lineage=lineage)
         run_input = gather_batched(settings, params, lineage=lineage)
     cmap = _calibration.map_for_run(settings, params.model, params.at, method, store=store_map)
     if isinstance(run_input, RunInput):

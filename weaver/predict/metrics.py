@@ -47,7 +47,7 @@ import pyarrow.parquet as pq
 from weaver.core import filecommit, objstore, storage
 from weaver.core.ids import metrics_state_id
 from weaver.core.time import bucket_floor, bucket_us, from_us, parse_timepoint, to_us
-from weaver.log.changelog import ChangeLog, log_start_seq
+from weaver.log.changelog import ChangeLog, log_start_seq, validate_segment
 from weaver.log.lineage import Lineage, Partition
 from weaver.pitr import restore_partition
 from weaver.replay.sizes import KeyState, LogView
@@ -628,6 +628,37 @@ def fold_from(settings, need_us: int, *, before: datetime | None = None, upto: d
     return read_log(settings, before=before, upto=upto, ranges=ranges), None, stale
 
 
+def check_fold_input(settings, need_us: int, *, before: datetime | None = None, upto: datetime | None = None,
+                     lineage: Lineage | None = None) -> int:
+    """Validate, before a run writes anything, the change log a fold from bucket `need_us` reads
+    (``ts < before`` / ``ts <= upto``): DESIGN §4.5 on the changes after the latest checkpoint at
+    or before `need_us` (the increment), or after the retained log's start without one. Named
+    errors (:func:`weaver.log.validate_segment`: a gap in seq, a duplicate, ts going backwards, an
+    unknown op, a key outside its partition's range); returns the number of changes checked.
+
+    Only the increment: what came before a checkpoint was checked by the run that stored it, so
+    the cost follows the increment, not the history (a run without a checkpoint - the first, a
+    backtest, checkpoints off - folds the whole log anyway and checks it whole). The check reads
+    the increment's full rows in bounded pieces; the fold itself reads only its narrow columns.
+    """
+    log = ChangeLog(settings)
+    state_ds = _state_dataset(settings)
+    fits = [c for c in checkpoints(settings, state_ds) if c.as_of_us <= need_us] if state_ds is not None else []
+    after = int(fits[-1].as_of_seq) if fits else 0
+    if log.start is not None and log.start > 1:
+        after = max(after, int(log.start) - 1)  # a vacuumed log: the fold starts from its base
+    if before is not None:
+        upto_seq = log.seq_before(before)
+    elif upto is not None:
+        upto_seq = log.seq_at(upto)
+    else:
+        raise InvalidParameterError("check_fold_input needs `before` or `upto`")
+    if upto_seq <= after:
+        return 0
+    return validate_segment(settings, lineage if lineage is not None else Lineage.load(settings), after, upto_seq,
+                            log=log)
+
+
 def _after_vacuum(settings, ck: Checkpoint, log: ChangeLog) -> Checkpoint:
     """`ck` with its first bucket moved past a prefix vacuum removed after it was written."""
     if not log.start or log.start <= 1:
@@ -770,6 +801,7 @@ def build_metrics(settings, *, end: datetime, start: datetime | None = None) -> 
     bu = bucket_us(settings.bucket)
     stop_us = (to_us(end) // bu) * bu
     need = to_us(bucket_floor(start, settings.bucket)) if start is not None else stop_us
+    check_fold_input(settings, need, before=end)  # bad input: a named error, nothing written
     batched = _build_in_batches(settings, start=start, end=end, need=need)
     if batched is not None:
         return batched
