@@ -18,6 +18,7 @@ from typer.core import TyperGroup
 
 from weaver.core.errors import InvalidParameterError, InvalidTimepointError, WeaverError
 from weaver.core.settings import Settings, check_confidence, load_settings
+from weaver.core.storage import check_woven_root
 from weaver.core.time import parse_timepoint
 
 console = Console(stderr=True)
@@ -28,8 +29,13 @@ JsonOpt = typer.Option(False, "--json", help="Print one machine-readable JSON ob
 
 
 def settings_for(lake: Optional[str], **overrides: Any) -> Settings:
-    """Settings read once from the environment, with this command's flags on top."""
-    return load_settings(lake=lake or None, **overrides)
+    """Settings read once from the environment, with this command's flags on top. A ``--woven-root``
+    Weaver may not create the woven tier in is refused here, before anything is read or written
+    (:func:`weaver.core.storage.check_woven_root`)."""
+    s = load_settings(lake=lake or None, **overrides)
+    if overrides.get("woven_root") is not None:
+        check_woven_root(s, what="--woven-root")
+    return s
 
 
 def timepoint(value: str, name: str = "--at") -> datetime:

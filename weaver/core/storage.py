@@ -413,6 +413,58 @@ def check_output_target(settings, out: str, *, kind: str, what: str = "--out") -
     return out
 
 
+def check_woven_root(settings, *, what: str = "woven root") -> None:
+    """Refuse a woven tier root (``settings.woven_root``: ``--woven-root``, ``$WEAVER_WOVEN_ROOT``)
+    that Weaver may not create its tables in, before anything is written (InvalidParameterError
+    naming `what`): the lake root itself, anything else inside the lake than its default
+    ``<lake>/woven`` (a contract table of it above all), and - for a local root - a folder that is
+    or lies inside a Delta table, or another lake's or woven tier's root (a folder holding
+    contract tables; the root itself may hold the woven tables: an existing woven tier).
+
+    The default root and a folder outside every lake pass. An object-store root is checked by
+    name only (against this lake's root and tables): nothing is listed to decide it.
+    """
+    if settings.woven_root is None:
+        return  # the default <lake>/woven
+    out = str(settings.woven_root)
+
+    def norm(u: str) -> str:
+        return u.rstrip("/") if "://" in u else str(Path(u).resolve())
+
+    target, lake = norm(out), norm(str(settings.lake))
+    if target == norm(table_uri(str(settings.lake), "woven")):
+        return
+    for name in SCHEMAS:
+        if name in WOVEN_TABLES:
+            continue
+        p = norm(table_uri(str(settings.lake), name))
+        if target == p or target.startswith(p + "/"):
+            raise InvalidParameterError(f"{what} {out!r} is inside the lake's own {name!r} table ({p}); the woven "
+                                        "tier never touches the source tables: use the default <lake>/woven or a "
+                                        "folder outside the lake")
+    if target == lake or target.startswith(lake + "/"):
+        where = "is the lake root" if target == lake else f"lies inside the lake ({lake})"
+        raise InvalidParameterError(f"{what} {out!r} {where}; the woven tier lives at the default "
+                                    f"{table_uri(str(settings.lake), 'woven')} or in a folder outside the lake")
+    if "://" in out:
+        return  # an object store: only what its name decides
+    for folder in _ancestors(target):
+        here = folder == target
+        try:
+            table, held = (Path(folder) / "_delta_log").is_dir(), _holds_contract_tables(folder)
+        except OSError:
+            continue  # an unreadable folder holds no table we could write into
+        if table:
+            raise InvalidParameterError(f"{what} {out!r} {'is' if here else 'lies inside'} a Delta table "
+                                        f"({folder}); the woven tier's tables go in a folder of their own")
+        if here:
+            held = [n for n in held if n not in WOVEN_TABLES]  # an existing woven tier is this root's own
+        if (here and held) or len(held) >= _ROOT_MIN_TABLES:
+            raise InvalidParameterError(f"{what} {out!r} {'is' if here else 'lies inside'} another lake's or woven "
+                                        f"tier's root ({folder} holds {', '.join(held[:4])}); the woven tier never "
+                                        "touches a lake's tables: choose a folder outside every lake")
+
+
 def _check_own_output(out: str, target: str, kind: str | None, what: str) -> None:
     """Refuse the existing Delta table `target` unless every commit of it is a `kind` output of Weaver."""
     from deltalake import DeltaTable
@@ -697,6 +749,30 @@ def open_table(uri: str, name: str = "", version: int | None = None):
             raise InvalidParameterError(f"the {name or 'Delta'} table has no version {version} (its latest is "
                                         f"{latest}; older versions may have been cleaned up); pick one it has") from exc
         raise CorruptTableError(f"Delta table {name or uri} at {uri} cannot be opened: {exc}") from exc
+
+
+def check_readable(uri: str, name: str) -> None:
+    """Refuse the contract table `name` at `uri` when it cannot be read, from its Delta log and its
+    data files' Parquet footers alone (no data page is read): no table there is TableNotFoundError;
+    files but no readable Delta log, or a data file the log lists that is gone or cut short (its
+    footer unreadable), is CorruptTableError. For a command that may not otherwise read the table
+    (advice that is all waits) and must not write over a broken lake. Damage inside a data page
+    shows only when the page is read."""
+    from weaver.core import objstore
+
+    if not is_table(uri):
+        opts = options(uri)
+        if objstore.list_folder(uri, opts) or objstore.list_folder(uri, opts, folders=True):
+            raise CorruptTableError(f"Delta table {name} at {uri} holds files but no readable Delta log (its "
+                                    "_delta_log was lost or damaged); restore the _delta_log (or the lake) first")
+        raise TableNotFoundError(f"no Delta table {name} at {uri}; point --lake (WEAVER_LAKE) at the lake's root")
+    dt = open_table(uri, name)
+    try:
+        for fragment in dataset(dt).get_fragments():
+            fragment.ensure_complete_metadata()  # reads the file's footer: a missing or cut file fails here
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise CorruptTableError(f"Delta table {name} at {uri} cannot be read: {exc}; restore the damaged file "
+                                "(or the lake) first") from exc
 
 
 def read(

@@ -111,10 +111,13 @@ def check_spans(settings: Settings, now: datetime) -> None:
 
 def maintain(settings: Settings, *, now: datetime, compact: bool = True) -> dict:
     """Run one maintenance pass as of `now`; returns what each step did. A root that is no lake,
-    or a retention reaching before the year 1, is refused before any step (:func:`check_lake`)."""
+    a retention reaching before the year 1, or a woven root inside a lake, is refused before any
+    step (:func:`check_lake`, :func:`weaver.core.storage.check_woven_root`)."""
     now = parse_timepoint(now)
     check_spans(settings, now)
     check_lake(settings)
+    # The woven vacuum refuses a root inside a lake; checked here too, before the snapshot vacuum writes.
+    storage.check_woven_root(settings, what="woven root (WEAVER_WOVEN_ROOT)")
     t0 = time.perf_counter()
     result: dict = {"now": now.isoformat(), "recovery_window_s": settings.recovery_window.total_seconds(),
                     "woven_retention_s": settings.woven_retention.total_seconds(),

@@ -101,6 +101,7 @@ def vacuum_woven(settings: Settings, *, now: datetime) -> dict:
     retention after this.
     """
     now = parse_timepoint(now)
+    storage.check_woven_root(settings, what="woven root (WEAVER_WOVEN_ROOT / --woven-root)")
     rec = reconcile(settings, at=now)
     catalog = read_woven_catalog(settings)
     expired = sorted(w for w, s in zip(catalog.column("weave_id").to_pylist(), catalog.column("status").to_pylist())

@@ -19,10 +19,39 @@ from weaver.core import storage
 from weaver.core.errors import ContractViolation, InvalidConfidenceError, InvalidParameterError, InvalidTimepointError, TableNotFoundError
 from weaver.core.ids import ACTIVE, PREDICTED, child_ids_for, weave_id_for
 from weaver.core.settings import Settings, check_confidence
+from weaver.core.time import format_duration
 from weaver.log.changelog import ChangeLog
 from weaver.log.lineage import Lineage
 from weaver.pitr import Piece, catalog_index, plan_restore, read_snapshot_catalog
 from weaver.predict.models import MODELS
+
+
+#: The most timepoints one woven sequence may have (its span from the split to its window's end,
+#: on the woven cadence). Each timepoint stores a whole copy of the partition, so the rows follow
+#: timepoints x partition rows: a 24 h window at 1 s would be 86,401 copies. 10,000 leaves room
+#: for every sensible question - a what-if's longest span (31 days) at 5 minutes is 8,929 - and
+#: refuses a cadence given in the wrong unit before the plan is even listed.
+MAX_TIMEPOINTS = 10_000
+
+
+def check_timepoints(start: datetime, end: datetime, cadence: timedelta, *, what: str) -> int:
+    """The number of timepoints from `start` to `end` (both included) on `cadence`, counted without
+    listing them; InvalidParameterError past :data:`MAX_TIMEPOINTS`, naming the count, the cap and
+    the finest cadence that fits (nothing is read or written before this)."""
+    n = (end - start) // cadence + 1 if end >= start else 0
+    if n > MAX_TIMEPOINTS:
+        fits = timedelta(seconds=-(-(end - start) // timedelta(seconds=MAX_TIMEPOINTS - 1)))
+        raise InvalidParameterError(
+            f"{what}: the woven cadence {_duration(cadence)} from {start.isoformat()} to {end.isoformat()} "
+            f"would give {n:,} timepoints, more than the {MAX_TIMEPOINTS:,} one woven sequence may have; choose a "
+            f"coarser cadence (--cadence / WEAVER_WOVEN_CADENCE, at least {format_duration(fits)}; the default is "
+            "1h) or a shorter span")
+    return n
+
+
+def _duration(d: timedelta) -> str:
+    """`d` as an option takes it (``1h``, ``90s``; ``0.5s`` below a whole second)."""
+    return format_duration(d) if d % timedelta(seconds=1) == timedelta(0) else f"{d.total_seconds():g}s"
 
 
 @dataclass
@@ -58,7 +87,10 @@ class Sequence:
         return child_ids_for(self.source_partition_id, self.weave_id)
 
     def candidate_timepoints(self, cadence: timedelta, limit: datetime) -> list[datetime]:
-        """Timepoints after the last woven one (or from split_ts) on the cadence, up to `limit`."""
+        """Timepoints after the last woven one (or from split_ts) on the cadence, up to `limit`.
+        A cadence giving the whole sequence more than MAX_TIMEPOINTS is refused first."""
+        check_timepoints(self.split_ts, self.window_end, cadence, what=f"weave {self.weave_id} of partition "
+                                                                        f"{self.source_partition_id!r}")
         t = self.split_ts if self.last_timepoint is None else self.last_timepoint + cadence
         limit = min(limit, self.window_end)
         out = []

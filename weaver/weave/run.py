@@ -129,8 +129,12 @@ def weave_sequences(spark, settings: Settings, lineage: Lineage, seqs: list[Sequ
     ``staged`` (see :func:`weave`). Returns sequences, timepoints_written, rows_written, staged,
     committed, version, engine ('arrow' | 'spark'; None when nothing was due) and work_changes
     (the run's size that chose the engine, :func:`weaver.weave.engine.run_work`). `spark` may be
-    None: a session is started only when the engine chosen is Spark.
+    None: a session is started only when the engine chosen is Spark. A woven root inside a lake
+    (:func:`weaver.core.storage.check_woven_root`) or a cadence giving a sequence more than
+    MAX_TIMEPOINTS timepoints is InvalidParameterError before anything is written.
     """
+    # A woven root from the environment or the spark job (the CLI checks its --woven-root itself).
+    storage.check_woven_root(settings, what="woven root (WEAVER_WOVEN_ROOT / --woven-root)")
     woven_uri = storage.uri_for(settings, storage.WOVEN_SNAPSHOTS)
     todo = _due(settings, seqs, at)
     summary = {"sequences": len(todo), "timepoints_written": sum(len(s.timepoints) for s in todo),

@@ -167,8 +167,13 @@ def advise(settings: Settings, *, at: datetime, run_ts: datetime | None = None,
            confidence_threshold: float | None = None, write: bool = True) -> pa.Table:
     """Advice for the prediction run latest at or before `at` (or `run_ts`); MERGEd into `advice`
     when `write` (rerunning the same run writes the same rows once), then earlier advice whose
-    window has closed by `at` is scored (:func:`score_advice`)."""
+    window has closed by `at` is scored (:func:`score_advice`).
+
+    A change log that cannot be read (its Delta log lost, a data file gone or cut short) is a
+    CorruptTableError before anything is written, even when every row is a wait (which reads no
+    change) - :func:`weaver.core.storage.check_readable`."""
     at = parse_timepoint(at)
+    storage.check_readable(storage.uri_for(settings, storage.CHANGELOG), storage.CHANGELOG)
     # Every model's rows of the run: advice is per prediction (advice_id from prediction_id).
     chosen, preds = select_predictions(settings, at=at, run_ts=parse_timepoint(run_ts) if run_ts else None,
                                        model=None)

@@ -21,7 +21,7 @@ from weaver.core.settings import Settings
 from weaver.core.time import parse_timepoint
 from weaver.log import ChangeLog, Lineage
 from weaver.predict import in_range
-from weaver.weave import Sequence, read_woven_catalog, sequence_from_row, weave_sequences
+from weaver.weave import Sequence, check_timepoints, read_woven_catalog, sequence_from_row, weave_sequences
 from weaver.whatif.keys import KEY_BY, KeyChoice, split_candidates
 
 #: The longest span one what-if may ask for (a sequence of hourly timepoints; larger spans are a
@@ -62,7 +62,8 @@ def plan_whatif(settings: Settings, partition_id: str, at: datetime | str, *, sp
 
     Named errors: UnknownPartitionError (not a real partition), InvalidTimepointError (no timezone,
     before the partition existed, after it was retired or after the change log ends),
-    InvalidParameterError (split key not strictly inside the range, until before T, key_by).
+    InvalidParameterError (split key not strictly inside the range, until before T, a span over
+    MAX_SPAN or more than MAX_TIMEPOINTS timepoints on the woven cadence, key_by).
     """
     at = parse_timepoint(at)
     if key_by not in KEY_BY:
@@ -95,6 +96,7 @@ def plan_whatif(settings: Settings, partition_id: str, at: datetime | str, *, sp
         raise InvalidParameterError(f"until {until.isoformat()} is {_span(until - at)} after the split instant "
                                     f"{at.isoformat()}; at most {_span(MAX_SPAN)} per what-if (a longer span is a "
                                     "backfill)")
+    check_timepoints(at, until, settings.woven_cadence, what=f"what-if of {p.partition_id!r}")
     choice = None
     if split_key is not None:
         hi = repr(p.key_hi) if p.key_hi is not None else "+inf"
