@@ -231,15 +231,22 @@ def test_a_change_log_the_check_refuses_quarantines_every_staged_weave(tmp_path)
     from weaver.pipeline import gate_weaves, list_quarantine
     from weaver.weave import weave
 
+    from deltalake import write_deltalake
+
+    from weaver.core import storage
+
     data = make_log(seed=3)
-    # A change of p1's range moved to a key of p0's range, still filed under p1, before the weave's
-    # last timepoint.
-    bad = next(c for c in data["changes"] if c["partition_id"] == "p1" and T0 + 2 * H < c["ts"] < T0 + 3 * H)
-    bad["key"] = "k05"
     settings = weave_settings(write_lake(tmp_path / "lake", data))
     p = prediction(split_ts=T0 + 3 * H + timedelta(minutes=30), window=timedelta(hours=9))
     put_predictions(settings, [p])
     (wid,) = weave(None, settings, at=T0 + 5 * H, stage=True)["staged"]
+    # Then the log changes under the staged weave (a weaving run refuses such a log before it
+    # writes: tests/test_weave_bad_log.py): a change of p1's range moved to a key of p0's range,
+    # still filed under p1, before the weave's last timepoint.
+    bad = next(c for c in data["changes"] if c["partition_id"] == "p1" and T0 + 2 * H < c["ts"] < T0 + 3 * H)
+    bad["key"] = "k05"
+    write_deltalake(storage.uri_for(settings, storage.CHANGELOG),
+                    pa.Table.from_pylist(data["changes"], schema=storage.SCHEMAS[storage.CHANGELOG]), mode="overwrite")
     with pytest.raises(KeyOutOfRangeError):
         gate_weaves(settings)
     (row,) = raw(settings, "woven_catalog")

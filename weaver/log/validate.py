@@ -72,11 +72,13 @@ def validate_changes(changes: pa.Table, lineage: Lineage | None = None, *, expec
         raise UnknownOpError(f"PUT without a value at seq {seq[i].as_py()} (partition {pids[i].as_py()})",
                              seq=seq[i].as_py(), partition_id=pids[i].as_py())
     if lineage is not None:
-        _check_ownership(t, lineage)
+        check_ownership(t, lineage)
     return n
 
 
-def _check_ownership(t: pa.Table, lineage: Lineage) -> None:
+def check_ownership(t: pa.Table, lineage: Lineage) -> None:
+    """KeyOutOfRangeError naming the first change of `t` (columns seq, partition_id, key) whose
+    partition is unknown, did not own its key, or did not own its seq; else nothing."""
     if _owned(t, lineage):
         return
     # A violation (or too many partitions to check one by one): the join names the first offender.
@@ -114,7 +116,7 @@ def _check_ownership(t: pa.Table, lineage: Lineage) -> None:
 def _owned(t: pa.Table, lineage: Lineage, *, max_partitions: int = 16) -> bool:
     """True when every change's partition owned its key and its seq, decided per partition on the
     min and max of key and seq (a batch or a restore tail holds a few partitions): no join on the
-    common path. False means "not shown here": `_check_ownership`'s join then decides and names."""
+    common path. False means "not shown here": `check_ownership`'s join then decides and names."""
     pids = t.column("partition_id")
     if pids.null_count or t.column("key").null_count:
         return False

@@ -245,13 +245,18 @@ def plan_bases(settings: Settings, lineage: Lineage, todo: list[Sequence]) -> No
             s.pieces = [Piece(s.key_lo, s.key_hi, None, None, int(s.last_seq))]
 
 
-def check_segment(settings: Settings, todo: list[Sequence]) -> None:
+def check_segment(settings: Settings, lineage: Lineage, todo: list[Sequence]) -> None:
     """DESIGN §4.5 before writing: every seq the run replays, (min base, max timepoint seq], is in
-    the log exactly once (reads only `seq` through delta-rs; names the offending seq)."""
+    the log exactly once (reads only `seq`), and each of those changes is filed under a partition
+    that owned its key and its seq (reads `partition_id` and `key` too, a batch at a time; a
+    KeyOutOfRangeError names the offending seq) - so a misrouted change refuses the run before
+    its rows are written, as a restore of that range would refuse it."""
     lo = min(p.base_seq for s in todo for p in s.pieces)
     hi = max(s.tp_seqs[-1] for s in todo)
+    log = ChangeLog(settings)
     try:
-        ChangeLog(settings).check_contiguous(lo, hi)
+        log.check_contiguous(lo, hi)
+        log.check_owned(lo, hi, lineage)
     except InvalidTimepointError as exc:
         raise InvalidTimepointError(f"weaving: {exc}; take base snapshots (weaver snapshot) or weave a later "
                                     "window") from exc

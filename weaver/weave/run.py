@@ -141,7 +141,7 @@ def weave_sequences(spark, settings: Settings, lineage: Lineage, seqs: list[Sequ
                "rows_written": 0, "committed": False, "engine": None, "work_changes": 0}
     if todo:
         plan_bases(settings, lineage, todo)
-        check_segment(settings, todo)
+        check_segment(settings, lineage, todo)
         engine, summary["work_changes"] = choose_engine(settings, todo, cluster=on_cluster(spark))
         summary["engine"] = engine
         if stage:
