@@ -752,27 +752,40 @@ def open_table(uri: str, name: str = "", version: int | None = None):
 
 
 def check_readable(uri: str, name: str) -> None:
-    """Refuse the contract table `name` at `uri` when it cannot be read, from its Delta log and its
-    data files' Parquet footers alone (no data page is read): no table there is TableNotFoundError;
-    files but no readable Delta log, or a data file the log lists that is gone or cut short (its
-    footer unreadable), is CorruptTableError. For a command that may not otherwise read the table
-    (advice that is all waits) and must not write over a broken lake. Damage inside a data page
-    shows only when the page is read."""
+    """Refuse the contract table `name` at `uri` when it cannot be read, from its Delta log and one
+    listing of its folder alone (no data file is opened): no table there is TableNotFoundError;
+    files but no readable Delta log, or a data file the log lists that is gone or whose size is
+    not the size the log recorded (cut short, overwritten), is CorruptTableError naming it. For a
+    command that may not otherwise read the table (advice that is all waits) and must not write
+    over a broken lake. One listing, not one read per file: on an object store the cost is a LIST
+    request per thousand files. Damage inside a file of the right size shows only when it is read."""
+    import pyarrow.fs as pafs
+    from urllib.parse import unquote
+
     from weaver.core import objstore
 
+    opts = options(uri)
     if not is_table(uri):
-        opts = options(uri)
         if objstore.list_folder(uri, opts) or objstore.list_folder(uri, opts, folders=True):
             raise CorruptTableError(f"Delta table {name} at {uri} holds files but no readable Delta log (its "
                                     "_delta_log was lost or damaged); restore the _delta_log (or the lake) first")
         raise TableNotFoundError(f"no Delta table {name} at {uri}; point --lake (WEAVER_LAKE) at the lake's root")
-    dt = open_table(uri, name)
+    acts = pa.table(open_table(uri, name).get_add_actions(flatten=True))
+    fs, root = objstore.filesystem(uri, opts)
     try:
-        for fragment in dataset(dt).get_fragments():
-            fragment.ensure_complete_metadata()  # reads the file's footer: a missing or cut file fails here
+        infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
     except (OSError, pa.ArrowInvalid) as exc:
-        raise CorruptTableError(f"Delta table {name} at {uri} cannot be read: {exc}; restore the damaged file "
-                                "(or the lake) first") from exc
+        raise CorruptTableError(f"Delta table {name} at {uri} cannot be listed: {exc}") from exc
+    prefix = root.rstrip("/") + "/"
+    sizes = {i.path[len(prefix):]: i.size for i in infos if i.type == pafs.FileType.File and i.path.startswith(prefix)}
+    for path, size in zip(acts.column("path").to_pylist(), acts.column("size_bytes").to_pylist()):
+        found = sizes.get(unquote(path), sizes.get(path))
+        if found is None:
+            raise CorruptTableError(f"Delta table {name} at {uri}: data file {path} is missing; restore it (or the "
+                                    "lake) first")
+        if size is not None and found != size:
+            raise CorruptTableError(f"Delta table {name} at {uri}: data file {path} holds {found} bytes, its Delta "
+                                    f"log says {size} (cut short or overwritten); restore it (or the lake) first")
 
 
 def read(
