@@ -404,6 +404,10 @@ def test_unreadable_change_log_and_unexpected_errors_leave_as_json(tmp_path, mon
         r = c.post("/v1/recoveries", json=body, headers=AUTH)
         assert r.status_code == 500 and r.headers["content-type"].startswith("application/json"), r.text
         assert r.json()["error"] == "CorruptTableError" and "changelog" in r.json()["message"]
+        # The body names the table, not where the server keeps the lake (the server's log has it).
+        lake_dir = str(Path(lake.settings.lake).resolve())
+        assert lake_dir not in r.text and str(tmp_path) not in r.text, r.text
+        assert "<lake>/changelog" in r.json()["message"], r.text
 
         import weaver.api.routes as routes
 

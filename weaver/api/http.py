@@ -11,6 +11,7 @@ import re
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator
 from urllib.parse import quote, unquote
@@ -266,6 +267,32 @@ def known_params_only(request: Request) -> None:
 AUTH = [Depends(require_token), Depends(known_params_only)]
 
 
+def _server_roots(settings) -> list[tuple[str, str]]:
+    """(server location, what a client is told instead): the woven root, then the lake root, each
+    as configured and resolved, longest first - a message names `<lake>/changelog`, not where the
+    server keeps it."""
+    out: dict[str, str] = {}
+    for value, name in ((settings.woven_root, "<woven>"), (settings.lake, "<lake>")):
+        if not value:
+            continue
+        value = str(value)
+        forms = {value.rstrip("/")}
+        if "://" not in value:
+            forms.add(str(Path(value).resolve()))
+        for f in forms:
+            if len(f) > 1:
+                out.setdefault(f, name)
+    return sorted(out.items(), key=lambda kv: -len(kv[0]))
+
+
+def redact(message: str, roots: list[tuple[str, str]]) -> str:
+    """`message` with the server's lake and woven roots replaced by `<lake>` / `<woven>` (the full
+    message goes to the server's log): an error body never shows the server's file layout."""
+    for path, name in roots:
+        message = message.replace(path, name)
+    return message
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Every error leaves as JSON ``{"error", "message"}`` with its status (WeaverError: its own)."""
     app.state.recovery_slots = threading.BoundedSemaphore(app.state.settings.api_max_recoveries)
@@ -275,12 +302,16 @@ def install_error_handlers(app: FastAPI) -> None:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return JSONResponse({"error": exc.name, "message": exc.message}, status_code=exc.status, headers=headers)
 
+    roots = _server_roots(app.state.settings)
+
     @app.exception_handler(WeaverError)
     async def _weaver_error(request: Request, exc: WeaverError) -> JSONResponse:
         # 429 says when to come back (DESIGN §7: past the configured concurrency).
         headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, TooManyRequestsError) else None
-        return JSONResponse({"error": type(exc).__name__, "message": str(exc)}, status_code=exc.http_status,
-                            headers=headers)
+        if exc.http_status >= 500:
+            _LOG.error("%s on %s %s: %s", type(exc).__name__, request.method, request.url.path, exc)
+        return JSONResponse({"error": type(exc).__name__, "message": redact(str(exc), roots)},
+                            status_code=exc.http_status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
