@@ -253,6 +253,10 @@ def test_recovery_rollback_writes_new_table_only(client, lake):
     ({"partition_id": "P0~ffffffff~R", "timepoint": "2026-01-01T10:00:00Z"}, 404, "UnknownWeaveError"),
     ({"partition_id": "P0", "timepoint": "2026-01-01T10:00:00Z", "out": "/etc"}, 422, None),
     ({"partition_id": "P0"}, 422, None),
+    # not numbers: a string and a boolean (a lenient parser read them as 0.5 and 1.0)
+    ({"partition_id": "P0", "timepoint": "2026-01-01T10:00:00Z", "confidence_threshold": "0.5"}, 422, None),
+    ({"partition_id": "P0", "timepoint": "2026-01-01T10:00:00Z", "confidence_threshold": True}, 422, None),
+    ({"partition_id": 7, "timepoint": "2026-01-01T10:00:00Z"}, 422, None),
 ])
 def test_recovery_bad_input(client, body, status, error):
     r = client.post("/v1/recoveries", json=body, headers=AUTH)
@@ -260,6 +264,23 @@ def test_recovery_bad_input(client, body, status, error):
     assert r.json()["message"]
     if error:
         assert r.json()["error"] == error
+
+
+@pytest.mark.parametrize("url", ["/v1/recoveries", "/v1/whatif"])
+def test_a_body_giving_a_member_twice_is_refused(client, url):
+    """JSON parsers keep the last of two equal members: {"confidence_threshold": 0.9, ...: 0.1}
+    was read as 0.1 without a word. Refused with 400, nothing run."""
+    raw = ('{"partition_id": "P0", "timepoint": "2026-01-01T10:00:00Z", '
+           '"confidence_threshold": 0.9, "confidence_threshold": 0.1}')
+    if url == "/v1/whatif":
+        raw = '{"partition_id": "P0", "at": "2026-01-01T10:00:00Z", "until": "2026-01-01T11:00:00Z", "until": "x"}'
+    r = client.post(url, content=raw, headers={**AUTH, "Content-Type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "InvalidParameterError" and "more than once" in r.json()["message"]
+    # An integer is a number: confidence 1 is accepted as 1.0.
+    r = client.post("/v1/recoveries", json={"partition_id": "P0", "timepoint": "2026-01-01T10:00:00Z",
+                                            "confidence_threshold": 1}, headers=AUTH)
+    assert r.status_code == 200, r.text
 
 
 def test_recovery_child_before_split_is_400(client, lake):

@@ -264,7 +264,31 @@ def known_params_only(request: Request) -> None:
         raise InvalidParameterError(f"query parameter(s) {repeated} given more than once; give each once")
 
 
-AUTH = [Depends(require_token), Depends(known_params_only)]
+async def single_valued_body(request: Request) -> None:
+    """Refuse a JSON body that gives a member twice (``{"confidence_threshold": 0.9,
+    "confidence_threshold": 0.1}``), whose earlier value a JSON parser drops silently. A body that
+    is not JSON is left to the body's validation (422)."""
+    if request.method not in ("POST", "PUT", "PATCH"):
+        return
+    raw = await request.body()
+    if not raw:
+        return
+
+    def once(pairs: list[tuple[str, Any]]) -> dict:
+        seen: set[str] = set()
+        for k, _ in pairs:
+            if k in seen:
+                raise InvalidParameterError(f"the request body gives {k!r} more than once; give each member once")
+            seen.add(k)
+        return dict(pairs)
+
+    try:
+        json.loads(raw, object_pairs_hook=once)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return
+
+
+AUTH = [Depends(require_token), Depends(known_params_only), Depends(single_valued_body)]
 
 
 def _server_roots(settings) -> list[tuple[str, str]]:

@@ -88,7 +88,8 @@ WovenPage = create_model(
 
 
 class RecoveryRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: "0.5" (a string) or true is not a confidence; a number is (an integer too)
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     partition_id: str = Field(pattern=PARTITION_PATTERN, max_length=80,
                               description="A real partition id or a woven child id `<P>~<weave8>~L|R`.")
@@ -103,7 +104,7 @@ class RecoveryRequest(BaseModel):
 
 
 class WhatIfRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     partition_id: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$", description="A real partition id.")
     at: str = Field(max_length=64, description="Split instant T, ISO-8601 with a timezone, within the data.",
