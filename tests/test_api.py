@@ -130,6 +130,22 @@ def test_woven_snapshot_arrow_and_json_and_accept(client, lake):
     assert j["weave_id"] == w["weave_id"] and j["woven_partition_ids"] == [w["left"]] and j["next_cursor"] is None
 
 
+@pytest.mark.parametrize("accept, media", [
+    ("application/json;q=0.1, application/x-ndjson", "application/x-ndjson"),
+    ("application/vnd.apache.arrow.stream;q=0, application/json", "application/json"),
+    ("application/x-ndjson;q=0.5, application/vnd.apache.arrow.stream;q=0.9", "application/vnd.apache.arrow.stream"),
+    ("text/html, application/x-ndjson;q=0.8, */*;q=0.1", "application/x-ndjson"),
+    ("text/html", "application/x-ndjson"),  # nothing this API serves: the endpoint's default
+])
+def test_accept_weights_choose_the_format(client, lake, accept, media):
+    """Accept is read with its weights (RFC 9110): the first listed media type used to win, so a
+    client saying "JSON only if nothing else" got JSON."""
+    w = lake.weaves[weave_id_of("pred-P0")]
+    q = {"partition_id": w["left"], "timepoint": iso(lake.ts_of(100))}
+    r = client.get("/v1/woven-snapshots", params=q, headers={**AUTH, "Accept": accept})
+    assert r.status_code == 200 and r.headers["content-type"].split(";")[0] == media, (r.status_code, r.headers)
+
+
 def test_woven_snapshot_pagination(client, lake):
     at = lake.ts_of(119)
     want = lake.expected("P0", lake.ts_of(90))

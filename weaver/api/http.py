@@ -145,14 +145,31 @@ def _timepoint(value: str | None, name: str = "timepoint") -> datetime:
         return (datetime.min if year == 1 else datetime.max).replace(tzinfo=timezone.utc)
 
 
+_FORMAT_OF_MEDIA = {ARROW_MEDIA: "arrow", NDJSON_MEDIA: "ndjson", JSON_MEDIA: "json"}
+
+
 def _choose_format(request: Request, fmt: str | None, default: str) -> str:
+    """`format=` when given; else the `Accept` header's most preferred media type this API serves
+    (RFC 9110: the highest `q`, then the header's order; `q=0` means "not this"; `*/*` and
+    `application/*` mean the endpoint's default); else the default."""
     if fmt is not None:
         return fmt
-    accept = request.headers.get("accept", "")
-    for name, media in (("arrow", ARROW_MEDIA), ("ndjson", NDJSON_MEDIA), ("json", JSON_MEDIA)):
-        if media in accept:
-            return name
-    return default
+    ranked = []
+    for i, part in enumerate(request.headers.get("accept", "").split(",")):
+        media, *params = [x.strip() for x in part.split(";")]
+        q = 1.0
+        for p in params:
+            k, _, v = p.partition("=")
+            if k.strip().lower() == "q":
+                try:
+                    q = float(v)
+                except ValueError:
+                    q = 0.0  # a malformed weight: that range is not counted
+        media = media.lower()
+        name = _FORMAT_OF_MEDIA.get(media) or (default if media in ("*/*", "application/*") else None)
+        if name is not None and 0.0 < q <= 1.0:
+            ranked.append((-q, i, name))
+    return min(ranked)[2] if ranked else default
 
 
 def _rows_json(page: pa.Table) -> list[dict]:
