@@ -197,6 +197,16 @@ def test_restore_table_rerun_with_the_same_rows_commits_nothing(spark, tmp_path)
     again = restore_table(spark, s, at, str(out))
     assert held() == (v1, files1, rows1)  # no new version, no new data file, the same rows
     assert again["written"] is False and again["rows"] == len(rows1)
+    # The CLI's summary says so too (it said "restored ..." when nothing was written).
+    from typer.testing import CliRunner
+
+    from weaver.cli import app
+
+    res = CliRunner().invoke(app, ["restore-table", "--at", at.isoformat(), "--out", str(out), "--lake", s.lake],
+                             env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "nothing written" in res.stdout and not res.stdout.startswith("restored "), res.stdout
+    assert held() == (v1, files1, rows1)
 
     moved = restore_table(spark, s, later, str(out))  # another instant: replaced whole
     v2, _files2, rows2 = held()

@@ -61,7 +61,11 @@ def restore_table_cmd(
         s, t = settings_for(lake), timepoint(at)
         with console.status("restoring the table with Spark..."):
             r = restore_table(get_spark(s, "weaver-restore-table"), s, t, out)
-    emit(r, as_json, f"restored {r['partitions']} partitions at seq {r['as_of_seq']}: {r['rows']} rows -> {r['out']}")
+    done = (f"restored {r['partitions']} partitions at seq {r['as_of_seq']}: {r['rows']} rows -> {r['out']}"
+            if r.get("written", True) else
+            f"{r['out']} already holds the {r['rows']} rows of the {r['partitions']} partitions at seq "
+            f"{r['as_of_seq']}: nothing written")
+    emit(r, as_json, done)
 
 
 @app.command()
