@@ -8,48 +8,20 @@ commands that succeed the rows of the brute-force fold (tests/oracle.py).
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from typer.testing import CliRunner
 
+from tests.cli import file_tree, json_error, run_cli
 from tests.lakes import add_weave, split_log, standard_lake, weave_id_of, write_lake
 from weaver.core import storage
 
 AT = "2026-01-01T00:00:05Z"
 
 
-def _run(*args: str, env: dict | None = None):
-    from weaver.cli import app
-
-    return CliRunner().invoke(app, list(args), env={"COLUMNS": "80", **(env or {})})
-
-
-def _error(res) -> dict:
-    """The one JSON error object on stdout (nothing else there), exit 2, no traceback."""
-    assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
-    assert res.exit_code == 2, (res.exit_code, res.output)
-    lines = res.stdout.strip().splitlines()
-    assert len(lines) == 1, res.stdout
-    obj = json.loads(lines[0])
-    assert set(obj) == {"error", "message"}
-    return obj
-
-
-def _tree(root: Path) -> dict[str, str]:
-    """Every file and folder under `root` with its content hash (folders: 'dir')."""
-    out = {}
-    for dirpath, dirs, files in os.walk(root):
-        for d in dirs:
-            out[os.path.join(dirpath, d)] = "dir"
-        for f in files:
-            p = os.path.join(dirpath, f)
-            out[p] = hashlib.sha256(Path(p).read_bytes()).hexdigest()
-    return out
+_run, _error, _tree = run_cli, json_error, file_tree
 
 
 @pytest.fixture

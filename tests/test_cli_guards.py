@@ -8,16 +8,14 @@ from the inputs (a span divided by a cadence), never taken from weaver's own out
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
+from tests.cli import file_tree, json_error, run_cli
 from tests.lakes import H, T0, make_log, prediction, put_predictions, weave_settings, write_lake
 from weaver.core import storage
 
@@ -26,33 +24,7 @@ RUN = T0 + 2 * H
 AT = (T0 + 9 * H).isoformat()
 
 
-def _run(*args: str, env: dict | None = None):
-    from weaver.cli import app
-
-    return CliRunner().invoke(app, list(args), env={"COLUMNS": "80", **(env or {})})
-
-
-def _error(res) -> dict:
-    """The one JSON error object on stdout, exit 2, no traceback."""
-    assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
-    assert res.exit_code == 2, (res.exit_code, res.output)
-    lines = res.stdout.strip().splitlines()
-    assert len(lines) == 1, res.stdout
-    obj = json.loads(lines[0])
-    assert set(obj) == {"error", "message"}
-    return obj
-
-
-def _tree(root) -> dict[str, str]:
-    """Every file and folder under `root` with its content hash (folders: 'dir')."""
-    out = {}
-    for dirpath, dirs, files in os.walk(root):
-        for d in dirs:
-            out[os.path.join(dirpath, d)] = "dir"
-        for f in files:
-            p = os.path.join(dirpath, f)
-            out[p] = hashlib.sha256(Path(p).read_bytes()).hexdigest()
-    return out
+_run, _error, _tree = run_cli, json_error, file_tree
 
 
 def _lake(root: Path, *, probability: float = 0.9, log_chunk: int | None = None) -> str:

@@ -36,34 +36,29 @@ def _misrouted(where: str) -> tuple[dict, dict]:
     return data, bad
 
 
-@pytest.mark.parametrize("where", ["inside", "outside"])
-def test_arrow_weave_refuses_a_misrouted_change_before_writing(tmp_path, where):
+def _refused_before_writing(tmp_path, spark, engine: str, where: str) -> None:
     from weaver.core.errors import KeyOutOfRangeError
     from weaver.weave import weave
 
     data, bad = _misrouted(where)
     lake = Path(write_lake(tmp_path / "lake", data))
-    settings = weave_settings(lake, weave_engine="arrow")
-    put_predictions(settings, [prediction(split_ts=T0 + 3 * H + timedelta(minutes=30), window=timedelta(hours=9))])
-    before = tree(lake)
-    with pytest.raises(KeyOutOfRangeError, match=f"seq {bad['seq']}"):
-        weave(None, settings, at=T0 + 5 * H, stage=True)
-    assert tree(lake) == before and not Path(settings.woven).exists()
-
-
-@pytest.mark.spark
-def test_spark_weave_refuses_a_misrouted_change_before_writing(spark, tmp_path):
-    from weaver.core.errors import KeyOutOfRangeError
-    from weaver.weave import weave
-
-    data, bad = _misrouted("inside")
-    lake = Path(write_lake(tmp_path / "lake", data))
-    settings = weave_settings(lake, weave_engine="spark")
+    settings = weave_settings(lake, weave_engine=engine)
     put_predictions(settings, [prediction(split_ts=T0 + 3 * H + timedelta(minutes=30), window=timedelta(hours=9))])
     before = tree(lake)
     with pytest.raises(KeyOutOfRangeError, match=f"seq {bad['seq']}"):
         weave(spark, settings, at=T0 + 5 * H, stage=True)
     assert tree(lake) == before and not Path(settings.woven).exists()
+
+
+@pytest.mark.parametrize("where", ["inside", "outside"])
+def test_arrow_weave_refuses_a_misrouted_change_before_writing(tmp_path, where):
+    _refused_before_writing(tmp_path, None, "arrow", where)
+
+
+@pytest.mark.spark
+def test_spark_weave_refuses_a_misrouted_change_before_writing(spark, tmp_path):
+    # `spark` a parameter of the test: tests/conftest.py keeps such modules on the session's one worker.
+    _refused_before_writing(tmp_path, spark, "spark", "inside")
 
 
 def test_a_clean_log_still_weaves(tmp_path):
