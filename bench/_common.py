@@ -11,6 +11,7 @@ worker keeps the default (it dies by the signal, as before); SIGKILL cannot be c
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import platform
 import signal
@@ -72,3 +73,13 @@ def git() -> dict:
                                       "spark_jobs", ":(exclude)bench/results"))}
     except (OSError, subprocess.SubprocessError):
         return {"git_commit": None, "git_dirty": None}
+
+
+def save(result: dict, out: str, *, quick: bool = False) -> None:
+    """Print the result's ratios and write it to `out` (a ``--quick`` smoke run writes nothing)."""
+    print(json.dumps(result["ratios"], indent=2, default=str))
+    if quick:
+        return
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(result, indent=2, default=str) + "\n")
+    print(f"wrote {out}")

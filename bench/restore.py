@@ -21,7 +21,6 @@ Run: ``.venv/bin/python bench/restore.py [--quick]`` -> bench/results/restore.js
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -171,12 +170,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="small smoke run; does not overwrite the results file")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "restore.json"))
     args = ap.parse_args()
-    result = run(args)
-    print(json.dumps(result["ratios"], indent=2))
-    if not args.quick:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.out}")
+    _common.save(run(args), args.out, quick=args.quick)
 
 
 if __name__ == "__main__":
