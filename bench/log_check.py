@@ -13,7 +13,8 @@ each timed alternately with two references read through the same pyarrow dataset
 files: the **narrow read** (`seq, ts, partition_id, key, op, value_bytes`: what the fold itself
 reads) and the **full read** (every column: what a check of whole rows must decode at least).
 Ratios are medians over ``--repeats`` runs. The check must count every change of the segment, and
-the references must read as many rows.
+the references must read as many rows. Memory: each of the three, and opening the lake alone (the
+floor), once more in a fresh process whose peak resident set ``wait4`` reports (``peak_rss_mb``).
 
 Run: ``.venv/bin/python bench/log_check.py [--quick]`` -> bench/results/log_check.json
 """
@@ -21,8 +22,10 @@ Run: ``.venv/bin/python bench/log_check.py [--quick]`` -> bench/results/log_chec
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -52,6 +55,38 @@ def _timed(fn):
     return (time.perf_counter() - t0) * 1000.0, out
 
 
+_CHILD = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import pyarrow.compute as pc
+from weaver.core.settings import load_settings
+from weaver.log import ChangeLog, Lineage, validate_segment
+lake, after, upto, what = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+s = load_settings(lake=lake)
+log = ChangeLog(s)
+lineage = Lineage.load(s)
+if what == "check":
+    n = validate_segment(s, lineage, after, upto, log=log)
+elif what == "open":
+    n = upto - after
+else:
+    cols = None if what == "full" else sys.argv[6].split(",")
+    n = sum(b.num_rows for b in log.seq_range(after, upto).to_batches(
+        columns=cols, filter=(pc.field("seq") > after) & (pc.field("seq") <= upto)))
+assert n == upto - after, (n, upto - after)
+"""
+
+
+def peak_rss_mb(lake: str, after: int, upto: int, what: str) -> float:
+    """Peak resident set (MB) of a fresh process that opens the lake and does `what` on (after, upto]:
+    "check", "narrow" or "full" read, or only "open" (the floor: Python, the imports, the table)."""
+    proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(ROOT), lake, str(after), str(upto), what,
+                             ",".join(NARROW_READ)])
+    _, status, usage = os.wait4(proc.pid, 0)
+    assert status == 0, f"the {what} process failed ({status})"
+    return round(usage.ru_maxrss / 1024, 1)
+
+
 def measure(settings, after: int, upto: int, repeats: int) -> dict:
     """The check of (after, upto] and the two reads of the same rows, alternating."""
     from weaver.log import ChangeLog, Lineage, validate_segment
@@ -72,7 +107,10 @@ def measure(settings, after: int, upto: int, repeats: int) -> dict:
         assert n == upto - after
         full_ms.append(ms)
     c, nr, fr = (statistics.median(x) for x in (check_ms, narrow_ms, full_ms))
-    return {"changes": upto - after, "check_ms": round(c, 1), "narrow_read_ms": round(nr, 1),
+    rss = {what: peak_rss_mb(settings.lake, after, upto, what) for what in ("open", "check", "narrow", "full")}
+    return {"changes": upto - after, "peak_rss_mb": rss,
+            "check_vs_full_read_peak_rss": round(rss["check"] / rss["full"], 2),
+            "check_ms": round(c, 1), "narrow_read_ms": round(nr, 1),
             "full_read_ms": round(fr, 1), "check_runs_ms": [round(x, 1) for x in check_ms],
             "narrow_read_runs_ms": [round(x, 1) for x in narrow_ms], "full_read_runs_ms": [round(x, 1) for x in full_ms],
             "check_vs_narrow_read": round(c / nr, 2), "check_vs_full_read": round(c / fr, 2)}
@@ -102,11 +140,12 @@ def run(args) -> dict:
             f = figures[k]
             print(f"{k:>9}: {f['changes']:>10,} changes  check {f['check_ms']:9.1f} ms  narrow read "
                   f"{f['narrow_read_ms']:8.1f} ms  full read {f['full_read_ms']:8.1f} ms  "
-                  f"check/narrow {f['check_vs_narrow_read']:6.2f}  check/full {f['check_vs_full_read']:5.2f}", flush=True)
+                  f"check/narrow {f['check_vs_narrow_read']:6.2f}  check/full {f['check_vs_full_read']:5.2f}  "
+                  f"peak RSS MB {f['peak_rss_mb']}", flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     ratios = {f"{k}_check_vs_{r}": figures[k][f"check_vs_{r}"] for k in ("whole_log", "last_hour")
-              for r in ("narrow_read", "full_read")}
+              for r in ("narrow_read", "full_read", "full_read_peak_rss")}
     return {"bench": "log_check", "machine": _common.machine("pyarrow", "deltalake"),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "params": {"partitions": args.partitions, "days": args.days, "rate": args.rate, "repeats": args.repeats,
