@@ -14,7 +14,7 @@ files: the **narrow read** (`seq, ts, partition_id, key, op, value_bytes`: what 
 reads) and the **full read** (every column: what a check of whole rows must decode at least).
 Ratios are medians over ``--repeats`` runs. The check must count every change of the segment, and
 the references must read as many rows. Memory: each of the three, and opening the lake alone (the
-floor), once more in a fresh process whose peak resident set ``wait4`` reports (``peak_rss_mb``).
+floor), once more in a fresh process that reports its own peak resident set, VmHWM (``peak_rss_mb``).
 
 Run: ``.venv/bin/python bench/log_check.py [--quick]`` -> bench/results/log_check.json
 """
@@ -22,7 +22,6 @@ Run: ``.venv/bin/python bench/log_check.py [--quick]`` -> bench/results/log_chec
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import subprocess
@@ -74,17 +73,18 @@ else:
     n = sum(b.num_rows for b in log.seq_range(after, upto).to_batches(
         columns=cols, filter=(pc.field("seq") > after) & (pc.field("seq") <= upto)))
 assert n == upto - after, (n, upto - after)
+# This process's own high-water mark (VmHWM): rusage's ru_maxrss would also count the parent's
+# resident set, which Linux carries into a child across fork and exec.
+print(next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:")))
 """
 
 
 def peak_rss_mb(lake: str, after: int, upto: int, what: str) -> float:
     """Peak resident set (MB) of a fresh process that opens the lake and does `what` on (after, upto]:
     "check", "narrow" or "full" read, or only "open" (the floor: Python, the imports, the table)."""
-    proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(ROOT), lake, str(after), str(upto), what,
-                             ",".join(NARROW_READ)])
-    _, status, usage = os.wait4(proc.pid, 0)
-    assert status == 0, f"the {what} process failed ({status})"
-    return round(usage.ru_maxrss / 1024, 1)
+    out = subprocess.run([sys.executable, "-c", _CHILD, str(ROOT), lake, str(after), str(upto), what,
+                          ",".join(NARROW_READ)], capture_output=True, text=True, check=True, timeout=3600)
+    return round(int(out.stdout.split()[-1]) / 1024, 1)
 
 
 def measure(settings, after: int, upto: int, repeats: int) -> dict:
