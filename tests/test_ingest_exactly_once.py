@@ -217,10 +217,29 @@ def test_the_identity_is_rebuilt_with_a_ledger_row_a_crash_lost(tmp_path):
     with crash_at("ingest.after_changelog"):
         ingest(s, Stub([batch(1, 2, identity="table-eu")]))
     assert read_ledger(s).num_rows == 0  # the commit carries the identity; the ledger missed it
+    lake = tree(tmp_path / "lake")
     with pytest.raises(IngestError, match="--name") as exc:
         ingest(s, Stub([batch(3, 4, identity="table-us")]))
     assert exc.typename == "SourceIdentityError"
-    assert read_ledger(s).column("identity").to_pylist() == ["table-eu"]
+    # Refused: nothing written, not even the lost ledger row (it is rebuilt for the check only).
+    assert tree(tmp_path / "lake") == lake and read_ledger(s).num_rows == 0
+    r = ingest(s, Stub([batch(3, 4, identity="table-eu")]))
+    assert (r.batch, r.first_seq, r.last_seq) == (2, 3, 4)
+    ledger = read_ledger(s).sort_by("batch")
+    assert ledger.column("batch").to_pylist() == [1, 2]
+    assert ledger.column("identity").to_pylist() == ["table-eu", "table-eu"]
+    assert ledger.column("first_seq").to_pylist() == [1, 3]
+
+
+def test_the_same_input_again_after_a_crash_writes_back_the_lost_ledger_row(tmp_path):
+    s = load_settings(lake=str(tmp_path / "lake"))
+    with crash_at("ingest.after_changelog"):
+        ingest(s, Stub([batch(1, 2, identity="table-eu")]))
+    assert read_ledger(s).num_rows == 0
+    r = ingest(s, Stub([batch(1, 2, identity="table-eu")]))
+    assert (r.changes_written, r.first_seq, r.last_seq) == (0, 1, 2)
+    assert read_ledger(s).select(["batch", "first_seq", "last_seq"]).to_pylist() == [
+        {"batch": 1, "first_seq": 1, "last_seq": 2}]
 
 
 def test_a_source_recorded_before_identities_adopts_the_first_it_sees(tmp_path):

@@ -574,13 +574,16 @@ def empty(name: str) -> pa.Table:
     return SCHEMAS[name].empty_table()
 
 
-def conform(table: pa.Table, name: str, *, where: str = "") -> pa.Table:
+def conform(table: pa.Table, name: str, *, where: str = "", columns: Sequence[str] | None = None) -> pa.Table:
     """Check `table` carries every contract column with a compatible type; return it cast.
 
     Extra columns are dropped (a user's change log may carry more). A missing column or an
-    incompatible type raises SchemaMismatchError naming both.
+    incompatible type raises SchemaMismatchError naming both. `columns` checks (and returns) only
+    those contract columns, in that order: a projected read.
     """
     schema = SCHEMAS[name]
+    if columns is not None:
+        schema = pa.schema([schema.field(c) for c in columns])
     added = ADDED_COLUMNS.get(name, {})
     cols = []
     for f in schema:

@@ -4,8 +4,9 @@ Order of work (nothing is written before every check has passed):
 
 0. ``_check_lake``: a damaged lake is refused by name (a lake root that is a file, a changelog
    that lost its Delta log, ledger rows whose changelog or ingest_log is gone, an unreadable log).
-1. ``load_watermark``: the source's watermark, read from the change log itself (see below) and
-   used to repair the `ingest_watermarks` ledger if a crash left it behind.
+1. the source's watermark, read from the change log itself (see ``load_watermark``); ledger rows
+   of `ingest_watermarks` a crash left behind are rebuilt for the checks and written back only
+   with the batch's own writes (or on the same input again), so a refused input writes nothing.
 2. the adapter reads its input; an input read from another table than the one the source name
    already holds (``Batch.identity``) is refused (SourceIdentityError); the batch is classified
    against the watermark: a re-ingest of an input already committed writes nothing; an input
@@ -131,6 +132,21 @@ def load_watermark(settings, source: str, *, repair: bool = True) -> Optional[Wa
     batch reported (a lake written before it was kept monotonic may hold a later row with an
     earlier one); ``identity`` the last one recorded (None: the source never told one).
     """
+    wm, missing = _watermark_and_missing(settings, source)
+    if repair:
+        _repair_ledger(settings, missing)
+    return wm
+
+
+def _repair_ledger(settings, missing: Optional[pa.Table]) -> None:
+    """Write the ledger rows a crash left behind (rebuilt from the changelog's commits); idempotent."""
+    if missing is not None and missing.num_rows:
+        storage.merge(storage.uri_for(settings, storage.INGEST_WATERMARKS), storage.INGEST_WATERMARKS,
+                      missing, keys=["source", "batch"])
+
+
+def _watermark_and_missing(settings, source: str) -> tuple[Optional[Watermark], Optional[pa.Table]]:
+    """load_watermark's reading half: the watermark, and the ledger rows it lacks (None: none)."""
     dt = _open_changelog(settings)
     ledger = read_ledger(settings, source)
     have = int(pc.max(ledger.column("batch")).as_py()) if ledger.num_rows else 0
@@ -140,30 +156,28 @@ def load_watermark(settings, source: str, *, repair: bool = True) -> Optional[Wa
                 f"ingest_watermarks lists {have} batches of {source!r} but the lake at {settings.lake} has no "
                 "changelog (deleted?): ingesting would start a new log at seq 1 and overwrite those batches; "
                 "restore the changelog, or drop that source's ledger rows if the lake is meant to start over")
-        return None
+        return None, None
     committed = dt.transaction_version(app_id(source))
     if committed is None:
         if have:
             raise IngestStateError(
                 f"ingest_watermarks lists {have} batches of {source!r} but the changelog has no record of them "
                 "(it was rewritten); restore the changelog or drop that source's ledger rows")
-        return None
+        return None, None
     if committed < have:
         raise IngestStateError(
             f"ingest_watermarks lists batch {have} of {source!r} but the changelog committed only {committed} "
             "(restored to an older version?); drop the ledger rows above it and re-ingest")
+    missing = None
     if committed > have:
         missing = _rows_from_history(dt, source, have, committed)
-        if repair:
-            storage.merge(storage.uri_for(settings, storage.INGEST_WATERMARKS), storage.INGEST_WATERMARKS,
-                          missing, keys=["source", "batch"])
         ledger = pa.concat_tables([ledger, storage.conform(missing, storage.INGEST_WATERMARKS)])
     last = ledger.filter(pc.equal(ledger.column("batch"), committed)).to_pylist()[0]
     told = ledger.filter(pc.is_valid(ledger.column("identity"))).sort_by("batch")
     return Watermark(source=source, batch=committed, pos=parse_position(last["position"]),
                      watermark=last["watermark"], complete_to=pc.max(ledger.column("complete_to")).as_py(),
                      fingerprints=frozenset(ledger.column("fingerprint").to_pylist()), keys=last.get("keys"),
-                     identity=told.column("identity")[-1].as_py() if told.num_rows else None)
+                     identity=told.column("identity")[-1].as_py() if told.num_rows else None), missing
 
 
 def _rows_from_history(dt, source: str, have: int, committed: int) -> pa.Table:
@@ -303,7 +317,9 @@ def ingest(settings, adapter: Adapter, *, partitioning: Partitioning = Partition
     """
     source = adapter.source
     _check_lake(settings)
-    wm = load_watermark(settings, source)
+    # Read only: ledger rows a crash left behind are written back once the batch passed every check
+    # (a refused input changes nothing on disk), or on the same input again.
+    wm, missing = _watermark_and_missing(settings, source)
     log_schema = _existing_log_schema(settings)
     key_spec = ",".join(adapter.keys)
     if wm is not None and wm.keys and wm.keys != key_spec:
@@ -319,7 +335,8 @@ def ingest(settings, adapter: Adapter, *, partitioning: Partitioning = Partition
                           new_watermark=wm.watermark if wm else None, first_seq=None, last_seq=None,
                           ts_carried_forward=0, complete_to=wm.complete_to if wm else None,
                           batch=wm.batch if wm else None)
-    if new is None:  # the same input again: nothing to write
+    if new is None:  # the same input again: nothing to write but the ledger rows a crash lost
+        _repair_ledger(settings, missing)
         if wm is not None and batch.fingerprint in wm.fingerprints:
             # Name the batch this input committed (perhaps by an attempt that crashed before its
             # ledger row and its check): the retry's check then covers it.
@@ -391,6 +408,7 @@ def ingest(settings, adapter: Adapter, *, partitioning: Partitioning = Partition
               "identity": identity, "full": batch.full}
 
     # --- writes (everything above raised before this point on bad input) ---
+    _repair_ledger(settings, missing)
     if parts_table is not None:
         storage.overwrite(parts_uri, storage.PARTITIONS, parts_table)
         faults.point("ingest.after_partitions")

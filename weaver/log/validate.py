@@ -17,8 +17,13 @@ from weaver.log.lineage import Lineage
 
 
 
+#: The columns a change-log check reads when the values are checked apart (validate_segment):
+#: every §4.5 rule but "a PUT carries a value" needs only these.
+NARROW = ("seq", "ts", "partition_id", "key", "op")
+
+
 def validate_changes(changes: pa.Table, lineage: Lineage | None = None, *, expected_first_seq: int | None = None,
-                     check_gaps: bool = True) -> int:
+                     check_gaps: bool = True, values: bool = True) -> int:
     """Check DESIGN §4.5 on a batch of changes; return the number checked.
 
     Raises, naming the first offending seq and partition: SeqGapError, DuplicateSeqError,
@@ -26,8 +31,10 @@ def validate_changes(changes: pa.Table, lineage: Lineage | None = None, *, expec
     partition is unknown or did not own that seq), SchemaMismatchError (via storage.conform).
     ``check_gaps=False`` skips the gap check, for a batch filtered by key range (a restore tail),
     whose seq are legitimately not contiguous; the caller then checks contiguity separately.
+    ``values=False`` takes a batch of the :data:`NARROW` columns only and leaves "a PUT carries a
+    value" to the caller (validate_segment checks it in one scan of `op` and `value`).
     """
-    changes = storage.conform(changes, storage.CHANGELOG)
+    changes = storage.conform(changes, storage.CHANGELOG, columns=None if values else NARROW)
     n = changes.num_rows
     if n == 0:
         return 0
@@ -66,14 +73,19 @@ def validate_changes(changes: pa.Table, lineage: Lineage | None = None, *, expec
         i = pc.index(bad_op, True).as_py()
         raise UnknownOpError(f"unknown op {op[i].as_py()!r} at seq {seq[i].as_py()} (partition {pids[i].as_py()}); expected PUT or DELETE",
                              seq=seq[i].as_py(), partition_id=pids[i].as_py())
-    put_null = pc.and_(pc.equal(op, "PUT"), pc.is_null(t.column("value").combine_chunks()))
-    if pc.any(put_null).as_py():
+    put_null = pc.and_(pc.equal(op, "PUT"), pc.is_null(t.column("value").combine_chunks())) if values else None
+    if put_null is not None and pc.any(put_null).as_py():
         i = pc.index(put_null, True).as_py()
-        raise UnknownOpError(f"PUT without a value at seq {seq[i].as_py()} (partition {pids[i].as_py()})",
-                             seq=seq[i].as_py(), partition_id=pids[i].as_py())
+        raise put_without_value(seq[i].as_py(), pids[i].as_py())
     if lineage is not None:
         check_ownership(t, lineage)
     return n
+
+
+def put_without_value(seq: int, partition_id: str | None) -> UnknownOpError:
+    """The error naming a PUT that carries no value."""
+    return UnknownOpError(f"PUT without a value at seq {seq} (partition {partition_id})", seq=seq,
+                          partition_id=partition_id)
 
 
 def check_ownership(t: pa.Table, lineage: Lineage) -> None:

@@ -639,7 +639,8 @@ def check_fold_input(settings, need_us: int, *, before: datetime | None = None, 
     Only the increment: what came before a checkpoint was checked by the run that stored it, so
     the cost follows the increment, not the history (a run without a checkpoint - the first, a
     backtest, checkpoints off - folds the whole log anyway and checks it whole). The check reads
-    the increment's full rows in bounded pieces; the fold itself reads only its narrow columns.
+    the increment's narrow columns in bounded pieces and scans its values once for a PUT without
+    one; the fold itself reads only its narrow columns.
     """
     log = ChangeLog(settings)
     state_ds = _state_dataset(settings)
