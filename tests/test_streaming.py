@@ -31,7 +31,7 @@ def tiny_windows(monkeypatch):
     record of every piece checked: (rows, bytes)."""
     from weaver.log import changelog
 
-    monkeypatch.setattr(changelog, "SEGMENT_WINDOW_BYTES", 2048)
+    monkeypatch.setattr(changelog, "SEGMENT_WINDOW_BYTES", 1024)  # pieces hold the narrow columns only
     monkeypatch.setattr(changelog, "STREAM_BATCH_ROWS", 4)
     monkeypatch.setattr(changelog, "FIRST_WINDOW_SEQS", 1)
     seen: list[tuple[int, int]] = []
@@ -68,7 +68,7 @@ def test_pieces_cover_the_segment_exactly_in_bounded_pieces(tmp_path, tiny_windo
     assert len(tiny_windows) > 10
     assert sum(rows for rows, _ in tiny_windows) == n + 150  # each change checked once per call
     # A piece is the budget plus at most one scan batch (or a window sized from the last one's bytes).
-    assert max(b for _, b in tiny_windows) <= 3 * 2048
+    assert max(b for _, b in tiny_windows) <= 3 * 1024
 
 
 @pytest.mark.parametrize("name,mutate,error,seq,pid", CASES, ids=[c[0] for c in CASES])
@@ -108,9 +108,73 @@ def test_gap_wider_than_a_window_and_missing_tail(tmp_path, tiny_windows):
         validate_segment(s, None, 100, 150)
 
 
+def test_the_pass_reads_no_values(tmp_path, monkeypatch):
+    """The piece-by-piece pass holds the narrow columns only (values are most of a log's bytes);
+    "a PUT carries a value" is checked apart, and a clean log still validates whole."""
+    from weaver.log import Lineage, changelog, validate_segment
+
+    seen: list[list[str]] = []
+    check = changelog.validate_changes
+
+    def spy(piece, *a, **kw):
+        seen.append(piece.column_names)
+        return check(piece, *a, **kw)
+
+    monkeypatch.setattr(changelog, "validate_changes", spy)
+    monkeypatch.setattr(changelog, "SEGMENT_WINDOW_BYTES", 1024)
+    log = make_log(4, n=120, keys=20)
+    s = _settings(write_lake(tmp_path / "lake", log, log_chunk=30))
+    assert validate_segment(s, Lineage.load(s), 0, 120) == 120
+    assert len(seen) > 3 and all("value" not in cols for cols in seen)
+
+
+def _first_put_after(changes, seq):
+    return next(c["seq"] for c in changes if c["seq"] > seq and c["op"] == "PUT")
+
+
+@pytest.mark.parametrize("layout", ["files", "windows"])
+@pytest.mark.parametrize("defects,named", [
+    # (mutations of the log, the error expected and its seq): the earliest offending seq is named,
+    # whether the PUT without a value (found by its own scan) or the pass's error comes first.
+    ((("bare", 4), ("gap", 8)), ("UnknownOpError", 4)),
+    ((("gap", 8), ("bare", 9)), ("SeqGapError", 8)),
+    ((("back", 10), ("bare", 12)), ("NonMonotonicTimestampError", 10)),
+    ((("bare", 3), ("misrouted", 9)), ("UnknownOpError", 3)),
+    ((("misrouted", 9), ("bare", 12)), ("KeyOutOfRangeError", 9)),
+], ids=["bare_before_gap", "gap_before_bare", "ts_before_bare", "bare_before_misrouted", "misrouted_before_bare"])
+def test_two_defects_the_earlier_seq_is_named(tmp_path, monkeypatch, defects, named, layout):
+    import copy
+
+    from weaver.core import errors
+    from weaver.log import Lineage, changelog, validate_segment
+    from tests.lakes import split_log
+
+    if layout == "windows":
+        monkeypatch.setattr(changelog, "_validate_in_file_order", lambda *a: None)
+    log, _ = split_log()
+    log = copy.deepcopy(log)
+    by_seq = {c["seq"]: c for c in log["changes"]}
+    for kind, seq in defects:
+        if kind == "bare":
+            seq = seq if by_seq[seq]["op"] == "PUT" else _first_put_after(log["changes"], seq)
+            by_seq[seq]["value"] = None
+        elif kind == "gap":
+            log["changes"] = [c for c in log["changes"] if c["seq"] != seq]
+        elif kind == "back":
+            by_seq[seq]["ts"] = by_seq[seq - 1]["ts"] - timedelta(seconds=5)
+        elif kind == "misrouted":
+            by_seq[seq]["partition_id"] = "p0001"  # key k90, p0001 holds [ , k50)
+    assert by_seq[named[1]]["op"] == "PUT" or named[0] != "UnknownOpError"
+    s = _settings(write_lake(tmp_path / "lake", log, log_chunk=4))
+    with pytest.raises(getattr(errors, named[0])) as info:
+        validate_segment(s, Lineage.load(s), 0, 12)
+    assert info.value.seq == named[1]
+
+
 def test_a_put_without_a_value_in_a_file_rewritten_by_delta_rs(tmp_path):
-    """A file delta-rs rewrote (UPDATE/DELETE/MERGE: string_view columns) is still checked whole:
-    a clean one validates, and a PUT without a value is named."""
+    """A file delta-rs rewrote (UPDATE/DELETE/MERGE: string_view columns, which pyarrow's pushed-down
+    filters cannot compare) is filtered in memory: a clean one validates, and a PUT without a value
+    is named."""
     import copy
 
     from deltalake import DeltaTable

@@ -37,6 +37,8 @@ FIRST_WINDOW_SEQS = 16  # seqs in the first window, before its bytes per change 
 WIDE_SORT_BYTES = 1 << 30
 #: Rows per batch of the one-pass scan (pieces of SEGMENT_WINDOW_BYTES are gathered from them).
 STREAM_BATCH_ROWS = 8_192
+#: Bytes of a data file the scan for PUTs without a value reads at a time (pages, not row groups).
+VALUE_SCAN_BUFFER = 8 * 1024 * 1024
 #: Most sorted runs merged at once (one batch of each is held); beyond, the seq windows read.
 MAX_MERGE_RUNS = 64
 _MS = timedelta(milliseconds=1)
@@ -394,35 +396,44 @@ def validate_segment(settings, lineage: Lineage | None, after_seq: int, upto_seq
 def _first_put_without_value(log: ChangeLog, first: int, upto_seq: int) -> tuple[int, str | None] | None:
     """(seq, partition_id) of the first PUT without a value in [first, upto_seq], None if none.
 
-    One filtered scan of `seq, partition_id, op, value` over the files that can hold the segment,
-    skipping those whose Delta statistics show `value` never null; only the offending rows are
-    kept, so memory does not follow the segment.
+    One scan of `seq, partition_id, op, value` over the files that can hold the segment, skipping
+    those whose Delta statistics show `value` never null, filtered batch by batch in memory (files
+    delta-rs rewrote carry `string_view`, which pyarrow's pushed-down filters cannot compare), and
+    keeping only the offending rows. Memory follows :data:`VALUE_SCAN_BUFFER` and the batch, not
+    the segment or a file's row group: one file at a time, its pages through a buffered stream
+    (the scanner's defaults - four files ahead, each row group's chunks buffered whole - held
+    several GB of values at a time on the scale lake).
     """
+    import posixpath
+    from urllib.parse import unquote
+
+    import pyarrow.dataset as pds
+
     files = delta_files(log.uri, storage.CHANGELOG)
-    paths = [p for p, lo, hi, nulls in zip(files.column("path"), files.column("min.seq"), files.column("max.seq"),
-                                           files.column("null_count.value"))
-             if (lo is None or lo <= upto_seq) and (hi is None or hi >= first) and nulls != 0]
-    if not paths:
-        return None
-    in_seg = (pc.field("seq") >= first) & (pc.field("seq") <= upto_seq)
-    bare = (pc.field("op") == "PUT") & pc.field("value").is_null()
-    try:
-        t = files.read(paths, ["seq", "partition_id"], in_seg & bare)
-    except pa.ArrowNotImplementedError:
-        # string_view `op` in files rewritten by delta-rs MERGE/DELETE: filter batch by batch in memory.
-        with _reading(log.uri):
-            kept = [b.filter(pc.and_(pc.equal(b.column("op").cast(pa.string()), "PUT"), pc.is_null(b.column("value"))))
-                    .select(["seq", "partition_id"])
-                    for b in log.seq_range(first - 1, upto_seq).to_batches(
-                        columns=["seq", "partition_id", "op", "value"], filter=in_seg)]
-        kept = [b for b in kept if b.num_rows]
-        if not kept:
+    # Data files are named uniquely (part-...-<uuid>), so their base names identify them.
+    never_null = {posixpath.basename(unquote(p)) for p, nulls in zip(files.column("path"),
+                                                                    files.column("null_count.value")) if nulls == 0}
+    ds = log.seq_range(first - 1, upto_seq)
+    if never_null:
+        frags = [fr for fr in ds.get_fragments() if posixpath.basename(unquote(fr.path)) not in never_null]
+        if not frags:
             return None
-        t = pa.Table.from_batches(kept)
-    if t.num_rows == 0:
-        return None
-    row = t.take(pc.sort_indices(t, sort_keys=[("seq", "ascending")])).slice(0, 1).to_pylist()[0]
-    return int(row["seq"]), row["partition_id"]
+        ds = pds.FileSystemDataset(frags, ds.schema, ds.format, ds.filesystem)
+    opts = pds.ParquetFragmentScanOptions(pre_buffer=False, use_buffered_stream=True, buffer_size=VALUE_SCAN_BUFFER)
+    best = None
+    with _reading(log.uri):
+        for b in ds.to_batches(columns=["seq", "partition_id", "op", "value"],
+                               filter=(pc.field("seq") >= first) & (pc.field("seq") <= upto_seq),
+                               batch_size=STREAM_BATCH_ROWS * 8, batch_readahead=1, fragment_readahead=1,
+                               fragment_scan_options=opts):
+            bare = pc.and_(pc.equal(b.column("op").cast(pa.string()), "PUT"), pc.is_null(b.column("value")))
+            if not pc.any(bare).as_py():
+                continue
+            hit = b.filter(bare)
+            i = pc.index(hit.column("seq"), pc.min(hit.column("seq"))).as_py()
+            if best is None or hit.column("seq")[i].as_py() < best[0]:
+                best = (int(hit.column("seq")[i].as_py()), hit.column("partition_id")[i].as_py())
+    return best
 
 
 def _check_piece(piece: pa.Table, lineage, cur: int, prev) -> tuple[int, tuple]:
