@@ -171,6 +171,48 @@ def test_two_defects_the_earlier_seq_is_named(tmp_path, monkeypatch, defects, na
     assert info.value.seq == named[1]
 
 
+def test_the_value_scan_reads_only_row_groups_that_can_hold_the_first_bare_put(tmp_path, monkeypatch):
+    """One file of 16-row groups: a PUT without a value before the segment is not the segment's
+    business, the earliest one inside it is named (not the later one), and row groups wholly
+    before the segment are never read for values."""
+    import copy
+
+    import pyarrow.parquet as pq
+    from deltalake import WriterProperties, write_deltalake
+
+    from weaver.core import storage
+    from weaver.core.errors import UnknownOpError
+    from weaver.log import Lineage, validate_segment
+
+    log = copy.deepcopy(make_log(4, n=200, keys=20, split_at=None))
+    puts = [c for c in log["changes"] if c["op"] == "PUT"]
+    early, named, later = (next(c for c in puts if c["seq"] >= s) for s in (30, 150, 185))
+    for c in (early, named, later):
+        c["value"] = None
+    lake = tmp_path / "lake"
+    write_lake(lake, {**log, "changes": []})
+    write_deltalake(storage.table_uri(str(lake), storage.CHANGELOG),
+                    pa.Table.from_pylist(log["changes"], schema=storage.SCHEMAS[storage.CHANGELOG]),
+                    mode="overwrite", writer_properties=WriterProperties(max_row_group_size=16))
+    groups_read: list[int] = []
+    real = pq.ParquetFile.iter_batches
+
+    def spy(self, *a, row_groups=None, columns=None, **kw):
+        if columns and "value" in columns:
+            groups_read.extend(row_groups)
+        return real(self, *a, row_groups=row_groups, columns=columns, **kw)
+
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", spy)
+    s = _settings(lake)
+    with pytest.raises(UnknownOpError, match=f"PUT without a value at seq {named['seq']} ") as info:
+        validate_segment(s, Lineage.load(s), 100, 200)
+    assert info.value.partition_id == named["partition_id"]
+    # Rows 0..99 are seqs 1..100: groups 0-5 end at or before seq 96, group 6 holds 97..112.
+    assert groups_read and min(groups_read) == 6
+    with pytest.raises(UnknownOpError, match=f"seq {early['seq']} "):
+        validate_segment(s, Lineage.load(s), 0, 200)  # the earliest of three, in the whole log
+
+
 def test_a_put_without_a_value_in_a_file_rewritten_by_delta_rs(tmp_path):
     """A file delta-rs rewrote (UPDATE/DELETE/MERGE: string_view columns, which pyarrow's pushed-down
     filters cannot compare) is filtered in memory: a clean one validates, and a PUT without a value

@@ -396,44 +396,60 @@ def validate_segment(settings, lineage: Lineage | None, after_seq: int, upto_seq
 def _first_put_without_value(log: ChangeLog, first: int, upto_seq: int) -> tuple[int, str | None] | None:
     """(seq, partition_id) of the first PUT without a value in [first, upto_seq], None if none.
 
-    One scan of `seq, partition_id, op, value` over the files that can hold the segment, skipping
-    those whose Delta statistics show `value` never null, filtered batch by batch in memory (files
-    delta-rs rewrote carry `string_view`, which pyarrow's pushed-down filters cannot compare), and
-    keeping only the offending rows. Memory follows :data:`VALUE_SCAN_BUFFER` and the batch, not
-    the segment or a file's row group: one file at a time, its pages through a buffered stream
-    (the scanner's defaults - four files ahead, each row group's chunks buffered whole - held
-    several GB of values at a time on the scale lake).
+    One scan of `seq, partition_id, op, value` over the files that can hold the segment, keeping
+    only the offending rows. Files whose Delta statistics show `value` never null are skipped, and
+    so are row groups whose Parquet statistics put them outside the segment (or after an offender
+    already found) or show `value` never null. Memory follows the batch, not the segment or a
+    file's row group: one file and one batch of :data:`STREAM_BATCH_ROWS` at a time, its pages
+    through a buffered stream of :data:`VALUE_SCAN_BUFFER` bytes, no read-ahead (the dataset
+    scanner, even with its read-ahead turned down, held about a GB of values for one hour's
+    segment in bench/log_check.py). Batches are filtered in memory: files delta-rs rewrote carry
+    `string_view`, which pyarrow's pushed-down filters cannot compare.
     """
     import posixpath
     from urllib.parse import unquote
 
-    import pyarrow.dataset as pds
+    import pyarrow.parquet as pq
 
     files = delta_files(log.uri, storage.CHANGELOG)
     # Data files are named uniquely (part-...-<uuid>), so their base names identify them.
     never_null = {posixpath.basename(unquote(p)) for p, nulls in zip(files.column("path"),
                                                                     files.column("null_count.value")) if nulls == 0}
-    ds = log.seq_range(first - 1, upto_seq)
-    if never_null:
-        frags = [fr for fr in ds.get_fragments() if posixpath.basename(unquote(fr.path)) not in never_null]
-        if not frags:
-            return None
-        ds = pds.FileSystemDataset(frags, ds.schema, ds.format, ds.filesystem)
-    opts = pds.ParquetFragmentScanOptions(pre_buffer=False, use_buffered_stream=True, buffer_size=VALUE_SCAN_BUFFER)
+    cols = ["seq", "partition_id", "op", "value"]
     best = None
     with _reading(log.uri):
-        for b in ds.to_batches(columns=["seq", "partition_id", "op", "value"],
-                               filter=(pc.field("seq") >= first) & (pc.field("seq") <= upto_seq),
-                               batch_size=STREAM_BATCH_ROWS * 8, batch_readahead=1, fragment_readahead=1,
-                               fragment_scan_options=opts):
-            bare = pc.and_(pc.equal(b.column("op").cast(pa.string()), "PUT"), pc.is_null(b.column("value")))
-            if not pc.any(bare).as_py():
+        for fr in log.seq_range(first - 1, upto_seq).get_fragments():
+            if posixpath.basename(unquote(fr.path)) in never_null:
                 continue
-            hit = b.filter(bare)
-            i = pc.index(hit.column("seq"), pc.min(hit.column("seq"))).as_py()
-            if best is None or hit.column("seq")[i].as_py() < best[0]:
-                best = (int(hit.column("seq")[i].as_py()), hit.column("partition_id")[i].as_py())
+            with fr.filesystem.open_input_file(fr.path) as f:
+                pf = pq.ParquetFile(f, pre_buffer=False, buffer_size=VALUE_SCAN_BUFFER)
+                hi = upto_seq if best is None else min(upto_seq, best[0] - 1)
+                groups = [g for g in range(pf.num_row_groups) if _group_may_hold(pf.metadata.row_group(g), first, hi)]
+                if not groups:
+                    continue
+                for b in pf.iter_batches(batch_size=STREAM_BATCH_ROWS, row_groups=groups, columns=cols,
+                                         use_threads=False):
+                    seq = b.column("seq")
+                    bare = pc.and_(pc.and_(pc.greater_equal(seq, first), pc.less_equal(seq, upto_seq)),
+                                   pc.and_(pc.equal(b.column("op").cast(pa.string()), "PUT"),
+                                           pc.is_null(b.column("value"))))
+                    if not pc.any(bare).as_py():
+                        continue
+                    at = int(pc.min(pc.filter(seq, bare)).as_py())  # (no take of string_view columns)
+                    if best is None or at < best[0]:
+                        i = pc.index(pc.if_else(bare, seq, None), at).as_py()
+                        best = (at, b.column("partition_id")[i].as_py())
     return best
+
+
+def _group_may_hold(rg, first: int, upto_seq: int) -> bool:
+    """Whether a row group's Parquet statistics leave room for a PUT without a value in
+    [first, upto_seq] (no statistics: it may)."""
+    stats = {rg.column(i).path_in_schema: rg.column(i).statistics for i in range(rg.num_columns)}
+    seq, value = stats.get("seq"), stats.get("value")
+    if seq is not None and seq.has_min_max and (seq.max < first or seq.min > upto_seq):
+        return False
+    return not (value is not None and value.has_null_count and value.null_count == 0)
 
 
 def _check_piece(piece: pa.Table, lineage, cur: int, prev) -> tuple[int, tuple]:
