@@ -213,6 +213,42 @@ def test_the_value_scan_reads_only_row_groups_that_can_hold_the_first_bare_put(t
         validate_segment(s, Lineage.load(s), 0, 200)  # the earliest of three, in the whole log
 
 
+def test_a_change_log_partitioned_by_partition_id_is_checked_through_its_dataset(tmp_path):
+    """A user's change log stored with partition_id as a Delta partition column (kept in the path,
+    not in the files): the files alone lack a column the checks read, so the value scan and the
+    pass read through the table's dataset; a clean log validates and a PUT without a value is named
+    with its partition."""
+    import copy
+
+    from deltalake import write_deltalake
+
+    from tests.lakes import split_log
+    from weaver.core import storage
+    from weaver.core.errors import UnknownOpError
+    from weaver.log import Lineage, validate_segment
+
+    def lake(name, log):
+        root = tmp_path / name
+        write_lake(root, {**log, "changes": []})
+        uri = storage.table_uri(str(root), storage.CHANGELOG)
+        for i in range(0, 12, 4):  # three commits, each a file per partition
+            write_deltalake(uri, pa.Table.from_pylist(log["changes"][i:i + 4], schema=storage.SCHEMAS[storage.CHANGELOG]),
+                            mode="overwrite" if i == 0 else "append", partition_by=["partition_id"],
+                            schema_mode="overwrite" if i == 0 else None)
+        return _settings(root)
+
+    log, _ = split_log()
+    s = lake("clean", log)
+    assert validate_segment(s, Lineage.load(s), 0, 12) == 12
+    log = copy.deepcopy(log)
+    bare = next(c for c in log["changes"] if c["op"] == "PUT" and c["seq"] >= 6)
+    bare["value"] = None
+    s = lake("bare", log)
+    with pytest.raises(UnknownOpError, match=f"PUT without a value at seq {bare['seq']} ") as info:
+        validate_segment(s, Lineage.load(s), 0, 12)
+    assert info.value.partition_id == bare["partition_id"]
+
+
 def test_a_put_without_a_value_in_a_file_rewritten_by_delta_rs(tmp_path):
     """A file delta-rs rewrote (UPDATE/DELETE/MERGE: string_view columns, which pyarrow's pushed-down
     filters cannot compare) is filtered in memory: a clean one validates, and a PUT without a value

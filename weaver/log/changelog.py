@@ -409,37 +409,56 @@ def _first_put_without_value(log: ChangeLog, first: int, upto_seq: int) -> tuple
     import posixpath
     from urllib.parse import unquote
 
+    import pyarrow.dataset as pds
     import pyarrow.parquet as pq
 
     files = delta_files(log.uri, storage.CHANGELOG)
     # Data files are named uniquely (part-...-<uuid>), so their base names identify them.
     never_null = {posixpath.basename(unquote(p)) for p, nulls in zip(files.column("path"),
                                                                     files.column("null_count.value")) if nulls == 0}
-    cols = ["seq", "partition_id", "op", "value"]
     best = None
+
+    def look(batches) -> None:
+        nonlocal best
+        for b in batches:
+            seq = b.column("seq")
+            bare = pc.and_(pc.and_(pc.greater_equal(seq, first), pc.less_equal(seq, upto_seq)),
+                           pc.and_(pc.equal(b.column("op").cast(pa.string()), "PUT"), pc.is_null(b.column("value"))))
+            if not pc.any(bare).as_py():
+                continue
+            at = int(pc.min(pc.filter(seq, bare)).as_py())  # (no take of string_view columns)
+            if best is None or at < best[0]:
+                i = pc.index(pc.if_else(bare, seq, None), at).as_py()
+                best = (at, b.column("partition_id")[i].as_py())
+
     with _reading(log.uri):
-        for fr in log.seq_range(first - 1, upto_seq).get_fragments():
+        ds = log.seq_range(first - 1, upto_seq)
+        for fr in ds.get_fragments():
             if posixpath.basename(unquote(fr.path)) in never_null:
                 continue
-            with fr.filesystem.open_input_file(fr.path) as f:
-                pf = pq.ParquetFile(f, pre_buffer=False, buffer_size=VALUE_SCAN_BUFFER)
-                hi = upto_seq if best is None else min(upto_seq, best[0] - 1)
-                groups = [g for g in range(pf.num_row_groups) if _group_may_hold(pf.metadata.row_group(g), first, hi)]
-                if not groups:
-                    continue
-                for b in pf.iter_batches(batch_size=STREAM_BATCH_ROWS, row_groups=groups, columns=cols,
-                                         use_threads=False):
-                    seq = b.column("seq")
-                    bare = pc.and_(pc.and_(pc.greater_equal(seq, first), pc.less_equal(seq, upto_seq)),
-                                   pc.and_(pc.equal(b.column("op").cast(pa.string()), "PUT"),
-                                           pc.is_null(b.column("value"))))
-                    if not pc.any(bare).as_py():
-                        continue
-                    at = int(pc.min(pc.filter(seq, bare)).as_py())  # (no take of string_view columns)
-                    if best is None or at < best[0]:
-                        i = pc.index(pc.if_else(bare, seq, None), at).as_py()
-                        best = (at, b.column("partition_id")[i].as_py())
+            try:
+                with fr.filesystem.open_input_file(fr.path) as f:
+                    pf = pq.ParquetFile(f, pre_buffer=False, buffer_size=VALUE_SCAN_BUFFER)
+                    hi = upto_seq if best is None else min(upto_seq, best[0] - 1)
+                    groups = [g for g in range(pf.num_row_groups)
+                              if _group_may_hold(pf.metadata.row_group(g), first, hi)]
+                    if groups:
+                        look(pf.iter_batches(batch_size=STREAM_BATCH_ROWS, row_groups=groups, columns=_VALUE_SCAN,
+                                             use_threads=False))
+            except (KeyError, ValueError, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+                # A file that is not the table's columns as stored (a Delta partition column kept
+                # in the path, a column the file lacks or stores as another type): read through
+                # the table's dataset, which fills and casts them, with no read-ahead. (Hits
+                # already taken from it are taken again: the earliest is kept.)
+                look(fr.to_batches(schema=ds.schema, columns=_VALUE_SCAN, batch_size=STREAM_BATCH_ROWS,
+                                   batch_readahead=0, use_threads=False,
+                                   fragment_scan_options=pds.ParquetFragmentScanOptions(
+                                       pre_buffer=False, use_buffered_stream=True, buffer_size=VALUE_SCAN_BUFFER)))
     return best
+
+
+#: The columns of the scan for a PUT without a value.
+_VALUE_SCAN = ["seq", "partition_id", "op", "value"]
 
 
 def _group_may_hold(rg, first: int, upto_seq: int) -> bool:
