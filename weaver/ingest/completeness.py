@@ -23,7 +23,7 @@ from weaver.ingest.writer import load_watermark
 
 def check_watermark(settings, source: str, end: datetime) -> Watermark:
     """The source's watermark if the log is complete up to `end`, else WatermarkBehindError naming the lag."""
-    wm = load_watermark(settings, source, repair=False)
+    wm = load_watermark(settings, source)
     if wm is None:
         raise WatermarkBehindError(
             f"source {source!r} was never ingested into {settings.lake}, so the change log says nothing up to "
@@ -58,7 +58,7 @@ def wait_for_watermark(settings, source: str, end: datetime, *, grace: timedelta
     while True:
         pokes += 1
         if poke_watermark(settings, source, end, grace):
-            wm = load_watermark(settings, source, repair=False)
+            wm = load_watermark(settings, source)
             return {"source": source, "end": end.isoformat(), "complete_to": wm.complete_to.isoformat(),
                     "watermark": wm.watermark, "pokes": pokes, "waited_s": round(time.monotonic() - t0, 3)}
         sleep(poke.total_seconds())

@@ -31,9 +31,9 @@ Exactly once: the changelog commit is the commit point. Changes and watermark ar
 Delta commit (delta-rs cannot commit two tables atomically, so the watermark lives in the
 changelog's own log). A crash before it leaves only rows nobody reads (`ingest_log` above the
 log's last seq, overwritten next time; `partitions` of a lake with no log, reused next time); a
-crash after it leaves the ledger one batch behind, and the next ``load_watermark`` rebuilds the
+crash after it leaves the ledger one batch behind: every read of the watermark rebuilds the
 missing ledger rows from the commitInfo of the changelog commits whose app-transaction version
-is above the ledger's last batch.
+is above the ledger's last batch, and the next ingest that passes its checks writes them back.
 """
 
 from __future__ import annotations
@@ -123,19 +123,17 @@ def read_ledger(settings, source: str | None = None) -> pa.Table:
     return t
 
 
-def load_watermark(settings, source: str, *, repair: bool = True) -> Optional[Watermark]:
-    """The source's watermark as committed in the change log (None before its first batch).
+def load_watermark(settings, source: str) -> Optional[Watermark]:
+    """The source's watermark as committed in the change log (None before its first batch); reads only.
 
     The Delta app-transaction version of ``weaver.ingest/<source>`` in `changelog` counts the
     batches committed with their changes; ledger rows missing after a crash are rebuilt from
-    those commits' commitInfo (``repair=False`` only reads). ``complete_to`` is the latest any
-    batch reported (a lake written before it was kept monotonic may hold a later row with an
-    earlier one); ``identity`` the last one recorded (None: the source never told one).
+    those commits' commitInfo in memory (``ingest`` writes them back with its next good batch).
+    ``complete_to`` is the latest any batch reported (a lake written before it was kept monotonic
+    may hold a later row with an earlier one); ``identity`` the last one recorded (None: the
+    source never told one).
     """
-    wm, missing = _watermark_and_missing(settings, source)
-    if repair:
-        _repair_ledger(settings, missing)
-    return wm
+    return _watermark_and_missing(settings, source)[0]
 
 
 def _repair_ledger(settings, missing: Optional[pa.Table]) -> None:
@@ -146,7 +144,7 @@ def _repair_ledger(settings, missing: Optional[pa.Table]) -> None:
 
 
 def _watermark_and_missing(settings, source: str) -> tuple[Optional[Watermark], Optional[pa.Table]]:
-    """load_watermark's reading half: the watermark, and the ledger rows it lacks (None: none)."""
+    """The watermark (see load_watermark), and the ledger rows it lacks (None: none)."""
     dt = _open_changelog(settings)
     ledger = read_ledger(settings, source)
     have = int(pc.max(ledger.column("batch")).as_py()) if ledger.num_rows else 0
