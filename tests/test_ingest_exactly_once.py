@@ -28,7 +28,7 @@ from weaver.ingest.base import Batch, Change
 from weaver.ingest.completeness import check_watermark
 from weaver.ingest.debezium import DebeziumFile
 from weaver.ingest.dynamodb import DynamoDBExport
-from weaver.ingest.errors import IngestError, IngestStateError, StaleInputError
+from weaver.ingest.errors import ConflictingChangeError, IngestError, IngestStateError, StaleInputError
 
 T = datetime(2026, 3, 1, 10, 0, 0, tzinfo=timezone.utc)
 S = timedelta(seconds=1)
@@ -167,6 +167,80 @@ def test_records_an_input_repeats_count_as_duplicates(tmp_path):
     r = ingest(s, DynamoDBExport(inc(root, "01", T0, T0 + H, w), keys="pk"))
     assert (r.records_read, r.duplicates_skipped, r.changes_written) == (3, 1, 2)
     assert [(k, op) for _, k, op, _ in log_rows(s)] == [("S" + "a" + "\x00", "PUT"), ("S" + "b" + "\x00", "PUT")]
+
+
+# --- the same change delivered again with another image -------------------------------------------
+def test_a_debezium_change_delivered_again_with_another_image_is_refused_not_skipped(tmp_path):
+    s = load_settings(lake=str(tmp_path / "lake"))
+    a = events(tmp_path / "a.json", ev("c", 100, T + S, {"id": 1, "v": "a"}), ev("c", 300, T + 3 * S, {"id": 3, "v": "c"}))
+    ingest(s, DebeziumFile(a, keys="id"))
+    expected = [(1, K[1], "PUT", T + S), (2, K[3], "PUT", T + 3 * S)]
+    assert log_rows(s) == expected
+    lake = tree(tmp_path / "lake")
+
+    # LSN 300 again with another image of id 3 (the database restored from a backup and its history
+    # written anew under the same LSNs), then a new change at 400: neither skipped nor appended.
+    b = events(tmp_path / "b.json", ev("c", 300, T + 3 * S, {"id": 3, "v": "X"}), ev("c", 400, T + 4 * S, {"id": 4}))
+    with pytest.raises(ConflictingChangeError, match=r"1 change\(s\) at or below the watermark .* with another item "
+                       r"image \(PUT of key 3 \(.*position 300/300\) against seq 2\)"):
+        ingest(s, DebeziumFile(b, keys="id"))
+    assert tree(tmp_path / "lake") == lake and log_rows(s) == expected
+
+    # The first input's positions, keys and ops again, one image changed: not the input already
+    # ingested (that one is recognised and writes nothing), so it is refused as wholly below the
+    # watermark - not skipped as a re-ingest.
+    a2 = events(tmp_path / "a2.json", ev("c", 100, T + S, {"id": 1, "v": "CHANGED"}),
+                ev("c", 300, T + 3 * S, {"id": 3, "v": "c"}))
+    with pytest.raises(StaleInputError, match="not an input already ingested"):
+        ingest(s, DebeziumFile(a2, keys="id"))
+    assert tree(tmp_path / "lake") == lake
+    assert ingest(s, DebeziumFile(a, keys="id")).changes_written == 0
+    assert tree(tmp_path / "lake") == lake
+
+    # Read again after the table gained a column (NULL in the old change's image): the same change,
+    # a duplicate; 400 is new.
+    c = events(tmp_path / "c.json", ev("c", 300, T + 3 * S, {"id": 3, "v": "c", "added": None}),
+               ev("c", 400, T + 4 * S, {"id": 4}))
+    r = ingest(s, DebeziumFile(c, keys="id"))
+    assert (r.duplicates_skipped, r.changes_written) == (1, 1)
+    assert log_rows(s) == expected + [(3, K[4], "PUT", T + 4 * S)]
+
+
+def test_a_debezium_input_committed_before_fingerprints_covered_images_is_still_a_re_ingest(tmp_path):
+    """A lake whose ledger holds the older fingerprint (positions, keys and ops, written out here as
+    those versions computed it) recognises that input again and writes nothing."""
+    from deltalake import write_deltalake
+
+    s = load_settings(lake=str(tmp_path / "lake"))
+    a = events(tmp_path / "a.json", ev("c", 100, T + S, {"id": 1, "v": "a"}), ev("c", 300, T + 3 * S, {"id": 3, "v": "c"}))
+    ingest(s, DebeziumFile(a, keys="id"))
+    old = "debezium:" + hashlib.sha256(f"(100, 100)|{K[1]}|PUT|(300, 300)|{K[3]}|PUT|".encode()).hexdigest()
+    uri = storage.uri_for(s, storage.INGEST_WATERMARKS)
+    ledger = storage.read(uri, storage.INGEST_WATERMARKS)
+    assert ledger.num_rows == 1 and ledger.column("fingerprint")[0].as_py() != old
+    write_deltalake(uri, ledger.set_column(ledger.schema.get_field_index("fingerprint"), "fingerprint",
+                                           pa.array([old], ledger.schema.field("fingerprint").type)),
+                    mode="overwrite")
+    lake = tree(tmp_path / "lake")
+    r = ingest(s, DebeziumFile(a, keys="id"))
+    assert (r.changes_written, r.duplicates_skipped) == (0, 2)
+    assert tree(tmp_path / "lake") == lake
+
+
+def test_a_dynamodb_record_delivered_again_with_another_image_is_refused(tmp_path):
+    s = load_settings(lake=str(tmp_path / "lake"))
+    root = tmp_path / "bucket"
+    ingest(s, DynamoDBExport(inc(root, "01", T0, T0 + H, [(T0 + M, "a", 1), (T0 + 2 * M, "b", 1)]), keys="pk"))
+    lake = tree(tmp_path / "lake")
+    # A retried export of the same window and the next hour: b's record at its write time holds n=2.
+    again = inc(root, "02", T0, T0 + 2 * H, [(T0 + M, "a", 1), (T0 + 2 * M, "b", 2), (T0 + H + M, "c", 1)])
+    with pytest.raises(ConflictingChangeError, match=r"PUT of key b \(.*\) against seq 2\)"):
+        ingest(s, DynamoDBExport(again, keys="pk"))
+    assert tree(tmp_path / "lake") == lake
+    ok = inc(root, "03", T0, T0 + 2 * H, [(T0 + M, "a", 1), (T0 + 2 * M, "b", 1), (T0 + H + M, "c", 1)])
+    r = ingest(s, DynamoDBExport(ok, keys="pk"))
+    assert (r.duplicates_skipped, r.changes_written) == (2, 1)
+    assert lake_state(s, T0 + 2 * H - US) == {(k,): item(k, 1) for k in "abc"}
 
 
 # --- two tables under one source name -------------------------------------------------------------

@@ -142,7 +142,7 @@ class DebeziumFile:
     def read(self, since: Optional[Watermark], progress: Optional[Callable[[int], None]] = None) -> Batch:
         events = self._load()
         out: list[tuple[Position, int, int, Change]] = []
-        h = hashlib.sha256()
+        h, legacy = hashlib.sha256(), hashlib.sha256()
         max_ts = None
         seen: dict[tuple[Position, str], tuple[str, list[Change]]] = {}
         repeats = 0
@@ -152,6 +152,10 @@ class DebeziumFile:
             pos, changes = self._event(ev, where)
             for ch in changes:  # every event, repeats too: the input's fingerprint is what was read
                 h.update(f"{pos}|{ch.key}|{ch.op}|".encode())
+                legacy.update(f"{pos}|{ch.key}|{ch.op}|".encode())
+                # The image too: the same positions delivered again with other images are another
+                # input (the writer then compares them change by change), not a re-ingest.
+                h.update(b"-" if ch.value is None else hashlib.sha256(ch.value).digest())
             ts = changes[-1].source_ts
             max_ts = ts if max_ts is None or ts > max_ts else max_ts
             # One position holds several changes only in a snapshot or a multi-row insert (one WAL
@@ -174,8 +178,13 @@ class DebeziumFile:
             raise MalformedInputError(f"{', '.join(map(str, self.paths))}: no change events")
         notes = [f"{repeats} repeated events skipped (the same change at the same position as an earlier line, "
                  "e.g. an at-least-once redelivery)"] if repeats else []
+        fingerprint = "debezium:" + h.hexdigest()
+        if since is not None and fingerprint not in since.fingerprints \
+                and "debezium:" + legacy.hexdigest() in since.fingerprints:
+            # Committed before fingerprints covered the images: recognised by positions, keys and ops.
+            fingerprint = "debezium:" + legacy.hexdigest()
         return Batch(source=self.source, changes=[c for *_, c in out], start=out[0][0], end=out[-1][0],
-                     complete_to=max_ts, fingerprint="debezium:" + h.hexdigest(), records_read=len(events),
+                     complete_to=max_ts, fingerprint=fingerprint, records_read=len(events),
                      notes=notes, repeats=repeats, identity=self.server)
 
     def _event(self, ev: dict, where: str) -> tuple[Position, list[Change]]:

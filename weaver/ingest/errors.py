@@ -70,3 +70,13 @@ class SourceIdentityError(IngestError):
     one watermark cannot stand for two tables."""
 
     http_status = 409
+
+
+class ConflictingChangeError(IngestError):
+    """An input holds a change at or below the source's watermark at a position, of a key and op the
+    lake ingested, with another item image: the source's history changed under positions already
+    ingested (a database restored from a backup or failed over to another timeline, a table
+    re-created under the same name). Skipping it as a duplicate would keep the old version without
+    a word; appending it would order it after changes the source made later."""
+
+    http_status = 409

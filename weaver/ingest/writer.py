@@ -13,7 +13,8 @@ Order of work (nothing is written before every check has passed):
    wholly at or below the watermark that was never ingested is refused (StaleInputError); an input
    starting after a gap is refused (WatermarkGapError); an overlapping input keeps only the
    changes above the watermark, once the lake is found to hold every change at or below it
-   (else LateChangeError: late or out-of-order data, see ``_check_held``).
+   (else LateChangeError: late or out-of-order data) with the same item image (else
+   ConflictingChangeError: the source's history changed under those positions; see ``_check_held``).
 3. seq continues the lake's log gap-free; ts = max(source ts, the running maximum, starting at
    the log's last ts and just after the source's reported ``complete_to``), so ts never steps back
    along seq and nothing lands at or before an instant already reported complete (the source's ts
@@ -59,6 +60,7 @@ from weaver.ingest.base import (
     parse_position,
 )
 from weaver.ingest.errors import (
+    ConflictingChangeError,
     IngestStateError,
     LateChangeError,
     SourceIdentityError,
@@ -66,6 +68,7 @@ from weaver.ingest.errors import (
     WatermarkGapError,
 )
 from weaver.ingest.keys import decode_key, equal_ranges
+from weaver.ingest.values import decode_item
 from weaver.log import Lineage, validate_changes
 
 COMMIT_KEY = "weaver.ingest"
@@ -494,7 +497,13 @@ def _check_held(settings, wm: Watermark, held: list[Change]) -> None:
     position (its DELETEs are the keys live then), a change whose changelog row vacuum removed its
     position, and a change at or below a full snapshot's position (the source's first batch of a
     full DynamoDB export) - or below a batch recorded before that was told - none: the snapshot
-    holds its outcome. Values are not compared.
+    holds its outcome.
+
+    A change held by position, key and op must also carry the image the lake holds there
+    (:func:`_same_image`), else ConflictingChangeError: the same event delivered again carries the
+    same image, so another one means the source's history changed under positions already
+    ingested (a database restored from a backup or failed over to another timeline), and skipping
+    it would keep the old version without a word. Late changes are named first.
 
     Cost: the ledger tells which batches can hold those positions (batch b wrote positions in
     (end of b-1, end of b]); only their seqs are read, pushed down to file statistics, so the
@@ -512,11 +521,16 @@ def _check_held(settings, wm: Watermark, held: list[Change]) -> None:
             return
     span = _seq_span(ledger, min(c.pos for c in held), max(c.pos for c in held))
     lake = _held_changes(settings, wm.source, *span) if span else {}
-    missing = []
+    missing, conflicts = [], []
     for c in held:
         have = lake.get(format_position(c.pos))
-        if have is None or not (c.op == "TRUNCATE" or (c.key, c.op) in have or _VACUUMED in have):
+        if have is not None and (c.op == "TRUNCATE" or _VACUUMED in have):
+            continue
+        ingested = None if have is None else have.get((c.key, c.op))
+        if ingested is None:
             missing.append(c)
+        elif not any(_same_image(c.value, value) for _, value in ingested):
+            conflicts.append((c, ingested[0][0]))
     if missing:
         shown = "; ".join(_describe_change(c) for c in missing[:3])
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
@@ -526,6 +540,34 @@ def _check_held(settings, wm: Watermark, held: list[Change]) -> None:
             "appending them would order them after changes the source made later. Nothing was written; ingest "
             "inputs whose part at or below the watermark was ingested before, or rebuild the source in its order "
             "into a new lake")
+    if conflicts:
+        shown = "; ".join(f"{_describe_change(c)} against seq {seq}" for c, seq in conflicts[:3])
+        more = f" and {len(conflicts) - 3} more" if len(conflicts) > 3 else ""
+        raise ConflictingChangeError(
+            f"{wm.source}: the input holds {len(conflicts)} change(s) at or below the watermark {wm.watermark} whose "
+            f"position, key and op the lake ingested with another item image ({shown}{more}): the source's history "
+            "changed under positions already ingested (a database restored from a backup or failed over to another "
+            "timeline, a table re-created under the same name) - skipping them would keep the old versions, "
+            "appending them would order them after changes the source made later. Nothing was written; ingest the "
+            "source's new history under its own --name into a new lake")
+
+
+def _same_image(new: Optional[bytes], old: Optional[bytes]) -> bool:
+    """Whether an input's item image is the one the lake holds for that change: the same bytes, or
+    the same attributes once those that are NULL are left out on both sides (a column the source
+    table gained since the change was first read is NULL in a re-read of it)."""
+    if new == old:
+        return True
+    if new is None or old is None:
+        return False
+    try:
+        a, b = decode_item(new), decode_item(old)
+    except Exception:  # noqa: BLE001 - not an item image (a lake written by another producer): they differ
+        return False
+    if not (isinstance(a, dict) and isinstance(b, dict)):
+        return False
+    null = {"NULL": True}
+    return {k: v for k, v in a.items() if v != null} == {k: v for k, v in b.items() if v != null}
 
 
 def _seq_span(ledger: list[dict], lo: tuple, hi: tuple) -> Optional[tuple[int, int]]:
@@ -541,19 +583,23 @@ def _seq_span(ledger: list[dict], lo: tuple, hi: tuple) -> Optional[tuple[int, i
     return None if first is None else (int(first), int(last))
 
 
-def _held_changes(settings, source: str, lo: int, hi: int) -> dict[str, set]:
-    """position -> {(key, op)} of `source`'s changes with seq in [lo, hi] as the lake holds them
-    (`ingest_log` for positions, `changelog` for keys and ops; _VACUUMED where the row is gone)."""
+def _held_changes(settings, source: str, lo: int, hi: int) -> dict[str, dict]:
+    """position -> {(key, op): [(seq, value), ...]} of `source`'s changes with seq in [lo, hi] as
+    the lake holds them (`ingest_log` for positions, `changelog` for keys, ops and item images;
+    the key _VACUUMED where the row is gone). Only `source`'s rows are kept: other sources' rows
+    between its batches are filtered out by seq before their values are taken."""
     flt = [("source", "=", source), ("seq", ">=", lo), ("seq", "<=", hi)]
     src = storage.read(storage.uri_for(settings, storage.INGEST_LOG), storage.INGEST_LOG, filters=flt,
                        columns=["seq", "position"], missing_ok=True)
-    rows = _read_log(_open_changelog(settings), ["seq", "key", "op"],
-                     (pc.field("seq") >= lo) & (pc.field("seq") <= hi))
-    by_seq = dict(zip(rows.column("seq").to_pylist(),
-                      zip(rows.column("key").to_pylist(), rows.column("op").to_pylist())))
-    out: dict[str, set] = {}
+    rows = _read_log(_open_changelog(settings), ["seq", "key", "op", "value"],
+                     (pc.field("seq") >= lo) & (pc.field("seq") <= hi)
+                     & pc.field("seq").isin(src.column("seq").cast(pa.int64())))
+    by_seq = {seq: ((key, op), value) for seq, key, op, value in
+              zip(*(rows.column(c).to_pylist() for c in ("seq", "key", "op", "value")))}
+    out: dict[str, dict] = {}
     for seq, pos in zip(src.column("seq").to_pylist(), src.column("position").to_pylist()):
-        out.setdefault(pos, set()).add(by_seq.get(seq, _VACUUMED))
+        change, value = by_seq.get(seq, (_VACUUMED, None))
+        out.setdefault(pos, {}).setdefault(change, []).append((seq, value))
     return out
 
 
