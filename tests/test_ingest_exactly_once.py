@@ -206,6 +206,32 @@ def test_a_debezium_change_delivered_again_with_another_image_is_refused_not_ski
     assert log_rows(s) == expected + [(3, K[4], "PUT", T + 4 * S)]
 
 
+def test_images_are_compared_with_the_sources_own_changes_only(tmp_path):
+    """Two sources in one lake at the same LSNs, their batches interleaved: a redelivery of one is
+    compared with its own rows, never with the other source's change of the same key there."""
+    s = load_settings(lake=str(tmp_path / "lake"))
+    a1 = events(tmp_path / "a1.json", ev("c", 100, T + S, {"id": 1, "v": "a"}))
+    b1 = events(tmp_path / "b1.json", ev("c", 100, T + 2 * S, {"id": 1, "v": "b"}))
+    a2 = events(tmp_path / "a2.json", ev("c", 300, T + 3 * S, {"id": 3, "v": "a"}))
+    b2 = events(tmp_path / "b2.json", ev("c", 300, T + 4 * S, {"id": 3, "v": "b"}))
+    for path, name in ((a1, "a"), (b1, "b"), (a2, "a"), (b2, "b")):
+        ingest(s, DebeziumFile(path, keys="id", name=name))
+    assert [(q, k) for q, k, _, _ in log_rows(s)] == [(1, K[1]), (2, K[1]), (3, K[3]), (4, K[3])]
+    # a's LSNs 100 and 300 again with a's images, then 400: both held (seqs 1 and 3), 400 written.
+    again = events(tmp_path / "a3.json", ev("c", 100, T + S, {"id": 1, "v": "a"}),
+                   ev("c", 300, T + 3 * S, {"id": 3, "v": "a"}), ev("c", 400, T + 5 * S, {"id": 4}))
+    r = ingest(s, DebeziumFile(again, keys="id", name="a"))
+    assert (r.duplicates_skipped, r.changes_written, r.first_seq) == (2, 1, 5)
+    lake = tree(tmp_path / "lake")
+    # b's images under a's name: a conflict with a's own rows (seqs 1 and 3), not b's (2 and 4).
+    swapped = events(tmp_path / "a4.json", ev("c", 100, T + S, {"id": 1, "v": "b"}),
+                     ev("c", 300, T + 3 * S, {"id": 3, "v": "b"}), ev("c", 500, T + 6 * S, {"id": 5}))
+    with pytest.raises(ConflictingChangeError, match=r"2 change\(s\) .*PUT of key 1 \(.*\) against seq 1; "
+                                                     r"PUT of key 3 \(.*\) against seq 3\)"):
+        ingest(s, DebeziumFile(swapped, keys="id", name="a"))
+    assert tree(tmp_path / "lake") == lake
+
+
 def test_a_debezium_input_committed_before_fingerprints_covered_images_is_still_a_re_ingest(tmp_path):
     """A lake whose ledger holds the older fingerprint (positions, keys and ops, written out here as
     those versions computed it) recognises that input again and writes nothing."""
