@@ -91,6 +91,47 @@ def test_a_late_debezium_change_is_refused_not_skipped_as_a_duplicate(tmp_path):
     assert log_rows(s) == expected + [(5, K[4], "PUT", T + 4 * S)]
 
 
+def test_a_truncate_of_an_empty_table_delivered_again_is_a_duplicate_and_a_late_one_that_deletes_is_refused(tmp_path):
+    """A TRUNCATE that found the table empty left no row; delivered again it is held where no key
+    was live at its place, and refused as late where one was (the oracle: the keys each input leaves
+    live, written out by hand)."""
+    s = load_settings(lake=str(tmp_path / "lake"))
+    # id 1 put at LSN 100 and deleted at 150; at 200 a TRUNCATE of the now empty table; id 2 at 300.
+    a = events(tmp_path / "a.json", ev("c", 100, T + S, {"id": 1}), ev("d", 150, T + 1.5 * S, None, before={"id": 1}),
+               {**ev("t", 200, T + 2 * S, None), "after": None}, ev("c", 300, T + 3 * S, {"id": 2}))
+    ingest(s, DebeziumFile(a, keys="id"))
+    expected = [(1, K[1], "PUT", T + S), (2, K[1], "DELETE", T + 1.5 * S), (3, K[2], "PUT", T + 3 * S)]
+    assert log_rows(s) == expected  # the TRUNCATE wrote nothing
+    # Delivered again with id 4 at 400: the TRUNCATE at 200 and id 2 at 300 are duplicates.
+    b = events(tmp_path / "b.json", ev("t", 200, T + 2 * S, None), ev("c", 300, T + 3 * S, {"id": 2}),
+               ev("c", 400, T + 4 * S, {"id": 4}))
+    r = ingest(s, DebeziumFile(b, keys="id"))
+    assert (r.duplicates_skipped, r.changes_written) == (2, 1)
+    expected.append((4, K[4], "PUT", T + 4 * S))
+    assert log_rows(s) == expected
+    assert lake_state(s, T + 4 * S) == {(2,): {"id": {"N": "2"}}, (4,): {"id": {"N": "4"}}}
+    lake = tree(tmp_path / "lake")
+    # A TRUNCATE at LSN 120 the lake never saw, when id 1 was live: late data, refused.
+    c = events(tmp_path / "c.json", ev("t", 120, T + 1.2 * S, None), ev("c", 500, T + 5 * S, {"id": 5}))
+    with pytest.raises(StaleInputError, match=r"never ingested \(TRUNCATE \(.*position 120/120\)") as exc:
+        ingest(s, DebeziumFile(c, keys="id"))
+    assert exc.typename == "LateChangeError"
+    assert tree(tmp_path / "lake") == lake
+
+    # A batch that is nothing but a TRUNCATE of an empty table writes no row; delivered again
+    # (its place: the log as that batch's commit left it, id 2 and 4 deleted first) it is a duplicate.
+    d = events(tmp_path / "d.json", ev("d", 600, T + 6 * S, None, before={"id": 2}),
+               ev("d", 650, T + 6.5 * S, None, before={"id": 4}))
+    ingest(s, DebeziumFile(d, keys="id"))
+    e = events(tmp_path / "e.json", ev("t", 700, T + 7 * S, None))
+    r = ingest(s, DebeziumFile(e, keys="id"))
+    assert (r.changes_written, r.first_seq) == (0, None)
+    again = events(tmp_path / "e2.json", ev("t", 700, T + 7 * S, None), ev("c", 800, T + 8 * S, {"id": 3}))
+    r = ingest(s, DebeziumFile(again, keys="id"))
+    assert (r.duplicates_skipped, r.changes_written, r.first_seq) == (1, 1, 7)
+    assert lake_state(s, T + 8 * S) == {(3,): {"id": {"N": "3"}}}
+
+
 # --- DynamoDB: a write microsecond does not identify a change --------------------------------------
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 H = timedelta(hours=1)

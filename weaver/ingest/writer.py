@@ -499,6 +499,10 @@ def _check_held(settings, wm: Watermark, held: list[Change]) -> None:
     full DynamoDB export) - or below a batch recorded before that was told - none: the snapshot
     holds its outcome.
 
+    A TRUNCATE that found the table empty expanded to no DELETE and left no row, so its
+    redelivery has no position to match: such a TRUNCATE is held when no key was live at its place
+    (:func:`_truncates_that_delete`), where skipping it changes nothing whether it was ingested or not.
+
     A change held by position, key and op must also carry the image the lake holds there
     (:func:`_same_image`), else ConflictingChangeError: the same event delivered again carries the
     same image, so another one means the source's history changed under positions already
@@ -521,16 +525,21 @@ def _check_held(settings, wm: Watermark, held: list[Change]) -> None:
             return
     span = _seq_span(ledger, min(c.pos for c in held), max(c.pos for c in held))
     lake = _held_changes(settings, wm.source, *span) if span else {}
-    missing, conflicts = [], []
+    missing, conflicts, bare = [], [], []
     for c in held:
         have = lake.get(format_position(c.pos))
         if have is not None and (c.op == "TRUNCATE" or _VACUUMED in have):
+            continue
+        if have is None and c.op == "TRUNCATE":
+            bare.append(c)  # no row at its position: an empty TRUNCATE, or a late one
             continue
         ingested = None if have is None else have.get((c.key, c.op))
         if ingested is None:
             missing.append(c)
         elif not any(_same_image(c.value, value) for _, value in ingested):
             conflicts.append((c, ingested[0][0]))
+    if bare:
+        missing = sorted(missing + _truncates_that_delete(settings, wm.source, ledger, bare), key=lambda c: c.pos)
     if missing:
         shown = "; ".join(_describe_change(c) for c in missing[:3])
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
@@ -550,6 +559,75 @@ def _check_held(settings, wm: Watermark, held: list[Change]) -> None:
             "timeline, a table re-created under the same name) - skipping them would keep the old versions, "
             "appending them would order them after changes the source made later. Nothing was written; ingest the "
             "source's new history under its own --name into a new lake")
+
+
+def _truncates_that_delete(settings, source: str, ledger: list[dict], truncates: list[Change]) -> list[Change]:
+    """The TRUNCATEs of `truncates` (at or below the watermark, no row at their position) that
+    would delete a key at their place in the log: late data. The others are held - whether the
+    lake ingested them (a TRUNCATE that found the table empty leaves no row) or not, skipping a
+    TRUNCATE where no key is live changes no state at any instant.
+
+    Its place: after the changes of its batch (the first whose position reaches it) at earlier
+    positions, or before the batch's first change when it has none there, or - for a batch that
+    wrote no row - after the log as that batch's commit left it (its Delta version, found by the
+    commit's ``weaver.ingest`` record). The keys live there are a restore of every partition at
+    that seq's ts; changes after it at the same ts are in that restore too, and where they leave
+    no key live, a TRUNCATE before them would have left the same state at every instant. A place
+    that cannot be told (its commit no longer in the Delta log, a vacuumed log) keeps the TRUNCATE
+    late, as before.
+    """
+    from weaver.core.errors import WeaverError
+    from weaver.log import ChangeLog
+    from weaver.pitr import restore_many  # the layer below ingest; imported only for such a TRUNCATE
+
+    late, places = [], {}
+    for c in truncates:
+        batch = next((r for r in ledger if parse_position(r["position"]) >= c.pos), None)
+        place = None if batch is None else _place_in(settings, source, batch, c.pos)
+        if place is None:
+            late.append(c)
+        else:
+            places.setdefault(place, []).append(c)
+    if not places:
+        return late
+    lineage, log = Lineage.load(settings), ChangeLog(settings)
+    for place, cs in places.items():
+        if place == 0:
+            continue  # before the log's first change: no key is live
+        try:
+            at = log.ts_of(place)
+            live = any(res.table.num_rows for _pid, results in
+                       restore_many(settings, {p.partition_id: [at] for p in lineage.active_at_ts(at)}, lineage=lineage)
+                       for res in results)
+        except WeaverError:
+            live = True  # the state there cannot be restored (vacuumed): it cannot be shown empty
+        if live:
+            late.extend(cs)
+    return late
+
+
+def _place_in(settings, source: str, batch: dict, pos) -> Optional[int]:
+    """The seq after which a change of `source` at `pos` sits in `batch` (see
+    :func:`_truncates_that_delete`); None when it cannot be told."""
+    if batch["first_seq"] is not None:
+        flt = [("source", "=", source), ("seq", ">=", int(batch["first_seq"])), ("seq", "<=", int(batch["last_seq"]))]
+        rows = storage.read(storage.uri_for(settings, storage.INGEST_LOG), storage.INGEST_LOG, filters=flt,
+                            columns=["seq", "position"], missing_ok=True)
+        before = [q for q, p in zip(rows.column("seq").to_pylist(), rows.column("position").to_pylist())
+                  if parse_position(p) < pos]
+        return max(before) if before else int(batch["first_seq"]) - 1
+    dt = _open_changelog(settings)
+    for commit in dt.history():
+        raw = commit.get(COMMIT_KEY)
+        rec = json.loads(raw) if raw else {}
+        if rec.get("source") == source and int(rec.get("batch", -1)) == int(batch["batch"]) and "version" in commit:
+            tops = pa.table(storage.open_table(storage.uri_for(settings, storage.CHANGELOG), storage.CHANGELOG,
+                                               version=int(commit["version"]))
+                            .get_add_actions(flatten=True))
+            if "max.seq" not in tops.column_names or tops.column("max.seq").null_count:
+                return None  # no statistics to tell the log's end by
+            return int(pc.max(tops.column("max.seq")).as_py() or 0)
+    return None
 
 
 def _same_image(new: Optional[bytes], old: Optional[bytes]) -> bool:
