@@ -594,6 +594,9 @@ def _truncates_that_delete(settings, source: str, ledger: list[dict], truncates:
     for place, cs in places.items():
         if place == 0:
             continue  # before the log's first change: no key is live
+        if log.start is not None and place < log.start:
+            late.extend(cs)  # vacuum removed the change at its place: its state cannot be restored
+            continue
         try:
             at = log.ts_of(place)
             live = any(res.table.num_rows for _pid, results in
