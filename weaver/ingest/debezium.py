@@ -151,8 +151,9 @@ class DebeziumFile:
                 continue
             pos, changes = self._event(ev, where)
             for ch in changes:  # every event, repeats too: the input's fingerprint is what was read
-                h.update(f"{pos}|{ch.key}|{ch.op}|".encode())
-                legacy.update(f"{pos}|{ch.key}|{ch.op}|".encode())
+                named = f"{pos}|{ch.key}|{ch.op}|".encode()
+                h.update(named)
+                legacy.update(named)
                 # The image too: the same positions delivered again with other images are another
                 # input (the writer then compares them change by change), not a re-ingest.
                 h.update(b"-" if ch.value is None else hashlib.sha256(ch.value).digest())

@@ -181,14 +181,21 @@ def _watermark_and_missing(settings, source: str) -> tuple[Optional[Watermark], 
                      identity=told.column("identity")[-1].as_py() if told.num_rows else None), missing
 
 
-def _rows_from_history(dt, source: str, have: int, committed: int) -> pa.Table:
-    found: dict[int, dict] = {}
+def _ingest_commits(dt, source: str):
+    """(commit, its ``weaver.ingest`` record) of `source`'s batches in the changelog's Delta
+    history, newest first (one read per commit still in the log)."""
     for commit in dt.history():
         raw = commit.get(COMMIT_KEY)
-        if not raw:
-            continue
-        rec = json.loads(raw)
-        if rec.get("source") == source and have < int(rec["batch"]) <= committed:
+        if raw:
+            rec = json.loads(raw)
+            if rec.get("source") == source:
+                yield commit, rec
+
+
+def _rows_from_history(dt, source: str, have: int, committed: int) -> pa.Table:
+    found: dict[int, dict] = {}
+    for _commit, rec in _ingest_commits(dt, source):
+        if have < int(rec["batch"]) <= committed:
             found[int(rec["batch"])] = rec
         if len(found) == committed - have:
             break
@@ -539,7 +546,7 @@ def _check_held(settings, wm: Watermark, held: list[Change]) -> None:
         elif not any(_same_image(c.value, value) for _, value in ingested):
             conflicts.append((c, ingested[0][0]))
     if bare:
-        missing = sorted(missing + _truncates_that_delete(settings, wm.source, ledger, bare), key=lambda c: c.pos)
+        missing = sorted(missing + _truncates_that_delete(settings, wm.source, ledger, lake, bare), key=lambda c: c.pos)
     if missing:
         shown = "; ".join(_describe_change(c) for c in missing[:3])
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
@@ -561,7 +568,8 @@ def _check_held(settings, wm: Watermark, held: list[Change]) -> None:
             "source's new history under its own --name into a new lake")
 
 
-def _truncates_that_delete(settings, source: str, ledger: list[dict], truncates: list[Change]) -> list[Change]:
+def _truncates_that_delete(settings, source: str, ledger: list[dict], lake: dict[str, dict],
+                           truncates: list[Change]) -> list[Change]:
     """The TRUNCATEs of `truncates` (at or below the watermark, no row at their position) that
     would delete a key at their place in the log: late data. The others are held - whether the
     lake ingested them (a TRUNCATE that found the table empty leaves no row) or not, skipping a
@@ -570,7 +578,8 @@ def _truncates_that_delete(settings, source: str, ledger: list[dict], truncates:
     Its place: after the changes of its batch (the first whose position reaches it) at earlier
     positions, or before the batch's first change when it has none there, or - for a batch that
     wrote no row - after the log as that batch's commit left it (its Delta version, found by the
-    commit's ``weaver.ingest`` record). The keys live there are a restore of every partition at
+    commit's ``weaver.ingest`` record); the batch's own rows are in `lake` (:func:`_held_changes`
+    over the batches that can hold `truncates`). The keys live there are a restore of every partition at
     that seq's ts; changes after it at the same ts are in that restore too, and where they leave
     no key live, a TRUNCATE before them would have left the same state at every instant. A place
     that cannot be told (its commit no longer in the Delta log, a vacuumed log) keeps the TRUNCATE
@@ -583,7 +592,7 @@ def _truncates_that_delete(settings, source: str, ledger: list[dict], truncates:
     late, places = [], {}
     for c in truncates:
         batch = next((r for r in ledger if parse_position(r["position"]) >= c.pos), None)
-        place = None if batch is None else _place_in(settings, source, batch, c.pos)
+        place = None if batch is None else _place_in(settings, source, batch, lake, c.pos)
         if place is None:
             late.append(c)
         else:
@@ -609,21 +618,16 @@ def _truncates_that_delete(settings, source: str, ledger: list[dict], truncates:
     return late
 
 
-def _place_in(settings, source: str, batch: dict, pos) -> Optional[int]:
-    """The seq after which a change of `source` at `pos` sits in `batch` (see
-    :func:`_truncates_that_delete`); None when it cannot be told."""
+def _place_in(settings, source: str, batch: dict, lake: dict[str, dict], pos) -> Optional[int]:
+    """The seq after which a change of `source` at `pos` sits in `batch`, its rows taken from
+    `lake` (see :func:`_truncates_that_delete`); None when it cannot be told."""
     if batch["first_seq"] is not None:
-        flt = [("source", "=", source), ("seq", ">=", int(batch["first_seq"])), ("seq", "<=", int(batch["last_seq"]))]
-        rows = storage.read(storage.uri_for(settings, storage.INGEST_LOG), storage.INGEST_LOG, filters=flt,
-                            columns=["seq", "position"], missing_ok=True)
-        before = [q for q, p in zip(rows.column("seq").to_pylist(), rows.column("position").to_pylist())
-                  if parse_position(p) < pos]
-        return max(before) if before else int(batch["first_seq"]) - 1
-    dt = _open_changelog(settings)
-    for commit in dt.history():
-        raw = commit.get(COMMIT_KEY)
-        rec = json.loads(raw) if raw else {}
-        if rec.get("source") == source and int(rec.get("batch", -1)) == int(batch["batch"]) and "version" in commit:
+        first, last = int(batch["first_seq"]), int(batch["last_seq"])
+        before = [seq for p, changes in lake.items() if parse_position(p) < pos
+                  for rows in changes.values() for seq, _ in rows if first <= seq <= last]
+        return max(before) if before else first - 1
+    for commit, rec in _ingest_commits(_open_changelog(settings), source):
+        if int(rec["batch"]) == int(batch["batch"]) and "version" in commit:
             tops = pa.table(storage.open_table(storage.uri_for(settings, storage.CHANGELOG), storage.CHANGELOG,
                                                version=int(commit["version"]))
                             .get_add_actions(flatten=True))
