@@ -44,6 +44,9 @@ PARAMS = {
                                        "default $WEAVER_INGEST_SOURCE, none = the lake is written by someone else"),
     "weave_engine": Param(None, type=["null", "string"], enum=[None, "auto", "arrow", "spark"],
                           description="Weaving engine; default $WEAVER_WEAVE_ENGINE or auto (by the run's size)"),
+    "forecast_engine": Param(None, type=["null", "string"], enum=[None, "auto", "process", "spark"],
+                             description="Where forecast fits run; default $WEAVER_FORECAST_ENGINE or auto "
+                                         "(Spark only on a spark:// master, for a run of many slow fits)"),
     "source_grace": Param("2h", type="string", pattern=r"^[0-9]+[mhdw]$",
                           description="How long past the interval's end to wait for the source's watermark"),
 }

@@ -89,7 +89,8 @@ def test_temporal_weaver_shape(dagbag):
 
 
 @pytest.mark.parametrize("bad", [{"confidence_threshold": 1.5}, {"confidence_threshold": -0.1},
-                                 {"window": "tomorrow"}, {"window": "0h"}, {"model": "lstm"}])
+                                 {"window": "tomorrow"}, {"window": "0h"}, {"model": "lstm"},
+                                 {"forecast_engine": "gpu"}, {"weave_engine": "process"}])
 def test_temporal_weaver_params_validate(dagbag, bad):
     import copy
 

@@ -11,8 +11,10 @@ the SCHEDULER runs the DAGs — no `airflow dags test`.
 - `airflow backfill create` over a past span gives one prediction set per logical date, equal to
   what `weaver backtest` computes for the same instants on an untouched copy of the lake (no
   look-ahead); a second backfill with `--reprocess-behavior completed` writes no new data file;
-  small runs weave with Arrow inside the task, and a run given `weave_engine: spark` spark-submits
-  to the stack's Spark master (the branch not taken is skipped);
+  small runs forecast in the task's own process and weave with Arrow inside the task; a run given
+  `forecast_engine: spark` and `weave_engine: spark` fits on the stack's Spark master
+  (applyInPandas) and spark-submits its weave there (the branch not taken is skipped), and its
+  predictions equal the in-process backtest's;
   the woven tier holds sequences, and recovery from it equals the standard path and an
   independent fold of the change log.
 
@@ -63,6 +65,7 @@ class Stack:
         self.state, self.lake, self.pristine, self.end, self.up = state, lake, pristine, end, up
         ports = {s["service"]: s["ports"] for s in up["services"]}
         self.api = f"http://127.0.0.1:{ports['airflow-api-server']['8080']}"
+        self.spark_ui = f"http://127.0.0.1:{ports['spark-master']['8081']}"
         pw_file = state / "volumes" / "airflow-home" / "simple_auth_manager_passwords.json.generated"
         password = json.loads(pw_file.read_text())["admin"]
         r = httpx.post(f"{self.api}/auth/token", json={"username": "admin", "password": password}, timeout=30)
@@ -98,6 +101,14 @@ class Stack:
             time.sleep(3)
         raise AssertionError(f"{what}: not reached within {timeout} s; {dag_id} runs: "
                              + json.dumps([(r["dag_run_id"], r["state"]) for r in runs]) + self.failures(dag_id))
+
+    def spark_apps(self) -> list[str]:
+        """Names of the applications the Spark master has run or runs (its web UI's JSON)."""
+        import httpx
+
+        r = httpx.get(f"{self.spark_ui}/json/", timeout=30)
+        assert r.status_code == 200, r.text[:500]
+        return [a["name"] for k in ("activeapps", "completedapps") for a in r.json().get(k, [])]
 
     def failures(self, dag_id: str) -> str:
         out = []
@@ -396,11 +407,16 @@ def test_backfill_equals_backtest_and_reprocessing_writes_no_new_files(stack):
                           missing_ok=True)
     assert staged.num_rows == 0, "rows that passed their check were left in staging"
     # A later date (after the real splits) extends the sequences the span started, as data arrives.
-    # The runs so far wove with Arrow inside the task (a run this small is under the Spark
-    # threshold); this one is told to use Spark: the branch submits the job to the cluster.
+    # The runs so far fitted in the task's process and wove with Arrow inside the task (a run this
+    # small is under both Spark thresholds); this one is told to use Spark for both: its fits go
+    # to the cluster through applyInPandas, and the branch submits the weave job there.
     later = stack.end - timedelta(hours=3)
-    runs = backfill(stack, later, later, "--dag-run-conf", json.dumps({"weave_engine": "spark"}))
+    runs = backfill(stack, later, later, "--dag-run-conf",
+                    json.dumps({"weave_engine": "spark", "forecast_engine": "spark"}))
     assert _branch_states(stack, runs[0]) == {"weave": "success", "weave_arrow": "skipped"}
+    # Only that run's fits went to the cluster: every other forecast (scheduled, backfilled,
+    # reprocessed, and the backtest consumer's) ran in its task's process and started no application.
+    assert stack.spark_apps().count("weaver-forecast") == 1, stack.spark_apps()
     _worker_folders_removed(stack)
     first_run = [x for x in stack.runs("temporal_weaver") if x["run_type"] == "backfill"
                  and _ts(x["data_interval_end"]) == _instants(first, last)[0]]

@@ -76,6 +76,12 @@ class Settings:
     forecast_mp_context: str | None = None  # worker start method; default fork on Linux
     forecast_triage: bool = True  # skip fits of partitions that cannot reach a threshold (docs/prediction.md)
     forecast_batch_partitions: int = 256  # a forecast run gathers and fits this many neighbouring partitions at a time (0: all)
+    # Where fits run (weaver.predict.forecasting.fit_engine): 'process' (the run's own process pool),
+    # 'spark' (applyInPandas on the session's master), or 'auto': Spark only on a cluster master
+    # (spark://) and only for a batch of fits planned to take forecast_spark_min_s or more in the
+    # process pool; a Spark application costs its start (bench/results/forecast_engine.json).
+    forecast_engine: str = "auto"
+    forecast_spark_min_s: float = 60.0
     # Weaving engine per run (weaver.weave.engine): 'arrow' (one process, no JVM), 'spark', or 'auto':
     # Arrow below weave_spark_min_changes of work (change-log rows the run's sequences span), else Spark.
     weave_engine: str = "auto"
@@ -135,6 +141,11 @@ class Settings:
             raise InvalidParameterError("api_max_page_rows and api_max_recoveries must be at least 1")
         if self.api_recovery_cache_mb < 0:
             raise InvalidParameterError("api_recovery_cache_mb must be 0 or more")
+        if self.forecast_engine not in FORECAST_ENGINES:
+            raise InvalidParameterError(f"forecast_engine {self.forecast_engine!r} is not one of "
+                                        f"{', '.join(FORECAST_ENGINES)}")
+        if not self.forecast_spark_min_s >= 0:  # NaN too
+            raise InvalidParameterError("forecast_spark_min_s must be 0 or more seconds")
         if self.weave_engine not in WEAVE_ENGINES:
             raise InvalidParameterError(f"weave_engine {self.weave_engine!r} is not one of {', '.join(WEAVE_ENGINES)}")
         if self.weave_spark_min_changes < 0:
@@ -188,6 +199,7 @@ class Settings:
 
 S3_COMMIT_MODES = ("conditional-put", "unsafe-rename", "dynamodb")
 WEAVE_ENGINES = ("auto", "arrow", "spark")
+FORECAST_ENGINES = ("auto", "process", "spark")
 REMOTE_SCHEMES = ("s3://",)  # the object stores a lake may live on (s3a:// is Spark's spelling of it)
 
 
@@ -313,6 +325,8 @@ def load_settings(env: dict[str, str] | None = None, **overrides: Any) -> Settin
         "WEAVER_FORECAST_MP_CONTEXT": ("forecast_mp_context", str),
         "WEAVER_FORECAST_TRIAGE": ("forecast_triage", _flag),
         "WEAVER_FORECAST_BATCH_PARTITIONS": ("forecast_batch_partitions", int),
+        "WEAVER_FORECAST_ENGINE": ("forecast_engine", str),
+        "WEAVER_FORECAST_SPARK_MIN_S": ("forecast_spark_min_s", float),
         "WEAVER_WEAVE_ENGINE": ("weave_engine", str),
         "WEAVER_WEAVE_SPARK_MIN_CHANGES": ("weave_spark_min_changes", int),
         "WEAVER_API_TOKEN": ("api_token", str),
@@ -395,7 +409,8 @@ def settings_from_params(params: dict | None) -> Settings:
     return load_settings(lake=p.get("lake"), window=p.get("window"),
                          confidence_threshold=p.get("confidence_threshold"),
                          size_threshold_bytes=p.get("size_threshold"),
-                         write_threshold_per_s=p.get("write_threshold"), weave_engine=p.get("weave_engine"))
+                         write_threshold_per_s=p.get("write_threshold"), weave_engine=p.get("weave_engine"),
+                         forecast_engine=p.get("forecast_engine"))
 
 
 @lru_cache(maxsize=1)

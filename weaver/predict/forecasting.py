@@ -326,12 +326,42 @@ def forecast_pool(settings) -> Iterator:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+# CPU seconds of one partition's fit at 200 sample paths, per model: 1 / partitions_per_cpu_s of
+# bench/results/forecast.json at 6d83272 (AMD EPYC; path 280, statsforecast 82, prophet 4.6,
+# arima 6.3 partitions per CPU second). Only their order of magnitude matters to `fit_engine`.
+FIT_CPU_S = {"path": 1 / 280, "statsforecast": 1 / 82, "prophet": 1 / 4.6, "arima": 1 / 6.3}
+
+
+def planned_fit_s(jobs: Sequence[_models.Job], settings) -> float:
+    """Wall seconds the fits of `jobs` are planned to take in the run's process pool: their CPU
+    seconds (`FIT_CPU_S`, scaled by the jobs' sample paths) over the pool's workers."""
+    cpu = sum(FIT_CPU_S.get(j.model, max(FIT_CPU_S.values())) * j.n_samples / 200 for j in jobs)
+    return cpu / min(_workers(settings), max(1, len(jobs)))
+
+
+def fit_engine(jobs: Sequence[_models.Job], settings) -> str:
+    """Where `run_jobs` fits `jobs`: 'spark' or 'process' (``settings.forecast_engine``).
+
+    `auto` takes Spark only where it can pay off: on a cluster master (``spark://``), for fits
+    planned to take ``forecast_spark_min_s`` or more in the process pool. A Spark application
+    costs its start whatever it runs (tens of seconds: bench/results/forecast_engine.json), while
+    the default path model fits a partition in milliseconds, so an hourly run of a few hundred
+    partitions fits in the task's own process and never starts a JVM."""
+    engine = settings.forecast_engine
+    if engine != "auto":
+        return engine
+    if not str(settings.spark_master).startswith("spark://") or not jobs:
+        return "process"
+    return "spark" if planned_fit_s(jobs, settings) >= settings.forecast_spark_min_s else "process"
+
+
 def run_jobs(jobs: Sequence[_models.Job], settings, *, pool=None, engine: str | None = None, spark=None,
              progress: Callable[[int, int], None] | None = None) -> list[_models.Result]:
-    """Run fits: Spark applyInPandas on a `spark://` cluster, else a process pool, else inline."""
+    """Run fits where `fit_engine` says (`engine` forces one): Spark applyInPandas, else a
+    process pool, else inline."""
     if not jobs:
         return []
-    engine = engine or ("spark" if str(settings.spark_master).startswith("spark://") else "process")
+    engine = engine or fit_engine(jobs, settings)
     if engine == "spark":
         results = _run_spark(jobs, settings, spark)
         if progress:

@@ -1,0 +1,102 @@
+"""Where forecast fits run: the run's process pool or Spark (`settings.forecast_engine`,
+`weaver.predict.forecasting.fit_engine`; docs/prediction.md §2, 6).
+
+A Spark application costs its start whatever it fits, so `auto` takes Spark only on a cluster
+master and only for fits planned to outlast that start. The expected engines below are worked out
+by hand from the per-fit CPU costs of bench/results/forecast.json (path 1/280 s, Prophet 1/4.6 s)
+and the 60 s default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from tests.lakes import FORECAST_T0 as T0
+from tests.lakes import H, WRITE_T, event_log, flat, forecast_settings, growing, part, write_lake
+
+CLUSTER = "spark://127.0.0.1:7077"
+HOURS = 72
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory) -> str:
+    """g grows 10 000 bytes an hour and crosses 800 000 at the end of hour 81; f stays flat."""
+    root = tmp_path_factory.mktemp("engine") / "lake"
+    ev = growing("g", "a", HOURS) + flat("f", "f", HOURS)
+    return write_lake(root, event_log([part("g", "", "f"), part("f", "f", None)], ev),
+                      policy={"size_threshold_bytes": 800_000, "write_threshold_per_s": WRITE_T, "bucket": "1h"})
+
+
+def _jobs(model: str, n: int, samples: int = 200) -> list:
+    from weaver.predict.models import Job
+
+    ds = np.arange(24, dtype=np.int64) * 3_600_000_000
+    return [Job(f"p{i:05d}", ds, np.ones(24), np.ones(24), ds[:1], 10.0, 1.0, samples, i, model) for i in range(n)]
+
+
+def test_auto_takes_spark_only_on_a_cluster_for_a_long_run(tmp_path):
+    from weaver.core.settings import load_settings
+    from weaver.predict.forecasting import fit_engine
+
+    local = load_settings(lake=str(tmp_path / "lake"), forecast_workers=2)
+    assert local.forecast_engine == "auto" and local.forecast_spark_min_s == 60.0
+    # No cluster: every run fits in the pool, even a fleet of Prophet fits (1,000 / 4.6 / 2 = 109 s).
+    assert fit_engine(_jobs("prophet", 1000), local) == "process"
+    cluster = replace(local, spark_master=CLUSTER)
+    # The default model: 10,000 partitions plan 10,000 / 280 / 2 = 17.9 s in the pool.
+    assert fit_engine(_jobs("path", 10_000), cluster) == "process"
+    # Prophet: 500 fits plan 500 / 4.6 / 2 = 54.3 s (the pool), 600 plan 65.2 s (Spark).
+    assert fit_engine(_jobs("prophet", 500), cluster) == "process"
+    assert fit_engine(_jobs("prophet", 600), cluster) == "spark"
+    # Sample paths scale the cost: 500 fits at 400 paths plan 108.7 s.
+    assert fit_engine(_jobs("prophet", 500, samples=400), cluster) == "spark"
+    # One worker: 300 Prophet fits plan 65.2 s.
+    assert fit_engine(_jobs("prophet", 300), replace(cluster, forecast_workers=1)) == "spark"
+    # The threshold and the engine are settings; a forced engine holds whatever the run's size.
+    assert fit_engine(_jobs("path", 1), replace(cluster, forecast_spark_min_s=0)) == "spark"
+    assert fit_engine(_jobs("path", 1), replace(local, forecast_engine="spark")) == "spark"
+    assert fit_engine(_jobs("prophet", 5000), replace(cluster, forecast_engine="process")) == "process"
+
+
+@pytest.mark.parametrize("env, named", [({"WEAVER_FORECAST_ENGINE": "gpu"}, "forecast_engine"),
+                                        ({"WEAVER_FORECAST_SPARK_MIN_S": "-1"}, "forecast_spark_min_s"),
+                                        ({"WEAVER_FORECAST_SPARK_MIN_S": "nan"}, "forecast_spark_min_s"),
+                                        ({"WEAVER_FORECAST_SPARK_MIN_S": "a minute"}, "WEAVER_FORECAST_SPARK_MIN_S")])
+def test_a_bad_engine_setting_is_refused_by_name(tmp_path, monkeypatch, env, named):
+    from weaver.core.errors import InvalidParameterError
+    from weaver.core.settings import load_settings
+
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(InvalidParameterError, match=named):
+        load_settings(lake=str(tmp_path / "lake"))
+
+
+def test_a_default_run_on_a_cluster_master_fits_in_its_own_process(lake, monkeypatch):
+    """The hourly run of the default model on a `spark://` master starts no Spark application;
+    told `forecast_engine=spark`, the same run hands every fit to Spark."""
+    from weaver.predict import forecasting, predict
+
+    handed: list[int] = []
+
+    def spark_fits(jobs, settings, spark=None):
+        handed.append(len(jobs))
+        return forecasting.run_jobs(jobs, settings, engine="process")
+
+    monkeypatch.setattr(forecasting, "_run_spark", spark_fits)
+    at = T0 + HOURS * H
+    local = predict(forecast_settings(lake), at=at, model="path", write=False, calibration="none")
+    s = forecast_settings(lake, spark_master=CLUSTER)
+    on_cluster = predict(s, at=at, model="path", write=False, calibration="none")
+    assert handed == []
+    fitted = [r for r in on_cluster.to_pylist() if r["skip_reason"] is None]
+    # g's known answer (it crosses 9 h into the 24 h window), and the same rows as off the cluster.
+    g = next(r for r in fitted if r["partition_id"] == "g")
+    assert g["reason"] == "size" and g["probability"] >= 0.9
+    assert on_cluster.to_pylist() == local.to_pylist()
+    forced = predict(s.with_overrides(forecast_engine="spark"), at=at, model="path", write=False,
+                     calibration="none")
+    assert handed == [len(fitted)] and forced.to_pylist() == local.to_pylist()
