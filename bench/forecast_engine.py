@@ -17,6 +17,11 @@ this machine's 2 cores, the pool's workers too, so Spark brings no extra core he
 workers, pickling), the fixed cost `forecast_spark_min_s` has to outweigh. Also recorded per cell:
 `forecasting.planned_fit_s` of the run and the engine `auto` takes for it on a ``spark://`` master.
 
+``fit_cpu_s`` (the source of `forecasting.FIT_CPU_S`): per model, the CPU seconds of one fit in
+this process's pool (2 workers; children's CPU included), measured on the largest lake's
+partitions (72 history buckets, 200 sample paths; at most ``--fit-partitions`` fits per model
+after a 2-fit warm-up): the path model, Prophet, ARIMA (statsmodels) and statsforecast.
+
 Ratios: ``spark_vs_process_wall_<model>_<partitions>`` (< 1 would mean Spark paid off here).
 
 Run: ``.venv/bin/python bench/forecast_engine.py [--quick]`` -> bench/results/forecast_engine.json
@@ -34,6 +39,8 @@ import tempfile
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -106,6 +113,42 @@ def _predict(lake: Path, at: datetime, model: str, engine: str, env: dict) -> fl
     return wall
 
 
+def _fit_cpu_s(lake: Path, at: datetime, workers: int, limit: int) -> dict:
+    """CPU seconds per fit of each model in a prediction run's own pool (module docstring)."""
+    import resource
+
+    from weaver.core.settings import load_settings
+    from weaver.predict import forecasting, gather_batched, run_params
+
+    s = load_settings(lake=str(lake), forecast_workers=workers, forecast_samples=200, forecast_triage=False)
+
+    def cpu() -> float:
+        own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+    out = {}
+    for model in ("path", "statsforecast", "prophet", "arima"):
+        runs = gather_batched(s, run_params(s, at=at, model=model))
+        jobs = []
+        for r in runs:
+            ctx = forecasting.job_context(r) if model == "path" else {}
+            jobs += forecasting.triage_jobs(r, None, enabled=False, ctx=ctx)[0]
+        jobs = jobs[:limit]
+        with forecasting.forecast_pool(s) as pool:  # the model's imports, then workers forked warm
+            forecasting.run_jobs(jobs[:2], s, pool=pool, engine="process")
+        # A worker's CPU reaches RUSAGE_CHILDREN when the pool reaps it: a pool of its own, closed
+        # before the second reading (its start and shutdown count, as a run pays them).
+        c0, t0 = cpu(), time.perf_counter()
+        with forecasting.forecast_pool(s) as pool:
+            forecasting.run_jobs(jobs, s, pool=pool, engine="process")
+        wall, used = time.perf_counter() - t0, cpu() - c0
+        out[model] = {"fits": len(jobs), "history_buckets": int(np.median([len(j.ds) for j in jobs])),
+                      "wall_s": round(wall, 2), "cpu_s": round(used, 2), "cpu_s_per_fit": round(used / len(jobs), 4),
+                      "planned_fit_s": round(forecasting.planned_fit_s(jobs, s), 2)}
+        print(json.dumps({"fit_cpu_s": model, **out[model]}), flush=True)
+    return out
+
+
 def run(args) -> dict:
     from weaver.core.settings import load_settings
     from weaver.predict import forecasting
@@ -133,7 +176,8 @@ def run(args) -> dict:
                         walls[engine].append(round(_predict(lake, at, model, engine, env), 2))
                 best = {e: min(w) for e, w in walls.items()}
                 s = load_settings(lake=str(lake), spark_master=url, forecast_workers=args.workers)
-                jobs = [Job(f"p{i}", None, None, None, None, 0.0, 0.0, 200, i, model) for i in range(n)]
+                ds = np.zeros(24 * cfg.days)  # the run's history buckets: the whole lake
+                jobs = [Job(f"p{i}", ds, ds, ds, ds, 0.0, 0.0, 200, i, model) for i in range(n)]
                 cell = {"model": model, "partitions": n, "walls_s": walls, "process_s": best["process"],
                         "spark_s": best["spark"], "spark_minus_process_s": round(best["spark"] - best["process"], 2),
                         "planned_fit_s": round(forecasting.planned_fit_s(jobs, s), 2),
@@ -141,11 +185,13 @@ def run(args) -> dict:
                 cells.append(cell)
                 ratios[f"spark_vs_process_wall_{model}_{n}"] = round(best["spark"] / best["process"], 2)
                 print(json.dumps(cell), flush=True)
+        fits = _fit_cpu_s(lake, at, args.workers, args.fit_partitions)
         start_cost = sorted(c["spark_minus_process_s"] for c in cells)
-        figures = {"cells": cells, "spark_minus_process_s_median": start_cost[len(start_cost) // 2],
+        figures = {"cells": cells, "fit_cpu_s": fits, "spark_minus_process_s_median": start_cost[len(start_cost) // 2],
                    "forecast_spark_min_s_default": load_settings(lake=str(Path(tmp.name) / "x")).forecast_spark_min_s}
         return {"bench": "forecast_engine", "date": datetime.now(timezone.utc).isoformat(),
                 "params": {"sizes": args.sizes, "models": list(MODELS), "reps": args.reps, "workers": args.workers,
+                           "fit_partitions": args.fit_partitions,
                            "samples": 200, "triage": False, "cluster": "standalone master + 1 worker, 2 cores, 2g, 127.0.0.1",
                            "simulation": "seed 3, 3 days, base_rate 30/h, no splits, no burst"},
                 "ratios": ratios, "figures": figures}
@@ -156,14 +202,15 @@ def run(args) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[16, 256])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[16, 128])
+    ap.add_argument("--fit-partitions", type=int, default=64, help="fits per model in fit_cpu_s")
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="8 partitions, one rep (not written)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "forecast_engine.json"))
     args = ap.parse_args()
     if args.quick:
-        args.sizes, args.reps = [8], 1
+        args.sizes, args.reps, args.fit_partitions = [8], 1, 8
     result = {"machine": machine("pyspark"), **run(args)}
     result["machine"]["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)
     save(result, args.out, quick=args.quick)

@@ -3,7 +3,8 @@
 
 A Spark application costs its start whatever it fits, so `auto` takes Spark only on a cluster
 master and only for fits planned to outlast that start. The expected engines below are worked out
-by hand from the per-fit CPU costs of bench/results/forecast.json (path 1/280 s, Prophet 1/4.6 s)
+by hand from the per-fit CPU costs at 72 history buckets and 200 sample paths
+(`forecasting.FIT_CPU_S`, from bench/results/forecast_engine.json: path 0.0066 s, Prophet 0.84 s)
 and the 60 s default.
 """
 
@@ -30,11 +31,12 @@ def lake(tmp_path_factory) -> str:
                       policy={"size_threshold_bytes": 800_000, "write_threshold_per_s": WRITE_T, "bucket": "1h"})
 
 
-def _jobs(model: str, n: int, samples: int = 200) -> list:
+def _jobs(model: str, n: int, samples: int = 200, buckets: int = 72) -> list:
     from weaver.predict.models import Job
 
-    ds = np.arange(24, dtype=np.int64) * 3_600_000_000
-    return [Job(f"p{i:05d}", ds, np.ones(24), np.ones(24), ds[:1], 10.0, 1.0, samples, i, model) for i in range(n)]
+    ds = np.arange(buckets, dtype=np.int64) * 3_600_000_000
+    ones = np.ones(buckets)
+    return [Job(f"p{i:05d}", ds, ones, ones, ds[:1], 10.0, 1.0, samples, i, model) for i in range(n)]
 
 
 def test_auto_takes_spark_only_on_a_cluster_for_a_long_run(tmp_path):
@@ -43,18 +45,21 @@ def test_auto_takes_spark_only_on_a_cluster_for_a_long_run(tmp_path):
 
     local = load_settings(lake=str(tmp_path / "lake"), forecast_workers=2)
     assert local.forecast_engine == "auto" and local.forecast_spark_min_s == 60.0
-    # No cluster: every run fits in the pool, even a fleet of Prophet fits (1,000 / 4.6 / 2 = 109 s).
+    # No cluster: every run fits in the pool, even 1,000 Prophet fits (1,000 x 0.84 / 2 = 420 s).
     assert fit_engine(_jobs("prophet", 1000), local) == "process"
     cluster = replace(local, spark_master=CLUSTER)
-    # The default model: 10,000 partitions plan 10,000 / 280 / 2 = 17.9 s in the pool.
+    # The default model: 10,000 partitions plan 10,000 x 0.0066 / 2 = 33 s in the pool.
     assert fit_engine(_jobs("path", 10_000), cluster) == "process"
-    # Prophet: 500 fits plan 500 / 4.6 / 2 = 54.3 s (the pool), 600 plan 65.2 s (Spark).
-    assert fit_engine(_jobs("prophet", 500), cluster) == "process"
-    assert fit_engine(_jobs("prophet", 600), cluster) == "spark"
-    # Sample paths scale the cost: 500 fits at 400 paths plan 108.7 s.
-    assert fit_engine(_jobs("prophet", 500, samples=400), cluster) == "spark"
-    # One worker: 300 Prophet fits plan 65.2 s.
-    assert fit_engine(_jobs("prophet", 300), replace(cluster, forecast_workers=1)) == "spark"
+    # Prophet: 100 fits plan 42 s (the pool), 200 plan 84 s (Spark).
+    assert fit_engine(_jobs("prophet", 100), cluster) == "process"
+    assert fit_engine(_jobs("prophet", 200), cluster) == "spark"
+    # Sample paths and history scale the cost: 100 fits at 400 paths plan 84 s, at a week of
+    # history (168 buckets) 98 s, at 24 buckets 14 s.
+    assert fit_engine(_jobs("prophet", 100, samples=400), cluster) == "spark"
+    assert fit_engine(_jobs("prophet", 100, buckets=168), cluster) == "spark"
+    assert fit_engine(_jobs("prophet", 300, buckets=24), cluster) == "process"  # 42 s
+    # One worker: 100 Prophet fits plan 84 s.
+    assert fit_engine(_jobs("prophet", 100), replace(cluster, forecast_workers=1)) == "spark"
     # The threshold and the engine are settings; a forced engine holds whatever the run's size.
     assert fit_engine(_jobs("path", 1), replace(cluster, forecast_spark_min_s=0)) == "spark"
     assert fit_engine(_jobs("path", 1), replace(local, forecast_engine="spark")) == "spark"
@@ -100,3 +105,30 @@ def test_a_default_run_on_a_cluster_master_fits_in_its_own_process(lake, monkeyp
     forced = predict(s.with_overrides(forecast_engine="spark"), at=at, model="path", write=False,
                      calibration="none")
     assert handed == [len(fitted)] and forced.to_pylist() == local.to_pylist()
+
+
+def test_a_batched_run_chooses_once_for_all_of_its_fits(lake, monkeypatch):
+    """A run gathered in batches (one partition each here) is one decision: its fits together
+    reach the threshold though neither batch's does alone, and every batch goes to Spark - one
+    application for the run, not one start per batch."""
+    from weaver.predict import forecasting, predict
+
+    handed: list[int] = []
+
+    def spark_fits(jobs, settings, spark=None):
+        handed.append(len(jobs))
+        return forecasting.run_jobs(jobs, settings, engine="process")
+
+    monkeypatch.setattr(forecasting, "_run_spark", spark_fits)
+    at = T0 + HOURS * H
+    s = forecast_settings(lake, spark_master=CLUSTER, forecast_batch_partitions=1, forecast_triage=False)
+    one = forecasting.planned_fit_s(_jobs("path", 1, buckets=HOURS), s)  # one worker: two fits plan 2x
+    want = predict(forecast_settings(lake, forecast_triage=False), at=at, model="path", write=False,
+                   calibration="none").to_pylist()
+    got = predict(s.with_overrides(forecast_spark_min_s=1.5 * one), at=at, model="path", write=False,
+                  calibration="none").to_pylist()
+    assert handed == [1, 1] and got == want
+    handed.clear()
+    got = predict(s.with_overrides(forecast_spark_min_s=2.5 * one), at=at, model="path", write=False,
+                  calibration="none").to_pylist()
+    assert handed == [] and got == want

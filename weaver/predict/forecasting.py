@@ -326,27 +326,34 @@ def forecast_pool(settings) -> Iterator:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-# CPU seconds of one partition's fit at 200 sample paths, per model: 1 / partitions_per_cpu_s of
-# bench/results/forecast.json at 6d83272 (AMD EPYC; path 280, statsforecast 82, prophet 4.6,
-# arima 6.3 partitions per CPU second). Only their order of magnitude matters to `fit_engine`.
-FIT_CPU_S = {"path": 1 / 280, "statsforecast": 1 / 82, "prophet": 1 / 4.6, "arima": 1 / 6.3}
+# CPU seconds of one partition's fit, per model, in a prediction run's own pool at 72 history
+# buckets and 200 sample paths: figures.fit_cpu_s of bench/results/forecast_engine.json (AMD EPYC).
+# A fit's cost grows with its history (Prophet's faster than linearly: 0.39 s at 48 buckets,
+# 0.84 s at 72), so `planned_fit_s` scales these by buckets / 72 and by sample paths / 200: an
+# estimate whose order of magnitude is what `fit_engine` needs (milliseconds for path, about a
+# second for the fitted models).
+FIT_CPU_S = {"path": 0.0066, "statsforecast": 0.047, "prophet": 0.84, "arima": 0.68}
+FIT_CPU_BUCKETS = 72
 
 
 def planned_fit_s(jobs: Sequence[_models.Job], settings) -> float:
     """Wall seconds the fits of `jobs` are planned to take in the run's process pool: their CPU
-    seconds (`FIT_CPU_S`, scaled by the jobs' sample paths) over the pool's workers."""
-    cpu = sum(FIT_CPU_S.get(j.model, max(FIT_CPU_S.values())) * j.n_samples / 200 for j in jobs)
+    seconds (`FIT_CPU_S` scaled by each job's history and sample paths) over the pool's workers."""
+    cpu = sum(FIT_CPU_S.get(j.model, max(FIT_CPU_S.values())) * len(j.ds) / FIT_CPU_BUCKETS * j.n_samples / 200
+              for j in jobs)
     return cpu / min(_workers(settings), max(1, len(jobs)))
 
 
 def fit_engine(jobs: Sequence[_models.Job], settings) -> str:
-    """Where `run_jobs` fits `jobs`: 'spark' or 'process' (``settings.forecast_engine``).
+    """Where a run fits `jobs` (all of its fits, every batch's): 'spark' or 'process'
+    (``settings.forecast_engine``).
 
     `auto` takes Spark only where it can pay off: on a cluster master (``spark://``), for fits
     planned to take ``forecast_spark_min_s`` or more in the process pool. A Spark application
-    costs its start whatever it runs (tens of seconds: bench/results/forecast_engine.json), while
-    the default path model fits a partition in milliseconds, so an hourly run of a few hundred
-    partitions fits in the task's own process and never starts a JVM."""
+    costs its start whatever it runs (about 25-40 s on the bench's standalone cluster:
+    bench/results/forecast_engine.json), while the default path model fits a partition in
+    milliseconds, so an hourly run of a few thousand partitions fits in the task's own process and
+    never starts a JVM; a run of a few hundred Prophet or ARIMA fits goes to the executors."""
     engine = settings.forecast_engine
     if engine != "auto":
         return engine
@@ -477,7 +484,11 @@ def check_calibration(calibration: str | None) -> str:
 def _predict_batch(settings, run: RunInput, cmap, ctx: dict, *, pool=None, progress=None) -> pa.Table:
     """Triage, fits and rows of the partitions of `run` (`ctx`: the run-wide `job_context`)."""
     jobs, triaged = triage_jobs(run, cmap, enabled=settings.forecast_triage, ctx=ctx)
-    results = {r.partition_id: r for r in run_jobs(jobs, settings, pool=pool, progress=progress)}
+    return _fit_rows(settings, run, jobs, triaged, cmap, pool=pool, progress=progress)
+
+
+def _fit_rows(settings, run: RunInput, jobs, triaged, cmap, *, pool=None, engine=None, progress=None) -> pa.Table:
+    results = {r.partition_id: r for r in run_jobs(jobs, settings, pool=pool, engine=engine, progress=progress)}
     return _rows(run, results, cmap, triaged)
 
 
@@ -503,6 +514,8 @@ def _predict_runs(settings, params: RunParams, runs: Sequence[RunInput], cmap, *
 
     Pass 1 (the gather) kept only each batch's `PartitionInput`s (bucket histories and two split
     keys per partition: the run-wide summary the path model's hot-spot context needs). Pass 2
+    triages every batch (the jobs share the gathered arrays), chooses the engine once from all of
+    the run's fits (`fit_engine`: one Spark application serves every batch, or none does), then
     fits batch by batch and keeps only rows. Batch models (statsforecast) draw one seed from all
     of a run's jobs: their fits stay one call over all jobs, so the paths equal a one-batch run's.
     """
@@ -510,9 +523,12 @@ def _predict_runs(settings, params: RunParams, runs: Sequence[RunInput], cmap, *
     ctx = job_context(whole) if params.model == "path" else {}
     if len(runs) <= 1 or params.model in _models.BATCH_MODELS:
         return _predict_batch(settings, whole, cmap, ctx, pool=pool, progress=progress)
-    own = forecast_pool(settings) if pool is None and _workers(settings) > 1 else None
+    staged = [(r, *triage_jobs(r, cmap, enabled=settings.forecast_triage, ctx=ctx)) for r in runs]
+    engine = fit_engine([j for _, jobs, _ in staged for j in jobs], settings)
+    own = forecast_pool(settings) if engine == "process" and pool is None and _workers(settings) > 1 else None
     with (own if own is not None else _nullpool(pool)) as shared:
-        tables = [_predict_batch(settings, r, cmap, ctx, pool=shared, progress=progress) for r in runs]
+        tables = [_fit_rows(settings, r, jobs, triaged, cmap, pool=shared, engine=engine, progress=progress)
+                  for r, jobs, triaged in staged]
     return pa.concat_tables(tables)
 
 
