@@ -327,12 +327,13 @@ def forecast_pool(settings) -> Iterator:
 
 
 # CPU seconds of one partition's fit, per model, in a prediction run's own pool at 72 history
-# buckets and 200 sample paths: figures.fit_cpu_s of bench/results/forecast_engine.json (AMD EPYC).
-# A fit's cost grows with its history (Prophet's faster than linearly: 0.39 s at 48 buckets,
-# 0.84 s at 72), so `planned_fit_s` scales these by buckets / 72 and by sample paths / 200: an
+# buckets and 200 sample paths: figures.fit_cpu_s of bench/results/forecast_engine.json (67dd3d1,
+# AMD EPYC).
+# A fit's cost grows with its history (Prophet's and ARIMA's faster than linearly), so
+# `planned_fit_s` scales these by buckets / 72 and by sample paths / 200: an
 # estimate whose order of magnitude is what `fit_engine` needs (milliseconds for path, about a
 # second for the fitted models).
-FIT_CPU_S = {"path": 0.0066, "statsforecast": 0.047, "prophet": 0.84, "arima": 0.68}
+FIT_CPU_S = {"path": 0.0073, "statsforecast": 0.035, "prophet": 0.85, "arima": 0.60}
 FIT_CPU_BUCKETS = 72
 
 
