@@ -31,6 +31,22 @@ def lake(tmp_path_factory) -> str:
                       policy={"size_threshold_bytes": 800_000, "write_threshold_per_s": WRITE_T, "bucket": "1h"})
 
 
+@pytest.fixture()
+def handed(monkeypatch) -> list[int]:
+    """The sizes of the job lists the run hands to Spark (`forecasting._run_spark`), which fits
+    them in this process instead: the cluster in CLUSTER does not exist."""
+    from weaver.predict import forecasting
+
+    sizes: list[int] = []
+
+    def spark_fits(jobs, settings, spark=None):
+        sizes.append(len(jobs))
+        return forecasting.run_jobs(jobs, settings, engine="process")
+
+    monkeypatch.setattr(forecasting, "_run_spark", spark_fits)
+    return sizes
+
+
 def _jobs(model: str, n: int, samples: int = 200, buckets: int = 72) -> list:
     from weaver.predict.models import Job
 
@@ -80,18 +96,11 @@ def test_a_bad_engine_setting_is_refused_by_name(tmp_path, monkeypatch, env, nam
         load_settings(lake=str(tmp_path / "lake"))
 
 
-def test_a_default_run_on_a_cluster_master_fits_in_its_own_process(lake, monkeypatch):
+def test_a_default_run_on_a_cluster_master_fits_in_its_own_process(lake, handed):
     """The hourly run of the default model on a `spark://` master starts no Spark application;
     told `forecast_engine=spark`, the same run hands every fit to Spark."""
-    from weaver.predict import forecasting, predict
+    from weaver.predict import predict
 
-    handed: list[int] = []
-
-    def spark_fits(jobs, settings, spark=None):
-        handed.append(len(jobs))
-        return forecasting.run_jobs(jobs, settings, engine="process")
-
-    monkeypatch.setattr(forecasting, "_run_spark", spark_fits)
     at = T0 + HOURS * H
     local = predict(forecast_settings(lake), at=at, model="path", write=False, calibration="none")
     s = forecast_settings(lake, spark_master=CLUSTER)
@@ -107,19 +116,12 @@ def test_a_default_run_on_a_cluster_master_fits_in_its_own_process(lake, monkeyp
     assert handed == [len(fitted)] and forced.to_pylist() == local.to_pylist()
 
 
-def test_a_batched_run_chooses_once_for_all_of_its_fits(lake, monkeypatch):
+def test_a_batched_run_chooses_once_for_all_of_its_fits(lake, handed):
     """A run gathered in batches (one partition each here) is one decision: its fits together
     reach the threshold though neither batch's does alone, and every batch goes to Spark - one
     application for the run, not one start per batch."""
     from weaver.predict import forecasting, predict
 
-    handed: list[int] = []
-
-    def spark_fits(jobs, settings, spark=None):
-        handed.append(len(jobs))
-        return forecasting.run_jobs(jobs, settings, engine="process")
-
-    monkeypatch.setattr(forecasting, "_run_spark", spark_fits)
     at = T0 + HOURS * H
     s = forecast_settings(lake, spark_master=CLUSTER, forecast_batch_partitions=1, forecast_triage=False)
     one = forecasting.planned_fit_s(_jobs("path", 1, buckets=HOURS), s)  # one worker: two fits plan 2x

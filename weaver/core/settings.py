@@ -78,8 +78,8 @@ class Settings:
     forecast_batch_partitions: int = 256  # a forecast run gathers and fits this many neighbouring partitions at a time (0: all)
     # Where fits run (weaver.predict.forecasting.fit_engine): 'process' (the run's own process pool),
     # 'spark' (applyInPandas on the session's master), or 'auto': Spark only on a cluster master
-    # (spark://) and only for a batch of fits planned to take forecast_spark_min_s or more in the
-    # process pool; a Spark application costs its start (bench/results/forecast_engine.json).
+    # (spark://) and only for a run whose fits are planned to take forecast_spark_min_s or more in
+    # the process pool; a Spark application costs its start (bench/results/forecast_engine.json).
     forecast_engine: str = "auto"
     forecast_spark_min_s: float = 60.0
     # Weaving engine per run (weaver.weave.engine): 'arrow' (one process, no JVM), 'spark', or 'auto':

@@ -351,8 +351,8 @@ def fit_engine(jobs: Sequence[_models.Job], settings) -> str:
 
     `auto` takes Spark only where it can pay off: on a cluster master (``spark://``), for fits
     planned to take ``forecast_spark_min_s`` or more in the process pool. A Spark application
-    costs its start whatever it runs (about 25-40 s on the bench's standalone cluster:
-    bench/results/forecast_engine.json), while the default path model fits a partition in
+    costs its start whatever it runs (27-41 s more than the pool on the bench's standalone
+    cluster: bench/results/forecast_engine.json), while the default path model fits a partition in
     milliseconds, so an hourly run of a few thousand partitions fits in the task's own process and
     never starts a JVM; a run of a few hundred Prophet or ARIMA fits goes to the executors."""
     engine = settings.forecast_engine
