@@ -10,6 +10,7 @@ and the 60 s default.
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -134,3 +135,23 @@ def test_a_batched_run_chooses_once_for_all_of_its_fits(lake, handed):
     got = predict(s.with_overrides(forecast_spark_min_s=2.5 * one), at=at, model="path", write=False,
                   calibration="none").to_pylist()
     assert handed == [] and got == want
+
+
+def test_the_cli_takes_the_engine_and_refuses_an_unknown_one_by_name(lake, handed, tmp_path):
+    """`weaver predict --engine`: `spark` hands the fits to Spark, `process` keeps them in the
+    pool on a `spark://` master; `gpu` is a named error and the lake stays as it was."""
+    from tests.cli import file_tree, json_error, run_cli
+
+    at = (T0 + HOURS * H).isoformat()
+    env = {"WEAVER_SPARK_MASTER": CLUSTER, "WEAVER_FORECAST_WORKERS": "1"}
+    before = file_tree(lake)
+    res = run_cli("predict", "--lake", str(lake), "--at", at, "--engine", "gpu", "--json", env=env)
+    err = json_error(res)
+    assert err["error"] == "InvalidParameterError" and "forecast_engine 'gpu'" in err["message"], err
+    assert file_tree(lake) == before
+    for engine, fits in (("process", []), ("spark", [2])):
+        res = run_cli("predict", "--lake", str(lake), "--at", at, "--engine", engine, "--no-write",
+                      "--calibration", "none", "--json", env=dict(env, WEAVER_FORECAST_TRIAGE="0"))
+        assert res.exit_code == 0, res.output
+        assert handed == fits
+        assert {r["partition_id"] for r in json.loads(res.stdout)["rows"]} == {"g", "f"}

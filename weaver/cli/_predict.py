@@ -51,8 +51,15 @@ def _progress(label: str, enabled: bool = True) -> Iterator:
         yield update
 
 
-def _overrides(confidence: Optional[float], workers: Optional[int], samples: Optional[int]) -> dict:
-    return {"confidence_threshold": confidence, "forecast_workers": workers, "forecast_samples": samples}
+EngineOpt = typer.Option(None, "--engine",
+                         help="Where fits run: auto | process | spark (default $WEAVER_FORECAST_ENGINE or auto: "
+                              "Spark only on a spark:// master, for a run of many slow fits).")
+
+
+def _overrides(confidence: Optional[float], workers: Optional[int], samples: Optional[int],
+               engine: Optional[str] = None) -> dict:
+    return {"confidence_threshold": confidence, "forecast_workers": workers, "forecast_samples": samples,
+            "forecast_engine": engine}
 
 
 @app.command()
@@ -66,6 +73,7 @@ def predict(
                                                          help="Recorded as `threshold` (what gets woven)."),
     workers: Optional[int] = WorkersOpt,
     samples: Optional[int] = SamplesOpt,
+    engine: Optional[str] = EngineOpt,
     calibration: Optional[str] = CalibrationOpt,
     write: bool = typer.Option(True, "--write/--no-write", help="Stage the rows, check them, publish them into `predictions`."),
     check: bool = typer.Option(True, "--check/--no-check", help="Run the `predictions` expectation suite."),
@@ -75,7 +83,7 @@ def predict(
     """Forecast which partitions split within the window (one row per active partition)."""
     with reported(as_json):
         t = timepoint(at)
-        s = settings_for(lake, **_overrides(confidence_threshold, workers, samples))
+        s = settings_for(lake, **_overrides(confidence_threshold, workers, samples, engine))
         staged = write and check
         with _progress(f"fitting {model}", not as_json) as cb:
             table = run_predict(s, at=t, window=window, model=model, size_threshold=size_threshold,
@@ -128,6 +136,7 @@ def backtest(
     near: float = typer.Option(0.10, "--near", help="The 'within X of the threshold' baseline's X (a fraction)."),
     workers: Optional[int] = WorkersOpt,
     samples: Optional[int] = SamplesOpt,
+    engine: Optional[str] = EngineOpt,
     calibration: Optional[str] = CalibrationOpt,
     out: Optional[str] = typer.Option(None, "--out", help="Report folder (default <lake>/_weaver/backtests/<id>)."),
     lake: Optional[str] = LakeOpt,
@@ -136,7 +145,7 @@ def backtest(
     """Replay prediction runs over [--from, --to), score them against real splits, write a report."""
     with reported(as_json):
         t0, t1 = timepoint(start, "--from"), timepoint(end, "--to")
-        s = settings_for(lake, **_overrides(confidence_threshold, workers, samples))
+        s = settings_for(lake, **_overrides(confidence_threshold, workers, samples, engine))
         with _progress(f"backtesting {model}", not as_json) as cb:
             r = run_backtest(s, start=t0, end=t1, model=model, out_dir=out, every=every, window=window,
                     size_threshold=size_threshold, write_threshold=write_threshold, near_fraction=near, progress=cb,
