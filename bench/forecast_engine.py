@@ -90,15 +90,22 @@ def _cluster(work: Path) -> tuple[str, list[subprocess.Popen], dict]:
     raise SystemExit("the Spark worker did not register:\n" + (work / "worker.log").read_text()[-2000:])
 
 
+def _signal(p: subprocess.Popen, sig: int) -> None:
+    """`sig` to `p`'s process group (its own session), also when `p` itself has already exited."""
+    try:
+        os.killpg(p.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
 def _stop(procs: list[subprocess.Popen]) -> None:
     for p in procs:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGTERM)
+        _signal(p, signal.SIGTERM)
     for p in procs:
         try:
             p.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
+            _signal(p, signal.SIGKILL)
             p.wait(timeout=30)
 
 
@@ -128,12 +135,8 @@ def _fit_cpu_s(lake: Path, at: datetime, workers: int, limit: int) -> dict:
 
     out = {}
     for model in ("path", "statsforecast", "prophet", "arima"):
-        runs = gather_batched(s, run_params(s, at=at, model=model))
-        jobs = []
-        for r in runs:
-            ctx = forecasting.job_context(r) if model == "path" else {}
-            jobs += forecasting.triage_jobs(r, None, enabled=False, ctx=ctx)[0]
-        jobs = jobs[:limit]
+        params = run_params(s, at=at, model=model)
+        jobs = list(forecasting.run_jobs_of(params, gather_batched(s, params)).values())[:limit]
         with forecasting.forecast_pool(s) as pool:  # the model's imports, then workers forked warm
             forecasting.run_jobs(jobs[:2], s, pool=pool, engine="process")
         # A worker's CPU reaches RUSAGE_CHILDREN when the pool reaps it: a pool of its own, closed
