@@ -121,11 +121,11 @@ def test_a_batched_run_chooses_once_for_all_of_its_fits(lake, handed):
     """A run gathered in batches (one partition each here) is one decision: its fits together
     reach the threshold though neither batch's does alone, and every batch goes to Spark - one
     application for the run, not one start per batch."""
-    from weaver.predict import forecasting, predict
+    from weaver.predict import predict
 
     at = T0 + HOURS * H
     s = forecast_settings(lake, spark_master=CLUSTER, forecast_batch_partitions=1, forecast_triage=False)
-    one = forecasting.planned_fit_s(_jobs("path", 1, buckets=HOURS), s)  # one worker: two fits plan 2x
+    one = 0.0073  # one path fit at 72 buckets on one worker (module docstring); two plan about 2x
     want = predict(forecast_settings(lake, forecast_triage=False), at=at, model="path", write=False,
                    calibration="none").to_pylist()
     got = predict(s.with_overrides(forecast_spark_min_s=1.5 * one), at=at, model="path", write=False,
