@@ -327,8 +327,8 @@ def forecast_pool(settings) -> Iterator:
 
 
 # CPU seconds of one partition's fit, per model, in a prediction run's own pool at 72 history
-# buckets and 200 sample paths: figures.fit_cpu_s of bench/results/forecast_engine.json (67dd3d1,
-# AMD EPYC).
+# buckets and 200 sample paths: figures.fit_cpu_s of bench/results/forecast_engine.json at 67dd3d1
+# (AMD EPYC; its rerun at 8849b86 read 0.0063 / 0.030 / 0.67 / 0.54 in a faster hour).
 # A fit's cost grows with its history (Prophet's and ARIMA's faster than linearly), so
 # `planned_fit_s` scales these by buckets / 72 and by sample paths / 200: an
 # estimate whose order of magnitude is what `fit_engine` needs (milliseconds for path, about a
@@ -351,10 +351,11 @@ def fit_engine(jobs: Sequence[_models.Job], settings) -> str:
 
     `auto` takes Spark only where it can pay off: on a cluster master (``spark://``), for fits
     planned to take ``forecast_spark_min_s`` or more in the process pool. A Spark application
-    costs its start whatever it runs (27-41 s more than the pool on the bench's standalone
-    cluster: bench/results/forecast_engine.json), while the default path model fits a partition in
-    milliseconds, so an hourly run of a few thousand partitions fits in the task's own process and
-    never starts a JVM; a run of a few hundred Prophet or ARIMA fits goes to the executors."""
+    costs its start whatever it runs (23-34 s more than the pool on the bench's standalone
+    cluster at 8849b86, 27-41 s at 67dd3d1: bench/results/forecast_engine.json), while the
+    default path model fits a partition in milliseconds, so an hourly run of a few thousand
+    partitions fits in the task's own process and never starts a JVM; a run of a few hundred
+    Prophet or ARIMA fits goes to the executors."""
     engine = settings.forecast_engine
     if engine != "auto":
         return engine
