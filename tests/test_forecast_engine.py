@@ -81,6 +81,18 @@ def test_auto_takes_spark_only_on_a_cluster_for_a_long_run(tmp_path):
     assert fit_engine(_jobs("path", 1), replace(cluster, forecast_spark_min_s=0)) == "spark"
     assert fit_engine(_jobs("path", 1), replace(local, forecast_engine="spark")) == "spark"
     assert fit_engine(_jobs("prophet", 5000), replace(cluster, forecast_engine="process")) == "process"
+    # A backtest's instants share one application. An instant of 20 Prophet fits plans
+    # 20 x 0.85 / 2 = 8.5 s: the pool alone, Spark with a quarter of hourly instants (2,160) still
+    # to fit, since it also outweighs one more Spark job's share, 60 x 3.0 / 26.2 = 6.87 s; 15
+    # fits (6.4 s) do not, not even in an application already started.
+    assert fit_engine(_jobs("prophet", 20), cluster) == "process"
+    assert fit_engine(_jobs("prophet", 20), cluster, runs=2160) == "spark"
+    assert fit_engine(_jobs("prophet", 20), cluster, runs=1, started=True) == "spark"
+    assert fit_engine(_jobs("prophet", 15), cluster, runs=2160, started=True) == "process"
+    # Ten instants of 20 fits (85 s together) start it; seven (59.5 s) do not.
+    assert fit_engine(_jobs("prophet", 20), cluster, runs=10) == "spark"
+    assert fit_engine(_jobs("prophet", 20), cluster, runs=7) == "process"
+    assert fit_engine(_jobs("prophet", 20), replace(cluster, forecast_engine="process"), runs=2160) == "process"
 
 
 @pytest.mark.parametrize("env, named", [({"WEAVER_FORECAST_ENGINE": "gpu"}, "forecast_engine"),
@@ -155,3 +167,40 @@ def test_the_cli_takes_the_engine_and_refuses_an_unknown_one_by_name(lake, hande
         assert res.exit_code == 0, res.output
         assert handed == fits
         assert {r["partition_id"] for r in json.loads(res.stdout)["rows"]} == {"g", "f"}
+
+
+def test_a_backtest_shares_one_application_among_its_instants(lake, handed, tmp_path):
+    """A backtest fits all of its instants in one process: an instant goes to Spark when its fits
+    times the instants left outweigh the application's start, and its own fits outweigh one more
+    Spark job (`spark_floor_s`: 3.0 / 26.2 of the threshold). Each instant here fits g and f (two
+    path fits at 48 history buckets, one worker): 2 x 0.0073 x 48 / 72 = 0.0097 s, `one` below."""
+    import shutil
+    from datetime import timedelta
+
+    from weaver.predict.backtest import backtest
+
+    copy = str(tmp_path / "lake")
+    shutil.copytree(lake, copy)
+    one = 2 * 0.0073 * 48 / 72
+    local = forecast_settings(copy, forecast_triage=False, forecast_history=timedelta(hours=48))
+
+    def scores(s, hours: int) -> dict:
+        out = backtest(s, start=T0 + (HOURS - hours) * H, end=T0 + HOURS * H, model="path", calibration="none",
+                       out_dir=tmp_path / "report", write_predictions=False)
+        return out["scores"]
+
+    want = {n: scores(local, n) for n in (4, 12)}
+    assert handed == []
+    cluster = local.with_overrides(spark_master=CLUSTER)
+    # 4 instants, threshold 3 x one: no instant alone reaches it, the four together do, and one
+    # instant (one) outweighs a further job (0.34 x one): all four go to one application.
+    assert scores(cluster.with_overrides(forecast_spark_min_s=3 * one), 4) == want[4]
+    assert handed == [2, 2, 2, 2]
+    handed.clear()
+    # Threshold 5 x one: the four instants together do not reach it.
+    assert scores(cluster.with_overrides(forecast_spark_min_s=5 * one), 4) == want[4]
+    assert handed == []
+    # 12 instants, threshold 10 x one: together they reach it, but one instant's fits fall short
+    # of a further Spark job's share (10 x one x 3.0 / 26.2 = 1.15 x one): none goes.
+    assert scores(cluster.with_overrides(forecast_spark_min_s=10 * one), 12) == want[12]
+    assert handed == []

@@ -187,6 +187,17 @@ def backtest(settings, *, start: datetime, end: datetime, model: str = forecasti
     lead: dict[str, datetime] = {}
     pool_cm = forecasting.forecast_pool(settings) if forecasting._workers(settings) > 1 else None
     pool = pool_cm.__enter__() if pool_cm else None
+    # One Spark application for the whole backtest (`forecasting.fit_engine`): an instant's fits
+    # go to it when they, times the instants left, outweigh its start - so a quarter of Prophet
+    # instants on a cluster pays one start instead of fitting every instant in the pool.
+    spark_started = False
+
+    def engine_of(jobs) -> str:
+        nonlocal spark_started
+        engine = forecasting.fit_engine(jobs, settings, runs=len(times) - i, started=spark_started)
+        spark_started = spark_started or engine == "spark"
+        return engine
+
     try:
         for i, t in enumerate(times):
             params = forecasting.run_params(settings, at=t, window=window, model=model,
@@ -195,7 +206,8 @@ def backtest(settings, *, start: datetime, end: datetime, model: str = forecasti
             runs = forecasting.gather_batched(settings, params, lineage=lineage)
             preds = forecasting.predict(settings, at=t, window=window, model=model, size_threshold=size_threshold,
                                         write_threshold=write_threshold, write=False, pool=pool,
-                                        lineage=lineage, run_input=runs, calibration=calibration)
+                                        lineage=lineage, run_input=runs, calibration=calibration,
+                                        engine_of=engine_of)
             if write_predictions:
                 if check is not None:
                     check(preds, t)  # before anything is written

@@ -345,7 +345,21 @@ def planned_fit_s(jobs: Sequence[_models.Job], settings) -> float:
     return cpu / min(_workers(settings), max(1, len(jobs)))
 
 
-def fit_engine(jobs: Sequence[_models.Job], settings) -> str:
+# What a Spark application costs a run by itself, and what each further Spark job costs once it
+# runs (bench/results/forecast_engine.json): `forecast_spark_min_s` (60 s by default, about twice
+# SPARK_APP_S) has to outweigh the first, and a run that finds the application started has to
+# outweigh the second in the same proportion (`spark_floor_s`: 6.9 s by default).
+SPARK_APP_S = 26.2  # the median of spark - process over the bench's cells at 8849b86
+SPARK_JOB_S = 3.0  # one more applyInPandas job of trivial fits in a started application
+
+
+def spark_floor_s(settings) -> float:
+    """The planned pool seconds a run's fits need to go to an application already started (a
+    backtest's later instants): ``forecast_spark_min_s`` scaled by SPARK_JOB_S / SPARK_APP_S."""
+    return float(settings.forecast_spark_min_s) * SPARK_JOB_S / SPARK_APP_S
+
+
+def fit_engine(jobs: Sequence[_models.Job], settings, *, runs: int = 1, started: bool = False) -> str:
     """Where a run fits `jobs` (all of its fits, every batch's): 'spark' or 'process'
     (``settings.forecast_engine``).
 
@@ -355,13 +369,22 @@ def fit_engine(jobs: Sequence[_models.Job], settings) -> str:
     cluster at 8849b86, 27-41 s at 67dd3d1: bench/results/forecast_engine.json), while the
     default path model fits a partition in milliseconds, so an hourly run of a few thousand
     partitions fits in the task's own process and never starts a JVM; a run of a few hundred
-    Prophet or ARIMA fits goes to the executors."""
+    Prophet or ARIMA fits goes to the executors.
+
+    A caller that fits several runs in one process (a backtest's instants) shares one
+    application among them: `runs` is how many runs of about this size it still has to fit, this
+    one included, and `started` whether its application is running already. Before the start a
+    run goes to Spark when its fits times `runs` reach ``forecast_spark_min_s`` and its own fits
+    reach `spark_floor_s`, the share of a further Spark job; after it, when they reach
+    `spark_floor_s`. With ``runs=1`` that is the single run's rule."""
     engine = settings.forecast_engine
     if engine != "auto":
         return engine
     if not str(settings.spark_master).startswith("spark://") or not jobs:
         return "process"
-    return "spark" if planned_fit_s(jobs, settings) >= settings.forecast_spark_min_s else "process"
+    planned, floor = planned_fit_s(jobs, settings), spark_floor_s(settings)
+    need = floor if started else max(floor, float(settings.forecast_spark_min_s) / max(1, runs))
+    return "spark" if planned >= need else "process"
 
 
 def run_jobs(jobs: Sequence[_models.Job], settings, *, pool=None, engine: str | None = None, spark=None,
@@ -423,7 +446,8 @@ def predict(settings, *, at: datetime, window: timedelta | None = None, model: s
             size_threshold: int | None = None, write_threshold: float | None = None, write: bool = True,
             progress: Callable[[int, int], None] | None = None, pool=None, lineage: Lineage | None = None,
             run_input: RunInput | Sequence[RunInput] | None = None, stage: bool = False,
-            calibration: str | None = None, store_map: bool = True) -> pa.Table:
+            calibration: str | None = None, store_map: bool = True,
+            engine_of: Callable[[Sequence[_models.Job]], str] | None = None) -> pa.Table:
     """Predict splits for every partition active at `at`; MERGE into `predictions` when `write`.
 
     With `stage` (the DAG's forecast task, ``weaver predict``) the rows go to
@@ -438,7 +462,9 @@ def predict(settings, *, at: datetime, window: timedelta | None = None, model: s
     the calibration `calibration` (default `weaver.predict.calibration.DEFAULT_METHOD`; ``none``
     keeps it raw) fitted on this model's predictions whose windows closed by `at`.
     `run_input` is the run's inputs when the caller gathered them already: one `RunInput` (all
-    partitions) or the batches of `gather_batched`.
+    partitions) or the batches of `gather_batched`. `engine_of(jobs)` chooses where the run's
+    fits go (default `fit_engine` of the run alone; a backtest shares one Spark application
+    among its instants).
 
     Bad input writes nothing: the parameters, the run instant against the change log's end
     (`check_in_history`), the change log the gather folds (`metrics.check_fold_input`: a gap in
@@ -460,9 +486,9 @@ def predict(settings, *, at: datetime, window: timedelta | None = None, model: s
     cmap = _calibration.map_for_run(settings, params.model, params.at, method, store=store_map)
     if isinstance(run_input, RunInput):
         table = _predict_batch(settings, run_input, cmap, job_context(run_input) if params.model == "path" else {},
-                               pool=pool, progress=progress)
+                               pool=pool, progress=progress, engine_of=engine_of)
     else:  # a run gathered in batches (`gather_batched`)
-        table = _predict_runs(settings, params, run_input, cmap, pool=pool, progress=progress)
+        table = _predict_runs(settings, params, run_input, cmap, pool=pool, progress=progress, engine_of=engine_of)
     if write and stage:
         fresh = _unpublished(settings, table, at=params.at)
         if fresh.num_rows:
@@ -483,10 +509,12 @@ def check_calibration(calibration: str | None) -> str:
     return calibration or _calibration.DEFAULT_METHOD
 
 
-def _predict_batch(settings, run: RunInput, cmap, ctx: dict, *, pool=None, progress=None) -> pa.Table:
+def _predict_batch(settings, run: RunInput, cmap, ctx: dict, *, pool=None, progress=None,
+                   engine_of=None) -> pa.Table:
     """Triage, fits and rows of the partitions of `run` (`ctx`: the run-wide `job_context`)."""
     jobs, triaged = triage_jobs(run, cmap, enabled=settings.forecast_triage, ctx=ctx)
-    return _fit_rows(settings, run, jobs, triaged, cmap, pool=pool, progress=progress)
+    engine = engine_of(jobs) if engine_of else None
+    return _fit_rows(settings, run, jobs, triaged, cmap, pool=pool, engine=engine, progress=progress)
 
 
 def _fit_rows(settings, run: RunInput, jobs, triaged, cmap, *, pool=None, engine=None, progress=None) -> pa.Table:
@@ -511,7 +539,7 @@ def gather_batched(settings, params: RunParams, *, lineage: Lineage | None = Non
 
 
 def _predict_runs(settings, params: RunParams, runs: Sequence[RunInput], cmap, *, pool=None,
-                  progress=None) -> pa.Table:
+                  progress=None, engine_of=None) -> pa.Table:
     """Triage, fits and rows of a run gathered in batches (`gather_batched`).
 
     Pass 1 (the gather) kept only each batch's `PartitionInput`s (bucket histories and two split
@@ -524,9 +552,10 @@ def _predict_runs(settings, params: RunParams, runs: Sequence[RunInput], cmap, *
     whole = _whole(params, runs)
     ctx = job_context(whole) if params.model == "path" else {}
     if len(runs) <= 1 or params.model in _models.BATCH_MODELS:
-        return _predict_batch(settings, whole, cmap, ctx, pool=pool, progress=progress)
+        return _predict_batch(settings, whole, cmap, ctx, pool=pool, progress=progress, engine_of=engine_of)
     staged = [(r, *triage_jobs(r, cmap, enabled=settings.forecast_triage, ctx=ctx)) for r in runs]
-    engine = fit_engine([j for _, jobs, _ in staged for j in jobs], settings)
+    everything = [j for _, jobs, _ in staged for j in jobs]
+    engine = engine_of(everything) if engine_of else fit_engine(everything, settings)
     own = forecast_pool(settings) if engine == "process" and pool is None and _workers(settings) > 1 else None
     with (own if own is not None else _nullpool(pool)) as shared:
         tables = [_fit_rows(settings, r, jobs, triaged, cmap, pool=shared, engine=engine, progress=progress)
