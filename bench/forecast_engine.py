@@ -17,6 +17,13 @@ this machine's 2 cores, the pool's workers too, so Spark brings no extra core he
 workers, pickling), the fixed cost `forecast_spark_min_s` has to outweigh. Also recorded per cell:
 `forecasting.planned_fit_s` of the run and the engine `auto` takes for it on a ``spark://`` master.
 
+``spark_job_s`` (the source of `forecasting.SPARK_JOB_S`): what one more Spark job costs in an
+application already started, as a backtest's later instants find it. In this process, driver of
+an application on the same cluster, the path fits of the smallest lake (milliseconds in the pool)
+go through applyInPandas ``--reps`` + 1 times: the first wall includes the application's start,
+the minimum of the others is one job's cost. ``spark_app_s`` (the source of
+`forecasting.SPARK_APP_S`) is the cells' median ``spark - process``.
+
 ``fit_cpu_s`` (the source of `forecasting.FIT_CPU_S`): per model, the CPU seconds of one fit in
 this process's pool (2 workers; children's CPU included), measured on the largest lake's
 partitions (72 history buckets, 200 sample paths; at most ``--fit-partitions`` fits per model
@@ -152,6 +159,31 @@ def _fit_cpu_s(lake: Path, at: datetime, workers: int, limit: int) -> dict:
     return out
 
 
+def _spark_job_s(lake: Path, at: datetime, url: str, env: dict, reps: int) -> dict:
+    """One more Spark job's wall in a started application (module docstring)."""
+    from weaver.core.settings import load_settings
+    from weaver.predict import forecasting, gather_batched, run_params
+
+    os.environ.update({k: v for k, v in env.items() if k.startswith(("SPARK_", "PYSPARK_")) or k == "PYTHONPATH"})
+    s = load_settings(lake=str(lake), spark_master=url, forecast_workers=2, forecast_samples=200,
+                      forecast_triage=False)
+    params = run_params(s, at=at, model="path")
+    jobs = list(forecasting.run_jobs_of(params, gather_batched(s, params)).values())
+    walls = []
+    try:
+        for _ in range(reps + 1):
+            t0 = time.perf_counter()
+            forecasting.run_jobs(jobs, s, engine="spark")
+            walls.append(round(time.perf_counter() - t0, 2))
+    finally:
+        from weaver.core.spark import get_spark
+
+        get_spark(s, app_name="weaver-forecast").stop()
+    out = {"fits": len(jobs), "first_s": walls[0], "walls_s": walls[1:], "job_s": min(walls[1:])}
+    print(json.dumps({"spark_job_s": out}), flush=True)
+    return out
+
+
 def run(args) -> dict:
     from weaver.core.settings import load_settings
     from weaver.predict import forecasting
@@ -189,8 +221,11 @@ def run(args) -> dict:
                 ratios[f"spark_vs_process_wall_{model}_{n}"] = round(best["spark"] / best["process"], 2)
                 print(json.dumps(cell), flush=True)
         fits = _fit_cpu_s(lake, at, args.workers, args.fit_partitions)
+        # After the fork pools of fit_cpu_s: this process becomes a Spark driver. Every lake ends at `at`.
+        job = _spark_job_s(Path(tmp.name) / f"lake{min(args.sizes)}", at, url, env, args.reps)
         start_cost = sorted(c["spark_minus_process_s"] for c in cells)
-        figures = {"cells": cells, "fit_cpu_s": fits, "spark_minus_process_s_median": start_cost[len(start_cost) // 2],
+        figures = {"cells": cells, "fit_cpu_s": fits, "spark_job_s": job,
+                   "spark_minus_process_s_median": start_cost[len(start_cost) // 2],
                    "forecast_spark_min_s_default": load_settings(lake=str(Path(tmp.name) / "x")).forecast_spark_min_s}
         return {"bench": "forecast_engine", "date": datetime.now(timezone.utc).isoformat(),
                 "params": {"sizes": args.sizes, "models": list(MODELS), "reps": args.reps, "workers": args.workers,
