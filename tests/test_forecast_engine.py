@@ -83,7 +83,7 @@ def test_auto_takes_spark_only_on_a_cluster_for_a_long_run(tmp_path):
     assert fit_engine(_jobs("prophet", 5000), replace(cluster, forecast_engine="process")) == "process"
     # A backtest's instants share one application. An instant of 20 Prophet fits plans
     # 20 x 0.85 / 2 = 8.5 s: the pool alone, Spark with a quarter of hourly instants (2,160) still
-    # to fit, since it also outweighs one more Spark job's share, 60 x 3.0 / 26.2 = 6.87 s; 15
+    # to fit, since it also outweighs one more Spark job's share, 60 x 3.0 / 25.7 = 7.0 s; 15
     # fits (6.4 s) do not, not even in an application already started.
     assert fit_engine(_jobs("prophet", 20), cluster) == "process"
     assert fit_engine(_jobs("prophet", 20), cluster, runs=2160) == "spark"
@@ -172,7 +172,7 @@ def test_the_cli_takes_the_engine_and_refuses_an_unknown_one_by_name(lake, hande
 def test_a_backtest_shares_one_application_among_its_instants(lake, handed, tmp_path):
     """A backtest fits all of its instants in one process: an instant goes to Spark when its fits
     times the instants left outweigh the application's start, and its own fits outweigh one more
-    Spark job (`spark_floor_s`: 3.0 / 26.2 of the threshold). Each instant here fits g and f (two
+    Spark job (`spark_floor_s`: 3.0 / 25.7 of the threshold). Each instant here fits g and f (two
     path fits at 48 history buckets, one worker): 2 x 0.0073 x 48 / 72 = 0.0097 s, `one` below."""
     import shutil
     from datetime import timedelta
@@ -193,7 +193,7 @@ def test_a_backtest_shares_one_application_among_its_instants(lake, handed, tmp_
     assert handed == []
     cluster = local.with_overrides(spark_master=CLUSTER)
     # 4 instants, threshold 3 x one: no instant alone reaches it, the four together do, and one
-    # instant (one) outweighs a further job (0.34 x one): all four go to one application.
+    # instant (one) outweighs a further job (0.35 x one): all four go to one application.
     assert scores(cluster.with_overrides(forecast_spark_min_s=3 * one), 4) == want[4]
     assert handed == [2, 2, 2, 2]
     handed.clear()
@@ -201,6 +201,6 @@ def test_a_backtest_shares_one_application_among_its_instants(lake, handed, tmp_
     assert scores(cluster.with_overrides(forecast_spark_min_s=5 * one), 4) == want[4]
     assert handed == []
     # 12 instants, threshold 10 x one: together they reach it, but one instant's fits fall short
-    # of a further Spark job's share (10 x one x 3.0 / 26.2 = 1.15 x one): none goes.
+    # of a further Spark job's share (10 x one x 3.0 / 25.7 = 1.17 x one): none goes.
     assert scores(cluster.with_overrides(forecast_spark_min_s=10 * one), 12) == want[12]
     assert handed == []

@@ -328,7 +328,7 @@ def forecast_pool(settings) -> Iterator:
 
 # CPU seconds of one partition's fit, per model, in a prediction run's own pool at 72 history
 # buckets and 200 sample paths: figures.fit_cpu_s of bench/results/forecast_engine.json at 67dd3d1
-# (AMD EPYC; its rerun at 8849b86 read 0.0063 / 0.030 / 0.67 / 0.54 in a faster hour).
+# (AMD EPYC; its reruns read 0.0063 / 0.030 / 0.67 / 0.54 at 8849b86, 0.0039 / 0.024 / 0.66 / 0.49 at a349f9b).
 # A fit's cost grows with its history (Prophet's and ARIMA's faster than linearly), so
 # `planned_fit_s` scales these by buckets / 72 and by sample paths / 200: an
 # estimate whose order of magnitude is what `fit_engine` needs (milliseconds for path, about a
@@ -346,11 +346,12 @@ def planned_fit_s(jobs: Sequence[_models.Job], settings) -> float:
 
 
 # What a Spark application costs a run by itself, and what each further Spark job costs once it
-# runs (bench/results/forecast_engine.json): `forecast_spark_min_s` (60 s by default, about twice
-# SPARK_APP_S) has to outweigh the first, and a run that finds the application started has to
-# outweigh the second in the same proportion (`spark_floor_s`: 6.9 s by default).
-SPARK_APP_S = 26.2  # the median of spark - process over the bench's cells at 8849b86
-SPARK_JOB_S = 3.0  # one more applyInPandas job of trivial fits in a started application
+# runs (bench/results/forecast_engine.json at a349f9b, AMD EPYC): `forecast_spark_min_s` (60 s by
+# default, about twice SPARK_APP_S) has to outweigh the first, and a run that finds the
+# application started has to outweigh the second in the same proportion (`spark_floor_s`: 7.0 s
+# by default).
+SPARK_APP_S = 25.7  # figures.spark_minus_process_s_median: the cells' spark - process
+SPARK_JOB_S = 3.0  # figures.spark_job_s.job_s (3.03 s): one more job of 16 path fits in a started application
 
 
 def spark_floor_s(settings) -> float:
@@ -365,8 +366,8 @@ def fit_engine(jobs: Sequence[_models.Job], settings, *, runs: int = 1, started:
 
     `auto` takes Spark only where it can pay off: on a cluster master (``spark://``), for fits
     planned to take ``forecast_spark_min_s`` or more in the process pool. A Spark application
-    costs its start whatever it runs (23-34 s more than the pool on the bench's standalone
-    cluster at 8849b86, 27-41 s at 67dd3d1: bench/results/forecast_engine.json), while the
+    costs its start whatever it runs (23-30 s more than the pool on the bench's standalone
+    cluster at a349f9b, 23-34 s at 8849b86: bench/results/forecast_engine.json), while the
     default path model fits a partition in milliseconds, so an hourly run of a few thousand
     partitions fits in the task's own process and never starts a JVM; a run of a few hundred
     Prophet or ARIMA fits goes to the executors.
