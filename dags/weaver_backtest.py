@@ -46,6 +46,9 @@ PARAMS = {
     "near": Param(0.10, type="number", exclusiveMinimum=0, exclusiveMaximum=1,
                   description="The 'within X of the threshold' baseline's X"),
     "out_dir": Param(None, type=["null", "string"], description="Report folder (default <lake>/_weaver/backtests/<id>)"),
+    "forecast_engine": Param(None, type=["null", "string"], enum=[None, "auto", "process", "spark"],
+                             description="Where the runs' fits go; default $WEAVER_FORECAST_ENGINE or auto (Spark "
+                                         "only on a spark:// master, one application for the backtest's runs)"),
 }
 
 

@@ -122,6 +122,25 @@ def test_weaver_whatif_params_validate(dagbag, bad):
         params.validate()
 
 
+@pytest.mark.parametrize("bad", [{"model": "lstm"}, {"every": "0h"}, {"near": 1.0}, {"forecast_engine": "gpu"}])
+def test_weaver_backtest_params_validate(dagbag, bad):
+    import copy
+
+    from airflow.sdk.exceptions import ParamValidationError
+
+    from weaver.core.settings import settings_from_params
+
+    dag = dagbag.dags["weaver_backtest"]
+    params = copy.deepcopy(dag.params)
+    params.validate()  # the defaults are valid
+    # The engine param reaches the run's settings (run_backtest builds them from its params).
+    assert settings_from_params({"forecast_engine": "spark"}).forecast_engine == "spark"
+    with pytest.raises(ParamValidationError):
+        for k, v in bad.items():
+            params[k] = v
+        params.validate()
+
+
 @pytest.mark.parametrize("dag_id,period", [("weaver_snapshots", timedelta(days=1)), ("temporal_weaver", timedelta(hours=1))])
 def test_scheduled_dags_run_their_latest_complete_interval_right_after_midnight(dagbag, monkeypatch, dag_id, period):
     """catchup=False and an end_date (WEAVER_SCHEDULE_END) just before midnight: the latest complete
