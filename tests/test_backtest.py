@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from tests.lakes import FORECAST_T0 as T0
 from tests.lakes import H, VALUE, event_log, flat, forecast_settings, growing, key, part, spread, write_lake
 from weaver.core import storage
-from weaver.core.errors import InvalidParameterError
+from weaver.core.errors import InvalidParameterError, InvalidTimepointError
 
 
 # --- no look-ahead -------------------------------------------------------------------------------
@@ -264,6 +265,12 @@ def test_bad_span_writes_nothing(split_lake, tmp_path):
         backtest(forecast_settings(lake), start=T0 + 40 * H, end=T0 + 30 * H)
     with pytest.raises(InvalidParameterError):
         backtest(forecast_settings(lake), start=T0 + 30 * H, end=T0 + 40 * H, model="lstm")
+    # A quarter of hourly runs (92 days, 2,208 runs) is within the limit: refused here only because
+    # it reaches past the lake's log; one run more is refused by count, naming the limit.
+    with pytest.raises(InvalidTimepointError, match="past the change log's last change"):
+        backtest(forecast_settings(lake), start=T0, end=T0 + timedelta(days=92))
+    with pytest.raises(InvalidParameterError, match="2209 runs between --from and --to; at most 2208"):
+        backtest(forecast_settings(lake), start=T0, end=T0 + timedelta(days=92, hours=1))
     for name in (storage.BACKTEST_RESULTS, storage.PREDICTIONS, storage.PARTITION_METRICS):
         assert not storage.is_table(storage.table_uri(str(lake), name))
 

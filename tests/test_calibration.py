@@ -261,6 +261,7 @@ def test_report_draws_wilson_bands_and_the_map(tmp_path):
              "run_ts": t} for _ in range(7)]
     rows += [{"model": "path", "probability": 0.05, "probability_raw": 0.1, "actual_split": False, "timing_error_s": None,
               "run_ts": t} for _ in range(10)]
+    rows = pa.Table.from_pylist(rows)  # the scored rows, as the backtest hands them over
     tab = reliability_table(rows, "path")
     assert [(b["observed"], b["rows"]) for b in tab] == [(0.0, 10), (1.0, 7)]
     assert tab[0]["lo"] == 0.0 and tab[0]["hi"] == pytest.approx(0.2775, abs=1e-4)

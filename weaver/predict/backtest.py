@@ -51,7 +51,7 @@ from weaver.predict.report import render_report
 
 LINEAR_POINTS = 6
 DEFAULT_NEAR = 0.10
-MAX_RUNS = 2000
+MAX_RUNS = 92 * 24  # a quarter (92 days) of hourly runs; more is refused before any work
 BASELINES = ("baseline_linear", "baseline_near")
 
 
@@ -107,21 +107,23 @@ class Scores:
     median_timing_error_h: float | None
 
 
-def score(rows: list[dict], threshold: float, model: str) -> Scores:
-    """Precision/recall at `threshold`, Brier score and timing errors of scored rows of one model."""
-    mine = [r for r in rows if r["model"] == model]
-    p = np.array([r["probability"] for r in mine], dtype=float)
-    y = np.array([r["actual_split"] for r in mine], dtype=bool)
+def score(rows: pa.Table, threshold: float, model: str) -> Scores:
+    """Precision/recall at `threshold`, Brier score and timing errors of one model's scored rows
+    (a `backtest_results` table)."""
+    mine = rows.filter(pc.equal(rows.column("model"), model))
+    p = mine.column("probability").to_numpy(zero_copy_only=False).astype(float)
+    y = mine.column("actual_split").to_numpy(zero_copy_only=False).astype(bool)
     pos = p >= threshold
     tp = int(np.sum(pos & y))
-    te = [r["timing_error_s"] / 3600.0 for r, hit in zip(mine, pos & y) if hit and r["timing_error_s"] is not None]
+    err = mine.column("timing_error_s").to_numpy(zero_copy_only=False).astype(float)  # null -> NaN
+    te = err[pos & y & ~np.isnan(err)] / 3600.0
     return Scores(
-        model=model, rows=len(mine), actual_splits=int(y.sum()), predicted_splits=int(pos.sum()), true_positives=tp,
+        model=model, rows=mine.num_rows, actual_splits=int(y.sum()), predicted_splits=int(pos.sum()), true_positives=tp,
         precision=(tp / int(pos.sum())) if pos.any() else None,
         recall=(tp / int(y.sum())) if y.any() else None,
-        brier=float(np.mean((p - y) ** 2)) if len(mine) else None,
-        median_abs_timing_error_h=float(np.median(np.abs(te))) if te else None,
-        median_timing_error_h=float(np.median(te)) if te else None,
+        brier=float(np.mean((p - y) ** 2)) if len(p) else None,
+        median_abs_timing_error_h=float(np.median(np.abs(te))) if len(te) else None,
+        median_timing_error_h=float(np.median(te)) if len(te) else None,
     )
 
 
@@ -180,7 +182,11 @@ def backtest(settings, *, start: datetime, end: datetime, model: str = forecasti
     if times[-1] > first:
         metrics.build_metrics(settings, start=first, end=times[-1])
 
-    rows: list[dict] = []
+    # The scored rows, one Arrow table per run: a quarter of hourly runs over a large table is
+    # millions of rows, which as Python dicts would cost several times the memory.
+    # (`probability_raw` rides along for the report's raw reliability series; it is not stored.)
+    schema = storage.SCHEMAS[storage.BACKTEST_RESULTS].append(pa.field("probability_raw", pa.float64()))
+    scored: list[pa.Table] = []
     runs_preds: list[pa.Table] = []
     censored = {m: 0 for m in (model, *BASELINES)}
     excluded_manual = {m: 0 for m in (model, *BASELINES)}
@@ -213,6 +219,7 @@ def backtest(settings, *, start: datetime, end: datetime, model: str = forecasti
                     check(preds, t)  # before anything is written
                 runs_preds.append(preds)
             base = [row for run in runs for row in baseline_rows(run, near_fraction)]
+            run_rows: list[dict] = []
             for r in preds.to_pylist() + base:
                 if r["window_end"] > known_until:  # outcome unknown yet, split seen or not
                     censored[r["model"]] += 1
@@ -226,12 +233,13 @@ def backtest(settings, *, start: datetime, end: datetime, model: str = forecasti
                 err = None
                 if hit and r["predicted_split_ts"] is not None:
                     err = (r["predicted_split_ts"] - s["split_ts"]).total_seconds()
-                rows.append({"backtest_id": bid, "prediction_id": r["prediction_id"], "run_ts": t,
-                             "partition_id": r["partition_id"], "model": r["model"],
-                             "probability": float(r["probability"]), "predicted_split_ts": r["predicted_split_ts"],
-                             "actual_split": bool(hit), "actual_split_ts": s["split_ts"] if hit else None,
-                             "actual_split_key": s["split_key"] if hit else None, "timing_error_s": err,
-                             "probability_raw": r.get("probability_raw")})
+                run_rows.append({"backtest_id": bid, "prediction_id": r["prediction_id"], "run_ts": t,
+                                 "partition_id": r["partition_id"], "model": r["model"],
+                                 "probability": float(r["probability"]), "predicted_split_ts": r["predicted_split_ts"],
+                                 "actual_split": bool(hit), "actual_split_ts": s["split_ts"] if hit else None,
+                                 "actual_split_key": s["split_key"] if hit else None, "timing_error_s": err,
+                                 "probability_raw": r.get("probability_raw")})
+            scored.append(pa.Table.from_pylist(run_rows, schema=schema))
             if progress:
                 progress(i + 1, len(times))
     finally:
@@ -239,10 +247,9 @@ def backtest(settings, *, start: datetime, end: datetime, model: str = forecasti
             pool_cm.__exit__(None, None, None)
 
     backfill = _backfill(settings, runs_preds, start, end) if write_predictions else None
-    schema = storage.SCHEMAS[storage.BACKTEST_RESULTS]
-    table = pa.Table.from_pylist([{f.name: r[f.name] for f in schema} for r in rows], schema=schema)
-    storage.merge(storage.uri_for(settings, storage.BACKTEST_RESULTS), storage.BACKTEST_RESULTS, table,
-                  keys=["backtest_id", "prediction_id"])
+    rows = pa.concat_tables(scored) if scored else schema.empty_table()
+    storage.merge(storage.uri_for(settings, storage.BACKTEST_RESULTS), storage.BACKTEST_RESULTS,
+                  rows.drop_columns(["probability_raw"]), keys=["backtest_id", "prediction_id"])
     threshold = params0.confidence_threshold
     scores = {m: asdict(score(rows, threshold, m)) for m in (model, *BASELINES)}
     split_rows = [{"parent_id": s["parent_id"], "split_ts": s["split_ts"], "reason": s["reason"],
@@ -255,7 +262,7 @@ def backtest(settings, *, start: datetime, end: datetime, model: str = forecasti
         "backtest_id": bid, "model": model, "start": start, "end": end, "every": format_duration(every),
         "window": format_duration(params0.window), "runs": len(times), "confidence_threshold": threshold,
         "size_threshold_bytes": params0.size_threshold, "write_threshold_per_s": params0.write_threshold,
-        "near_fraction": near_fraction, "known_until": known_until, "rows_scored": len(rows),
+        "near_fraction": near_fraction, "known_until": known_until, "rows_scored": rows.num_rows,
         "censored": censored, "excluded_manual": excluded_manual, "scores": scores, "splits": split_rows, "backfill": backfill,
         "calibration": _calibration_summary(settings, model, times[-1], calibration),
     }

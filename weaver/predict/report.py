@@ -8,12 +8,21 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 
-def _reliability(rows: list[dict], model: str, bins: int = 10, key: str = "probability") -> tuple[list, list, list]:
-    mine = [r for r in rows if r["model"] == model and r.get(key) is not None]
-    p = np.array([r[key] for r in mine], dtype=float)
-    y = np.array([r["actual_split"] for r in mine], dtype=float)
+def _of_model(rows: pa.Table, model: str) -> pa.Table:
+    return rows.filter(pc.equal(rows.column("model"), model))
+
+
+def _reliability(rows: pa.Table, model: str, bins: int = 10, key: str = "probability") -> tuple[list, list, list]:
+    mine = _of_model(rows, model)
+    if key not in mine.column_names:
+        return [], [], []
+    mine = mine.filter(pc.is_valid(mine.column(key)))
+    p = mine.column(key).to_numpy(zero_copy_only=False).astype(float)
+    y = mine.column("actual_split").to_numpy(zero_copy_only=False).astype(float)
     idx = np.minimum((p * bins).astype(int), bins - 1)
     xs, ys, ns = [], [], []
     for b in range(bins):
@@ -25,8 +34,9 @@ def _reliability(rows: list[dict], model: str, bins: int = 10, key: str = "proba
     return xs, ys, ns
 
 
-def reliability_table(rows: list[dict], model: str, bins: int = 10, key: str = "probability") -> list[dict]:
-    """Per bin: mean predicted, observed frequency, rows, and its 95 % Wilson interval."""
+def reliability_table(rows: pa.Table, model: str, bins: int = 10, key: str = "probability") -> list[dict]:
+    """Per bin of `model`'s scored rows (a `backtest_results` table): mean predicted, observed
+    frequency, rows, and its 95 % Wilson interval."""
     from weaver.predict.calibration import wilson
 
     xs, ys, ns = _reliability(rows, model, bins, key)
@@ -37,8 +47,9 @@ def reliability_table(rows: list[dict], model: str, bins: int = 10, key: str = "
     return out
 
 
-def render_report(summary: dict, rows: list[dict], out: Path) -> dict:
-    """Write backtest.png (reliability, scores, timing) and report.html + summary.json into `out`."""
+def render_report(summary: dict, rows: pa.Table, out: Path) -> dict:
+    """Write backtest.png (reliability, scores, timing) and report.html + summary.json into `out`
+    from the scored rows `rows` (`backtest_results` columns, with `probability_raw` when known)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -51,7 +62,7 @@ def render_report(summary: dict, rows: list[dict], out: Path) -> dict:
     ax = axes[0]
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfect calibration")
     series = [(m, "probability", m) for m in models]
-    if any(r.get("probability_raw") is not None for r in rows):
+    if "probability_raw" in rows.column_names and rows.column("probability_raw").null_count < rows.num_rows:
         series.insert(1, (summary["model"], "probability_raw", f"{summary['model']} (raw)"))
     for (m, key, label), c in zip(series, ("tab:blue", "tab:purple", "tab:orange", "tab:green")):
         tab = reliability_table(rows, m, key=key)
@@ -84,10 +95,13 @@ def render_report(summary: dict, rows: list[dict], out: Path) -> dict:
     ax.legend(fontsize=8)
     ax = axes[2]
     for m, c in zip(models, colors):
-        te = [(r["run_ts"], r["timing_error_s"] / 3600.0) for r in rows if r["model"] == m and r["actual_split"]
-              and r["timing_error_s"] is not None and r["probability"] >= summary["confidence_threshold"]]
-        if te:
-            ax.scatter([t for t, _ in te], [e for _, e in te], s=14, color=c, label=m)
+        mine = _of_model(rows, m)
+        hits = mine.filter(pc.and_(pc.and_(mine.column("actual_split"), pc.is_valid(mine.column("timing_error_s"))),
+                                   pc.greater_equal(mine.column("probability"), summary["confidence_threshold"])))
+        if hits.num_rows:
+            ax.scatter(hits.column("run_ts").to_pylist(),
+                       (hits.column("timing_error_s").to_numpy(zero_copy_only=False) / 3600.0).tolist(),
+                       s=14, color=c, label=m)
     ax.axhline(0, color="grey", lw=1)
     ax.set(title="Timing error of true positives", ylabel="predicted - actual split (h)", xlabel="run time")
     ax.tick_params(axis="x", labelrotation=30, labelsize=7)
