@@ -47,7 +47,7 @@ from weaver.log.changelog import history_end
 from weaver.log.lineage import UNPREDICTABLE_REASONS, Lineage, first_splits, window_split
 from weaver.predict import forecasting, metrics
 from weaver.predict.calibration import DEFAULT_METHOD as DEFAULT_CALIBRATION
-from weaver.predict.report import render_report
+from weaver.predict.report import of_model, render_report
 
 LINEAR_POINTS = 6
 DEFAULT_NEAR = 0.10
@@ -110,7 +110,7 @@ class Scores:
 def score(rows: pa.Table, threshold: float, model: str) -> Scores:
     """Precision/recall at `threshold`, Brier score and timing errors of one model's scored rows
     (a `backtest_results` table)."""
-    mine = rows.filter(pc.equal(rows.column("model"), model))
+    mine = of_model(rows, model)
     p = mine.column("probability").to_numpy(zero_copy_only=False).astype(float)
     y = mine.column("actual_split").to_numpy(zero_copy_only=False).astype(bool)
     pos = p >= threshold

@@ -485,6 +485,7 @@ def predict(settings, *, at: datetime, window: timedelta | None = None, model: s
                                  lineage=lineage)
         run_input = gather_batched(settings, params, lineage=lineage)
     cmap = _calibration.map_for_run(settings, params.model, params.at, method, store=store_map)
+    engine_of = engine_of or (lambda jobs: fit_engine(jobs, settings))
     if isinstance(run_input, RunInput):
         table = _predict_batch(settings, run_input, cmap, job_context(run_input) if params.model == "path" else {},
                                pool=pool, progress=progress, engine_of=engine_of)
@@ -510,12 +511,10 @@ def check_calibration(calibration: str | None) -> str:
     return calibration or _calibration.DEFAULT_METHOD
 
 
-def _predict_batch(settings, run: RunInput, cmap, ctx: dict, *, pool=None, progress=None,
-                   engine_of=None) -> pa.Table:
+def _predict_batch(settings, run: RunInput, cmap, ctx: dict, *, engine_of, pool=None, progress=None) -> pa.Table:
     """Triage, fits and rows of the partitions of `run` (`ctx`: the run-wide `job_context`)."""
     jobs, triaged = triage_jobs(run, cmap, enabled=settings.forecast_triage, ctx=ctx)
-    engine = engine_of(jobs) if engine_of else None
-    return _fit_rows(settings, run, jobs, triaged, cmap, pool=pool, engine=engine, progress=progress)
+    return _fit_rows(settings, run, jobs, triaged, cmap, pool=pool, engine=engine_of(jobs), progress=progress)
 
 
 def _fit_rows(settings, run: RunInput, jobs, triaged, cmap, *, pool=None, engine=None, progress=None) -> pa.Table:
@@ -539,8 +538,8 @@ def gather_batched(settings, params: RunParams, *, lineage: Lineage | None = Non
                        first_us=first_us) for g in groups]
 
 
-def _predict_runs(settings, params: RunParams, runs: Sequence[RunInput], cmap, *, pool=None,
-                  progress=None, engine_of=None) -> pa.Table:
+def _predict_runs(settings, params: RunParams, runs: Sequence[RunInput], cmap, *, engine_of, pool=None,
+                  progress=None) -> pa.Table:
     """Triage, fits and rows of a run gathered in batches (`gather_batched`).
 
     Pass 1 (the gather) kept only each batch's `PartitionInput`s (bucket histories and two split
@@ -555,8 +554,7 @@ def _predict_runs(settings, params: RunParams, runs: Sequence[RunInput], cmap, *
     if len(runs) <= 1 or params.model in _models.BATCH_MODELS:
         return _predict_batch(settings, whole, cmap, ctx, pool=pool, progress=progress, engine_of=engine_of)
     staged = [(r, *triage_jobs(r, cmap, enabled=settings.forecast_triage, ctx=ctx)) for r in runs]
-    everything = [j for _, jobs, _ in staged for j in jobs]
-    engine = engine_of(everything) if engine_of else fit_engine(everything, settings)
+    engine = engine_of([j for _, jobs, _ in staged for j in jobs])
     own = forecast_pool(settings) if engine == "process" and pool is None and _workers(settings) > 1 else None
     with (own if own is not None else _nullpool(pool)) as shared:
         tables = [_fit_rows(settings, r, jobs, triaged, cmap, pool=shared, engine=engine, progress=progress)

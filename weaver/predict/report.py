@@ -12,12 +12,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 
-def _of_model(rows: pa.Table, model: str) -> pa.Table:
+def of_model(rows: pa.Table, model: str) -> pa.Table:
+    """The scored rows of one model."""
     return rows.filter(pc.equal(rows.column("model"), model))
 
 
 def _reliability(rows: pa.Table, model: str, bins: int = 10, key: str = "probability") -> tuple[list, list, list]:
-    mine = _of_model(rows, model)
+    mine = of_model(rows, model)
     if key not in mine.column_names:
         return [], [], []
     mine = mine.filter(pc.is_valid(mine.column(key)))
@@ -95,7 +96,7 @@ def render_report(summary: dict, rows: pa.Table, out: Path) -> dict:
     ax.legend(fontsize=8)
     ax = axes[2]
     for m, c in zip(models, colors):
-        mine = _of_model(rows, m)
+        mine = of_model(rows, m)
         hits = mine.filter(pc.and_(pc.and_(mine.column("actual_split"), pc.is_valid(mine.column("timing_error_s"))),
                                    pc.greater_equal(mine.column("probability"), summary["confidence_threshold"])))
         if hits.num_rows:
