@@ -148,12 +148,14 @@ def woven_check_frame(settings: Settings, *, weave_ids: list[str] | None = None,
         return pd.DataFrame(rows_out, columns=CHECK_COLUMNS)
     lineage = Lineage.load(settings)
     ds = storage.dataset(storage.open_table(uri, storage.WOVEN_SNAPSHOTS))
+    rows = [r for r in catalog.to_pylist()
+            if (weave_ids is None or r["weave_id"] in weave_ids) and r["status"] != EXPIRED]
+    # The timepoints each weave holds, from ONE scan of the checked weaves' partitions (a scan per
+    # weave cost one fragment-pruning pass over the whole tier each: quadratic in a catch-up).
+    held = _timepoints_of(ds, [r["weave_id"] for r in rows])
     todo: list[tuple[dict, list]] = []  # (catalog row, sampled timepoints), in catalog order
-    for r in catalog.to_pylist():
-        if (weave_ids is not None and r["weave_id"] not in weave_ids) or r["status"] == EXPIRED:
-            continue
-        mine = pc.field("weave_id") == r["weave_id"]
-        present = set(ds.to_table(columns=["timepoint"], filter=mine).column("timepoint").unique().to_pylist())
+    for r in rows:
+        present = set(held.get(r["weave_id"], ()))
         if r["last_timepoint"] is not None:
             present.add(r["last_timepoint"])  # woven even when its state is empty
         if not present:
@@ -163,49 +165,113 @@ def woven_check_frame(settings: Settings, *, weave_ids: list[str] | None = None,
     by_source: dict[str, set] = {}
     for r, tps in todo:
         by_source.setdefault(r["source_partition_id"], set()).update(tps)
+    files = _files_of(ds, {r["weave_id"] for r, _ in todo})
     per_weave: dict[int, list[dict]] = {}
     for source, results in restore_many(settings, by_source, lineage=lineage):
         restored = {x.at: x for x in results}
         for n, (r, tps) in enumerate(todo):
             if r["source_partition_id"] == source:
-                per_weave[n] = _woven_rows_checked(ds, r, tps, restored)
+                per_weave[n] = _woven_rows_checked(files[r["weave_id"]], r, tps, restored)
     for n in range(len(todo)):
         rows_out.extend(per_weave[n])
     return pd.DataFrame(rows_out, columns=CHECK_COLUMNS)
 
 
+def _timepoints_of(ds, weave_ids: list[str]) -> dict[str, set]:
+    """{weave id: the distinct timepoints its woven rows hold} for `weave_ids`, in one scan."""
+    if not weave_ids:
+        return {}
+    out: dict[str, set] = {}
+    scan = ds.scanner(columns=["weave_id", "timepoint"], filter=pc.field("weave_id").isin(pa.array(weave_ids)))
+    for batch in scan.to_batches():  # one batch's rows at a time, then only the distinct pairs
+        if batch.num_rows:
+            pairs = pa.Table.from_batches([batch]).group_by(["weave_id", "timepoint"]).aggregate([])
+            for w, t in zip(pairs.column("weave_id").to_pylist(), pairs.column("timepoint").to_pylist()):
+                out.setdefault(w, set()).add(t)
+    return out
+
+
+def _files_of(ds, weave_ids: set[str]):
+    """{weave id: a dataset of only that weave's files} for `weave_ids` (the tier is partitioned by
+    weave_id). A filtered scan of the whole tier tests every file's partition value: per weave, that
+    made the check quadratic in a tier of many weaves and files."""
+    import pyarrow.dataset as pds
+
+    frags: dict[str, list] = {w: [] for w in weave_ids}
+    for f in ds.get_fragments():
+        w = pds.get_partition_keys(f.partition_expression).get("weave_id")
+        if w in frags:
+            frags[w].append(f)
+        elif w is None:  # a file without its partition value: it could hold any weave's rows
+            for mine in frags.values():
+                mine.append(f)
+    return {w: pds.FileSystemDataset(fs, ds.schema, ds.format, ds.filesystem) for w, fs in frags.items()}
+
+
 def _woven_rows_checked(ds, r: dict, tps: list, restored_at: dict) -> list[dict]:
-    """CHECK_COLUMNS rows of one weave at its sampled timepoints against the restores at them."""
+    """CHECK_COLUMNS rows of one weave at its sampled timepoints against the restores at them.
+
+    Counted with Arrow kernels (hash lookups of the woven keys in the restore's), per timepoint;
+    a timepoint whose woven rows repeat a key is counted row by row (:func:`_counts_by_row`), so a
+    duplicate's last value is the one compared, as there."""
     mine = pc.field("weave_id") == r["weave_id"]
-    woven = ds.to_table(filter=mine & pc.field("timepoint").isin(pa.array(tps, storage.TS)))
+    woven = ds.to_table(columns=["timepoint", "woven_partition_id", "as_of_seq", "key", "value"],
+                        filter=mine & pc.field("timepoint").isin(pa.array(tps, storage.TS)))
     left_id, right_id = r["child_ids"]
     k = r["split_key"]
     out = []
     for tp in tps:
         restored = restored_at[tp]
-        expect = dict(zip(restored.table.column("key").to_pylist(), restored.table.column("value").to_pylist()))
-        at_tp = woven.filter(pc.equal(woven.column("timepoint"), pa.scalar(tp, storage.TS))).to_pylist()
-        got: dict[str, bytes] = {}
-        dup = mis = left = right = seq_bad = 0
-        for w in at_tp:
-            key, side = w["key"], w["woven_partition_id"]
-            dup += key in got
-            got[key] = w["value"]
-            left += side == left_id
-            right += side == right_id
-            mis += not ((side == left_id and key < k) or (side == right_id and key >= k))
-            seq_bad += w["as_of_seq"] != restored.as_of_seq
-        out.append({
-            "weave_id": r["weave_id"], "timepoint": tp, "as_of_seq": restored.as_of_seq,
-            "rows_left": left, "rows_right": right, "rows_restore": len(expect),
-            "missing": sum(1 for key in expect if key not in got),
-            "extra": sum(1 for key in got if key not in expect),
-            "misrouted": mis,
-            "value_mismatch": sum(1 for key, v in got.items() if key in expect and expect[key] != v),
-            "duplicates": dup, "seq_mismatch": seq_bad,
-            "row_diff": left + right - len(expect),
-        })
+        at_tp = woven.filter(pc.equal(woven.column("timepoint"), pa.scalar(tp, storage.TS)))
+        row = {"weave_id": r["weave_id"], "timepoint": tp, "as_of_seq": restored.as_of_seq}
+        keys, side = at_tp.column("key"), at_tp.column("woven_partition_id")
+        is_left, is_right = pc.equal(side, left_id), pc.equal(side, right_id)
+        left, right = _count(is_left), _count(is_right)
+        routed = pc.or_(pc.and_(is_left, pc.less(keys, k)), pc.and_(is_right, pc.greater_equal(keys, k)))
+        seq_bad = _count(pc.not_equal(at_tp.column("as_of_seq"), restored.as_of_seq))
+        unique = pc.count_distinct(keys).as_py() if at_tp.num_rows else 0
+        if unique == at_tp.num_rows and _unique(restored.table.column("key")):
+            rkeys, rvals = restored.table.column("key"), restored.table.column("value")
+            pos = pc.index_in(keys, value_set=rkeys.combine_chunks())
+            found = pc.is_valid(pos)
+            mine_v = pc.filter(at_tp.column("value"), found)
+            theirs = pc.take(rvals, pc.filter(pos, found))
+            same = pc.or_kleene(pc.equal(theirs, mine_v), pc.and_(pc.is_null(theirs), pc.is_null(mine_v)))
+            hits = len(mine_v)
+            counts = {"missing": len(rkeys) - hits, "extra": at_tp.num_rows - hits,
+                      "value_mismatch": hits - _count(same), "duplicates": 0}
+            n_restore = len(rkeys)
+        else:
+            counts, n_restore = _counts_by_row(at_tp, restored.table)
+        row.update({"rows_left": left, "rows_right": right, "rows_restore": n_restore, **counts,
+                    "misrouted": at_tp.num_rows - _count(routed), "seq_mismatch": seq_bad,
+                    "row_diff": left + right - n_restore})
+        out.append({c: row[c] for c in CHECK_COLUMNS})
     return out
+
+
+def _count(mask) -> int:
+    """True values of a boolean array (nulls are not true)."""
+    return int(pc.sum(pc.fill_null(mask, False).cast(pa.int64())).as_py() or 0)
+
+
+def _unique(keys) -> bool:
+    return len(keys) == 0 or pc.count_distinct(keys).as_py() == len(keys)
+
+
+def _counts_by_row(at_tp: pa.Table, restored: pa.Table) -> tuple[dict, int]:
+    """missing / extra / value_mismatch / duplicates of woven rows that repeat a key (the last
+    row's value counts), and the restore's distinct keys, row by row."""
+    expect = dict(zip(restored.column("key").to_pylist(), restored.column("value").to_pylist()))
+    got: dict[str, bytes] = {}
+    dup = 0
+    for key, value in zip(at_tp.column("key").to_pylist(), at_tp.column("value").to_pylist()):
+        dup += key in got
+        got[key] = value
+    return {"missing": sum(1 for key in expect if key not in got),
+            "extra": sum(1 for key in got if key not in expect),
+            "value_mismatch": sum(1 for key, v in got.items() if key in expect and expect[key] != v),
+            "duplicates": dup}, len(expect)
 
 
 def _sample(items: list, n: int | None) -> list:
