@@ -217,8 +217,32 @@ def test_restore_table_rerun_with_the_same_rows_commits_nothing(spark, tmp_path)
 
 
 @pytest.mark.skipif(not Path("/proc/self").exists(), reason="needs /proc")
+@pytest.mark.parametrize("command", ["restore-table", "rollback"])
+def test_an_output_that_cannot_be_written_is_refused_before_any_work(lakes, monkeypatch, command):
+    """/proc refuses a new folder to root too. `restore-table` is refused before it starts Spark (a
+    session started here fails the test), a rollback before its restore; before the probe both were
+    refused only when the output folder was made after the work ("cannot create the output
+    folder"). Nothing is written: not under /proc, not in the lakes."""
+    import weaver.cli._pitr as cli_pitr
+
+    def no_spark(*_args, **_kw):
+        raise AssertionError("Spark was started for an output that cannot be written")
+
+    monkeypatch.setattr(cli_pitr, "get_spark", no_spark)
+    a, _b, root = lakes
+    before = tree(root)
+    out = f"/proc/weaver-{command}"
+    args = (["restore-table", "--at", iso(a.ts_of(70)), "--out", out] if command == "restore-table" else
+            ["recover", "--partition", "P0", "--at", iso(a.ts_of(70)), "--mode", "rollback", "--out", out])
+    obj = _refused(run(*args, "--lake", a.settings.lake, "--json"))
+    assert "cannot be written" in obj["message"] and "'/proc'" in obj["message"], obj
+    assert not Path(out).exists() and tree(root) == before
+
+
+@pytest.mark.skipif(not Path("/proc/self").exists(), reason="needs /proc")
 def test_restore_table_output_folder_that_cannot_be_made_is_a_named_error():
-    """restore-table's folder is made (storage.claim_output) after Spark's work: still a named error."""
+    """restore-table's folder is made (storage.claim_output) after Spark's work: should it fail
+    there all the same (the folder's permissions changed since the check), a named error."""
     from weaver.core import storage
     from weaver.core.errors import InvalidParameterError
 

@@ -8,6 +8,7 @@ import typer
 
 from weaver.cli._app import JsonOpt, LakeOpt, app, console, emit, reported, settings_for, timepoint
 from weaver.core.spark import get_spark
+from weaver.core.storage import RESTORE_TABLE_OUTPUT, check_output_target
 from weaver.pitr import check_restore_out, restore_partition, restore_table, take_snapshots, write_restore
 from weaver.pitr import vacuum as vacuum_lake
 
@@ -59,6 +60,7 @@ def restore_table_cmd(
     """Restore the whole table at --at with Spark into a new Delta table (sources untouched)."""
     with reported(as_json):
         s, t = settings_for(lake), timepoint(at)
+        check_output_target(s, out, kind=RESTORE_TABLE_OUTPUT)  # before Spark starts: refusing needs no session
         with console.status("restoring the table with Spark..."):
             r = restore_table(get_spark(s, "weaver-restore-table"), s, t, out)
     done = (f"restored {r['partitions']} partitions at seq {r['as_of_seq']}: {r['rows']} rows -> {r['out']}"

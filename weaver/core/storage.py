@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence
 from urllib.parse import unquote
@@ -410,7 +411,24 @@ def check_output_target(settings, out: str, *, kind: str, what: str = "--out") -
     elif "://" not in out and Path(target).is_dir() and any(Path(target).iterdir()) \
             and not _unfinished_of(Path(target), kind):
         raise InvalidParameterError(f"{what} {out!r} exists and is not a Delta table; choose a new folder")
+    check_local_writable(out, target, what=what)
     return out
+
+
+def check_local_writable(out: str, target: str, *, what: str = "--out") -> None:
+    """Refuse a local `target` that could not be written, before any work: a folder is made and
+    removed again in the target (when it exists) or in its nearest existing folder (a read-only
+    mount, a folder of another user, /proc). Nothing is left behind; an object store is not probed."""
+    if "://" in out:
+        return
+    folder = next((f for f in map(Path, _ancestors(target)) if f.exists()), None)
+    if folder is None or not folder.is_dir():
+        return  # under a file: check_local_parent's refusal
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".weaver-probe-", dir=folder))
+    except OSError as exc:
+        raise InvalidParameterError(f"{what} {out!r} cannot be written: {str(folder)!r} refuses a new folder "
+                                    f"({exc.strerror or exc}); choose a writable location") from exc
 
 
 def check_woven_root(settings, *, what: str = "woven root") -> None:
