@@ -193,19 +193,11 @@ def _timepoints_of(ds, weave_ids: list[str]) -> dict[str, set]:
 
 def _files_of(ds, weave_ids: set[str]):
     """{weave id: a dataset of only that weave's files} for `weave_ids` (the tier is partitioned by
-    weave_id). A filtered scan of the whole tier tests every file's partition value: per weave, that
-    made the check quadratic in a tier of many weaves and files."""
-    import pyarrow.dataset as pds
-
-    frags: dict[str, list] = {w: [] for w in weave_ids}
-    for f in ds.get_fragments():
-        w = pds.get_partition_keys(f.partition_expression).get("weave_id")
-        if w in frags:
-            frags[w].append(f)
-        elif w is None:  # a file without its partition value: it could hold any weave's rows
-            for mine in frags.values():
-                mine.append(f)
-    return {w: pds.FileSystemDataset(fs, ds.schema, ds.format, ds.filesystem) for w, fs in frags.items()}
+    weave_id; :func:`weaver.core.storage.by_partition_value`). A file without a weave_id value could
+    hold any weave's rows: every weave's dataset gets it (the scan still filters by weave_id)."""
+    groups = storage.by_partition_value(ds, "weave_id")
+    loose = groups.get(None, [])
+    return {w: storage.of_fragments(ds, groups.get(w, []) + loose) for w in weave_ids}
 
 
 def _woven_rows_checked(ds, r: dict, tps: list, restored_at: dict) -> list[dict]:

@@ -657,6 +657,25 @@ def options(uri: str) -> dict[str, str] | None:
     return storage_options(uri)
 
 
+def by_partition_value(ds, column: str) -> dict:
+    """The fragments of dataset `ds` grouped by their partition value of `column` (None: a file
+    without one), from one listing. A filtered scan per value tests every file's partition value:
+    one per weave or snapshot made reading many of them quadratic in the table's files."""
+    import pyarrow.dataset as pds
+
+    out: dict = {}
+    for f in ds.get_fragments():
+        out.setdefault(pds.get_partition_keys(f.partition_expression).get(column), []).append(f)
+    return out
+
+
+def of_fragments(ds, fragments):
+    """A dataset with `ds`'s schema, format and filesystem over `fragments` alone."""
+    import pyarrow.dataset as pds
+
+    return pds.FileSystemDataset(list(fragments), ds.schema, ds.format, ds.filesystem)
+
+
 def dataset(dt, **kwargs):
     """delta-rs' pyarrow dataset of the DeltaTable `dt`; `kwargs` go to ``to_pyarrow_dataset``.
 

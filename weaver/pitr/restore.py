@@ -22,7 +22,6 @@ from typing import Iterable, Iterator, Mapping
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pds
 
 from weaver.core import faults, storage
 from weaver.core.errors import InvalidParameterError
@@ -75,21 +74,16 @@ class _SnapshotFiles:
         self.settings = settings
         self.dt = storage.open_table(storage.uri_for(settings, storage.SNAPSHOTS), storage.SNAPSHOTS)
         self._ds = None
-        self._files: dict[str, list] = {}
+        self._files: dict = {}
 
     def read(self, snapshot_id: str) -> pa.Table:
         if "snapshot_id" not in self.dt.metadata().partition_columns:
             return read_snapshot(self.settings, snapshot_id, self.dt)
         if self._ds is None:
+            # A file without a snapshot_id value (key None) is no snapshot's, as partition pruning has it.
             self._ds = storage.dataset(self.dt)
-            for f in self._ds.get_fragments():
-                # A file without a snapshot_id value is no snapshot's (as the partition pruning has it).
-                sid = pds.get_partition_keys(f.partition_expression).get("snapshot_id")
-                if sid is not None:
-                    self._files.setdefault(sid, []).append(f)
-        ds = self._ds
-        t = pds.FileSystemDataset(self._files.get(snapshot_id, []), ds.schema, ds.format,
-                                  ds.filesystem).to_table(columns=["key", "value"])
+            self._files = storage.by_partition_value(self._ds, "snapshot_id")
+        t = storage.of_fragments(self._ds, self._files.get(snapshot_id, [])).to_table(columns=["key", "value"])
         return t.cast(STATE_SCHEMA) if t.schema != STATE_SCHEMA else t
 
 
