@@ -103,7 +103,9 @@ class DeltaFiles:
         self.acts = pa.table(dt.get_add_actions(flatten=True))
         self.schema = pa.schema(dt.schema().to_arrow())
         self.partition_columns = list(dt.metadata().partition_columns)
-        self.native = _is_local(uri) and dt.protocol().min_reader_version < 3
+        # Reader version 2 is column mapping (Parquet columns under physical names), 3 table
+        # features (deletion vectors): both are read through delta-rs, which resolves them.
+        self.native = _is_local(uri) and dt.protocol().min_reader_version < 2
         self.memo: dict[str, Any] = {}  # objects derived from this version (lineage, catalog, ...)
 
     def local_path(self, path: str) -> str:
@@ -149,11 +151,20 @@ class DeltaFiles:
 
         fs = pafs.LocalFileSystem()
         fmt = pds.ParquetFileFormat()
-        want = None if paths is None else set(paths)
+        every = self.column("path")
+        if paths is None:
+            rows = range(len(every))
+        else:
+            # Positions from an index made once per version: a test of every file per read made
+            # many small reads (a run's base snapshots) quadratic in the table's files.
+            if "path_index" not in self.memo:
+                self.memo["path_index"] = {p: i for i, p in enumerate(every)}
+            index = self.memo["path_index"]
+            rows = sorted({index[p] for p in paths if p in index})
         parts = {c: self.column("partition." + c) for c in self.partition_columns}
-        frags = [fmt.make_fragment(self.local_path(p), filesystem=fs, partition_expression=storage.partition_guarantee(
+        frags = [fmt.make_fragment(self.local_path(every[i]), filesystem=fs, partition_expression=storage.partition_guarantee(
                      self.schema, {c: vals[i] for c, vals in parts.items()}))
-                 for i, p in enumerate(self.column("path")) if want is None or p in want]
+                 for i in rows]
         return pds.FileSystemDataset(frags, self.schema, fmt, fs)
 
 

@@ -124,16 +124,8 @@ def _latest_snapshot(woven: WovenTable, candidates: dict, target: Target, at: da
 def read_woven_rows(settings: Settings, snap: WovenSnapshot, woven: WovenTable | None = None) -> pa.Table:
     """The rows (key, value) of a woven snapshot restricted to the target's range, sorted by key."""
     woven = woven if woven is not None else WovenTable.open(settings)
-    paths = woven.files_for(snap.weave_id, snap.timepoint)
-    mixed = any(f.weave_id is None for f in woven.files if f.path in set(paths))
     both = len(snap.children) == 2
-    cols = (["weave_id"] if mixed else []) + ([] if both else ["woven_partition_id"]) + ["key", "value"]
-    # When the footers prove the files hold this (weave, timepoint) only, read them unfiltered:
-    # the same work as a raw Parquet read of those files.
-    exact = not mixed and woven.only(paths, snap.weave_id, snap.timepoint)
-    t = woven.scan(paths, cols, None if exact else pc.field("timepoint") == pa.scalar(snap.timepoint, storage.TS))
-    if mixed:
-        t = t.filter(pc.equal(t.column("weave_id"), snap.weave_id))
+    t = woven.rows_at(snap.weave_id, snap.timepoint, ([] if both else ["woven_partition_id"]) + ["key", "value"])
     if not both:
         t = t.filter(pc.equal(t.column("woven_partition_id"), snap.children[0]))
     t = filter_range(t.select(["key", "value"]).cast(storage.STATE_SCHEMA), snap.key_lo or None, snap.key_hi)

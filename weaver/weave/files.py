@@ -45,6 +45,8 @@ class WovenTable:
                                                          files.column("min.timepoint"), files.column("max.timepoint"))]
         self._by_path = {f.path: f for f in self.files}
         self._footers: dict[str, list[tuple] | None] = {}
+        self._weaves: dict[str, list[int]] | None = None  # weave id -> its files' positions in self.files
+        self._loose: list[int] = []  # files that may hold several weaves
 
     @classmethod
     def open(cls, settings: Settings) -> "WovenTable | None":
@@ -86,8 +88,36 @@ class WovenTable:
 
     def files_for(self, weave_id: str, tp: datetime) -> list[str]:
         """Files that can hold rows of (`weave_id`, `tp`) (bounds widened by a millisecond)."""
-        return [f.path for f in self.files if (f.weave_id is None or f.weave_id == weave_id)
-                and (f.tp_lo is None or f.tp_lo - _MS <= tp) and (f.tp_hi is None or tp <= f.tp_hi + _MS)]
+        return [f.path for f in self._candidates(weave_id, tp)]
+
+    def _candidates(self, weave_id: str, tp: datetime) -> list[_File]:
+        """The files of `files_for`, in the table's file order, from a per-weave index made once
+        (a test of every file per look-up made a run's look-ups quadratic in the tier's files)."""
+        if self._weaves is None:
+            self._weaves = {}
+            for i, f in enumerate(self.files):
+                if f.weave_id is None:
+                    self._loose.append(i)
+                else:
+                    self._weaves.setdefault(f.weave_id, []).append(i)
+        mine = self._weaves.get(weave_id, [])
+        pos = sorted(mine + self._loose) if self._loose else mine
+        return [f for f in (self.files[i] for i in pos)
+                if (f.tp_lo is None or f.tp_lo - _MS <= tp) and (f.tp_hi is None or tp <= f.tp_hi + _MS)]
+
+    def rows_at(self, weave_id: str, tp: datetime, columns: list[str]) -> pa.Table:
+        """`columns` of every row of (`weave_id`, `tp`), both children, read from the files that
+        can hold them (:meth:`files_for`); unfiltered when their footers prove they hold nothing
+        else (:meth:`only`), the same work as a raw Parquet read of those files."""
+        cand = self._candidates(weave_id, tp)
+        paths = [f.path for f in cand]
+        mixed = any(f.weave_id is None for f in cand)
+        cols = (["weave_id"] if mixed and "weave_id" not in columns else []) + list(columns)
+        exact = not mixed and self.only(paths, weave_id, tp)
+        t = self.scan(paths, cols, None if exact else pc.field("timepoint") == pa.scalar(tp, storage.TS))
+        if mixed:
+            t = t.filter(pc.equal(t.column("weave_id"), weave_id))
+        return t.select(list(columns))
 
     def timepoints(self, paths: list[str], at: datetime) -> pa.Table:
         """(weave_id, timepoint, as_of_seq) rows with timepoint <= `at` present in `paths`.
