@@ -87,9 +87,10 @@ class SnapshotFiles:
         if self._by_id is None:
             # A file without a snapshot_id value (key None) is no snapshot's, as partition pruning has it.
             if f.native:
-                self._by_id = {}
+                by_id: dict = {}
                 for path, sid in zip(f.column("path"), f.column("partition.snapshot_id")):
-                    self._by_id.setdefault(sid, []).append(path)
+                    by_id.setdefault(sid, []).append(path)
+                self._by_id = by_id
             else:
                 self._ds = storage.dataset(f.dt)
                 self._by_id = storage.by_partition_value(self._ds, "snapshot_id")

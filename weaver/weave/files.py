@@ -94,12 +94,17 @@ class WovenTable:
         """The files of `files_for`, in the table's file order, from a per-weave index made once
         (a test of every file per look-up made a run's look-ups quadratic in the tier's files)."""
         if self._weaves is None:
-            self._weaves = {}
+            # Built whole, then published: the API's threads share one WovenTable per version, and
+            # a thread must never see half an index (it would miss files, hence rows).
+            weaves: dict[str, list[int]] = {}
+            loose: list[int] = []
             for i, f in enumerate(self.files):
                 if f.weave_id is None:
-                    self._loose.append(i)
+                    loose.append(i)
                 else:
-                    self._weaves.setdefault(f.weave_id, []).append(i)
+                    weaves.setdefault(f.weave_id, []).append(i)
+            self._loose = loose
+            self._weaves = weaves
         mine = self._weaves.get(weave_id, [])
         pos = sorted(mine + self._loose) if self._loose else mine
         return [f for f in (self.files[i] for i in pos)
