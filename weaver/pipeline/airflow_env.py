@@ -28,6 +28,10 @@ def airflow_env(home: Path, *, spark_master: str = "local[2]", base: dict | None
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": "http://127.0.0.1:8080/execution/",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+        # A task re-imports its DAG file before it runs; on a loaded 2-core host that import passed
+        # Airflow's 30 s default and the task failed before any work (DagBag import timeout).
+        "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120",
+        "AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT": "180",
         "AIRFLOW_CONN_SPARK_DEFAULT": '{"conn_type": "spark", "host": "%s"}' % spark_master,
         "SPARK_LOCAL_IP": "127.0.0.1",
         "PYSPARK_PYTHON": sys.executable,
