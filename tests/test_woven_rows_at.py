@@ -70,3 +70,44 @@ def test_rows_at_returns_exactly_one_weaves_rows_at_one_timepoint(tmp_path, part
     # files_for names the files rows_at read: for a partitioned tier only the weave's own.
     if partition_by:
         assert all("weave_id=w2/" in p for p in table.files_for("w2", tps[3]))
+
+
+@pytest.mark.parametrize("layout", ["by-weave", "several-weaves-a-file", "one-timepoint-a-file"])
+def test_rows_of_and_timepoints_held_match_the_rows_written(tmp_path, layout):
+    """What the woven check reads a weave through: its timepoints (Parquet footers where each row
+    group holds one timepoint, a read of the other files) and its rows at several timepoints in one
+    read - each equal to the hand-built rows filtered in plain Python."""
+    from weaver.core import storage
+    from weaver.weave.files import WovenTable
+
+    s = weave_settings(tmp_path / "lake")
+    uri = storage.uri_for(s, storage.WOVEN_SNAPSHOTS)
+    tps = [T0 + i * H for i in range(5)]
+    weaves = ["w1", "w2", "w3"]
+    # w1 at every timepoint, w2 at the first three, w3 at the last two.
+    held = {"w1": tps, "w2": tps[:3], "w3": tps[3:]}
+    partition_by = None if layout == "several-weaves-a-file" else ["weave_id"]
+    rows = []
+    for c, tp in enumerate(tps):
+        batch = _rows([w for w in weaves if tp in held[w]], [tp], seed=c)
+        rows += batch
+        if layout == "one-timepoint-a-file":
+            _write(uri, batch, partition_by)
+    if layout != "one-timepoint-a-file":
+        _write(uri, rows[: len(rows) // 2], partition_by)
+        _write(uri, rows[len(rows) // 2:], partition_by)
+    table = WovenTable.open(s)
+    got = table.timepoints_held(["w1", "w2", "w3", "w9"])
+    assert got == {"w1": set(tps), "w2": set(tps[:3]), "w3": set(tps[3:]), "w9": set()}
+    if layout == "one-timepoint-a-file":  # answered from footers, no data read
+        assert all(table._footer(f.path) is not None for f in table.files)
+    cols = ["timepoint", "key", "value", "woven_partition_id"]
+    for w in weaves:
+        for pick in (tps[:1], [tps[0], tps[2], tps[4]], tps, [tps[1] + timedelta(minutes=30)]):
+            t = table.rows_of(w, pick, cols)
+            assert t.column_names == cols
+            want = sorted((r["timepoint"], r["key"], r["value"], r["woven_partition_id"]) for r in rows
+                          if r["weave_id"] == w and r["timepoint"] in pick)
+            assert sorted(zip(*(t.column(c).to_pylist() for c in cols))) == want, (w, pick)
+    assert table.rows_of("w9", tps, cols).num_rows == 0
+    assert table.rows_of("w1", [], cols).num_rows == 0

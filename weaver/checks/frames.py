@@ -19,7 +19,7 @@ from weaver.core.settings import Settings
 from weaver.log.lineage import Lineage
 from weaver.pitr import restore_many
 from weaver.predict.splitkey import in_range
-from weaver.weave import read_woven_catalog
+from weaver.weave import WovenTable, read_woven_catalog
 
 
 def changelog_check_frame(changes: pa.Table, lineage: Lineage, expected_first_seq: int | None) -> "pd.DataFrame":  # noqa: F821
@@ -141,18 +141,17 @@ def woven_check_frame(settings: Settings, *, weave_ids: list[str] | None = None,
     """
     import pandas as pd
 
-    uri = storage.uri_for(settings, storage.WOVEN_SNAPSHOTS)
     catalog = read_woven_catalog(settings)
     rows_out: list[dict] = []
-    if catalog.num_rows == 0 or not storage.is_table(uri):
+    tier = WovenTable.open(settings) if catalog.num_rows else None
+    if tier is None:
         return pd.DataFrame(rows_out, columns=CHECK_COLUMNS)
     lineage = Lineage.load(settings)
-    ds = storage.dataset(storage.open_table(uri, storage.WOVEN_SNAPSHOTS))
     rows = [r for r in catalog.to_pylist()
             if (weave_ids is None or r["weave_id"] in weave_ids) and r["status"] != EXPIRED]
-    # The timepoints each weave holds, from ONE scan of the checked weaves' partitions (a scan per
-    # weave cost one fragment-pruning pass over the whole tier each: quadratic in a catch-up).
-    held = _timepoints_of(ds, [r["weave_id"] for r in rows])
+    # The timepoints each weave holds, through the tier's per-weave file index: Parquet footers
+    # where they are exact, one read of the other files (not a scan of the tier per weave).
+    held = tier.timepoints_held([r["weave_id"] for r in rows])
     todo: list[tuple[dict, list]] = []  # (catalog row, sampled timepoints), in catalog order
     for r in rows:
         present = set(held.get(r["weave_id"], ()))
@@ -165,50 +164,25 @@ def woven_check_frame(settings: Settings, *, weave_ids: list[str] | None = None,
     by_source: dict[str, set] = {}
     for r, tps in todo:
         by_source.setdefault(r["source_partition_id"], set()).update(tps)
-    files = _files_of(ds, {r["weave_id"] for r, _ in todo})
     per_weave: dict[int, list[dict]] = {}
     for source, results in restore_many(settings, by_source, lineage=lineage):
         restored = {x.at: x for x in results}
         for n, (r, tps) in enumerate(todo):
             if r["source_partition_id"] == source:
-                per_weave[n] = _woven_rows_checked(files[r["weave_id"]], r, tps, restored)
+                per_weave[n] = _woven_rows_checked(tier, r, tps, restored)
     for n in range(len(todo)):
         rows_out.extend(per_weave[n])
     return pd.DataFrame(rows_out, columns=CHECK_COLUMNS)
 
 
-def _timepoints_of(ds, weave_ids: list[str]) -> dict[str, set]:
-    """{weave id: the distinct timepoints its woven rows hold} for `weave_ids`, in one scan."""
-    if not weave_ids:
-        return {}
-    out: dict[str, set] = {}
-    scan = ds.scanner(columns=["weave_id", "timepoint"], filter=pc.field("weave_id").isin(pa.array(weave_ids)))
-    for batch in scan.to_batches():  # one batch's rows at a time, then only the distinct pairs
-        if batch.num_rows:
-            pairs = pa.Table.from_batches([batch]).group_by(["weave_id", "timepoint"]).aggregate([])
-            for w, t in zip(pairs.column("weave_id").to_pylist(), pairs.column("timepoint").to_pylist()):
-                out.setdefault(w, set()).add(t)
-    return out
-
-
-def _files_of(ds, weave_ids: set[str]):
-    """{weave id: a dataset of only that weave's files} for `weave_ids` (the tier is partitioned by
-    weave_id; :func:`weaver.core.storage.by_partition_value`). A file without a weave_id value could
-    hold any weave's rows: every weave's dataset gets it (the scan still filters by weave_id)."""
-    groups = storage.by_partition_value(ds, "weave_id")
-    loose = groups.get(None, [])
-    return {w: storage.of_fragments(ds, groups.get(w, []) + loose) for w in weave_ids}
-
-
-def _woven_rows_checked(ds, r: dict, tps: list, restored_at: dict) -> list[dict]:
+def _woven_rows_checked(tier: WovenTable, r: dict, tps: list, restored_at: dict) -> list[dict]:
     """CHECK_COLUMNS rows of one weave at its sampled timepoints against the restores at them.
 
-    Counted with Arrow kernels (hash lookups of the woven keys in the restore's), per timepoint;
-    a timepoint whose woven rows repeat a key is counted row by row (:func:`_counts_by_row`), so a
-    duplicate's last value is the one compared, as there."""
-    mine = pc.field("weave_id") == r["weave_id"]
-    woven = ds.to_table(columns=["timepoint", "woven_partition_id", "as_of_seq", "key", "value"],
-                        filter=mine & pc.field("timepoint").isin(pa.array(tps, storage.TS)))
+    The weave's rows at those timepoints come in one read of the files that can hold them (the
+    tier's per-weave index). Counted with Arrow kernels (hash lookups of the woven keys in the
+    restore's), per timepoint; a timepoint whose woven rows repeat a key is counted row by row
+    (:func:`_counts_by_row`), so a duplicate's last value is the one compared, as there."""
+    woven = tier.rows_of(r["weave_id"], tps, ["timepoint", "woven_partition_id", "as_of_seq", "key", "value"])
     left_id, right_id = r["child_ids"]
     k = r["split_key"]
     out = []

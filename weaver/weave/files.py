@@ -18,6 +18,8 @@ from weaver.core.settings import Settings
 from weaver.weave.catalog import open_woven_as_of
 
 _MS = timedelta(milliseconds=1)
+#: Files per read when :meth:`WovenTable.timepoints_held` scans: the rows of two columns of that many files at once.
+_HELD_FILES_PER_READ = 256
 
 
 
@@ -91,8 +93,14 @@ class WovenTable:
         return [f.path for f in self._candidates(weave_id, tp)]
 
     def _candidates(self, weave_id: str, tp: datetime) -> list[_File]:
-        """The files of `files_for`, in the table's file order, from a per-weave index made once
-        (a test of every file per look-up made a run's look-ups quadratic in the tier's files)."""
+        """The files of `files_for`, in the table's file order."""
+        return [f for f in self._of_weave(weave_id)
+                if (f.tp_lo is None or f.tp_lo - _MS <= tp) and (f.tp_hi is None or tp <= f.tp_hi + _MS)]
+
+    def _of_weave(self, weave_id: str) -> list[_File]:
+        """The files that can hold rows of `weave_id` (its own and those that may hold several
+        weaves), in the table's file order, from a per-weave index made once (a test of every
+        file per look-up made a run's look-ups quadratic in the tier's files)."""
         if self._weaves is None:
             # Built whole, then published: the API's threads share one WovenTable per version, and
             # a thread must never see half an index (it would miss files, hence rows).
@@ -107,8 +115,7 @@ class WovenTable:
             self._weaves = weaves
         mine = self._weaves.get(weave_id, [])
         pos = sorted(mine + self._loose) if self._loose else mine
-        return [f for f in (self.files[i] for i in pos)
-                if (f.tp_lo is None or f.tp_lo - _MS <= tp) and (f.tp_hi is None or tp <= f.tp_hi + _MS)]
+        return [self.files[i] for i in pos]
 
     def rows_at(self, weave_id: str, tp: datetime, columns: list[str]) -> pa.Table:
         """`columns` of every row of (`weave_id`, `tp`), both children, read from the files that
@@ -123,6 +130,46 @@ class WovenTable:
         if mixed:
             t = t.filter(pc.equal(t.column("weave_id"), weave_id))
         return t.select(list(columns))
+
+    def rows_of(self, weave_id: str, tps: list[datetime], columns: list[str]) -> pa.Table:
+        """`columns` of every row of `weave_id` at any of the timepoints `tps`, both children, in
+        one read of the files that can hold them (their bounds meet [min(tps), max(tps)])."""
+        if not tps:
+            return pa.schema([self.table.schema.field(c) for c in columns]).empty_table()
+        lo, hi = min(tps), max(tps)
+        cand = [f for f in self._of_weave(weave_id)
+                if (f.tp_lo is None or f.tp_lo - _MS <= hi) and (f.tp_hi is None or lo <= f.tp_hi + _MS)]
+        mixed = any(f.weave_id is None for f in cand)
+        cols = (["weave_id"] if mixed and "weave_id" not in columns else []) + list(columns)
+        t = self.scan([f.path for f in cand], cols, pc.field("timepoint").isin(pa.array(tps, storage.TS)))
+        if mixed:
+            t = t.filter(pc.equal(t.column("weave_id"), weave_id))
+        return t.select(list(columns))
+
+    def timepoints_held(self, weave_ids: list[str]) -> dict[str, set[datetime]]:
+        """{weave id: the distinct timepoints its rows hold} for `weave_ids`: from the Parquet
+        footers of a weave's files where every row group holds one timepoint, else from reads of
+        the (weave_id, timepoint) columns of the other files (files that may hold several weaves
+        included), a bounded number of files per read."""
+        out: dict[str, set[datetime]] = {w: set() for w in weave_ids}
+        scan: list[str] = []
+        for w in out:
+            for f in self._of_weave(w):
+                groups = self._footer(f.path) if f.weave_id is not None else None
+                if groups is None:
+                    scan.append(f.path)
+                else:
+                    out[w].update(g[1] for g in groups)
+        scan = list(dict.fromkeys(scan))  # a loose file is listed under every weave
+        want = pa.array(sorted(out), pa.string())
+        for n in range(0, len(scan), _HELD_FILES_PER_READ):
+            t = self.scan(scan[n:n + _HELD_FILES_PER_READ], ["weave_id", "timepoint"], None)
+            t = t.set_column(0, "weave_id", t.column("weave_id").cast(pa.string()))
+            pairs = t.filter(pc.is_in(t.column("weave_id"), value_set=want))
+            pairs = pairs.group_by(["weave_id", "timepoint"]).aggregate([])
+            for w, tp in zip(pairs.column("weave_id").to_pylist(), pairs.column("timepoint").to_pylist()):
+                out[w].add(tp)
+        return out
 
     def timepoints(self, paths: list[str], at: datetime) -> pa.Table:
         """(weave_id, timepoint, as_of_seq) rows with timepoint <= `at` present in `paths`.
