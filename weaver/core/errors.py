@@ -87,6 +87,11 @@ class CorruptTableError(WeaverError):
     http_status = 500
 
 
+class UnsupportedTableFeatureError(CorruptTableError):
+    """A Delta table uses a feature the project's readers cannot resolve (column mapping: delta-rs'
+    pyarrow reader reads its data columns as nulls); refused before any row is read or written."""
+
+
 class TableNotFoundError(WeaverError, LookupError):
     """A required table is absent from the lake; run the stage that produces it."""
 

@@ -19,7 +19,8 @@ from urllib.parse import unquote
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from weaver.core.errors import CorruptTableError, InvalidParameterError, SchemaMismatchError, TableNotFoundError
+from weaver.core.errors import (CorruptTableError, InvalidParameterError, SchemaMismatchError, TableNotFoundError,
+                                 UnsupportedTableFeatureError)
 
 TS = pa.timestamp("us", tz="UTC")
 
@@ -696,6 +697,7 @@ def dataset(dt, **kwargs):
 
         root = str(Path(unquote(uri.removeprefix("file://"))).resolve())
         kwargs.setdefault("filesystem", pa_fs.SubTreeFileSystem(root, pa_fs.LocalFileSystem()))
+    check_read_features(dt)  # a handle kept open may have moved to a version it cannot read
     ds = dt.to_pyarrow_dataset(**kwargs)
     remake = _unstated(dt)
     if not remake:
@@ -777,7 +779,7 @@ def open_table(uri: str, name: str = "", version: int | None = None):
     if not is_table(uri):
         raise TableNotFoundError(f"no Delta table {name or ''} at {uri}; run the stage that writes it")
     try:
-        return DeltaTable(uri, version=version, storage_options=options(uri))
+        dt = DeltaTable(uri, version=version, storage_options=options(uri))
     except Exception as exc:  # noqa: BLE001 - delta-rs raises several types for a broken log
         latest = None
         if version is not None:
@@ -789,6 +791,43 @@ def open_table(uri: str, name: str = "", version: int | None = None):
             raise InvalidParameterError(f"the {name or 'Delta'} table has no version {version} (its latest is "
                                         f"{latest}; older versions may have been cleaned up); pick one it has") from exc
         raise CorruptTableError(f"Delta table {name or uri} at {uri} cannot be opened: {exc}") from exc
+    check_read_features(dt, name, uri)
+    return dt
+
+
+#: Reader features whose tables delta-rs' pyarrow reader reads right (``deltalake.table.SUPPORTED_READER_FEATURES``).
+READABLE_FEATURES = frozenset({"timestampNtz", "variantType", "variantType-preview"})
+
+
+def check_read_features(dt, name: str = "", uri: str = "") -> None:
+    """Refuse a table version whose rows the readers here would get wrong, before any row is read
+    or written: UnsupportedTableFeatureError naming the feature and the way out.
+
+    - Delta column mapping (``delta.columnMapping.mode`` name or id; reader version 2, or the
+      ``columnMapping`` reader feature) keeps data columns under physical names, which delta-rs'
+      pyarrow dataset does not resolve at reader version 2: it reads every data column as null,
+      without an error (a native Parquet read by logical name finds nothing either).
+    - Any other reader feature outside :data:`READABLE_FEATURES` (``deletionVectors``: rows deleted
+      through them would come back): delta-rs opens such a table and refuses only at the first
+      read, with its own exception type.
+
+    Spark (Delta Spark) reads such tables, but every stage plans or checks through delta-rs, so the
+    table is refused as a whole. Called on every open and on every version a kept handle moves to
+    (a table can gain either feature by ``ALTER TABLE ... SET TBLPROPERTIES``)."""
+    where = f"Delta table {name or uri or dt.table_uri} at {uri or dt.table_uri}"
+    mode = str(dt.metadata().configuration.get("delta.columnMapping.mode", "none")).lower()
+    if mode != "none":
+        raise UnsupportedTableFeatureError(
+            f"{where} uses column mapping (delta.columnMapping.mode = {mode}): the readers here would read its "
+            "data columns as nulls, so it is refused; rewrite it without column mapping (CREATE TABLE ... AS "
+            "SELECT into a new table) and use that")
+    other = sorted(set(dt.protocol().reader_features or ()) - READABLE_FEATURES)
+    if other:
+        raise UnsupportedTableFeatureError(
+            f"{where} needs the reader feature(s) {', '.join(other)}, which the readers here cannot apply "
+            "(deletion vectors: deleted rows would be read back), so it is refused; remove the feature "
+            "(for deletion vectors: REORG TABLE ... APPLY (PURGE), then ALTER TABLE ... DROP FEATURE "
+            "deletionVectors) or rewrite the table without it")
 
 
 def check_readable(uri: str, name: str) -> None:
