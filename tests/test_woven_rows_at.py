@@ -111,3 +111,15 @@ def test_rows_of_and_timepoints_held_match_the_rows_written(tmp_path, layout):
             assert sorted(zip(*(t.column(c).to_pylist() for c in cols))) == want, (w, pick)
     assert table.rows_of("w9", tps, cols).num_rows == 0
     assert table.rows_of("w1", [], cols).num_rows == 0
+    if layout == "one-timepoint-a-file":
+        # A sample of the first and last timepoints reads the files holding them, not those between.
+        import pyarrow.parquet as pq
+
+        holds = {f.path: set(pq.read_table(table.table.local_path(f.path), columns=["timepoint"])
+                             .column("timepoint").to_pylist()) for f in table.files if f.weave_id == "w1"}
+        read: list[str] = []
+        real = table.scan
+        table.scan = lambda paths, columns, expr: (read.extend(paths), real(paths, columns, expr))[1]
+        table.rows_of("w1", [tps[4], tps[0]], cols)
+        assert sorted(read) == sorted(p for p, held_tps in holds.items() if held_tps & {tps[0], tps[4]})
+        assert len(read) < len(holds)

@@ -6,6 +6,7 @@ before touching data, so a lookup reads the few files that can hold the answer.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -133,12 +134,13 @@ class WovenTable:
 
     def rows_of(self, weave_id: str, tps: list[datetime], columns: list[str]) -> pa.Table:
         """`columns` of every row of `weave_id` at any of the timepoints `tps`, both children, in
-        one read of the files that can hold them (their bounds meet [min(tps), max(tps)])."""
+        one read of the files that can hold them: those whose timepoint bounds hold one of `tps`
+        (a weave extended hourly has a file per run, and a sample of its first, middle and last
+        timepoints needs three of them, not every file between)."""
         if not tps:
             return pa.schema([self.table.schema.field(c) for c in columns]).empty_table()
-        lo, hi = min(tps), max(tps)
-        cand = [f for f in self._of_weave(weave_id)
-                if (f.tp_lo is None or f.tp_lo - _MS <= hi) and (f.tp_hi is None or lo <= f.tp_hi + _MS)]
+        want = sorted(tps)
+        cand = [f for f in self._of_weave(weave_id) if _holds_one(f, want)]
         mixed = any(f.weave_id is None for f in cand)
         cols = (["weave_id"] if mixed and "weave_id" not in columns else []) + list(columns)
         t = self.scan([f.path for f in cand], cols, pc.field("timepoint").isin(pa.array(tps, storage.TS)))
@@ -220,6 +222,12 @@ class WovenTable:
         if not paths:
             return pa.schema([self.table.schema.field(c) for c in columns]).empty_table()
         return self.table.read(paths, columns, expr)
+
+
+def _holds_one(f: _File, tps: list[datetime]) -> bool:
+    """Whether the bounds of `f` (widened by a millisecond; None: unbounded) hold one of the sorted `tps`."""
+    i = 0 if f.tp_lo is None else bisect.bisect_left(tps, f.tp_lo - _MS)
+    return i < len(tps) and (f.tp_hi is None or tps[i] <= f.tp_hi + _MS)
 
 
 def _footer_groups(path: str, weave_id: str) -> list[tuple] | None:
