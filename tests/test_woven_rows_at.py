@@ -118,8 +118,81 @@ def test_rows_of_and_timepoints_held_match_the_rows_written(tmp_path, layout):
         holds = {f.path: set(pq.read_table(table.table.local_path(f.path), columns=["timepoint"])
                              .column("timepoint").to_pylist()) for f in table.files if f.weave_id == "w1"}
         read: list[str] = []
+        read_expr: list = []
         real = table.scan
-        table.scan = lambda paths, columns, expr: (read.extend(paths), real(paths, columns, expr))[1]
+        table.scan = lambda paths, columns, expr: (read.extend(paths), read_expr.append(expr),
+                                                   real(paths, columns, expr))[2]
         table.rows_of("w1", [tps[4], tps[0]], cols)
         assert sorted(read) == sorted(p for p, held_tps in holds.items() if held_tps & {tps[0], tps[4]})
         assert len(read) < len(holds)
+        assert read_expr == [None]  # footers prove the files hold only those timepoints: read unfiltered
+
+
+@pytest.mark.parametrize("partition_by", [["weave_id"], None], ids=["by-weave", "several-weaves-a-file"])
+def test_files_for_lookup_holds_each_weaves_latest_timepoint_and_no_other_weaves_files(tmp_path, partition_by):
+    """The files a recovery or API look-up reads: for every set of weaves and instant, they hold
+    each weave's latest timepoint <= the instant (found by plain Python over the rows written),
+    and, in a tier partitioned by weave, no file of a weave outside the set."""
+    from itertools import combinations
+
+    import pyarrow.parquet as pq
+
+    from weaver.core import storage
+    from weaver.weave.files import WovenTable
+
+    s = weave_settings(tmp_path / "lake")
+    uri = storage.uri_for(s, storage.WOVEN_SNAPSHOTS)
+    tps = [T0 + i * H for i in range(6)]
+    weaves = ["w1", "w2", "w3", "w4"]
+    rows = []
+    for c in range(3):  # three commits of two timepoints each; w4 only in the last
+        batch = _rows([w for w in weaves if w != "w4" or c == 2], tps[2 * c:2 * c + 2], seed=c)
+        rows += batch
+        _write(uri, batch, partition_by)
+    table = WovenTable.open(s)
+    # Each file's (weave, timepoint) rows; a partitioned file's weave is its folder's value.
+    content = {}
+    for f in table.files:
+        t = pq.read_table(table.table.local_path(f.path))
+        ws_of = (t.column("weave_id").to_pylist() if "weave_id" in t.column_names
+                 else [f.path.split("weave_id=")[1].split("/")[0]] * t.num_rows)
+        content[f.path] = [{"weave_id": w, "timepoint": tp} for w, tp in zip(ws_of, t.column("timepoint").to_pylist())]
+    for n in (1, 2, 4):
+        for ws in combinations(weaves, n):
+            for at in [T0 - H, T0, tps[1] + timedelta(minutes=30), tps[3], tps[5] + H]:
+                got = table.files_for_lookup(set(ws), at)
+                assert len(got) == len(set(got))
+                for w in ws:
+                    latest = max((r["timepoint"] for r in rows if r["weave_id"] == w and r["timepoint"] <= at),
+                                 default=None)
+                    if latest is not None:
+                        assert any({"weave_id": w, "timepoint": latest} in content[p] for p in got), (ws, at, w)
+                if partition_by:
+                    assert all(r["weave_id"] in ws for p in got for r in content[p]), (ws, at)
+    assert table.files_for_lookup({"w9"}, tps[5]) == ([] if partition_by else
+                                                     table.files_for_lookup(set(), tps[5]))
+
+
+def test_a_file_of_one_timepoint_a_row_group_is_read_for_the_asked_timepoints_only(tmp_path):
+    """A file whose footer answers exactly (each row group one timepoint) but holds several
+    timepoints: a read of some of them must not be taken unfiltered."""
+    from deltalake import WriterProperties, write_deltalake
+
+    from weaver.core import storage
+    from weaver.weave.files import WovenTable
+
+    s = weave_settings(tmp_path / "lake")
+    uri = storage.uri_for(s, storage.WOVEN_SNAPSHOTS)
+    tps = [T0 + i * H for i in range(3)]
+    rows = [{"weave_id": "w1", "woven_partition_id": "w1-a", "source_partition_id": "p0", "timepoint": tp,
+             "as_of_seq": i, "key": f"k{k}", "value": f"{i}{k}".encode()} for i, tp in enumerate(tps) for k in range(4)]
+    write_deltalake(uri, pa.Table.from_pylist(rows, schema=storage.SCHEMAS[storage.WOVEN_SNAPSHOTS]),
+                    partition_by=["weave_id"], writer_properties=WriterProperties(max_row_group_size=4))
+    table = WovenTable.open(s)
+    [f] = table.files
+    assert [g[1] for g in table._footer(f.path)] == tps  # the premise: the footer answers, one timepoint a group
+    for pick in ([tps[1]], [tps[0], tps[2]], tps):
+        got = table.rows_of("w1", pick, ["timepoint", "key", "value"]) if len(pick) > 1 else \
+            table.rows_at("w1", pick[0], ["timepoint", "key", "value"])
+        want = sorted((r["timepoint"], r["key"], r["value"]) for r in rows if r["timepoint"] in pick)
+        assert sorted(zip(*(got.column(c).to_pylist() for c in got.column_names))) == want, pick

@@ -74,13 +74,13 @@ class WovenTable:
         return cls(DeltaFiles(storage.uri_for(settings, storage.WOVEN_SNAPSHOTS), storage.WOVEN_SNAPSHOTS, dt))
 
     def files_for_lookup(self, weaves: set[str], at: datetime) -> list[str]:
-        """Files that can hold the latest timepoint <= `at` of one of `weaves`.
+        """Files that can hold the latest timepoint <= `at` of one of `weaves`, from the per-weave
+        index (:meth:`_files_of`), not a test of every file of the tier.
 
         Delta keeps timestamp stats at millisecond precision (writers truncate or round), so every
         bound is widened by a millisecond: a file is never skipped for a rounding.
         """
-        cand = [f for f in self.files if (f.weave_id is None or f.weave_id in weaves)
-                and (f.tp_lo is None or f.tp_lo - _MS <= at)]
+        cand = [f for f in self._files_of(weaves) if f.tp_lo is None or f.tp_lo - _MS <= at]
         # A file whose minimum is surely <= at holds a timepoint >= (its minimum - 1 ms); a file
         # whose maximum lies below that cannot hold the latest timepoint.
         sure = [f.tp_lo for f in cand if f.tp_lo is not None and f.tp_lo + _MS <= at]
@@ -90,18 +90,19 @@ class WovenTable:
         return [f.path for f in cand]
 
     def files_for(self, weave_id: str, tp: datetime) -> list[str]:
-        """Files that can hold rows of (`weave_id`, `tp`) (bounds widened by a millisecond)."""
-        return [f.path for f in self._candidates(weave_id, tp)]
+        """Files that can hold rows of (`weave_id`, `tp`) (bounds widened by a millisecond): the
+        files :meth:`rows_at` reads."""
+        return [f.path for f in self._holding(weave_id, [tp])]
 
-    def _candidates(self, weave_id: str, tp: datetime) -> list[_File]:
-        """The files of `files_for`, in the table's file order."""
-        return [f for f in self._of_weave(weave_id)
-                if (f.tp_lo is None or f.tp_lo - _MS <= tp) and (f.tp_hi is None or tp <= f.tp_hi + _MS)]
+    def _holding(self, weave_id: str, tps: list[datetime]) -> list[_File]:
+        """The files of `weave_id` whose timepoint bounds hold one of the sorted `tps`, in the
+        table's file order."""
+        return [f for f in self._files_of((weave_id,)) if _holds_one(f, tps)]
 
-    def _of_weave(self, weave_id: str) -> list[_File]:
-        """The files that can hold rows of `weave_id` (its own and those that may hold several
-        weaves), in the table's file order, from a per-weave index made once (a test of every
-        file per look-up made a run's look-ups quadratic in the tier's files)."""
+    def _files_of(self, weave_ids) -> list[_File]:
+        """The files that can hold rows of one of `weave_ids` (their own and those that may hold
+        several weaves), in the table's file order, from a per-weave index made once (a test of
+        every file per look-up made a run's look-ups quadratic in the tier's files)."""
         if self._weaves is None:
             # Built whole, then published: the API's threads share one WovenTable per version, and
             # a thread must never see half an index (it would miss files, hence rows).
@@ -114,36 +115,43 @@ class WovenTable:
                     weaves.setdefault(f.weave_id, []).append(i)
             self._loose = loose
             self._weaves = weaves
-        mine = self._weaves.get(weave_id, [])
-        pos = sorted(mine + self._loose) if self._loose else mine
+        pos = [i for w in weave_ids for i in self._weaves.get(w, ())]
+        if self._loose or len(weave_ids) > 1:
+            pos = sorted(set(pos).union(self._loose))
         return [self.files[i] for i in pos]
 
     def rows_at(self, weave_id: str, tp: datetime, columns: list[str]) -> pa.Table:
         """`columns` of every row of (`weave_id`, `tp`), both children, read from the files that
         can hold them (:meth:`files_for`); unfiltered when their footers prove they hold nothing
         else (:meth:`only`), the same work as a raw Parquet read of those files."""
-        cand = self._candidates(weave_id, tp)
-        paths = [f.path for f in cand]
-        mixed = any(f.weave_id is None for f in cand)
-        cols = (["weave_id"] if mixed and "weave_id" not in columns else []) + list(columns)
-        exact = not mixed and self.only(paths, weave_id, tp)
-        t = self.scan(paths, cols, None if exact else pc.field("timepoint") == pa.scalar(tp, storage.TS))
-        if mixed:
-            t = t.filter(pc.equal(t.column("weave_id"), weave_id))
-        return t.select(list(columns))
+        return self._rows(weave_id, [tp], columns)
 
     def rows_of(self, weave_id: str, tps: list[datetime], columns: list[str]) -> pa.Table:
         """`columns` of every row of `weave_id` at any of the timepoints `tps`, both children, in
         one read of the files that can hold them: those whose timepoint bounds hold one of `tps`
         (a weave extended hourly has a file per run, and a sample of its first, middle and last
         timepoints needs three of them, not every file between)."""
-        if not tps:
-            return pa.schema([self.table.schema.field(c) for c in columns]).empty_table()
-        want = sorted(tps)
-        cand = [f for f in self._of_weave(weave_id) if _holds_one(f, want)]
+        return self._rows(weave_id, tps, columns)
+
+    def _rows(self, weave_id: str, tps: list[datetime], columns: list[str]) -> pa.Table:
+        """The one reader of :meth:`rows_at` and :meth:`rows_of`: the files holding one of `tps`,
+        read unfiltered when their footers prove every row is of `weave_id` at one of `tps`, else
+        filtered on the timepoint (pushed down) and, for files that may hold several weaves, on
+        the weave id after the read (:meth:`scan`)."""
+        want = sorted(set(tps))
+        if not want:
+            return self.scan([], list(columns), None)
+        cand = self._holding(weave_id, want)
+        paths = [f.path for f in cand]
         mixed = any(f.weave_id is None for f in cand)
         cols = (["weave_id"] if mixed and "weave_id" not in columns else []) + list(columns)
-        t = self.scan([f.path for f in cand], cols, pc.field("timepoint").isin(pa.array(tps, storage.TS)))
+        if not mixed and self.only(paths, weave_id, want):
+            expr = None
+        elif len(want) == 1:
+            expr = pc.field("timepoint") == pa.scalar(want[0], storage.TS)
+        else:
+            expr = pc.field("timepoint").isin(pa.array(want, storage.TS))
+        t = self.scan(paths, cols, expr)
         if mixed:
             t = t.filter(pc.equal(t.column("weave_id"), weave_id))
         return t.select(list(columns))
@@ -154,15 +162,9 @@ class WovenTable:
         the (weave_id, timepoint) columns of the other files (files that may hold several weaves
         included), a bounded number of files per read."""
         out: dict[str, set[datetime]] = {w: set() for w in weave_ids}
-        scan: list[str] = []
-        for w in out:
-            for f in self._of_weave(w):
-                groups = self._footer(f.path) if f.weave_id is not None else None
-                if groups is None:
-                    scan.append(f.path)
-                else:
-                    out[w].update(g[1] for g in groups)
-        scan = list(dict.fromkeys(scan))  # a loose file is listed under every weave
+        groups, scan = self._footers_or_scan([f.path for f in self._files_of(out)])
+        for g in groups:
+            out[g[0]].add(g[1])
         want = pa.array(sorted(out), pa.string())
         for n in range(0, len(scan), _HELD_FILES_PER_READ):
             t = self.scan(scan[n:n + _HELD_FILES_PER_READ], ["weave_id", "timepoint"], None)
@@ -180,14 +182,8 @@ class WovenTable:
         whose timepoint min == max is answered from its footer alone; only files with mixed row
         groups (or no usable stats) are scanned. Footers are read once per file (files never change).
         """
-        rows: list[tuple] = []
-        scan: list[str] = []
-        for path in paths:
-            groups = self._footer(path)
-            if groups is None:
-                scan.append(path)
-                continue
-            rows.extend(g for g in groups if g[1] <= at)
+        groups, scan = self._footers_or_scan(paths)
+        rows = [g for g in groups if g[1] <= at]
         cols = ["weave_id", "timepoint", "as_of_seq"]
         out = pa.table({"weave_id": pa.array([r[0] for r in rows], pa.string()),
                         "timepoint": pa.array([r[1] for r in rows], storage.TS),
@@ -196,6 +192,19 @@ class WovenTable:
             more = self.scan(scan, cols, pc.field("timepoint") <= pa.scalar(at, storage.TS))
             out = pa.concat_tables([out, more.select(cols).cast(out.schema)])
         return out
+
+    def _footers_or_scan(self, paths: list[str]) -> tuple[list[tuple], list[str]]:
+        """([(weave_id, timepoint, as_of_seq)] of the row groups of `paths` whose footers answer
+        exactly (:meth:`_footer`), [the other paths, to be read])."""
+        groups: list[tuple] = []
+        scan: list[str] = []
+        for path in paths:
+            g = self._footer(path)
+            if g is None:
+                scan.append(path)
+            else:
+                groups.extend(g)
+        return groups, scan
 
     def _footer(self, path: str) -> list[tuple] | None:
         if path in self._footers:
@@ -207,11 +216,12 @@ class WovenTable:
         self._footers[path] = groups
         return groups
 
-    def only(self, paths: list[str], weave_id: str, tp: datetime) -> bool:
-        """Whether the footers prove every row of `paths` belongs to (`weave_id`, `tp`)."""
+    def only(self, paths: list[str], weave_id: str, tps: list[datetime]) -> bool:
+        """Whether the footers prove every row of `paths` belongs to `weave_id` at one of `tps`."""
+        want = set(tps)
         for path in paths:
             groups = self._footer(path)
-            if groups is None or any(g[0] != weave_id or g[1] != tp for g in groups):
+            if groups is None or any(g[0] != weave_id or g[1] not in want for g in groups):
                 return False
         return True
 
