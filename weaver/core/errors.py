@@ -88,8 +88,10 @@ class CorruptTableError(WeaverError):
 
 
 class UnsupportedTableFeatureError(CorruptTableError):
-    """A Delta table uses a feature the project's readers cannot resolve (column mapping: delta-rs'
-    pyarrow reader reads its data columns as nulls); refused before any row is read or written."""
+    """A Delta table uses a feature the project's readers cannot apply (column mapping: delta-rs'
+    pyarrow reader reads its data columns as nulls; deletion vectors or any other reader feature
+    delta-rs cannot read: deleted rows would come back, or the first read fails); refused before
+    any row is read or written (:func:`weaver.core.storage.check_read_features`)."""
 
 
 class TableNotFoundError(WeaverError, LookupError):

@@ -814,7 +814,8 @@ def check_read_features(dt, name: str = "", uri: str = "") -> None:
     Spark (Delta Spark) reads such tables, but every stage plans or checks through delta-rs, so the
     table is refused as a whole. Called on every open and on every version a kept handle moves to
     (a table can gain either feature by ``ALTER TABLE ... SET TBLPROPERTIES``)."""
-    where = f"Delta table {name or uri or dt.table_uri} at {uri or dt.table_uri}"
+    at = uri or dt.table_uri
+    where = f"Delta table {name} at {at}" if name else f"Delta table at {at}"
     mode = str(dt.metadata().configuration.get("delta.columnMapping.mode", "none")).lower()
     if mode != "none":
         raise UnsupportedTableFeatureError(
