@@ -210,3 +210,38 @@ def test_an_update_that_changes_the_key_deletes_the_old_key(tmp_path):
     assert lake_state(s, times[1]) == {(Decimal(5),): item(5, "a"), (Decimal(2),): item(2, "b")}
     assert lake_state(s, times[2]) == {(Decimal(5),): item(5, "a"), (Decimal(2),): item(2, "b2")}
     assert r.changes_written == 2 + 2 + 1  # inserts; DELETE 1 + PUT 5; PUT 2 (its preimage is no delete)
+
+
+def test_a_column_mapped_source_is_refused_by_name_before_anything_is_read(tmp_path):
+    """delta-rs' change-feed scan refuses column mapping with its own error (once the versions are
+    read); the adapter names the feature when it opens the table, and the lake is left as it was."""
+    import pyarrow as pa
+    from deltalake import DeltaTable, write_deltalake
+
+    from weaver.core.errors import UnsupportedTableFeatureError
+
+    s = load_settings(lake=str(tmp_path / "lake"))
+    mapped = str(tmp_path / "mapped")
+    write_deltalake(mapped, pa.table({"id": [1, 2], "v": ["a", "b"]}),
+                    configuration={"delta.enableChangeDataFeed": "true", "delta.columnMapping.mode": "name"})
+    assert DeltaTable(mapped).metadata().configuration["delta.columnMapping.mode"] == "name"  # the premise
+    with pytest.raises(UnsupportedTableFeatureError, match=r"column mapping \(delta.columnMapping.mode = name\)"):
+        DeltaCDF(mapped, keys="id", name="mapped")
+    assert not storage.is_table(storage.uri_for(s, storage.CHANGELOG))
+
+
+def test_a_source_that_gains_column_mapping_after_it_was_opened_is_refused_at_the_read(spark, tmp_path):
+    from weaver.core.errors import UnsupportedTableFeatureError
+
+    s = load_settings(lake=str(tmp_path / "lake"))
+    uri = str(tmp_path / "src")
+    cdf_table(uri, [(1, "a")])
+    assert ingest(s, DeltaCDF(uri, keys="id", name="src")).new_watermark == "version 0"
+    adapter = DeltaCDF(uri, keys="id", name="src")
+    append(uri, [(2, "b")])
+    spark.sql(f"ALTER TABLE delta.`{uri}` SET TBLPROPERTIES ('delta.minReaderVersion' = '2', "
+              "'delta.minWriterVersion' = '5', 'delta.columnMapping.mode' = 'name')")
+    before, wm = lake_fingerprint(s), load_watermark(s, "delta-cdf:src")
+    with pytest.raises(UnsupportedTableFeatureError, match="column mapping"):
+        ingest(s, adapter)
+    assert lake_fingerprint(s) == before and load_watermark(s, "delta-cdf:src") == wm

@@ -22,7 +22,7 @@ from urllib.parse import unquote
 import pyarrow as pa
 
 from weaver.core import storage
-from weaver.core.errors import CorruptTableError, InvalidParameterError, WeaverError
+from weaver.core.errors import CorruptTableError, InvalidParameterError, UnsupportedTableFeatureError, WeaverError
 from weaver.ingest.base import Batch, Change, Position, Watermark, key_attrs
 from weaver.ingest.errors import MalformedInputError, MissingKeyAttributeError, UnknownEventError, UnorderableKeyError
 from weaver.ingest.keys import encode_key
@@ -65,6 +65,7 @@ class DeltaCDF:
         if str(meta.configuration.get("delta.enableChangeDataFeed", "false")).lower() != "true":
             raise InvalidParameterError(f"{self.uri} does not record a change feed; run ALTER TABLE ... SET TBLPROPERTIES "
                                         "(delta.enableChangeDataFeed = true) and ingest the versions after it")
+        self._check_column_mapping(meta)
         for k in self.keys:
             if k not in cols:
                 raise MissingKeyAttributeError(f"{self.uri}: the table has no key column {k!r} (columns: {cols})")
@@ -80,6 +81,19 @@ class DeltaCDF:
             if not DeltaTable.is_deltatable(self.uri, storage_options=opts):
                 raise InvalidParameterError(f"no Delta table at {self.uri}")
             return DeltaTable(self.uri, storage_options=opts)
+
+    def _check_column_mapping(self, meta) -> None:
+        """Refuse a column-mapped source by name, before anything is read: delta-rs' change-feed
+        scan does not resolve column mapping (it refuses with its own error), whatever the versions
+        asked. Not :func:`weaver.core.storage.check_read_features`: the change feed of a source
+        with deletion vectors reads right (each deleted row is a ``delete`` change)."""
+        mode = str(meta.configuration.get("delta.columnMapping.mode", "none")).lower()
+        if mode != "none":
+            raise UnsupportedTableFeatureError(
+                f"{self.uri}: the source Delta table uses column mapping (delta.columnMapping.mode = {mode}), "
+                "and its change feed cannot be read without Spark; ingest a copy without column mapping "
+                "(CREATE TABLE ... TBLPROPERTIES (delta.enableChangeDataFeed = true) AS SELECT ...: its feed "
+                "starts at the copy) or export the feed as Debezium events (weaver ingest --source debezium)")
 
     @contextmanager
     def _reading(self, what: str) -> Iterator[None]:
@@ -106,6 +120,7 @@ class DeltaCDF:
         with self._reading("read"):
             self.dt.update_incremental()
             latest = self.dt.version()
+            self._check_column_mapping(self.dt.metadata())  # the table may have gained it since opened
         start = self.starting_version if self.starting_version is not None else (since.pos[0] + 1 if since else 0)
         end = self.ending_version if self.ending_version is not None else latest
         if end > latest or start < 0 or end < 0:
