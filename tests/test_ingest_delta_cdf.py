@@ -214,20 +214,35 @@ def test_an_update_that_changes_the_key_deletes_the_old_key(tmp_path):
 
 def test_a_column_mapped_source_is_refused_by_name_before_anything_is_read(tmp_path):
     """delta-rs' change-feed scan refuses column mapping with its own error (once the versions are
-    read); the adapter names the feature when it opens the table, and the lake is left as it was."""
+    read); the adapter names the feature when it opens the table: `weaver ingest` exits 2 with the
+    error's name and leaves a lake that already holds another source's changes as it was."""
+    import json
+
     import pyarrow as pa
     from deltalake import DeltaTable, write_deltalake
+    from typer.testing import CliRunner
 
+    from weaver.cli import app
     from weaver.core.errors import UnsupportedTableFeatureError
 
-    s = load_settings(lake=str(tmp_path / "lake"))
+    lake = str(tmp_path / "lake")
+    s = load_settings(lake=lake)
+    plain = str(tmp_path / "plain")
+    cdf_table(plain, [(1, "a")])
+    assert ingest(s, DeltaCDF(plain, keys="id", name="plain")).changes_written == 1
     mapped = str(tmp_path / "mapped")
     write_deltalake(mapped, pa.table({"id": [1, 2], "v": ["a", "b"]}),
                     configuration={"delta.enableChangeDataFeed": "true", "delta.columnMapping.mode": "name"})
     assert DeltaTable(mapped).metadata().configuration["delta.columnMapping.mode"] == "name"  # the premise
     with pytest.raises(UnsupportedTableFeatureError, match=r"column mapping \(delta.columnMapping.mode = name\)"):
         DeltaCDF(mapped, keys="id", name="mapped")
-    assert not storage.is_table(storage.uri_for(s, storage.CHANGELOG))
+    before = lake_fingerprint(s)
+    res = CliRunner().invoke(app, ["ingest", "--source", "delta-cdf", "--input", mapped, "--keys", "id",
+                                   "--lake", lake, "--json"])
+    assert res.exit_code == 2, res.output
+    err = json.loads(res.stdout.strip().splitlines()[-1])
+    assert err["error"] == "UnsupportedTableFeatureError" and "column mapping" in err["message"]
+    assert lake_fingerprint(s) == before
 
 
 def test_a_source_that_gains_column_mapping_after_it_was_opened_is_refused_at_the_read(spark, tmp_path):
