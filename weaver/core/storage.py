@@ -799,6 +799,12 @@ def open_table(uri: str, name: str = "", version: int | None = None):
 READABLE_FEATURES = frozenset({"timestampNtz", "variantType", "variantType-preview"})
 
 
+def column_mapping_mode(metadata) -> str | None:
+    """A Delta table's column-mapping mode (``name`` or ``id``) from its metadata, None without one."""
+    mode = str(metadata.configuration.get("delta.columnMapping.mode", "none")).lower()
+    return None if mode == "none" else mode
+
+
 def check_read_features(dt, name: str = "", uri: str = "") -> None:
     """Refuse a table version whose rows the readers here would get wrong, before any row is read
     or written: UnsupportedTableFeatureError naming the feature and the way out.
@@ -816,8 +822,8 @@ def check_read_features(dt, name: str = "", uri: str = "") -> None:
     (a table can gain either feature by ``ALTER TABLE ... SET TBLPROPERTIES``)."""
     at = uri or dt.table_uri
     where = f"Delta table {name} at {at}" if name else f"Delta table at {at}"
-    mode = str(dt.metadata().configuration.get("delta.columnMapping.mode", "none")).lower()
-    if mode != "none":
+    mode = column_mapping_mode(dt.metadata())
+    if mode is not None:
         raise UnsupportedTableFeatureError(
             f"{where} uses column mapping (delta.columnMapping.mode = {mode}): the readers here would read its "
             "data columns as nulls, so it is refused; rewrite it without column mapping (CREATE TABLE ... AS "

@@ -87,8 +87,8 @@ class DeltaCDF:
         scan does not resolve column mapping (it refuses with its own error), whatever the versions
         asked. Not :func:`weaver.core.storage.check_read_features`: the change feed of a source
         with deletion vectors reads right (each deleted row is a ``delete`` change)."""
-        mode = str(meta.configuration.get("delta.columnMapping.mode", "none")).lower()
-        if mode != "none":
+        mode = storage.column_mapping_mode(meta)
+        if mode is not None:
             raise UnsupportedTableFeatureError(
                 f"{self.uri}: the source Delta table uses column mapping (delta.columnMapping.mode = {mode}), "
                 "and its change feed cannot be read without Spark; ingest a copy without column mapping "

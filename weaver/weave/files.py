@@ -89,11 +89,6 @@ class WovenTable:
             cand = [f for f in cand if f.tp_hi is None or f.tp_hi + _MS >= floor]
         return [f.path for f in cand]
 
-    def files_for(self, weave_id: str, tp: datetime) -> list[str]:
-        """Files that can hold rows of (`weave_id`, `tp`) (bounds widened by a millisecond): the
-        files :meth:`rows_at` reads."""
-        return [f.path for f in self._holding(weave_id, [tp])]
-
     def _holding(self, weave_id: str, tps: list[datetime]) -> list[_File]:
         """The files of `weave_id` whose timepoint bounds hold one of the sorted `tps`, in the
         table's file order."""
@@ -121,9 +116,9 @@ class WovenTable:
         return [self.files[i] for i in pos]
 
     def rows_at(self, weave_id: str, tp: datetime, columns: list[str]) -> pa.Table:
-        """`columns` of every row of (`weave_id`, `tp`), both children, read from the files that
-        can hold them (:meth:`files_for`); unfiltered when their footers prove they hold nothing
-        else (:meth:`only`), the same work as a raw Parquet read of those files."""
+        """`columns` of every row of (`weave_id`, `tp`), both children, read from the files whose
+        timepoint bounds (widened by a millisecond) hold `tp`; unfiltered when their footers prove
+        they hold nothing else (:meth:`only`), the same work as a raw Parquet read of those files."""
         return self._rows(weave_id, [tp], columns)
 
     def rows_of(self, weave_id: str, tps: list[datetime], columns: list[str]) -> pa.Table:
