@@ -9,6 +9,9 @@ Inputs, N changes each on 20% distinct-key reuse, built once per run:
 * delta-cdf: a delta-rs table with ``delta.enableChangeDataFeed = true``: N/2 inserted rows in 5
   commits, then a MERGE updating N/4 and a DELETE of N/4 (CDC files). Reference: pyarrow reads of
   every Parquet file the change feed of those versions is made of (data and ``_change_data``).
+* delta-cdf-mapped: the same table with column mapping (``delta.columnMapping.mode = name``), whose
+  feed the adapter reads from the log (``weaver.ingest.delta_log``; delta-rs' ``load_cdf`` refuses
+  it). Reference: the same pyarrow reads of its files.
 
 Each repeat ingests into a fresh copy of the base lake (copy not timed) through
 ``weaver.ingest.ingest`` (parse, key encoding, item images, seq/ts/partition, validation, the
@@ -120,16 +123,17 @@ def build_debezium(root: Path, n: int) -> Path:
     return path
 
 
-def build_delta(root: Path, n: int) -> str:
+def build_delta(root: Path, n: int, mapped: bool = False) -> str:
     from deltalake import DeltaTable, write_deltalake
 
-    uri = str(root / "orders")
+    uri = str(root / ("orders-mapped" if mapped else "orders"))
+    conf = {"delta.enableChangeDataFeed": "true", **({"delta.columnMapping.mode": "name"} if mapped else {})}
     half = n // 2
     for c in range(5):
         lo, hi = c * half // 5, (c + 1) * half // 5
         t = pa.table({"id": pa.array(range(lo, hi), pa.int64()), "sku": [f"sku-{i}" for i in range(lo, hi)],
                       "qty": pa.array(range(lo, hi), pa.int64())})
-        write_deltalake(uri, t, mode="append", configuration={"delta.enableChangeDataFeed": "true"} if c == 0 else None)
+        write_deltalake(uri, t, mode="append", configuration=conf if c == 0 else None)
     upd = pa.table({"id": pa.array(range(0, half, 2), pa.int64()), "sku": [f"new-{i}" for i in range(0, half, 2)],
                     "qty": pa.array(range(0, half, 2), pa.int64())})
     (DeltaTable(uri).merge(upd, "t.id = s.id", source_alias="s", target_alias="t")
@@ -188,6 +192,7 @@ def main() -> None:
         inc, dlake, _ = build_dynamodb(work / "ddb", n)
         events = build_debezium(work, n)
         delta = build_delta(work, n)
+        mapped = build_delta(work, n, mapped=True)
         build_s = time.perf_counter() - t0
         cases = {
             "dynamodb-export": run_case("ddb", lambda: DynamoDBExport(inc, keys="pk"), dlake,
@@ -196,6 +201,8 @@ def main() -> None:
                                  lambda: ref_json([events]), repeats, work),
             "delta-cdf": run_case("cdf", lambda: DeltaCDF(delta, keys="id"), None, lambda: ref_delta(delta),
                                   repeats, work),
+            "delta-cdf-mapped": run_case("cdfm", lambda: DeltaCDF(mapped, keys="id"), None, lambda: ref_delta(mapped),
+                                         repeats, work),
         }
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     result = {

@@ -212,18 +212,18 @@ def test_an_update_that_changes_the_key_deletes_the_old_key(tmp_path):
     assert r.changes_written == 2 + 2 + 1  # inserts; DELETE 1 + PUT 5; PUT 2 (its preimage is no delete)
 
 
-def test_a_column_mapped_source_is_refused_by_name_before_anything_is_read(tmp_path):
-    """delta-rs' change-feed scan refuses column mapping with its own error (once the versions are
-    read); the adapter names the feature when it opens the table: `weaver ingest` exits 2 with the
-    error's name and leaves a lake that already holds another source's changes as it was."""
+def test_a_column_mapped_source_written_by_delta_rs_is_read(tmp_path):
+    """delta-rs' change-feed scan refuses column mapping; the adapter reads such a table from its log
+    (`weaver.ingest.delta_log`): `weaver ingest` exits 0 and the lake holds the rows written, beside
+    another source's changes."""
     import json
 
     import pyarrow as pa
+    import pyarrow.parquet as pq
     from deltalake import DeltaTable, write_deltalake
     from typer.testing import CliRunner
 
     from weaver.cli import app
-    from weaver.core.errors import UnsupportedTableFeatureError
 
     lake = str(tmp_path / "lake")
     s = load_settings(lake=lake)
@@ -231,23 +231,76 @@ def test_a_column_mapped_source_is_refused_by_name_before_anything_is_read(tmp_p
     cdf_table(plain, [(1, "a")])
     assert ingest(s, DeltaCDF(plain, keys="id", name="plain")).changes_written == 1
     mapped = str(tmp_path / "mapped")
-    write_deltalake(mapped, pa.table({"id": [1, 2], "v": ["a", "b"]}),
+    write_deltalake(mapped, pa.table({"id": [10, 11], "v": ["a", "b"]}),
                     configuration={"delta.enableChangeDataFeed": "true", "delta.columnMapping.mode": "name"})
-    assert DeltaTable(mapped).metadata().configuration["delta.columnMapping.mode"] == "name"  # the premise
-    with pytest.raises(UnsupportedTableFeatureError, match=r"column mapping \(delta.columnMapping.mode = name\)"):
-        DeltaCDF(mapped, keys="id", name="mapped")
-    before = lake_fingerprint(s)
+    write_deltalake(mapped, pa.table({"id": [12], "v": ["c"]}), mode="append")
+    DeltaTable(mapped).delete("id = 10")
+    dt = DeltaTable(mapped)
+    assert dt.metadata().configuration["delta.columnMapping.mode"] == "name"  # the premise: physical names
+    files = [f for f in dt.file_uris()]
+    assert all(n.startswith("col-") for f in files for n in pq.read_schema(f).names)
     res = CliRunner().invoke(app, ["ingest", "--source", "delta-cdf", "--input", mapped, "--keys", "id",
                                    "--lake", lake, "--json"])
-    assert res.exit_code == 2, res.output
-    err = json.loads(res.stdout.strip().splitlines()[-1])
-    assert err["error"] == "UnsupportedTableFeatureError" and "column mapping" in err["message"]
-    assert lake_fingerprint(s) == before
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout.strip().splitlines()[-1])["new_watermark"] == "version 2"
+    assert lake_state(s, datetime.now(timezone.utc)) == {
+        (Decimal(1),): item(1, "a"), (Decimal(11),): item(11, "b"), (Decimal(12),): item(12, "c")}
 
 
-def test_a_source_that_gains_column_mapping_after_it_was_opened_is_refused_at_the_read(spark, tmp_path):
-    from weaver.core.errors import UnsupportedTableFeatureError
+def test_the_log_reader_gives_delta_rs_change_feed_of_a_plain_table(tmp_path):
+    """On a table without column mapping both readers apply: the log reader's rows (update pre- and
+    postimages from change data files, deletes, appends) are delta-rs' ``load_cdf`` rows."""
+    import pyarrow as pa
+    from deltalake import DeltaTable, write_deltalake
 
+    from weaver.ingest.delta_log import ChangeFeed
+
+    uri = str(tmp_path / "plain")
+    cdf_table(uri, [(1, "a"), (2, "b"), (3, "c")])
+    DeltaTable(uri).update(predicate="id = 2", updates={"v": "'bb'"})
+    DeltaTable(uri).delete("id = 3")
+    append(uri, [(4, "d")])
+    src = pa.table({"id": [1, 5], "v": ["aa", "e"]})
+    (DeltaTable(uri).merge(src, "t.id = s.id", source_alias="s", target_alias="t")
+     .when_matched_update_all().when_not_matched_insert_all().execute())
+    ref = pa.table(DeltaTable(uri).load_cdf(starting_version=0, ending_version=4).read_all())
+
+    def norm(rows):
+        return sorted((r["_commit_version"], r["_change_type"], r["id"], r["v"],
+                       r["_commit_timestamp"].replace(tzinfo=None)) for r in rows)
+
+    mine = [r for t in ChangeFeed(uri).read(0, 4) for r in t.to_pylist()]
+    assert {r[1] for r in norm(ref.to_pylist())} == {"insert", "update_preimage", "update_postimage", "delete"}
+    assert norm(mine) == norm(ref.to_pylist())
+    assert norm(r for t in ChangeFeed(uri).read(2, 3) for r in t.to_pylist()) == [
+        r for r in norm(ref.to_pylist()) if r[0] in (2, 3)]
+
+
+def test_nested_columns_of_a_mapped_table_keep_their_values_and_nulls(tmp_path):
+    """Physical names at every level (a list of structs, a map of structs, a struct), with nulls at
+    every level: the log reader's rows are the rows written."""
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    from weaver.ingest.delta_log import ChangeFeed
+
+    uri = str(tmp_path / "nested")
+    st = pa.struct([("a", pa.int32()), ("b", pa.string())])
+    written = pa.table({
+        "id": pa.array([1, 2, 3], pa.int64()),
+        "l": pa.array([[{"a": 1, "b": "x"}, None], None, []], pa.list_(st)),
+        "m": pa.array([[("k", {"a": 2, "b": "y"})], None, [("z", None)]], pa.map_(pa.string(), st)),
+        "s": pa.array([{"a": 5, "b": None}, None, {"a": None, "b": "q"}], st)})
+    write_deltalake(uri, written, configuration={"delta.enableChangeDataFeed": "true",
+                                                 "delta.columnMapping.mode": "name"})
+    (got,) = ChangeFeed(uri).read(0, 0)
+    assert got.select(written.column_names).to_pylist() == written.to_pylist()
+    assert set(got.column("_change_type").to_pylist()) == {"insert"}
+
+
+def test_a_source_that_gains_column_mapping_after_it_was_opened_is_read_across_it(spark, tmp_path):
+    """An adapter opened before the table gained column mapping (and a rename) reads the versions
+    after it: the rows before the rename keep the old column name, those after carry the new one."""
     s = load_settings(lake=str(tmp_path / "lake"))
     uri = str(tmp_path / "src")
     cdf_table(uri, [(1, "a")])
@@ -256,7 +309,11 @@ def test_a_source_that_gains_column_mapping_after_it_was_opened_is_refused_at_th
     append(uri, [(2, "b")])
     spark.sql(f"ALTER TABLE delta.`{uri}` SET TBLPROPERTIES ('delta.minReaderVersion' = '2', "
               "'delta.minWriterVersion' = '5', 'delta.columnMapping.mode' = 'name')")
-    before, wm = lake_fingerprint(s), load_watermark(s, "delta-cdf:src")
-    with pytest.raises(UnsupportedTableFeatureError, match="column mapping"):
-        ingest(s, adapter)
-    assert lake_fingerprint(s) == before and load_watermark(s, "delta-cdf:src") == wm
+    spark.sql(f"ALTER TABLE delta.`{uri}` RENAME COLUMN v TO w")
+    spark.sql(f"INSERT INTO delta.`{uri}` VALUES (3, 'c')")
+    spark.sql(f"UPDATE delta.`{uri}` SET w = 'aa' WHERE id = 1")
+    r = ingest(s, adapter)
+    assert r.new_watermark == "version 5" and r.changes_written == 3
+    assert lake_state(s, datetime.now(timezone.utc)) == {
+        (Decimal(1),): {"id": {"N": "1"}, "w": {"S": "aa"}}, (Decimal(2),): item(2, "b"),
+        (Decimal(3),): {"id": {"N": "3"}, "w": {"S": "c"}}}

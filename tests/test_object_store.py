@@ -497,6 +497,29 @@ def test_ingest_writes_into_an_s3_lake(s3, tmp_path):
     assert _table(storage.uri_for(s, storage.CHANGELOG), storage.CHANGELOG, ["seq"]) == log
     assert not Path("s3:").exists()
 
+def test_a_column_mapped_delta_cdf_source_in_the_bucket_is_read_from_its_log(s3, tmp_path):
+    """A column-mapped Delta table in the bucket (its feed read from its log and files through the
+    object store, weaver.ingest.delta_log) ingested into a local lake: the rows written, by hand."""
+    from deltalake import DeltaTable, write_deltalake
+
+    from tests.ingest_helpers import lake_state
+    from weaver.core.settings import load_settings
+    from weaver.ingest import ingest
+    from weaver.ingest.delta_cdf import DeltaCDF
+
+    src = f"s3://{BUCKET}/mapped-src"
+    opts = storage.options(src)
+    write_deltalake(src, pa.table({"id": [1, 2, 3], "v": ["a", "b", "c"]}), storage_options=opts,
+                    configuration={"delta.enableChangeDataFeed": "true", "delta.columnMapping.mode": "name"})
+    DeltaTable(src, storage_options=opts).update(predicate="id = 2", updates={"v": "'bb'"})
+    DeltaTable(src, storage_options=opts).delete("id = 3")
+    s = load_settings(lake=str(tmp_path / "lake"))
+    r = ingest(s, DeltaCDF(src, keys="id", name="mapped"))
+    assert r.new_watermark == "version 2" and r.changes_written == 5
+    assert lake_state(s, datetime.now(timezone.utc)) == {
+        (1,): {"id": {"N": "1"}, "v": {"S": "a"}}, (2,): {"id": {"N": "2"}, "v": {"S": "bb"}}}
+
+
 # --- fast checks, no server ------------------------------------------------------------------------
 def _closed_port_settings(**kw):
     from weaver.core.settings import Settings

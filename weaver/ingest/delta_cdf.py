@@ -1,4 +1,6 @@
-"""Delta Change Data Feed, read through delta-rs (``DeltaTable.load_cdf``), no JVM.
+"""Delta Change Data Feed, read through delta-rs (``DeltaTable.load_cdf``), no JVM; a table with column
+mapping (whose feed ``load_cdf`` refuses) or deletion vectors (whose feed it gets wrong where a removed
+file carries one) is read from its log and files by :mod:`weaver.ingest.delta_log`.
 
 Rows carry ``_change_type`` (insert, update_preimage, update_postimage, delete),
 ``_commit_version`` and ``_commit_timestamp``. insert / update_postimage -> PUT of the row image,
@@ -22,8 +24,9 @@ from urllib.parse import unquote
 import pyarrow as pa
 
 from weaver.core import storage
-from weaver.core.errors import CorruptTableError, InvalidParameterError, UnsupportedTableFeatureError, WeaverError
+from weaver.core.errors import CorruptTableError, InvalidParameterError, WeaverError
 from weaver.ingest.base import Batch, Change, Position, Watermark, key_attrs
+from weaver.ingest.delta_log import ChangeFeed
 from weaver.ingest.errors import MalformedInputError, MissingKeyAttributeError, UnknownEventError, UnorderableKeyError
 from weaver.ingest.keys import encode_key
 from weaver.ingest.values import encode_row
@@ -65,7 +68,6 @@ class DeltaCDF:
         if str(meta.configuration.get("delta.enableChangeDataFeed", "false")).lower() != "true":
             raise InvalidParameterError(f"{self.uri} does not record a change feed; run ALTER TABLE ... SET TBLPROPERTIES "
                                         "(delta.enableChangeDataFeed = true) and ingest the versions after it")
-        self._check_column_mapping(meta)
         for k in self.keys:
             if k not in cols:
                 raise MissingKeyAttributeError(f"{self.uri}: the table has no key column {k!r} (columns: {cols})")
@@ -81,19 +83,6 @@ class DeltaCDF:
             if not DeltaTable.is_deltatable(self.uri, storage_options=opts):
                 raise InvalidParameterError(f"no Delta table at {self.uri}")
             return DeltaTable(self.uri, storage_options=opts)
-
-    def _check_column_mapping(self, meta) -> None:
-        """Refuse a column-mapped source by name, before anything is read: delta-rs' change-feed
-        scan does not resolve column mapping (it refuses with its own error), whatever the versions
-        asked. Not :func:`weaver.core.storage.check_read_features`: the change feed of a source
-        with deletion vectors reads right (each deleted row is a ``delete`` change)."""
-        mode = storage.column_mapping_mode(meta)
-        if mode is not None:
-            raise UnsupportedTableFeatureError(
-                f"{self.uri}: the source Delta table uses column mapping (delta.columnMapping.mode = {mode}), "
-                "and its change feed cannot be read without Spark; ingest a copy without column mapping "
-                "(CREATE TABLE ... TBLPROPERTIES (delta.enableChangeDataFeed = true) AS SELECT ...: its feed "
-                "starts at the copy) or export the feed as Debezium events (weaver ingest --source debezium)")
 
     @contextmanager
     def _reading(self, what: str) -> Iterator[None]:
@@ -120,7 +109,7 @@ class DeltaCDF:
         with self._reading("read"):
             self.dt.update_incremental()
             latest = self.dt.version()
-            self._check_column_mapping(self.dt.metadata())  # the table may have gained it since opened
+            by_log = self._needs_log_reader()  # the table may have gained a feature since opened
         start = self.starting_version if self.starting_version is not None else (since.pos[0] + 1 if since else 0)
         end = self.ending_version if self.ending_version is not None else latest
         if end > latest or start < 0 or end < 0:
@@ -135,52 +124,81 @@ class DeltaCDF:
             return Batch(source=self.source, changes=[], start=since.pos, end=since.pos,
                          complete_to=now if end == latest else since.complete_to,
                          fingerprint=f"delta-cdf:{self.location}@{end}:idle", records_read=0, identity=self.identity)
-        try:
-            rows = pa.table(self.dt.load_cdf(starting_version=start, ending_version=end).read_all())
-        except Exception as exc:  # noqa: BLE001 - delta-rs raises generic errors for missing CDC files
-            raise MalformedInputError(f"{self.uri}: change feed of versions {start}..{end} cannot be read "
-                                      f"({_detail(exc)}); was CDF enabled then, or were those versions vacuumed?") from exc
-        data_cols = [c for c in rows.column_names if c not in META]
+        parts = self._feed(start, end, by_log)
         out: list[tuple[int, int, str, Change]] = []
         seen: dict[tuple[int, int, str], bool] = {}
         pre: dict[tuple[int, str], datetime] = {}  # (version, key) of update preimages -> commit time
-        for r in rows.to_pylist():
-            ctype, v = r["_change_type"], int(r["_commit_version"])
-            where = f"{self.uri} version {v}"
-            if ctype != "update_preimage" and ctype not in _RANK:
-                raise UnknownEventError(f"{where}: unknown _change_type {ctype!r}")
-            kv = [r[k] for k in self.keys]
-            try:
-                key = encode_key(kv)
-            except UnorderableKeyError as exc:
-                raise UnorderableKeyError(f"{where}: {exc}") from exc
-            slot = (v, -1, key) if ctype == "update_preimage" else (v, _RANK[ctype], key)
-            if slot in seen:
-                raise MalformedInputError(f"{where}: key {kv} changes twice in one commit; the key columns "
-                                          f"{self.keys} do not identify a row")
-            seen[slot] = True
-            ts = r["_commit_timestamp"]
-            ts = ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
-            if ctype == "update_preimage":
-                pre[(v, key)] = ts
-                continue
-            if ctype == "delete":
-                ch = Change((v,), key, "DELETE", None, ts)
-            else:
-                ch = Change((v,), key, "PUT", encode_row({c: r[c] for c in data_cols}), ts)
-            out.append((v, _RANK[ctype], key, ch))
+        for rows in parts:
+            data_cols = [c for c in rows.column_names if c not in META]
+            for k in self.keys:
+                if k not in data_cols:
+                    raise MissingKeyAttributeError(f"{self.uri}: the change feed of versions {start}..{end} has no key "
+                                                   f"column {k!r} (columns: {data_cols})")
+            for r in rows.to_pylist():
+                self._take(r, data_cols, out, seen, pre)
         # An update that changed the key: its preimage's key has no row image in that commit, so
         # the old key is gone (a DELETE, ordered with the commit's deletes, before its puts).
         for (v, key), ts in pre.items():
             if (v, 1, key) not in seen and (v, 0, key) not in seen:
                 out.append((v, 0, key, Change((v,), key, "DELETE", None, ts)))
+        records = sum(t.num_rows for t in parts)
         if progress:
-            progress(rows.num_rows)
+            progress(records)
         out.sort(key=lambda t: t[:3])
         complete_to = now if end == latest else self._commit_time(end)
         return Batch(source=self.source, changes=[c for *_, c in out], start=(start,), end=(end,),
                      complete_to=complete_to, fingerprint=self._fingerprint(start, end, since),
-                     records_read=rows.num_rows, identity=self.identity)
+                     records_read=records, identity=self.identity)
+
+    def _needs_log_reader(self) -> bool:
+        """Column mapping (delta-rs' ``load_cdf`` refuses it) or deletion vectors (``load_cdf`` reads a
+        removed file that carries one wrongly: the rows the vector deleted come back as deletes,
+        the file's live rows are missed) send the feed to :class:`ChangeFeed`."""
+        return (storage.column_mapping_mode(self.dt.metadata()) is not None
+                or "deletionVectors" in (self.dt.protocol().reader_features or ()))
+
+    def _feed(self, start: int, end: int, by_log: bool) -> list[pa.Table]:
+        """Versions start..end of the change feed: delta-rs' ``load_cdf``, or :class:`ChangeFeed` (one
+        table per version, each under that version's schema) for a table :meth:`_needs_log_reader`
+        names, and for one ``load_cdf`` refuses for column mapping (mapped in the range, not now)."""
+        try:
+            if not by_log:
+                try:
+                    return [pa.table(self.dt.load_cdf(starting_version=start, ending_version=end).read_all())]
+                except Exception as exc:  # noqa: BLE001 - delta-rs raises generic errors
+                    if "column mapping" not in str(exc).lower():
+                        raise
+            return ChangeFeed(self.uri, storage.options(self.uri)).read(start, end)
+        except WeaverError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - delta-rs raises generic errors for missing CDC files
+            raise MalformedInputError(f"{self.uri}: change feed of versions {start}..{end} cannot be read "
+                                      f"({_detail(exc)}); was CDF enabled then, or were those versions vacuumed?") from exc
+
+    def _take(self, r: dict, data_cols: list[str], out: list, seen: dict, pre: dict) -> None:
+        """One feed row into `out` (see the module's rules); `seen` and `pre` as in :meth:`read`."""
+        ctype, v = r["_change_type"], int(r["_commit_version"])
+        where = f"{self.uri} version {v}"
+        if ctype != "update_preimage" and ctype not in _RANK:
+            raise UnknownEventError(f"{where}: unknown _change_type {ctype!r}")
+        kv = [r[k] for k in self.keys]
+        try:
+            key = encode_key(kv)
+        except UnorderableKeyError as exc:
+            raise UnorderableKeyError(f"{where}: {exc}") from exc
+        slot = (v, -1, key) if ctype == "update_preimage" else (v, _RANK[ctype], key)
+        if slot in seen:
+            raise MalformedInputError(f"{where}: key {kv} changes twice in one commit; the key columns "
+                                      f"{self.keys} do not identify a row")
+        seen[slot] = True
+        ts = r["_commit_timestamp"]
+        ts = ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
+        if ctype == "update_preimage":
+            pre[(v, key)] = ts
+        elif ctype == "delete":
+            out.append((v, _RANK[ctype], key, Change((v,), key, "DELETE", None, ts)))
+        else:
+            out.append((v, _RANK[ctype], key, Change((v,), key, "PUT", encode_row({c: r[c] for c in data_cols}), ts)))
 
     def _fingerprint(self, start: int, end: int, since: Optional[Watermark]) -> str:
         """The input's identity: the table's normalised location and the version range, so the same
