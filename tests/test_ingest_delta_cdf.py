@@ -298,6 +298,32 @@ def test_nested_columns_of_a_mapped_table_keep_their_values_and_nulls(tmp_path):
     assert set(got.column("_change_type").to_pylist()) == {"insert"}
 
 
+def test_a_mapped_source_whose_older_commits_were_cleaned_up_reads_on_from_its_checkpoint(tmp_path):
+    """The lake holds versions 0-2; the source then checkpoints at 3 and its log clean-up removes
+    commits 0-2: the next ingest (versions 3-4) needs nothing before version 3."""
+    import os
+
+    import pyarrow as pa
+    from deltalake import DeltaTable, write_deltalake
+
+    uri = str(tmp_path / "src")
+    write_deltalake(uri, pa.table({"id": [1], "v": ["a"]}),
+                    configuration={"delta.enableChangeDataFeed": "true", "delta.columnMapping.mode": "name"})
+    append(uri, [(2, "b")])
+    append(uri, [(3, "c")])
+    s = load_settings(lake=str(tmp_path / "lake"))
+    assert ingest(s, DeltaCDF(uri, keys="id", name="src")).new_watermark == "version 2"
+    append(uri, [(4, "d")])
+    DeltaTable(uri).create_checkpoint()
+    for v in range(3):
+        os.remove(os.path.join(uri, "_delta_log", f"{v:020d}.json"))
+    append(uri, [(5, "e")])
+    r = ingest(s, DeltaCDF(uri, keys="id", name="src"))
+    assert r.new_watermark == "version 4" and r.changes_written == 2
+    assert lake_state(s, datetime.now(timezone.utc)) == {(Decimal(i),): item(i, v) for i, v in
+                                                         [(1, "a"), (2, "b"), (3, "c"), (4, "d"), (5, "e")]}
+
+
 def test_a_source_that_gains_column_mapping_after_it_was_opened_is_read_across_it(spark, tmp_path):
     """An adapter opened before the table gained column mapping (and a rename) reads the versions
     after it: the rows before the rename keep the old column name, those after carry the new one."""

@@ -146,12 +146,11 @@ class ChangeFeed:
     def _versions(self, start: int, end: int):
         from deltalake import DeltaTable, Schema
 
-        if start > 0:
-            dt = DeltaTable(self.uri, version=start - 1, storage_options=self.options)
-            meta = dt.metadata()
-            schema, conf, parts = pa.schema(dt.schema().to_arrow()), dict(meta.configuration), tuple(meta.partition_columns)
-        else:
-            schema, conf, parts = None, {}, ()
+        # The metadata in force at `start` (its own commit's included, applied again below to the
+        # same effect): loadable from a checkpoint at `start` when the commits before it are cleaned up.
+        dt = DeltaTable(self.uri, version=start, storage_options=self.options)
+        meta = dt.metadata()
+        schema, conf, parts = pa.schema(dt.schema().to_arrow()), dict(meta.configuration), tuple(meta.partition_columns)
         for v in range(start, end + 1):
             actions = self._commit(v)
             for a in actions:
@@ -159,8 +158,6 @@ class ChangeFeed:
                     m = a["metaData"]
                     schema = pa.schema(Schema.from_json(m["schemaString"]).to_arrow())
                     conf, parts = dict(m.get("configuration") or {}), tuple(m.get("partitionColumns") or ())
-            if schema is None:
-                raise MalformedInputError(f"{self.uri} version {v}: no table metadata before it")
             if str(conf.get("delta.enableChangeDataFeed", "false")).lower() != "true":
                 raise MalformedInputError(f"{self.uri} version {v}: the table did not record a change feed then "
                                           "(delta.enableChangeDataFeed was not true); ingest from a later version")
