@@ -218,6 +218,71 @@ def test_every_spark_operation_on_a_table_with_deletion_vectors_gives_spark_feed
     assert sum(n for k, n in want.items() if k[-1] == 8) == 14  # the premise: the overwrite deleted 13 rows
 
 
+def test_a_shallow_clone_reads_its_source_files_by_their_absolute_uris(spark, tmp_path):
+    """A shallow clone's log names its source's files by absolute, URI-encoded paths (``file:/...``;
+    here a folder with a space): the clone's feed is Spark's."""
+    src, dst = str(tmp_path / "source dir"), str(tmp_path / "clone")
+    spark.sql(f"CREATE TABLE delta.`{src}` (id INT, v STRING) USING delta TBLPROPERTIES "
+              "(delta.enableChangeDataFeed = true, delta.columnMapping.mode = 'name')")
+    spark.sql(f"INSERT INTO delta.`{src}` VALUES (1, 'a'), (2, 'b')")
+    spark.sql(f"CREATE TABLE delta.`{dst}` SHALLOW CLONE delta.`{src}` TBLPROPERTIES (delta.enableChangeDataFeed = true)")
+    spark.sql(f"DELETE FROM delta.`{dst}` WHERE id = 1")
+    import json
+    from pathlib import Path
+
+    adds = [json.loads(line)["add"]["path"] for line in Path(dst, "_delta_log", f"{0:020d}.json").read_text().splitlines()
+            if '"add"' in line]
+    assert adds and all(p.startswith("file:") and "%20" in p for p in adds)  # the premise
+    cols = ("id", "v", "_change_type", "_commit_version")
+    assert feed_rows(ChangeFeed(dst).read(0, 1), cols) == spark_feed(spark, dst, 0, 1, cols) == Counter(
+        {(1, "a", "insert", 0): 1, (2, "b", "insert", 0): 1, (1, "a", "delete", 1): 1})
+
+
+def test_a_plain_shallow_clone_whose_log_delta_rs_cannot_parse_is_ingested(spark, tmp_path):
+    """No column mapping, no deletion vectors: delta-rs opens a Spark shallow clone but cannot parse
+    its clone commit for the feed or the history; the adapter falls back to the log. A range below
+    the latest version takes its complete_to from that version's commit."""
+    from deltalake import DeltaTable
+
+    src, dst = str(tmp_path / "source"), str(tmp_path / "clone")
+    spark.sql(f"CREATE TABLE delta.`{src}` (id INT, v STRING) USING delta TBLPROPERTIES "
+              "(delta.enableChangeDataFeed = true)")
+    spark.sql(f"INSERT INTO delta.`{src}` VALUES (1, 'a'), (2, 'b')")
+    spark.sql(f"CREATE TABLE delta.`{dst}` SHALLOW CLONE delta.`{src}` TBLPROPERTIES (delta.enableChangeDataFeed = true)")
+    spark.sql(f"UPDATE delta.`{dst}` SET v = 'bb' WHERE id = 2")
+    spark.sql(f"DELETE FROM delta.`{dst}` WHERE id = 1")
+    with pytest.raises(Exception, match="Invalid JSON"):  # the premise
+        DeltaTable(dst).load_cdf(starting_version=0, ending_version=2).read_all()
+    s = load_settings(lake=str(tmp_path / "lake"))
+    first = ingest(s, DeltaCDF(dst, keys="id", name="clone", ending_version=1))
+    assert first.new_watermark == "version 1"
+    import json
+    from pathlib import Path
+
+    info = [json.loads(line)["commitInfo"] for line in Path(dst, "_delta_log", f"{1:020d}.json").read_text().splitlines()
+            if '"commitInfo"' in line][0]
+    assert load_watermark(s, "delta-cdf:clone").complete_to.timestamp() * 1000 == pytest.approx(info["timestamp"])
+    ingest(s, DeltaCDF(dst, keys="id", name="clone"))
+    times = commit_times_of_log(dst)
+    want = {0: {1: "a", 2: "b"}, 1: {1: "a", 2: "bb"}, 2: {2: "bb"}}
+    for v, rows in want.items():
+        assert lake_state(s, times[v]) == {(Decimal(i),): {"id": num(i), "v": text(x)} for i, x in rows.items()}, v
+
+
+def commit_times_of_log(uri):
+    """Each version's commit time from its commitInfo (delta-rs' history cannot parse a clone's log)."""
+    import json
+    from datetime import datetime, timezone
+    from pathlib import Path
+
+    out = {}
+    for f in sorted(Path(uri, "_delta_log").glob("*.json")):
+        for line in f.read_text().splitlines():
+            if '"commitInfo"' in line:
+                out[int(f.stem)] = datetime.fromtimestamp(json.loads(line)["commitInfo"]["timestamp"] / 1000, tz=timezone.utc)
+    return out
+
+
 def test_deletion_vectors_of_every_container_kind_are_read_as_spark_reads_them(spark, tmp_path):
     """One file of 70,000 rows (two 65,536-row Roaring keys); three deletes whose vectors hold an
     array container (a few rows), a run container (a range) and a bitmap container (every third

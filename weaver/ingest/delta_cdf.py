@@ -160,20 +160,24 @@ class DeltaCDF:
     def _feed(self, start: int, end: int, by_log: bool) -> list[pa.Table]:
         """Versions start..end of the change feed: delta-rs' ``load_cdf``, or :class:`ChangeFeed` (one
         table per version, each under that version's schema) for a table :meth:`_needs_log_reader`
-        names, and for one ``load_cdf`` refuses for column mapping (mapped in the range, not now)."""
+        names, and for one whose feed ``load_cdf`` refuses or whose log it cannot parse (column
+        mapping earlier in the range; a Spark shallow clone's log): the log reader reads it, or
+        names why not."""
         try:
             if not by_log:
                 try:
                     return [pa.table(self.dt.load_cdf(starting_version=start, ending_version=end).read_all())]
-                except Exception as exc:  # noqa: BLE001 - delta-rs raises generic errors
-                    if "column mapping" not in str(exc).lower():
-                        raise
-            return ChangeFeed(self.uri, storage.options(self.uri)).read(start, end)
+                except Exception:  # noqa: BLE001 - delta-rs raises generic errors; the log reader names its own
+                    pass
+            return self._log().read(start, end)
         except WeaverError:
             raise
-        except Exception as exc:  # noqa: BLE001 - delta-rs raises generic errors for missing CDC files
+        except Exception as exc:  # noqa: BLE001 - a generic error on the way
             raise MalformedInputError(f"{self.uri}: change feed of versions {start}..{end} cannot be read "
                                       f"({_detail(exc)}); was CDF enabled then, or were those versions vacuumed?") from exc
+
+    def _log(self) -> ChangeFeed:
+        return ChangeFeed(self.uri, storage.options(self.uri))
 
     def _take(self, r: dict, data_cols: list[str], out: list, seen: dict, pre: dict) -> None:
         """One feed row into `out` (see the module's rules); `seen` and `pre` as in :meth:`read`."""
@@ -216,9 +220,7 @@ class DeltaCDF:
         return current
 
     def _commit_time(self, version: int) -> datetime:
+        """When `version` was committed, from its commit file (delta-rs' ``history()`` reads every
+        commit, and cannot parse a shallow clone's)."""
         with self._reading("read"):
-            history = self.dt.history()
-        for h in history:
-            if int(h.get("version", -1)) == version:
-                return datetime.fromtimestamp(h["timestamp"] / 1000.0, tz=timezone.utc)
-        raise InvalidParameterError(f"{self.uri}: version {version} is not in the table's history")
+            return self._log().commit_time(version)

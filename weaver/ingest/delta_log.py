@@ -33,7 +33,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Optional
-from urllib.parse import unquote
+from urllib.parse import unquote, urlparse
 
 import numpy as np
 import pyarrow as pa
@@ -161,12 +161,20 @@ class ChangeFeed:
             if str(conf.get("delta.enableChangeDataFeed", "false")).lower() != "true":
                 raise MalformedInputError(f"{self.uri} version {v}: the table did not record a change feed then "
                                           "(delta.enableChangeDataFeed was not true); ingest from a later version")
-            info = next((a["commitInfo"] for a in actions if "commitInfo" in a), {})
-            ms = info.get("inCommitTimestamp", info.get("timestamp"))
-            if ms is None:
-                ms = self.fs.get_file_info(self._log_path(v)).mtime.timestamp() * 1000
-            yield _Version(v, datetime.fromtimestamp(ms / 1000.0, tz=timezone.utc), schema,
-                           conf.get("delta.columnMapping.mode", "none"), parts, actions)
+            yield _Version(v, self._time(v, actions), schema, conf.get("delta.columnMapping.mode", "none"), parts,
+                           actions)
+
+    def commit_time(self, v: int) -> datetime:
+        """When version `v` was committed (as its changes' ``_commit_timestamp``)."""
+        return self._time(v, self._commit(v))
+
+    def _time(self, v: int, actions: list[dict]) -> datetime:
+        """The commit's in-commit timestamp, else its commitInfo's, else its file's modification time."""
+        info = next((a["commitInfo"] for a in actions if "commitInfo" in a), {})
+        ms = info.get("inCommitTimestamp", info.get("timestamp"))
+        if ms is None:
+            ms = self.fs.get_file_info(self._log_path(v)).mtime.timestamp() * 1000
+        return datetime.fromtimestamp(ms / 1000.0, tz=timezone.utc)
 
     def _log_path(self, v: int) -> str:
         return f"{self.root}/_delta_log/{v:020d}.json"
@@ -233,8 +241,14 @@ class ChangeFeed:
         return pa.Table.from_arrays(cols, schema=pa.schema(fields))
 
     def _data_path(self, rel: str) -> str:
-        if "://" in rel:
-            return objstore.filesystem(rel, self.options)[1]
+        """A file of the log as a path in the table's file system: a URI-encoded path relative to the
+        table, or an absolute URI (a shallow clone's files: ``file:/...``, ``s3://`` or Spark's
+        ``s3a://``)."""
+        scheme, sep, rest = rel.partition(":")
+        if sep and scheme.lower() in ("file", "s3", "s3a"):
+            if scheme.lower() == "file":
+                return unquote(urlparse(rel).path)
+            return objstore.filesystem("s3:" + unquote(rest), self.options)[1]
         return f"{self.root}/{unquote(rel)}"
 
     def _live(self, action: dict, n: int) -> np.ndarray:
