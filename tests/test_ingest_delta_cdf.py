@@ -324,6 +324,25 @@ def test_a_mapped_source_whose_older_commits_were_cleaned_up_reads_on_from_its_c
                                                          [(1, "a"), (2, "b"), (3, "c"), (4, "d"), (5, "e")]}
 
 
+def test_log_file_paths_resolve_on_the_table_store_and_a_file_on_another_store_is_named():
+    """Relative paths are URI-encoded; absolute ones (a shallow clone's) are file: or s3/s3a URIs."""
+    from weaver.ingest.delta_log import ChangeFeed
+    from weaver.ingest.errors import MalformedInputError
+
+    local = ChangeFeed("/data/t")
+    assert local._data_path("p=a%3Ab/part%20one.parquet") == "/data/t/p=a:b/part one.parquet"
+    assert local._data_path("file:/src/x%20y/p.parquet") == local._data_path("file:///src/x%20y/p.parquet") \
+        == "/src/x y/p.parquet"
+    with pytest.raises(MalformedInputError, match="another store"):
+        local._data_path("s3a://bucket/k/p.parquet")
+    remote = ChangeFeed("s3://bucket/t", {"aws_region": "us-east-1"})
+    assert remote._data_path("k%3Dv/p.parquet") == "bucket/t/k=v/p.parquet"
+    assert remote._data_path("s3a://other/k%3Dv/p.parquet") == remote._data_path("s3://other/k=v/p.parquet") \
+        == "other/k=v/p.parquet"
+    with pytest.raises(MalformedInputError, match="another store"):
+        remote._data_path("file:/src/p.parquet")
+
+
 def test_a_source_that_gains_column_mapping_after_it_was_opened_is_read_across_it(spark, tmp_path):
     """An adapter opened before the table gained column mapping (and a rename) reads the versions
     after it: the rows before the rename keep the old column name, those after carry the new one."""

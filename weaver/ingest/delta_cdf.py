@@ -1,6 +1,7 @@
 """Delta Change Data Feed, read through delta-rs (``DeltaTable.load_cdf``), no JVM; a table with column
 mapping (whose feed ``load_cdf`` refuses) or deletion vectors (whose feed it gets wrong where a removed
-file carries one) is read from its log and files by :mod:`weaver.ingest.delta_log`.
+file carries one), and any table whose feed ``load_cdf`` fails on (a Spark shallow clone's log), is
+read from its log and files by :mod:`weaver.ingest.delta_log`.
 
 Rows carry ``_change_type`` (insert, update_preimage, update_postimage, delete),
 ``_commit_version`` and ``_commit_timestamp``. insert / update_postimage -> PUT of the row image,

@@ -1,5 +1,7 @@
 """The change feed of a Delta table read from its log and data files, for the tables whose feed
-delta-rs' ``load_cdf`` refuses: column mapping (``delta.columnMapping.mode`` = name or id).
+delta-rs' ``load_cdf`` refuses (column mapping: ``delta.columnMapping.mode`` = name or id), gets
+wrong (deletion vectors: a removed file that carries one) or cannot parse (a Spark shallow clone's
+clone commit).
 
 It follows the protocol's "Change Data Files" rules, version by version:
 
@@ -16,7 +18,9 @@ Columns are read by their physical names (mode ``name``) or Parquet field ids (m
 physical names where a file has no ids), at every nesting level, and named by the schema in force
 *at that version*: a column renamed in the range keeps its values and carries its new name from the
 rename on (each version's rows are the row images of that version). A column added later is null
-in older files. Partition values come from the actions (keyed by physical name).
+in older files. Partition values come from the actions (keyed by physical name). Files named by
+absolute URIs (a shallow clone's: ``file:/...``, ``s3://``, ``s3a://``) are read on the table's
+own file system; a clone on one store of a table on another is refused by name.
 
 Deletion vectors are read here too (inline, or in ``deletion_vector_<uuid>.bin`` files: the 64-bit
 "portable" RoaringBitmapArray serialisation of Delta's protocol), since the rows a vector removes
@@ -245,8 +249,12 @@ class ChangeFeed:
         table, or an absolute URI (a shallow clone's files: ``file:/...``, ``s3://`` or Spark's
         ``s3a://``)."""
         scheme, sep, rest = rel.partition(":")
-        if sep and scheme.lower() in ("file", "s3", "s3a"):
-            if scheme.lower() == "file":
+        scheme = scheme.lower()
+        if sep and scheme in ("file", "s3", "s3a"):
+            if (scheme == "file") == self.uri.startswith("s3://"):
+                raise MalformedInputError(f"{self.uri}: the log names {rel}, a file on another store than the "
+                                          "table's (a shallow clone across stores); ingest from the source table")
+            if scheme == "file":
                 return unquote(urlparse(rel).path)
             return objstore.filesystem("s3:" + unquote(rest), self.options)[1]
         return f"{self.root}/{unquote(rel)}"
