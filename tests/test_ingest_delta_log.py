@@ -1,8 +1,9 @@
 """The change feed read from a Delta table's log (``weaver.ingest.delta_log``): column-mapped tables
-(which delta-rs' ``load_cdf`` refuses) and tables with deletion vectors (whose feed it gets wrong
-where a removed file carries one), written by delta-spark: DELETE by deletion vector (no change data file), UPDATE and MERGE (change
-data files), a column renamed and one added, a whole partition deleted over files carrying
-deletion vectors, OPTIMIZE (no data change).
+(which delta-rs' ``load_cdf`` refuses), tables with deletion vectors (whose feed it gets wrong
+where a removed file carries one) and shallow clones (whose log it cannot parse), written by
+delta-spark: DELETE by deletion vector (no change data file), UPDATE and MERGE (change data
+files), a column renamed and one added, a whole partition deleted over files carrying deletion
+vectors, OPTIMIZE and REORG (no data change), INSERT OVERWRITE, RESTORE.
 
 Oracles, both independent of the reader:
 * the test's own record of the table after each write (row images built by hand, under the column
