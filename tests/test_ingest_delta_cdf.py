@@ -251,7 +251,7 @@ def test_the_log_reader_gives_delta_rs_change_feed_of_a_plain_table(tmp_path):
     """On a table without column mapping both readers apply: the log reader's rows (update pre- and
     postimages from change data files, deletes, appends) are delta-rs' ``load_cdf`` rows."""
     import pyarrow as pa
-    from deltalake import DeltaTable, write_deltalake
+    from deltalake import DeltaTable
 
     from weaver.ingest.delta_log import ChangeFeed
 
