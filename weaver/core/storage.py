@@ -799,10 +799,16 @@ def open_table(uri: str, name: str = "", version: int | None = None):
 READABLE_FEATURES = frozenset({"timestampNtz", "variantType", "variantType-preview"})
 
 
-def column_mapping_mode(metadata) -> str | None:
-    """A Delta table's column-mapping mode (``name`` or ``id``) from its metadata, None without one."""
-    mode = str(metadata.configuration.get("delta.columnMapping.mode", "none")).lower()
+def column_mapping_mode(configuration) -> str | None:
+    """A Delta table's column-mapping mode (``name`` or ``id``) from its metadata's configuration,
+    None without one."""
+    mode = str(configuration.get("delta.columnMapping.mode", "none")).lower()
     return None if mode == "none" else mode
+
+
+def records_change_feed(configuration) -> bool:
+    """Whether a Delta table's metadata configuration turns its change data feed on."""
+    return str(configuration.get("delta.enableChangeDataFeed", "false")).lower() == "true"
 
 
 def check_read_features(dt, name: str = "", uri: str = "") -> None:
@@ -822,7 +828,7 @@ def check_read_features(dt, name: str = "", uri: str = "") -> None:
     (a table can gain either feature by ``ALTER TABLE ... SET TBLPROPERTIES``)."""
     at = uri or dt.table_uri
     where = f"Delta table {name} at {at}" if name else f"Delta table at {at}"
-    mode = column_mapping_mode(dt.metadata())
+    mode = column_mapping_mode(dt.metadata().configuration)
     if mode is not None:
         raise UnsupportedTableFeatureError(
             f"{where} uses column mapping (delta.columnMapping.mode = {mode}): the readers here would read its "

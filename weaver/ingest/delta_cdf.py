@@ -27,7 +27,6 @@ import pyarrow as pa
 from weaver.core import storage
 from weaver.core.errors import CorruptTableError, InvalidParameterError, WeaverError
 from weaver.ingest.base import Batch, Change, Position, Watermark, key_attrs
-from weaver.ingest.delta_log import ChangeFeed
 from weaver.ingest.errors import MalformedInputError, MissingKeyAttributeError, UnknownEventError, UnorderableKeyError
 from weaver.ingest.keys import encode_key
 from weaver.ingest.values import encode_row
@@ -66,7 +65,7 @@ class DeltaCDF:
             meta = self.dt.metadata()
             cols = [f.name for f in pa.schema(self.dt.schema().to_arrow())]
         self.identity = str(meta.id)  # the table's own id: another table at this name is another source
-        if str(meta.configuration.get("delta.enableChangeDataFeed", "false")).lower() != "true":
+        if not storage.records_change_feed(meta.configuration):
             raise InvalidParameterError(f"{self.uri} does not record a change feed; run ALTER TABLE ... SET TBLPROPERTIES "
                                         "(delta.enableChangeDataFeed = true) and ingest the versions after it")
         for k in self.keys:
@@ -155,7 +154,7 @@ class DeltaCDF:
         """Column mapping (delta-rs' ``load_cdf`` refuses it) or deletion vectors (``load_cdf`` reads a
         removed file that carries one wrongly: the rows the vector deleted come back as deletes,
         the file's live rows are missed) send the feed to :class:`ChangeFeed`."""
-        return (storage.column_mapping_mode(self.dt.metadata()) is not None
+        return (storage.column_mapping_mode(self.dt.metadata().configuration) is not None
                 or "deletionVectors" in (self.dt.protocol().reader_features or ()))
 
     def _feed(self, start: int, end: int, by_log: bool) -> list[pa.Table]:
@@ -177,7 +176,10 @@ class DeltaCDF:
             raise MalformedInputError(f"{self.uri}: change feed of versions {start}..{end} cannot be read "
                                       f"({_detail(exc)}); was CDF enabled then, or were those versions vacuumed?") from exc
 
-    def _log(self) -> ChangeFeed:
+    def _log(self):
+        """The log reader of this table (imported here: the CLI imports this module at start-up)."""
+        from weaver.ingest.delta_log import ChangeFeed
+
         return ChangeFeed(self.uri, storage.options(self.uri))
 
     def _take(self, r: dict, data_cols: list[str], out: list, seen: dict, pre: dict) -> None:

@@ -44,7 +44,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from weaver.core import objstore
+from weaver.core import objstore, storage
 from weaver.ingest.errors import MalformedInputError
 
 CHANGE_TYPE = "_change_type"
@@ -122,7 +122,7 @@ class _Version:
     version: int
     time: datetime
     schema: pa.Schema  # logical, with the column-mapping metadata on every field
-    mode: str
+    mode: Optional[str]  # None, "name" or "id"
     partitions: tuple[str, ...]
     actions: list[dict]
 
@@ -162,11 +162,10 @@ class ChangeFeed:
                     m = a["metaData"]
                     schema = pa.schema(Schema.from_json(m["schemaString"]).to_arrow())
                     conf, parts = dict(m.get("configuration") or {}), tuple(m.get("partitionColumns") or ())
-            if str(conf.get("delta.enableChangeDataFeed", "false")).lower() != "true":
+            if not storage.records_change_feed(conf):
                 raise MalformedInputError(f"{self.uri} version {v}: the table did not record a change feed then "
                                           "(delta.enableChangeDataFeed was not true); ingest from a later version")
-            yield _Version(v, self._time(v, actions), schema, conf.get("delta.columnMapping.mode", "none"), parts,
-                           actions)
+            yield _Version(v, self._time(v, actions), schema, storage.column_mapping_mode(conf), parts, actions)
 
     def commit_time(self, v: int) -> datetime:
         """When version `v` was committed (as its changes' ``_commit_timestamp``)."""
@@ -305,7 +304,7 @@ def _physical(f: pa.Field) -> str:
     return meta.get(_PHYSICAL, f.name.encode()).decode()
 
 
-def _find(schema: pa.Schema | pa.StructType, f: pa.Field, mode: str) -> Optional[int]:
+def _find(schema: pa.Schema | pa.StructType, f: pa.Field, mode: Optional[str]) -> Optional[int]:
     """Index in a file's schema (or struct) of the column of logical field `f`: by Parquet field id
     in mode ``id`` (where the file has ids), else by physical name."""
     fields = list(schema) if isinstance(schema, pa.Schema) else [schema.field(i) for i in range(schema.num_fields)]
@@ -321,7 +320,7 @@ def _find(schema: pa.Schema | pa.StructType, f: pa.Field, mode: str) -> Optional
     return None
 
 
-def _logical(col, file_field: pa.Field, f: pa.Field, mode: str = "name"):
+def _logical(col, file_field: pa.Field, f: pa.Field, mode: Optional[str]):
     """A file's column as logical field `f`: nested fields renamed from physical names, then cast."""
     if isinstance(col, pa.ChunkedArray):
         return pa.chunked_array([_logical(c, file_field, f, mode) for c in col.chunks], type=f.type)
