@@ -137,13 +137,15 @@ class ChangeFeed:
 
     def read(self, start: int, end: int) -> list[pa.Table]:
         """One table per version with changes: the logical columns of that version's schema, then
-        ``_change_type``, ``_commit_version``, ``_commit_timestamp`` (as delta-rs' ``load_cdf``)."""
+        ``_change_type``, ``_commit_version``, ``_commit_timestamp`` (as delta-rs' ``load_cdf``: UTC
+        without a zone, whose rows convert to Python three times faster than zone-aware ones)."""
         out = []
         for v in self._versions(start, end):
             t = self._changes(v)
             if t.num_rows:
                 out.append(t.append_column("_commit_version", pa.array([v.version] * t.num_rows, pa.int64()))
-                           .append_column("_commit_timestamp", pa.array([v.time] * t.num_rows, pa.timestamp("us", "UTC"))))
+                           .append_column("_commit_timestamp", pa.array([v.time.replace(tzinfo=None)] * t.num_rows,
+                                                                        pa.timestamp("us"))))
         return out
 
     # --- the log ------------------------------------------------------------------------------
